@@ -1,0 +1,144 @@
+//! The queue's error type: one variant per thing a caller can act on.
+
+use redis::RedisError;
+
+/// Everything that can go wrong talking to the queue.
+///
+/// Messages say what happened and what to do about it. None of them ever
+/// contains the Redis password: addresses are shown as `host:port/db`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lease token is not the job's current lease: the lease expired and the
+    /// job was handed to another consumer, or it was settled already. The caller
+    /// must stop working on the job; nothing was changed.
+    #[error(
+        "lease lost on job {id} (it is now {state}): another worker took it over after the \
+         lease expired, so this worker must drop the job; heartbeat more often than the lease"
+    )]
+    LeaseLost {
+        /// The job.
+        id: String,
+        /// The state the job is in now.
+        state: String,
+    },
+
+    /// No job with this id exists (never enqueued, purged, or past retention).
+    #[error(
+        "job {id} not found in queue {queue}: it was never enqueued, was purged, or its retention expired"
+    )]
+    NotFound {
+        /// The queue searched.
+        queue: String,
+        /// The id asked for.
+        id: String,
+    },
+
+    /// A queue name that cannot be used in the key layout.
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidQueueName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A job option out of its accepted range.
+    #[error("invalid job option `{field}`: {reason}")]
+    InvalidOption {
+        /// The option's name, as in [`crate::JobOptions`].
+        field: &'static str,
+        /// Why it was refused, with the accepted range.
+        reason: String,
+    },
+
+    /// A payload larger than the client's configured maximum.
+    #[error(
+        "payload of {size} bytes exceeds the maximum of {max} bytes: store large data \
+         elsewhere (object storage) and enqueue a reference, or raise max_payload_bytes"
+    )]
+    PayloadTooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// The Redis URL could not be parsed.
+    #[error(
+        "invalid Redis URL: {reason}; expected redis://[user:password@]host[:port][/db] or rediss://… for TLS"
+    )]
+    InvalidUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Redis could not be reached, or the connection broke.
+    #[error(
+        "cannot reach Redis at {addr}: {source}; check that Redis is running and that SPOOL_REDIS_URL points at it"
+    )]
+    Unavailable {
+        /// `host:port/db` of the server (never the password).
+        addr: String,
+        /// The underlying client error.
+        #[source]
+        source: RedisError,
+    },
+
+    /// Redis refused a command (authentication, ACL, wrong type, script error).
+    #[error("Redis at {addr} refused a command: {source}")]
+    Redis {
+        /// `host:port/db` of the server.
+        addr: String,
+        /// The underlying client error.
+        #[source]
+        source: RedisError,
+    },
+
+    /// A job hash or index holds something spool did not write.
+    #[error(
+        "corrupt queue data at {key}: {reason}; inspect it with redis-cli and delete or repair it"
+    )]
+    Corrupt {
+        /// The Redis key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Whether the error is transient (Redis unreachable or the connection broke),
+    /// so retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
+    pub(crate) fn from_redis(addr: &str, source: RedisError) -> Self {
+        let transient = source.is_io_error()
+            || source.is_timeout()
+            || source.is_connection_dropped()
+            || source.is_connection_refusal()
+            || source.is_unrecoverable_error()
+            || matches!(
+                source.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+            );
+        if transient {
+            Error::Unavailable {
+                addr: addr.to_owned(),
+                source,
+            }
+        } else {
+            Error::Redis {
+                addr: addr.to_owned(),
+                source,
+            }
+        }
+    }
+}
+
+/// The queue's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,58 @@
+//! A reliable Redis job queue for render and encode fleets.
+//!
+//! Producers [`Queue::enqueue`] jobs; consumers [`Queue::reserve`] them under a
+//! *lease* (a deadline and a fencing token), [`Queue::heartbeat`] while they
+//! work, and [`Queue::settle`] them: complete, fail (retry with backoff, or
+//! dead), release, or acknowledge a cancel. Every state change is one Lua script,
+//! so a worker that dies at any instruction leaves the job either untouched or
+//! fully moved, and an expired lease returns the job to the backlog. Delivery
+//! is at-least-once: handlers must tolerate a rerun.
+//!
+//! ```text
+//!  enqueue ─▶ scheduled ──due──▶ ready ──reserve──▶ active ──complete──▶ completed
+//!              ▲   │               ▲  ▲               │ │ └─fail, no attempts left─▶ dead
+//!              │   └──cancel─┐     │  └──release──────┘ │                            │
+//!              └──fail, retry┼─────┼────────────────────┘      ◀──── dead retry ─────┘
+//!                            ▼     └── lease expired (sweep)
+//!                        cancelled
+//! ```
+//!
+//! Per queue, the size of `spool:{q}:ready` is the backlog and the size of
+//! `spool:{q}:outstanding` is the outstanding work (ready + active): KEDA's
+//! `redis` trigger reads either directly. `docs/protocol.md` gives the full
+//! key layout and the scripts, for producers in other languages.
+//!
+//! ```no_run
+//! # async fn demo() -> spool_queue::Result<()> {
+//! use std::time::Duration;
+//! use spool_queue::{Client, JobOptions};
+//!
+//! let client = Client::connect("redis://127.0.0.1:6379").await?;
+//! let queue = client.queue("encode")?;
+//! let id = queue.enqueue(br#"{"input":"a.mov"}"#.to_vec(), JobOptions::default()).await?;
+//! for job in queue.reserve(1, Duration::from_secs(5)).await? {
+//!     queue.complete(&job, b"{}").await?;
+//! }
+//! # let _ = id; Ok(()) }
+//! ```
+
+mod backoff;
+mod connection;
+mod error;
+mod job;
+mod keys;
+mod queue;
+mod scripts;
+
+pub use backoff::{backoff_cap, backoff_delay};
+pub use connection::mask_password;
+pub use error::{Error, Result};
+pub use job::{
+    DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION,
+    JobInfo, JobOptions, JobState, NewJob, PRIORITY_RANGE, ReservedJob,
+};
+pub use keys::Keys;
+pub use queue::{
+    CancelOutcome, Client, ClientOptions, DEFAULT_MAX_PAYLOAD, Heartbeat, Queue, QueueStats,
+    Settle, SweepReport,
+};

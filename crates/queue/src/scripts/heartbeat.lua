@@ -1,0 +1,24 @@
+-- heartbeat.lua: extends a lease, optionally storing progress.
+--
+-- KEYS: the common nine (lib.lua).
+-- ARGV: [1] prefix, [2] id, [3] token, [4] extension ms (0: the job's lease_ms),
+--       [5] progress ('' leaves it unchanged)
+-- Returns: { 'ok', deadline, cancel_requested (0|1) }, { 'lease_lost', state }
+--       or { 'not_found' }.
+-- Invariant: a lease is valid while its token is the job's and the job is active;
+--       one past its deadline stays valid until a sweep reclaims the job.
+
+local id, token = ARGV[2], ARGV[3]
+local jk = job_key(id)
+local f = redis.call('HMGET', jk, 'state', 'lease', 'lease_ms', 'cancel')
+if not f[1] then return { 'not_found' } end
+if f[1] ~= 'active' or f[2] ~= token then return { 'lease_lost', f[1] } end
+local ext = tonumber(ARGV[4]) or 0
+if ext <= 0 then ext = tonumber(f[3]) or 30000 end
+local deadline = now_ms() + ext
+redis.call('HSET', jk, 'deadline', deadline)
+if ARGV[5] ~= '' then redis.call('HSET', jk, 'progress', ARGV[5]) end
+redis.call('ZADD', K_ACTIVE, deadline, id)
+local cancel = 0
+if f[4] == '1' then cancel = 1 end
+return { 'ok', deadline, cancel }

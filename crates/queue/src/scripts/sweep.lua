@@ -1,0 +1,14 @@
+-- sweep.lua: the periodic housekeeping any worker may run; cheap and idempotent.
+--
+-- KEYS: the common nine (lib.lua).
+-- ARGV: [1] prefix, [2] limit per step
+-- Returns: { promoted, recovered, pruned }: scheduled jobs made ready, expired
+--       leases handed back (or killed), retention index entries dropped.
+
+local limit = tonumber(ARGV[2])
+local now = now_ms()
+local promoted = promote_due(now, limit)
+local recovered = recover_expired(now, limit)
+local pruned = redis.call('ZREMRANGEBYSCORE', K_DONE, '-inf', now)
+  + redis.call('ZREMRANGEBYSCORE', K_CANC, '-inf', now)
+return { promoted, recovered, pruned }

@@ -1,0 +1,747 @@
+//! The queue's guarantees, each proven against a real redis-server that the
+//! test starts on its own port.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use spool_queue::{
+    CancelOutcome, Client, ClientOptions, Error, JobOptions, JobState, NewJob, Queue, Settle,
+};
+use spool_testkit::{RedisCluster, RedisServer};
+
+async fn setup() -> Result<(RedisServer, Queue)> {
+    let server = RedisServer::start()?;
+    let client = Client::connect(&server.url()).await?;
+    let queue = client.queue("test")?;
+    Ok((server, queue))
+}
+
+fn raw(server: &RedisServer) -> Result<redis::Connection> {
+    Ok(server.connection()?)
+}
+
+fn short_lease() -> JobOptions {
+    JobOptions::default().lease(Duration::from_millis(300))
+}
+
+#[tokio::test]
+async fn round_trip_keeps_binary_payloads_intact() -> Result<()> {
+    let server = RedisServer::start()?;
+    let max = 64 * 1024;
+    let client = Client::connect_with(
+        &server.url(),
+        ClientOptions {
+            max_payload_bytes: max,
+        },
+    )
+    .await?;
+    let queue = client.queue("bin")?;
+
+    let every_byte: Vec<u8> = (0..=255u8).cycle().take(max).collect();
+    let id = queue
+        .enqueue(every_byte.clone(), JobOptions::default())
+        .await?;
+    let jobs = queue.reserve(1, Duration::from_secs(2)).await?;
+    ensure!(jobs.len() == 1, "expected one job, got {}", jobs.len());
+    ensure!(jobs[0].id == id);
+    ensure!(jobs[0].payload == every_byte, "payload changed in transit");
+    ensure!(jobs[0].attempt == 1);
+    queue.complete(&jobs[0], b"\x00\xffresult").await?;
+    let info = queue.info(&id).await?;
+    ensure!(info.state == JobState::Completed);
+
+    let too_big = vec![0u8; max + 1];
+    match queue.enqueue(too_big, JobOptions::default()).await {
+        Err(e @ Error::PayloadTooLarge { .. }) => {
+            let msg = e.to_string();
+            ensure!(msg.contains("65537") && msg.contains("65536"), "{msg}");
+        }
+        other => bail!("an over-size payload must be refused, got {other:?}"),
+    }
+    ensure!(
+        queue.stats().await?.ready == 0,
+        "the refused job must not be enqueued"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn lease_expiry_hands_job_to_next_consumer() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let id = queue.enqueue(b"{}".to_vec(), short_lease()).await?;
+    let first = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    ensure!(first.attempt == 1);
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let second = queue.reserve(1, Duration::from_secs(2)).await?;
+    ensure!(
+        second.len() == 1 && second[0].id == id,
+        "the expired job must be handed over"
+    );
+    ensure!(second[0].attempt == 2, "attempt {}", second[0].attempt);
+
+    let lost = |r: Result<_, Error>| matches!(r, Err(Error::LeaseLost { .. }));
+    ensure!(lost(queue.heartbeat(&first, None).await.map(drop)));
+    ensure!(lost(queue.complete(&first, b"stale").await));
+    ensure!(lost(queue.fail(&first, "stale", true).await.map(drop)));
+    ensure!(lost(queue.release(&first).await));
+
+    let info = queue.info(&id).await?;
+    ensure!(info.state == JobState::Active && info.attempts == 2);
+    ensure!(
+        info.result.is_none(),
+        "a stale consumer must change nothing"
+    );
+    queue.complete(&second[0], b"\"fresh\"").await?;
+    ensure!(queue.info(&id).await?.result == Some(serde_json::json!("fresh")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_job_past_its_lease() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let id = queue.enqueue(b"{}".to_vec(), short_lease()).await?;
+    let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    let other = queue.client().queue("test")?;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let hb = queue.heartbeat(&job, Some(r#"{"percent":10}"#)).await?;
+        ensure!(!hb.cancel_requested);
+        let (stolen, _) = other.try_reserve(1).await?;
+        ensure!(
+            stolen.is_empty(),
+            "a heartbeating job must not be handed over"
+        );
+    }
+    queue.complete(&job, b"").await?;
+    let info = queue.info(&id).await?;
+    ensure!(info.state == JobState::Completed && info.attempts == 1);
+    ensure!(info.progress == Some(serde_json::json!({"percent": 10})));
+    Ok(())
+}
+
+#[tokio::test]
+async fn poison_pill_ends_dead_after_max_attempts() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let id = queue
+        .enqueue(b"{}".to_vec(), short_lease().max_attempts(3))
+        .await?;
+    // Three consumers each take it and vanish without a word, as a worker that
+    // the job OOM-kills would.
+    for attempt in 1..=3 {
+        let job = queue.reserve(1, Duration::from_secs(2)).await?;
+        ensure!(
+            job.len() == 1 && job[0].attempt == attempt,
+            "attempt {attempt}: {job:?}"
+        );
+        drop(job);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    let report = queue.sweep(100).await?;
+    ensure!(report.recovered == 1, "{report:?}");
+    let info = queue.info(&id).await?;
+    ensure!(info.state == JobState::Dead, "state {}", info.state);
+    let reason = info.last_error.unwrap_or_default();
+    ensure!(
+        reason.contains("lease expired during attempt 3 of 3"),
+        "{reason}"
+    );
+    let stats = queue.stats().await?;
+    ensure!(
+        stats.dead == 1 && stats.outstanding == 0 && stats.ready == 0,
+        "{stats:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn retry_backoff_lands_in_scheduled_within_the_window() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let backoff = Duration::from_secs(4);
+    let opts = JobOptions::default()
+        .max_attempts(3)
+        .backoff(backoff, Duration::from_secs(60));
+    let id = queue.enqueue(b"{}".to_vec(), opts).await?;
+    let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    let before = now_ms();
+    let state = queue.fail(&job, "transcoder busy", false).await?;
+    ensure!(state == JobState::Scheduled);
+    let info = queue.info(&id).await?;
+    let run_at = info.run_at_ms.context("run_at")?;
+    let cap = spool_queue::backoff_cap(backoff, Duration::from_secs(60), 1).as_millis() as u64;
+    ensure!(
+        run_at + 50 >= before && run_at <= now_ms() + cap,
+        "run_at {run_at} outside [{before}, now + {cap}]"
+    );
+    ensure!(info.last_error.as_deref() == Some("transcoder busy"));
+    let stats = queue.stats().await?;
+    ensure!(stats.scheduled == 1 && stats.outstanding == 0, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn permanent_errors_go_dead_and_dead_jobs_retry_and_purge() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let a = queue.enqueue(b"a".to_vec(), JobOptions::default()).await?;
+    let b = queue.enqueue(b"b".to_vec(), JobOptions::default()).await?;
+    for job in queue.reserve(2, Duration::from_secs(1)).await? {
+        let state = queue.fail(&job, "unsupported codec", true).await?;
+        ensure!(state == JobState::Dead);
+    }
+    let dead = queue.dead_list(0, 10).await?;
+    ensure!(dead.len() == 2);
+    ensure!(
+        dead.iter()
+            .all(|j| j.last_error.as_deref() == Some("unsupported codec"))
+    );
+
+    ensure!(queue.dead_retry(std::slice::from_ref(&a), 0).await? == 1);
+    let info = queue.info(&a).await?;
+    ensure!(info.state == JobState::Ready && info.attempts == 0);
+    ensure!(queue.dead_purge(&[], 100).await? == 1);
+    ensure!(matches!(queue.info(&b).await, Err(Error::NotFound { .. })));
+    let stats = queue.stats().await?;
+    ensure!(
+        stats.dead == 0 && stats.ready == 1 && stats.outstanding == 1,
+        "{stats:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn retryable_failures_die_when_attempts_run_out() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let opts = JobOptions::default()
+        .max_attempts(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10));
+    let id = queue.enqueue(b"{}".to_vec(), opts).await?;
+    let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    ensure!(queue.fail(&job, "boom", false).await? == JobState::Scheduled);
+    let job = queue.reserve(1, Duration::from_secs(2)).await?.remove(0);
+    ensure!(job.attempt == 2);
+    ensure!(queue.fail(&job, "boom", false).await? == JobState::Dead);
+    let err = queue.info(&id).await?.last_error.unwrap_or_default();
+    ensure!(err.contains("attempt 2 of 2"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delayed_jobs_are_not_reserved_early() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let id = queue
+        .enqueue(
+            b"{}".to_vec(),
+            JobOptions::default().delay(Duration::from_millis(600)),
+        )
+        .await?;
+    ensure!(queue.info(&id).await?.state == JobState::Scheduled);
+    let started = Instant::now();
+    let (early, hint) = queue.try_reserve(1).await?;
+    ensure!(early.is_empty(), "a delayed job was handed out early");
+    ensure!(
+        hint.is_some_and(|h| h <= Duration::from_millis(600)),
+        "{hint:?}"
+    );
+    let jobs = queue.reserve(1, Duration::from_secs(5)).await?;
+    ensure!(jobs.len() == 1 && jobs[0].id == id);
+    ensure!(
+        started.elapsed() >= Duration::from_millis(500),
+        "reserved after {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn priorities_order_and_fifo_within_a_priority() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let jobs = [
+        (0, "low-1"),
+        (5, "high-1"),
+        (0, "low-2"),
+        (5, "high-2"),
+        (-3, "lowest"),
+    ]
+    .map(|(p, name)| {
+        NewJob::with_options(name.as_bytes().to_vec(), JobOptions::default().priority(p))
+    });
+    queue.enqueue_batch(jobs.to_vec()).await?;
+    let got = queue.reserve(10, Duration::from_secs(1)).await?;
+    let order: Vec<String> = got
+        .iter()
+        .map(|j| String::from_utf8_lossy(&j.payload).into_owned())
+        .collect();
+    ensure!(
+        order == ["high-1", "high-2", "low-1", "low-2", "lowest"],
+        "{order:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn released_jobs_go_to_the_front_without_attempt_penalty() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    queue
+        .enqueue(b"first".to_vec(), JobOptions::default())
+        .await?;
+    queue
+        .enqueue(b"second".to_vec(), JobOptions::default())
+        .await?;
+    let a = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    queue.release(&a).await?;
+    let again = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    ensure!(again.id == a.id, "a released job must come back first");
+    ensure!(again.attempt == 1, "release must refund the attempt");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dedup_key_returns_the_live_job() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let opts = || JobOptions::default().dedup_key("render:42");
+    let first = queue.enqueue(b"{}".to_vec(), opts()).await?;
+    let second = queue.enqueue(b"{}".to_vec(), opts()).await?;
+    ensure!(first == second);
+    ensure!(queue.stats().await?.ready == 1);
+    let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    queue.complete(&job, b"").await?;
+    let third = queue.enqueue(b"{}".to_vec(), opts()).await?;
+    ensure!(third != first, "a finished job frees its dedup key");
+    // An explicit id makes a lost-reply retry safe.
+    let x = queue
+        .enqueue(b"{}".to_vec(), JobOptions::default().id("order-7"))
+        .await?;
+    let y = queue
+        .enqueue(b"{}".to_vec(), JobOptions::default().id("order-7"))
+        .await?;
+    ensure!(x == "order-7" && y == "order-7");
+    ensure!(queue.stats().await?.ready == 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn cancel_stops_queued_jobs_at_once_and_running_ones_at_heartbeat() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let queued = queue.enqueue(b"q".to_vec(), JobOptions::default()).await?;
+    let delayed = queue
+        .enqueue(
+            b"d".to_vec(),
+            JobOptions::default().delay(Duration::from_secs(60)),
+        )
+        .await?;
+    ensure!(queue.cancel(&queued).await? == CancelOutcome::Cancelled);
+    ensure!(queue.cancel(&delayed).await? == CancelOutcome::Cancelled);
+    ensure!(
+        queue.try_reserve(1).await?.0.is_empty(),
+        "cancelled jobs must not run"
+    );
+
+    let running = queue.enqueue(b"r".to_vec(), JobOptions::default()).await?;
+    let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    ensure!(queue.cancel(&running).await? == CancelOutcome::Requested);
+    let hb = queue.heartbeat(&job, None).await?;
+    ensure!(
+        hb.cancel_requested,
+        "the worker must see the cancel at its heartbeat"
+    );
+    ensure!(queue.settle(&job, Settle::Cancelled).await? == JobState::Cancelled);
+    ensure!(queue.cancel(&running).await? == CancelOutcome::AlreadyFinished(JobState::Cancelled));
+    let stats = queue.stats().await?;
+    ensure!(
+        stats.cancelled == 3 && stats.outstanding == 0 && stats.active == 0,
+        "{stats:?}"
+    );
+    ensure!(matches!(
+        queue.cancel("nope").await,
+        Err(Error::NotFound { .. })
+    ));
+    Ok(())
+}
+
+/// Reads ready, active and outstanding in one MULTI/EXEC, so the three are
+/// from the same instant.
+fn keda_snapshot(conn: &mut redis::Connection, queue: &Queue) -> Result<(u64, u64, u64)> {
+    let k = queue.keys();
+    let (ready, active, outstanding): (u64, u64, u64) = redis::pipe()
+        .atomic()
+        .cmd("ZCARD")
+        .arg(&k.ready)
+        .cmd("ZCARD")
+        .arg(&k.active)
+        .cmd("SCARD")
+        .arg(&k.outstanding)
+        .query(conn)?;
+    Ok((ready, active, outstanding))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_consumers_complete_each_job_exactly_once() -> Result<()> {
+    const JOBS: usize = 20_000;
+    const CONSUMERS: usize = 8;
+    let (server, queue) = setup().await?;
+    let jobs: Vec<NewJob> = (0..JOBS).map(|i| NewJob::new(i.to_string())).collect();
+    let ids = queue.enqueue_batch(jobs).await?;
+    ensure!(ids.iter().collect::<HashSet<_>>().len() == JOBS);
+
+    let held = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let done = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // A watcher checks the KEDA invariant while the consumers run.
+    let watcher = {
+        let mut conn = raw(&server)?;
+        let queue = queue.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || -> Result<usize> {
+            let mut checks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (ready, active, outstanding) = keda_snapshot(&mut conn, &queue)?;
+                ensure!(
+                    outstanding == ready + active,
+                    "outstanding {outstanding} != ready {ready} + active {active}"
+                );
+                checks += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(checks)
+        })
+    };
+
+    let mut tasks = Vec::new();
+    for _ in 0..CONSUMERS {
+        let queue = queue.clone();
+        let held = held.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let jobs = queue.reserve(16, Duration::from_millis(200)).await?;
+                if jobs.is_empty() {
+                    return anyhow::Ok(());
+                }
+                {
+                    let mut h = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    for j in &jobs {
+                        ensure!(h.insert(j.id.clone()), "job {} held by two consumers", j.id);
+                    }
+                }
+                tokio::task::yield_now().await;
+                {
+                    let mut h = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    for j in &jobs {
+                        h.remove(&j.id);
+                    }
+                }
+                let settled = queue
+                    .settle_many(
+                        jobs.iter()
+                            .map(|j| (j, Settle::Complete(Vec::new())))
+                            .collect(),
+                    )
+                    .await?;
+                let mut d = done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                for (j, r) in jobs.iter().zip(settled) {
+                    ensure!(r? == JobState::Completed);
+                    d.push(j.id.clone());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let checks = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    ensure!(checks > 0);
+
+    let done = done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    ensure!(
+        done.len() == JOBS,
+        "{} completions for {JOBS} jobs",
+        done.len()
+    );
+    let unique: HashSet<&String> = done.iter().collect();
+    ensure!(unique.len() == JOBS, "some job completed twice");
+    let stats = queue.stats().await?;
+    ensure!(stats.completed == JOBS as u64, "{stats:?}");
+    ensure!(
+        stats.ready == 0 && stats.outstanding == 0 && stats.active == 0,
+        "KEDA keys not empty: {stats:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn blocked_reserve_wakes_promptly_and_idles_cheaply() -> Result<()> {
+    let (server, queue) = setup().await?;
+    let producer = queue.client().queue("test")?;
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let consumer = queue.clone();
+        let waiter = tokio::spawn(async move {
+            let jobs = consumer.reserve(1, Duration::from_secs(10)).await?;
+            anyhow::Ok((Instant::now(), jobs))
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = Instant::now();
+        producer
+            .enqueue(b"{}".to_vec(), JobOptions::default())
+            .await?;
+        let (woke, jobs) = waiter.await??;
+        ensure!(jobs.len() == 1);
+        queue.complete(&jobs[0], b"").await?;
+        latencies.push(woke - sent);
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    eprintln!("enqueue-to-reserve latencies: {latencies:?}");
+    ensure!(
+        median < Duration::from_millis(50),
+        "median wake-up {median:?}"
+    );
+
+    // An idle consumer: count what it sends Redis in three seconds.
+    let mut conn = raw(&server)?;
+    let consumer = queue.clone();
+    let idle = tokio::spawn(async move { consumer.reserve(1, Duration::from_secs(3)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut conn)?;
+    let got = idle.await??;
+    ensure!(got.is_empty());
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
+    // commandstats also counts the commands scripts run inside Redis; what the
+    // consumer sends over the wire is its script calls and its blocking waits.
+    let calls: u64 = stats
+        .lines()
+        .filter(|l| {
+            ["cmdstat_evalsha:", "cmdstat_eval:", "cmdstat_blpop:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    eprintln!("idle consumer sent {calls} commands in ~2.9 s:\n{stats}");
+    ensure!(calls <= 10, "an idle consumer sent {calls} commands in 3 s");
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_sigkill_and_restart_loses_no_job() -> Result<()> {
+    let (mut server, queue) = setup().await?;
+    let jobs: Vec<NewJob> = (0..500)
+        .map(|i| NewJob::with_options(i.to_string(), short_lease()))
+        .collect();
+    let ids = queue.enqueue_batch(jobs).await?;
+    let in_flight = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+
+    server.kill();
+    ensure!(
+        queue.stats().await.is_err_and(|e| e.is_transient()),
+        "a dead Redis must read as transient"
+    );
+    server.restart()?;
+
+    // The client reconnects by itself; allow it a moment.
+    let mut stats = None;
+    for _ in 0..50 {
+        match queue.stats().await {
+            Ok(s) => {
+                stats = Some(s);
+                break;
+            }
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stats = stats.context("the client never reconnected")?;
+    ensure!(
+        stats.ready == 499 && stats.active == 1 && stats.outstanding == 500,
+        "{stats:?}"
+    );
+
+    // The in-flight job comes back once its lease expires.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut seen = HashSet::new();
+    loop {
+        let jobs = queue.reserve(100, Duration::from_millis(500)).await?;
+        if jobs.is_empty() {
+            break;
+        }
+        for j in &jobs {
+            seen.insert(j.id.clone());
+            if j.id == in_flight.id {
+                ensure!(
+                    j.attempt == 2,
+                    "the recovered job is on attempt {}",
+                    j.attempt
+                );
+            }
+        }
+        for r in queue
+            .settle_many(
+                jobs.iter()
+                    .map(|j| (j, Settle::Complete(Vec::new())))
+                    .collect(),
+            )
+            .await?
+        {
+            r?;
+        }
+    }
+    ensure!(
+        seen.len() == ids.len(),
+        "{} of {} jobs came back",
+        seen.len(),
+        ids.len()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_redis_gives_an_actionable_error() -> Result<()> {
+    let port = spool_testkit::free_port()?;
+    let url = format!("redis://spool:hunter2@127.0.0.1:{port}");
+    let err = Client::connect(&url)
+        .await
+        .err()
+        .context("connect must fail")?;
+    let msg = err.to_string();
+    ensure!(err.is_transient(), "{msg}");
+    ensure!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("SPOOL_REDIS_URL"),
+        "{msg}"
+    );
+    ensure!(!msg.contains("hunter2"), "the password leaked: {msg}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn garbage_in_the_keys_gives_errors_not_panics() -> Result<()> {
+    let (server, queue) = setup().await?;
+    let mut conn = raw(&server)?;
+    let k = queue.keys().clone();
+    // A job hash without a state, one with a non-numeric field, an id in the
+    // backlog without a hash, and one whose hash has no payload.
+    let _: () = redis::cmd("HSET")
+        .arg(k.job("nostate"))
+        .arg("payload")
+        .arg("{}")
+        .query(&mut conn)?;
+    let _: () = redis::cmd("HSET")
+        .arg(k.job("badnum"))
+        .arg("state")
+        .arg("ready")
+        .arg("attempts")
+        .arg("many")
+        .query(&mut conn)?;
+    let _: () = redis::cmd("ZADD")
+        .arg(&k.ready)
+        .arg(1)
+        .arg("ghost")
+        .query(&mut conn)?;
+    let _: () = redis::cmd("SADD")
+        .arg(&k.outstanding)
+        .arg("ghost")
+        .query(&mut conn)?;
+    let _: () = redis::cmd("HSET")
+        .arg(k.job("nopayload"))
+        .arg("state")
+        .arg("ready")
+        .query(&mut conn)?;
+    let _: () = redis::cmd("ZADD")
+        .arg(&k.ready)
+        .arg(2)
+        .arg("nopayload")
+        .query(&mut conn)?;
+    let _: () = redis::cmd("SADD")
+        .arg(&k.outstanding)
+        .arg("nopayload")
+        .query(&mut conn)?;
+
+    for id in ["nostate", "badnum"] {
+        match queue.info(id).await {
+            Err(e @ Error::Corrupt { .. }) => ensure!(e.to_string().contains(&k.job(id))),
+            other => bail!("{id}: expected a Corrupt error, got {other:?}"),
+        }
+    }
+    let (jobs, _) = queue.try_reserve(10).await?;
+    ensure!(
+        jobs.is_empty(),
+        "garbage must not be handed to a worker: {jobs:?}"
+    );
+    let info = queue.info("nopayload").await?;
+    ensure!(info.state == JobState::Dead);
+    ensure!(info.last_error.unwrap_or_default().contains("no payload"));
+    let stats = queue.stats().await?;
+    ensure!(stats.outstanding == 0 && stats.ready == 0, "{stats:?}");
+
+    // A wrong type where the backlog should be: a Redis error, not a panic.
+    let other = queue.client().queue("wrongtype")?;
+    let _: () = redis::cmd("SET")
+        .arg(&other.keys().ready)
+        .arg("x")
+        .query(&mut conn)?;
+    match other.try_reserve(1).await {
+        Err(e @ Error::Redis { .. }) => ensure!(e.to_string().contains("WRONGTYPE"), "{e}"),
+        other => bail!("expected a Redis error, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn cluster_queues_on_different_masters_all_work() -> Result<()> {
+    let cluster = RedisCluster::start(3)?;
+    let client = Client::connect(&cluster.url()).await?;
+    // Pick queue names until three land on three different masters.
+    let mut by_port = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let name = format!("q{i}");
+        let port = cluster.port_for_key(&format!("{{{name}}}"))?;
+        by_port.entry(port).or_insert(name);
+        if by_port.len() == 3 {
+            break;
+        }
+    }
+    ensure!(
+        by_port.len() == 3,
+        "could not spread queues over the masters"
+    );
+    for name in by_port.values() {
+        let queue = client.queue(name)?;
+        let ids = queue
+            .enqueue_batch((0..50).map(|i| NewJob::new(i.to_string())).collect())
+            .await?;
+        let mut done = 0;
+        while done < ids.len() {
+            let jobs = queue.reserve(20, Duration::from_secs(2)).await?;
+            ensure!(!jobs.is_empty(), "queue {name} stalled at {done}");
+            for j in &jobs {
+                queue.complete(j, b"").await?;
+            }
+            done += jobs.len();
+        }
+        let stats = queue.stats().await?;
+        ensure!(
+            stats.completed == 50 && stats.outstanding == 0,
+            "{name}: {stats:?}"
+        );
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what spool needs on Debian 12 / Ubuntu: Redis (the tests start their
+# own servers), FFmpeg's libraries and headers (the encoder), clang (bindgen for
+# ffmpeg-sys), and a Rust toolchain when none is on PATH. Idempotent: installs
+# only what is missing.
+set -euo pipefail
+
+packages=(
+  redis-server redis-tools
+  pkg-config clang libclang-dev
+  ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev
+  libavdevice-dev libswscale-dev libswresample-dev
+  openssl ca-certificates curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "deps: Debian packages present"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "deps: installing Rust with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
