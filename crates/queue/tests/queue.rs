@@ -457,7 +457,10 @@ async fn concurrent_consumers_complete_each_job_exactly_once() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
     ensure!(checks > 0);
 
-    let done = done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let done = done
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     ensure!(
         done.len() == JOBS,
         "{} completions for {JOBS} jobs",
