@@ -433,10 +433,21 @@ impl Queue {
     /// given. Fails with [`Error::LeaseLost`] when the job is no longer this
     /// consumer's: stop working on it.
     pub async fn heartbeat(&self, job: &ReservedJob, progress: Option<&str>) -> Result<Heartbeat> {
+        self.heartbeat_with(job, progress, None).await
+    }
+
+    /// Like [`Queue::heartbeat`], extending the lease by `extend` instead of the
+    /// job's own lease duration when given.
+    pub async fn heartbeat_with(
+        &self,
+        job: &ReservedJob,
+        progress: Option<&str>,
+        extend: Option<Duration>,
+    ) -> Result<Heartbeat> {
         let mut inv = self.invocation(&scripts::HEARTBEAT);
         inv.arg(&job.id)
             .arg(&job.token)
-            .arg(0)
+            .arg(extend.map_or(0, |d| d.as_millis() as u64))
             .arg(progress.unwrap_or(""));
         let reply: Value = self.invoke(&inv).await?;
         let Value::Array(f) = &reply else {

@@ -1,0 +1,122 @@
+//! The reference embedding of `spool-worker`, and the worker the end-to-end and
+//! scale tests drive as a real process.
+//!
+//! It reads the same `SPOOL_*` settings as `spool-encoder-worker` and handles
+//! payloads like `{"sleep_ms": 500, "fail_times": 0, "panic": false, "crash": false}`:
+//! sleep (cancellable), fail the first `fail_times` attempts, panic, or exit with
+//! code 137 half-way through to play a killed pod. When `SPOOL_SLEEP_RECORD`
+//! names a file, each handler start and finish is appended to it as a line
+//! `start|done <job id> <attempt> <pid>`, the record the tests check
+//! exactly-once against.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use spool_worker::{Handler, JobContext, JobError, Worker, WorkerConfig};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepJob {
+    #[serde(default = "default_sleep")]
+    sleep_ms: u64,
+    #[serde(default)]
+    fail_times: u32,
+    #[serde(default)]
+    panic: bool,
+    #[serde(default)]
+    crash: bool,
+}
+
+fn default_sleep() -> u64 {
+    500
+}
+
+struct Sleeper {
+    record: Option<PathBuf>,
+}
+
+impl Sleeper {
+    fn note(&self, what: &str, ctx: &JobContext) {
+        let Some(path) = &self.record else { return };
+        let line = format!("{what} {} {} {}\n", ctx.id, ctx.attempt, std::process::id());
+        // One write per line with O_APPEND: lines from many processes never interleave.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            tracing::error!(error = %e, path = %path.display(), "cannot write the record");
+        }
+    }
+}
+
+impl Handler for Sleeper {
+    type Payload = SleepJob;
+
+    async fn handle(
+        &self,
+        job: SleepJob,
+        ctx: JobContext,
+    ) -> Result<Option<serde_json::Value>, JobError> {
+        self.note("start", &ctx);
+        let total = Duration::from_millis(job.sleep_ms);
+        if job.crash {
+            tokio::time::sleep(total / 2).await;
+            std::process::exit(137);
+        }
+        if job.panic {
+            panic!("sleep_worker was asked to panic");
+        }
+        let started = std::time::Instant::now();
+        let mut step = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let left = total.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {},
+                _ = step.tick() => {
+                    let percent = 100 * started.elapsed().as_millis() / total.as_millis().max(1);
+                    ctx.progress(serde_json::json!({ "percent": percent.min(100) }));
+                },
+                _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
+            }
+        }
+        if ctx.attempt <= job.fail_times {
+            return Err(JobError::retryable(format!(
+                "failing attempt {} of the first {} on purpose",
+                ctx.attempt, job.fail_times
+            )));
+        }
+        self.note("done", &ctx);
+        Ok(Some(serde_json::json!({ "slept_ms": job.sleep_ms })))
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let config = match WorkerConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sleep_worker: {e}");
+            std::process::exit(2);
+        }
+    };
+    spool_worker::init_logging(config.log_format);
+    let record = std::env::var_os("SPOOL_SLEEP_RECORD").map(PathBuf::from);
+    let worker = match Worker::builder(Sleeper { record }).config(config).build() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("sleep_worker: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = worker.run().await {
+        tracing::error!(error = %e, "worker failed");
+        std::process::exit(1);
+    }
+}

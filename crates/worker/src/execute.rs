@@ -1,0 +1,286 @@
+//! Running one leased job: decode, call the handler, heartbeat while it runs,
+//! and settle it from what happened. One task per job; the run loop only
+//! starts them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use spool_queue::{Error as QueueError, JobState, Queue, ReservedJob, Settle};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::WorkerConfig;
+use crate::handler::{Handler, JobContext, JobError};
+use crate::metrics as m;
+
+/// How often progress reaches Redis at most: a few updates a second would be
+/// noise for a watcher and load for Redis.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a stopped handler may take to return by itself (to clean up its
+/// temporary files) before its task is dropped.
+const STOP_GRACE: Duration = Duration::from_millis(250);
+/// Longest pause between attempts to settle while Redis is unreachable.
+const SETTLE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Why the runtime stopped a handler before it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// The drain deadline passed (or a forced stop): release the job.
+    Drain,
+    /// Someone cancelled the job: record it cancelled.
+    CancelRequested,
+    /// Another worker holds the job now: touch nothing.
+    LeaseLost,
+}
+
+/// How the handler's run ended.
+enum Ended {
+    Returned(Result<Option<serde_json::Value>, JobError>),
+    Panicked(String),
+    Stopped,
+}
+
+/// Shared by every job task of one runtime.
+pub(crate) struct JobEnv<H> {
+    pub(crate) handler: Arc<H>,
+    pub(crate) queue: Queue,
+    pub(crate) config: Arc<WorkerConfig>,
+    /// Fired at the drain deadline or on a forced stop.
+    pub(crate) release_all: CancellationToken,
+    /// Jobs running now, for the active-jobs gauge.
+    pub(crate) active: Arc<AtomicUsize>,
+}
+
+impl<H> Clone for JobEnv<H> {
+    fn clone(&self) -> Self {
+        JobEnv {
+            handler: self.handler.clone(),
+            queue: self.queue.clone(),
+            config: self.config.clone(),
+            release_all: self.release_all.clone(),
+            active: self.active.clone(),
+        }
+    }
+}
+
+/// Runs one job to its end and settles it.
+pub(crate) async fn execute<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
+    let span = tracing::info_span!(
+        "job",
+        queue = %env.queue.name(),
+        job_id = %job.id,
+        attempt = job.attempt
+    );
+    run(env, job).instrument(span).await
+}
+
+async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
+    let queue_label = env.queue.name().to_owned();
+    let wait = SystemTime::now()
+        .duration_since(job.run_at)
+        .unwrap_or_default();
+    metrics::histogram!(m::JOB_WAIT, "queue" => queue_label.clone()).record(wait.as_secs_f64());
+    let running = env.active.fetch_add(1, Ordering::SeqCst) + 1;
+    metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(running as f64);
+    tracing::info!(wait_ms = wait.as_millis() as u64, "job started");
+
+    let started = Instant::now();
+    let (outcome, settle) = match serde_json::from_slice::<H::Payload>(&job.payload) {
+        Err(e) => {
+            let why = format!("payload is not valid for this worker: {e}");
+            tracing::warn!(error = %why, "refusing job");
+            (
+                "dead",
+                Some(Settle::Fail {
+                    error: why,
+                    permanent: true,
+                }),
+            )
+        }
+        Ok(payload) => {
+            let (ended, reason) = supervise(&env, &job, payload).await;
+            decide(ended, reason)
+        }
+    };
+    let handler_time = started.elapsed();
+
+    let outcome = match settle {
+        None => outcome,
+        Some(how) => settle_with_retry(&env, &job, how).await.unwrap_or("lease_lost"),
+    };
+    let left = env.active.fetch_sub(1, Ordering::SeqCst) - 1;
+    metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(left as f64);
+    metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(m::JOB_DURATION, "queue" => queue_label, "outcome" => outcome)
+        .record(handler_time.as_secs_f64());
+    tracing::info!(
+        outcome,
+        duration_ms = handler_time.as_millis() as u64,
+        "job finished"
+    );
+}
+
+/// Calls the handler in its own task (so a panic stays there) and heartbeats
+/// until it returns or must stop.
+async fn supervise<H: Handler>(
+    env: &JobEnv<H>,
+    job: &ReservedJob,
+    payload: H::Payload,
+) -> (Ended, Option<StopReason>) {
+    let cancel = CancellationToken::new();
+    let (progress_tx, mut progress_rx) = watch::channel(None::<String>);
+    let ctx = JobContext {
+        id: job.id.clone(),
+        queue: env.queue.name().into(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        enqueued_at: job.enqueued_at,
+        cancel: cancel.clone(),
+        progress: Arc::new(progress_tx),
+    };
+    let handler = env.handler.clone();
+    let mut task = tokio::spawn(async move { handler.handle(payload, ctx).await });
+
+    let reason: OnceLock<StopReason> = OnceLock::new();
+    let stop = |why: StopReason| {
+        if reason.set(why).is_ok() {
+            tracing::info!(reason = ?why, "stopping handler");
+        }
+        cancel.cancel();
+    };
+    let period = env.config.heartbeat_for(job.lease);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut progress_tick = tokio::time::interval(PROGRESS_INTERVAL);
+    progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let joined = loop {
+        tokio::select! {
+            res = &mut task => break Some(res),
+            _ = env.release_all.cancelled(), if reason.get().is_none() => stop(StopReason::Drain),
+            _ = cancel.cancelled() => break None,
+            _ = beat.tick() => {
+                let progress = progress_rx.borrow_and_update().clone();
+                heartbeat(env, job, progress.as_deref(), &stop).await;
+            }
+            _ = progress_tick.tick() => {
+                if progress_rx.has_changed().unwrap_or(false) {
+                    let progress = progress_rx.borrow_and_update().clone();
+                    heartbeat(env, job, progress.as_deref(), &stop).await;
+                }
+            }
+        }
+    };
+    let joined = match joined {
+        Some(res) => Some(res),
+        // Stopped: give the handler a moment to return by itself and clean up.
+        None => match tokio::time::timeout(STOP_GRACE, &mut task).await {
+            Ok(res) => Some(res),
+            Err(_) => {
+                task.abort();
+                None
+            }
+        },
+    };
+    let ended = match joined {
+        None => Ended::Stopped,
+        Some(Ok(r)) => Ended::Returned(r),
+        Some(Err(e)) if e.is_panic() => Ended::Panicked(panic_message(e.into_panic())),
+        Some(Err(_)) => Ended::Stopped,
+    };
+    (ended, reason.get().copied())
+}
+
+async fn heartbeat<H>(
+    env: &JobEnv<H>,
+    job: &ReservedJob,
+    progress: Option<&str>,
+    stop: &impl Fn(StopReason),
+) {
+    match env.queue.heartbeat_with(job, progress, env.config.lease).await {
+        Ok(hb) if hb.cancel_requested => stop(StopReason::CancelRequested),
+        Ok(_) => {}
+        Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }) => {
+            tracing::warn!("lease lost: another worker owns this job now");
+            stop(StopReason::LeaseLost)
+        }
+        Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat"),
+    }
+}
+
+/// Turns how the handler ended into a metric outcome and what to tell Redis.
+fn decide(ended: Ended, reason: Option<StopReason>) -> (&'static str, Option<Settle>) {
+    let fail = |error: String, permanent| Settle::Fail { error, permanent };
+    match (ended, reason) {
+        // Work that finished is kept, whatever stopped it meanwhile.
+        (Ended::Returned(Ok(v)), Some(StopReason::LeaseLost)) => {
+            let _ = v;
+            ("lease_lost", None)
+        }
+        (Ended::Returned(Ok(v)), _) => {
+            let bytes = v.map(|v| v.to_string().into_bytes()).unwrap_or_default();
+            ("completed", Some(Settle::Complete(bytes)))
+        }
+        (_, Some(StopReason::LeaseLost)) => ("lease_lost", None),
+        (_, Some(StopReason::Drain)) => ("released", Some(Settle::Release)),
+        (_, Some(StopReason::CancelRequested)) => ("cancelled", Some(Settle::Cancelled)),
+        (Ended::Returned(Err(JobError::Permanent(e))), None) => ("dead", Some(fail(e, true))),
+        (Ended::Returned(Err(JobError::Retryable(e))), None) => ("retried", Some(fail(e, false))),
+        (Ended::Panicked(msg), None) => (
+            "retried",
+            Some(fail(format!("handler panicked: {msg}"), false)),
+        ),
+        (Ended::Stopped, None) => ("released", Some(Settle::Release)),
+    }
+}
+
+/// Settles, retrying while Redis is unreachable (settling is idempotent), until
+/// the lease would have run out anyway. Returns the outcome to count, or `None`
+/// when the lease was lost.
+async fn settle_with_retry<H>(
+    env: &JobEnv<H>,
+    job: &ReservedJob,
+    how: Settle,
+) -> Option<&'static str> {
+    let give_up = Instant::now() + job.lease.max(env.config.lease.unwrap_or_default());
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match env.queue.settle(job, how.clone()).await {
+            Ok(state) => {
+                return Some(match (&how, state) {
+                    (Settle::Fail { .. }, JobState::Scheduled) => "retried",
+                    (Settle::Fail { .. }, _) => "dead",
+                    (Settle::Complete(_), _) => "completed",
+                    (Settle::Release, _) => "released",
+                    (Settle::Cancelled, _) => "cancelled",
+                });
+            }
+            Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }) => {
+                tracing::warn!("lease lost before the job could be settled");
+                return None;
+            }
+            Err(e) if Instant::now() < give_up => {
+                tracing::warn!(error = %e, "cannot settle yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SETTLE_RETRY_MAX);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "giving up settling: the lease will expire and the job rerun");
+                return None;
+            }
+        }
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

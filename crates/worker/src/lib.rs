@@ -1,0 +1,55 @@
+//! The spool worker runtime, embedded by media services.
+//!
+//! Implement [`Handler`] for your job type, build a [`Worker`], and `run()` it:
+//! the runtime reserves jobs while it has free slots (bounded concurrency),
+//! heartbeats their leases, reports progress, settles them from the handler's
+//! answer, survives handler panics, sweeps expired leases and due jobs, serves
+//! `/metrics`, `/healthz` and `/readyz`, and drains on SIGTERM exactly as the
+//! autoscalers expect (DESIGN section 3): readiness off at once, in-flight jobs
+//! may finish until the drain timeout, the rest are released to the front of
+//! the backlog, exit 0.
+//!
+//! ```no_run
+//! use spool_worker::{Handler, JobContext, JobError, Worker, WorkerConfig};
+//!
+//! struct Thumbnail;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Job { input: String }
+//!
+//! impl Handler for Thumbnail {
+//!     type Payload = Job;
+//!     async fn handle(&self, job: Job, ctx: JobContext) -> Result<Option<serde_json::Value>, JobError> {
+//!         ctx.progress(serde_json::json!({ "percent": 50 }));
+//!         if job.input.is_empty() {
+//!             return Err(JobError::permanent("no input"));
+//!         }
+//!         Ok(Some(serde_json::json!({ "thumbnail": format!("{}.jpg", job.input) })))
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = WorkerConfig::from_env()?;
+//! spool_worker::init_logging(config.log_format);
+//! Worker::builder(Thumbnail).config(config).build()?.run().await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod execute;
+mod handler;
+mod health;
+mod logging;
+pub mod metrics;
+mod runtime;
+mod shutdown;
+
+pub use config::{
+    ConfigError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, DEFAULT_QUEUE, DEFAULT_REDIS_URL,
+    LogFormat, WorkerConfig, parse_duration,
+};
+pub use handler::{Handler, JobContext, JobError};
+pub use health::Health;
+pub use logging::init_logging;
+pub use runtime::{Worker, WorkerBuilder, WorkerError};
+pub use shutdown::Shutdown;

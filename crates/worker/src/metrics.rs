@@ -1,0 +1,73 @@
+//! Every metric the runtime exports, named in one place (DESIGN section 3;
+//! `docs/operations.md` lists them), and the Prometheus recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Queue-wide counts by state (`queue`, `state`), read from Redis.
+pub const QUEUE_DEPTH: &str = "spool_queue_depth";
+/// Jobs this process runs now (`queue`).
+pub const ACTIVE_JOBS: &str = "spool_worker_active_jobs";
+/// This process's concurrency limit (`queue`).
+pub const CAPACITY: &str = "spool_worker_capacity";
+/// 1 while draining.
+pub const DRAINING: &str = "spool_worker_draining";
+/// Finished handlings (`queue`, `outcome`).
+pub const JOBS_TOTAL: &str = "spool_jobs_total";
+/// Handler time (`queue`, `outcome`).
+pub const JOB_DURATION: &str = "spool_job_duration_seconds";
+/// Enqueue (or run-at) to start (`queue`).
+pub const JOB_WAIT: &str = "spool_job_wait_seconds";
+
+/// The outcomes `spool_jobs_total` counts.
+pub const OUTCOMES: [&str; 6] = [
+    "completed",
+    "retried",
+    "dead",
+    "released",
+    "lease_lost",
+    "cancelled",
+];
+
+/// Buckets for handler time: encodes run from seconds to an hour.
+const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+/// Buckets for queue wait: from a blocked worker's milliseconds to a backlog's
+/// minutes.
+const WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle;
+/// `None` when another recorder was installed first by the embedding program.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(JOB_DURATION.into()), DURATION_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full(JOB_WAIT.into()), WAIT_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by state, read from Redis.");
+    describe_gauge!(ACTIVE_JOBS, "Jobs this worker process is running now.");
+    describe_gauge!(CAPACITY, "Jobs this worker process runs at once at most.");
+    describe_gauge!(DRAINING, "1 while the worker drains after SIGTERM.");
+    describe_counter!(JOBS_TOTAL, "Finished job handlings by outcome.");
+    describe_histogram!(JOB_DURATION, metrics::Unit::Seconds, "Handler time by outcome.");
+    describe_histogram!(JOB_WAIT, metrics::Unit::Seconds, "Time from due to start.");
+}

@@ -1,0 +1,355 @@
+//! The run loop: take a slot, reserve, start a job task; on shutdown, drain.
+//!
+//! ```text
+//!   slots (semaphore) ─▶ reserve(n free) ─▶ execute(job) tasks ──▶ settle
+//!          ▲                                     │ heartbeats
+//!          └──────────── permit dropped ◀────────┘
+//!   SIGTERM ─▶ /readyz 503, stop reserving ─▶ wait ≤ drain_timeout ─▶ release the rest ─▶ exit 0
+//! ```
+//!
+//! The concurrency limit, the heartbeats, the sweep, the health server and the
+//! signals are separate pieces; this file only composes them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use spool_queue::{Client, Queue};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ConfigError, WorkerConfig};
+use crate::execute::{JobEnv, execute};
+use crate::handler::Handler;
+use crate::health::{Health, serve};
+use crate::metrics as m;
+use crate::shutdown::Shutdown;
+
+/// How long one reserve blocks: bounds how late the loop notices a drain (the
+/// readiness flag flips at once regardless).
+const RESERVE_WAIT: Duration = Duration::from_secs(1);
+/// Backoff bounds while Redis is unreachable.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long releases may take after the drain deadline before the process
+/// exits anyway (an unreleased job comes back when its lease expires).
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// Jobs the sweep handles per step.
+const SWEEP_LIMIT: usize = 1000;
+
+/// Why the runtime could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The metrics port could not be bound.
+    #[error("cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; set SPOOL_METRICS_ADDR to a free port")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Redis refused something that retrying will not fix (authentication, ACL).
+    #[error(transparent)]
+    Queue(#[from] spool_queue::Error),
+}
+
+/// A worker: a handler and the settings to run it with.
+pub struct Worker<H> {
+    config: Arc<WorkerConfig>,
+    handler: Arc<H>,
+}
+
+/// Builds a [`Worker`]; every setting defaults as in [`WorkerConfig`].
+pub struct WorkerBuilder<H> {
+    config: WorkerConfig,
+    handler: H,
+}
+
+impl<H: Handler> Worker<H> {
+    /// Starts building a worker around `handler`.
+    pub fn builder(handler: H) -> WorkerBuilder<H> {
+        WorkerBuilder {
+            config: WorkerConfig::default(),
+            handler,
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Runs until SIGTERM (drain) or SIGINT / a second SIGTERM (stop now).
+    pub async fn run(self) -> Result<(), WorkerError> {
+        let shutdown = Shutdown::new();
+        shutdown.listen_for_signals().map_err(WorkerError::Signals)?;
+        self.run_with(shutdown).await
+    }
+
+    /// Runs until `token` fires, then drains: for embedding in a program that
+    /// owns its signals.
+    pub async fn run_until(self, token: CancellationToken) -> Result<(), WorkerError> {
+        self.run_with(Shutdown::from_token(token)).await
+    }
+
+    /// Runs until `shutdown.drain` fires, then drains; `shutdown.force` cuts
+    /// the drain short.
+    pub async fn run_with(self, shutdown: Shutdown) -> Result<(), WorkerError> {
+        let cfg = self.config.clone();
+        let health = Arc::new(Health::default());
+        let _ = m::prometheus();
+        let queue_label = cfg.queue.clone();
+        metrics::gauge!(m::CAPACITY, "queue" => queue_label.clone()).set(cfg.concurrency as f64);
+        metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(0.0);
+        metrics::gauge!(m::DRAINING).set(0.0);
+        for outcome in m::OUTCOMES {
+            metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome)
+                .absolute(0);
+        }
+
+        let server_stop = CancellationToken::new();
+        let server = match cfg.metrics_addr {
+            Some(addr) => {
+                let (bound, task) = serve(addr, health.clone(), server_stop.clone())
+                    .await
+                    .map_err(|source| WorkerError::Bind { addr, source })?;
+                tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+                Some(task)
+            }
+            None => None,
+        };
+        // Readiness flips the moment a drain starts, whatever the loop is doing.
+        {
+            let (health, drain) = (health.clone(), shutdown.drain.clone());
+            tokio::spawn(async move {
+                drain.cancelled().await;
+                health.set_draining();
+            });
+        }
+
+        let result = match connect(&cfg, &health, &shutdown).await? {
+            Some(queue) => {
+                self.work(queue, &health, &shutdown).await;
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        server_stop.cancel();
+        if let Some(task) = server {
+            let _ = task.await;
+        }
+        tracing::info!("worker stopped");
+        result
+    }
+
+    async fn work(&self, queue: Queue, health: &Arc<Health>, shutdown: &Shutdown) {
+        let cfg = &self.config;
+        let sweeper_stop = CancellationToken::new();
+        let sweeper = tokio::spawn(sweep_loop(
+            queue.clone(),
+            cfg.sweep_interval,
+            health.clone(),
+            sweeper_stop.clone(),
+        ));
+        let env = JobEnv {
+            handler: self.handler.clone(),
+            queue: queue.clone(),
+            config: cfg.clone(),
+            release_all: CancellationToken::new(),
+            active: Arc::new(AtomicUsize::new(0)),
+        };
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let tracker = TaskTracker::new();
+        let mut pause = RETRY_MIN;
+
+        loop {
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.drain.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            match queue.reserve(permits.len(), RESERVE_WAIT).await {
+                Ok(jobs) => {
+                    health.set_redis_ok(true);
+                    pause = RETRY_MIN;
+                    if shutdown.drain.is_cancelled() && !jobs.is_empty() {
+                        // Reserved as the drain began: hand them straight back.
+                        let items = jobs.iter().map(|j| (j, spool_queue::Settle::Release)).collect();
+                        if let Err(e) = queue.settle_many(items).await {
+                            tracing::warn!(error = %e, "could not release jobs reserved during drain; their leases will expire");
+                        }
+                        break;
+                    }
+                    for job in jobs {
+                        let Some(permit) = permits.pop() else { break };
+                        let env = env.clone();
+                        tracker.spawn(async move {
+                            execute(env, job).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => {
+                    drop(permits);
+                    if e.is_transient() {
+                        health.set_redis_ok(false);
+                    }
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "reserve failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {},
+                        _ = shutdown.drain.cancelled() => break,
+                    }
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
+        }
+
+        // Drain: in-flight jobs keep heartbeating and may finish.
+        tracker.close();
+        let in_flight = env.active.load(Ordering::SeqCst);
+        tracing::info!(in_flight, timeout_s = cfg.drain_timeout.as_secs_f64(), "draining");
+        tokio::select! {
+            _ = tracker.wait() => tracing::info!("drain complete: every job finished"),
+            _ = tokio::time::sleep(cfg.drain_timeout) => {
+                tracing::warn!(left = env.active.load(Ordering::SeqCst), "drain deadline: releasing the jobs still running");
+                env.release_all.cancel();
+            }
+            _ = shutdown.force.cancelled() => {
+                tracing::warn!(left = env.active.load(Ordering::SeqCst), "forced stop: releasing the jobs still running");
+                env.release_all.cancel();
+            }
+        }
+        if tokio::time::timeout(RELEASE_WAIT, tracker.wait()).await.is_err() {
+            tracing::error!("some jobs were not released in time; their leases will expire");
+        }
+        sweeper_stop.cancel();
+        let _ = sweeper.await;
+    }
+}
+
+/// Connects, retrying while Redis is unreachable (the worker is not ready
+/// meanwhile). `None` when shut down before Redis answered.
+async fn connect(
+    cfg: &WorkerConfig,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> Result<Option<Queue>, WorkerError> {
+    let mut pause = RETRY_MIN;
+    loop {
+        match Client::connect(&cfg.redis_url).await {
+            Ok(client) => {
+                health.set_redis_ok(true);
+                tracing::info!(redis = client.addr(), queue = %cfg.queue, concurrency = cfg.concurrency, "connected");
+                return Ok(Some(client.queue(&cfg.queue)?));
+            }
+            Err(e) if e.is_transient() => {
+                health.set_redis_ok(false);
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "cannot connect yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {},
+                    _ = shutdown.drain.cancelled() => return Ok(None),
+                }
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sweeps (due jobs, expired leases, retention) and refreshes the queue-depth
+/// gauges and Redis health, every `every`.
+async fn sweep_loop(queue: Queue, every: Duration, health: Arc<Health>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = queue.sweep(SWEEP_LIMIT).await {
+            tracing::debug!(error = %e, "sweep failed");
+        }
+        match queue.stats().await {
+            Ok(s) => {
+                health.set_redis_ok(true);
+                let q = queue.name().to_owned();
+                for (state, v) in [
+                    ("ready", s.ready),
+                    ("scheduled", s.scheduled),
+                    ("active", s.active),
+                    ("dead", s.dead),
+                ] {
+                    metrics::gauge!(m::QUEUE_DEPTH, "queue" => q.clone(), "state" => state).set(v as f64);
+                }
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    health.set_redis_ok(false);
+                }
+                tracing::warn!(error = %e, "cannot read queue depth");
+            }
+        }
+    }
+}
+
+impl<H: Handler> WorkerBuilder<H> {
+    /// Replaces every setting (e.g. with [`WorkerConfig::from_env`]).
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The Redis URL.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.config.redis_url = url.into();
+        self
+    }
+    /// The queue.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.config.queue = name.into();
+        self
+    }
+    /// Jobs run at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+    /// The lease each heartbeat grants.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.config.lease = Some(d);
+        self
+    }
+    /// The heartbeat period.
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.config.heartbeat = Some(d);
+        self
+    }
+    /// How long in-flight jobs may run after SIGTERM.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.config.drain_timeout = d;
+        self
+    }
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`None`: nowhere).
+    pub fn metrics_addr(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.config.metrics_addr = addr;
+        self
+    }
+    /// Checks the settings and builds the worker.
+    pub fn build(self) -> Result<Worker<H>, ConfigError> {
+        self.config.validate()?;
+        Ok(Worker {
+            config: Arc::new(self.config),
+            handler: Arc::new(self.handler),
+        })
+    }
+}
