@@ -13,6 +13,10 @@
 //! part it lacks, written against the same ideas (free ports, temp dirs, PING
 //! until ready).
 
+mod process;
+
+pub use process::{WorkerProcess, example_binary, http_get, metric_value};
+
 use std::fmt;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,7 +35,7 @@ const PORT_TRIES: usize = 5;
 
 /// A testkit failure, with a message that says what to do.
 #[derive(Debug)]
-pub struct Error(String);
+pub struct Error(pub(crate) String);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

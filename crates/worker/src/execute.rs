@@ -108,7 +108,9 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
 
     let outcome = match settle {
         None => outcome,
-        Some(how) => settle_with_retry(&env, &job, how).await.unwrap_or("lease_lost"),
+        Some(how) => settle_with_retry(&env, &job, how)
+            .await
+            .unwrap_or("lease_lost"),
     };
     let left = env.active.fetch_sub(1, Ordering::SeqCst) - 1;
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(left as f64);
@@ -200,7 +202,11 @@ async fn heartbeat<H>(
     progress: Option<&str>,
     stop: &impl Fn(StopReason),
 ) {
-    match env.queue.heartbeat_with(job, progress, env.config.lease).await {
+    match env
+        .queue
+        .heartbeat_with(job, progress, env.config.lease)
+        .await
+    {
         Ok(hb) if hb.cancel_requested => stop(StopReason::CancelRequested),
         Ok(_) => {}
         Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }) => {

@@ -68,6 +68,10 @@ fn describe() {
     describe_gauge!(CAPACITY, "Jobs this worker process runs at once at most.");
     describe_gauge!(DRAINING, "1 while the worker drains after SIGTERM.");
     describe_counter!(JOBS_TOTAL, "Finished job handlings by outcome.");
-    describe_histogram!(JOB_DURATION, metrics::Unit::Seconds, "Handler time by outcome.");
+    describe_histogram!(
+        JOB_DURATION,
+        metrics::Unit::Seconds,
+        "Handler time by outcome."
+    );
     describe_histogram!(JOB_WAIT, metrics::Unit::Seconds, "Time from due to start.");
 }

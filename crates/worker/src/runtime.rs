@@ -45,7 +45,9 @@ pub enum WorkerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The metrics port could not be bound.
-    #[error("cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; set SPOOL_METRICS_ADDR to a free port")]
+    #[error(
+        "cannot listen on {addr} for /metrics, /healthz and /readyz: {source}; set SPOOL_METRICS_ADDR to a free port"
+    )]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
@@ -90,7 +92,9 @@ impl<H: Handler> Worker<H> {
     /// Runs until SIGTERM (drain) or SIGINT / a second SIGTERM (stop now).
     pub async fn run(self) -> Result<(), WorkerError> {
         let shutdown = Shutdown::new();
-        shutdown.listen_for_signals().map_err(WorkerError::Signals)?;
+        shutdown
+            .listen_for_signals()
+            .map_err(WorkerError::Signals)?;
         self.run_with(shutdown).await
     }
 
@@ -185,7 +189,10 @@ impl<H: Handler> Worker<H> {
                     pause = RETRY_MIN;
                     if shutdown.drain.is_cancelled() && !jobs.is_empty() {
                         // Reserved as the drain began: hand them straight back.
-                        let items = jobs.iter().map(|j| (j, spool_queue::Settle::Release)).collect();
+                        let items = jobs
+                            .iter()
+                            .map(|j| (j, spool_queue::Settle::Release))
+                            .collect();
                         if let Err(e) = queue.settle_many(items).await {
                             tracing::warn!(error = %e, "could not release jobs reserved during drain; their leases will expire");
                         }
@@ -218,7 +225,11 @@ impl<H: Handler> Worker<H> {
         // Drain: in-flight jobs keep heartbeating and may finish.
         tracker.close();
         let in_flight = env.active.load(Ordering::SeqCst);
-        tracing::info!(in_flight, timeout_s = cfg.drain_timeout.as_secs_f64(), "draining");
+        tracing::info!(
+            in_flight,
+            timeout_s = cfg.drain_timeout.as_secs_f64(),
+            "draining"
+        );
         tokio::select! {
             _ = tracker.wait() => tracing::info!("drain complete: every job finished"),
             _ = tokio::time::sleep(cfg.drain_timeout) => {
@@ -230,7 +241,10 @@ impl<H: Handler> Worker<H> {
                 env.release_all.cancel();
             }
         }
-        if tokio::time::timeout(RELEASE_WAIT, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(RELEASE_WAIT, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::error!("some jobs were not released in time; their leases will expire");
         }
         sweeper_stop.cancel();
@@ -290,7 +304,8 @@ async fn sweep_loop(queue: Queue, every: Duration, health: Arc<Health>, stop: Ca
                     ("active", s.active),
                     ("dead", s.dead),
                 ] {
-                    metrics::gauge!(m::QUEUE_DEPTH, "queue" => q.clone(), "state" => state).set(v as f64);
+                    metrics::gauge!(m::QUEUE_DEPTH, "queue" => q.clone(), "state" => state)
+                        .set(v as f64);
                 }
             }
             Err(e) => {

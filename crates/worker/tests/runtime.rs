@@ -1,0 +1,458 @@
+//! The drain contract and the runtime's guarantees, proven by running the
+//! `sleep_worker` example as real processes against a real redis-server.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use spool_queue::{Client, JobOptions, JobState, NewJob, Queue};
+use spool_testkit::{RedisServer, WorkerProcess, example_binary, metric_value};
+
+const QUEUE: &str = "test";
+
+fn binary() -> Result<PathBuf> {
+    Ok(example_binary("spool-worker", "sleep_worker")?)
+}
+
+async fn queue(server: &RedisServer) -> Result<Queue> {
+    Ok(Client::connect(&server.url()).await?.queue(QUEUE)?)
+}
+
+fn worker(server: &RedisServer, env: &[(&str, &str)]) -> Result<WorkerProcess> {
+    let mut all = vec![("SPOOL_QUEUE", QUEUE), ("SPOOL_SWEEP_INTERVAL", "200ms")];
+    all.extend_from_slice(env);
+    let mut w = WorkerProcess::spawn(&binary()?, &server.url(), &all)?;
+    w.wait_ready(Duration::from_secs(30))?;
+    Ok(w)
+}
+
+async fn enqueue(q: &Queue, payload: &str, n: usize, opts: JobOptions) -> Result<Vec<String>> {
+    let jobs = (0..n)
+        .map(|_| NewJob::with_options(payload.as_bytes().to_vec(), opts.clone()))
+        .collect();
+    Ok(q.enqueue_batch(jobs).await?)
+}
+
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl AsyncFnMut() -> Result<bool>,
+) -> Result<()> {
+    let start = Instant::now();
+    while !ok().await? {
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn states(q: &Queue, ids: &[String]) -> Result<Vec<(JobState, u32)>> {
+    let mut out = Vec::new();
+    for id in ids {
+        let info = q.info(id).await?;
+        out.push((info.state, info.attempts));
+    }
+    Ok(out)
+}
+
+/// Parses the sleep_worker record: (kind, job id, attempt, pid) per line.
+fn record(path: &std::path::Path) -> Vec<(String, String, u32, u32)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(1)?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn drain_lets_short_jobs_finish_and_exits_zero() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let dir = tempfile::tempdir()?;
+    let rec = dir.path().join("record");
+    let rec_s = rec.display().to_string();
+    let mut w = worker(
+        &server,
+        &[("SPOOL_CONCURRENCY", "4"), ("SPOOL_SLEEP_RECORD", &rec_s)],
+    )?;
+    let ids = enqueue(&q, r#"{"sleep_ms": 800}"#, 4, JobOptions::default()).await?;
+    wait_for("4 active jobs", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 4)
+    })
+    .await?;
+
+    w.signal("TERM")?;
+    let status = w.wait_exit(Duration::from_secs(10))?;
+    ensure!(status.success(), "exit status {status}:\n{}", w.log());
+    let st = states(&q, &ids).await?;
+    ensure!(st.iter().all(|s| *s == (JobState::Completed, 1)), "{st:?}");
+    let done = record(&rec).iter().filter(|r| r.0 == "done").count();
+    ensure!(done == 4, "{done} jobs finished");
+    ensure!(
+        !w.log().contains("releasing"),
+        "nothing may be released:\n{}",
+        w.log()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn drain_deadline_releases_long_jobs_to_the_next_worker() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let dir = tempfile::tempdir()?;
+    let rec = dir.path().join("record");
+    let rec_s = rec.display().to_string();
+    let env = [
+        ("SPOOL_CONCURRENCY", "2"),
+        ("SPOOL_DRAIN_TIMEOUT", "1s"),
+        ("SPOOL_SLEEP_RECORD", rec_s.as_str()),
+    ];
+    let mut first = worker(&server, &env)?;
+    // A 60 s lease: only a release, not an expiry, can hand these on in time.
+    let ids = enqueue(
+        &q,
+        r#"{"sleep_ms": 30000}"#,
+        2,
+        JobOptions::default().lease(Duration::from_secs(60)),
+    )
+    .await?;
+    wait_for("2 active jobs", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 2)
+    })
+    .await?;
+
+    let signalled = Instant::now();
+    first.signal("TERM")?;
+    let mut not_ready_after = None;
+    while signalled.elapsed() < Duration::from_secs(1) {
+        if let Ok((503, _)) = first.get("/readyz") {
+            not_ready_after = Some(signalled.elapsed());
+            break;
+        }
+    }
+    let not_ready_after = not_ready_after.context("/readyz never turned 503")?;
+    ensure!(
+        not_ready_after < Duration::from_millis(100),
+        "/readyz took {not_ready_after:?}"
+    );
+
+    let status = first.wait_exit(Duration::from_secs(3))?;
+    let exited_after = signalled.elapsed();
+    ensure!(status.success(), "exit status {status}:\n{}", first.log());
+    ensure!(
+        exited_after < Duration::from_secs(2),
+        "exited after {exited_after:?} (drain 1 s + 1 s)"
+    );
+    let st = states(&q, &ids).await?;
+    ensure!(
+        st.iter().all(|s| *s == (JobState::Ready, 0)),
+        "released jobs must be ready with the attempt refunded: {st:?}"
+    );
+
+    let second = worker(&server, &env)?;
+    let pid2 = second.pid().context("pid")?;
+    let started = Instant::now();
+    wait_for(
+        "the second worker to start both jobs",
+        Duration::from_secs(10),
+        async || {
+            Ok(record(&rec)
+                .iter()
+                .filter(|r| r.0 == "start" && r.3 == pid2)
+                .count()
+                == 2)
+        },
+    )
+    .await?;
+    eprintln!(
+        "second worker started the released jobs {:?} after its start (lease: 60 s)",
+        started.elapsed()
+    );
+    ensure!(started.elapsed() < Duration::from_secs(5));
+    Ok(())
+}
+
+#[tokio::test]
+async fn second_sigterm_releases_at_once() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let mut w = worker(
+        &server,
+        &[("SPOOL_CONCURRENCY", "2"), ("SPOOL_DRAIN_TIMEOUT", "60s")],
+    )?;
+    let ids = enqueue(&q, r#"{"sleep_ms": 30000}"#, 2, JobOptions::default()).await?;
+    wait_for("2 active jobs", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 2)
+    })
+    .await?;
+    let t = Instant::now();
+    w.signal("TERM")?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.signal("TERM")?;
+    let status = w.wait_exit(Duration::from_secs(5))?;
+    ensure!(status.success(), "{status}");
+    ensure!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?} with a 60 s drain timeout",
+        t.elapsed()
+    );
+    let st = states(&q, &ids).await?;
+    ensure!(st.iter().all(|s| *s == (JobState::Ready, 0)), "{st:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigkill_mid_job_is_recovered_by_another_worker() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let mut a = worker(&server, &[])?;
+    let ids = enqueue(
+        &q,
+        r#"{"sleep_ms": 1500}"#,
+        1,
+        JobOptions::default().lease(Duration::from_secs(1)),
+    )
+    .await?;
+    wait_for("the job to start", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 1)
+    })
+    .await?;
+    a.kill();
+    let _b = worker(&server, &[])?;
+    wait_for("the job to complete", Duration::from_secs(20), async || {
+        Ok(q.info(&ids[0]).await?.state == JobState::Completed)
+    })
+    .await?;
+    ensure!(q.info(&ids[0]).await?.attempts == 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn crashing_and_panicking_jobs_end_dead_and_the_process_survives_panics() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let opts = JobOptions::default()
+        .max_attempts(2)
+        .lease(Duration::from_millis(800))
+        .backoff(Duration::from_millis(10), Duration::from_millis(10));
+    let panic_id = enqueue(&q, r#"{"panic": true}"#, 1, opts.clone())
+        .await?
+        .remove(0);
+    let crash_id = enqueue(&q, r#"{"crash": true, "sleep_ms": 100}"#, 1, opts)
+        .await?
+        .remove(0);
+    let bad_id = q
+        .enqueue(b"not json".to_vec(), JobOptions::default())
+        .await?;
+
+    // Play the kubelet: restart the worker whenever the crash job kills it.
+    let mut w = worker(&server, &[("SPOOL_CONCURRENCY", "1")])?;
+    let mut restarts = 0;
+    let start = Instant::now();
+    loop {
+        let dead = [&panic_id, &crash_id, &bad_id];
+        let mut all_dead = true;
+        for id in dead {
+            all_dead &= q.info(id).await?.state == JobState::Dead;
+        }
+        if all_dead {
+            break;
+        }
+        if let Some(status) = w.try_wait()? {
+            ensure!(
+                status.code() == Some(137),
+                "only the crash job may end the process: {status}\n{}",
+                w.log()
+            );
+            restarts += 1;
+            w = worker(&server, &[("SPOOL_CONCURRENCY", "1")])?;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(40),
+            "jobs not dead in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        restarts == 2,
+        "the crash job must kill exactly two workers, killed {restarts}"
+    );
+    let panic_info = q.info(&panic_id).await?;
+    ensure!(panic_info.attempts == 2);
+    ensure!(
+        panic_info
+            .last_error
+            .unwrap_or_default()
+            .contains("handler panicked")
+    );
+    let crash_err = q.info(&crash_id).await?.last_error.unwrap_or_default();
+    ensure!(
+        crash_err.contains("lease expired during attempt 2 of 2"),
+        "{crash_err}"
+    );
+    let bad_err = q.info(&bad_id).await?.last_error.unwrap_or_default();
+    ensure!(bad_err.contains("payload is not valid"), "{bad_err}");
+    ensure!(w.try_wait()?.is_none(), "the worker must still run");
+    Ok(())
+}
+
+#[tokio::test]
+async fn redis_outage_under_load_loses_nothing() -> Result<()> {
+    let mut server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let ids = enqueue(
+        &q,
+        r#"{"sleep_ms": 150}"#,
+        60,
+        JobOptions::default().lease(Duration::from_secs(10)),
+    )
+    .await?;
+    let env = [("SPOOL_CONCURRENCY", "4")];
+    let mut w1 = worker(&server, &env)?;
+    let mut w2 = worker(&server, &env)?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    server.kill();
+    let down = Instant::now();
+    let mut saw_not_ready = false;
+    while down.elapsed() < Duration::from_secs(3) {
+        if let (Ok((503, body)), Ok((503, _))) = (w1.get("/readyz"), w2.get("/readyz")) {
+            ensure!(body.contains("redis"), "{body}");
+            saw_not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        saw_not_ready,
+        "workers must report not-ready while Redis is down"
+    );
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(down.elapsed())).await;
+    server.restart()?;
+
+    let q = queue(&server).await?;
+    wait_for(
+        "every job to complete",
+        Duration::from_secs(60),
+        async || Ok(q.stats().await?.completed == ids.len() as u64),
+    )
+    .await?;
+    w1.wait_ready(Duration::from_secs(10))?;
+    w2.wait_ready(Duration::from_secs(10))?;
+    ensure!(
+        w1.try_wait()?.is_none() && w2.try_wait()?.is_none(),
+        "workers must survive the outage"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_report_depth_capacity_and_outcomes() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let w = worker(&server, &[("SPOOL_CONCURRENCY", "3")])?;
+    enqueue(&q, r#"{"sleep_ms": 2000}"#, 5, JobOptions::default()).await?;
+    wait_for("3 active", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 3)
+    })
+    .await?;
+    // Let the sweep (200 ms) refresh the depth gauges.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, text) = w.get("/metrics")?;
+    ensure!(status == 200);
+    let stats = q.stats().await?;
+    let m = |name: &str, labels: &[(&str, &str)]| metric_value(&text, name, labels);
+    ensure!(
+        m("spool_worker_active_jobs", &[("queue", QUEUE)]) == Some(3.0),
+        "{text}"
+    );
+    ensure!(m("spool_worker_capacity", &[("queue", QUEUE)]) == Some(3.0));
+    ensure!(m("spool_worker_draining", &[]) == Some(0.0));
+    ensure!(
+        m("spool_queue_depth", &[("queue", QUEUE), ("state", "ready")]) == Some(stats.ready as f64),
+        "ready: {stats:?}\n{text}"
+    );
+    ensure!(
+        m(
+            "spool_queue_depth",
+            &[("queue", QUEUE), ("state", "active")]
+        ) == Some(stats.active as f64)
+    );
+
+    wait_for("all 5 completed", Duration::from_secs(15), async || {
+        Ok(q.stats().await?.completed == 5)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, text) = w.get("/metrics")?;
+    let m = |name: &str, labels: &[(&str, &str)]| metric_value(&text, name, labels);
+    ensure!(
+        m(
+            "spool_jobs_total",
+            &[("queue", QUEUE), ("outcome", "completed")]
+        ) == Some(5.0),
+        "{text}"
+    );
+    ensure!(m("spool_jobs_total", &[("queue", QUEUE), ("outcome", "dead")]) == Some(0.0));
+    ensure!(
+        m(
+            "spool_job_duration_seconds_count",
+            &[("queue", QUEUE), ("outcome", "completed")]
+        ) == Some(5.0)
+    );
+    ensure!(m("spool_job_wait_seconds_count", &[("queue", QUEUE)]) == Some(5.0));
+    ensure!(m("spool_worker_active_jobs", &[("queue", QUEUE)]) == Some(0.0));
+
+    // promtool, when installed, must accept the exposition.
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(text.as_bytes())?;
+        let out = child.wait_with_output()?;
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success(),
+            "promtool check metrics failed:\n{said}"
+        );
+        eprintln!("promtool check metrics: ok {said}");
+    } else {
+        eprintln!("promtool not installed: skipped its check");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_settings_stop_start_up_with_exit_code_2() -> Result<()> {
+    for (k, v) in [
+        ("SPOOL_CONCURRENCY", "0"),
+        ("SPOOL_LOG_FORMAT", "xml"),
+        ("SPOOL_LEASE", "soon"),
+    ] {
+        let mut w = WorkerProcess::spawn(&binary()?, "redis://127.0.0.1:1", &[(k, v)])?;
+        let status = w.wait_exit(Duration::from_secs(10))?;
+        ensure!(status.code() == Some(2), "{k}={v}: {status}");
+        ensure!(w.log().contains(k), "{k}: {}", w.log());
+    }
+    Ok(())
+}
