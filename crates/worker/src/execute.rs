@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use spool_queue::{Error as QueueError, JobState, Queue, ReservedJob, Settle};
+
+use crate::settler::{SettleFailure, Settler};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -51,6 +53,8 @@ pub(crate) struct JobEnv<H> {
     pub(crate) release_all: CancellationToken,
     /// Jobs running now, for the active-jobs gauge.
     pub(crate) active: Arc<AtomicUsize>,
+    /// Batches settlements into shared script calls.
+    pub(crate) settler: Settler,
 }
 
 impl<H> Clone for JobEnv<H> {
@@ -61,6 +65,7 @@ impl<H> Clone for JobEnv<H> {
             config: self.config.clone(),
             release_all: self.release_all.clone(),
             active: self.active.clone(),
+            settler: self.settler.clone(),
         }
     }
 }
@@ -254,7 +259,7 @@ async fn settle_with_retry<H>(
     let give_up = Instant::now() + job.lease.max(env.config.lease.unwrap_or_default());
     let mut pause = Duration::from_millis(100);
     loop {
-        match env.queue.settle(job, how.clone()).await {
+        match env.settler.settle(job, how.clone()).await {
             Ok(state) => {
                 return Some(match (&how, state) {
                     (Settle::Fail { .. }, JobState::Scheduled) => "retried",
@@ -264,16 +269,16 @@ async fn settle_with_retry<H>(
                     (Settle::Cancelled, _) => "cancelled",
                 });
             }
-            Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }) => {
+            Err(SettleFailure::LeaseLost) => {
                 tracing::warn!("lease lost before the job could be settled");
                 return None;
             }
-            Err(e) if Instant::now() < give_up => {
+            Err(SettleFailure::Transient(e)) if Instant::now() < give_up => {
                 tracing::warn!(error = %e, "cannot settle yet; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(SETTLE_RETRY_MAX);
             }
-            Err(e) => {
+            Err(SettleFailure::Transient(e)) => {
                 tracing::error!(error = %e, "giving up settling: the lease will expire and the job rerun");
                 return None;
             }

@@ -42,6 +42,7 @@ mod health;
 mod logging;
 pub mod metrics;
 mod runtime;
+mod settler;
 mod shutdown;
 
 pub use config::{

@@ -169,6 +169,7 @@ impl<H: Handler> Worker<H> {
             config: cfg.clone(),
             release_all: CancellationToken::new(),
             active: Arc::new(AtomicUsize::new(0)),
+            settler: crate::settler::Settler::start(queue.clone()),
         };
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let tracker = TaskTracker::new();

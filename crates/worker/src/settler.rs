@@ -1,0 +1,86 @@
+//! Group commit for settlements: job tasks hand their outcome to one batcher
+//! task, which settles everything that queued up while its previous call was
+//! in flight in a single script call. Under load this turns a round trip and a
+//! script call per job into one per batch; when idle it adds nothing (a lone
+//! settlement goes out at once).
+
+use spool_queue::{Error as QueueError, JobState, Queue, ReservedJob, Settle};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most settlements in one call; bounds how long one script holds Redis.
+const MAX_BATCH: usize = 256;
+
+/// Why a settlement did not take.
+#[derive(Debug)]
+pub(crate) enum SettleFailure {
+    /// The lease is gone: another worker owns the job, or it no longer exists.
+    LeaseLost,
+    /// Redis did not answer; retrying is safe (settling is idempotent).
+    Transient(String),
+}
+
+type Request = (
+    ReservedJob,
+    Settle,
+    oneshot::Sender<Result<JobState, SettleFailure>>,
+);
+
+/// The handle job tasks settle through.
+#[derive(Clone)]
+pub(crate) struct Settler {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl Settler {
+    /// Starts the batcher task for `queue`; it ends when every handle is dropped.
+    pub(crate) fn start(queue: Queue) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_loop(queue, rx));
+        Settler { tx }
+    }
+
+    /// Settles one job, batched with whatever else is waiting.
+    pub(crate) async fn settle(
+        &self,
+        job: &ReservedJob,
+        how: Settle,
+    ) -> Result<JobState, SettleFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((job.clone(), how, reply))
+            .map_err(|_| SettleFailure::Transient("the settle batcher stopped".into()))?;
+        answer.await.unwrap_or_else(|_| {
+            Err(SettleFailure::Transient(
+                "the settle batcher stopped".into(),
+            ))
+        })
+    }
+}
+
+async fn batch_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let items = batch
+            .iter()
+            .map(|(job, how, _)| (job, how.clone()))
+            .collect();
+        match queue.settle_many(items).await {
+            Ok(results) => {
+                for ((_, _, reply), r) in batch.drain(..).zip(results) {
+                    let _ = reply.send(r.map_err(|e| match e {
+                        QueueError::LeaseLost { .. } | QueueError::NotFound { .. } => {
+                            SettleFailure::LeaseLost
+                        }
+                        other => SettleFailure::Transient(other.to_string()),
+                    }));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, _, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(SettleFailure::Transient(msg.clone())));
+                }
+            }
+        }
+    }
+}
