@@ -1,0 +1,433 @@
+//! `spoolctl`: the operator and script CLI for spool queues.
+//!
+//! Output shapes are an interface (DESIGN section 5): `enqueue` prints one id a
+//! line in input order, `inspect --json` and `stats --json` print one JSON
+//! object (a line per queue for `stats`). Exit codes: 0 success, 1 runtime
+//! failure (Redis unreachable, a watched job failed), 2 bad usage or input.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use spool_queue::{
+    CancelOutcome, Client, Error as QueueError, JobInfo, JobOptions, JobState, NewJob, Queue,
+};
+
+/// Jobs sent per enqueue call when reading NDJSON from stdin.
+const STDIN_BATCH: usize = 1000;
+/// The queue when none is named.
+const DEFAULT_QUEUE: &str = "encode";
+/// How often `watch` polls the job.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Parser)]
+#[command(name = "spoolctl", version, about = "Operate spool job queues")]
+struct Cli {
+    /// Redis URL (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS).
+    #[arg(
+        long,
+        env = "SPOOL_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    redis_url: String,
+    /// The queue (default `encode`; `stats` without it shows every queue).
+    #[arg(long, short, env = "SPOOL_QUEUE", global = true)]
+    queue: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enqueue JSON jobs; prints one id a line, in input order.
+    Enqueue(EnqueueArgs),
+    /// Queue depth by state: every known queue, or only --queue when given.
+    Stats {
+        /// One JSON object per queue, a line each.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything stored about a job.
+    Inspect {
+        /// The job id.
+        id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job's progress until it ends; exits 1 unless it completed.
+    Watch {
+        /// The job id.
+        id: String,
+    },
+    /// Cancel a job (at once when waiting, at its next heartbeat when running).
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// The dead-letter set.
+    Dead {
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+    /// The queue's Redis keys (for manifests, ACLs and redis-cli).
+    Keys,
+}
+
+#[derive(clap::Args)]
+struct EnqueueArgs {
+    /// One JSON payload.
+    #[arg(long, conflicts_with_all = ["file", "source"])]
+    payload: Option<String>,
+    /// A file holding one JSON payload.
+    #[arg(long, conflicts_with = "source")]
+    file: Option<std::path::PathBuf>,
+    /// `-`: NDJSON on stdin, one job a line, sent in batches.
+    #[arg(value_name = "-")]
+    source: Option<String>,
+    /// Priority, -1000..=1000 (higher first).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    priority: i32,
+    /// Delay before the job may run (`30s`, `5m`, or seconds).
+    #[arg(long)]
+    delay: Option<String>,
+    /// Attempts allowed, counting the first.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// While a job with this key is live, enqueueing returns its id instead.
+    #[arg(long)]
+    dedup_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DeadAction {
+    /// List dead jobs, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead jobs back in the backlog with fresh attempts.
+    Retry {
+        /// These ids (default: the oldest --limit).
+        ids: Vec<String>,
+        /// How many when no ids are given.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Delete dead jobs.
+    Purge {
+        /// These ids (default: the oldest --limit).
+        ids: Vec<String>,
+        /// How many when no ids are given.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+/// A failure with the exit code it deserves.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+impl From<QueueError> for Failure {
+    fn from(e: QueueError) -> Self {
+        let code = match e {
+            QueueError::NotFound { .. }
+            | QueueError::InvalidOption { .. }
+            | QueueError::InvalidQueueName { .. }
+            | QueueError::InvalidUrl { .. }
+            | QueueError::PayloadTooLarge { .. } => 2,
+            _ => 1,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("spoolctl: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let client = Client::connect(&cli.redis_url).await?;
+    let queue = client.queue(cli.queue.as_deref().unwrap_or(DEFAULT_QUEUE))?;
+    match cli.command {
+        Command::Enqueue(args) => enqueue(&queue, args).await?,
+        Command::Stats { json } => stats(&client, cli.queue.as_deref(), json).await?,
+        Command::Inspect { id, json } => inspect(&queue, &id, json).await?,
+        Command::Watch { id } => return watch(&queue, &id).await,
+        Command::Cancel { id } => match queue.cancel(&id).await? {
+            CancelOutcome::Cancelled => println!("cancelled {id}"),
+            CancelOutcome::Requested => {
+                println!("cancel requested for {id}: its worker stops it at the next heartbeat")
+            }
+            CancelOutcome::AlreadyFinished(s) => println!("{id} had already ended: {s}"),
+        },
+        Command::Dead { action } => dead(&queue, action).await?,
+        Command::Keys => {
+            let k = queue.keys();
+            println!("backlog (ZSET, KEDA ZCARD)            {}", k.ready);
+            println!("outstanding work (SET, KEDA SCARD)    {}", k.outstanding);
+            println!("scheduled (ZSET)                      {}", k.scheduled);
+            println!("active leases (ZSET)                  {}", k.active);
+            println!("dead letters (ZSET)                   {}", k.dead);
+            println!("completed, retained (ZSET)            {}", k.completed);
+            println!("cancelled, retained (ZSET)            {}", k.cancelled);
+            println!("job hashes                            {}", k.job("<id>"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
+    let mut o = JobOptions::default().priority(args.priority);
+    if let Some(d) = &args.delay {
+        o = o.delay(parse_delay(d)?);
+    }
+    if let Some(n) = args.max_attempts {
+        o = o.max_attempts(n);
+    }
+    if let Some(k) = &args.dedup_key {
+        o = o.dedup_key(k.clone());
+    }
+    o.validate()?;
+    Ok(o)
+}
+
+fn parse_delay(v: &str) -> Result<Duration, Failure> {
+    let t = v.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n * scale)),
+        _ => Err(usage(format!(
+            "invalid --delay {v:?}: use 30s, 500ms, 5m or seconds"
+        ))),
+    }
+}
+
+fn check_json(text: &str, what: &str) -> Result<Vec<u8>, Failure> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| usage(format!("{what} is not valid JSON: {e}")))?;
+    Ok(text.trim().as_bytes().to_vec())
+}
+
+async fn enqueue(queue: &Queue, args: EnqueueArgs) -> Result<(), Failure> {
+    let opts = options(&args)?;
+    let single = match (&args.payload, &args.file, args.source.as_deref()) {
+        (Some(p), _, _) => Some(check_json(p, "--payload")?),
+        (None, Some(f), _) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| usage(format!("cannot read --file {}: {e}", f.display())))?;
+            Some(check_json(&text, &format!("{}", f.display()))?)
+        }
+        (None, None, Some("-")) => None,
+        (None, None, Some(other)) => {
+            return Err(usage(format!(
+                "unexpected argument {other:?}: use `-` for NDJSON on stdin"
+            )));
+        }
+        (None, None, None) => {
+            return Err(usage(
+                "give --payload JSON, --file PATH, or `-` for NDJSON on stdin",
+            ));
+        }
+    };
+    if let Some(payload) = single {
+        println!("{}", queue.enqueue(payload, opts).await?);
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("spoolctl: reading NDJSON jobs from the terminal; end with Ctrl-D");
+    }
+    // Check every line before sending any, so bad input enqueues nothing.
+    let mut jobs = Vec::new();
+    for (i, line) in stdin.lock().lines().enumerate() {
+        let line = line.map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let payload = check_json(&line, &format!("line {}", i + 1))?;
+        jobs.push(NewJob::with_options(payload, opts.clone()));
+    }
+    for chunk in jobs.chunks(STDIN_BATCH) {
+        for id in queue.enqueue_batch(chunk.to_vec()).await? {
+            println!("{id}");
+        }
+    }
+    Ok(())
+}
+
+async fn stats(client: &Client, only: Option<&str>, json: bool) -> Result<(), Failure> {
+    let names = match only {
+        Some(q) => vec![q.to_owned()],
+        None => {
+            let mut n = client.queues().await?;
+            if n.is_empty() {
+                n.push(DEFAULT_QUEUE.to_owned());
+            }
+            n
+        }
+    };
+    if !json {
+        println!(
+            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}",
+            "QUEUE",
+            "READY",
+            "SCHEDULED",
+            "ACTIVE",
+            "OUTSTANDING",
+            "DEAD",
+            "COMPLETED",
+            "CANCELLED"
+        );
+    }
+    for name in names {
+        let s = client.queue(&name)?.stats().await?;
+        if json {
+            println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        } else {
+            println!(
+                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}",
+                s.queue,
+                s.ready,
+                s.scheduled,
+                s.active,
+                s.outstanding,
+                s.dead,
+                s.completed,
+                s.cancelled
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn inspect(queue: &Queue, id: &str, json: bool) -> Result<(), Failure> {
+    let info = queue.info(id).await?;
+    if json {
+        println!("{}", serde_json::to_string(&info).unwrap_or_default());
+        return Ok(());
+    }
+    let show = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!("id           {}", info.id);
+    println!("queue        {}", info.queue);
+    println!("state        {}", info.state);
+    println!("attempts     {} of {}", info.attempts, info.max_attempts);
+    println!("priority     {}", info.priority);
+    println!("progress     {}", show(&info.progress));
+    println!("result       {}", show(&info.result));
+    println!("last error   {}", info.last_error.as_deref().unwrap_or("-"));
+    println!("payload      {}", info.payload);
+    Ok(())
+}
+
+fn percent_of(info: &JobInfo) -> Option<f64> {
+    info.progress.as_ref()?.get("percent")?.as_f64()
+}
+
+async fn watch(queue: &Queue, id: &str) -> Result<ExitCode, Failure> {
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos:>3}% {msg} (eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let info = queue.info(id).await?;
+        if let Some(p) = percent_of(&info) {
+            bar.set_position(p.clamp(0.0, 100.0) as u64);
+        }
+        let fps = info
+            .progress
+            .as_ref()
+            .and_then(|p| p.get("fps"))
+            .and_then(|f| f.as_f64())
+            .map(|f| format!(" {f:.1} fps"))
+            .unwrap_or_default();
+        bar.set_message(format!("{} attempt {}{fps}", info.state, info.attempts));
+        if info.state.is_terminal() {
+            bar.finish();
+            return Ok(match info.state {
+                JobState::Completed => {
+                    println!(
+                        "{id} completed: {}",
+                        info.result.map(|r| r.to_string()).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                other => {
+                    eprintln!(
+                        "spoolctl: job {id} ended {other}: {}",
+                        info.last_error.unwrap_or_default()
+                    );
+                    ExitCode::from(1)
+                }
+            });
+        }
+        tokio::time::sleep(WATCH_POLL).await;
+    }
+}
+
+async fn dead(queue: &Queue, action: DeadAction) -> Result<(), Failure> {
+    match action {
+        DeadAction::List { limit, json } => {
+            for job in queue.dead_list(0, limit).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&job).unwrap_or_default());
+                } else {
+                    println!(
+                        "{}  attempts {}  {}",
+                        job.id,
+                        job.attempts,
+                        job.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        DeadAction::Retry { ids, limit } => {
+            println!("retried {}", queue.dead_retry(&ids, limit).await?)
+        }
+        DeadAction::Purge { ids, limit } => {
+            println!("purged {}", queue.dead_purge(&ids, limit).await?)
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! `spoolctl` as scripts use it: real processes against a real redis-server.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, ensure};
+use spool_testkit::RedisServer;
+
+fn spoolctl(server: &RedisServer, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
+        .args(args)
+        .env("SPOOL_REDIS_URL", server.url())
+        .env_remove("SPOOL_QUEUE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pipe = child.stdin.take().context("stdin")?;
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes())?;
+    }
+    drop(pipe);
+    Ok(child.wait_with_output()?)
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn enqueue_from_stdin_prints_ids_in_order_and_stats_count_them() -> Result<()> {
+    let server = RedisServer::start()?;
+    let lines: String = (0..250).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    let o = spoolctl(
+        &server,
+        &["-q", "renders", "enqueue", "-", "--priority", "-5"],
+        Some(&lines),
+    )?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let ids: Vec<String> = out(&o).lines().map(str::to_owned).collect();
+    ensure!(ids.len() == 250);
+
+    // Input order: the 100th id holds the 100th payload.
+    let o = spoolctl(
+        &server,
+        &["-q", "renders", "inspect", &ids[99], "--json"],
+        None,
+    )?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o))?;
+    for field in [
+        "id",
+        "queue",
+        "state",
+        "attempts",
+        "max_attempts",
+        "progress",
+        "result",
+        "last_error",
+    ] {
+        ensure!(v.get(field).is_some(), "inspect --json lacks {field}: {v}");
+    }
+    ensure!(
+        v["payload"] == "{\"n\": 99}" && v["state"] == "ready" && v["priority"] == -5,
+        "{v}"
+    );
+
+    let o = spoolctl(&server, &["stats", "--json"], None)?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let rows: Vec<serde_json::Value> = out(&o)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let renders = rows
+        .iter()
+        .find(|r| r["queue"] == "renders")
+        .context("queue missing from stats")?;
+    ensure!(
+        renders["ready"] == 250 && renders["outstanding"] == 250,
+        "{renders}"
+    );
+    for field in ["queue", "ready", "scheduled", "active", "dead", "completed"] {
+        ensure!(renders.get(field).is_some(), "stats --json lacks {field}");
+    }
+    let table = out(&spoolctl(&server, &["stats"], None)?);
+    ensure!(
+        table.contains("renders") && table.contains("250"),
+        "{table}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_json_enqueues_nothing_and_exits_2_naming_the_line() -> Result<()> {
+    let server = RedisServer::start()?;
+    let o = spoolctl(&server, &["enqueue", "-"], Some("{\"ok\":1}\nnot json\n"))?;
+    ensure!(o.status.code() == Some(2), "{:?}", o.status);
+    ensure!(
+        err(&o).contains("line 2") && err(&o).lines().count() == 1,
+        "{}",
+        err(&o)
+    );
+    let o = spoolctl(&server, &["stats", "--json", "-q", "encode"], None)?;
+    ensure!(out(&o).contains("\"ready\":0"), "{}", out(&o));
+    let o = spoolctl(
+        &server,
+        &["enqueue", "--payload", "{", "--max-attempts", "3"],
+        None,
+    )?;
+    ensure!(o.status.code() == Some(2));
+    let o = spoolctl(
+        &server,
+        &["enqueue", "--payload", "{}", "--priority", "5000"],
+        None,
+    )?;
+    ensure!(
+        o.status.code() == Some(2) && err(&o).contains("priority"),
+        "{}",
+        err(&o)
+    );
+    Ok(())
+}
+
+#[test]
+fn unknown_ids_exit_2_and_unreachable_redis_exits_1() -> Result<()> {
+    let server = RedisServer::start()?;
+    let o = spoolctl(&server, &["inspect", "no-such-job"], None)?;
+    ensure!(
+        o.status.code() == Some(2) && err(&o).contains("not found"),
+        "{}",
+        err(&o)
+    );
+    let port = spool_testkit::free_port()?;
+    let o = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
+        .args([
+            "--redis-url",
+            &format!("redis://:pw123@127.0.0.1:{port}"),
+            "stats",
+        ])
+        .output()?;
+    ensure!(o.status.code() == Some(1), "{:?}", o.status);
+    let e = err(&o);
+    ensure!(
+        e.lines().count() == 1 && e.contains("cannot reach Redis") && !e.contains("pw123"),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
+fn cancel_dead_and_watch_work_on_real_jobs() -> Result<()> {
+    let server = RedisServer::start()?;
+    let id = out(&spoolctl(
+        &server,
+        &["enqueue", "--payload", "{}", "--delay", "1m"],
+        None,
+    )?)
+    .trim()
+    .to_owned();
+    let o = spoolctl(&server, &["cancel", &id], None)?;
+    ensure!(
+        o.status.success() && out(&o).contains("cancelled"),
+        "{}",
+        out(&o)
+    );
+    let o = spoolctl(&server, &["watch", &id], None)?;
+    ensure!(
+        o.status.code() == Some(1),
+        "watching a cancelled job must fail: {:?}",
+        o.status
+    );
+
+    // Kill a job by hand through the library, then list, retry and purge it.
+    let rt = tokio::runtime::Runtime::new()?;
+    let dead_id = rt.block_on(async {
+        let q = spool_queue::Client::connect(&server.url())
+            .await?
+            .queue("encode")?;
+        let id = q.enqueue(b"{}".to_vec(), Default::default()).await?;
+        let job = q
+            .reserve(1, std::time::Duration::from_secs(1))
+            .await?
+            .remove(0);
+        q.fail(&job, "unsupported pixel format", true).await?;
+        anyhow::Ok(id)
+    })?;
+    let o = spoolctl(&server, &["dead", "list"], None)?;
+    ensure!(
+        out(&o).contains(&dead_id) && out(&o).contains("unsupported pixel format"),
+        "{}",
+        out(&o)
+    );
+    let o = spoolctl(&server, &["dead", "retry", &dead_id], None)?;
+    ensure!(out(&o).contains("retried 1"), "{}", out(&o));
+    let done = rt.block_on(async {
+        let q = spool_queue::Client::connect(&server.url())
+            .await?
+            .queue("encode")?;
+        let job = q
+            .reserve(1, std::time::Duration::from_secs(1))
+            .await?
+            .remove(0);
+        q.complete(&job, b"{\"out\":\"a.mp4\"}").await?;
+        anyhow::Ok(job.id)
+    })?;
+    ensure!(done == dead_id);
+    let o = spoolctl(&server, &["watch", &dead_id], None)?;
+    ensure!(
+        o.status.success() && out(&o).contains("a.mp4"),
+        "{} {}",
+        out(&o),
+        err(&o)
+    );
+    let o = spoolctl(&server, &["keys"], None)?;
+    ensure!(
+        out(&o).contains("spool:{encode}:outstanding"),
+        "{}",
+        out(&o)
+    );
+    Ok(())
+}
