@@ -1,0 +1,65 @@
+//! The encoder's errors: each names what was wrong and whether retrying helps.
+
+/// Everything an encode can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The job spec is impossible; nothing was started.
+    #[error("invalid encode spec: `{field}` {reason}")]
+    InvalidSpec {
+        /// The offending field, as written in the JSON spec.
+        field: String,
+        /// Why, with what is accepted.
+        reason: String,
+    },
+    /// A path escapes its root, or is otherwise refused.
+    #[error("refused path {path:?}: {reason}")]
+    PathRefused {
+        /// The path as given.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The input cannot be read as media (corrupt, truncated, not media).
+    #[error("cannot read input {path:?}: {reason}")]
+    BadInput {
+        /// The input as given.
+        path: String,
+        /// What FFmpeg or the checks said.
+        reason: String,
+    },
+    /// The input is media but over a configured limit.
+    #[error("input {path:?} exceeds a limit: {reason}")]
+    LimitExceeded {
+        /// The input.
+        path: String,
+        /// Which limit and by how much.
+        reason: String,
+    },
+    /// NVENC was required and is not available, or refused the session.
+    #[error("NVENC unavailable: {0}")]
+    NvencUnavailable(String),
+    /// The encode or the write failed midway (disk full, encoder error).
+    #[error("encode failed: {0}")]
+    Failed(String),
+    /// The encode was cancelled; partial outputs were removed.
+    #[error("encode cancelled")]
+    Cancelled,
+}
+
+impl EncodeError {
+    /// Whether the same job may succeed later (a busy GPU, a full disk) rather
+    /// than never (a bad spec or a corrupt input).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            EncodeError::NvencUnavailable(_) | EncodeError::Failed(_) | EncodeError::Cancelled
+        )
+    }
+
+    pub(crate) fn spec(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        EncodeError::InvalidSpec {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,998 @@
+//! The encode pipeline: demux → decode → (per rendition) scale → encode → mux,
+//! with audio alongside, all in-process through `ffmpeg-next`.
+//!
+//! ```text
+//!                      ┌─ filter "scale,format" ─ encoder ─┐
+//! input ─ demux ─ decode ─┼─ filter …               ─ encoder ─┼─ mux (one output per rendition)
+//!            └─ audio: decode ─ AAC encode (once) / copy ──────┘  packets go to every output
+//! ```
+//!
+//! One decode feeds every rendition of a ladder. Timestamps pass through in the
+//! input stream's time base, so variable-frame-rate inputs keep their timing.
+//! Outputs are written under temporary names ([`Staging`]) and renamed only
+//! when complete; a cancelled or failed encode leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ff::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame, media};
+use ffmpeg_next as ff;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, encoder_name, encoder_options};
+use crate::error::EncodeError;
+use crate::spec::{Audio, Container, EncodeSpec, Limits};
+
+/// At most this many progress reports a second.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Keyframe interval when the spec sets none: 2 s divides common HLS segment
+/// lengths.
+const DEFAULT_KEYFRAME_S: f64 = 2.0;
+/// Demuxers an input may use. Playlists and concat lists are left out: they
+/// open other files and URLs, which would escape the input root.
+const INPUT_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mxf,wav,mp3,aac,ogg,ivf,h264,hevc,yuv4mpegpipe";
+
+/// Progress of a running encode.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Progress {
+    /// Frames decoded so far.
+    pub frames: u64,
+    /// Percent of the input's duration done (0 when unknown).
+    pub percent: f64,
+    /// Decoded frames per second of wall time.
+    pub fps: f64,
+    /// Input time reached, seconds.
+    pub out_time_s: f64,
+}
+
+/// One finished output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutputInfo {
+    /// The rendition's name.
+    pub rendition: String,
+    /// The MP4 file, or the HLS rendition playlist.
+    pub path: PathBuf,
+    /// Bytes on disk (all segments for HLS).
+    pub size_bytes: u64,
+    /// Duration read back from the output, seconds.
+    pub duration_s: f64,
+    /// The codec (`h264`, `hevc`, `av1`).
+    pub codec: String,
+    /// Frame width.
+    pub width: u32,
+    /// Frame height.
+    pub height: u32,
+    /// Average bitrate, bit/s.
+    pub bitrate_bps: u64,
+    /// The FFmpeg encoder that made it.
+    pub encoder: String,
+    /// Frames encoded.
+    pub frames: u64,
+}
+
+/// What an encode produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EncodeResult {
+    /// One per rendition.
+    pub outputs: Vec<OutputInfo>,
+    /// The HLS master playlist, for HLS.
+    pub master_playlist: Option<PathBuf>,
+    /// Where it ran.
+    pub backend: Backend,
+    /// Why it ran there (e.g. why not on NVENC).
+    pub backend_reason: String,
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// Decoded frames per second of wall time.
+    pub fps: f64,
+}
+
+/// Paths being written; removed on drop unless committed.
+pub(crate) struct Staging {
+    paths: Vec<PathBuf>,
+    committed: bool,
+}
+
+impl Staging {
+    fn new() -> Self {
+        Staging {
+            paths: Vec::new(),
+            committed: false,
+        }
+    }
+
+    fn track(&mut self, p: PathBuf) -> PathBuf {
+        self.paths.push(p.clone());
+        p
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for p in &self.paths {
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+        }
+    }
+}
+
+fn failed(what: impl std::fmt::Display, e: impl std::fmt::Display) -> EncodeError {
+    EncodeError::Failed(format!("{what}: {e}"))
+}
+
+/// Opens an input with the protocol and demuxer whitelists and the probe limit,
+/// and checks the limits.
+pub(crate) fn open_input(
+    source: &str,
+    display: &str,
+    protocols: &str,
+    limits: &Limits,
+) -> Result<format::context::Input, EncodeError> {
+    let bad = |reason: String| EncodeError::BadInput {
+        path: display.to_owned(),
+        reason,
+    };
+    if !source.contains("://") {
+        let mut head = [0u8; 16];
+        if let Ok(mut f) = std::fs::File::open(source) {
+            use std::io::Read;
+            let n = f.read(&mut head).unwrap_or(0);
+            if head[..n].starts_with(b"#EXTM3U") {
+                return Err(bad(
+                    "playlists are not accepted as input: they reference other files and URLs"
+                        .into(),
+                ));
+            }
+        }
+    }
+    let mut opts = Dictionary::new();
+    opts.set("protocol_whitelist", protocols);
+    opts.set("format_whitelist", INPUT_FORMATS);
+    opts.set("probesize", &limits.probe_size.to_string());
+    let ictx = format::input_with_dictionary(&source, opts).map_err(|e| {
+        bad(format!(
+            "{e} (not a supported media file, or it is corrupt or truncated)"
+        ))
+    })?;
+    let over = |reason: String| EncodeError::LimitExceeded {
+        path: display.to_owned(),
+        reason,
+    };
+    if ictx.nb_streams() as usize > limits.max_streams {
+        return Err(over(format!(
+            "{} streams; at most {}",
+            ictx.nb_streams(),
+            limits.max_streams
+        )));
+    }
+    let duration = ictx.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+    if duration > limits.max_duration_s {
+        return Err(over(format!(
+            "{duration:.0} s long; at most {:.0} s",
+            limits.max_duration_s
+        )));
+    }
+    let video = ictx
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| bad("it has no video stream".into()))?;
+    let par = video.parameters();
+    let ctx = codec::context::Context::from_parameters(par).map_err(|e| bad(e.to_string()))?;
+    let dec = ctx
+        .decoder()
+        .video()
+        .map_err(|e| bad(format!("no decoder for its video: {e}")))?;
+    if dec.width() == 0 || dec.height() == 0 {
+        return Err(bad("its video has no frame size".into()));
+    }
+    if dec.width() > limits.max_width || dec.height() > limits.max_height {
+        return Err(over(format!(
+            "{}x{} frames; at most {}x{}",
+            dec.width(),
+            dec.height(),
+            limits.max_width,
+            limits.max_height
+        )));
+    }
+    Ok(ictx)
+}
+
+/// One rendition's filter, encoder and muxer.
+struct RenditionOut {
+    label: String,
+    encoder_name: &'static str,
+    graph: filter::Graph,
+    encoder: encoder::Video,
+    enc_tb: Rational,
+    octx: format::context::Output,
+    video_tb: Rational,
+    audio_tb: Option<Rational>,
+    staged: PathBuf,
+    final_path: PathBuf,
+    frames: u64,
+}
+
+/// The audio side: decode + AAC encode once, or copy.
+enum AudioOut {
+    None,
+    Copy {
+        ist: usize,
+        ist_tb: Rational,
+    },
+    Aac {
+        ist: usize,
+        ist_tb: Rational,
+        decoder: codec::decoder::Audio,
+        graph: filter::Graph,
+        encoder: encoder::Audio,
+        enc_tb: Rational,
+    },
+}
+
+/// Runs one encode of `spec` from `source` into `out_base` on `backend`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    spec: &EncodeSpec,
+    source: &str,
+    display: &str,
+    protocols: &str,
+    out_base: &Path,
+    backend: Backend,
+    backend_reason: String,
+    limits: &Limits,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &CancellationToken,
+) -> Result<EncodeResult, EncodeError> {
+    let started = Instant::now();
+    let mut ictx = open_input(source, display, protocols, limits)?;
+    let vst = ictx
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| EncodeError::BadInput {
+            path: display.into(),
+            reason: "no video stream".into(),
+        })?;
+    let v_index = vst.index();
+    let v_tb = vst.time_base();
+    let frame_rate = {
+        let r = vst.avg_frame_rate();
+        if r.numerator() > 0 && r.denominator() > 0 {
+            r
+        } else {
+            vst.rate()
+        }
+    };
+    let duration_s = {
+        let d = ictx.duration();
+        if d > 0 {
+            d as f64 / f64::from(ff::ffi::AV_TIME_BASE)
+        } else {
+            0.0
+        }
+    };
+    let mut vctx = codec::context::Context::from_parameters(vst.parameters())
+        .map_err(|e| failed("video decoder", e))?;
+    vctx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        count: 0,
+        ..Default::default()
+    });
+    let mut decoder = vctx
+        .decoder()
+        .video()
+        .map_err(|e| failed("video decoder", e))?;
+    let (src_w, src_h) = (decoder.width(), decoder.height());
+
+    let mut staging = Staging::new();
+    let hls = matches!(spec.container, Container::Hls { .. });
+    let ladder = spec.renditions.len() > 1;
+    // HLS: one directory, staged under a hidden sibling name, renamed at the end.
+    let (stage_root, final_root) = if hls {
+        let parent = out_base.parent().unwrap_or(Path::new("."));
+        let name = out_base
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stage = staging
+            .track(parent.join(format!(".{name}.partial-{}", uuid::Uuid::new_v4().simple())));
+        std::fs::create_dir_all(&stage).map_err(|e| failed("creating the output directory", e))?;
+        (stage, out_base.to_path_buf())
+    } else {
+        (PathBuf::new(), PathBuf::new())
+    };
+
+    // Audio first: every output gets the same audio stream layout.
+    let astream = match spec.audio {
+        Audio::None => None,
+        _ => ictx
+            .streams()
+            .best(media::Type::Audio)
+            .map(|s| (s.index(), s.time_base(), s.parameters())),
+    };
+
+    let mut outs = Vec::with_capacity(spec.renditions.len());
+    for r in &spec.renditions {
+        let label = r.label();
+        let (w, h) = r.size_for(src_w, src_h);
+        let (staged, final_path) = if hls {
+            let dir = stage_root.join(&label);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| failed("creating the rendition directory", e))?;
+            (
+                dir.join("index.m3u8"),
+                final_root.join(&label).join("index.m3u8"),
+            )
+        } else {
+            let final_path = mp4_path(out_base, ladder.then_some(label.as_str()));
+            let staged = staging.track(final_path.with_file_name(format!(
+                    ".{}.partial-{}",
+                    final_path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    uuid::Uuid::new_v4().simple()
+                )));
+            (staged, final_path)
+        };
+        let mut octx = if hls {
+            format::output_as(&staged, "hls")
+        } else {
+            format::output_as(&staged, "mp4")
+        }
+        .map_err(|e| failed(format!("creating {}", staged.display()), e))?;
+
+        let name = encoder_name(r.codec, backend);
+        let codec = encoder::find_by_name(name).ok_or_else(|| match backend {
+            Backend::Nvenc { .. } => {
+                EncodeError::NvencUnavailable(format!("this FFmpeg build has no {name}"))
+            }
+            Backend::Cpu => EncodeError::Failed(format!("this FFmpeg build has no {name} encoder")),
+        })?;
+        let global = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+        let mut ectx = codec::context::Context::new_with_codec(codec);
+        ectx.set_threading(codec::threading::Config {
+            kind: codec::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
+        let mut enc = ectx.encoder().video().map_err(|e| failed(name, e))?;
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(v_tb);
+        enc.set_frame_rate(Some(frame_rate));
+        let fps = if frame_rate.denominator() > 0 {
+            f64::from(frame_rate.numerator()) / f64::from(frame_rate.denominator())
+        } else {
+            25.0
+        };
+        enc.set_gop(
+            (r.keyframe_interval_s.unwrap_or(DEFAULT_KEYFRAME_S) * fps)
+                .round()
+                .max(1.0) as u32,
+        );
+        if let Some(kbps) = r.bitrate_kbps {
+            enc.set_bit_rate(kbps as usize * 1000);
+        }
+        // Closed GOPs: every segment and every seek point decodes on its own.
+        let mut flags = codec::Flags::CLOSED_GOP;
+        if global {
+            flags |= codec::Flags::GLOBAL_HEADER;
+        }
+        enc.set_flags(flags);
+        let mut opts = Dictionary::new();
+        for (k, v) in encoder_options(r, backend) {
+            opts.set(&k, &v);
+        }
+        if hls && r.codec == crate::spec::Codec::H264 && backend == Backend::Cpu {
+            // Segments must start on keyframes at regular times.
+            opts.set("sc_threshold", "0");
+        }
+        let encoder = enc.open_with(opts).map_err(|e| match backend {
+            Backend::Nvenc { .. } => {
+                EncodeError::NvencUnavailable(format!("{name} refused the session: {e}"))
+            }
+            Backend::Cpu => failed(format!("opening {name}"), e),
+        })?;
+        let enc_tb = encoder.time_base();
+        {
+            let mut ost = octx
+                .add_stream(codec)
+                .map_err(|e| failed("adding the video stream", e))?;
+            ost.set_parameters(&encoder);
+            ost.set_time_base(enc_tb);
+        }
+        let graph = video_filter(&decoder, v_tb, w, h)?;
+        outs.push(RenditionOut {
+            label,
+            encoder_name: name,
+            graph,
+            encoder,
+            enc_tb,
+            octx,
+            video_tb: enc_tb,
+            audio_tb: None,
+            staged,
+            final_path,
+            frames: 0,
+        });
+    }
+
+    let mut audio = match (&spec.audio, astream) {
+        (_, None) | (Audio::None, _) => AudioOut::None,
+        (Audio::Copy, Some((ist, ist_tb, par))) => {
+            for o in &mut outs {
+                let mut ost = o
+                    .octx
+                    .add_stream(encoder::find(codec::Id::None))
+                    .map_err(|e| failed("adding the audio stream", e))?;
+                ost.set_parameters(par.clone());
+                clear_codec_tag(&mut ost);
+            }
+            AudioOut::Copy { ist, ist_tb }
+        }
+        (Audio::Aac { bitrate_kbps }, Some((ist, ist_tb, par))) => {
+            aac_setup(&mut outs, ist, ist_tb, par, *bitrate_kbps)?
+        }
+    };
+
+    for o in &mut outs {
+        let mut hopts = Dictionary::new();
+        if let Container::Hls { segment_s } = spec.container {
+            hopts.set("hls_time", &format!("{segment_s}"));
+            hopts.set("hls_playlist_type", "vod");
+            hopts.set("hls_list_size", "0");
+            let seg = o.staged.with_file_name("seg_%05d.ts");
+            hopts.set("hls_segment_filename", &seg.to_string_lossy());
+        } else {
+            hopts.set("movflags", "+faststart");
+        }
+        o.octx
+            .write_header_with(hopts)
+            .map_err(|e| failed(format!("writing the header of {}", o.staged.display()), e))?;
+        o.video_tb = o.octx.stream(0).map(|s| s.time_base()).unwrap_or(o.enc_tb);
+        o.audio_tb = o.octx.stream(1).map(|s| s.time_base());
+    }
+
+    // The main loop.
+    let mut frames: u64 = 0;
+    let mut last_report = Instant::now() - PROGRESS_EVERY;
+    let mut last_time = 0.0;
+    let mut decoded = frame::Video::empty();
+    for (stream, packet) in ictx.packets() {
+        if cancel.is_cancelled() {
+            return Err(EncodeError::Cancelled);
+        }
+        let si = stream.index();
+        if si == v_index {
+            decoder
+                .send_packet(&packet)
+                .map_err(|e| corrupt(display, e))?;
+            while decoder.receive_frame(&mut decoded).is_ok() {
+                frames += 1;
+                let ts = decoded.timestamp();
+                decoded.set_pts(ts);
+                if let Some(t) = ts {
+                    last_time = t as f64 * f64::from(v_tb);
+                }
+                feed_all(&mut outs, &decoded)?;
+            }
+        } else {
+            audio_packet(&mut audio, &mut outs, si, &packet)?;
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            progress(report(frames, last_time, duration_s, started));
+        }
+    }
+    if cancel.is_cancelled() {
+        return Err(EncodeError::Cancelled);
+    }
+    // Flush decoder, filters, encoders.
+    decoder.send_eof().map_err(|e| corrupt(display, e))?;
+    while decoder.receive_frame(&mut decoded).is_ok() {
+        frames += 1;
+        let ts = decoded.timestamp();
+        decoded.set_pts(ts);
+        feed_all(&mut outs, &decoded)?;
+    }
+    for o in &mut outs {
+        push_video(o, None)?;
+    }
+    audio_flush(&mut audio, &mut outs)?;
+    for o in &mut outs {
+        o.octx
+            .write_trailer()
+            .map_err(|e| failed(format!("finishing {}", o.staged.display()), e))?;
+    }
+    if frames == 0 {
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: "no video frame could be decoded".into(),
+        });
+    }
+
+    // Commit: rename staged outputs to their final names.
+    let master = if hls {
+        let master = stage_root.join("master.m3u8");
+        std::fs::write(
+            &master,
+            master_playlist(&outs, &spec.renditions, src_w, src_h),
+        )
+        .map_err(|e| failed("writing the master playlist", e))?;
+        if final_root.exists() {
+            std::fs::remove_dir_all(&final_root)
+                .map_err(|e| failed("replacing the old output", e))?;
+        }
+        std::fs::rename(&stage_root, &final_root)
+            .map_err(|e| failed("publishing the output", e))?;
+        Some(final_root.join("master.m3u8"))
+    } else {
+        for o in &outs {
+            std::fs::rename(&o.staged, &o.final_path)
+                .map_err(|e| failed("publishing the output", e))?;
+        }
+        None
+    };
+    staging.committed = true;
+
+    let wall = started.elapsed().as_secs_f64();
+    progress(report(frames, duration_s, duration_s, started));
+    let outputs = outs
+        .iter()
+        .map(|o| describe(o, hls))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncodeResult {
+        outputs,
+        master_playlist: master,
+        backend,
+        backend_reason,
+        wall_s: wall,
+        fps: frames as f64 / wall.max(1e-9),
+    })
+}
+
+fn report(frames: u64, time: f64, duration: f64, started: Instant) -> Progress {
+    Progress {
+        frames,
+        percent: if duration > 0.0 {
+            (100.0 * time / duration).clamp(0.0, 100.0)
+        } else {
+            0.0
+        },
+        fps: frames as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        out_time_s: time,
+    }
+}
+
+fn corrupt(display: &str, e: ff::Error) -> EncodeError {
+    EncodeError::BadInput {
+        path: display.to_owned(),
+        reason: format!("decoding failed: {e} (corrupt or truncated)"),
+    }
+}
+
+/// `<base>.mp4`, or `<base>_<label>.mp4` in a ladder.
+fn mp4_path(base: &Path, label: Option<&str>) -> PathBuf {
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let name = match label {
+        Some(l) => format!("{stem}_{l}.mp4"),
+        None => format!("{stem}.mp4"),
+    };
+    base.with_file_name(name)
+}
+
+fn video_filter(
+    decoder: &codec::decoder::Video,
+    tb: Rational,
+    w: u32,
+    h: u32,
+) -> Result<filter::Graph, EncodeError> {
+    let mut g = filter::Graph::new();
+    let sar = decoder.aspect_ratio();
+    let sar = if sar.numerator() > 0 {
+        sar
+    } else {
+        Rational(1, 1)
+    };
+    let args = format!(
+        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
+        decoder.width(),
+        decoder.height(),
+        ff::ffi::AVPixelFormat::from(decoder.format()) as i32,
+        tb.numerator(),
+        tb.denominator(),
+        sar.numerator(),
+        sar.denominator()
+    );
+    let find = |n: &str| {
+        filter::find(n).ok_or_else(|| EncodeError::Failed(format!("FFmpeg lacks the {n} filter")))
+    };
+    g.add(&find("buffer")?, "in", &args)
+        .map_err(|e| failed("video filter input", e))?;
+    g.add(&find("buffersink")?, "out", "")
+        .map_err(|e| failed("video filter output", e))?;
+    g.output("in", 0)
+        .and_then(|p| p.input("out", 0))
+        .and_then(|p| p.parse(&format!("scale={w}:{h},format=yuv420p")))
+        .map_err(|e| failed("video filter", e))?;
+    g.validate().map_err(|e| failed("video filter", e))?;
+    Ok(g)
+}
+
+/// Feeds a decoded frame to every rendition. The filter source takes the
+/// frame's buffers, so every rendition but the last gets a copy.
+fn feed_all(outs: &mut [RenditionOut], f: &frame::Video) -> Result<(), EncodeError> {
+    let last = outs.len().saturating_sub(1);
+    for (i, o) in outs.iter_mut().enumerate() {
+        if i < last {
+            push_video(o, Some(&f.clone()))?;
+        } else {
+            push_video(o, Some(f))?;
+        }
+    }
+    Ok(())
+}
+
+/// Feeds one decoded frame (or the end) through a rendition's filter and
+/// encoder, writing what comes out.
+fn push_video(o: &mut RenditionOut, f: Option<&frame::Video>) -> Result<(), EncodeError> {
+    {
+        let mut src = o
+            .graph
+            .get("in")
+            .ok_or_else(|| EncodeError::Failed("video filter input lost".into()))?;
+        match f {
+            Some(f) => src.source().add(f),
+            None => src.source().flush(),
+        }
+        .map_err(|e| failed("scaling", e))?;
+    }
+    let mut scaled = frame::Video::empty();
+    loop {
+        let got = {
+            let mut sink = o
+                .graph
+                .get("out")
+                .ok_or_else(|| EncodeError::Failed("video filter output lost".into()))?;
+            sink.sink().frame(&mut scaled)
+        };
+        if got.is_err() {
+            break;
+        }
+        o.frames += 1;
+        // The decoder's picture type (an I-frame in an all-intra source, say)
+        // would force the encoder's hand; let it choose its own GOP.
+        scaled.set_kind(ff::picture::Type::None);
+        o.encoder
+            .send_frame(&scaled)
+            .map_err(|e| failed(o.encoder_name, e))?;
+        drain_video(o)?;
+    }
+    if f.is_none() {
+        o.encoder
+            .send_eof()
+            .map_err(|e| failed(o.encoder_name, e))?;
+        drain_video(o)?;
+    }
+    Ok(())
+}
+
+fn drain_video(o: &mut RenditionOut) -> Result<(), EncodeError> {
+    let mut p = Packet::empty();
+    while o.encoder.receive_packet(&mut p).is_ok() {
+        p.set_stream(0);
+        p.rescale_ts(o.enc_tb, o.video_tb);
+        p.write_interleaved(&mut o.octx)
+            .map_err(|e| failed(format!("writing {}", o.staged.display()), e))?;
+    }
+    Ok(())
+}
+
+fn aac_setup(
+    outs: &mut [RenditionOut],
+    ist: usize,
+    ist_tb: Rational,
+    par: codec::Parameters,
+    kbps: u32,
+) -> Result<AudioOut, EncodeError> {
+    let decoder = codec::context::Context::from_parameters(par)
+        .and_then(|c| c.decoder().audio())
+        .map_err(|e| failed("audio decoder", e))?;
+    let codec = encoder::find(codec::Id::AAC)
+        .ok_or_else(|| EncodeError::Failed("no AAC encoder".into()))?;
+    let layout = if decoder.channel_layout().bits() != 0 {
+        decoder.channel_layout()
+    } else {
+        ff::ChannelLayout::default(i32::from(decoder.channels()))
+    };
+    let layout = if layout.channels() > 2 {
+        ff::ChannelLayout::STEREO
+    } else {
+        layout
+    };
+    let mut enc = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .audio()
+        .map_err(|e| failed("AAC encoder", e))?;
+    let global = outs
+        .first()
+        .map(|o| {
+            o.octx
+                .format()
+                .flags()
+                .contains(format::Flags::GLOBAL_HEADER)
+        })
+        .unwrap_or(false);
+    if global {
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    enc.set_rate(decoder.rate() as i32);
+    enc.set_channel_layout(layout);
+    enc.set_channels(layout.channels());
+    enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Planar));
+    enc.set_bit_rate(kbps as usize * 1000);
+    enc.set_time_base((1, decoder.rate() as i32));
+    let encoder = enc.open_as(codec).map_err(|e| failed("opening AAC", e))?;
+    for o in outs.iter_mut() {
+        let mut ost = o
+            .octx
+            .add_stream(codec)
+            .map_err(|e| failed("adding the audio stream", e))?;
+        ost.set_parameters(&encoder);
+        ost.set_time_base((1, decoder.rate() as i32));
+    }
+    let mut g = filter::Graph::new();
+    let in_layout = if decoder.channel_layout().bits() != 0 {
+        decoder.channel_layout()
+    } else {
+        ff::ChannelLayout::default(i32::from(decoder.channels()))
+    };
+    let args = format!(
+        "time_base={}/{}:sample_rate={}:sample_fmt={}:channel_layout=0x{:x}",
+        decoder.time_base().numerator(),
+        decoder.time_base().denominator().max(1),
+        decoder.rate(),
+        decoder.format().name(),
+        in_layout.bits()
+    );
+    let find = |n: &str| {
+        filter::find(n).ok_or_else(|| EncodeError::Failed(format!("FFmpeg lacks the {n} filter")))
+    };
+    g.add(&find("abuffer")?, "in", &args)
+        .map_err(|e| failed("audio filter input", e))?;
+    g.add(&find("abuffersink")?, "out", "")
+        .map_err(|e| failed("audio filter output", e))?;
+    {
+        let mut out = g
+            .get("out")
+            .ok_or_else(|| EncodeError::Failed("audio filter output lost".into()))?;
+        out.set_sample_format(encoder.format());
+        out.set_channel_layout(encoder.channel_layout());
+        out.set_sample_rate(encoder.rate());
+    }
+    g.output("in", 0)
+        .and_then(|p| p.input("out", 0))
+        .and_then(|p| p.parse("anull"))
+        .map_err(|e| failed("audio filter", e))?;
+    g.validate().map_err(|e| failed("audio filter", e))?;
+    if let Some(mut out) = g.get("out") {
+        out.sink().set_frame_size(encoder.frame_size());
+    }
+    let enc_tb = encoder.time_base();
+    Ok(AudioOut::Aac {
+        ist,
+        ist_tb,
+        decoder,
+        graph: g,
+        encoder,
+        enc_tb,
+    })
+}
+
+fn audio_packet(
+    audio: &mut AudioOut,
+    outs: &mut [RenditionOut],
+    si: usize,
+    packet: &Packet,
+) -> Result<(), EncodeError> {
+    match audio {
+        AudioOut::None => Ok(()),
+        AudioOut::Copy { ist, ist_tb } if *ist == si => {
+            for o in outs.iter_mut() {
+                let Some(tb) = o.audio_tb else { continue };
+                let mut p = packet.clone();
+                p.set_stream(1);
+                p.set_position(-1);
+                p.rescale_ts(*ist_tb, tb);
+                p.write_interleaved(&mut o.octx)
+                    .map_err(|e| failed(format!("writing {}", o.staged.display()), e))?;
+            }
+            Ok(())
+        }
+        AudioOut::Aac {
+            ist,
+            ist_tb,
+            decoder,
+            graph,
+            encoder,
+            enc_tb,
+        } if *ist == si => {
+            let mut p = packet.clone();
+            p.rescale_ts(*ist_tb, decoder.time_base());
+            if decoder.send_packet(&p).is_err() {
+                // A damaged audio packet loses a few milliseconds, not the job.
+                return Ok(());
+            }
+            aac_pump(decoder, graph, encoder, *enc_tb, outs, false)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn audio_flush(audio: &mut AudioOut, outs: &mut [RenditionOut]) -> Result<(), EncodeError> {
+    if let AudioOut::Aac {
+        decoder,
+        graph,
+        encoder,
+        enc_tb,
+        ..
+    } = audio
+    {
+        let _ = decoder.send_eof();
+        aac_pump(decoder, graph, encoder, *enc_tb, outs, true)?;
+    }
+    Ok(())
+}
+
+fn aac_pump(
+    decoder: &mut codec::decoder::Audio,
+    graph: &mut filter::Graph,
+    encoder: &mut encoder::Audio,
+    enc_tb: Rational,
+    outs: &mut [RenditionOut],
+    eof: bool,
+) -> Result<(), EncodeError> {
+    let mut decoded = frame::Audio::empty();
+    while decoder.receive_frame(&mut decoded).is_ok() {
+        let ts = decoded.timestamp();
+        decoded.set_pts(ts);
+        if let Some(mut src) = graph.get("in") {
+            src.source()
+                .add(&decoded)
+                .map_err(|e| failed("audio filter", e))?;
+        }
+    }
+    if eof && let Some(mut src) = graph.get("in") {
+        let _ = src.source().flush();
+    }
+    let mut filtered = frame::Audio::empty();
+    loop {
+        let got = match graph.get("out") {
+            Some(mut sink) => sink.sink().frame(&mut filtered).is_ok(),
+            None => false,
+        };
+        if !got {
+            break;
+        }
+        encoder
+            .send_frame(&filtered)
+            .map_err(|e| failed("AAC", e))?;
+        aac_write(encoder, enc_tb, outs)?;
+    }
+    if eof {
+        let _ = encoder.send_eof();
+        aac_write(encoder, enc_tb, outs)?;
+    }
+    Ok(())
+}
+
+fn aac_write(
+    encoder: &mut encoder::Audio,
+    enc_tb: Rational,
+    outs: &mut [RenditionOut],
+) -> Result<(), EncodeError> {
+    let mut p = Packet::empty();
+    while encoder.receive_packet(&mut p).is_ok() {
+        for o in outs.iter_mut() {
+            let Some(tb) = o.audio_tb else { continue };
+            let mut q = p.clone();
+            q.set_stream(1);
+            q.rescale_ts(enc_tb, tb);
+            q.write_interleaved(&mut o.octx)
+                .map_err(|e| failed(format!("writing {}", o.staged.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A copied stream keeps its input codec tag, which another container may
+/// reject; FFmpeg's own CLI clears it. ffmpeg-next has no setter for it.
+#[allow(unsafe_code)]
+fn clear_codec_tag(ost: &mut format::stream::StreamMut) {
+    // SAFETY: `parameters()` points at the stream's live AVCodecParameters,
+    // owned by the output context that `ost` borrows mutably; writing a plain
+    // integer field cannot invalidate anything.
+    unsafe {
+        (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+    }
+}
+
+fn master_playlist(
+    outs: &[RenditionOut],
+    specs: &[crate::spec::Rendition],
+    w: u32,
+    h: u32,
+) -> String {
+    let mut m = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
+    for (o, r) in outs.iter().zip(specs) {
+        let (rw, rh) = r.size_for(w, h);
+        let bw = r.bitrate_kbps.map(|k| k as u64 * 1000).unwrap_or_else(|| {
+            // Without a target, estimate from the pixels: about 0.1 bit a pixel
+            // at 30 fps, the usual quality-mode ballpark for H.264.
+            rw as u64 * rh as u64 * 3
+        });
+        m.push_str(&format!(
+            "#EXT-X-STREAM-INF:BANDWIDTH={bw},RESOLUTION={rw}x{rh}\n{}/index.m3u8\n",
+            o.label
+        ));
+    }
+    m
+}
+
+/// Reads an output back with the library: what a player would see.
+fn describe(o: &RenditionOut, hls: bool) -> Result<OutputInfo, EncodeError> {
+    let path = &o.final_path;
+    let ictx =
+        format::input(path).map_err(|e| failed(format!("reading back {}", path.display()), e))?;
+    let duration_s = if ictx.duration() > 0 {
+        ictx.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE)
+    } else {
+        0.0
+    };
+    let v = ictx
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| EncodeError::Failed(format!("{} has no video", path.display())))?;
+    let par = v.parameters();
+    let dec = codec::context::Context::from_parameters(par)
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| failed("reading back", e))?;
+    let codec_name = dec.id().name().to_owned();
+    let size_bytes = if hls {
+        std::fs::read_dir(path.parent().unwrap_or(Path::new(".")))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    };
+    Ok(OutputInfo {
+        rendition: o.label.clone(),
+        path: path.clone(),
+        size_bytes,
+        duration_s,
+        codec: codec_name,
+        width: dec.width(),
+        height: dec.height(),
+        bitrate_bps: if duration_s > 0.0 {
+            (size_bytes as f64 * 8.0 / duration_s) as u64
+        } else {
+            0
+        },
+        encoder: o.encoder_name.to_owned(),
+        frames: o.frames,
+    })
+}
