@@ -88,6 +88,12 @@ impl Client {
         })
     }
 
+    /// Checks a Redis URL without connecting; returns its `host:port/db` form
+    /// (never the password), for start-up validation and logs.
+    pub fn check_url(url: &str) -> Result<String> {
+        Ok(Endpoint::parse(url)?.display)
+    }
+
     /// A handle on queue `name`.
     pub fn queue(&self, name: &str) -> Result<Queue> {
         Ok(Queue {

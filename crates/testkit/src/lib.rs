@@ -15,7 +15,7 @@
 
 mod process;
 
-pub use process::{WorkerProcess, example_binary, http_get, metric_value};
+pub use process::{WorkerProcess, example_binary, http_get, metric_value, workspace_binary};
 
 use std::fmt;
 use std::net::TcpListener;

@@ -15,32 +15,48 @@ use crate::{Error, Result, free_port};
 /// Builds an example of a workspace package once per test process and returns
 /// its path (`cargo test` builds examples, nextest may not).
 pub fn example_binary(package: &str, example: &str) -> Result<PathBuf> {
-    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
+    build_once(
+        &["-p", package, "--example", example],
+        &format!("debug/examples/{example}"),
+    )
+}
+
+/// Builds a binary of another workspace package (a test's own package binary
+/// is `env!("CARGO_BIN_EXE_<name>")`) and returns its path.
+pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    build_once(&["-p", package, "--bin", bin], &format!("debug/{bin}"))
+}
+
+fn build_once(args: &[&str], artefact: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<
+        std::sync::Mutex<HashMap<String, std::result::Result<PathBuf, String>>>,
+    > = OnceLock::new();
+    let key = args.join(" ");
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    built
+        .entry(key)
+        .or_insert_with(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let out = Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    package,
-                    "--example",
-                    example,
-                    "--message-format=short",
-                ])
+                .arg("build")
+                .args(args)
                 .stdout(Stdio::null())
                 .output()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !out.status.success() {
                 return Err(format!(
-                    "building example {example} failed:\n{}",
+                    "cargo build {}: failed:\n{}",
+                    args.join(" "),
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-            Ok(target.join("debug/examples").join(example))
+            Ok(target.join(artefact))
         })
         .clone()
         .map_err(Error)

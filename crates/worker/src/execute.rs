@@ -105,7 +105,17 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             )
         }
         Ok(payload) => {
-            let (ended, reason) = supervise(&env, &job, payload).await;
+            let (ended, reason, unsent) = supervise(&env, &job, payload).await;
+            // Progress the handler reported after the last beat (a short job's
+            // final 100 %) is stored before the job leaves `active`.
+            if let (Some(p), None) = (unsent, reason)
+                && let Err(e) = env
+                    .queue
+                    .heartbeat_with(&job, Some(&p), env.config.lease)
+                    .await
+            {
+                tracing::debug!(error = %e, "final progress not stored");
+            }
             decide(ended, reason)
         }
     };
@@ -136,7 +146,7 @@ async fn supervise<H: Handler>(
     env: &JobEnv<H>,
     job: &ReservedJob,
     payload: H::Payload,
-) -> (Ended, Option<StopReason>) {
+) -> (Ended, Option<StopReason>, Option<String>) {
     let cancel = CancellationToken::new();
     let (progress_tx, mut progress_rx) = watch::channel(None::<String>);
     let ctx = JobContext {
@@ -164,19 +174,21 @@ async fn supervise<H: Handler>(
     let mut progress_tick = tokio::time::interval(PROGRESS_INTERVAL);
     progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // The progress last sent to Redis.
+    let mut sent: Option<String> = None;
     let joined = loop {
         tokio::select! {
             res = &mut task => break Some(res),
             _ = env.release_all.cancelled(), if reason.get().is_none() => stop(StopReason::Drain),
             _ = cancel.cancelled() => break None,
             _ = beat.tick() => {
-                let progress = progress_rx.borrow_and_update().clone();
-                heartbeat(env, job, progress.as_deref(), &stop).await;
+                sent = progress_rx.borrow_and_update().clone();
+                heartbeat(env, job, sent.as_deref(), &stop).await;
             }
             _ = progress_tick.tick() => {
                 if progress_rx.has_changed().unwrap_or(false) {
-                    let progress = progress_rx.borrow_and_update().clone();
-                    heartbeat(env, job, progress.as_deref(), &stop).await;
+                    sent = progress_rx.borrow_and_update().clone();
+                    heartbeat(env, job, sent.as_deref(), &stop).await;
                 }
             }
         }
@@ -198,7 +210,9 @@ async fn supervise<H: Handler>(
         Some(Err(e)) if e.is_panic() => Ended::Panicked(panic_message(e.into_panic())),
         Some(Err(_)) => Ended::Stopped,
     };
-    (ended, reason.get().copied())
+    let latest = progress_rx.borrow().clone();
+    let unsent = if latest != sent { latest } else { None };
+    (ended, reason.get().copied(), unsent)
 }
 
 async fn heartbeat<H>(

@@ -1,0 +1,256 @@
+//! `spool-encoder-worker`: the worker runtime with the encoder as its handler.
+//!
+//! Settings come from flags and `SPOOL_*` variables (flags win), are checked at
+//! start-up (a bad value exits 2 naming the setting), and are logged with the
+//! Redis password masked. See `docs/operations.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use spool_encoder::{EncodeSpec, Encoder, EncoderConfig, Hardware, Limits};
+use spool_worker::{Handler, JobContext, JobError, LogFormat, Worker, WorkerConfig};
+
+/// How often GPU telemetry is sampled into the `spool_gpu_*` gauges.
+const GPU_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spool-encoder-worker",
+    version,
+    about = "Run encode jobs from a spool queue"
+)]
+struct Args {
+    /// Redis URL; `rediss://` for TLS, a comma-separated list for a cluster.
+    #[arg(long, env = "SPOOL_REDIS_URL", default_value = spool_worker::DEFAULT_REDIS_URL)]
+    redis_url: String,
+    /// The queue to work.
+    #[arg(long, env = "SPOOL_QUEUE", default_value = spool_worker::DEFAULT_QUEUE)]
+    queue: String,
+    /// Jobs at once; default: NVENC sessions per GPU on GPU nodes, 1 on CPU.
+    #[arg(long, env = "SPOOL_CONCURRENCY")]
+    concurrency: Option<String>,
+    /// Lease each heartbeat grants (e.g. 30s).
+    #[arg(long, env = "SPOOL_LEASE")]
+    lease: Option<String>,
+    /// Time running jobs get after SIGTERM (e.g. 25s).
+    #[arg(long, env = "SPOOL_DRAIN_TIMEOUT")]
+    drain_timeout: Option<String>,
+    /// Address of /metrics, /healthz, /readyz, or `off`.
+    #[arg(long, env = "SPOOL_METRICS_ADDR")]
+    metrics_addr: Option<String>,
+    /// Inputs are read only from under this directory.
+    #[arg(long, env = "SPOOL_INPUT_ROOT", default_value = "/data/in")]
+    input_root: PathBuf,
+    /// Outputs are written only under this directory.
+    #[arg(long, env = "SPOOL_OUTPUT_ROOT", default_value = "/data/out")]
+    output_root: PathBuf,
+    /// Hardware policy: `auto` (each job's choice), `cpu` (CPU only), `nvenc` (NVENC only).
+    #[arg(long = "hw", env = "SPOOL_HW", default_value = "auto")]
+    hw: String,
+    /// Accept http(s) inputs.
+    #[arg(long, env = "SPOOL_ALLOW_HTTP", default_value = "false")]
+    allow_http: String,
+    /// NVENC sessions per GPU this process opens at most.
+    #[arg(long, env = "SPOOL_NVENC_SESSIONS", default_value_t = spool_encoder::DEFAULT_NVENC_SESSIONS)]
+    nvenc_sessions: usize,
+    /// `text` or `json`.
+    #[arg(long, env = "SPOOL_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+/// A start-up setting that cannot be used.
+struct BadSetting(String);
+
+fn bad(setting: &str, value: &str, reason: &str) -> BadSetting {
+    BadSetting(format!("invalid {setting}={value:?}: {reason}"))
+}
+
+fn check_root(setting: &str, p: &std::path::Path, write: bool) -> Result<(), BadSetting> {
+    let shown = p.display().to_string();
+    let meta =
+        std::fs::metadata(p).map_err(|e| bad(setting, &shown, &format!("cannot use it: {e}")))?;
+    if !meta.is_dir() {
+        return Err(bad(setting, &shown, "is not a directory"));
+    }
+    std::fs::read_dir(p).map_err(|e| bad(setting, &shown, &format!("cannot list it: {e}")))?;
+    if write {
+        let probe = p.join(format!(".spool-write-check-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .map_err(|e| bad(setting, &shown, &format!("cannot write in it: {e}")))?;
+        let _ = std::fs::remove_file(probe);
+    }
+    Ok(())
+}
+
+/// Builds the runtime and encoder settings, checking each.
+fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>), BadSetting> {
+    let env: Vec<(&str, Option<&String>)> = vec![
+        ("SPOOL_REDIS_URL", Some(&a.redis_url)),
+        ("SPOOL_QUEUE", Some(&a.queue)),
+        ("SPOOL_CONCURRENCY", a.concurrency.as_ref()),
+        ("SPOOL_LEASE", a.lease.as_ref()),
+        ("SPOOL_DRAIN_TIMEOUT", a.drain_timeout.as_ref()),
+        ("SPOOL_METRICS_ADDR", a.metrics_addr.as_ref()),
+        ("SPOOL_LOG_FORMAT", a.log_format.as_ref()),
+    ];
+    let lookup = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .and_then(|(_, v)| v.cloned())
+    };
+    let worker = WorkerConfig::from_lookup(lookup).map_err(|e| BadSetting(e.to_string()))?;
+    spool_queue::Client::check_url(&worker.redis_url).map_err(|e| {
+        bad(
+            "SPOOL_REDIS_URL",
+            &spool_queue::mask_password(&worker.redis_url),
+            &e.to_string(),
+        )
+    })?;
+    let policy = match a.hw.trim().to_ascii_lowercase().as_str() {
+        "auto" => None,
+        "cpu" => Some(Hardware::Cpu),
+        "nvenc" => Some(Hardware::Nvenc),
+        _ => return Err(bad("SPOOL_HW", &a.hw, "must be auto, cpu or nvenc")),
+    };
+    let allow_http = match a.allow_http.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => true,
+        "false" | "0" | "no" | "" => false,
+        _ => {
+            return Err(bad(
+                "SPOOL_ALLOW_HTTP",
+                &a.allow_http,
+                "must be true or false",
+            ));
+        }
+    };
+    if a.nvenc_sessions == 0 {
+        return Err(bad("SPOOL_NVENC_SESSIONS", "0", "must be at least 1"));
+    }
+    check_root("SPOOL_INPUT_ROOT", &a.input_root, false)?;
+    check_root("SPOOL_OUTPUT_ROOT", &a.output_root, true)?;
+    let mut enc = EncoderConfig::new(&a.input_root, &a.output_root);
+    enc.allow_http = allow_http;
+    enc.nvenc_sessions_per_gpu = a.nvenc_sessions;
+    enc.limits = Limits::default();
+    Ok((worker, enc, policy))
+}
+
+/// The handler: one encode per job, on a blocking thread.
+struct EncodeHandler {
+    encoder: Arc<Encoder>,
+    /// The worker's `SPOOL_HW` when it overrides the jobs' own choice.
+    policy: Option<Hardware>,
+}
+
+impl Handler for EncodeHandler {
+    type Payload = EncodeSpec;
+
+    async fn handle(
+        &self,
+        mut spec: EncodeSpec,
+        ctx: JobContext,
+    ) -> Result<Option<serde_json::Value>, JobError> {
+        if let Some(hw) = self.policy {
+            spec.hardware = hw;
+        }
+        let encoder = self.encoder.clone();
+        let cancel = ctx.cancellation_token();
+        let progress_ctx = ctx.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            encoder.encode(
+                &spec,
+                &mut |p| {
+                    progress_ctx.progress(serde_json::json!({
+                        "frames": p.frames,
+                        "percent": (p.percent * 10.0).round() / 10.0,
+                        "fps": (p.fps * 10.0).round() / 10.0,
+                    }))
+                },
+                &cancel,
+            )
+        })
+        .await
+        .map_err(|e| JobError::retryable(format!("the encode thread failed: {e}")))?;
+        match result {
+            Ok(r) => {
+                let frames: u64 = r.outputs.iter().map(|o| o.frames).sum();
+                let backend = match r.backend {
+                    spool_encoder::Backend::Cpu => "cpu",
+                    spool_encoder::Backend::Nvenc { .. } => "nvenc",
+                };
+                metrics::counter!("spool_encode_frames_total", "backend" => backend)
+                    .increment(frames);
+                metrics::counter!("spool_encodes_total", "backend" => backend).increment(1);
+                metrics::gauge!("spool_encode_fps", "backend" => backend).set(r.fps);
+                tracing::info!(backend, reason = %r.backend_reason, fps = r.fps, "encoded");
+                serde_json::to_value(&r)
+                    .map(Some)
+                    .map_err(|e| JobError::permanent(format!("cannot serialise the result: {e}")))
+            }
+            Err(e) if e.is_retryable() => Err(JobError::retryable(e.to_string())),
+            Err(e) => Err(JobError::permanent(e.to_string())),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let (mut worker_cfg, enc_cfg, policy) = match settings(&args) {
+        Ok(s) => s,
+        Err(BadSetting(msg)) => {
+            eprintln!("spool-encoder-worker: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    spool_worker::init_logging(worker_cfg.log_format);
+    let encoder = match Encoder::new(enc_cfg) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the encoder");
+            return ExitCode::from(1);
+        }
+    };
+    if args.concurrency.is_none() {
+        worker_cfg.concurrency = encoder.default_concurrency();
+    }
+    tracing::info!(
+        redis = %spool_queue::mask_password(&worker_cfg.redis_url),
+        queue = %worker_cfg.queue,
+        concurrency = worker_cfg.concurrency,
+        lease = ?worker_cfg.lease,
+        drain_timeout = ?worker_cfg.drain_timeout,
+        metrics_addr = ?worker_cfg.metrics_addr,
+        input_root = %encoder.config().input_root.display(),
+        output_root = %encoder.config().output_root.display(),
+        hw = %args.hw,
+        allow_http = encoder.config().allow_http,
+        nvenc_gpus = encoder.gpus().nvenc_gpus().count(),
+        json_logs = worker_cfg.log_format == LogFormat::Json,
+        "effective configuration"
+    );
+    tokio::spawn(async {
+        loop {
+            spool_encoder::gpu::export_metrics();
+            tokio::time::sleep(GPU_SAMPLE_EVERY).await;
+        }
+    });
+    let handler = EncodeHandler { encoder, policy };
+    let worker = match Worker::builder(handler).config(worker_cfg).build() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("spool-encoder-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match worker.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            ExitCode::from(1)
+        }
+    }
+}

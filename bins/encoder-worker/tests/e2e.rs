@@ -1,0 +1,206 @@
+//! End to end: spoolctl enqueues an encode of a generated clip, the worker
+//! binary produces it, and `spoolctl inspect --json` shows the result.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use spool_testkit::{RedisServer, WorkerProcess, workspace_binary};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_spool-encoder-worker");
+
+fn clip(path: &Path) -> Result<()> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=3",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=330:duration=3"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(path)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn spoolctl(url: &str, args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(workspace_binary("spoolctl", "spoolctl")?)
+        .args(args)
+        .env("SPOOL_REDIS_URL", url)
+        .env("SPOOL_QUEUE", "encode")
+        .output()?)
+}
+
+#[test]
+fn spoolctl_enqueues_an_encode_and_the_worker_produces_it() -> Result<()> {
+    let server = RedisServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    clip(&input.join("clip.mp4"))?;
+    let (ins, outs) = (input.display().to_string(), output.display().to_string());
+    let mut worker = WorkerProcess::spawn(
+        Path::new(WORKER),
+        &server.url(),
+        &[
+            ("SPOOL_QUEUE", "encode"),
+            ("SPOOL_INPUT_ROOT", &ins),
+            ("SPOOL_OUTPUT_ROOT", &outs),
+        ],
+    )?;
+    worker.wait_ready(Duration::from_secs(30))?;
+
+    let o = spoolctl(
+        &server.url(),
+        &[
+            "encode",
+            "clip.mp4",
+            "--out",
+            "clip_360",
+            "--height",
+            "360",
+            "--quality",
+            "30",
+            "--preset",
+            "fastest",
+        ],
+    )?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout)?.trim().to_owned();
+
+    let w = spoolctl(&server.url(), &["watch", &id])?;
+    ensure!(
+        w.status.success(),
+        "watch: {}\nworker log:\n{}",
+        String::from_utf8_lossy(&w.stderr),
+        worker.log()
+    );
+
+    let o = spoolctl(&server.url(), &["inspect", &id, "--json"])?;
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    ensure!(
+        info["state"] == "completed" && info["attempts"] == 1,
+        "{info}"
+    );
+    let out = &info["result"]["outputs"][0];
+    ensure!(
+        out["codec"] == "h264" && out["height"] == 360 && out["width"] == 640,
+        "{info}"
+    );
+    ensure!(out["encoder"] == "libx264", "{out}");
+    let path = out["path"].as_str().context("path")?;
+    ensure!(
+        Path::new(path).starts_with(output.canonicalize()?),
+        "{path}"
+    );
+    ensure!(std::fs::metadata(path)?.len() > 0);
+    ensure!(
+        info["result"]["backend"] == "cpu"
+            && info["result"]["backend_reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty())
+    );
+    ensure!(
+        info["progress"]["percent"].as_f64() == Some(100.0),
+        "{}",
+        info["progress"]
+    );
+
+    let (_, metrics) = worker.get("/metrics")?;
+    ensure!(
+        metrics.contains("spool_encode_frames_total{backend=\"cpu\"} 75"),
+        "{metrics}"
+    );
+
+    // A job with an impossible spec is dead at once, with the field named.
+    let o = spoolctl(
+        &server.url(),
+        &[
+            "enqueue",
+            "--payload",
+            r#"{"input":"clip.mp4","output":"x","renditions":[{"codec":"h264","height":361}]}"#,
+        ],
+    )?;
+    let bad = String::from_utf8(o.stdout)?.trim().to_owned();
+    let start = Instant::now();
+    loop {
+        let o = spoolctl(&server.url(), &["inspect", &bad, "--json"])?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        if v["state"] == "dead" {
+            let err = v["last_error"].as_str().unwrap_or_default();
+            ensure!(
+                err.contains("renditions[0].height") && v["attempts"] == 1,
+                "{v}"
+            );
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("the bad job never died: {v}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    worker.signal("TERM")?;
+    ensure!(worker.wait_exit(Duration::from_secs(30))?.success());
+    Ok(())
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ok = dir.path().display().to_string();
+    let missing = dir.path().join("missing").display().to_string();
+    let cases: [(&str, &str, &str); 5] = [
+        ("SPOOL_REDIS_URL", "http://nope", "SPOOL_REDIS_URL"),
+        ("SPOOL_CONCURRENCY", "0", "SPOOL_CONCURRENCY"),
+        ("SPOOL_HW", "quantum", "SPOOL_HW"),
+        ("SPOOL_INPUT_ROOT", &missing, "SPOOL_INPUT_ROOT"),
+        ("SPOOL_OUTPUT_ROOT", "/proc", "SPOOL_OUTPUT_ROOT"),
+    ];
+    for (k, v, named) in cases {
+        let o = Command::new(WORKER)
+            .env("SPOOL_INPUT_ROOT", &ok)
+            .env("SPOOL_OUTPUT_ROOT", &ok)
+            .env("SPOOL_METRICS_ADDR", "off")
+            .env(k, v)
+            .output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        ensure!(o.status.code() == Some(2), "{k}={v}: {:?} {err}", o.status);
+        ensure!(
+            err.contains(named) && err.lines().count() == 1,
+            "{k}={v}: {err}"
+        );
+    }
+    // The password never reaches the message.
+    let o = Command::new(WORKER)
+        .env("SPOOL_REDIS_URL", "redis://u:s3cr3t@h:notaport")
+        .env("SPOOL_INPUT_ROOT", &ok)
+        .env("SPOOL_OUTPUT_ROOT", &ok)
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        o.status.code() == Some(2) && !err.contains("s3cr3t"),
+        "{err}"
+    );
+    Ok(())
+}
