@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Quick start: installs what is missing, builds the reference worker, and runs
-# a queue end to end on embedded defaults: a throwaway local redis-server when
-# none answers on 127.0.0.1:6379, jobs enqueued with plain redis-cli through the
-# documented enqueue script (docs/protocol.md), a worker that runs them, and the
-# worker's key metrics. Until the encoder worker lands, the jobs are the
-# reference `sleep_worker`'s (sleep, fail, retry).
+# Quick start: installs what is missing, builds spool-encoder-worker and
+# spoolctl, and runs the main job on embedded defaults: a throwaway local
+# redis-server when none answers on 127.0.0.1:6379, a generated test clip
+# (FFmpeg's lavfi sources), an encode enqueued with `spoolctl encode`, the
+# worker running until it is done, then the output, the encoder used and the
+# worker's key metrics. Ends by draining the worker with SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release -q -p spool-worker --example sleep_worker
+echo "building (release)…"
+cargo build --release -q -p spool-encoder-worker -p spoolctl
+bin=target/release
 
 work=$(mktemp -d)
 cleanup() {
@@ -19,48 +21,50 @@ cleanup() {
 }
 trap cleanup EXIT
 
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
 port=6379
 if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
     --logfile "$work/redis.log" &
   redis_pid=$!
   until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
   echo "started a throwaway redis-server on 127.0.0.1:$port"
 fi
+export SPOOL_REDIS_URL="redis://127.0.0.1:$port"
+export SPOOL_QUEUE="quickstart-$$"
 
-queue="quickstart-$$"
-p="spool:{$queue}:"
-cat crates/queue/src/scripts/lib.lua crates/queue/src/scripts/enqueue.lua > "$work/enqueue.lua"
-jobs=12
-for i in $(seq 1 $jobs); do
-  fail=$(( i % 4 == 0 ? 1 : 0 ))
-  redis-cli -p "$port" --eval "$work/enqueue.lua" \
-    "${p}ready" "${p}scheduled" "${p}active" "${p}outstanding" "${p}dead" \
-    "${p}completed" "${p}cancelled" "${p}seq" "${p}wake" , \
-    "$p" "$queue" 1 "job-$i" "{\"sleep_ms\": 300, \"fail_times\": $fail}" 0 0 5 100 1000 30000 3600 "" >/dev/null
-done
-redis-cli -p "$port" sadd spool:queues "$queue" >/dev/null
-echo "enqueued $jobs jobs on queue $queue (every fourth fails once, then retries)"
+mkdir -p "$work/in" "$work/out"
+ffmpeg -v error -f lavfi -i testsrc2=size=1280x720:rate=30:duration=5 \
+  -f lavfi -i sine=frequency=440:duration=5 \
+  -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -shortest "$work/in/clip.mp4"
+echo "generated $work/in/clip.mp4 (720p, 5 s, with audio)"
 
-metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-SPOOL_REDIS_URL="redis://127.0.0.1:$port" SPOOL_QUEUE="$queue" SPOOL_CONCURRENCY=4 \
-  SPOOL_METRICS_ADDR="127.0.0.1:$metrics_port" SPOOL_SWEEP_INTERVAL=500ms RUST_LOG=warn \
-  target/release/examples/sleep_worker &
+metrics_port=$(free_port)
+SPOOL_INPUT_ROOT="$work/in" SPOOL_OUTPUT_ROOT="$work/out" \
+  SPOOL_METRICS_ADDR="127.0.0.1:$metrics_port" RUST_LOG=warn \
+  "$bin/spool-encoder-worker" &
 worker_pid=$!
 
-for _ in $(seq 1 300); do
-  done_count=$(redis-cli -p "$port" zcard "${p}completed")
-  [ "$done_count" -ge "$jobs" ] && break
-  sleep 0.1
-done
-sleep 0.6
-echo "completed: $(redis-cli -p "$port" zcard "${p}completed") of $jobs; outstanding: $(redis-cli -p "$port" scard "${p}outstanding")"
-echo "job-4: state=$(redis-cli -p "$port" hget "${p}job:job-4" state) attempts=$(redis-cli -p "$port" hget "${p}job:job-4" attempts) result=$(redis-cli -p "$port" hget "${p}job:job-4" result)"
+id=$("$bin/spoolctl" encode clip.mp4 --out clip_480p --height 480 --quality 26 --preset fast)
+echo "enqueued encode job $id"
+"$bin/spoolctl" watch "$id"
+"$bin/spoolctl" inspect "$id" --json > "$work/job.json"
+field() { grep -o "\"$1\":\"[^\"]*\"" "$work/job.json" | head -1 | cut -d'"' -f4; }
+echo "output:  $(field path)"
+echo "encoder: $(field encoder) ($(field backend_reason))"
 echo "worker metrics:"
-curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -E '^spool_(jobs_total|worker_capacity|queue_depth)' | grep -v ' 0$' || true
+curl -fsS "http://127.0.0.1:$metrics_port/metrics" \
+  | grep -E '^spool_(jobs_total|encode_frames_total|encode_fps|worker_capacity|job_duration_seconds_sum)' \
+  | grep -v ' 0$' || true
 kill -TERM "$worker_pid"
 wait "$worker_pid" && echo "worker drained and exited 0"
 worker_pid=
-redis-cli -p "$port" del "${p}ready" "${p}scheduled" "${p}active" "${p}outstanding" "${p}dead" "${p}completed" "${p}cancelled" "${p}seq" "${p}wake" >/dev/null
-redis-cli -p "$port" srem spool:queues "$queue" >/dev/null
+"$bin/spoolctl" stats --queue "$SPOOL_QUEUE"
