@@ -11,6 +11,7 @@ packages=(
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev
   libavdevice-dev libswscale-dev libswresample-dev
   openssl ca-certificates curl
+  python3 python3-venv prometheus
 )
 
 missing=()

@@ -74,8 +74,12 @@ enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
-    /// The queue's Redis keys (for manifests, ACLs and redis-cli).
-    Keys,
+    /// The queue's Redis keys (for manifests, ACLs and redis-cli); needs no Redis.
+    Keys {
+        /// One JSON object: `{"queue", "backlog", "outstanding", …}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -271,6 +275,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let name = cli.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+    if let Command::Keys { json } = cli.command {
+        print_keys(&spool_queue::Keys::new(name)?, name, json);
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::connect(&cli.redis_url).await?;
     let queue = client.queue(cli.queue.as_deref().unwrap_or(DEFAULT_QUEUE))?;
     match cli.command {
@@ -291,19 +300,35 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             CancelOutcome::AlreadyFinished(s) => println!("{id} had already ended: {s}"),
         },
         Command::Dead { action } => dead(&queue, action).await?,
-        Command::Keys => {
-            let k = queue.keys();
-            println!("backlog (ZSET, KEDA ZCARD)            {}", k.ready);
-            println!("outstanding work (SET, KEDA SCARD)    {}", k.outstanding);
-            println!("scheduled (ZSET)                      {}", k.scheduled);
-            println!("active leases (ZSET)                  {}", k.active);
-            println!("dead letters (ZSET)                   {}", k.dead);
-            println!("completed, retained (ZSET)            {}", k.completed);
-            println!("cancelled, retained (ZSET)            {}", k.cancelled);
-            println!("job hashes                            {}", k.job("<id>"));
-        }
+        Command::Keys { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_keys(k: &spool_queue::Keys, queue: &str, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "queue": queue,
+            "backlog": k.ready,
+            "outstanding": k.outstanding,
+            "scheduled": k.scheduled,
+            "active": k.active,
+            "dead": k.dead,
+            "completed": k.completed,
+            "cancelled": k.cancelled,
+            "job": k.job("<id>"),
+        });
+        println!("{v}");
+        return;
+    }
+    println!("backlog (ZSET, KEDA ZCARD)            {}", k.ready);
+    println!("outstanding work (SET, KEDA SCARD)    {}", k.outstanding);
+    println!("scheduled (ZSET)                      {}", k.scheduled);
+    println!("active leases (ZSET)                  {}", k.active);
+    println!("dead letters (ZSET)                   {}", k.dead);
+    println!("completed, retained (ZSET)            {}", k.completed);
+    println!("cancelled, retained (ZSET)            {}", k.cancelled);
+    println!("job hashes                            {}", k.job("<id>"));
 }
 
 fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
