@@ -216,6 +216,9 @@ struct RenditionOut {
     staged: PathBuf,
     final_path: PathBuf,
     frames: u64,
+    /// One frame at the nominal rate, in the encoder's time base: the duration
+    /// of packets the encoder leaves without one (else MP4 drops the last frame).
+    frame_dur: i64,
 }
 
 /// The audio side: decode + AAC encode once, or copy.
@@ -283,11 +286,17 @@ pub(crate) fn run(
         count: 0,
         ..Default::default()
     });
+    let rotation = Rotation::of(&vst);
     let mut decoder = vctx
         .decoder()
         .video()
         .map_err(|e| failed("video decoder", e))?;
-    let (src_w, src_h) = (decoder.width(), decoder.height());
+    // Sizes are those of the picture as displayed: a phone's portrait video is
+    // stored landscape with a display matrix, and comes out portrait.
+    let (src_w, src_h) = match rotation {
+        Rotation::Clock | Rotation::CounterClock => (decoder.height(), decoder.width()),
+        _ => (decoder.width(), decoder.height()),
+    };
 
     let mut staging = Staging::new();
     let hls = matches!(spec.container, Container::Hls { .. });
@@ -408,8 +417,16 @@ pub(crate) fn run(
             ost.set_parameters(&encoder);
             ost.set_time_base(enc_tb);
         }
-        let graph = video_filter(&decoder, v_tb, w, h)?;
+        let graph = video_filter(&decoder, v_tb, rotation, w, h)?;
+        let frame_dur = if frame_rate.numerator() > 0 && enc_tb.numerator() > 0 {
+            (f64::from(enc_tb.denominator()) * f64::from(frame_rate.denominator())
+                / (f64::from(enc_tb.numerator()) * f64::from(frame_rate.numerator())))
+            .round() as i64
+        } else {
+            0
+        };
         outs.push(RenditionOut {
+            frame_dur,
             label,
             encoder_name: name,
             graph,
@@ -591,9 +608,63 @@ fn mp4_path(base: &Path, label: Option<&str>) -> PathBuf {
     base.with_file_name(name)
 }
 
+/// How the input's display matrix says to turn its frames, as FFmpeg's CLI
+/// reads it (`-autorotate`, on by default there and here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rotation {
+    None,
+    Clock,
+    UpsideDown,
+    CounterClock,
+}
+
+impl Rotation {
+    fn of(stream: &format::stream::Stream) -> Rotation {
+        let Some(sd) = stream
+            .side_data()
+            .find(|sd| sd.kind() == codec::packet::side_data::Type::DisplayMatrix)
+        else {
+            return Rotation::None;
+        };
+        let m: Vec<f64> = sd
+            .data()
+            .chunks_exact(4)
+            .take(9)
+            .map(|b| f64::from(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) / 65536.0)
+            .collect();
+        if m.len() < 5 {
+            return Rotation::None;
+        }
+        // av_display_rotation_get(), then the CLI's normalisation to [0, 360).
+        let (s0, s1) = (m[0].hypot(m[3]), m[1].hypot(m[4]));
+        if s0 == 0.0 || s1 == 0.0 {
+            return Rotation::None;
+        }
+        let get = -(m[1] / s1).atan2(m[0] / s0).to_degrees();
+        let mut theta = -get.round();
+        theta -= 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
+        match theta {
+            t if (t - 90.0).abs() < 1.0 => Rotation::Clock,
+            t if (t - 180.0).abs() < 1.0 => Rotation::UpsideDown,
+            t if (t - 270.0).abs() < 1.0 => Rotation::CounterClock,
+            _ => Rotation::None,
+        }
+    }
+
+    fn filters(self) -> &'static str {
+        match self {
+            Rotation::None => "",
+            Rotation::Clock => "transpose=clock,",
+            Rotation::UpsideDown => "hflip,vflip,",
+            Rotation::CounterClock => "transpose=cclock,",
+        }
+    }
+}
+
 fn video_filter(
     decoder: &codec::decoder::Video,
     tb: Rational,
+    rotation: Rotation,
     w: u32,
     h: u32,
 ) -> Result<filter::Graph, EncodeError> {
@@ -623,7 +694,12 @@ fn video_filter(
         .map_err(|e| failed("video filter output", e))?;
     g.output("in", 0)
         .and_then(|p| p.input("out", 0))
-        .and_then(|p| p.parse(&format!("scale={w}:{h},format=yuv420p")))
+        .and_then(|p| {
+            p.parse(&format!(
+                "{}scale={w}:{h},format=yuv420p",
+                rotation.filters()
+            ))
+        })
         .map_err(|e| failed("video filter", e))?;
     g.validate().map_err(|e| failed("video filter", e))?;
     Ok(g)
@@ -691,6 +767,9 @@ fn drain_video(o: &mut RenditionOut) -> Result<(), EncodeError> {
     let mut p = Packet::empty();
     while o.encoder.receive_packet(&mut p).is_ok() {
         p.set_stream(0);
+        if p.duration() <= 0 {
+            p.set_duration(o.frame_dur);
+        }
         p.rescale_ts(o.enc_tb, o.video_tb);
         p.write_interleaved(&mut o.octx)
             .map_err(|e| failed(format!("writing {}", o.staged.display()), e))?;

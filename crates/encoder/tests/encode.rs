@@ -472,3 +472,136 @@ fn hostile_inputs_are_refused_each_with_its_own_error() -> Result<()> {
     ensure!(left.is_empty(), "{left:?}");
     Ok(())
 }
+
+#[test]
+fn rotated_and_variable_frame_rate_inputs_come_out_right() -> Result<()> {
+    let r = roots()?;
+    let plain = r.input.join("plain.mp4");
+    clip(&plain, 320, 240, 2, &[])?;
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-y"])
+            .args(args)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "ffmpeg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let path = |p: &Path| p.to_str().map(str::to_owned).context("non-UTF-8 path");
+    // A phone-style input: stored 320x240 with a display matrix turning it.
+    let rot = r.input.join("rot.mp4");
+    run(&[
+        "-i",
+        &path(&plain)?,
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        &path(&rot)?,
+    ])?;
+    let enc = encoder(&r, Limits::default())?;
+    let s = spec(
+        r#"{"input":"rot.mp4","output":"rot_out.mp4","hardware":"cpu","audio":{"mode":"none"},
+        "renditions":[{"codec":"h264","quality":18,"preset":"fast"}]}"#,
+    )?;
+    let ours = enc
+        .encode(&s, &mut |_| {}, &CancellationToken::new())?
+        .outputs
+        .remove(0);
+    // The CLI turns the pixels by default (autorotate); so must we.
+    let cli = r.output.join("rot_cli.mp4");
+    run(&[
+        "-i",
+        &path(&rot)?,
+        "-an",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "18",
+        &path(&cli)?,
+    ])?;
+    let cli_v = probe(&cli)?;
+    let cv = stream(&cli_v, "video").context("video")?;
+    ensure!(
+        cv["width"] == ours.width && cv["height"] == ours.height,
+        "ours {}x{}, CLI {}x{}",
+        ours.width,
+        ours.height,
+        cv["width"],
+        cv["height"]
+    );
+    ensure!(
+        ours.width == 240 && ours.height == 320,
+        "{}x{}",
+        ours.width,
+        ours.height
+    );
+    let same = psnr(&ours.path, &cli)?;
+    ensure!(
+        same > 35.0,
+        "our turned frames differ from the CLI's: PSNR {same:.1} dB"
+    );
+
+    // Variable frame rate: 30 fps for a second, then 10 fps.
+    let vfr = r.input.join("vfr.mp4");
+    run(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=30:duration=3",
+        "-vf",
+        "select='lt(n\\,30)+not(mod(n\\,3))'",
+        "-vsync",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        &path(&vfr)?,
+    ])?;
+    let s = spec(
+        r#"{"input":"vfr.mp4","output":"vfr_out.mp4","hardware":"cpu","audio":{"mode":"none"},
+        "renditions":[{"codec":"h264","preset":"fastest"}]}"#,
+    )?;
+    let out = enc
+        .encode(&s, &mut |_| {}, &CancellationToken::new())?
+        .outputs
+        .remove(0);
+    let times = |p: &Path| -> Result<Vec<f64>> {
+        let o = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "frame=pts_time",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(p)
+            .output()?;
+        let mut t: Vec<f64> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+            .collect();
+        t.sort_by(f64::total_cmp);
+        Ok(t)
+    };
+    let (want, got) = (times(&vfr)?, times(&out.path)?);
+    ensure!(
+        want.len() == got.len() && want.len() == 50,
+        "{} frames in, {} out",
+        want.len(),
+        got.len()
+    );
+    for (a, b) in want.iter().zip(&got) {
+        ensure!((a - b).abs() < 0.002, "frame at {a} s came out at {b} s");
+    }
+    Ok(())
+}
