@@ -134,15 +134,17 @@ fn unknown_ids_exit_2_and_unreachable_redis_exits_1() -> Result<()> {
         "{}",
         err(&o)
     );
-    let port = spool_testkit::free_port()?;
+    // A stopped Redis: one clear line, exit 1, within 3 seconds.
+    let mut stopped = RedisServer::start()?;
+    let url = stopped.url().replace("redis://", "redis://:pw123@");
+    stopped.kill();
+    let started = std::time::Instant::now();
     let o = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
-        .args([
-            "--redis-url",
-            &format!("redis://:pw123@127.0.0.1:{port}"),
-            "stats",
-        ])
+        .args(["--redis-url", &url, "stats"])
         .output()?;
+    let took = started.elapsed();
     ensure!(o.status.code() == Some(1), "{:?}", o.status);
+    ensure!(took < std::time::Duration::from_secs(3), "took {took:?}");
     let e = err(&o);
     ensure!(
         e.lines().count() == 1 && e.contains("cannot reach Redis") && !e.contains("pw123"),
