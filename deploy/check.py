@@ -20,7 +20,18 @@ import yaml
 
 K8S_VERSION = "1.30.0"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEDA_SCHEMAS = os.path.join(ROOT, "..", "shared", "schemas", "keda")
+
+def _keda_schema_dir():
+    """The KEDA CRDs: $SPOOL_SHARED_DIR, or shared/ in or beside the checkout."""
+    candidates = [os.environ.get("SPOOL_SHARED_DIR", ""), os.path.join(ROOT, "shared"), os.path.join(ROOT, "..", "shared")]
+    for base in candidates:
+        d = os.path.join(base, "schemas", "keda")
+        if base and os.path.isdir(d):
+            return d
+    sys.exit("check.py: KEDA CRD schemas not found in shared/schemas/keda (set SPOOL_SHARED_DIR)")
+
+
+KEDA_SCHEMAS = _keda_schema_dir()
 
 problems = []
 

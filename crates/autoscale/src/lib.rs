@@ -73,8 +73,14 @@ impl Rules {
         Rules {
             stabilization_s: 0.0,
             policies: vec![
-                Policy::Percent { value: 100, period_s: 15.0 },
-                Policy::Pods { value: 4, period_s: 15.0 },
+                Policy::Percent {
+                    value: 100,
+                    period_s: 15.0,
+                },
+                Policy::Pods {
+                    value: 4,
+                    period_s: 15.0,
+                },
             ],
             select: Select::Max,
         }
@@ -84,7 +90,10 @@ impl Rules {
     pub fn default_down() -> Self {
         Rules {
             stabilization_s: 300.0,
-            policies: vec![Policy::Percent { value: 100, period_s: 15.0 }],
+            policies: vec![Policy::Percent {
+                value: 100,
+                period_s: 15.0,
+            }],
             select: Select::Max,
         }
     }
@@ -202,11 +211,24 @@ impl Autoscaler {
         };
         let raw = raw.clamp(floor, self.spec.max);
         self.recommendations.push_back((now, raw));
-        let keep = self.spec.up.stabilization_s.max(self.spec.down.stabilization_s);
-        while self.recommendations.front().is_some_and(|(t, _)| now - t > keep) {
+        let keep = self
+            .spec
+            .up
+            .stabilization_s
+            .max(self.spec.down.stabilization_s);
+        while self
+            .recommendations
+            .front()
+            .is_some_and(|(t, _)| now - t > keep)
+        {
             self.recommendations.pop_front();
         }
-        let within = |w: f64| self.recommendations.iter().filter(move |(t, _)| now - t <= w).map(|(_, r)| *r);
+        let within = |w: f64| {
+            self.recommendations
+                .iter()
+                .filter(move |(t, _)| now - t <= w)
+                .map(|(_, r)| *r)
+        };
         let up_cap = within(self.spec.up.stabilization_s).min().unwrap_or(raw);
         let down_floor = within(self.spec.down.stabilization_s).max().unwrap_or(raw);
         let stabilized = if raw > current {
@@ -249,9 +271,10 @@ impl Autoscaler {
                 (Policy::Percent { value, .. }, true) => {
                     (f64::from(start) * (1.0 + f64::from(*value) / 100.0)).ceil() as u32
                 }
-                (Policy::Percent { value, .. }, false) => {
-                    (f64::from(start) * (1.0 - f64::from(*value) / 100.0)).ceil().max(0.0) as u32
-                }
+                (Policy::Percent { value, .. }, false) => (f64::from(start)
+                    * (1.0 - f64::from(*value) / 100.0))
+                    .ceil()
+                    .max(0.0) as u32,
             }
         });
         let chosen = match (rules.select, up) {
@@ -320,7 +343,10 @@ mod tests {
         let mut s = spec(1.0);
         s.down = Rules {
             stabilization_s: 0.0,
-            policies: vec![Policy::Pods { value: 4, period_s: 60.0 }],
+            policies: vec![Policy::Pods {
+                value: 4,
+                period_s: 60.0,
+            }],
             select: Select::Max,
         };
         let mut a = Autoscaler::new(s, 20);

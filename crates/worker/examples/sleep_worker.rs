@@ -5,9 +5,9 @@
 //! payloads like `{"sleep_ms": 500, "fail_times": 0, "panic": false, "crash": false}`:
 //! sleep (cancellable), fail the first `fail_times` attempts, panic, or exit with
 //! code 137 half-way through to play a killed pod. When `SPOOL_SLEEP_RECORD`
-//! names a file, each handler start and finish is appended to it as a line
-//! `start|done <job id> <attempt> <pid>`, the record the tests check
-//! exactly-once against.
+//! names a file, each handler start, finish and stop (cancelled: drained or
+//! lease lost) is appended to it as a line `start|done|stop <job id> <attempt>
+//! <pid> <unix ms>`, the record the tests check exactly-once against.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,6 +27,10 @@ struct SleepJob {
     panic: bool,
     #[serde(default)]
     crash: bool,
+    /// Free-form tag, ignored (lets tests make payloads distinct).
+    #[serde(default)]
+    #[allow(dead_code)]
+    tag: Option<serde_json::Value>,
 }
 
 fn default_sleep() -> u64 {
@@ -40,7 +44,15 @@ struct Sleeper {
 impl Sleeper {
     fn note(&self, what: &str, ctx: &JobContext) {
         let Some(path) = &self.record else { return };
-        let line = format!("{what} {} {} {}\n", ctx.id, ctx.attempt, std::process::id());
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let line = format!(
+            "{what} {} {} {} {ms}\n",
+            ctx.id,
+            ctx.attempt,
+            std::process::id()
+        );
         // One write per line with O_APPEND: lines from many processes never interleave.
         let written = std::fs::OpenOptions::new()
             .create(true)
@@ -83,7 +95,10 @@ impl Handler for Sleeper {
                     let percent = 100 * started.elapsed().as_millis() / total.as_millis().max(1);
                     ctx.progress(serde_json::json!({ "percent": percent.min(100) }));
                 },
-                _ = ctx.cancelled() => return Err(JobError::retryable("cancelled")),
+                _ = ctx.cancelled() => {
+                    self.note("stop", &ctx);
+                    return Err(JobError::retryable("cancelled"));
+                }
             }
         }
         if ctx.attempt <= job.fail_times {

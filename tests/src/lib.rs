@@ -1,0 +1,299 @@
+//! The harness of the cross-process tests: a [`Fleet`] of `sleep_worker`
+//! processes run as pods (started, SIGTERMed with a grace period, then
+//! SIGKILLed, as the kubelet does), the workers' [`Record`] of handler starts,
+//! finishes and stops, and a [`Timeline`] written as CSV under
+//! `target/spool-tests/`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use spool_testkit::WorkerProcess;
+
+/// A worker pod.
+struct Pod {
+    process: WorkerProcess,
+    /// When SIGTERM was sent, if it was.
+    terminating: Option<Instant>,
+}
+
+/// Worker processes as a Deployment's pods.
+pub struct Fleet {
+    binary: PathBuf,
+    redis_url: String,
+    env: Vec<(String, String)>,
+    grace: Duration,
+    pods: Vec<Pod>,
+    /// SIGTERMs sent so far.
+    pub terminated: usize,
+    /// SIGKILLs sent so far (grace exceeded, or chaos).
+    pub killed: usize,
+}
+
+impl Fleet {
+    /// A fleet of `binary` with these settings; pods get `grace` between
+    /// SIGTERM and SIGKILL.
+    pub fn new(binary: &Path, redis_url: &str, env: &[(&str, &str)], grace: Duration) -> Self {
+        Fleet {
+            binary: binary.to_owned(),
+            redis_url: redis_url.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            grace,
+            pods: Vec::new(),
+            terminated: 0,
+            killed: 0,
+        }
+    }
+
+    /// Points new pods at another Redis address (a fault proxy, say).
+    pub fn set_redis_url(&mut self, url: &str) {
+        self.redis_url = url.to_owned();
+    }
+
+    /// Pods not terminating.
+    pub fn replicas(&self) -> usize {
+        self.pods.iter().filter(|p| p.terminating.is_none()).count()
+    }
+
+    /// Starts or SIGTERMs pods (newest first) until `n` are running, and
+    /// reaps terminating ones (SIGKILL after the grace period).
+    pub fn scale_to(&mut self, n: usize) -> Result<()> {
+        while self.replicas() < n {
+            let env: Vec<(&str, &str)> = self
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let process = WorkerProcess::spawn(&self.binary, &self.redis_url, &env)?;
+            self.pods.push(Pod {
+                process,
+                terminating: None,
+            });
+        }
+        let mut extra = self.replicas().saturating_sub(n);
+        for pod in self.pods.iter_mut().rev() {
+            if extra == 0 {
+                break;
+            }
+            if pod.terminating.is_none() {
+                pod.process.signal("TERM")?;
+                pod.terminating = Some(Instant::now());
+                self.terminated += 1;
+                extra -= 1;
+            }
+        }
+        self.reap()
+    }
+
+    /// Removes exited pods; SIGKILLs those past their grace period; replaces
+    /// nothing (scale_to does).
+    pub fn reap(&mut self) -> Result<()> {
+        let grace = self.grace;
+        let mut killed = 0;
+        let mut keep = Vec::with_capacity(self.pods.len());
+        for mut pod in self.pods.drain(..) {
+            if pod.process.try_wait()?.is_some() {
+                continue;
+            }
+            if pod.terminating.is_some_and(|t| t.elapsed() > grace) {
+                pod.process.kill();
+                killed += 1;
+                continue;
+            }
+            keep.push(pod);
+        }
+        self.pods = keep;
+        self.killed += killed;
+        Ok(())
+    }
+
+    /// SIGKILLs one running pod chosen at random (a node lost, an OOM kill).
+    pub fn kill_random(&mut self) -> bool {
+        let running: Vec<usize> = (0..self.pods.len())
+            .filter(|&i| self.pods[i].terminating.is_none())
+            .collect();
+        if running.is_empty() {
+            return false;
+        }
+        let i = running[rand::random_range(0..running.len())];
+        let mut pod = self.pods.remove(i);
+        pod.process.kill();
+        self.killed += 1;
+        true
+    }
+
+    /// Waits until every pod has exited (SIGKILLing past the grace period).
+    pub fn wait_all_gone(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while !self.pods.is_empty() {
+            self.reap()?;
+            anyhow::ensure!(
+                start.elapsed() < timeout,
+                "pods still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// The logs of the pods still held, for failure messages.
+    pub fn logs(&self) -> String {
+        self.pods
+            .iter()
+            .map(|p| p.process.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for pod in &mut self.pods {
+            pod.process.kill();
+        }
+    }
+}
+
+/// One line of the sleep_worker record.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `start`, `done` or `stop`.
+    pub kind: String,
+    /// The job.
+    pub id: String,
+    /// Its attempt.
+    pub attempt: u32,
+    /// The worker process.
+    pub pid: u32,
+    /// Unix milliseconds.
+    pub ms: u64,
+}
+
+/// The handlers' record, parsed.
+pub struct Record(pub Vec<Event>);
+
+impl Record {
+    /// Reads the record file (missing: empty).
+    pub fn read(path: &Path) -> Record {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Record(
+            text.lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    Some(Event {
+                        kind: f.first()?.to_string(),
+                        id: f.get(1)?.to_string(),
+                        attempt: f.get(2)?.parse().ok()?,
+                        pid: f.get(3)?.parse().ok()?,
+                        ms: f.get(4)?.parse().ok()?,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// How many times each job's handler finished.
+    pub fn done_counts(&self) -> HashMap<&str, usize> {
+        let mut m = HashMap::new();
+        for e in self.0.iter().filter(|e| e.kind == "done") {
+            *m.entry(e.id.as_str()).or_default() += 1;
+        }
+        m
+    }
+
+    /// Handler starts in all.
+    pub fn starts(&self) -> usize {
+        self.0.iter().filter(|e| e.kind == "start").count()
+    }
+
+    /// For each stop (a drained or abandoned handler), the delay until the same
+    /// job started again, if it did.
+    pub fn restart_delays(&self) -> Vec<(String, Option<Duration>)> {
+        self.0
+            .iter()
+            .filter(|e| e.kind == "stop")
+            .map(|stop| {
+                let next = self
+                    .0
+                    .iter()
+                    .filter(|e| {
+                        e.kind == "start" && e.id == stop.id && e.ms >= stop.ms && e.pid != stop.pid
+                    })
+                    .map(|e| e.ms)
+                    .min();
+                (
+                    stop.id.clone(),
+                    next.map(|ms| Duration::from_millis(ms - stop.ms)),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Rows of numbers against time, written as CSV.
+pub struct Timeline {
+    header: Vec<String>,
+    rows: Vec<Vec<f64>>,
+}
+
+impl Timeline {
+    /// A timeline with these columns (the first is time).
+    pub fn new(columns: &[&str]) -> Self {
+        Timeline {
+            header: columns.iter().map(|c| (*c).into()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row.
+    pub fn push(&mut self, row: Vec<f64>) {
+        self.rows.push(row);
+    }
+
+    /// The values of one column.
+    pub fn column(&self, name: &str) -> Vec<f64> {
+        let i = self.header.iter().position(|h| h == name).unwrap_or(0);
+        self.rows.iter().map(|r| r[i]).collect()
+    }
+
+    /// Writes `target/spool-tests/<name>.csv` and returns its path.
+    pub fn write(&self, name: &str) -> Result<PathBuf> {
+        let mut out = self.header.join(",");
+        out.push('\n');
+        for r in &self.rows {
+            let line: Vec<String> = r.iter().map(|v| format!("{v}")).collect();
+            let _ = writeln!(out, "{}", line.join(","));
+        }
+        let path = spool_testkit::artefact_dir().join(format!("{name}.csv"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// Counts how often a series changes direction (up then down, or down then
+/// up), ignoring flat stretches.
+pub fn direction_changes(series: &[f64]) -> usize {
+    let mut last_dir = 0i8;
+    let mut changes = 0;
+    for w in series.windows(2) {
+        let d = if w[1] > w[0] {
+            1
+        } else if w[1] < w[0] {
+            -1
+        } else {
+            0
+        };
+        if d != 0 {
+            if last_dir != 0 && d != last_dir {
+                changes += 1;
+            }
+            last_dir = d;
+        }
+    }
+    changes
+}
