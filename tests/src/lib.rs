@@ -4,6 +4,10 @@
 //! finishes and stops, and a [`Timeline`] written as CSV under
 //! `target/spool-tests/`.
 
+mod proxy;
+
+pub use proxy::FaultProxy;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
