@@ -135,6 +135,23 @@ async fn drive(
     fleet.wait_all_gone(Duration::from_secs(10))?;
     let path = timeline.write(name)?;
     eprintln!("{name}: timeline in {}", path.display());
+    let col = |c: &str| timeline.column(c);
+    let (t, backlog, outstanding, replicas) = (
+        col("t_s"),
+        col("backlog"),
+        col("outstanding"),
+        col("replicas"),
+    );
+    let samples: Vec<spool_autoscale::sim::Sample> = (0..t.len())
+        .map(|i| spool_autoscale::sim::Sample {
+            t_s: t[i],
+            backlog: backlog[i] as u64,
+            outstanding: outstanding[i] as u64,
+            replicas: replicas[i] as u32,
+        })
+        .collect();
+    let svg = path.with_extension("svg");
+    spool_autoscale::plot::plot_svg(&svg, name, &samples).map_err(anyhow::Error::msg)?;
     Ok(Run {
         timeline,
         record: Record::read(&rec),

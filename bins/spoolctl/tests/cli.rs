@@ -225,3 +225,53 @@ fn cancel_dead_and_watch_work_on_real_jobs() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn simulate_replays_a_profile_against_the_shipped_scaledobject() -> Result<()> {
+    let server = RedisServer::start()?;
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/k8s/components/keda/scaledobject.yaml"
+    );
+    let dir = std::env::temp_dir().join(format!("spoolctl-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let svg = dir.join("plot.svg");
+    let o = spoolctl(
+        &server,
+        &[
+            "simulate",
+            "--manifest",
+            manifest,
+            "--profile",
+            "burst",
+            "--plot",
+            svg.to_str().context("path")?,
+        ],
+        None,
+    )?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    ensure!(text.contains("jobs 400 completed 400"), "{text}");
+    ensure!(
+        std::fs::read_to_string(&svg)?.contains("<svg"),
+        "no SVG written"
+    );
+    let o = spoolctl(
+        &server,
+        &["simulate", "--manifest", manifest, "--profile", "weekly"],
+        None,
+    )?;
+    ensure!(
+        o.status.code() == Some(2) && err(&o).contains("unknown --profile"),
+        "{}",
+        err(&o)
+    );
+    let o = spoolctl(
+        &server,
+        &["simulate", "--manifest", "/nonexistent.yaml"],
+        None,
+    )?;
+    ensure!(o.status.code() == Some(2), "{}", err(&o));
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

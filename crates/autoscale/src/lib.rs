@@ -21,6 +21,10 @@
 //! 300 s window. [`Autoscaler::step`] takes the time and the metric and returns
 //! the replica count, so the simulator and the scale tests share one model.
 
+pub mod manifest;
+pub mod plot;
+pub mod sim;
+
 use std::collections::VecDeque;
 
 /// The HPA's tolerance: ratios within 10 % of 1 change nothing.

@@ -1,0 +1,335 @@
+//! A discrete-time simulation of a worker fleet under a load profile, scaled
+//! by the [`Autoscaler`]: what `spoolctl simulate` runs so operators can tune
+//! `listLength` and windows before touching a cluster.
+//!
+//! Each second: arrivals join the backlog; started pods take jobs into their
+//! free slots (FIFO); running jobs progress; every polling interval the
+//! autoscaler reads the metric (outstanding work or backlog) and the fleet
+//! grows (pods become ready after `pod_start_s`) or shrinks (the newest pods
+//! drain: they run their jobs up to `drain_s`, then release the rest to the
+//! front of the backlog, as spool's workers do).
+
+use std::collections::VecDeque;
+
+use crate::{Autoscaler, ScalerSpec};
+
+/// Which key the trigger measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Ready + active (`spool:{q}:outstanding`).
+    Outstanding,
+    /// Ready only (`spool:{q}:ready`).
+    Backlog,
+}
+
+/// One job of a load profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    /// When it is enqueued, seconds.
+    pub at_s: f64,
+    /// How long it runs, seconds.
+    pub duration_s: f64,
+}
+
+/// The fleet's settings beyond the ScaledObject.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// Jobs per pod (the worker's concurrency).
+    pub slots: u32,
+    /// From scheduling to ready.
+    pub pod_start_s: f64,
+    /// Drain timeout (below the grace period).
+    pub drain_s: f64,
+    /// Pods at the start.
+    pub initial: u32,
+}
+
+/// One sample per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Time, seconds.
+    pub t_s: f64,
+    /// Ready jobs.
+    pub backlog: u64,
+    /// Ready + running jobs.
+    pub outstanding: u64,
+    /// Pods not draining.
+    pub replicas: u32,
+}
+
+/// What a simulation measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The timeline.
+    pub samples: Vec<Sample>,
+    /// Wait from arrival to start, seconds, for every started job (restarts included).
+    pub waits_s: Vec<f64>,
+    /// Pod-minutes paid for (starting, running and draining pods).
+    pub replica_minutes: f64,
+    /// Times the replica count changed direction.
+    pub direction_changes: usize,
+    /// Jobs handed back by draining pods.
+    pub released: u64,
+    /// Jobs finished.
+    pub completed: u64,
+}
+
+impl Report {
+    /// The `p`-quantile (0..=1) of the waits.
+    pub fn wait_quantile(&self, p: f64) -> f64 {
+        let mut w = self.waits_s.clone();
+        if w.is_empty() {
+            return 0.0;
+        }
+        w.sort_by(f64::total_cmp);
+        w[((w.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+struct Pod {
+    ready_at: f64,
+    draining_since: Option<f64>,
+    /// (arrival, remaining seconds, original duration) of each running job.
+    jobs: Vec<(f64, f64, f64)>,
+}
+
+/// Runs the simulation for `horizon_s` seconds.
+pub fn simulate(
+    spec: ScalerSpec,
+    fleet: &FleetSpec,
+    metric: Metric,
+    load: &[Arrival],
+    horizon_s: f64,
+) -> Report {
+    let mut load: Vec<Arrival> = load.to_vec();
+    load.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let mut next_arrival = 0;
+    let polling = spec.polling_s.max(1.0);
+    let mut scaler = Autoscaler::new(spec, fleet.initial);
+    let mut pods: Vec<Pod> = (0..fleet.initial)
+        .map(|_| Pod {
+            ready_at: 0.0,
+            draining_since: None,
+            jobs: Vec::new(),
+        })
+        .collect();
+    // (arrival, duration) of each waiting job.
+    let mut backlog: VecDeque<(f64, f64)> = VecDeque::new();
+    let mut report = Report {
+        samples: Vec::new(),
+        waits_s: Vec::new(),
+        replica_minutes: 0.0,
+        direction_changes: 0,
+        released: 0,
+        completed: 0,
+    };
+    let mut next_poll = 0.0;
+    let mut t = 0.0;
+    while t <= horizon_s {
+        while next_arrival < load.len() && load[next_arrival].at_s <= t {
+            backlog.push_back((load[next_arrival].at_s, load[next_arrival].duration_s));
+            next_arrival += 1;
+        }
+        // Work for one second.
+        for pod in &mut pods {
+            for job in &mut pod.jobs {
+                job.1 -= 1.0;
+            }
+            let before = pod.jobs.len();
+            pod.jobs.retain(|j| j.1 > 0.0);
+            report.completed += (before - pod.jobs.len()) as u64;
+        }
+        // Draining pods past their timeout release what is left, and go.
+        for pod in &mut pods {
+            if let Some(since) = pod.draining_since
+                && t - since >= fleet.drain_s
+            {
+                for (arrival, _, duration) in pod.jobs.drain(..).rev() {
+                    backlog.push_front((arrival, duration));
+                    report.released += 1;
+                }
+            }
+        }
+        pods.retain(|p| p.draining_since.is_none() || !p.jobs.is_empty());
+        // Ready pods fill their free slots.
+        for pod in pods
+            .iter_mut()
+            .filter(|p| p.draining_since.is_none() && p.ready_at <= t)
+        {
+            while (pod.jobs.len() as u32) < fleet.slots {
+                let Some((arrival, duration)) = backlog.pop_front() else {
+                    break;
+                };
+                report.waits_s.push(t - arrival);
+                pod.jobs.push((arrival, duration, duration));
+            }
+        }
+        let running: u64 = pods.iter().map(|p| p.jobs.len() as u64).sum();
+        let live = pods.iter().filter(|p| p.draining_since.is_none()).count() as u32;
+        if t >= next_poll {
+            next_poll += polling;
+            let m = match metric {
+                Metric::Outstanding => backlog.len() as u64 + running,
+                Metric::Backlog => backlog.len() as u64,
+            } as f64;
+            let desired = scaler.step(t, m);
+            if desired > live {
+                for _ in live..desired {
+                    pods.push(Pod {
+                        ready_at: t + fleet.pod_start_s,
+                        draining_since: None,
+                        jobs: Vec::new(),
+                    });
+                }
+            } else if desired < live {
+                let mut extra = live - desired;
+                for pod in pods.iter_mut().rev().filter(|p| p.draining_since.is_none()) {
+                    if extra == 0 {
+                        break;
+                    }
+                    pod.draining_since = Some(t);
+                    extra -= 1;
+                }
+                pods.retain(|p| p.draining_since.is_none() || !p.jobs.is_empty());
+            }
+        }
+        report.replica_minutes += pods.len() as f64 / 60.0;
+        report.samples.push(Sample {
+            t_s: t,
+            backlog: backlog.len() as u64,
+            outstanding: backlog.len() as u64 + running,
+            replicas: pods.iter().filter(|p| p.draining_since.is_none()).count() as u32,
+        });
+        t += 1.0;
+    }
+    let replicas: Vec<f64> = report
+        .samples
+        .iter()
+        .map(|s| f64::from(s.replicas))
+        .collect();
+    report.direction_changes = direction_changes(&replicas);
+    report
+}
+
+/// Counts direction changes of a series, ignoring flat stretches.
+pub fn direction_changes(series: &[f64]) -> usize {
+    let mut last = 0i8;
+    let mut changes = 0;
+    for w in series.windows(2) {
+        let d = (w[1] - w[0]).signum() as i8;
+        if w[1] != w[0] {
+            if last != 0 && d != last {
+                changes += 1;
+            }
+            last = d;
+        }
+    }
+    changes
+}
+
+/// Built-in load profiles.
+pub fn profile(name: &str) -> Option<(Vec<Arrival>, f64)> {
+    let mut out = Vec::new();
+    let horizon = match name {
+        // 400 encodes of 2 minutes land at once, then nothing.
+        "burst" => {
+            out.extend((0..400).map(|_| Arrival {
+                at_s: 60.0,
+                duration_s: 120.0,
+            }));
+            3600.0
+        }
+        // 200 long encodes (15 minutes) at once: longer than the default
+        // scale-down window, the case where the backlog metric thrashes.
+        "long" => {
+            out.extend((0..200).map(|_| Arrival {
+                at_s: 60.0,
+                duration_s: 900.0,
+            }));
+            5400.0
+        }
+        // Arrivals rise from 0 to 2 a second over 20 minutes, then stop; 90 s jobs.
+        "ramp" => {
+            let mut acc = 0.0;
+            for t in 0..1200 {
+                acc += 2.0 * f64::from(t) / 1200.0;
+                while acc >= 1.0 {
+                    acc -= 1.0;
+                    out.push(Arrival {
+                        at_s: f64::from(t),
+                        duration_s: 90.0,
+                    });
+                }
+            }
+            2400.0
+        }
+        // A day compressed into two hours: rate follows a sine, 60 s jobs.
+        "diurnal" => {
+            let mut acc = 0.0;
+            for t in 0..7200 {
+                let rate =
+                    0.8 * (1.0 - (std::f64::consts::TAU * f64::from(t) / 7200.0).cos()) / 2.0;
+                acc += rate;
+                while acc >= 1.0 {
+                    acc -= 1.0;
+                    out.push(Arrival {
+                        at_s: f64::from(t),
+                        duration_s: 60.0,
+                    });
+                }
+            }
+            7800.0
+        }
+        _ => return None,
+    };
+    Some((out, horizon))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ScalerSpec;
+
+    fn spec() -> ScalerSpec {
+        ScalerSpec {
+            min: 1,
+            max: 50,
+            polling_s: 10.0,
+            target: 4.0,
+            ..ScalerSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_burst_completes_and_the_fleet_returns_to_its_floor() {
+        let fleet = FleetSpec {
+            slots: 4,
+            pod_start_s: 30.0,
+            drain_s: 25.0,
+            initial: 1,
+        };
+        let (load, horizon) = profile("burst").unwrap_or_default();
+        let r = simulate(spec(), &fleet, Metric::Outstanding, &load, horizon);
+        assert_eq!(r.completed, 400);
+        assert_eq!(r.samples.last().map(|s| s.replicas), Some(1));
+        assert!(r.samples.iter().any(|s| s.replicas == 50));
+        assert_eq!(r.released, 0, "outstanding work never drains running jobs");
+    }
+
+    #[test]
+    fn backlog_scaling_releases_long_jobs_and_thrashes() {
+        let fleet = FleetSpec {
+            slots: 4,
+            pod_start_s: 30.0,
+            drain_s: 25.0,
+            initial: 1,
+        };
+        let (load, horizon) = profile("burst").unwrap_or_default();
+        let mut s = spec();
+        s.down.stabilization_s = 60.0;
+        let out = simulate(s.clone(), &fleet, Metric::Outstanding, &load, horizon);
+        let back = simulate(s, &fleet, Metric::Backlog, &load, horizon);
+        assert!(back.released > 0 && back.direction_changes > out.direction_changes);
+        assert!(back.replica_minutes > out.replica_minutes * 0.5);
+    }
+}
