@@ -26,6 +26,9 @@ struct Args {
     /// Redis URL; `rediss://` for TLS, a comma-separated list for a cluster.
     #[arg(long, env = "SPOOL_REDIS_URL", default_value = spool_worker::DEFAULT_REDIS_URL)]
     redis_url: String,
+    /// A PEM CA bundle to trust for rediss:// (a private CA).
+    #[arg(long, env = "SPOOL_REDIS_CA_FILE")]
+    redis_ca_file: Option<String>,
     /// The queue to work.
     #[arg(long, env = "SPOOL_QUEUE", default_value = spool_worker::DEFAULT_QUEUE)]
     queue: String,
@@ -90,6 +93,7 @@ fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>),
     let env: Vec<(&str, Option<&String>)> = vec![
         ("SPOOL_REDIS_URL", Some(&a.redis_url)),
         ("SPOOL_QUEUE", Some(&a.queue)),
+        ("SPOOL_REDIS_CA_FILE", a.redis_ca_file.as_ref()),
         ("SPOOL_CONCURRENCY", a.concurrency.as_ref()),
         ("SPOOL_LEASE", a.lease.as_ref()),
         ("SPOOL_DRAIN_TIMEOUT", a.drain_timeout.as_ref()),

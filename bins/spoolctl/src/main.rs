@@ -32,6 +32,9 @@ struct Cli {
         global = true
     )]
     redis_url: String,
+    /// A PEM CA bundle to trust for `rediss://` (a private CA).
+    #[arg(long, env = "SPOOL_REDIS_CA_FILE", global = true)]
+    redis_ca_file: Option<std::path::PathBuf>,
     /// The queue (default `encode`; `stats` without it shows every queue).
     #[arg(long, short, env = "SPOOL_QUEUE", global = true)]
     queue: Option<String>,
@@ -420,7 +423,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         _ => {}
     }
-    let client = Client::connect(&cli.redis_url).await?;
+    let mut options = spool_queue::ClientOptions::default();
+    if let Some(ca) = &cli.redis_ca_file {
+        options.tls_ca_pem =
+            Some(std::fs::read(ca).map_err(|e| {
+                usage(format!("cannot read --redis-ca-file {}: {e}", ca.display()))
+            })?);
+    }
+    let client = Client::connect_with(&cli.redis_url, options).await?;
     let queue = client.queue(cli.queue.as_deref().unwrap_or(DEFAULT_QUEUE))?;
     match cli.command {
         Command::Enqueue(args) => enqueue(&queue, args).await?,

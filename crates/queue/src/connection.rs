@@ -34,6 +34,8 @@ const BLOCKING_POOL_KEEP: usize = 64;
 pub(crate) struct Endpoint {
     /// One node for a single server; the seed nodes for a cluster.
     nodes: Vec<redis::ConnectionInfo>,
+    /// A PEM CA bundle to trust for `rediss://` instead of the public roots.
+    tls_ca: Option<Vec<u8>>,
     /// `host:port/db` for messages; never contains the password.
     pub(crate) display: String,
     cluster: bool,
@@ -94,9 +96,31 @@ impl Endpoint {
             .join(",");
         Ok(Endpoint {
             nodes,
+            tls_ca: None,
             display,
             cluster,
         })
+    }
+
+    /// Trusts this PEM CA bundle for `rediss://` connections.
+    pub(crate) fn with_ca(mut self, pem: Option<Vec<u8>>) -> Self {
+        self.tls_ca = pem;
+        self
+    }
+
+    fn certs(&self) -> Option<redis::TlsCertificates> {
+        install_crypto_provider();
+        self.tls_ca.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self.certs() {
+            Some(certs) => redis::Client::build_with_tls(self.nodes[0].clone(), certs),
+            None => redis::Client::open(self.nodes[0].clone()),
+        }
     }
 
     fn blocking_timeout_config(&self, block: Duration) -> AsyncConnectionConfig {
@@ -106,22 +130,27 @@ impl Endpoint {
     }
 
     fn cluster_client(&self, response: Duration) -> Result<ClusterClient> {
-        ClusterClient::builder(self.nodes.clone())
+        let mut builder = ClusterClient::builder(self.nodes.clone())
             .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(response)
+            .response_timeout(response);
+        if let Some(certs) = self.certs() {
+            builder = builder.certs(certs);
+        }
+        builder
             .build()
             .map_err(|e| Error::from_redis(&self.display, e))
     }
 
     /// Opens the shared multiplexed connection.
     pub(crate) async fn connect(&self) -> Result<Conn> {
+        install_crypto_provider();
         let err = |e| Error::from_redis(&self.display, e);
         if self.cluster {
             let client = self.cluster_client(RESPONSE_TIMEOUT)?;
             let conn = client.get_async_connection().await.map_err(err)?;
             Ok(Conn::Cluster(conn))
         } else {
-            let client = redis::Client::open(self.nodes[0].clone()).map_err(err)?;
+            let client = self.client().map_err(err)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -144,7 +173,7 @@ impl Endpoint {
                 client.get_async_connection().await.map_err(err)?,
             ))
         } else {
-            let client = redis::Client::open(self.nodes[0].clone()).map_err(err)?;
+            let client = self.client().map_err(err)?;
             let conn = client
                 .get_multiplexed_async_connection_with_config(&self.blocking_timeout_config(block))
                 .await
@@ -152,6 +181,13 @@ impl Endpoint {
             Ok(Conn::Plain(conn))
         }
     }
+}
+
+/// rustls needs one process-wide crypto provider; ring is the one spool links.
+/// Installing is idempotent (a provider installed first by the embedding
+/// program is kept).
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Hides the password of a Redis URL for messages and logs.

@@ -84,6 +84,19 @@ pub enum Error {
         source: RedisError,
     },
 
+    /// The TLS handshake with Redis failed (unknown CA, wrong host name,
+    /// plain-text server).
+    #[error(
+        "TLS handshake with Redis at {addr} failed: {source}; check the CA (SPOOL_REDIS_CA_FILE) and that the server speaks TLS on that port"
+    )]
+    Tls {
+        /// `host:port/db` of the server.
+        addr: String,
+        /// The underlying client error.
+        #[source]
+        source: RedisError,
+    },
+
     /// Redis refused a command (authentication, ACL, wrong type, script error).
     #[error("Redis at {addr} refused a command: {source}")]
     Redis {
@@ -114,6 +127,22 @@ impl Error {
     }
 
     pub(crate) fn from_redis(addr: &str, source: RedisError) -> Self {
+        let text = source.to_string().to_ascii_lowercase();
+        if [
+            "certificate",
+            "tls",
+            "handshake",
+            "unknownissuer",
+            "invalid peer",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
+        {
+            return Error::Tls {
+                addr: addr.to_owned(),
+                source,
+            };
+        }
         let transient = source.is_io_error()
             || source.is_timeout()
             || source.is_connection_dropped()

@@ -39,12 +39,16 @@ const RESERVE_SWEEP_LIMIT: usize = 100;
 pub struct ClientOptions {
     /// Largest payload accepted by enqueue, in bytes.
     pub max_payload_bytes: usize,
+    /// A PEM CA bundle to trust for `rediss://` (a private CA); `None` trusts
+    /// the public web roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
+            tls_ca_pem: None,
         }
     }
 }
@@ -75,7 +79,7 @@ impl Client {
     /// TLS; a comma-separated list of node URLs, or `redis+cluster://`, for a
     /// Redis Cluster). Fails with [`Error::Unavailable`] when Redis does not answer.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
-        let endpoint = Endpoint::parse(url)?;
+        let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
         let conn = endpoint.connect().await?;
         let blocking = BlockingPool::new(endpoint.clone());
         Ok(Client {

@@ -34,6 +34,7 @@ async fn round_trip_keeps_binary_payloads_intact() -> Result<()> {
         &server.url(),
         ClientOptions {
             max_payload_bytes: max,
+            ..ClientOptions::default()
         },
     )
     .await?;

@@ -421,3 +421,112 @@ mod tests {
         Ok(())
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with the `openssl` CLI.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM) clients trust.
+    pub ca: PathBuf,
+    /// The server certificate (PEM), signed by the CA.
+    pub cert: PathBuf,
+    /// The server key (PEM).
+    pub key: PathBuf,
+}
+
+/// Makes a fresh CA and a server certificate under `dir`.
+pub fn make_tls(dir: &Path) -> Result<TlsFiles> {
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| {
+                err(format!(
+                    "openssl is needed for TLS tests (apt-get install openssl): {e}"
+                ))
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    };
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .map_err(|e| err(e.to_string()))?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=spool test CA",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ])?;
+    Ok(TlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    })
+}
+
+impl RedisServer {
+    /// Starts a server that speaks only TLS, with `files`' certificate.
+    pub fn start_tls(files: &TlsFiles) -> Result<Self> {
+        let s = |p: &Path| p.display().to_string();
+        RedisServer::start_with(ServerOptions {
+            tls: true,
+            extra_args: vec![
+                "--tls-cert-file".into(),
+                s(&files.cert),
+                "--tls-key-file".into(),
+                s(&files.key),
+                "--tls-ca-cert-file".into(),
+                s(&files.ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            ..ServerOptions::default()
+        })
+    }
+}

@@ -45,6 +45,9 @@ pub enum LogFormat {
 pub struct WorkerConfig {
     /// `SPOOL_REDIS_URL`: where the queue lives.
     pub redis_url: String,
+    /// `SPOOL_REDIS_CA_FILE`: a PEM CA bundle to trust for `rediss://` (a
+    /// private CA); unset trusts the public roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// `SPOOL_QUEUE`: the queue to work.
     pub queue: String,
     /// `SPOOL_CONCURRENCY`: jobs run at once.
@@ -70,6 +73,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             redis_url: DEFAULT_REDIS_URL.into(),
+            redis_ca_file: None,
             queue: DEFAULT_QUEUE.into(),
             concurrency: 1,
             lease: None,
@@ -94,6 +98,9 @@ impl WorkerConfig {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         if let Some(v) = get("SPOOL_REDIS_URL") {
             c.redis_url = v;
+        }
+        if let Some(v) = get("SPOOL_REDIS_CA_FILE") {
+            c.redis_ca_file = Some(v.into());
         }
         if let Some(v) = get("SPOOL_QUEUE") {
             c.queue = v;
@@ -146,6 +153,15 @@ impl WorkerConfig {
                 reason: format!("must be shorter than SPOOL_LEASE ({lease:?}), ideally a third"),
             });
         }
+        if let Some(ca) = &self.redis_ca_file
+            && let Err(e) = std::fs::read(ca)
+        {
+            return Err(ConfigError {
+                setting: "SPOOL_REDIS_CA_FILE",
+                value: ca.display().to_string(),
+                reason: format!("cannot read it: {e}"),
+            });
+        }
         if self.sweep_interval.is_zero() {
             return Err(ConfigError {
                 setting: "SPOOL_SWEEP_INTERVAL",
@@ -154,6 +170,22 @@ impl WorkerConfig {
             });
         }
         Ok(())
+    }
+
+    /// The queue client's options: the CA bundle when one is set.
+    pub fn client_options(&self) -> Result<spool_queue::ClientOptions, ConfigError> {
+        let tls_ca_pem = match &self.redis_ca_file {
+            None => None,
+            Some(p) => Some(std::fs::read(p).map_err(|e| ConfigError {
+                setting: "SPOOL_REDIS_CA_FILE",
+                value: p.display().to_string(),
+                reason: format!("cannot read it: {e}"),
+            })?),
+        };
+        Ok(spool_queue::ClientOptions {
+            tls_ca_pem,
+            ..spool_queue::ClientOptions::default()
+        })
     }
 
     /// The heartbeat period for a job whose lease is `job_lease`.

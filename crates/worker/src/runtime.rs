@@ -261,8 +261,9 @@ async fn connect(
     shutdown: &Shutdown,
 ) -> Result<Option<Queue>, WorkerError> {
     let mut pause = RETRY_MIN;
+    let options = cfg.client_options()?;
     loop {
-        match Client::connect(&cfg.redis_url).await {
+        match Client::connect_with(&cfg.redis_url, options.clone()).await {
             Ok(client) => {
                 health.set_redis_ok(true);
                 tracing::info!(redis = client.addr(), queue = %cfg.queue, concurrency = cfg.concurrency, "connected");
