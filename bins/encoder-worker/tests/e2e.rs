@@ -204,3 +204,78 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_redis_password_never_leaks() -> Result<()> {
+    const PASSWORD: &str = "Zx9-s3cret-Pa55word";
+    let server = RedisServer::start_with(spool_testkit::ServerOptions {
+        password: Some(PASSWORD.into()),
+        ..Default::default()
+    })?;
+    let url = server.url();
+    ensure!(url.contains(PASSWORD));
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    clip(&input.join("clip.mp4"))?;
+    let (ins, outs) = (input.display().to_string(), output.display().to_string());
+    let mut worker = WorkerProcess::spawn(
+        Path::new(WORKER),
+        &url,
+        &[
+            ("SPOOL_QUEUE", "encode"),
+            ("SPOOL_INPUT_ROOT", &ins),
+            ("SPOOL_OUTPUT_ROOT", &outs),
+            ("SPOOL_LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+        ],
+    )?;
+    worker.wait_ready(Duration::from_secs(30))?;
+    let mut seen = String::new();
+    let mut run = |args: &[&str]| -> Result<()> {
+        let o = spoolctl(&url, args)?;
+        seen.push_str(&String::from_utf8_lossy(&o.stdout));
+        seen.push_str(&String::from_utf8_lossy(&o.stderr));
+        Ok(())
+    };
+    // A good job, a bad spec, a missing input, an unknown id, a bad command.
+    run(&[
+        "encode", "clip.mp4", "--out", "ok", "--height", "144", "--preset", "fastest",
+    ])?;
+    run(&[
+        "enqueue",
+        "--payload",
+        r#"{"input":"clip.mp4","output":"x","renditions":[]}"#,
+    ])?;
+    run(&["encode", "missing.mp4", "--out", "y"])?;
+    run(&["inspect", "nope"])?;
+    run(&["dead", "list"])?;
+    run(&["stats"])?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, metrics) = worker.get("/metrics")?;
+    seen.push_str(&metrics);
+    // A wrong password, and a URL spoolctl cannot parse.
+    let wrong = url.replace(PASSWORD, &format!("{PASSWORD}-wrong"));
+    let o = Command::new(workspace_binary("spoolctl", "spoolctl")?)
+        .args(["--redis-url", &wrong, "stats"])
+        .output()?;
+    seen.push_str(&String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(workspace_binary("spoolctl", "spoolctl")?)
+        .args([
+            "--redis-url",
+            &format!("redis://u:{PASSWORD}@host:notaport"),
+            "stats",
+        ])
+        .output()?;
+    seen.push_str(&String::from_utf8_lossy(&o.stderr));
+    worker.signal("TERM")?;
+    worker.wait_exit(Duration::from_secs(30))?;
+    seen.push_str(&worker.log());
+    ensure!(
+        seen.contains("effective configuration") && seen.contains("***"),
+        "the log did not show the masked URL:\n{seen}"
+    );
+    ensure!(!seen.contains("s3cret"), "the password leaked:\n{seen}");
+    Ok(())
+}

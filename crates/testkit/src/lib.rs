@@ -70,6 +70,8 @@ pub struct ServerOptions {
     /// When set, the server listens on this port with TLS and on no plain port;
     /// the caller passes the certificate arguments in `extra_args`.
     pub tls: bool,
+    /// `requirepass`: the default user's password (in [`RedisServer::url`] too).
+    pub password: Option<String>,
 }
 
 /// A `redis-server` child process on a loopback port.
@@ -128,6 +130,9 @@ impl RedisServer {
                 "--cluster-config-file",
                 "nodes.conf",
             ]);
+        }
+        if let Some(pw) = &self.options.password {
+            cmd.arg("--requirepass").arg(pw);
         }
         cmd.args(&self.options.extra_args)
             .stdin(Stdio::null())
@@ -193,10 +198,16 @@ impl RedisServer {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (with `:password@` when one is required).
     pub fn url(&self) -> String {
         let scheme = if self.options.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        let auth = self
+            .options
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
     }
 
     /// The port.
@@ -528,5 +539,21 @@ impl RedisServer {
             ],
             ..ServerOptions::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::*;
+
+    #[test]
+    fn a_password_protected_server_starts_and_answers() -> Result<()> {
+        let s = RedisServer::start_with(ServerOptions {
+            password: Some("pw-1".into()),
+            ..Default::default()
+        })?;
+        assert!(s.url().contains(":pw-1@"));
+        s.connection()?;
+        Ok(())
     }
 }
