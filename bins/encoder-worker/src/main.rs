@@ -62,6 +62,77 @@ struct Args {
     /// `text` or `json`.
     #[arg(long, env = "SPOOL_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Renditions one job may ask for.
+    #[arg(long, env = "SPOOL_MAX_RENDITIONS")]
+    max_renditions: Option<usize>,
+    /// Largest frame, input or output, as WIDTHxHEIGHT.
+    #[arg(long, env = "SPOOL_MAX_RESOLUTION")]
+    max_resolution: Option<String>,
+    /// Longest input (e.g. 6h).
+    #[arg(long, env = "SPOOL_MAX_DURATION")]
+    max_duration: Option<String>,
+    /// Most streams an input may have.
+    #[arg(long, env = "SPOOL_MAX_STREAMS")]
+    max_streams: Option<usize>,
+    /// Bytes FFmpeg may read to probe an input.
+    #[arg(long, env = "SPOOL_PROBE_SIZE")]
+    probe_size: Option<u64>,
+    /// Most HLS segments per rendition.
+    #[arg(long, env = "SPOOL_MAX_HLS_SEGMENTS")]
+    max_hls_segments: Option<u64>,
+}
+
+/// The encoder's limits: defaults, overridden by the settings given.
+fn limits(a: &Args) -> Result<Limits, BadSetting> {
+    let mut l = Limits::default();
+    let positive = |setting: &str, v: u64| {
+        if v == 0 {
+            Err(bad(setting, "0", "must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(n) = a.max_renditions {
+        l.max_renditions = positive("SPOOL_MAX_RENDITIONS", n as u64)? as usize;
+    }
+    if let Some(r) = &a.max_resolution {
+        let parsed = r
+            .split_once(['x', 'X'])
+            .and_then(|(w, h)| Some((w.trim().parse::<u32>().ok()?, h.trim().parse::<u32>().ok()?)))
+            .filter(|(w, h)| *w >= 16 && *h >= 16);
+        let (w, h) = parsed.ok_or_else(|| {
+            bad(
+                "SPOOL_MAX_RESOLUTION",
+                r,
+                "must be WIDTHxHEIGHT, e.g. 3840x2160",
+            )
+        })?;
+        l.max_width = w;
+        l.max_height = h;
+    }
+    if let Some(d) = &a.max_duration {
+        l.max_duration_s = spool_worker::parse_duration("SPOOL_MAX_DURATION", d)
+            .map_err(|e| BadSetting(e.to_string()))?
+            .as_secs_f64();
+    }
+    if let Some(n) = a.max_streams {
+        l.max_streams = positive("SPOOL_MAX_STREAMS", n as u64)? as usize;
+    }
+    if let Some(n) = a.probe_size {
+        // FFmpeg refuses probe sizes under 32 bytes.
+        if n < 32 {
+            return Err(bad(
+                "SPOOL_PROBE_SIZE",
+                &n.to_string(),
+                "must be at least 32 bytes",
+            ));
+        }
+        l.probe_size = n;
+    }
+    if let Some(n) = a.max_hls_segments {
+        l.max_hls_segments = positive("SPOOL_MAX_HLS_SEGMENTS", n)?;
+    }
+    Ok(l)
 }
 
 /// A start-up setting that cannot be used.
@@ -138,7 +209,7 @@ fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>),
     let mut enc = EncoderConfig::new(&a.input_root, &a.output_root);
     enc.allow_http = allow_http;
     enc.nvenc_sessions_per_gpu = a.nvenc_sessions;
-    enc.limits = Limits::default();
+    enc.limits = limits(a)?;
     Ok((worker, enc, policy))
 }
 

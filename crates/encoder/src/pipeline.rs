@@ -166,7 +166,7 @@ pub(crate) fn open_input(
     };
     if ictx.nb_streams() as usize > limits.max_streams {
         return Err(over(format!(
-            "{} streams; at most {}",
+            "{} streams; at most {} (SPOOL_MAX_STREAMS)",
             ictx.nb_streams(),
             limits.max_streams
         )));
@@ -174,7 +174,7 @@ pub(crate) fn open_input(
     let duration = ictx.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
     if duration > limits.max_duration_s {
         return Err(over(format!(
-            "{duration:.0} s long; at most {:.0} s",
+            "{duration:.0} s long; at most {:.0} s (SPOOL_MAX_DURATION)",
             limits.max_duration_s
         )));
     }
@@ -193,7 +193,7 @@ pub(crate) fn open_input(
     }
     if dec.width() > limits.max_width || dec.height() > limits.max_height {
         return Err(over(format!(
-            "{}x{} frames; at most {}x{}",
+            "{}x{} frames; at most {}x{} (SPOOL_MAX_RESOLUTION)",
             dec.width(),
             dec.height(),
             limits.max_width,
@@ -279,6 +279,18 @@ pub(crate) fn run(
             0.0
         }
     };
+    if let Container::Hls { segment_s } = spec.container {
+        let segments = (duration_s / segment_s).ceil() as u64;
+        if segments > limits.max_hls_segments {
+            return Err(EncodeError::LimitExceeded {
+                path: display.into(),
+                reason: format!(
+                    "{segments} HLS segments of {segment_s} s per rendition; at most {} (raise segment_s or SPOOL_MAX_HLS_SEGMENTS)",
+                    limits.max_hls_segments
+                ),
+            });
+        }
+    }
     let mut vctx = codec::context::Context::from_parameters(vst.parameters())
         .map_err(|e| failed("video decoder", e))?;
     vctx.set_threading(codec::threading::Config {

@@ -218,7 +218,7 @@ impl EncodeSpec {
             return Err(EncodeError::spec(
                 "renditions",
                 format!(
-                    "has {} entries; at most {} allowed",
+                    "has {} entries; at most {} allowed (SPOOL_MAX_RENDITIONS)",
                     self.renditions.len(),
                     limits.max_renditions
                 ),

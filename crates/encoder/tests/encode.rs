@@ -605,3 +605,113 @@ fn rotated_and_variable_frame_rate_inputs_come_out_right() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn each_limit_gives_its_own_clear_error() -> Result<()> {
+    let r = roots()?;
+    clip(&r.input.join("src.mp4"), 320, 240, 3, &[])?;
+    let cases: [(Limits, &str, &str); 4] = [
+        (
+            Limits {
+                max_duration_s: 1.0,
+                ..Limits::default()
+            },
+            r#"{"input":"src.mp4","output":"a.mp4","renditions":[{"codec":"h264"}]}"#,
+            "SPOOL_MAX_DURATION",
+        ),
+        (
+            Limits {
+                max_streams: 1,
+                ..Limits::default()
+            },
+            r#"{"input":"src.mp4","output":"b.mp4","renditions":[{"codec":"h264"}]}"#,
+            "SPOOL_MAX_STREAMS",
+        ),
+        (
+            Limits {
+                max_hls_segments: 2,
+                ..Limits::default()
+            },
+            r#"{"input":"src.mp4","output":"c","container":{"format":"hls","segment_s":1},"renditions":[{"codec":"h264"}]}"#,
+            "SPOOL_MAX_HLS_SEGMENTS",
+        ),
+        (
+            Limits {
+                max_renditions: 1,
+                ..Limits::default()
+            },
+            r#"{"input":"src.mp4","output":"d","renditions":[{"codec":"h264","height":240},{"codec":"h264","height":120}]}"#,
+            "SPOOL_MAX_RENDITIONS",
+        ),
+    ];
+    for (limits, json, setting) in cases {
+        let enc = encoder(&r, limits)?;
+        match enc.encode(&spec(json)?, &mut |_| {}, &CancellationToken::new()) {
+            Err(e) => {
+                ensure!(e.to_string().contains(setting), "{setting}: {e}");
+                ensure!(
+                    !e.is_retryable(),
+                    "{setting}: over a limit is not worth a retry"
+                );
+            }
+            Ok(_) => bail!("{setting}: the limit was not enforced"),
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(&r.output)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    ensure!(left.is_empty(), "{left:?}");
+    Ok(())
+}
+
+/// A full disk: the output root is a 256 KiB tmpfs. The job fails as
+/// retryable with the cause named, and nothing partial is left. Needs root to
+/// mount; elsewhere the test says so and passes without running.
+#[test]
+fn a_full_disk_fails_cleanly_and_leaves_nothing() -> Result<()> {
+    let r = roots()?;
+    clip(&r.input.join("src.mp4"), 640, 360, 4, &[])?;
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&r.output)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here (not root): the full-disk test did not run");
+        return Ok(());
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(r.output.clone());
+    let enc = encoder(&r, Limits::default())?;
+    let s = spec(
+        r#"{"input":"src.mp4","output":"big.mp4","hardware":"cpu",
+        "renditions":[{"codec":"h264","quality":5,"preset":"fastest"}]}"#,
+    )?;
+    match enc.encode(&s, &mut |_| {}, &CancellationToken::new()) {
+        Err(e @ EncodeError::Failed(_)) => {
+            let msg = e.to_string();
+            ensure!(
+                msg.contains("space") || msg.contains("No space") || msg.contains("writing"),
+                "{msg}"
+            );
+            ensure!(e.is_retryable(), "a full disk may clear: retry");
+        }
+        other => bail!("a full disk must fail the encode: {other:?}"),
+    }
+    let left: Vec<_> = std::fs::read_dir(&r.output)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "partial files left on the full disk: {left:?}"
+    );
+    Ok(())
+}
