@@ -52,6 +52,8 @@ pub use job::{
     JobInfo, JobOptions, JobState, NewJob, PRIORITY_RANGE, ReservedJob,
 };
 pub use keys::Keys;
+#[doc(hidden)]
+pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, Client, ClientOptions, DEFAULT_MAX_PAYLOAD, Heartbeat, Queue, QueueStats,
     Settle, SweepReport,

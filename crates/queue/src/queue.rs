@@ -392,34 +392,7 @@ impl Queue {
     }
 
     fn decode_reserved(&self, row: &Value) -> Result<ReservedJob> {
-        let bad = || self.corrupt("reserve", row);
-        let Value::Array(f) = row else {
-            return Err(bad());
-        };
-        let int = |i: usize| match f.get(i) {
-            Some(Value::Int(v)) => Ok(*v),
-            _ => Err(bad()),
-        };
-        let bytes = |i: usize| match f.get(i) {
-            Some(Value::BulkString(b)) => Ok(b.clone()),
-            _ => Err(bad()),
-        };
-        let text = |i: usize| bytes(i).map(|b| String::from_utf8_lossy(&b).into_owned());
-        let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
-        Ok(ReservedJob {
-            id: text(0)?,
-            payload: bytes(1)?,
-            attempt: int(2)?.clamp(0, u32::MAX as i64) as u32,
-            max_attempts: int(3)?.clamp(0, u32::MAX as i64) as u32,
-            lease: ms(int(4)?),
-            enqueued_at: from_ms(int(5)?),
-            run_at: from_ms(int(6)?),
-            priority: int(7)?.clamp(-1000, 1000) as i32,
-            backoff: ms(int(8)?),
-            backoff_max: ms(int(9)?),
-            token: text(10)?,
-            deadline: from_ms(int(11)?),
-        })
+        decode_reserved_row(row).ok_or_else(|| self.corrupt("reserve", row))
     }
 
     async fn wait_for_wake(&self, block: Duration) -> Result<()> {
@@ -697,5 +670,65 @@ impl Queue {
             recovered,
             pruned,
         })
+    }
+}
+
+/// Decodes one job row of the reserve script's reply (see `reserve.lua`);
+/// `None` for anything else.
+pub(crate) fn decode_reserved_row(row: &Value) -> Option<ReservedJob> {
+    let Value::Array(f) = row else {
+        return None;
+    };
+    let int = |i: usize| match f.get(i) {
+        Some(Value::Int(v)) => Some(*v),
+        _ => None,
+    };
+    let bytes = |i: usize| match f.get(i) {
+        Some(Value::BulkString(b)) => Some(b.clone()),
+        _ => None,
+    };
+    let text = |i: usize| bytes(i).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+    Some(ReservedJob {
+        id: text(0)?,
+        payload: bytes(1)?,
+        attempt: int(2)?.clamp(0, u32::MAX as i64) as u32,
+        max_attempts: int(3)?.clamp(0, u32::MAX as i64) as u32,
+        lease: ms(int(4)?),
+        enqueued_at: from_ms(int(5)?),
+        run_at: from_ms(int(6)?),
+        priority: int(7)?.clamp(-1000, 1000) as i32,
+        backoff: ms(int(8)?),
+        backoff_max: ms(int(9)?),
+        token: text(10)?,
+        deadline: from_ms(int(11)?),
+    })
+}
+
+/// Entry points for the fuzz targets (`fuzz/`) and their regression tests:
+/// the decoders that read what Redis hands back.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Decodes a reserve reply given as RESP bytes; never panics.
+    pub fn reserve_reply(resp: &[u8]) -> Option<Vec<ReservedJob>> {
+        let v = redis::parse_redis_value(resp).ok()?;
+        let Value::Array(parts) = v else { return None };
+        let Some(Value::Array(rows)) = parts.first() else {
+            return None;
+        };
+        rows.iter().map(decode_reserved_row).collect()
+    }
+
+    /// Decodes a job hash given as alternating field and value lines
+    /// (separated by NUL bytes); never panics.
+    pub fn job_hash(data: &[u8]) -> Result<JobInfo> {
+        let mut parts = data.split(|b| *b == 0);
+        let mut h = HashMap::new();
+        while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+            h.insert(String::from_utf8_lossy(k).into_owned(), v.to_vec());
+        }
+        JobInfo::from_hash("spool:{fuzz}:job:x", "fuzz", h)
     }
 }
