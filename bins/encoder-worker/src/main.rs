@@ -38,6 +38,12 @@ struct Args {
     /// Lease each heartbeat grants (e.g. 30s).
     #[arg(long, env = "SPOOL_LEASE")]
     lease: Option<String>,
+    /// Heartbeat period (default: a third of the lease).
+    #[arg(long, env = "SPOOL_HEARTBEAT")]
+    heartbeat: Option<String>,
+    /// Sweep and queue-depth refresh period (e.g. 5s).
+    #[arg(long, env = "SPOOL_SWEEP_INTERVAL")]
+    sweep_interval: Option<String>,
     /// Time running jobs get after SIGTERM (e.g. 25s).
     #[arg(long, env = "SPOOL_DRAIN_TIMEOUT")]
     drain_timeout: Option<String>,
@@ -167,6 +173,8 @@ fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>),
         ("SPOOL_REDIS_CA_FILE", a.redis_ca_file.as_ref()),
         ("SPOOL_CONCURRENCY", a.concurrency.as_ref()),
         ("SPOOL_LEASE", a.lease.as_ref()),
+        ("SPOOL_HEARTBEAT", a.heartbeat.as_ref()),
+        ("SPOOL_SWEEP_INTERVAL", a.sweep_interval.as_ref()),
         ("SPOOL_DRAIN_TIMEOUT", a.drain_timeout.as_ref()),
         ("SPOOL_METRICS_ADDR", a.metrics_addr.as_ref()),
         ("SPOOL_LOG_FORMAT", a.log_format.as_ref()),
