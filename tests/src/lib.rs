@@ -279,25 +279,4 @@ impl Timeline {
     }
 }
 
-/// Counts how often a series changes direction (up then down, or down then
-/// up), ignoring flat stretches.
-pub fn direction_changes(series: &[f64]) -> usize {
-    let mut last_dir = 0i8;
-    let mut changes = 0;
-    for w in series.windows(2) {
-        let d = if w[1] > w[0] {
-            1
-        } else if w[1] < w[0] {
-            -1
-        } else {
-            0
-        };
-        if d != 0 {
-            if last_dir != 0 && d != last_dir {
-                changes += 1;
-            }
-            last_dir = d;
-        }
-    }
-    changes
-}
+pub use spool_autoscale::sim::direction_changes;

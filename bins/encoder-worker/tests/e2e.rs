@@ -11,36 +11,7 @@ use spool_testkit::{RedisServer, WorkerProcess, workspace_binary};
 const WORKER: &str = env!("CARGO_BIN_EXE_spool-encoder-worker");
 
 fn clip(path: &Path) -> Result<()> {
-    let out = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25:duration=3",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=330:duration=3"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(path)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    Ok(spool_testkit::lavfi_clip(path, 640, 360, 25, 3)?)
 }
 
 fn spoolctl(url: &str, args: &[&str]) -> Result<std::process::Output> {

@@ -29,36 +29,9 @@ fn roots() -> Result<Roots> {
     })
 }
 
-/// A test pattern with a tone, made by the ffmpeg CLI from lavfi sources.
-fn clip(path: &Path, w: u32, h: u32, secs: u32, extra: &[&str]) -> Result<()> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={w}x{h}:rate=30:duration={secs}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=48000:duration={secs}"
-        ))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .args(extra)
-        .arg(path)
-        .output()
-        .context("ffmpeg CLI not installed: run scripts/deps.sh")?;
-    ensure!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+/// A test pattern with a tone at 30 fps (see `spool_testkit::lavfi_clip`).
+fn clip(path: &Path, w: u32, h: u32, secs: u32) -> Result<()> {
+    Ok(spool_testkit::lavfi_clip(path, w, h, 30, secs)?)
 }
 
 fn probe(path: &Path) -> Result<serde_json::Value> {
@@ -103,7 +76,7 @@ fn spec(json: &str) -> Result<EncodeSpec> {
 #[test]
 fn a_1080p_clip_encodes_to_the_requested_mp4() -> Result<()> {
     let r = roots()?;
-    clip(&r.input.join("src.mp4"), 1920, 1080, 10, &[])?;
+    clip(&r.input.join("src.mp4"), 1920, 1080, 10)?;
     let enc = encoder(&r, Limits::default())?;
     let s = spec(
         r#"{"input":"src.mp4","output":"out/clip.mp4","hardware":"cpu",
@@ -146,7 +119,7 @@ fn a_1080p_clip_encodes_to_the_requested_mp4() -> Result<()> {
 #[test]
 fn an_hls_ladder_has_a_master_and_three_playable_renditions() -> Result<()> {
     let r = roots()?;
-    clip(&r.input.join("src.mp4"), 640, 360, 6, &[])?;
+    clip(&r.input.join("src.mp4"), 640, 360, 6)?;
     let enc = encoder(&r, Limits::default())?;
     let s = spec(
         r#"{"input":"src.mp4","output":"ladder","hardware":"auto",
@@ -289,7 +262,7 @@ fn psnr_matches_the_ffmpeg_cli_with_the_same_settings() -> Result<()> {
 #[test]
 fn without_a_gpu_auto_falls_back_and_nvenc_fails_clearly() -> Result<()> {
     let r = roots()?;
-    clip(&r.input.join("src.mp4"), 320, 240, 1, &[])?;
+    clip(&r.input.join("src.mp4"), 320, 240, 1)?;
     let enc = encoder(&r, Limits::default())?;
     if enc.gpus().reason.is_none() {
         eprintln!("this machine has an NVENC GPU: the no-GPU path is not exercised here");
@@ -323,7 +296,7 @@ fn without_a_gpu_auto_falls_back_and_nvenc_fails_clearly() -> Result<()> {
 #[test]
 fn cancel_stops_within_a_second_and_leaves_nothing() -> Result<()> {
     let r = roots()?;
-    clip(&r.input.join("src.mp4"), 1920, 1080, 10, &[])?;
+    clip(&r.input.join("src.mp4"), 1920, 1080, 10)?;
     let enc = encoder(&r, Limits::default())?;
     let s = spec(
         r#"{"input":"src.mp4","output":"slow.mp4","hardware":"cpu",
@@ -370,9 +343,9 @@ fn cancel_stops_within_a_second_and_leaves_nothing() -> Result<()> {
 #[test]
 fn hostile_inputs_are_refused_each_with_its_own_error() -> Result<()> {
     let r = roots()?;
-    clip(&r.input.join("good.mp4"), 640, 360, 2, &[])?;
+    clip(&r.input.join("good.mp4"), 640, 360, 2)?;
     let outside = r.input.parent().context("parent")?.join("outside.mp4");
-    clip(&outside, 320, 240, 1, &[])?;
+    clip(&outside, 320, 240, 1)?;
     std::os::unix::fs::symlink(&outside, r.input.join("link.mp4"))?;
     std::fs::write(
         r.input.join("local.m3u8"),
@@ -477,7 +450,7 @@ fn hostile_inputs_are_refused_each_with_its_own_error() -> Result<()> {
 fn rotated_and_variable_frame_rate_inputs_come_out_right() -> Result<()> {
     let r = roots()?;
     let plain = r.input.join("plain.mp4");
-    clip(&plain, 320, 240, 2, &[])?;
+    clip(&plain, 320, 240, 2)?;
     let run = |args: &[&str]| -> Result<()> {
         let out = Command::new("ffmpeg")
             .args(["-v", "error", "-y"])
@@ -609,7 +582,7 @@ fn rotated_and_variable_frame_rate_inputs_come_out_right() -> Result<()> {
 #[test]
 fn each_limit_gives_its_own_clear_error() -> Result<()> {
     let r = roots()?;
-    clip(&r.input.join("src.mp4"), 320, 240, 3, &[])?;
+    clip(&r.input.join("src.mp4"), 320, 240, 3)?;
     let cases: [(Limits, &str, &str); 4] = [
         (
             Limits {
@@ -671,7 +644,7 @@ fn each_limit_gives_its_own_clear_error() -> Result<()> {
 #[test]
 fn a_full_disk_fails_cleanly_and_leaves_nothing() -> Result<()> {
     let r = roots()?;
-    clip(&r.input.join("src.mp4"), 640, 360, 4, &[])?;
+    clip(&r.input.join("src.mp4"), 640, 360, 4)?;
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
         .arg(&r.output)

@@ -557,3 +557,40 @@ mod password_tests {
         Ok(())
     }
 }
+
+/// Writes a test clip made by the `ffmpeg` CLI from FFmpeg's lavfi sources: a
+/// `testsrc2` pattern of `w`×`h` at `fps`, with a 440 Hz tone in AAC, H.264
+/// in MP4 (or whatever `path`'s extension asks for).
+pub fn lavfi_clip(path: &Path, w: u32, h: u32, fps: u32, secs: u32) -> Result<()> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={w}x{h}:rate={fps}:duration={secs}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={secs}"
+        ))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-shortest"])
+        .arg(path)
+        .output()
+        .map_err(|e| {
+            err(format!(
+                "the ffmpeg CLI is needed (scripts/deps.sh installs it): {e}"
+            ))
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "ffmpeg: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
