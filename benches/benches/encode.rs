@@ -12,14 +12,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
+use spool_benches::setting;
 use spool_encoder::{CancellationToken, EncodeSpec, Encoder, EncoderConfig, Limits};
-
-fn setting(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ffmpeg(args: &[&str]) -> Result<()> {
     let out = Command::new("ffmpeg")

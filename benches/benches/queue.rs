@@ -21,18 +21,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
+use spool_benches::setting;
 use spool_queue::{Client, NewJob, Settle};
 use spool_testkit::{RedisServer, ServerOptions};
 
 /// BullMQ 6's no-op rate on this class of machine (issue 2).
 const BULLMQ_JOBS_PER_S: f64 = 27_000.0;
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Figures {
     enqueue: f64,

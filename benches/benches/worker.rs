@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use spool_benches::setting;
 use spool_queue::{Client, NewJob, Queue, Settle};
 use spool_testkit::{RedisServer, ServerOptions, WorkerProcess};
 use spool_worker::{Handler, JobContext, JobError, Worker};
@@ -17,13 +18,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const CONCURRENCY: usize = 64;
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Does nothing but say when it started.
 struct Noop {

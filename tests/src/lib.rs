@@ -1,14 +1,14 @@
 //! The harness of the cross-process tests: a [`Fleet`] of `sleep_worker`
 //! processes run as pods (started, SIGTERMed with a grace period, then
 //! SIGKILLed, as the kubelet does), the workers' [`Record`] of handler starts,
-//! finishes and stops, and a [`Timeline`] written as CSV under
+//! finishes and stops (from the testkit), and a [`Timeline`] written as CSV under
 //! `target/spool-tests/`.
 
 mod proxy;
 
 pub use proxy::FaultProxy;
+pub use spool_testkit::{Event, Record};
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -160,82 +160,6 @@ impl Drop for Fleet {
         for pod in &mut self.pods {
             pod.process.kill();
         }
-    }
-}
-
-/// One line of the sleep_worker record.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// `start`, `done` or `stop`.
-    pub kind: String,
-    /// The job.
-    pub id: String,
-    /// Its attempt.
-    pub attempt: u32,
-    /// The worker process.
-    pub pid: u32,
-    /// Unix milliseconds.
-    pub ms: u64,
-}
-
-/// The handlers' record, parsed.
-pub struct Record(pub Vec<Event>);
-
-impl Record {
-    /// Reads the record file (missing: empty).
-    pub fn read(path: &Path) -> Record {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        Record(
-            text.lines()
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split(' ').collect();
-                    Some(Event {
-                        kind: f.first()?.to_string(),
-                        id: f.get(1)?.to_string(),
-                        attempt: f.get(2)?.parse().ok()?,
-                        pid: f.get(3)?.parse().ok()?,
-                        ms: f.get(4)?.parse().ok()?,
-                    })
-                })
-                .collect(),
-        )
-    }
-
-    /// How many times each job's handler finished.
-    pub fn done_counts(&self) -> HashMap<&str, usize> {
-        let mut m = HashMap::new();
-        for e in self.0.iter().filter(|e| e.kind == "done") {
-            *m.entry(e.id.as_str()).or_default() += 1;
-        }
-        m
-    }
-
-    /// Handler starts in all.
-    pub fn starts(&self) -> usize {
-        self.0.iter().filter(|e| e.kind == "start").count()
-    }
-
-    /// For each stop (a drained or abandoned handler), the delay until the same
-    /// job started again, if it did.
-    pub fn restart_delays(&self) -> Vec<(String, Option<Duration>)> {
-        self.0
-            .iter()
-            .filter(|e| e.kind == "stop")
-            .map(|stop| {
-                let next = self
-                    .0
-                    .iter()
-                    .filter(|e| {
-                        e.kind == "start" && e.id == stop.id && e.ms >= stop.ms && e.pid != stop.pid
-                    })
-                    .map(|e| e.ms)
-                    .min();
-                (
-                    stop.id.clone(),
-                    next.map(|ms| Duration::from_millis(ms - stop.ms)),
-                )
-            })
-            .collect()
     }
 }
 

@@ -497,24 +497,11 @@ fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
 }
 
 fn parse_delay(v: &str) -> Result<Duration, Failure> {
-    let t = v.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (t, 1.0)
-    };
-    match num.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n * scale)),
-        _ => Err(usage(format!(
+    spool_queue::parse_duration(v).ok_or_else(|| {
+        usage(format!(
             "invalid --delay {v:?}: use 30s, 500ms, 5m or seconds"
-        ))),
-    }
+        ))
+    })
 }
 
 fn check_json(text: &str, what: &str) -> Result<Vec<u8>, Failure> {

@@ -227,6 +227,24 @@ pub fn direction_changes(series: &[f64]) -> usize {
     changes
 }
 
+/// Evenly spread arrivals of `duration_s` jobs whose rate (jobs a second) at
+/// second `t` is `rate(t)`, for `seconds` seconds.
+fn at_rate(seconds: u32, duration_s: f64, rate: impl Fn(f64) -> f64) -> Vec<Arrival> {
+    let mut out = Vec::new();
+    let mut due = 0.0;
+    for t in 0..seconds {
+        due += rate(f64::from(t));
+        while due >= 1.0 {
+            due -= 1.0;
+            out.push(Arrival {
+                at_s: f64::from(t),
+                duration_s,
+            });
+        }
+    }
+    out
+}
+
 /// Built-in load profiles.
 pub fn profile(name: &str) -> Option<(Vec<Arrival>, f64)> {
     let mut out = Vec::new();
@@ -250,34 +268,14 @@ pub fn profile(name: &str) -> Option<(Vec<Arrival>, f64)> {
         }
         // Arrivals rise from 0 to 2 a second over 20 minutes, then stop; 90 s jobs.
         "ramp" => {
-            let mut acc = 0.0;
-            for t in 0..1200 {
-                acc += 2.0 * f64::from(t) / 1200.0;
-                while acc >= 1.0 {
-                    acc -= 1.0;
-                    out.push(Arrival {
-                        at_s: f64::from(t),
-                        duration_s: 90.0,
-                    });
-                }
-            }
+            out = at_rate(1200, 90.0, |t| 2.0 * t / 1200.0);
             2400.0
         }
         // A day compressed into two hours: rate follows a sine, 60 s jobs.
         "diurnal" => {
-            let mut acc = 0.0;
-            for t in 0..7200 {
-                let rate =
-                    0.8 * (1.0 - (std::f64::consts::TAU * f64::from(t) / 7200.0).cos()) / 2.0;
-                acc += rate;
-                while acc >= 1.0 {
-                    acc -= 1.0;
-                    out.push(Arrival {
-                        at_s: f64::from(t),
-                        duration_s: 60.0,
-                    });
-                }
-            }
+            out = at_rate(7200, 60.0, |t| {
+                0.8 * (1.0 - (std::f64::consts::TAU * t / 7200.0).cos()) / 2.0
+            });
             7800.0
         }
         _ => return None,

@@ -38,6 +38,7 @@
 
 mod backoff;
 mod connection;
+mod duration;
 mod error;
 mod job;
 mod keys;
@@ -46,6 +47,7 @@ mod scripts;
 
 pub use backoff::{backoff_cap, backoff_delay};
 pub use connection::mask_password;
+pub use duration::parse_duration;
 pub use error::{Error, Result};
 pub use job::{
     DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION,

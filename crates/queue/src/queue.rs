@@ -627,12 +627,17 @@ impl Queue {
                     .arg(offset + limit - 1),
             )
             .await?;
+        // One round trip for every hash, not one per job.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.job(id));
+        }
+        let hashes: Vec<HashMap<String, Vec<u8>>> = self.client.query_pipe(&pipe).await?;
         let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.info(&id).await {
-                Ok(info) => jobs.push(info),
-                Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+        for (id, h) in ids.iter().zip(hashes) {
+            // Purged or expired between the two reads: nothing to show.
+            if !h.is_empty() {
+                jobs.push(JobInfo::from_hash(&self.keys.job(id), &self.name, h)?);
             }
         }
         Ok(jobs)

@@ -14,8 +14,10 @@
 //! until ready).
 
 mod process;
+mod record;
 
 pub use process::{WorkerProcess, example_binary, http_get, metric_value, workspace_binary};
+pub use record::{Event, Record};
 
 use std::fmt;
 use std::net::TcpListener;
@@ -433,6 +435,23 @@ mod tests {
     }
 }
 
+/// Runs an external tool to completion; a missing tool or a failure becomes
+/// an error that says what to install or what the tool printed.
+fn run_tool(cmd: &mut Command, install_hint: &str) -> Result<()> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .map_err(|e| err(format!("{name} is needed ({install_hint}): {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
 /// A CA and a server certificate for 127.0.0.1, made with the `openssl` CLI.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -446,24 +465,11 @@ pub struct TlsFiles {
 
 /// Makes a fresh CA and a server certificate under `dir`.
 pub fn make_tls(dir: &Path) -> Result<TlsFiles> {
-    let run = |args: &[&str]| -> Result<()> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(|e| {
-                err(format!(
-                    "openssl is needed for TLS tests (apt-get install openssl): {e}"
-                ))
-            })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(err(format!(
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )))
-        }
+    let run = |args: &[&str]| {
+        run_tool(
+            Command::new("openssl").args(args).current_dir(dir),
+            "apt-get install openssl",
+        )
     };
     std::fs::write(
         dir.join("ext"),
@@ -562,35 +568,24 @@ mod password_tests {
 /// `testsrc2` pattern of `w`×`h` at `fps`, with a 440 Hz tone in AAC, H.264
 /// in MP4 (or whatever `path`'s extension asks for).
 pub fn lavfi_clip(path: &Path, w: u32, h: u32, fps: u32, secs: u32) -> Result<()> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={w}x{h}:rate={fps}:duration={secs}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=48000:duration={secs}"
-        ))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(path)
-        .output()
-        .map_err(|e| {
-            err(format!(
-                "the ffmpeg CLI is needed (scripts/deps.sh installs it): {e}"
+    run_tool(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={w}x{h}:rate={fps}:duration={secs}"))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!(
+                "sine=frequency=440:sample_rate=48000:duration={secs}"
             ))
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(err(format!(
-            "ffmpeg: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )))
-    }
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-c:a", "aac", "-shortest"])
+            .arg(path),
+        "scripts/deps.sh installs the ffmpeg CLI",
+    )
 }

@@ -230,30 +230,14 @@ fn parse_log_format(v: &str) -> Result<LogFormat, ConfigError> {
     }
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+/// Parses `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds
+/// ([`spool_queue::parse_duration`]), naming `setting` when it cannot.
 pub fn parse_duration(setting: &'static str, v: &str) -> Result<Duration, ConfigError> {
-    let t = v.trim();
-    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => f64::NAN,
-    };
-    match num.parse::<f64>() {
-        Ok(n) if scale.is_finite() && n.is_finite() && n >= 0.0 => {
-            Ok(Duration::from_secs_f64(n * scale))
-        }
-        _ => Err(ConfigError {
-            setting,
-            value: v.into(),
-            reason: "must be a duration such as 30s, 500ms, 2m or a number of seconds".into(),
-        }),
-    }
+    spool_queue::parse_duration(v).ok_or_else(|| ConfigError {
+        setting,
+        value: v.into(),
+        reason: "must be a duration such as 30s, 500ms, 2m or a number of seconds".into(),
+    })
 }
 
 #[cfg(test)]

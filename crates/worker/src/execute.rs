@@ -240,16 +240,13 @@ async fn heartbeat<H>(
 fn decide(ended: Ended, reason: Option<StopReason>) -> (&'static str, Option<Settle>) {
     let fail = |error: String, permanent| Settle::Fail { error, permanent };
     match (ended, reason) {
-        // Work that finished is kept, whatever stopped it meanwhile.
-        (Ended::Returned(Ok(v)), Some(StopReason::LeaseLost)) => {
-            let _ = v;
-            ("lease_lost", None)
-        }
+        // Another worker owns the job: whatever happened here is not ours to report.
+        (_, Some(StopReason::LeaseLost)) => ("lease_lost", None),
+        // Work that finished is kept, whatever else stopped it meanwhile.
         (Ended::Returned(Ok(v)), _) => {
             let bytes = v.map(|v| v.to_string().into_bytes()).unwrap_or_default();
             ("completed", Some(Settle::Complete(bytes)))
         }
-        (_, Some(StopReason::LeaseLost)) => ("lease_lost", None),
         (_, Some(StopReason::Drain)) => ("released", Some(Settle::Release)),
         (_, Some(StopReason::CancelRequested)) => ("cancelled", Some(Settle::Cancelled)),
         (Ended::Returned(Err(JobError::Permanent(e))), None) => ("dead", Some(fail(e, true))),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use spool_queue::{Client, JobOptions, JobState, NewJob, Queue};
-use spool_testkit::{RedisServer, WorkerProcess, example_binary, metric_value};
+use spool_testkit::{Record, RedisServer, WorkerProcess, example_binary, metric_value};
 
 const QUEUE: &str = "test";
 
@@ -57,23 +57,6 @@ async fn states(q: &Queue, ids: &[String]) -> Result<Vec<(JobState, u32)>> {
     Ok(out)
 }
 
-/// Parses the sleep_worker record: (kind, job id, attempt, pid) per line.
-fn record(path: &std::path::Path) -> Vec<(String, String, u32, u32)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            Some((
-                f.first()?.to_string(),
-                f.get(1)?.to_string(),
-                f.get(2)?.parse().ok()?,
-                f.get(3)?.parse().ok()?,
-            ))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn drain_lets_short_jobs_finish_and_exits_zero() -> Result<()> {
     let server = RedisServer::start()?;
@@ -96,7 +79,11 @@ async fn drain_lets_short_jobs_finish_and_exits_zero() -> Result<()> {
     ensure!(status.success(), "exit status {status}:\n{}", w.log());
     let st = states(&q, &ids).await?;
     ensure!(st.iter().all(|s| *s == (JobState::Completed, 1)), "{st:?}");
-    let done = record(&rec).iter().filter(|r| r.0 == "done").count();
+    let done = Record::read(&rec)
+        .0
+        .iter()
+        .filter(|e| e.kind == "done")
+        .count();
     ensure!(done == 4, "{done} jobs finished");
     ensure!(
         !w.log().contains("releasing"),
@@ -167,9 +154,10 @@ async fn drain_deadline_releases_long_jobs_to_the_next_worker() -> Result<()> {
         "the second worker to start both jobs",
         Duration::from_secs(10),
         async || {
-            Ok(record(&rec)
+            Ok(Record::read(&rec)
+                .0
                 .iter()
-                .filter(|r| r.0 == "start" && r.3 == pid2)
+                .filter(|e| e.kind == "start" && e.pid == pid2)
                 .count()
                 == 2)
         },
