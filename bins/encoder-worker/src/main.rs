@@ -15,6 +15,9 @@ use spool_worker::{Handler, JobContext, JobError, LogFormat, Worker, WorkerConfi
 
 /// How often GPU telemetry is sampled into the `spool_gpu_*` gauges.
 const GPU_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Longest http(s) I/O timeout accepted: past an hour a stalled origin is
+/// indistinguishable from a dead one.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +65,16 @@ struct Args {
     /// Accept http(s) inputs.
     #[arg(long, env = "SPOOL_ALLOW_HTTP", default_value = "false")]
     allow_http: String,
+    /// Address ranges http(s) inputs may reach although not public
+    /// (comma-separated CIDRs); none by default.
+    #[arg(long, env = "SPOOL_HTTP_ALLOW_NETS")]
+    http_allow_nets: Option<String>,
+    /// Timeout for connecting to and each read from an http(s) input (e.g. 30s).
+    #[arg(long, env = "SPOOL_HTTP_TIMEOUT")]
+    http_timeout: Option<String>,
+    /// Largest http(s) input downloaded, in bytes.
+    #[arg(long, env = "SPOOL_MAX_INPUT_BYTES")]
+    max_input_bytes: Option<u64>,
     /// NVENC sessions per GPU this process opens at most.
     #[arg(long, env = "SPOOL_NVENC_SESSIONS", default_value_t = spool_encoder::DEFAULT_NVENC_SESSIONS)]
     nvenc_sessions: usize,
@@ -216,6 +229,28 @@ fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>),
     check_root("SPOOL_OUTPUT_ROOT", &a.output_root, true)?;
     let mut enc = EncoderConfig::new(&a.input_root, &a.output_root);
     enc.allow_http = allow_http;
+    if let Some(nets) = &a.http_allow_nets {
+        enc.http.allow_nets = spool_encoder::fetch::parse_allow_nets(nets)
+            .map_err(|e| bad("SPOOL_HTTP_ALLOW_NETS", nets, &e))?;
+    }
+    if let Some(t) = &a.http_timeout {
+        let d = spool_worker::parse_duration("SPOOL_HTTP_TIMEOUT", t)
+            .map_err(|e| BadSetting(e.to_string()))?;
+        if d.is_zero() || d > MAX_HTTP_TIMEOUT {
+            return Err(bad(
+                "SPOOL_HTTP_TIMEOUT",
+                t,
+                "must be more than 0 and at most 1h",
+            ));
+        }
+        enc.http.io_timeout = d;
+    }
+    if let Some(n) = a.max_input_bytes {
+        if n == 0 {
+            return Err(bad("SPOOL_MAX_INPUT_BYTES", "0", "must be at least 1"));
+        }
+        enc.http.max_bytes = n;
+    }
     enc.nvenc_sessions_per_gpu = a.nvenc_sessions;
     enc.limits = limits(a)?;
     Ok((worker, enc, policy))
@@ -242,8 +277,10 @@ impl Handler for EncodeHandler {
         let encoder = self.encoder.clone();
         let cancel = ctx.cancellation_token();
         let progress_ctx = ctx.clone();
+        let owner = ctx.id.clone();
         let result = tokio::task::spawn_blocking(move || {
-            encoder.encode(
+            encoder.encode_as(
+                Some(&owner),
                 &spec,
                 &mut |p| {
                     progress_ctx.progress(serde_json::json!({

@@ -35,6 +35,15 @@ pub enum EncodeError {
         /// Which limit and by how much.
         reason: String,
     },
+    /// Something this job did not publish is already at an output name; a job
+    /// never removes or replaces what is not its own.
+    #[error("output {path:?} already exists: {reason}; remove it or choose another output name")]
+    OutputExists {
+        /// The output path.
+        path: String,
+        /// What is there and whose it is.
+        reason: String,
+    },
     /// NVENC was required and is not available, or refused the session.
     #[error("NVENC unavailable: {0}")]
     NvencUnavailable(String),

@@ -16,6 +16,7 @@
 
 pub mod backend;
 mod error;
+pub mod fetch;
 pub mod gpu;
 pub mod paths;
 mod pipeline;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 
 pub use backend::Backend;
 pub use error::EncodeError;
+pub use fetch::HttpPolicy;
 pub use pipeline::{EncodeResult, OutputInfo, Progress};
 pub use spec::{Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition};
 pub use tokio_util::sync::CancellationToken;
@@ -43,6 +45,11 @@ pub struct EncoderConfig {
     /// Accept `http://` and `https://` inputs (off by default: a crafted job
     /// could otherwise reach internal hosts).
     pub allow_http: bool,
+    /// Where http(s) inputs may come from, timeouts and size (see [`fetch`]).
+    pub http: HttpPolicy,
+    /// Where http(s) inputs are downloaded before encoding (the system's
+    /// temporary directory, `TMPDIR`, by default).
+    pub download_dir: PathBuf,
     /// Bounds on jobs and inputs.
     pub limits: Limits,
     /// NVENC sessions this process opens per GPU at most.
@@ -56,6 +63,8 @@ impl EncoderConfig {
             input_root: input_root.into(),
             output_root: output_root.into(),
             allow_http: false,
+            http: HttpPolicy::default(),
+            download_dir: std::env::temp_dir(),
             limits: Limits::default(),
             nvenc_sessions_per_gpu: DEFAULT_NVENC_SESSIONS,
         }
@@ -74,6 +83,12 @@ impl Encoder {
     pub fn new(config: EncoderConfig) -> Result<Self, EncodeError> {
         ffmpeg_next::init()
             .map_err(|e| EncodeError::Failed(format!("FFmpeg did not initialise: {e}")))?;
+        // FFmpeg is only ever given /proc/self/fd paths (see `paths`).
+        if !std::path::Path::new("/proc/self/fd").is_dir() {
+            return Err(EncodeError::Failed(
+                "/proc is not mounted; the encoder opens its files through /proc/self/fd".into(),
+            ));
+        }
         ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Error);
         let gpus = gpu::probe();
         match &gpus.reason {
@@ -109,30 +124,54 @@ impl Encoder {
         }
     }
 
-    /// Encodes `spec`. Blocking: run it on a blocking thread.
+    /// Encodes `spec` for no particular job: it never replaces an existing
+    /// output. Blocking: run it on a blocking thread.
     pub fn encode(
         &self,
         spec: &EncodeSpec,
         progress: &mut dyn FnMut(Progress),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
+        self.encode_as(None, spec, progress, cancel)
+    }
+
+    /// Encodes `spec` for the job `owner` (its queue id): outputs that an
+    /// earlier attempt of the same job published are replaced; anything else
+    /// already at an output name fails the job with
+    /// [`EncodeError::OutputExists`] before any work. Blocking.
+    pub fn encode_as(
+        &self,
+        owner: Option<&str>,
+        spec: &EncodeSpec,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &CancellationToken,
+    ) -> Result<EncodeResult, EncodeError> {
         spec.validate(&self.config.limits)?;
-        let (source, protocols) = self.resolve_source(&spec.input)?;
-        let out_base = paths::resolve_output(&self.config.output_root, &spec.output)?;
+        let target = paths::open_output(&self.config.output_root, &spec.output)?;
+        for (name, dir) in pipeline::output_names(spec, &target) {
+            if name.len() > paths::MAX_COMPONENT_BYTES {
+                return Err(EncodeError::PathRefused {
+                    path: spec.output.clone(),
+                    reason: format!(
+                        "the output file {name:?} would be longer than {} bytes",
+                        paths::MAX_COMPONENT_BYTES
+                    ),
+                });
+            }
+            target.existing(&name, dir, owner)?;
+        }
+        let (input, _download) = self.open_source(&spec.input, cancel)?;
         let limits = &self.config.limits;
+        let job = pipeline::Job {
+            spec,
+            input: &input,
+            display: &spec.input,
+            target: &target,
+            owner,
+            limits,
+        };
         let run = |backend: Backend, reason: String, progress: &mut dyn FnMut(Progress)| {
-            pipeline::run(
-                spec,
-                &source,
-                &spec.input,
-                protocols,
-                &out_base,
-                backend,
-                reason,
-                limits,
-                progress,
-                cancel,
-            )
+            pipeline::run(&job, backend, reason, progress, cancel)
         };
         match spec.hardware {
             Hardware::Cpu => run(Backend::Cpu, "hardware=cpu was requested".into(), progress),
@@ -175,7 +214,13 @@ impl Encoder {
         }
     }
 
-    fn resolve_source(&self, input: &str) -> Result<(String, &'static str), EncodeError> {
+    /// Opens the input: a confined local file, or an http(s) URL downloaded
+    /// first (the temporary file is removed when the returned guard drops).
+    fn open_source(
+        &self,
+        input: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(paths::InputFile, Option<tempfile::NamedTempFile>), EncodeError> {
         let lower = input.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
             if !self.config.allow_http {
@@ -184,7 +229,13 @@ impl Encoder {
                     reason: "http(s) inputs are disabled on this worker".into(),
                 });
             }
-            return Ok((input.to_owned(), "http,https,tcp,tls"));
+            let file =
+                fetch::download(input, &self.config.http, &self.config.download_dir, cancel)?;
+            let opened = paths::open_input(
+                file.path().parent().unwrap_or(&self.config.download_dir),
+                &file.path().to_string_lossy(),
+            )?;
+            return Ok((opened, Some(file)));
         }
         if input.contains("://") || lower.starts_with("file:") {
             return Err(EncodeError::PathRefused {
@@ -194,7 +245,6 @@ impl Encoder {
                         .into(),
             });
         }
-        let p = paths::resolve_input(&self.config.input_root, input)?;
-        Ok((p.to_string_lossy().into_owned(), "file"))
+        Ok((paths::open_input(&self.config.input_root, input)?, None))
     }
 }

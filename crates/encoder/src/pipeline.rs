@@ -9,10 +9,11 @@
 //!
 //! One decode feeds every rendition of a ladder. Timestamps pass through in the
 //! input stream's time base, so variable-frame-rate inputs keep their timing.
-//! Outputs are written under temporary names ([`Staging`]) and renamed only
-//! when complete; a cancelled or failed encode leaves nothing behind.
+//! Outputs are written into a staging directory ([`Staging`], see
+//! [`crate::paths`]) and published only when complete; a cancelled or failed
+//! encode leaves nothing behind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ff::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame, media};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, encoder_name, encoder_options};
 use crate::error::EncodeError;
+use crate::paths::{InputFile, OutputTarget, Staging};
 use crate::spec::{Audio, Container, EncodeSpec, Limits};
 
 /// At most this many progress reports a second.
@@ -31,6 +33,19 @@ const DEFAULT_KEYFRAME_S: f64 = 2.0;
 /// Demuxers an input may use. Playlists and concat lists are left out: they
 /// open other files and URLs, which would escape the input root.
 const INPUT_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mxf,wav,mp3,aac,ogg,ivf,h264,hevc,yuv4mpegpipe";
+/// The frame rate the frame-count limit assumes: the highest rate cameras
+/// record (slow motion), so `max_duration × this` frames is more than any
+/// genuine input of the allowed length has.
+const MAX_PLAUSIBLE_FPS: f64 = 240.0;
+/// A read that keeps answering EAGAIN this many times in a row is an error,
+/// not a source catching up (a local file never answers EAGAIN for long).
+const MAX_EAGAIN: u32 = 1000;
+/// How long to wait before reading again after EAGAIN.
+const EAGAIN_PAUSE: Duration = Duration::from_millis(5);
+/// Decoded frames may fall this far short of the declared count (edit lists,
+/// a dropped leading B-frame) before an input counts as truncated: 2 %, and
+/// at least this many frames.
+const TRUNCATION_SLACK_FRAMES: u64 = 2;
 
 /// Progress of a running encode.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -85,81 +100,130 @@ pub struct EncodeResult {
     pub wall_s: f64,
     /// Decoded frames per second of wall time.
     pub fps: f64,
+    /// Video frames decoded from the input.
+    pub decoded_frames: u64,
+    /// Video frames the input's container declares, when it declares any.
+    pub declared_frames: Option<u64>,
+    /// Whether the input ended early (only with `allow_truncated`; otherwise
+    /// such an input fails the job).
+    pub truncated: bool,
 }
 
-/// Paths being written; removed on drop unless committed.
-pub(crate) struct Staging {
-    paths: Vec<PathBuf>,
-    committed: bool,
-}
-
-impl Staging {
-    fn new() -> Self {
-        Staging {
-            paths: Vec::new(),
-            committed: false,
-        }
-    }
-
-    fn track(&mut self, p: PathBuf) -> PathBuf {
-        self.paths.push(p.clone());
-        p
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        for p in &self.paths {
-            let _ = if p.is_dir() {
-                std::fs::remove_dir_all(p)
-            } else {
-                std::fs::remove_file(p)
-            };
-        }
-    }
+/// One encode's inputs: the spec, the opened input, the output's directory.
+pub(crate) struct Job<'a> {
+    /// The validated spec.
+    pub spec: &'a EncodeSpec,
+    /// The input, opened and confined.
+    pub input: &'a InputFile,
+    /// The input as the job named it, for messages.
+    pub display: &'a str,
+    /// The output's directory and name.
+    pub target: &'a OutputTarget,
+    /// The job id that owns the outputs (replaces its own earlier ones).
+    pub owner: Option<&'a str>,
+    /// The worker's limits.
+    pub limits: &'a Limits,
 }
 
 fn failed(what: impl std::fmt::Display, e: impl std::fmt::Display) -> EncodeError {
     EncodeError::Failed(format!("{what}: {e}"))
 }
 
-/// Opens an input with the protocol and demuxer whitelists and the probe limit,
-/// and checks the limits.
+/// An opened input and the cancellation token its interrupt callback reads;
+/// the context is declared first so it is dropped (closed) before the token.
+pub(crate) struct OpenedInput {
+    /// FFmpeg's demuxer.
+    pub ctx: format::context::Input,
+    /// Read by [`interrupted`] while FFmpeg blocks; must outlive `ctx`.
+    _token: Box<CancellationToken>,
+}
+
+/// FFmpeg's interrupt callback: non-zero makes a blocked read return
+/// `AVERROR_EXIT`.
+extern "C" fn interrupted(opaque: *mut std::ffi::c_void) -> std::ffi::c_int {
+    // SAFETY: `opaque` is the `Box<CancellationToken>` owned by the
+    // `OpenedInput` whose context calls this; the box outlives the context.
+    #[allow(unsafe_code)]
+    let token = unsafe { &*(opaque as *const CancellationToken) };
+    std::ffi::c_int::from(token.is_cancelled())
+}
+
+/// `avformat_open_input` with options and an interrupt callback tied to
+/// `cancel` (ffmpeg-next offers one or the other, and leaks the callback).
+#[allow(unsafe_code)]
+fn open_interruptible(
+    path: &str,
+    opts: Dictionary,
+    cancel: &CancellationToken,
+) -> Result<OpenedInput, ff::Error> {
+    use ff::ffi;
+    let token = Box::new(cancel.clone());
+    let c_path = std::ffi::CString::new(path).map_err(|_| ff::Error::InvalidData)?;
+    // SAFETY: the pointers passed are valid for the calls; on failure
+    // avformat_open_input frees the context itself, and on success the
+    // context is owned by the returned `Input`, which closes it on drop.
+    unsafe {
+        let mut ps = ffi::avformat_alloc_context();
+        if ps.is_null() {
+            return Err(ff::Error::Other {
+                errno: ff::util::error::ENOMEM,
+            });
+        }
+        (*ps).interrupt_callback = ffi::AVIOInterruptCB {
+            callback: Some(interrupted),
+            opaque: &*token as *const CancellationToken as *mut std::ffi::c_void,
+        };
+        let mut dict = opts.disown();
+        let res = ffi::avformat_open_input(&mut ps, c_path.as_ptr(), std::ptr::null(), &mut dict);
+        drop(Dictionary::own(dict));
+        if res < 0 {
+            return Err(ff::Error::from(res));
+        }
+        let r = ffi::avformat_find_stream_info(ps, std::ptr::null_mut());
+        if r < 0 {
+            ffi::avformat_close_input(&mut ps);
+            return Err(ff::Error::from(r));
+        }
+        Ok(OpenedInput {
+            ctx: format::context::Input::wrap(ps),
+            _token: token,
+        })
+    }
+}
+
+/// Opens an input with the protocol and demuxer whitelists, the probe limit
+/// and the interrupt callback, and checks the limits its header shows (the
+/// decode loop checks them again on what it decodes).
 pub(crate) fn open_input(
-    source: &str,
+    input: &InputFile,
     display: &str,
-    protocols: &str,
     limits: &Limits,
-) -> Result<format::context::Input, EncodeError> {
+    cancel: &CancellationToken,
+) -> Result<OpenedInput, EncodeError> {
     let bad = |reason: String| EncodeError::BadInput {
         path: display.to_owned(),
         reason,
     };
-    if !source.contains("://") {
-        let mut head = [0u8; 16];
-        if let Ok(mut f) = std::fs::File::open(source) {
-            use std::io::Read;
-            let n = f.read(&mut head).unwrap_or(0);
-            if head[..n].starts_with(b"#EXTM3U") {
-                return Err(bad(
-                    "playlists are not accepted as input: they reference other files and URLs"
-                        .into(),
-                ));
-            }
-        }
+    if input.head(16).starts_with(b"#EXTM3U") {
+        return Err(bad(
+            "playlists are not accepted as input: they reference other files and URLs".into(),
+        ));
     }
     let mut opts = Dictionary::new();
-    opts.set("protocol_whitelist", protocols);
+    // FFmpeg reads the already-opened file through /proc/self/fd: the file
+    // protocol only.
+    opts.set("protocol_whitelist", "file");
     opts.set("format_whitelist", INPUT_FORMATS);
     opts.set("probesize", &limits.probe_size.to_string());
-    let ictx = format::input_with_dictionary(&source, opts).map_err(|e| {
+    let opened = open_interruptible(&input.ffmpeg_path(), opts, cancel).map_err(|e| {
+        if cancel.is_cancelled() {
+            return EncodeError::Cancelled;
+        }
         bad(format!(
             "{e} (not a supported media file, or it is corrupt or truncated)"
         ))
     })?;
+    let ictx = &opened.ctx;
     let over = |reason: String| EncodeError::LimitExceeded {
         path: display.to_owned(),
         reason,
@@ -200,7 +264,7 @@ pub(crate) fn open_input(
             limits.max_height
         )));
     }
-    Ok(ictx)
+    Ok(opened)
 }
 
 /// One rendition's filter, encoder and muxer.
@@ -213,8 +277,15 @@ struct RenditionOut {
     octx: format::context::Output,
     video_tb: Rational,
     audio_tb: Option<Rational>,
-    staged: PathBuf,
+    /// MP4: the file's name in the staging directory.
+    stage_name: String,
+    /// MP4: the file's final name in the output's directory.
+    final_name: String,
+    /// Where the output will be, for results.
     final_path: PathBuf,
+    /// HLS: the rendition's staging directory (by descriptor), where its
+    /// segments are counted.
+    seg_dir: Option<String>,
     frames: u64,
     /// One frame at the nominal rate, in the encoder's time base: the duration
     /// of packets the encoder leaves without one (else MP4 drops the last frame).
@@ -238,22 +309,45 @@ enum AudioOut {
     },
 }
 
-/// Runs one encode of `spec` from `source` into `out_base` on `backend`.
-#[allow(clippy::too_many_arguments)]
+/// The names a spec's outputs take in the output's directory, and whether
+/// each is a directory (HLS) or a file (MP4).
+pub(crate) fn output_names(spec: &EncodeSpec, target: &OutputTarget) -> Vec<(String, bool)> {
+    if matches!(spec.container, Container::Hls { .. }) {
+        return vec![(target.name().to_owned(), true)];
+    }
+    let ladder = spec.renditions.len() > 1;
+    spec.renditions
+        .iter()
+        .map(|r| {
+            (
+                mp4_name(target.name(), ladder.then_some(r.label().as_str())),
+                false,
+            )
+        })
+        .collect()
+}
+
+/// Runs one encode on `backend`.
 pub(crate) fn run(
-    spec: &EncodeSpec,
-    source: &str,
-    display: &str,
-    protocols: &str,
-    out_base: &Path,
+    job: &Job<'_>,
     backend: Backend,
     backend_reason: String,
-    limits: &Limits,
     progress: &mut dyn FnMut(Progress),
     cancel: &CancellationToken,
 ) -> Result<EncodeResult, EncodeError> {
+    let Job {
+        spec,
+        display,
+        limits,
+        ..
+    } = *job;
     let started = Instant::now();
-    let mut ictx = open_input(source, display, protocols, limits)?;
+    let mut opened = open_input(job.input, display, limits, cancel)?;
+    let ictx = &mut opened.ctx;
+    let over = |reason: String| EncodeError::LimitExceeded {
+        path: display.to_owned(),
+        reason,
+    };
     let vst = ictx
         .streams()
         .best(media::Type::Video)
@@ -263,6 +357,7 @@ pub(crate) fn run(
         })?;
     let v_index = vst.index();
     let v_tb = vst.time_base();
+    let declared_frames = u64::try_from(vst.frames()).ok().filter(|n| *n > 0);
     let frame_rate = {
         let r = vst.avg_frame_rate();
         if r.numerator() > 0 && r.denominator() > 0 {
@@ -279,16 +374,19 @@ pub(crate) fn run(
             0.0
         }
     };
+    // The video stream's own declared length, to tell a truncated input.
+    let video_duration_s = if vst.duration() > 0 {
+        vst.duration() as f64 * f64::from(v_tb)
+    } else {
+        0.0
+    };
     if let Container::Hls { segment_s } = spec.container {
         let segments = (duration_s / segment_s).ceil() as u64;
         if segments > limits.max_hls_segments {
-            return Err(EncodeError::LimitExceeded {
-                path: display.into(),
-                reason: format!(
-                    "{segments} HLS segments of {segment_s} s per rendition; at most {} (raise segment_s or SPOOL_MAX_HLS_SEGMENTS)",
-                    limits.max_hls_segments
-                ),
-            });
+            return Err(over(format!(
+                "{segments} HLS segments of {segment_s} s per rendition; at most {} (raise segment_s or SPOOL_MAX_HLS_SEGMENTS)",
+                limits.max_hls_segments
+            )));
         }
     }
     let mut vctx = codec::context::Context::from_parameters(vst.parameters())
@@ -299,9 +397,21 @@ pub(crate) fn run(
         ..Default::default()
     });
     let rotation = Rotation::of(&vst);
+    let vcodec = ff::decoder::find(vctx.id()).ok_or_else(|| EncodeError::BadInput {
+        path: display.into(),
+        reason: "no decoder for its video".into(),
+    })?;
+    // The decoder refuses to allocate frames over the resolution limit, so a
+    // stream that grows mid-way cannot take the worker's memory with it.
+    let mut dopts = Dictionary::new();
+    dopts.set(
+        "max_pixels",
+        &(u64::from(limits.max_width) * u64::from(limits.max_height)).to_string(),
+    );
     let mut decoder = vctx
         .decoder()
-        .video()
+        .open_as_with(vcodec, dopts)
+        .and_then(|o| o.video())
         .map_err(|e| failed("video decoder", e))?;
     // Sizes are those of the picture as displayed: a phone's portrait video is
     // stored landscape with a display matrix, and comes out portrait.
@@ -310,23 +420,9 @@ pub(crate) fn run(
         _ => (decoder.width(), decoder.height()),
     };
 
-    let mut staging = Staging::new();
+    let mut staging = Staging::new(job.target)?;
     let hls = matches!(spec.container, Container::Hls { .. });
-    let ladder = spec.renditions.len() > 1;
-    // HLS: one directory, staged under a hidden sibling name, renamed at the end.
-    let (stage_root, final_root) = if hls {
-        let parent = out_base.parent().unwrap_or(Path::new("."));
-        let name = out_base
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stage = staging
-            .track(parent.join(format!(".{name}.partial-{}", uuid::Uuid::new_v4().simple())));
-        std::fs::create_dir_all(&stage).map_err(|e| failed("creating the output directory", e))?;
-        (stage, out_base.to_path_buf())
-    } else {
-        (PathBuf::new(), PathBuf::new())
-    };
+    let names = output_names(spec, job.target);
 
     // Audio first: every output gets the same audio stream layout.
     let astream = match spec.audio {
@@ -338,35 +434,47 @@ pub(crate) fn run(
     };
 
     let mut outs = Vec::with_capacity(spec.renditions.len());
-    for r in &spec.renditions {
+    for (i, r) in spec.renditions.iter().enumerate() {
         let label = r.label();
         let (w, h) = r.size_for(src_w, src_h);
-        let (staged, final_path) = if hls {
-            let dir = stage_root.join(&label);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| failed("creating the rendition directory", e))?;
+        if w > limits.max_width || h > limits.max_height || w < 2 || h < 2 {
+            return Err(over(format!(
+                "rendition {label} would be {w}x{h} from a {src_w}x{src_h} input; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+                limits.max_width, limits.max_height
+            )));
+        }
+        let (staged, stage_name, final_name, final_path, seg_dir) = if hls {
+            let dir = staging.subdir(&label)?;
             (
-                dir.join("index.m3u8"),
-                final_root.join(&label).join("index.m3u8"),
+                format!("{dir}/index.m3u8"),
+                String::new(),
+                String::new(),
+                job.target
+                    .display_of(job.target.name())
+                    .join(&label)
+                    .join("index.m3u8"),
+                Some(dir),
             )
         } else {
-            let final_path = mp4_path(out_base, ladder.then_some(label.as_str()));
-            let staged = staging.track(final_path.with_file_name(format!(
-                    ".{}.partial-{}",
-                    final_path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    uuid::Uuid::new_v4().simple()
-                )));
-            (staged, final_path)
+            let final_name = names
+                .get(i)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("{label}.mp4"));
+            let stage_name = format!("{i}.mp4");
+            (
+                staging.path(&stage_name),
+                stage_name,
+                final_name.clone(),
+                job.target.display_of(&final_name),
+                None,
+            )
         };
         let mut octx = if hls {
             format::output_as(&staged, "hls")
         } else {
             format::output_as(&staged, "mp4")
         }
-        .map_err(|e| failed(format!("creating {}", staged.display()), e))?;
+        .map_err(|e| failed(format!("creating the output of rendition {label}"), e))?;
 
         let name = encoder_name(r.codec, backend);
         let codec = encoder::find_by_name(name).ok_or_else(|| match backend {
@@ -447,12 +555,15 @@ pub(crate) fn run(
             octx,
             video_tb: enc_tb,
             audio_tb: None,
-            staged,
+            stage_name,
+            final_name,
             final_path,
+            seg_dir,
             frames: 0,
         });
     }
 
+    let audio_codec = astream.as_ref().map(|(_, _, par)| par.id().name());
     let mut audio = match (&spec.audio, astream) {
         (_, None) | (Audio::None, _) => AudioOut::None,
         (Audio::Copy, Some((ist, ist_tb, par))) => {
@@ -477,39 +588,69 @@ pub(crate) fn run(
             hopts.set("hls_time", &format!("{segment_s}"));
             hopts.set("hls_playlist_type", "vod");
             hopts.set("hls_list_size", "0");
-            let seg = o.staged.with_file_name("seg_%05d.ts");
-            hopts.set("hls_segment_filename", &seg.to_string_lossy());
+            // spool's own pattern in spool's own directory: the only name
+            // FFmpeg expands.
+            let dir = o.seg_dir.as_deref().unwrap_or_default();
+            hopts.set("hls_segment_filename", &format!("{dir}/seg_%05d.ts"));
         } else {
             hopts.set("movflags", "+faststart");
         }
-        o.octx
-            .write_header_with(hopts)
-            .map_err(|e| failed(format!("writing the header of {}", o.staged.display()), e))?;
+        o.octx.write_header_with(hopts).map_err(|e| {
+            if let (Audio::Copy, Some(codec)) = (&spec.audio, audio_codec) {
+                // The only stream the spec did not ask spool to encode.
+                EncodeError::spec(
+                    "audio.mode",
+                    format!(
+                        "copy: the input's {} audio cannot be stored in {} ({e}); use \"aac\"",
+                        codec,
+                        if hls { "HLS" } else { "MP4" }
+                    ),
+                )
+            } else {
+                failed(format!("writing the header of rendition {}", o.label), e)
+            }
+        })?;
         o.video_tb = o.octx.stream(0).map(|s| s.time_base()).unwrap_or(o.enc_tb);
         o.audio_tb = o.octx.stream(1).map(|s| s.time_base());
     }
 
-    // The main loop.
-    let mut frames: u64 = 0;
+    // The main loop: read with `Packet::read` and decide per error (the
+    // packet iterator would retry a failing read forever).
+    let mut seen = Decoded::new(display, limits, v_tb, spec);
     let mut last_report = Instant::now() - PROGRESS_EVERY;
-    let mut last_time = 0.0;
     let mut decoded = frame::Video::empty();
-    for (stream, packet) in ictx.packets() {
+    let mut packet = Packet::empty();
+    let mut eagain = 0u32;
+    let mut read_error: Option<ff::Error> = None;
+    loop {
         if cancel.is_cancelled() {
             return Err(EncodeError::Cancelled);
         }
-        let si = stream.index();
-        if si == v_index {
-            decoder
-                .send_packet(&packet)
-                .map_err(|e| corrupt(display, e))?;
-            while decoder.receive_frame(&mut decoded).is_ok() {
-                frames += 1;
-                let ts = decoded.timestamp();
-                decoded.set_pts(ts);
-                if let Some(t) = ts {
-                    last_time = t as f64 * f64::from(v_tb);
+        match packet.read(ictx) {
+            Ok(()) => eagain = 0,
+            Err(ff::Error::Eof) => break,
+            Err(ff::Error::Exit) if cancel.is_cancelled() => return Err(EncodeError::Cancelled),
+            Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
+                eagain += 1;
+                if eagain > MAX_EAGAIN {
+                    read_error = Some(ff::Error::Other { errno });
+                    break;
                 }
+                std::thread::sleep(EAGAIN_PAUSE);
+                continue;
+            }
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+        let si = packet.stream();
+        if si == v_index {
+            if let Err(e) = decoder.send_packet(&packet) {
+                return Err(seen.decode_error(&decoder, e));
+            }
+            while decoder.receive_frame(&mut decoded).is_ok() {
+                seen.frame(&mut decoded)?;
                 feed_all(&mut outs, &decoded)?;
             }
         } else {
@@ -517,19 +658,40 @@ pub(crate) fn run(
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
-            progress(report(frames, last_time, duration_s, started));
+            seen.segments(&outs, spec)?;
+            progress(report(seen.frames, seen.time_s(), duration_s, started));
         }
     }
     if cancel.is_cancelled() {
         return Err(EncodeError::Cancelled);
     }
     // Flush decoder, filters, encoders.
-    decoder.send_eof().map_err(|e| corrupt(display, e))?;
+    if let Err(e) = decoder.send_eof() {
+        return Err(seen.decode_error(&decoder, e));
+    }
     while decoder.receive_frame(&mut decoded).is_ok() {
-        frames += 1;
-        let ts = decoded.timestamp();
-        decoded.set_pts(ts);
+        seen.frame(&mut decoded)?;
         feed_all(&mut outs, &decoded)?;
+    }
+    if seen.frames == 0 {
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: match read_error {
+                Some(e) => format!("no video frame could be decoded (reading failed: {e})"),
+                None => "no video frame could be decoded (corrupt or not video)".into(),
+            },
+        });
+    }
+    let truncated = seen.truncation(read_error, declared_frames, video_duration_s);
+    if let Some(why) = &truncated
+        && !spec.allow_truncated
+    {
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: format!(
+                "{why}: the input is truncated or damaged (set \"allow_truncated\": true to keep what decodes)"
+            ),
+        });
     }
     for o in &mut outs {
         push_video(o, None)?;
@@ -538,41 +700,28 @@ pub(crate) fn run(
     for o in &mut outs {
         o.octx
             .write_trailer()
-            .map_err(|e| failed(format!("finishing {}", o.staged.display()), e))?;
+            .map_err(|e| failed(format!("finishing rendition {}", o.label), e))?;
     }
-    if frames == 0 {
-        return Err(EncodeError::BadInput {
-            path: display.into(),
-            reason: "no video frame could be decoded".into(),
-        });
-    }
+    seen.segments(&outs, spec)?;
 
-    // Commit: rename staged outputs to their final names.
+    // Publish: move the staged outputs to their final names.
     let master = if hls {
-        let master = stage_root.join("master.m3u8");
-        std::fs::write(
-            &master,
-            master_playlist(&outs, &spec.renditions, src_w, src_h),
-        )
-        .map_err(|e| failed("writing the master playlist", e))?;
-        if final_root.exists() {
-            std::fs::remove_dir_all(&final_root)
-                .map_err(|e| failed("replacing the old output", e))?;
-        }
-        std::fs::rename(&stage_root, &final_root)
-            .map_err(|e| failed("publishing the output", e))?;
-        Some(final_root.join("master.m3u8"))
+        staging.write(
+            "master.m3u8",
+            master_playlist(&outs, &spec.renditions, src_w, src_h).as_bytes(),
+        )?;
+        let dir = staging.publish_dir(job.owner)?;
+        Some(dir.join("master.m3u8"))
     } else {
         for o in &outs {
-            std::fs::rename(&o.staged, &o.final_path)
-                .map_err(|e| failed("publishing the output", e))?;
+            staging.publish_file(&o.stage_name, &o.final_name, job.owner)?;
         }
+        staging.finish();
         None
     };
-    staging.committed = true;
 
     let wall = started.elapsed().as_secs_f64();
-    progress(report(frames, duration_s, duration_s, started));
+    progress(report(seen.frames, duration_s, duration_s, started));
     let outputs = outs
         .iter()
         .map(|o| describe(o, hls))
@@ -583,8 +732,176 @@ pub(crate) fn run(
         backend,
         backend_reason,
         wall_s: wall,
-        fps: frames as f64 / wall.max(1e-9),
+        fps: seen.frames as f64 / wall.max(1e-9),
+        decoded_frames: seen.frames,
+        declared_frames,
+        truncated: truncated.is_some(),
     })
+}
+
+/// What the decode loop has seen, checked against the limits on every frame:
+/// headers can lie or be absent (a Matroska written to a pipe, a raw stream).
+struct Decoded<'a> {
+    display: &'a str,
+    limits: &'a Limits,
+    tb: Rational,
+    /// Video frames decoded.
+    frames: u64,
+    /// The first and latest timestamps seen, in `tb`.
+    first_ts: Option<i64>,
+    last_ts: Option<i64>,
+    /// `max_duration_s × MAX_PLAUSIBLE_FPS`: the backstop for streams
+    /// without timestamps.
+    max_frames: u64,
+    /// HLS: segment length, to name the limit.
+    segment_s: Option<f64>,
+}
+
+impl<'a> Decoded<'a> {
+    fn new(display: &'a str, limits: &'a Limits, tb: Rational, spec: &EncodeSpec) -> Self {
+        Decoded {
+            display,
+            limits,
+            tb,
+            frames: 0,
+            first_ts: None,
+            last_ts: None,
+            max_frames: (limits.max_duration_s * MAX_PLAUSIBLE_FPS).ceil() as u64,
+            segment_s: match spec.container {
+                Container::Hls { segment_s } => Some(segment_s),
+                Container::Mp4 => None,
+            },
+        }
+    }
+
+    fn over(&self, reason: String) -> EncodeError {
+        EncodeError::LimitExceeded {
+            path: self.display.to_owned(),
+            reason,
+        }
+    }
+
+    /// Decoded time from the first frame, seconds.
+    fn time_s(&self) -> f64 {
+        match (self.first_ts, self.last_ts) {
+            (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 * f64::from(self.tb),
+            _ => 0.0,
+        }
+    }
+
+    /// Counts a decoded frame, checking its size, the decoded time and the
+    /// frame count; sets its pts from the best-effort timestamp.
+    fn frame(&mut self, f: &mut frame::Video) -> Result<(), EncodeError> {
+        let l = self.limits;
+        if f.width() > l.max_width || f.height() > l.max_height {
+            return Err(self.over(format!(
+                "a {}x{} frame at frame {}; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+                f.width(),
+                f.height(),
+                self.frames + 1,
+                l.max_width,
+                l.max_height
+            )));
+        }
+        self.frames += 1;
+        let ts = f.timestamp();
+        f.set_pts(ts);
+        if let Some(t) = ts {
+            self.first_ts.get_or_insert(t);
+            self.last_ts = Some(self.last_ts.map_or(t, |m| m.max(t)));
+        }
+        let t = self.time_s();
+        if t > l.max_duration_s {
+            return Err(self.over(format!(
+                "decoded past {t:.0} s; at most {:.0} s (SPOOL_MAX_DURATION)",
+                l.max_duration_s
+            )));
+        }
+        if self.frames > self.max_frames {
+            return Err(self.over(format!(
+                "more than {} frames, over {:.0} s even at {MAX_PLAUSIBLE_FPS} fps (SPOOL_MAX_DURATION)",
+                self.max_frames, l.max_duration_s
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts the HLS segments written so far against the limit.
+    fn segments(&self, outs: &[RenditionOut], _spec: &EncodeSpec) -> Result<(), EncodeError> {
+        let Some(segment_s) = self.segment_s else {
+            return Ok(());
+        };
+        for o in outs {
+            let Some(dir) = &o.seg_dir else { continue };
+            let n = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("seg_"))
+                        .count() as u64
+                })
+                .unwrap_or(0);
+            if n > self.limits.max_hls_segments {
+                return Err(self.over(format!(
+                    "rendition {} reached {n} HLS segments of {segment_s} s; at most {} (raise segment_s or SPOOL_MAX_HLS_SEGMENTS)",
+                    o.label, self.limits.max_hls_segments
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A decoder error: a frame over the resolution limit (the decoder's
+    /// `max_pixels` refused it) names the limit; anything else is corruption.
+    fn decode_error(&self, decoder: &codec::decoder::Video, e: ff::Error) -> EncodeError {
+        let l = self.limits;
+        if decoder.width() > l.max_width || decoder.height() > l.max_height {
+            return self.over(format!(
+                "a {}x{} frame after frame {}; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+                decoder.width(),
+                decoder.height(),
+                self.frames,
+                l.max_width,
+                l.max_height
+            ));
+        }
+        corrupt(self.display, e)
+    }
+
+    /// Why the input looks cut short, if it does: a read error, or fewer
+    /// frames (or less time) than its header declares.
+    fn truncation(
+        &self,
+        read_error: Option<ff::Error>,
+        declared_frames: Option<u64>,
+        declared_s: f64,
+    ) -> Option<String> {
+        if let Some(e) = read_error {
+            return Some(format!(
+                "reading stopped after {} frames ({:.1} s): {e}",
+                self.frames,
+                self.time_s()
+            ));
+        }
+        if let Some(n) = declared_frames {
+            let slack = (n / 50).max(TRUNCATION_SLACK_FRAMES);
+            if self.frames + slack < n {
+                return Some(format!(
+                    "{} of the {n} frames its header declares were decoded",
+                    self.frames
+                ));
+            }
+            return None;
+        }
+        // No frame count (Matroska, MPEG-TS): compare time, allowing a frame
+        // or two and 2 % for timestamps that start late.
+        let got = self.time_s();
+        if declared_s > 0.0 && got + (declared_s * 0.02).max(1.0) < declared_s {
+            return Some(format!(
+                "{got:.1} s of the {declared_s:.1} s its header declares were decoded"
+            ));
+        }
+        None
+    }
 }
 
 fn report(frames: u64, time: f64, duration: f64, started: Instant) -> Progress {
@@ -608,16 +925,15 @@ fn corrupt(display: &str, e: ff::Error) -> EncodeError {
 }
 
 /// `<base>.mp4`, or `<base>_<label>.mp4` in a ladder.
-fn mp4_path(base: &Path, label: Option<&str>) -> PathBuf {
-    let stem = base
+fn mp4_name(base: &str, label: Option<&str>) -> String {
+    let stem = std::path::Path::new(base)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let name = match label {
+    match label {
         Some(l) => format!("{stem}_{l}.mp4"),
         None => format!("{stem}.mp4"),
-    };
-    base.with_file_name(name)
+    }
 }
 
 /// How the input's display matrix says to turn its frames, as FFmpeg's CLI
@@ -784,7 +1100,7 @@ fn drain_video(o: &mut RenditionOut) -> Result<(), EncodeError> {
         }
         p.rescale_ts(o.enc_tb, o.video_tb);
         p.write_interleaved(&mut o.octx)
-            .map_err(|e| failed(format!("writing {}", o.staged.display()), e))?;
+            .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
     }
     Ok(())
 }
@@ -906,7 +1222,7 @@ fn audio_packet(
                 p.set_position(-1);
                 p.rescale_ts(*ist_tb, tb);
                 p.write_interleaved(&mut o.octx)
-                    .map_err(|e| failed(format!("writing {}", o.staged.display()), e))?;
+                    .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
             }
             Ok(())
         }
@@ -1000,7 +1316,7 @@ fn aac_write(
             q.set_stream(1);
             q.rescale_ts(enc_tb, tb);
             q.write_interleaved(&mut o.octx)
-                .map_err(|e| failed(format!("writing {}", o.staged.display()), e))?;
+                .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
         }
     }
     Ok(())
@@ -1060,7 +1376,7 @@ fn describe(o: &RenditionOut, hls: bool) -> Result<OutputInfo, EncodeError> {
         .map_err(|e| failed("reading back", e))?;
     let codec_name = dec.id().name().to_owned();
     let size_bytes = if hls {
-        std::fs::read_dir(path.parent().unwrap_or(Path::new(".")))
+        std::fs::read_dir(path.parent().unwrap_or(std::path::Path::new(".")))
             .map(|d| {
                 d.filter_map(|e| e.ok()?.metadata().ok())
                     .map(|m| m.len())

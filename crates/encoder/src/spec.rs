@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EncodeError;
 
+/// Longest rendition name: it becomes part of file and directory names.
+pub const MAX_RENDITION_NAME: usize = 64;
+
 /// One encode job.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +30,12 @@ pub struct EncodeSpec {
     /// Where to encode.
     #[serde(default)]
     pub hardware: Hardware,
+    /// Keep what decodes when the input ends early (a read error, a file cut
+    /// short, fewer frames than its header declares). Off by default: such an
+    /// input fails the job permanently instead of "completing" with part of
+    /// the video.
+    #[serde(default)]
+    pub allow_truncated: bool,
 }
 
 /// Video codecs.
@@ -276,6 +285,12 @@ impl EncodeSpec {
                 ));
             }
             let name = r.label();
+            if name.len() > MAX_RENDITION_NAME {
+                return Err(EncodeError::spec(
+                    f("name"),
+                    format!("is longer than {MAX_RENDITION_NAME} characters"),
+                ));
+            }
             if name.is_empty()
                 || !name
                     .chars()

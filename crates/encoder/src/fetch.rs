@@ -1,0 +1,374 @@
+//! http(s) inputs: downloaded by spool, never fetched by FFmpeg.
+//!
+//! FFmpeg's own HTTP client follows redirects by itself, resolves names again
+//! after any check spool could make, and (through `ffmpeg-next`'s packet
+//! iterator) retries failed reads forever. So when a worker allows http(s)
+//! inputs, spool downloads the input to a private temporary file first and
+//! FFmpeg only ever reads local files:
+//!
+//! - every hop (the URL and each redirect, at most [`MAX_REDIRECTS`]) is
+//!   resolved here, each address checked, and the connection made only to the
+//!   checked addresses (no second lookup, so no DNS rebinding);
+//! - loopback, private, link-local (cloud metadata), CGNAT, unique-local,
+//!   multicast and unspecified addresses are refused unless an operator lists
+//!   their range in [`HttpPolicy::allow_nets`] (`SPOOL_HTTP_ALLOW_NETS`);
+//! - connecting and every read have a timeout ([`HttpPolicy::io_timeout`]);
+//! - cancellation (a cancel, a lost lease, the drain deadline) drops the
+//!   request at once, which closes the socket;
+//! - the body is bounded by [`HttpPolicy::max_bytes`].
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EncodeError;
+
+/// Redirect hops followed at most; browsers allow 20, media URLs need one or
+/// two (a CDN's signed-URL hop).
+pub const MAX_REDIRECTS: usize = 5;
+/// The I/O timeout when the operator sets none: long enough for a slow origin's
+/// first byte, short enough that a dead one frees its slot quickly.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest input downloaded when the operator sets no limit: 64 GiB, a
+/// long mezzanine file with margin.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
+
+/// How http(s) inputs may be fetched.
+#[derive(Debug, Clone)]
+pub struct HttpPolicy {
+    /// Address ranges that may be reached although not public (e.g. an
+    /// in-cluster media server). Empty by default: public addresses only.
+    pub allow_nets: Vec<ipnet::IpNet>,
+    /// Timeout for connecting and for each read.
+    pub io_timeout: Duration,
+    /// Largest body accepted, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for HttpPolicy {
+    fn default() -> Self {
+        HttpPolicy {
+            allow_nets: Vec::new(),
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Parses `SPOOL_HTTP_ALLOW_NETS`: comma-separated CIDR ranges or single
+/// addresses (`10.0.0.0/8, 192.168.1.5`).
+pub fn parse_allow_nets(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{p:?} is not an address range like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
+/// Whether `ip` is an ordinary public unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                // 100.64.0.0/10: carrier-grade NAT, used inside clouds.
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                // 192.0.0.0/24: IETF protocol assignments.
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                // 198.18.0.0/15: benchmarking.
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                // 240.0.0.0/4: reserved.
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            // 64:ff9b::/96 (NAT64) embeds an IPv4 address.
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
+                let v4 = std::net::Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                );
+                return is_public(IpAddr::V4(v4));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link-local.
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                // 2001:db8::/32 documentation.
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
+        }
+    }
+}
+
+impl HttpPolicy {
+    fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        is_public(ip) || self.allow_nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+fn refused(url: &str, reason: impl Into<String>) -> EncodeError {
+    EncodeError::PathRefused {
+        path: url.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Downloads `url` into a new temporary file in `dir`. Blocking; runs its own
+/// small async runtime on a scoped thread so it works from any caller.
+pub(crate) fn download(
+    url: &str,
+    policy: &HttpPolicy,
+    dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<tempfile::NamedTempFile, EncodeError> {
+    let mut file = tempfile::Builder::new()
+        .prefix("spool-input-")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            EncodeError::Failed(format!(
+                "cannot create a download file in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| EncodeError::Failed(format!("cannot start the downloader: {e}")))?;
+            rt.block_on(async {
+                tokio::select! {
+                    _ = cancel.cancelled() => Err(EncodeError::Cancelled),
+                    r = fetch(url, policy, file.as_file_mut()) => r,
+                }
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(EncodeError::Failed("the downloader panicked".into())))
+    })?;
+    Ok(file)
+}
+
+async fn fetch(url: &str, policy: &HttpPolicy, out: &mut std::fs::File) -> Result<(), EncodeError> {
+    let mut current =
+        reqwest::Url::parse(url).map_err(|e| refused(url, format!("not a URL: {e}")))?;
+    for _hop in 0..=MAX_REDIRECTS {
+        let client = client_for(url, &current, policy).await?;
+        let resp = tokio::time::timeout(policy.io_timeout, client.get(current.clone()).send())
+            .await
+            .map_err(|_| timed_out(url, policy))?
+            .map_err(|e| transport(url, e))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let loc = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| bad(url, format!("HTTP {status} without a Location")))?;
+            current = current
+                .join(loc)
+                .map_err(|e| bad(url, format!("a redirect to {loc:?}: {e}")))?;
+            continue;
+        }
+        if !status.is_success() {
+            let msg = format!("the server answered HTTP {status}");
+            // 5xx and 429 may pass; anything else will answer the same again.
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                EncodeError::Failed(format!("downloading {url}: {msg}"))
+            } else {
+                bad(url, msg)
+            });
+        }
+        if let Some(n) = resp.content_length()
+            && n > policy.max_bytes
+        {
+            return Err(too_big(url, policy));
+        }
+        return body(url, resp, policy, out).await;
+    }
+    Err(bad(url, format!("more than {MAX_REDIRECTS} redirects")))
+}
+
+async fn body(
+    url: &str,
+    mut resp: reqwest::Response,
+    policy: &HttpPolicy,
+    out: &mut std::fs::File,
+) -> Result<(), EncodeError> {
+    let mut total: u64 = 0;
+    loop {
+        let chunk = tokio::time::timeout(policy.io_timeout, resp.chunk())
+            .await
+            .map_err(|_| timed_out(url, policy))?
+            .map_err(|e| transport(url, e))?;
+        let Some(chunk) = chunk else { break };
+        total += chunk.len() as u64;
+        if total > policy.max_bytes {
+            return Err(too_big(url, policy));
+        }
+        out.write_all(&chunk)
+            .map_err(|e| EncodeError::Failed(format!("writing the download of {url}: {e}")))?;
+    }
+    out.flush()
+        .map_err(|e| EncodeError::Failed(format!("writing the download of {url}: {e}")))?;
+    Ok(())
+}
+
+/// A client that reaches `hop`'s host only at checked addresses.
+async fn client_for(
+    url: &str,
+    hop: &reqwest::Url,
+    policy: &HttpPolicy,
+) -> Result<reqwest::Client, EncodeError> {
+    if !matches!(hop.scheme(), "http" | "https") {
+        return Err(refused(
+            url,
+            format!("{hop}: only http and https are fetched"),
+        ));
+    }
+    let host = hop
+        .host()
+        .ok_or_else(|| refused(url, format!("{hop} names no host")))?;
+    let port = hop.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = match host {
+        url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        url::Host::Domain(name) => {
+            tokio::time::timeout(policy.io_timeout, tokio::net::lookup_host((name, port)))
+                .await
+                .map_err(|_| timed_out(url, policy))?
+                .map_err(|e| {
+                    EncodeError::Failed(format!("downloading {url}: cannot resolve {name}: {e}"))
+                })?
+                .collect()
+        }
+    };
+    let denied: Vec<IpAddr> = addrs
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| !policy.allows(*ip))
+        .collect();
+    if !denied.is_empty() || addrs.is_empty() {
+        return Err(refused(
+            url,
+            format!(
+                "{} resolves to {denied:?}: loopback, private, link-local and other non-public addresses are not fetched unless SPOOL_HTTP_ALLOW_NETS lists them",
+                hop.host_str().unwrap_or_default()
+            ),
+        ));
+    }
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(policy.io_timeout)
+        .read_timeout(policy.io_timeout)
+        .user_agent(concat!("spool-encoder/", env!("CARGO_PKG_VERSION")));
+    if let url::Host::Domain(name) = host {
+        b = b.resolve_to_addrs(name, &addrs);
+    }
+    b.build()
+        .map_err(|e| EncodeError::Failed(format!("cannot build an HTTP client: {e}")))
+}
+
+fn bad(url: &str, reason: String) -> EncodeError {
+    EncodeError::BadInput {
+        path: url.to_owned(),
+        reason,
+    }
+}
+
+fn too_big(url: &str, policy: &HttpPolicy) -> EncodeError {
+    EncodeError::LimitExceeded {
+        path: url.to_owned(),
+        reason: format!(
+            "larger than {} bytes (SPOOL_MAX_INPUT_BYTES)",
+            policy.max_bytes
+        ),
+    }
+}
+
+fn timed_out(url: &str, policy: &HttpPolicy) -> EncodeError {
+    EncodeError::Failed(format!(
+        "downloading {url}: no answer within {:?} (SPOOL_HTTP_TIMEOUT)",
+        policy.io_timeout
+    ))
+}
+
+fn transport(url: &str, e: reqwest::Error) -> EncodeError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    EncodeError::Failed(format!("downloading {url}: {msg}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_pass_by_default() -> Result<(), Box<dyn std::error::Error>> {
+        let p = HttpPolicy::default();
+        for denied in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "224.0.0.1",
+        ] {
+            assert!(!p.allows(denied.parse()?), "{denied} allowed");
+        }
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(p.allows(public.parse()?), "{public} refused");
+        }
+        let p = HttpPolicy {
+            allow_nets: parse_allow_nets("10.0.0.0/8, 127.0.0.1")?,
+            ..HttpPolicy::default()
+        };
+        assert!(p.allows("10.9.9.9".parse()?));
+        assert!(p.allows("127.0.0.1".parse()?));
+        assert!(!p.allows("127.0.0.2".parse()?));
+        assert!(!p.allows("169.254.169.254".parse()?));
+        assert!(parse_allow_nets("10.0.0.0/33").is_err());
+        assert!(parse_allow_nets("example.com").is_err());
+        Ok(())
+    }
+}
