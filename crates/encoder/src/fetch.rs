@@ -182,7 +182,7 @@ async fn fetch(url: &str, policy: &HttpPolicy, out: &mut std::fs::File) -> Resul
         let resp = tokio::time::timeout(policy.io_timeout, client.get(current.clone()).send())
             .await
             .map_err(|_| timed_out(url, policy))?
-            .map_err(|e| transport(url, e))?;
+            .map_err(|e| transport(url, policy, e))?;
         let status = resp.status();
         if status.is_redirection() {
             let loc = resp
@@ -225,7 +225,7 @@ async fn body(
         let chunk = tokio::time::timeout(policy.io_timeout, resp.chunk())
             .await
             .map_err(|_| timed_out(url, policy))?
-            .map_err(|e| transport(url, e))?;
+            .map_err(|e| transport(url, policy, e))?;
         let Some(chunk) = chunk else { break };
         total += chunk.len() as u64;
         if total > policy.max_bytes {
@@ -319,7 +319,10 @@ fn timed_out(url: &str, policy: &HttpPolicy) -> EncodeError {
     ))
 }
 
-fn transport(url: &str, e: reqwest::Error) -> EncodeError {
+fn transport(url: &str, policy: &HttpPolicy, e: reqwest::Error) -> EncodeError {
+    if e.is_timeout() {
+        return timed_out(url, policy);
+    }
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {

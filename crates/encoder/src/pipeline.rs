@@ -33,6 +33,9 @@ const DEFAULT_KEYFRAME_S: f64 = 2.0;
 /// Demuxers an input may use. Playlists and concat lists are left out: they
 /// open other files and URLs, which would escape the input root.
 const INPUT_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mxf,wav,mp3,aac,ogg,ivf,h264,hevc,yuv4mpegpipe";
+/// The frame rate assumed for a stream that declares none (FFmpeg's own
+/// default for raw streams).
+const DEFAULT_FPS: f64 = 25.0;
 /// The frame rate the frame-count limit assumes: the highest rate cameras
 /// record (slow motion), so `max_duration × this` frames is more than any
 /// genuine input of the allowed length has.
@@ -267,9 +270,19 @@ pub(crate) fn open_input(
     Ok(opened)
 }
 
+/// The source side every rendition's filter graph is built for.
+struct GraphInput {
+    shape: FrameShape,
+    tb: Rational,
+    rotation: Rotation,
+}
+
 /// One rendition's filter, encoder and muxer.
 struct RenditionOut {
     label: String,
+    /// The output frame size.
+    width: u32,
+    height: u32,
     encoder_name: &'static str,
     graph: filter::Graph,
     encoder: encoder::Video,
@@ -420,6 +433,14 @@ pub(crate) fn run(
         _ => (decoder.width(), decoder.height()),
     };
 
+    if decoder.format() == ff::format::Pixel::None {
+        // Probing decoded no picture: the stream's data is not what its
+        // header describes.
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: "its video could not be decoded while probing (corrupt media data)".into(),
+        });
+    }
     let mut staging = Staging::new(job.target)?;
     let hls = matches!(spec.container, Container::Hls { .. });
     let names = output_names(spec, job.target);
@@ -537,7 +558,7 @@ pub(crate) fn run(
             ost.set_parameters(&encoder);
             ost.set_time_base(enc_tb);
         }
-        let graph = video_filter(&decoder, v_tb, rotation, w, h)?;
+        let graph = video_filter(FrameShape::of_decoder(&decoder), v_tb, rotation, w, h)?;
         let frame_dur = if frame_rate.numerator() > 0 && enc_tb.numerator() > 0 {
             (f64::from(enc_tb.denominator()) * f64::from(frame_rate.denominator())
                 / (f64::from(enc_tb.numerator()) * f64::from(frame_rate.numerator())))
@@ -559,6 +580,8 @@ pub(crate) fn run(
             final_name,
             final_path,
             seg_dir,
+            width: w,
+            height: h,
             frames: 0,
         });
     }
@@ -616,7 +639,12 @@ pub(crate) fn run(
 
     // The main loop: read with `Packet::read` and decide per error (the
     // packet iterator would retry a failing read forever).
-    let mut seen = Decoded::new(display, limits, v_tb, spec);
+    let mut seen = Decoded::new(display, limits, v_tb, frame_rate, spec);
+    let mut graphs = GraphInput {
+        shape: FrameShape::of_decoder(&decoder),
+        tb: v_tb,
+        rotation,
+    };
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let mut decoded = frame::Video::empty();
     let mut packet = Packet::empty();
@@ -651,7 +679,7 @@ pub(crate) fn run(
             }
             while decoder.receive_frame(&mut decoded).is_ok() {
                 seen.frame(&mut decoded)?;
-                feed_all(&mut outs, &decoded)?;
+                feed_all(&mut outs, &decoded, &mut graphs, display)?;
             }
         } else {
             audio_packet(&mut audio, &mut outs, si, &packet)?;
@@ -671,7 +699,7 @@ pub(crate) fn run(
     }
     while decoder.receive_frame(&mut decoded).is_ok() {
         seen.frame(&mut decoded)?;
-        feed_all(&mut outs, &decoded)?;
+        feed_all(&mut outs, &decoded, &mut graphs, display)?;
     }
     if seen.frames == 0 {
         return Err(EncodeError::BadInput {
@@ -755,11 +783,27 @@ struct Decoded<'a> {
     max_frames: u64,
     /// HLS: segment length, to name the limit.
     segment_s: Option<f64>,
+    /// One frame at the nominal rate in `tb`: the step for frames that come
+    /// without a timestamp (raw streams).
+    frame_step: i64,
 }
 
 impl<'a> Decoded<'a> {
-    fn new(display: &'a str, limits: &'a Limits, tb: Rational, spec: &EncodeSpec) -> Self {
+    fn new(
+        display: &'a str,
+        limits: &'a Limits,
+        tb: Rational,
+        rate: Rational,
+        spec: &EncodeSpec,
+    ) -> Self {
+        let fps = if rate.numerator() > 0 && rate.denominator() > 0 {
+            f64::from(rate)
+        } else {
+            DEFAULT_FPS
+        };
+        let frame_step = (1.0 / (fps * f64::from(tb))).round().max(1.0) as i64;
         Decoded {
+            frame_step,
             display,
             limits,
             tb,
@@ -804,7 +848,13 @@ impl<'a> Decoded<'a> {
             )));
         }
         self.frames += 1;
-        let ts = f.timestamp();
+        // A frame without a timestamp (a raw stream) follows the last one.
+        let ts = f.timestamp().or_else(|| {
+            Some(
+                self.last_ts
+                    .map_or(0, |t| t.saturating_add(self.frame_step)),
+            )
+        });
         f.set_pts(ts);
         if let Some(t) = ts {
             self.first_ts.get_or_insert(t);
@@ -989,25 +1039,55 @@ impl Rotation {
     }
 }
 
+/// What a video filter graph's source is configured for: the decoded frames'
+/// size, pixel format and aspect. A stream that changes them mid-way gets new
+/// graphs (as FFmpeg's CLI does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameShape {
+    width: u32,
+    height: u32,
+    format: ff::format::Pixel,
+    sar: Rational,
+}
+
+impl FrameShape {
+    fn of_decoder(d: &codec::decoder::Video) -> Self {
+        FrameShape {
+            width: d.width(),
+            height: d.height(),
+            format: d.format(),
+            sar: d.aspect_ratio(),
+        }
+    }
+
+    fn of_frame(f: &frame::Video) -> Self {
+        FrameShape {
+            width: f.width(),
+            height: f.height(),
+            format: f.format(),
+            sar: f.aspect_ratio(),
+        }
+    }
+}
+
 fn video_filter(
-    decoder: &codec::decoder::Video,
+    shape: FrameShape,
     tb: Rational,
     rotation: Rotation,
     w: u32,
     h: u32,
 ) -> Result<filter::Graph, EncodeError> {
     let mut g = filter::Graph::new();
-    let sar = decoder.aspect_ratio();
-    let sar = if sar.numerator() > 0 {
-        sar
+    let sar = if shape.sar.numerator() > 0 && shape.sar.denominator() > 0 {
+        shape.sar
     } else {
         Rational(1, 1)
     };
     let args = format!(
         "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
-        decoder.width(),
-        decoder.height(),
-        ff::ffi::AVPixelFormat::from(decoder.format()) as i32,
+        shape.width,
+        shape.height,
+        ff::ffi::AVPixelFormat::from(shape.format) as i32,
         tb.numerator(),
         tb.denominator(),
         sar.numerator(),
@@ -1035,7 +1115,33 @@ fn video_filter(
 
 /// Feeds a decoded frame to every rendition. The filter source takes the
 /// frame's buffers, so every rendition but the last gets a copy.
-fn feed_all(outs: &mut [RenditionOut], f: &frame::Video) -> Result<(), EncodeError> {
+fn feed_all(
+    outs: &mut [RenditionOut],
+    f: &frame::Video,
+    graphs: &mut GraphInput,
+    display: &str,
+) -> Result<(), EncodeError> {
+    let shape = FrameShape::of_frame(f);
+    if shape != graphs.shape {
+        if shape.width == 0 || shape.height == 0 || shape.format == ff::format::Pixel::None {
+            return Err(EncodeError::BadInput {
+                path: display.to_owned(),
+                reason: "a decoded frame has no size or pixel format (corrupt)".into(),
+            });
+        }
+        for o in outs.iter_mut() {
+            o.graph = video_filter(shape, graphs.tb, graphs.rotation, o.width, o.height).map_err(
+                |e| EncodeError::BadInput {
+                    path: display.to_owned(),
+                    reason: format!(
+                        "its video changes to {}x{} {:?}, which cannot be scaled ({e})",
+                        shape.width, shape.height, shape.format
+                    ),
+                },
+            )?;
+        }
+        graphs.shape = shape;
+    }
     let last = outs.len().saturating_sub(1);
     for (i, o) in outs.iter_mut().enumerate() {
         if i < last {
