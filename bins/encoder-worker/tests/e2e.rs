@@ -250,3 +250,70 @@ fn the_redis_password_never_leaks() -> Result<()> {
     ensure!(!seen.contains("s3cret"), "the password leaked:\n{seen}");
     Ok(())
 }
+
+#[test]
+fn sigterm_ends_a_worker_stuck_on_a_silent_http_input_within_the_drain() -> Result<()> {
+    use std::io::Read;
+    let server = RedisServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    // Accepts, reads the request, never answers; reports when the socket closes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let tx = tx.clone();
+            let _ = tx.send(("accepted", Instant::now()));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = tx.send(("closed", Instant::now()));
+            });
+        }
+    });
+    let (ins, outs) = (input.display().to_string(), output.display().to_string());
+    let mut worker = WorkerProcess::spawn(
+        Path::new(WORKER),
+        &server.url(),
+        &[
+            ("SPOOL_QUEUE", "encode"),
+            ("SPOOL_INPUT_ROOT", &ins),
+            ("SPOOL_OUTPUT_ROOT", &outs),
+            ("SPOOL_ALLOW_HTTP", "true"),
+            ("SPOOL_HTTP_ALLOW_NETS", "127.0.0.1/32"),
+            ("SPOOL_DRAIN_TIMEOUT", "2s"),
+        ],
+    )?;
+    worker.wait_ready(Duration::from_secs(30))?;
+    let url = format!("http://127.0.0.1:{port}/never.mp4");
+    let o = spoolctl(
+        &server.url(),
+        &["encode", &url, "--out", "never", "--preset", "fastest"],
+    )?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout)?.trim().to_owned();
+    let (what, _) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .context("the worker never connected")?;
+    ensure!(what == "accepted");
+    let term = Instant::now();
+    worker.signal("TERM")?;
+    let status = worker.wait_exit(Duration::from_secs(10))?;
+    let took = term.elapsed();
+    ensure!(status.success(), "{status:?}\n{}", worker.log());
+    // The drain (2 s) plus the release and exit: well inside a grace period.
+    ensure!(took < Duration::from_secs(5), "exit took {took:?}");
+    let (what, at) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("the socket was never closed")?;
+    ensure!(what == "closed" && at - term < Duration::from_secs(5));
+    // The job went back to the queue for another worker, attempt not spent.
+    let o = spoolctl(&server.url(), &["inspect", &id, "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    ensure!(v["state"] == "ready", "{v}");
+    Ok(())
+}

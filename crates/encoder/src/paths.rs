@@ -152,6 +152,39 @@ pub fn check_output_name(given: &str) -> Result<Vec<&str>, EncodeError> {
     Ok(parts)
 }
 
+/// The properties every accepted output name has; the fuzz target and the
+/// corpus replay test check them for every input. `Err` names a violation.
+#[doc(hidden)]
+pub fn output_name_invariants(given: &str) -> Result<(), String> {
+    let Ok(parts) = check_output_name(given) else {
+        return Ok(());
+    };
+    if parts.is_empty() || parts.len() > MAX_OUTPUT_DEPTH {
+        return Err(format!("{given:?}: {} components", parts.len()));
+    }
+    for c in &parts {
+        let bad = c.is_empty()
+            || c.len() > MAX_COMPONENT_BYTES
+            || c.starts_with('.')
+            || c.contains('/')
+            || c.chars()
+                .any(|ch| ch.is_control() || FORBIDDEN_OUTPUT_CHARS.contains(&ch));
+        if bad {
+            return Err(format!("{given:?}: accepted component {c:?}"));
+        }
+    }
+    let joined = parts.join("/");
+    if !Path::new(&joined)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(format!(
+            "{given:?}: {joined:?} is not a plain relative path"
+        ));
+    }
+    Ok(())
+}
+
 fn open_root(root: &Path, given: &str, which: &str) -> Result<OwnedFd, EncodeError> {
     rustix::fs::open(
         root,
