@@ -26,6 +26,17 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Shortest lease accepted: heartbeats need room to arrive.
 const MIN_LEASE: Duration = Duration::from_millis(100);
+/// The bounds the scripts enforce (lib.lua; docs/protocol.md lists them):
+/// a day for a lease or a backoff, 366 days for a delay or a retention.
+pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
+/// Longest backoff delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(86_400);
+/// Longest delay before a job runs.
+pub const MAX_DELAY: Duration = Duration::from_secs(366 * 86_400);
+/// Longest retention of a finished job.
+pub const MAX_RETENTION: Duration = Duration::from_secs(366 * 86_400);
+/// Most attempts a job may have.
+pub const MAX_ATTEMPTS: u32 = 10_000;
 /// Longest dedup key accepted.
 const MAX_DEDUP_KEY: usize = 256;
 
@@ -127,11 +138,21 @@ impl JobOptions {
                 format!("{} is outside -1000..=1000", self.priority),
             );
         }
-        if self.max_attempts == 0 {
-            return bad("max_attempts", "must be at least 1".into());
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return bad("max_attempts", format!("must be within 1..={MAX_ATTEMPTS}"));
         }
         if self.lease < MIN_LEASE {
             return bad("lease", format!("{:?} is shorter than 100ms", self.lease));
+        }
+        for (field, v, max) in [
+            ("lease", self.lease, MAX_LEASE),
+            ("backoff_max", self.backoff_max, MAX_BACKOFF),
+            ("retention", self.retention, MAX_RETENTION),
+            ("delay", self.delay.unwrap_or_default(), MAX_DELAY),
+        ] {
+            if v > max {
+                return bad(field, format!("{v:?} is longer than the maximum {max:?}"));
+            }
         }
         if self.backoff > self.backoff_max {
             return bad("backoff", "the first delay exceeds backoff_max".into());

@@ -33,12 +33,20 @@ const MIN_BLOCK: Duration = Duration::from_millis(10);
 /// Scheduled and expired jobs a reserve call sweeps on its way; the rest wait for
 /// the next call or the periodic sweep, so no reserve is ever slow.
 const RESERVE_SWEEP_LIMIT: usize = 100;
+/// Entries one script call takes at most (the scripts refuse more).
+pub const MAX_BATCH: usize = 10_000;
+/// Payload bytes one reserve call moves at most by default: 16 MiB keeps one
+/// call well under 100 ms of Redis time while 16 full-size (1 MiB) jobs fit.
+pub const DEFAULT_MAX_RESERVE_BYTES: usize = 16 << 20;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Largest payload accepted by enqueue, in bytes.
     pub max_payload_bytes: usize,
+    /// Most payload bytes one reserve call moves (the first job always goes):
+    /// bounds how long one call holds Redis and how much one reply carries.
+    pub max_reserve_bytes: usize,
     /// A PEM CA bundle to trust for `rediss://` (a private CA); `None` trusts
     /// the public web roots.
     pub tls_ca_pem: Option<Vec<u8>>,
@@ -48,6 +56,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
+            max_reserve_bytes: DEFAULT_MAX_RESERVE_BYTES,
             tls_ca_pem: None,
         }
     }
@@ -374,7 +383,10 @@ impl Queue {
     pub async fn try_reserve(&self, max: usize) -> Result<(Vec<ReservedJob>, Option<Duration>)> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut inv = self.invocation(&scripts::RESERVE);
-        inv.arg(max.max(1)).arg(token).arg(RESERVE_SWEEP_LIMIT);
+        inv.arg(max.clamp(1, MAX_BATCH))
+            .arg(token)
+            .arg(RESERVE_SWEEP_LIMIT)
+            .arg(self.client.inner.options.max_reserve_bytes);
         let reply: Value = self.invoke(&inv).await?;
         let Value::Array(parts) = &reply else {
             return Err(self.corrupt("reserve", &reply));

@@ -749,3 +749,145 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// The raw protocol (what a producer in another language sends) with
+/// impossible numbers is refused before anything is written; a damaged job
+/// among ready ones goes dead with the reason and the others run.
+#[tokio::test]
+async fn bad_script_arguments_change_nothing_and_damaged_jobs_strand_nothing() -> Result<()> {
+    let (server, queue) = setup().await?;
+    let k = queue.keys().clone();
+    let mut conn = raw(&server)?;
+    let enqueue = redis::Script::new(concat!(
+        include_str!("../src/scripts/lib.lua"),
+        include_str!("../src/scripts/enqueue.lua")
+    ));
+    let keys = [
+        &k.ready,
+        &k.scheduled,
+        &k.active,
+        &k.outstanding,
+        &k.dead,
+        &k.completed,
+        &k.cancelled,
+        &k.seq,
+        &k.wake,
+    ];
+    // id, payload, priority, delay_ms, max_attempts, backoff_ms, backoff_max_ms,
+    // lease_ms, retention_s, dedup
+    let good = ["ok1", "{}", "0", "0", "3", "10", "100", "30000", "60", ""];
+    for (field, value) in [
+        (7, "nan"),
+        (7, "0"),
+        (7, "inf"),
+        (2, "1001"),
+        (2, "1.5"),
+        (3, "-1"),
+        (4, "0"),
+        (8, "99999999999"),
+        (0, ""),
+    ] {
+        let mut second = good;
+        second[0] = "bad";
+        second[field] = value;
+        let mut inv = enqueue.prepare_invoke();
+        for key in keys {
+            inv.key(key);
+        }
+        inv.arg(&k.prefix)
+            .arg("test")
+            .arg(2)
+            .arg(&good[..])
+            .arg(&second[..]);
+        let r: redis::RedisResult<Vec<String>> = inv.invoke(&mut conn);
+        let e = r
+            .err()
+            .with_context(|| format!("field {field} = {value:?} was accepted"))?;
+        ensure!(e.to_string().contains("spool: invalid"), "{e}");
+        let n: u64 = redis::cmd("SCARD").arg(&k.outstanding).query(&mut conn)?;
+        let exists: bool = redis::cmd("EXISTS").arg(k.job("ok1")).query(&mut conn)?;
+        ensure!(n == 0 && !exists, "a refused call wrote something");
+    }
+
+    // Three ready jobs; the middle one's lease is damaged, the last one's key
+    // is not a hash at all.
+    let ids = queue
+        .enqueue_batch(
+            (0..3)
+                .map(|_| NewJob::with_options(b"{}".to_vec(), JobOptions::default()))
+                .collect(),
+        )
+        .await?;
+    let _: () = redis::cmd("HSET")
+        .arg(k.job(&ids[1]))
+        .arg("lease_ms")
+        .arg("nan")
+        .query(&mut conn)?;
+    let _: () = redis::cmd("DEL").arg(k.job(&ids[2])).query(&mut conn)?;
+    let _: () = redis::cmd("SET")
+        .arg(k.job(&ids[2]))
+        .arg("oops")
+        .query(&mut conn)?;
+    let (jobs, _) = queue.try_reserve(10).await?;
+    ensure!(
+        jobs.len() == 1 && jobs[0].id == ids[0],
+        "only the sound job runs: {jobs:?}"
+    );
+    let damaged = queue.info(&ids[1]).await?;
+    ensure!(damaged.state == JobState::Dead, "{damaged:?}");
+    ensure!(
+        damaged
+            .last_error
+            .unwrap_or_default()
+            .contains("field lease_ms is \"nan\"")
+    );
+    let wrong = queue.info(&ids[2]).await?;
+    ensure!(wrong.state == JobState::Dead, "{wrong:?}");
+    let aside: String = redis::cmd("GET")
+        .arg(format!("{}corrupt:{}", k.prefix, ids[2]))
+        .query(&mut conn)?;
+    ensure!(aside == "oops", "the damaged value was not kept aside");
+    let stats = queue.stats().await?;
+    ensure!(
+        stats.outstanding == 1 && stats.active == 1 && stats.ready == 0 && stats.dead == 2,
+        "{stats:?}"
+    );
+    Ok(())
+}
+
+/// A reserve call stops at its byte budget (the first job always goes).
+#[tokio::test]
+async fn reserve_is_capped_by_bytes_as_well_as_count() -> Result<()> {
+    let server = RedisServer::start()?;
+    let client = Client::connect_with(
+        &server.url(),
+        ClientOptions {
+            max_reserve_bytes: 250_000,
+            ..ClientOptions::default()
+        },
+    )
+    .await?;
+    let queue = client.queue("bytes")?;
+    let payload = vec![b'x'; 100_000];
+    queue
+        .enqueue_batch(
+            (0..10)
+                .map(|_| NewJob::with_options(payload.clone(), JobOptions::default()))
+                .collect(),
+        )
+        .await?;
+    let (jobs, _) = queue.try_reserve(10).await?;
+    ensure!(
+        jobs.len() == 2,
+        "took {} jobs of 100 kB with a 250 kB budget",
+        jobs.len()
+    );
+    let (jobs, _) = queue.try_reserve(10).await?;
+    ensure!(jobs.len() == 2);
+    let big = client.queue("big")?;
+    big.enqueue(vec![b'y'; 400_000], JobOptions::default())
+        .await?;
+    let (jobs, _) = big.try_reserve(10).await?;
+    ensure!(jobs.len() == 1, "a job over the budget must still go alone");
+    Ok(())
+}

@@ -53,6 +53,9 @@ pub(crate) struct JobEnv<H> {
     pub(crate) release_all: CancellationToken,
     /// Jobs running now, for the active-jobs gauge.
     pub(crate) active: Arc<AtomicUsize>,
+    /// Ids of the jobs running or settling now, logged when a shutdown has to
+    /// leave before their results reached Redis.
+    pub(crate) running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Batches settlements into shared script calls.
     pub(crate) settler: Settler,
 }
@@ -65,6 +68,7 @@ impl<H> Clone for JobEnv<H> {
             config: self.config.clone(),
             release_all: self.release_all.clone(),
             active: self.active.clone(),
+            running: self.running.clone(),
             settler: self.settler.clone(),
         }
     }
@@ -87,6 +91,9 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
         .duration_since(job.run_at)
         .unwrap_or_default();
     metrics::histogram!(m::JOB_WAIT, "queue" => queue_label.clone()).record(wait.as_secs_f64());
+    if let Ok(mut ids) = env.running.lock() {
+        ids.insert(job.id.clone());
+    }
     let running = env.active.fetch_add(1, Ordering::SeqCst) + 1;
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(running as f64);
     tracing::info!(wait_ms = wait.as_millis() as u64, "job started");
@@ -127,6 +134,9 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             .await
             .unwrap_or("lease_lost"),
     };
+    if let Ok(mut ids) = env.running.lock() {
+        ids.remove(&job.id);
+    }
     let left = env.active.fetch_sub(1, Ordering::SeqCst) - 1;
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(left as f64);
     metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome)

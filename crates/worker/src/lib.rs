@@ -52,5 +52,7 @@ pub use config::{
 pub use handler::{Handler, JobContext, JobError};
 pub use health::Health;
 pub use logging::init_logging;
-pub use runtime::{Worker, WorkerBuilder, WorkerError};
+pub use runtime::{
+    FORCE_WAIT, RELEASE_WAIT, RESERVE_GRACE, SHUTDOWN_MARGIN, Worker, WorkerBuilder, WorkerError,
+};
 pub use shutdown::Shutdown;

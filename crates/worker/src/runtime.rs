@@ -34,7 +34,21 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long releases may take after the drain deadline before the process
 /// exits anyway (an unreleased job comes back when its lease expires).
-const RELEASE_WAIT: Duration = Duration::from_secs(5);
+pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// How long a reserve already in flight when the drain starts may still take
+/// to answer (its jobs are handed straight back) before the loop gives up on
+/// it; a job it leased then comes back when its lease expires.
+pub const RESERVE_GRACE: Duration = Duration::from_secs(1);
+/// The most a shutdown can take beyond `drain_timeout`, whatever Redis does:
+/// the reserve grace plus the release wait. Keep
+/// `terminationGracePeriodSeconds` at least `drain_timeout` + this.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
+/// After SIGINT or a second SIGTERM, how long releases may take.
+pub const FORCE_WAIT: Duration = Duration::from_secs(1);
+/// How often readiness checks Redis with a PING, whatever the load, and how
+/// long the PING may take before Redis counts as unreachable.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Jobs the sweep handles per step.
 const SWEEP_LIMIT: usize = 1000;
 
@@ -130,21 +144,31 @@ impl<H: Handler> Worker<H> {
             }
             None => None,
         };
-        // Readiness flips the moment a drain starts, whatever the loop is doing.
+        // Readiness flips the moment a drain starts, whatever the loop is doing,
+        // and the drain deadline counts from that moment.
+        let drain_started = Arc::new(std::sync::OnceLock::new());
         {
-            let (health, drain) = (health.clone(), shutdown.drain.clone());
+            let (health, drain, at) = (
+                health.clone(),
+                shutdown.drain.clone(),
+                drain_started.clone(),
+            );
             tokio::spawn(async move {
                 drain.cancelled().await;
+                let _ = at.set(tokio::time::Instant::now());
                 health.set_draining();
             });
         }
 
-        let result = match connect(&cfg, &health, &shutdown).await? {
-            Some(queue) => {
-                self.work(queue, &health, &shutdown).await;
+        let result = match connect(&cfg, &health, &shutdown).await {
+            Ok(Some(queue)) => {
+                let pinger = tokio::spawn(ping_loop(queue.clone(), health.clone()));
+                self.work(queue, &health, &shutdown, &drain_started).await;
+                pinger.abort();
                 Ok(())
             }
-            None => Ok(()),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         server_stop.cancel();
         if let Some(task) = server {
@@ -154,7 +178,13 @@ impl<H: Handler> Worker<H> {
         result
     }
 
-    async fn work(&self, queue: Queue, health: &Arc<Health>, shutdown: &Shutdown) {
+    async fn work(
+        &self,
+        queue: Queue,
+        health: &Arc<Health>,
+        shutdown: &Shutdown,
+        drain_started: &std::sync::OnceLock<tokio::time::Instant>,
+    ) {
         let cfg = &self.config;
         let sweeper_stop = CancellationToken::new();
         let sweeper = tokio::spawn(sweep_loop(
@@ -169,6 +199,7 @@ impl<H: Handler> Worker<H> {
             config: cfg.clone(),
             release_all: CancellationToken::new(),
             active: Arc::new(AtomicUsize::new(0)),
+            running: Arc::default(),
             settler: crate::settler::Settler::start(queue.clone()),
         };
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
@@ -184,7 +215,26 @@ impl<H: Handler> Worker<H> {
             while let Ok(p) = slots.clone().try_acquire_owned() {
                 permits.push(p);
             }
-            match queue.reserve(permits.len(), RESERVE_WAIT).await {
+            let reserve = queue.reserve(permits.len(), RESERVE_WAIT);
+            tokio::pin!(reserve);
+            let reserved = tokio::select! {
+                r = &mut reserve => r,
+                _ = shutdown.drain.cancelled() => {
+                    // A reserve in flight may have leased jobs: give it a
+                    // moment to answer so they can be handed back at once.
+                    tokio::select! {
+                        r = tokio::time::timeout(RESERVE_GRACE, &mut reserve) => match r {
+                            Ok(r) => r,
+                            Err(_) => {
+                                tracing::warn!("a reserve did not answer in time; any job it leased comes back when its lease expires");
+                                break;
+                            }
+                        },
+                        _ = shutdown.force.cancelled() => break,
+                    }
+                }
+            };
+            match reserved {
                 Ok(jobs) => {
                     health.set_redis_ok(true);
                     pause = RETRY_MIN;
@@ -223,7 +273,8 @@ impl<H: Handler> Worker<H> {
             }
         }
 
-        // Drain: in-flight jobs keep heartbeating and may finish.
+        // Drain: in-flight jobs keep heartbeating and may finish, until the
+        // deadline counted from the drain signal.
         tracker.close();
         let in_flight = env.active.load(Ordering::SeqCst);
         tracing::info!(
@@ -231,25 +282,64 @@ impl<H: Handler> Worker<H> {
             timeout_s = cfg.drain_timeout.as_secs_f64(),
             "draining"
         );
-        tokio::select! {
-            _ = tracker.wait() => tracing::info!("drain complete: every job finished"),
-            _ = tokio::time::sleep(cfg.drain_timeout) => {
-                tracing::warn!(left = env.active.load(Ordering::SeqCst), "drain deadline: releasing the jobs still running");
-                env.release_all.cancel();
-            }
-            _ = shutdown.force.cancelled() => {
-                tracing::warn!(left = env.active.load(Ordering::SeqCst), "forced stop: releasing the jobs still running");
-                env.release_all.cancel();
+        let started = drain_started
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        let deadline = started
+            .checked_add(cfg.drain_timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + cfg.drain_timeout);
+        let mut forced = shutdown.force.is_cancelled();
+        if !forced {
+            tokio::select! {
+                _ = tracker.wait() => tracing::info!("drain complete: every job finished"),
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(left = env.active.load(Ordering::SeqCst), "drain deadline: releasing the jobs still running");
+                }
+                _ = shutdown.force.cancelled() => {
+                    tracing::warn!(left = env.active.load(Ordering::SeqCst), "forced stop: releasing the jobs still running");
+                    forced = true;
+                }
             }
         }
-        if tokio::time::timeout(RELEASE_WAIT, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::error!("some jobs were not released in time; their leases will expire");
+        env.release_all.cancel();
+        // Releases are bounded too: Redis may not answer at all.
+        let wait = if forced { FORCE_WAIT } else { RELEASE_WAIT };
+        let settled = tokio::select! {
+            r = tokio::time::timeout(wait, tracker.wait()) => r.is_ok(),
+            _ = shutdown.force.cancelled(), if !forced => {
+                tokio::time::timeout(FORCE_WAIT, tracker.wait()).await.is_ok()
+            }
+        };
+        if !settled {
+            let unsettled: Vec<String> = env
+                .running
+                .lock()
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default();
+            tracing::error!(
+                ?unsettled,
+                "exiting with jobs whose results could not reach Redis; their leases will expire and they will run again"
+            );
         }
+        // Housekeeping only: a sweep in flight either ran on Redis or did not.
         sweeper_stop.cancel();
-        let _ = sweeper.await;
+        sweeper.abort();
+    }
+}
+
+/// Keeps readiness true to Redis whatever the load: a busy worker makes no
+/// reserve calls, so only a probe of its own notices an outage within seconds.
+async fn ping_loop(queue: Queue, health: Arc<Health>) {
+    let mut tick = tokio::time::interval(PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ok = matches!(
+            tokio::time::timeout(PING_TIMEOUT, queue.client().ping()).await,
+            Ok(Ok(()))
+        );
+        health.set_redis_ok(ok);
     }
 }
 
@@ -263,7 +353,11 @@ async fn connect(
     let mut pause = RETRY_MIN;
     let options = cfg.client_options()?;
     loop {
-        match Client::connect_with(&cfg.redis_url, options.clone()).await {
+        let attempt = tokio::select! {
+            r = Client::connect_with(&cfg.redis_url, options.clone()) => r,
+            _ = shutdown.drain.cancelled() => return Ok(None),
+        };
+        match attempt {
             Ok(client) => {
                 health.set_redis_ok(true);
                 tracing::info!(redis = client.addr(), queue = %cfg.queue, concurrency = cfg.concurrency, "connected");

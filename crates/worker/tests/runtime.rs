@@ -444,3 +444,84 @@ async fn bad_settings_stop_start_up_with_exit_code_2() -> Result<()> {
     }
     Ok(())
 }
+
+/// SIGTERM, then SIGINT, with Redis frozen (SIGSTOP): every path from a signal
+/// to exit is bounded by the drain timeout plus `SHUTDOWN_MARGIN`, whatever
+/// Redis does, and the jobs that could not be settled are named in the log.
+#[tokio::test]
+async fn shutdown_is_bounded_when_redis_hangs() -> Result<()> {
+    for (signal, bound) in [
+        // drain (2 s) + margin, with a second of slack for process exit.
+        (
+            "TERM",
+            Duration::from_secs(2) + spool_worker::SHUTDOWN_MARGIN + Duration::from_secs(1),
+        ),
+        // "at once": the force wait plus slack.
+        ("INT", spool_worker::FORCE_WAIT + Duration::from_secs(1)),
+    ] {
+        let server = RedisServer::start()?;
+        let q = queue(&server).await?;
+        let mut w = worker(
+            &server,
+            &[("SPOOL_CONCURRENCY", "2"), ("SPOOL_DRAIN_TIMEOUT", "2s")],
+        )?;
+        let ids = enqueue(&q, r#"{"sleep_ms": 60000}"#, 2, JobOptions::default()).await?;
+        wait_for("2 active jobs", Duration::from_secs(10), async || {
+            Ok(q.stats().await?.active == 2)
+        })
+        .await?;
+        server.pause()?;
+        let t = Instant::now();
+        w.signal(signal)?;
+        let status = w.wait_exit(Duration::from_secs(30));
+        let took = t.elapsed();
+        server.resume()?;
+        let status = status?;
+        ensure!(status.success(), "SIG{signal}: {status}\n{}", w.log());
+        ensure!(
+            took <= bound,
+            "SIG{signal} with Redis frozen: exit took {took:?}, bound {bound:?}\n{}",
+            w.log()
+        );
+        let log = w.log();
+        ensure!(
+            ids.iter().all(|id| log.contains(id.as_str())),
+            "the unsettled job ids are not in the log:\n{log}"
+        );
+    }
+    Ok(())
+}
+
+/// A worker whose every slot is busy still turns not-ready within a few
+/// seconds of Redis going away.
+#[tokio::test]
+async fn a_busy_worker_reports_a_redis_outage_within_seconds() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let mut w = worker(&server, &[("SPOOL_CONCURRENCY", "2")])?;
+    enqueue(&q, r#"{"sleep_ms": 60000}"#, 2, JobOptions::default()).await?;
+    wait_for("2 active jobs", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 2)
+    })
+    .await?;
+    server.pause()?;
+    let down = Instant::now();
+    let mut not_ready = None;
+    while down.elapsed() < Duration::from_secs(15) {
+        if let Ok((503, _)) = w.get("/readyz") {
+            not_ready = Some(down.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.resume()?;
+    let after = not_ready.context("/readyz stayed 200 for 15 s of a Redis outage")?;
+    ensure!(
+        after < Duration::from_secs(5),
+        "not-ready only after {after:?}"
+    );
+    w.wait_ready(Duration::from_secs(10))?;
+    w.signal("INT")?;
+    w.wait_exit(Duration::from_secs(10))?;
+    Ok(())
+}

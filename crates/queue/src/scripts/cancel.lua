@@ -6,11 +6,17 @@
 --       running: the flag reaches its worker at the next heartbeat),
 --       'finished:<state>' when it had already ended, or 'not_found'.
 
-local id = ARGV[2]
+argc(2)
+local id = str_arg(ARGV[2], 'id', 1, MAX_ID)
 local jk = job_key(id)
-local state = redis.call('HGET', jk, 'state')
-if not state then return 'not_found' end
 local now = now_ms()
+local f, kind = read_job(jk, 'state')
+if not f then
+  quarantine(id, now, kind)
+  return 'finished:dead'
+end
+local state = f[1]
+if not state then return 'not_found' end
 if state == 'ready' then
   redis.call('ZREM', K_READY, id)
   to_cancelled(jk, id, now)

@@ -6,7 +6,10 @@
 -- Returns: the number of jobs retried or purged.
 -- Invariant: a retried job starts over with attempts 0 and is outstanding again.
 
-local action, limit = ARGV[2], tonumber(ARGV[3])
+local action = ARGV[2]
+if action ~= 'retry' and action ~= 'purge' then bad_arg('action', action, 'must be retry or purge') end
+local limit = int_arg(ARGV[3], 'limit', 1, MAX_BATCH)
+for i = 4, #ARGV do str_arg(ARGV[i], 'id', 1, MAX_ID) end
 local ids = {}
 if #ARGV > 3 then
   for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -20,10 +23,29 @@ for _, id in ipairs(ids) do
     if action == 'purge' then
       redis.call('DEL', jk)
       done = done + 1
-    elseif redis.call('EXISTS', jk) == 1 then
-      make_ready(id, tonumber(redis.call('HGET', jk, 'priority')) or 0, false,
-        { 'attempts', 0, 'finished_at', '', 'settled_by', '', 'cancel', '' })
-      done = done + 1
+    else
+      local f = read_job(jk, 'state', 'priority', 'dedup')
+      if f and f[1] then
+        -- Its dedup key may have been taken by a newer job meanwhile: then
+        -- this one comes back without it, so one key never names two live jobs.
+        local fields = { 'attempts', 0, 'finished_at', '', 'settled_by', '', 'cancel', '' }
+        local d = f[3]
+        if d and d ~= '' then
+          local dk = PREFIX .. 'dedup:' .. d
+          local held = redis.pcall('GET', dk)
+          if type(held) == 'string' and held ~= id and redis.call('EXISTS', job_key(held)) == 1 then
+            fields[#fields + 1] = 'dedup'
+            fields[#fields + 1] = ''
+          else
+            redis.call('SET', dk, id)
+          end
+        end
+        make_ready(id, num_field(f[2] or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, false, fields)
+        done = done + 1
+      else
+        -- Not a hash (or gone): keep it listed as dead.
+        redis.call('ZADD', K_DEAD, now_ms(), id)
+      end
     end
   end
 end

@@ -8,13 +8,16 @@
 -- Invariant: a lease is valid while its token is the job's and the job is active;
 --       one past its deadline stays valid until a sweep reclaims the job.
 
-local id, token = ARGV[2], ARGV[3]
+argc(5)
+local id = str_arg(ARGV[2], 'id', 1, MAX_ID)
+local token = str_arg(ARGV[3], 'token', 1, 2 * MAX_ID)
+local ext = int_arg(ARGV[4], 'extension_ms', 0, MAX_LEASE_MS)
 local jk = job_key(id)
-local f = redis.call('HMGET', jk, 'state', 'lease', 'lease_ms', 'cancel')
+local f = read_job(jk, 'state', 'lease', 'lease_ms', 'cancel')
+if not f then return { 'lease_lost', 'corrupt' } end
 if not f[1] then return { 'not_found' } end
 if f[1] ~= 'active' or f[2] ~= token then return { 'lease_lost', f[1] } end
-local ext = tonumber(ARGV[4]) or 0
-if ext <= 0 then ext = tonumber(f[3]) or 30000 end
+if ext <= 0 then ext = num_field(f[3], MIN_LEASE_MS, MAX_LEASE_MS) or 30000 end
 local deadline = now_ms() + ext
 redis.call('HSET', jk, 'deadline', deadline)
 if ARGV[5] ~= '' then redis.call('HSET', jk, 'progress', ARGV[5]) end

@@ -31,6 +31,64 @@ local MID = 1099511627776       -- 2^40
 -- A blocked consumer needs one token; more than this many waiting is waste.
 local WAKE_CAP = 64
 
+-- Accepted argument ranges (docs/protocol.md lists them; spool-queue's
+-- JobOptions::validate enforces the same before sending).
+local MAX_ID = 256                 -- bytes, ids and dedup keys
+local MAX_DELAY_MS = 31622400000   -- 366 days
+local MAX_ATTEMPTS = 10000
+local MAX_BACKOFF_MS = 86400000    -- 1 day
+local MIN_LEASE_MS = 100
+local MAX_LEASE_MS = 86400000      -- 1 day
+local MAX_RETENTION_S = 31622400   -- 366 days
+local MAX_BATCH = 10000            -- entries in one call
+
+-- Argument checks. Redis does not undo a script's earlier writes when it
+-- fails, so every script checks all of its arguments before its first write,
+-- and a bad call changes nothing.
+-- Only printable ASCII goes into an error reply: clients parse replies as
+-- text, and a stray byte from a binary argument would break their connection.
+local function printable(v)
+  local s = tostring(v):sub(1, 64):gsub('[^%w%p ]', '?')
+  return s
+end
+
+local function bad_arg(name, v, why)
+  error({ err = 'ERR spool: invalid ' .. name .. ' "' .. printable(v) .. '": ' .. why })
+end
+
+-- An integer in lo..hi (no NaN, no infinity, no fraction).
+local function int_arg(v, name, lo, hi)
+  local x = tonumber(v)
+  if x == nil or x ~= x or x ~= math.floor(x) or x < lo or x > hi then
+    bad_arg(name, v, 'must be an integer in ' .. lo .. '..' .. hi)
+  end
+  return x
+end
+
+-- A string of min..max bytes.
+local function str_arg(v, name, min, max)
+  if type(v) ~= 'string' or #v < min or #v > max then
+    bad_arg(name, v, 'must be ' .. min .. ' to ' .. max .. ' bytes')
+  end
+  return v
+end
+
+-- Exactly `want` arguments.
+local function argc(want)
+  if #ARGV ~= want then
+    error({ err = 'ERR spool: expected ' .. want .. ' arguments, got ' .. #ARGV })
+  end
+end
+
+-- A stored numeric field, or nil when missing or malformed (stored fields can
+-- be damaged by hand or by another tool: a job's corruption, never a reason
+-- to fail the other jobs of a call).
+local function num_field(v, lo, hi)
+  local x = tonumber(v)
+  if x == nil or x ~= x or x ~= math.floor(x) or x < lo or x > hi then return nil end
+  return x
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -38,6 +96,16 @@ end
 
 local function job_key(id)
   return PREFIX .. 'job:' .. id
+end
+
+-- HMGET that survives a job key of the wrong type: returns the values, or
+-- nil and the key's type.
+local function read_job(jk, ...)
+  local r = redis.pcall('HMGET', jk, ...)
+  if type(r) == 'table' and r.err then
+    return nil, redis.call('TYPE', jk).ok
+  end
+  return r
 end
 
 local function wake(n)
@@ -82,7 +150,7 @@ end
 local function retain(jk, id, index_key, now, retention)
   local r = retention
   if r == nil then r = redis.call('HGET', jk, 'retention_s') end
-  r = tonumber(r) or 0
+  r = num_field(r, 0, MAX_RETENTION_S) or 0
   if r <= 0 then
     redis.call('DEL', jk)
   else
@@ -98,6 +166,31 @@ local function to_dead(jk, id, now, reason)
   release_dedup(jk, id)
 end
 
+-- A job whose key holds something other than a hash: the value is moved
+-- aside (kept for inspection) and the job recorded dead with the reason, so
+-- it leaves every live index and the other jobs of the call go on.
+local function quarantine(id, now, kind)
+  local jk = job_key(id)
+  local aside = PREFIX .. 'corrupt:' .. id
+  redis.call('RENAME', jk, aside)
+  redis.call('HSET', jk, 'id', id, 'state', 'dead', 'attempts', 0, 'max_attempts', 1,
+    'last_error', 'corrupt job: its key held a ' .. kind .. ', not a hash; moved to ' .. aside,
+    'finished_at', now)
+  redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_SCHED, id)
+  redis.call('ZREM', K_ACTIVE, id)
+  redis.call('ZADD', K_DEAD, now, id)
+  redis.call('SREM', K_OUT, id)
+end
+
+-- A job hash with a malformed field: dead, naming the field.
+local function corrupt(jk, id, now, field, value)
+  redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_SCHED, id)
+  redis.call('ZREM', K_ACTIVE, id)
+  to_dead(jk, id, now, 'corrupt job: field ' .. field .. ' is "' .. printable(value) .. '"')
+end
+
 local function to_cancelled(jk, id, now)
   redis.call('HSET', jk, 'state', 'cancelled', 'finished_at', now)
   redis.call('SREM', K_OUT, id)
@@ -111,10 +204,18 @@ local function promote_due(now, limit)
   local moved = 0
   for _, id in ipairs(ids) do
     redis.call('ZREM', K_SCHED, id)
-    local prio = redis.call('HGET', job_key(id), 'priority')
-    if prio then
-      make_ready(id, tonumber(prio) or 0, false)
-      moved = moved + 1
+    local jk = job_key(id)
+    local f, kind = read_job(jk, 'priority', 'state')
+    if not f then
+      quarantine(id, now, kind)
+    elseif f[2] then
+      local prio = num_field(f[1] or 0, -PRIORITY_MAX, PRIORITY_MAX)
+      if prio == nil then
+        corrupt(jk, id, now, 'priority', f[1])
+      else
+        make_ready(id, prio, false)
+        moved = moved + 1
+      end
     end
   end
   if moved > 0 then wake(moved) end
@@ -130,20 +231,32 @@ local function recover_expired(now, limit)
   for _, id in ipairs(ids) do
     redis.call('ZREM', K_ACTIVE, id)
     local jk = job_key(id)
-    local f = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'priority', 'cancel', 'state')
-    if not f[5] then
+    local f, kind = read_job(jk, 'attempts', 'max_attempts', 'priority', 'cancel', 'state')
+    local attempts, max_attempts, prio
+    if f then
+      attempts = num_field(f[1] or 0, 0, 1e15)
+      max_attempts = num_field(f[2] or 1, 1, 1e15)
+      prio = num_field(f[3] or 0, -PRIORITY_MAX, PRIORITY_MAX)
+    end
+    if not f then
+      quarantine(id, now, kind)
+    elseif not f[5] then
       redis.call('SREM', K_OUT, id)
     elseif f[4] == '1' then
       to_cancelled(jk, id, now)
+    elseif attempts == nil then
+      corrupt(jk, id, now, 'attempts', f[1])
+    elseif max_attempts == nil then
+      corrupt(jk, id, now, 'max_attempts', f[2])
+    elseif prio == nil then
+      corrupt(jk, id, now, 'priority', f[3])
     else
-      local attempts = tonumber(f[1]) or 0
-      local max_attempts = tonumber(f[2]) or 1
       local reason = 'lease expired during attempt ' .. attempts .. ' of ' .. max_attempts
         .. ': the worker died, was killed or stopped heartbeating'
       if attempts >= max_attempts then
         to_dead(jk, id, now, reason)
       else
-        make_ready(id, tonumber(f[3]) or 0, true, { 'last_error', reason })
+        make_ready(id, prio, true, { 'last_error', reason })
         back = back + 1
       end
     end
@@ -151,3 +264,5 @@ local function recover_expired(now, limit)
   if back > 0 then wake(back) end
   return #ids
 end
+
+str_arg(PREFIX, 'prefix', 1, 2 * MAX_ID)

@@ -2,7 +2,9 @@
 --
 -- KEYS: the common nine (lib.lua).
 -- ARGV: [1] prefix, [2] n, [3] lease token base (random, per call),
---       [4] how many scheduled and expired jobs to sweep first
+--       [4] how many scheduled and expired jobs to sweep first,
+--       [5] byte budget: stop adding jobs once their payloads would pass it
+--           (0: no budget; the first job always goes)
 -- Returns: { jobs, wait_hint_ms } where each job is
 --       { id, payload, attempts, max_attempts, lease_ms, enqueued_at, run_at,
 --         priority, backoff_ms, backoff_max_ms, token, deadline }
@@ -10,38 +12,73 @@
 --       scheduled job or lease deadline (-1: none), so a consumer blocks no longer.
 -- Invariant: attempts grow here, before any work, so a job that crashes its
 --       worker is still counted; a leased job is in `active` and `outstanding`.
+--       A job with a damaged hash goes dead with the reason (its key moved
+--       aside when it is not a hash); the others in the batch are unaffected.
 
-local n = tonumber(ARGV[2])
-local token_base = ARGV[3]
-local sweep_limit = tonumber(ARGV[4])
+local n = int_arg(ARGV[2], 'n', 1, MAX_BATCH)
+local token_base = str_arg(ARGV[3], 'token', 1, MAX_ID)
+local sweep_limit = int_arg(ARGV[4], 'sweep limit', 1, 100000)
+local budget = int_arg(ARGV[5], 'byte budget', 0, 1e15)
+argc(5)
 local now = now_ms()
 
 promote_due(now, sweep_limit)
 recover_expired(now, sweep_limit)
 
-local popped = redis.call('ZPOPMIN', K_READY, n)
+-- Candidates in backlog order; each is taken (ZREM) only once it is known
+-- to be a runnable job, and the byte budget stops the batch early (one job
+-- always goes, however large).
+local cand = redis.call('ZRANGE', K_READY, 0, n - 1)
 local jobs = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
+local bytes = 0
+for _, id in ipairs(cand) do
   local jk = job_key(id)
-  local f = redis.call('HMGET', jk, 'payload', 'attempts', 'max_attempts', 'lease_ms',
+  local size = redis.pcall('HSTRLEN', jk, 'payload')
+  if type(size) ~= 'number' then size = 0 end
+  if budget > 0 and #jobs > 0 and bytes + size > budget then break end
+  redis.call('ZREM', K_READY, id)
+  local f, kind = read_job(jk, 'payload', 'attempts', 'max_attempts', 'lease_ms',
     'enqueued_at', 'run_at', 'priority', 'backoff_ms', 'backoff_max_ms', 'state')
-  if not f[10] then
+  local bad = nil
+  local v = {}
+  if f and f[10] and f[1] then
+    local checks = {
+      { 2, 'attempts', 0, 1e15, 0 }, { 3, 'max_attempts', 1, 1e15, 1 },
+      { 4, 'lease_ms', MIN_LEASE_MS, MAX_LEASE_MS, 30000 },
+      { 5, 'enqueued_at', 0, 1e15, now }, { 6, 'run_at', 0, 1e15, now },
+      { 7, 'priority', -PRIORITY_MAX, PRIORITY_MAX, 0 },
+      { 8, 'backoff_ms', 0, MAX_BACKOFF_MS, 1000 },
+      { 9, 'backoff_max_ms', 0, MAX_BACKOFF_MS, 60000 } }
+    for _, c in ipairs(checks) do
+      local raw = f[c[1]]
+      if raw == false or raw == nil then
+        v[c[1]] = c[5]
+      else
+        v[c[1]] = num_field(raw, c[3], c[4])
+        if v[c[1]] == nil then bad = c; break end
+      end
+    end
+  end
+  if not f then
+    quarantine(id, now, kind)
+  elseif not f[10] then
     -- The hash is gone (deleted by hand, or expired): nothing to run.
     redis.call('SREM', K_OUT, id)
   elseif not f[1] then
     to_dead(jk, id, now, 'corrupt job: its hash has no payload field')
+  elseif bad then
+    corrupt(jk, id, now, bad[2], f[bad[1]])
   else
-    local attempts = (tonumber(f[2]) or 0) + 1
-    local lease_ms = tonumber(f[4]) or 30000
+    local attempts = v[2] + 1
+    local lease_ms = v[4]
     local deadline = now + lease_ms
     local token = token_base .. ':' .. (#jobs + 1)
     redis.call('HSET', jk, 'state', 'active', 'attempts', attempts, 'lease', token,
       'deadline', deadline, 'started_at', now)
     redis.call('ZADD', K_ACTIVE, deadline, id)
-    jobs[#jobs + 1] = { id, f[1], attempts, tonumber(f[3]) or 1, lease_ms,
-      tonumber(f[5]) or now, tonumber(f[6]) or now, tonumber(f[7]) or 0,
-      tonumber(f[8]) or 1000, tonumber(f[9]) or 60000, token, deadline }
+    bytes = bytes + size
+    jobs[#jobs + 1] = { id, f[1], attempts, v[3], lease_ms, v[5], v[6], v[7], v[8], v[9],
+      token, deadline }
   end
 end
 

@@ -11,8 +11,18 @@
 -- Invariant (fencing): only the holder of the current lease changes the job.
 --       Repeating a settle whose reply was lost returns the state it set.
 
-local n = tonumber(ARGV[2])
 local STRIDE = 5
+local MODES = { complete = true, retry = true, dead = true, release = true, cancelled = true }
+local n = int_arg(ARGV[2], 'n', 0, MAX_BATCH)
+argc(2 + n * STRIDE)
+for i = 0, n - 1 do
+  local b = 3 + i * STRIDE
+  local at = ' (entry ' .. (i + 1) .. ')'
+  str_arg(ARGV[b], 'id' .. at, 1, MAX_ID)
+  str_arg(ARGV[b + 1], 'token' .. at, 1, 2 * MAX_ID)
+  if not MODES[ARGV[b + 2]] then bad_arg('mode' .. at, ARGV[b + 2], 'must be complete, retry, dead, release or cancelled') end
+  int_arg(ARGV[b + 4], 'delay_ms' .. at, 0, MAX_DELAY_MS)
+end
 local now = now_ms()
 local out = {}
 local woken = 0
@@ -20,12 +30,20 @@ local woken = 0
 for i = 0, n - 1 do
   local b = 3 + i * STRIDE
   local id, token, mode, data = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local delay = tonumber(ARGV[b + 4]) or 0
+  local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
-  local f = redis.call('HMGET', jk, 'state', 'lease', 'attempts', 'max_attempts',
+  local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
     'priority', 'settled_by', 'dedup', 'retention_s')
-  local state, lease = f[1], f[2]
-  if not state then
+  local state, lease
+  if f then state, lease = f[1], f[2] end
+  local attempts = f and num_field(f[3] or 0, 0, 1e15)
+  local max_attempts = f and num_field(f[4] or 1, 1, 1e15)
+  local prio = f and num_field(f[5] or 0, -PRIORITY_MAX, PRIORITY_MAX)
+  if not f then
+    -- Not a hash: nobody's lease; moved aside and recorded dead.
+    quarantine(id, now, kind)
+    out[#out + 1] = 'lease_lost:dead'
+  elseif not state then
     out[#out + 1] = 'not_found'
   elseif state ~= 'active' or lease ~= token then
     if f[6] == token then
@@ -33,6 +51,15 @@ for i = 0, n - 1 do
     else
       out[#out + 1] = 'lease_lost:' .. state
     end
+  elseif mode ~= 'complete' and (attempts == nil or max_attempts == nil or prio == nil) then
+    -- The holder reports an outcome, but the job's counters are damaged:
+    -- dead with the reason rather than a guess.
+    local field, value = 'attempts', f[3]
+    if max_attempts == nil then field, value = 'max_attempts', f[4]
+    elseif prio == nil then field, value = 'priority', f[5] end
+    redis.call('HSET', jk, 'settled_by', token)
+    corrupt(jk, id, now, field, value)
+    out[#out + 1] = 'dead'
   else
     redis.call('ZREM', K_ACTIVE, id)
     local dedup = f[7] or ''
@@ -44,15 +71,15 @@ for i = 0, n - 1 do
       retain(jk, id, K_DONE, now, f[8] or 0)
       out[#out + 1] = 'completed'
     elseif mode == 'release' then
-      make_ready(id, tonumber(f[5]) or 0, true,
-        { 'attempts', math.max(0, (tonumber(f[3]) or 1) - 1), 'settled_by', token })
+      make_ready(id, prio, true,
+        { 'attempts', math.max(0, attempts - 1), 'settled_by', token })
       woken = woken + 1
       out[#out + 1] = 'ready'
     elseif mode == 'cancelled' then
       redis.call('HSET', jk, 'settled_by', token)
       to_cancelled(jk, id, now)
       out[#out + 1] = 'cancelled'
-    elseif mode == 'retry' and (tonumber(f[3]) or 0) < (tonumber(f[4]) or 1) then
+    elseif mode == 'retry' and attempts < max_attempts then
       local run_at = now + delay
       redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at,
         'settled_by', token)
@@ -62,7 +89,7 @@ for i = 0, n - 1 do
     else
       local reason = data
       if mode == 'retry' then
-        reason = data .. ' (attempt ' .. f[3] .. ' of ' .. f[4] .. ', no retries left)'
+        reason = data .. ' (attempt ' .. attempts .. ' of ' .. max_attempts .. ', no retries left)'
       end
       redis.call('HSET', jk, 'settled_by', token)
       to_dead(jk, id, now, reason)

@@ -5,7 +5,8 @@
 -- Returns: { promoted, recovered, pruned }: scheduled jobs made ready, expired
 --       leases handed back (or killed), retention index entries dropped.
 
-local limit = tonumber(ARGV[2])
+argc(2)
+local limit = int_arg(ARGV[2], 'limit', 1, 100000)
 local now = now_ms()
 local promoted = promote_due(now, limit)
 local recovered = recover_expired(now, limit)
