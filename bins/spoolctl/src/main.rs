@@ -14,6 +14,9 @@ use spool_queue::{
     CancelOutcome, Client, Error as QueueError, JobInfo, JobOptions, JobState, NewJob, Queue,
 };
 
+/// How long `watch` keeps retrying while Redis is unreachable before it gives
+/// up (a failover or a restart with AOF takes seconds).
+const WATCH_OUTAGE: Duration = Duration::from_secs(60);
 /// Jobs sent per enqueue call when reading NDJSON from stdin.
 const STDIN_BATCH: usize = 1000;
 /// The queue when none is named.
@@ -79,6 +82,19 @@ enum Command {
     },
     /// Replay a load profile against a ScaledObject's settings (needs no Redis).
     Simulate(SimulateArgs),
+    /// Find jobs out of place (a deleted or damaged index, a job in no index);
+    /// exits 1 when something is wrong and was not repaired.
+    Check {
+        /// Fix what is found: each job goes back where its state says.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: only say what would be fixed.
+        #[arg(long, requires = "repair")]
+        dry_run: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The queue's Redis keys (for manifests, ACLs and redis-cli); needs no Redis.
     Keys {
         /// One JSON object: `{"queue", "backlog", "outstanding", …}`.
@@ -450,6 +466,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             CancelOutcome::AlreadyFinished(s) => println!("{id} had already ended: {s}"),
         },
         Command::Dead { action } => dead(&queue, action).await?,
+        Command::Check {
+            repair,
+            dry_run,
+            json,
+        } => return check(&queue, repair && !dry_run, json).await,
         Command::Keys { .. } | Command::Simulate(_) => {}
     }
     Ok(ExitCode::SUCCESS)
@@ -539,19 +560,39 @@ async fn enqueue(queue: &Queue, args: EnqueueArgs) -> Result<(), Failure> {
     if stdin.is_terminal() {
         eprintln!("spoolctl: reading NDJSON jobs from the terminal; end with Ctrl-D");
     }
-    // Check every line before sending any, so bad input enqueues nothing.
+    // Check every line (JSON, size, options) before sending any, so bad
+    // input enqueues nothing.
     let mut jobs = Vec::new();
     for (i, line) in stdin.lock().lines().enumerate() {
         let line = line.map_err(|e| usage(format!("cannot read stdin: {e}")))?;
         if line.trim().is_empty() {
             continue;
         }
-        let payload = check_json(&line, &format!("line {}", i + 1))?;
-        jobs.push(NewJob::with_options(payload, opts.clone()));
+        let what = format!("line {}", i + 1);
+        let payload = check_json(&line, &what)?;
+        let job = NewJob::with_options(payload, opts.clone());
+        queue
+            .check_job(&job)
+            .map_err(|e| usage(format!("{what}: {e}; nothing was enqueued")))?;
+        jobs.push(job);
     }
+    // A failure part-way (Redis lost) leaves exactly the printed ids enqueued.
+    let mut sent = 0usize;
     for chunk in jobs.chunks(STDIN_BATCH) {
-        for id in queue.enqueue_batch(chunk.to_vec()).await? {
-            println!("{id}");
+        match queue.enqueue_batch(chunk.to_vec()).await {
+            Ok(ids) => {
+                for id in ids {
+                    println!("{id}");
+                }
+                sent += chunk.len();
+            }
+            Err(e) => {
+                eprintln!(
+                    "spoolctl: {sent} of {} jobs were enqueued (their ids are printed above); the rest were not",
+                    jobs.len()
+                );
+                return Err(e.into());
+            }
         }
     }
     Ok(())
@@ -581,8 +622,30 @@ async fn stats(client: &Client, only: Option<&str>, json: bool) -> Result<(), Fa
             "CANCELLED"
         );
     }
+    // One queue that cannot be read (a bad name registered by hand, a
+    // damaged key) is reported, and the others are still shown.
+    let mut failed = Vec::new();
     for name in names {
-        let s = client.queue(&name)?.stats().await?;
+        let s = match client.queue(&name) {
+            Ok(q) => q.stats().await,
+            Err(e) => Err(e),
+        };
+        let s = match s {
+            Ok(s) => s,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "queue": name, "error": e.to_string() })
+                    );
+                } else {
+                    println!("{name:<24} error: {e}");
+                }
+                failed.push(name);
+                continue;
+            }
+        };
         if json {
             println!("{}", serde_json::to_string(&s).unwrap_or_default());
         } else {
@@ -598,6 +661,20 @@ async fn stats(client: &Client, only: Option<&str>, json: bool) -> Result<(), Fa
                 s.cancelled
             );
         }
+    }
+    if !failed.is_empty() {
+        return Err(Failure {
+            code: 1,
+            message: format!(
+                "could not read {}: {}",
+                if failed.len() == 1 {
+                    "this queue"
+                } else {
+                    "these queues"
+                },
+                failed.join(", ")
+            ),
+        });
     }
     Ok(())
 }
@@ -635,8 +712,36 @@ async fn watch(queue: &Queue, id: &str) -> Result<ExitCode, Failure> {
         indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos:>3}% {msg} (eta {eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let mut seen = false;
+    let mut down_since: Option<std::time::Instant> = None;
     loop {
-        let info = queue.info(id).await?;
+        let info = match queue.info(id).await {
+            Ok(info) => {
+                seen = true;
+                down_since = None;
+                info
+            }
+            // Completed or cancelled with retention 0: the hash is gone the
+            // moment the job ends (dead jobs are always kept).
+            Err(QueueError::NotFound { .. }) if seen => {
+                bar.finish();
+                println!(
+                    "{id} finished and was not retained (retention 0): it completed or was cancelled; its result was not kept"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A dropped connection is not the job's failure: keep watching.
+            Err(e) if e.is_transient() => {
+                let since = *down_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > WATCH_OUTAGE {
+                    return Err(e.into());
+                }
+                bar.set_message(format!("Redis unreachable, retrying: {e}"));
+                tokio::time::sleep(WATCH_POLL).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(p) = percent_of(&info) {
             bar.set_position(p.clamp(0.0, 100.0) as u64);
         }
@@ -669,6 +774,34 @@ async fn watch(queue: &Queue, id: &str) -> Result<ExitCode, Failure> {
         }
         tokio::time::sleep(WATCH_POLL).await;
     }
+}
+
+async fn check(queue: &Queue, repair: bool, json: bool) -> Result<ExitCode, Failure> {
+    let report = queue.check(repair).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        let verb = if report.repaired { "repaired" } else { "found" };
+        println!(
+            "{}: {} jobs examined{}, {} {verb}",
+            report.queue,
+            report.examined,
+            if report.keys_scanned {
+                ""
+            } else {
+                " (indexes only: a cluster's job keys are not scanned)"
+            },
+            report.findings.len()
+        );
+    }
+    Ok(if report.findings.is_empty() || report.repaired {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn dead(queue: &Queue, action: DeadAction) -> Result<(), Failure> {

@@ -275,3 +275,156 @@ fn simulate_replays_a_profile_against_the_shipped_scaledobject() -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
+
+#[test]
+fn an_oversize_line_after_a_thousand_good_ones_enqueues_nothing() -> Result<()> {
+    let server = RedisServer::start()?;
+    let mut input = String::new();
+    for i in 0..1001 {
+        input.push_str(&format!("{{\"n\":{i}}}\n"));
+    }
+    // Over the 1 MiB payload limit.
+    input.push_str(&format!("{{\"big\":\"{}\"}}\n", "x".repeat(1_100_000)));
+    let o = spoolctl(&server, &["enqueue", "-"], Some(&input))?;
+    ensure!(o.status.code() == Some(2), "{:?} {}", o.status, err(&o));
+    ensure!(
+        err(&o).contains("line 1002") && err(&o).contains("nothing was enqueued"),
+        "{}",
+        err(&o)
+    );
+    ensure!(out(&o).is_empty(), "ids were printed: {}", out(&o).len());
+    let o = spoolctl(&server, &["stats", "--json", "-q", "encode"], None)?;
+    ensure!(out(&o).contains("\"outstanding\":0"), "{}", out(&o));
+    Ok(())
+}
+
+#[test]
+fn huge_delays_and_bad_queue_names_are_refused_not_wrapped() -> Result<()> {
+    let server = RedisServer::start()?;
+    for delay in [
+        "18446744073709551615ms",
+        "100000000000000000000",
+        "400d",
+        "367d",
+    ] {
+        let o = spoolctl(
+            &server,
+            &["enqueue", "--payload", "{}", "--delay", delay],
+            None,
+        )?;
+        ensure!(
+            o.status.code() == Some(2) && err(&o).contains("delay"),
+            "--delay {delay}: {:?} {}",
+            o.status,
+            err(&o)
+        );
+    }
+    // A queue registered under a name spool cannot use: the others still show.
+    let o = spoolctl(&server, &["enqueue", "--payload", "{}"], None)?;
+    ensure!(o.status.success());
+    let mut conn = server.connection()?;
+    redis::cmd("SADD")
+        .arg("spool:queues")
+        .arg("bad name")
+        .exec(&mut conn)?;
+    let o = spoolctl(&server, &["stats", "--json"], None)?;
+    ensure!(o.status.code() == Some(1), "{:?}", o.status);
+    ensure!(
+        out(&o).contains("\"queue\":\"encode\"") && out(&o).contains("\"error\""),
+        "{}",
+        out(&o)
+    );
+    ensure!(err(&o).contains("bad name"), "{}", err(&o));
+    Ok(())
+}
+
+#[test]
+fn check_finds_and_repairs_jobs_stranded_by_a_deleted_index() -> Result<()> {
+    let server = RedisServer::start()?;
+    let o = spoolctl(&server, &["enqueue", "-"], Some("{}\n{}\n{}\n"))?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let o = spoolctl(
+        &server,
+        &["enqueue", "--payload", "{}", "--delay", "1h"],
+        None,
+    )?;
+    ensure!(o.status.success());
+    let o = spoolctl(&server, &["check"], None)?;
+    ensure!(o.status.success(), "a healthy queue: {}", out(&o));
+    let mut conn = server.connection()?;
+    redis::cmd("DEL")
+        .arg("spool:{encode}:ready")
+        .arg("spool:{encode}:scheduled")
+        .exec(&mut conn)?;
+    let o = spoolctl(&server, &["check"], None)?;
+    ensure!(o.status.code() == Some(1), "{}", out(&o));
+    ensure!(out(&o).contains("4 found"), "{}", out(&o));
+    let o = spoolctl(&server, &["check", "--repair", "--dry-run"], None)?;
+    ensure!(o.status.code() == Some(1) && out(&o).contains("4 found"));
+    let o = spoolctl(&server, &["check", "--repair"], None)?;
+    ensure!(
+        o.status.success() && out(&o).contains("4 repaired"),
+        "{}",
+        out(&o)
+    );
+    let o = spoolctl(&server, &["stats", "--json", "-q", "encode"], None)?;
+    let s: serde_json::Value = serde_json::from_str(out(&o).trim())?;
+    ensure!(
+        s["ready"] == 3 && s["outstanding"] == 3 && s["scheduled"] == 1,
+        "{s}"
+    );
+    let o = spoolctl(&server, &["check"], None)?;
+    ensure!(
+        o.status.success() && out(&o).contains("0 found"),
+        "{}",
+        out(&o)
+    );
+    Ok(())
+}
+
+#[test]
+fn watch_survives_a_redis_restart_and_knows_an_unretained_job_finished() -> Result<()> {
+    use spool_queue::{Client, JobOptions};
+    use std::time::Duration;
+    let mut server = RedisServer::start()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let queue =
+        rt.block_on(async { anyhow::Ok(Client::connect(&server.url()).await?.queue("encode")?) })?;
+    let id = rt.block_on(
+        queue.enqueue(
+            b"{}".to_vec(),
+            JobOptions::default()
+                .retention(Duration::ZERO)
+                .lease(Duration::from_secs(60)),
+        ),
+    )?;
+    let (jobs, _) = rt.block_on(queue.try_reserve(1))?;
+    let job = jobs.first().context("nothing reserved")?.clone();
+    let watch = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
+        .args(["watch", &id])
+        .env("SPOOL_REDIS_URL", server.url())
+        .env_remove("SPOOL_QUEUE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(800));
+    // Redis goes away for a moment and comes back with its AOF.
+    server.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart()?;
+    let queue =
+        rt.block_on(async { anyhow::Ok(Client::connect(&server.url()).await?.queue("encode")?) })?;
+    rt.block_on(queue.complete(&job, b"{}"))?;
+    let o = watch.wait_with_output()?;
+    ensure!(
+        o.status.success(),
+        "{:?}\n{}\n{}",
+        o.status,
+        out(&o),
+        err(&o)
+    );
+    ensure!(out(&o).contains("not retained"), "{}", out(&o));
+    Ok(())
+}

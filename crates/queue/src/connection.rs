@@ -42,6 +42,11 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
     /// Parses `redis://[user:pass@]host[:port][/db]` or `rediss://…` (TLS). A
     /// comma-separated list of URLs, or the scheme `redis+cluster://`, means a
     /// Redis Cluster with those seed nodes.

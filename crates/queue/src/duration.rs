@@ -3,7 +3,13 @@
 
 use std::time::Duration;
 
-/// Parses a duration; `None` for anything else (negative, unknown unit, text).
+/// The longest duration any spool setting or option accepts (366 days, the
+/// longest delay or retention); longer values are refused rather than
+/// overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parses a duration; `None` for anything else (negative, unknown unit, text,
+/// longer than [`MAX_DURATION`]). Never panics.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let t = v.trim();
     let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
@@ -20,7 +26,8 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
     num.parse::<f64>()
         .ok()
         .filter(|n| n.is_finite() && *n >= 0.0)
-        .map(|n| Duration::from_secs_f64(n * scale))
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .filter(|d| *d <= MAX_DURATION)
 }
 
 #[cfg(test)]
@@ -33,7 +40,18 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration(" 2m "), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
-        for bad in ["soon", "-1s", "5d", ""] {
+        assert_eq!(parse_duration("8784h"), Some(MAX_DURATION));
+        for bad in [
+            "soon",
+            "-1s",
+            "5d",
+            "",
+            "100000000000000000000",
+            "99999999999999h",
+            "1e400",
+            "367d",
+            "18446744073709551615ms",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

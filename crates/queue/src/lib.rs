@@ -47,7 +47,7 @@ mod scripts;
 
 pub use backoff::{backoff_cap, backoff_delay};
 pub use connection::mask_password;
-pub use duration::parse_duration;
+pub use duration::{MAX_DURATION, parse_duration};
 pub use error::{Error, Result};
 pub use job::{
     DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION,
@@ -58,6 +58,6 @@ pub use keys::Keys;
 #[doc(hidden)]
 pub use queue::fuzzing;
 pub use queue::{
-    CancelOutcome, Client, ClientOptions, DEFAULT_MAX_PAYLOAD, Heartbeat, Queue, QueueStats,
-    Settle, SweepReport,
+    CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_RESERVE_BYTES, Heartbeat, MAX_BATCH, Queue, QueueStats, Settle, SweepReport,
 };

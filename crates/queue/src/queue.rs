@@ -33,6 +33,37 @@ const MIN_BLOCK: Duration = Duration::from_millis(10);
 /// Scheduled and expired jobs a reserve call sweeps on its way; the rest wait for
 /// the next call or the periodic sweep, so no reserve is ever slow.
 const RESERVE_SWEEP_LIMIT: usize = 100;
+/// Jobs one check script call reconciles.
+const CHECK_CHUNK: usize = 500;
+
+/// Escapes a key prefix for a SCAN MATCH pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What [`Queue::check`] found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// The queue.
+    pub queue: String,
+    /// Jobs looked at.
+    pub examined: usize,
+    /// Whether job keys were scanned too (single server) or only the indexes
+    /// read (cluster).
+    pub keys_scanned: bool,
+    /// One line per job out of place: `<id>: <what>`.
+    pub findings: Vec<String>,
+    /// Whether the findings were repaired.
+    pub repaired: bool,
+}
+
 /// Entries one script call takes at most (the scripts refuse more).
 pub const MAX_BATCH: usize = 10_000;
 /// Payload bytes one reserve call moves at most by default: 16 MiB keeps one
@@ -290,20 +321,28 @@ impl Queue {
             .ok_or_else(|| self.corrupt("enqueue", &Value::Nil))
     }
 
+    /// Checks a job as [`Queue::enqueue_batch`] would (options, payload size)
+    /// without sending it: a producer validates all its input first, so bad
+    /// input enqueues nothing.
+    pub fn check_job(&self, job: &NewJob) -> Result<()> {
+        job.options.validate()?;
+        let max = self.client.inner.options.max_payload_bytes;
+        if job.payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: job.payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// Enqueues many jobs, a thousand per script call, and returns their ids in
     /// input order. Every job is checked before any is sent. Each call is atomic;
     /// the batch as a whole is not, but retrying it is safe when the jobs carry
     /// ids ([`crate::JobOptions::id`]): existing ids are not enqueued twice.
     pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
-        let max = self.client.inner.options.max_payload_bytes;
         for job in &jobs {
-            job.options.validate()?;
-            if job.payload.len() > max {
-                return Err(Error::PayloadTooLarge {
-                    size: job.payload.len(),
-                    max,
-                });
-            }
+            self.check_job(job)?;
         }
         if !self.registered.load(Ordering::Relaxed) {
             let _: i64 = self
@@ -622,6 +661,75 @@ impl Queue {
             dead,
             completed,
             cancelled,
+        })
+    }
+
+    /// Reconciles every job of the queue with the index its state says it is
+    /// in (`spoolctl check`): a deleted or damaged index, a job left outside
+    /// every index, an index entry whose job is gone. With `repair`, fixes
+    /// what it finds; without, only reports. Jobs are found through the
+    /// indexes and, on a single server, by scanning the queue's job keys (on
+    /// a cluster only the indexes are read).
+    pub async fn check(&self, repair: bool) -> Result<CheckReport> {
+        let k = &self.keys;
+        let mut ids: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        for key in [&k.ready, &k.active, &k.scheduled] {
+            let v: Vec<Vec<u8>> = self
+                .client
+                .query(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1))
+                .await?;
+            ids.extend(v);
+        }
+        let v: Vec<Vec<u8>> = self
+            .client
+            .query(redis::cmd("SMEMBERS").arg(&k.outstanding))
+            .await?;
+        ids.extend(v);
+        let scanned = !self.client.inner.endpoint.is_cluster();
+        if scanned {
+            let job_prefix = format!("{}job:", k.prefix);
+            let pattern = format!("{}*", glob_escape(&job_prefix));
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = self
+                    .client
+                    .query(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000),
+                    )
+                    .await?;
+                ids.extend(
+                    keys.into_iter().filter_map(|key| {
+                        key.strip_prefix(job_prefix.as_bytes()).map(<[u8]>::to_vec)
+                    }),
+                );
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        let ids: Vec<Vec<u8>> = ids.into_iter().filter(|id| !id.is_empty()).collect();
+        let mut findings = Vec::new();
+        for chunk in ids.chunks(CHECK_CHUNK) {
+            let mut inv = self.invocation(&scripts::CHECK);
+            inv.arg(if repair { "repair" } else { "check" });
+            for id in chunk {
+                inv.arg(&id[..]);
+            }
+            let found: Vec<String> = self.invoke(&inv).await?;
+            findings.extend(found);
+        }
+        Ok(CheckReport {
+            queue: self.name.to_string(),
+            examined: ids.len(),
+            keys_scanned: scanned,
+            findings,
+            repaired: repair,
         })
     }
 

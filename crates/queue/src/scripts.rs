@@ -25,3 +25,4 @@ script!(HEARTBEAT, "scripts/heartbeat.lua");
 script!(CANCEL, "scripts/cancel.lua");
 script!(SWEEP, "scripts/sweep.lua");
 script!(DEAD, "scripts/dead.lua");
+script!(CHECK, "scripts/check.lua");

@@ -18,6 +18,24 @@ pub const DEFAULT_QUEUE: &str = "encode";
 /// Every worker sweeps; the sweep is idempotent and costs one script call.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Bounds on the settings: values outside them break a guarantee (a lease
+/// shorter than a round trip plus a GC pause loses jobs to the sweep) or
+/// make no sense (a million-slot semaphore).
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+/// The longest lease (the queue's own bound).
+pub const MAX_LEASE: Duration = spool_queue::MAX_LEASE;
+/// The longest drain: a day covers the longest encode a pod may finish.
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Sweep at least this rarely (each sweep is a script call per worker) and
+/// at least this often.
+pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest sweep interval: an hour.
+pub const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// The shortest heartbeat period: a few round trips.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(20);
+/// The most jobs one process runs at once.
+pub const MAX_CONCURRENCY: usize = 10_000;
+
 /// A setting with a value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {setting}={value:?}: {reason}")]
@@ -95,6 +113,17 @@ impl WorkerConfig {
     /// Reads settings through `get` (the environment, or a test's map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut c = WorkerConfig::default();
+        // The queue has a default, but a queue set to nothing is a mistake
+        // (a typo in a manifest), not a request for the default.
+        if let Some(v) = get("SPOOL_QUEUE")
+            && v.trim().is_empty()
+        {
+            return Err(ConfigError {
+                setting: "SPOOL_QUEUE",
+                value: v,
+                reason: "is set but empty; unset it for the default `encode`".into(),
+            });
+        }
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         if let Some(v) = get("SPOOL_REDIS_URL") {
             c.redis_url = v;
@@ -130,14 +159,48 @@ impl WorkerConfig {
         Ok(c)
     }
 
-    /// Checks values that only make sense together.
+    /// Checks every value and the values that only make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.concurrency == 0 {
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
             return Err(ConfigError {
                 setting: "SPOOL_CONCURRENCY",
-                value: "0".into(),
-                reason: "must be at least 1".into(),
+                value: self.concurrency.to_string(),
+                reason: format!("must be within 1..={MAX_CONCURRENCY}"),
             });
+        }
+        spool_queue::Client::check_url(&self.redis_url).map_err(|e| ConfigError {
+            setting: "SPOOL_REDIS_URL",
+            value: spool_queue::mask_password(&self.redis_url),
+            reason: e.to_string(),
+        })?;
+        let range = |setting, v: Duration, min: Duration, max: Duration| {
+            if v < min || v > max {
+                Err(ConfigError {
+                    setting,
+                    value: format!("{v:?}"),
+                    reason: format!("must be within {min:?}..={max:?}"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(lease) = self.lease {
+            range("SPOOL_LEASE", lease, MIN_LEASE, MAX_LEASE)?;
+        }
+        range(
+            "SPOOL_DRAIN_TIMEOUT",
+            self.drain_timeout,
+            Duration::ZERO,
+            MAX_DRAIN_TIMEOUT,
+        )?;
+        range(
+            "SPOOL_SWEEP_INTERVAL",
+            self.sweep_interval,
+            MIN_SWEEP_INTERVAL,
+            MAX_SWEEP_INTERVAL,
+        )?;
+        if let Some(hb) = self.heartbeat {
+            range("SPOOL_HEARTBEAT", hb, MIN_HEARTBEAT, MAX_LEASE / 2)?;
         }
         spool_queue::Keys::new(&self.queue).map_err(|e| ConfigError {
             setting: "SPOOL_QUEUE",
@@ -145,12 +208,14 @@ impl WorkerConfig {
             reason: e.to_string(),
         })?;
         if let (Some(lease), Some(hb)) = (self.lease, self.heartbeat)
-            && hb >= lease
+            && hb > lease / 2
         {
             return Err(ConfigError {
                 setting: "SPOOL_HEARTBEAT",
                 value: format!("{hb:?}"),
-                reason: format!("must be shorter than SPOOL_LEASE ({lease:?}), ideally a third"),
+                reason: format!(
+                    "must be at most half of SPOOL_LEASE ({lease:?}), ideally a third, so a lost beat does not lose the lease"
+                ),
             });
         }
         if let Some(ca) = &self.redis_ca_file
@@ -160,13 +225,6 @@ impl WorkerConfig {
                 setting: "SPOOL_REDIS_CA_FILE",
                 value: ca.display().to_string(),
                 reason: format!("cannot read it: {e}"),
-            });
-        }
-        if self.sweep_interval.is_zero() {
-            return Err(ConfigError {
-                setting: "SPOOL_SWEEP_INTERVAL",
-                value: "0".into(),
-                reason: "must be positive".into(),
             });
         }
         Ok(())
@@ -188,11 +246,16 @@ impl WorkerConfig {
         })
     }
 
-    /// The heartbeat period for a job whose lease is `job_lease`.
+    /// The heartbeat period for a job whose lease is `job_lease`: the
+    /// setting, or a third of the lease, and never more than half of the
+    /// lease in force (a job's own lease may be shorter than the setting
+    /// assumed).
     pub(crate) fn heartbeat_for(&self, job_lease: Duration) -> Duration {
+        let lease = self.lease.unwrap_or(job_lease);
         self.heartbeat
-            .unwrap_or_else(|| self.lease.unwrap_or(job_lease) / 3)
-            .max(Duration::from_millis(20))
+            .unwrap_or(lease / 3)
+            .min(lease / 2)
+            .max(MIN_HEARTBEAT)
     }
 }
 
@@ -264,6 +327,28 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_stays_well_below_the_lease_in_force() -> Result<(), ConfigError> {
+        // Not more than half the lease, whether it comes from the settings...
+        assert!(cfg(&[("SPOOL_LEASE", "10s"), ("SPOOL_HEARTBEAT", "6s")]).is_err());
+        let c = cfg(&[("SPOOL_LEASE", "10s"), ("SPOOL_HEARTBEAT", "5s")])?;
+        assert_eq!(
+            c.heartbeat_for(Duration::from_secs(60)),
+            Duration::from_secs(5)
+        );
+        // ...or from the job's own lease.
+        let c = cfg(&[("SPOOL_HEARTBEAT", "20s")])?;
+        assert_eq!(
+            c.heartbeat_for(Duration::from_secs(6)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            c.heartbeat_for(Duration::from_secs(60)),
+            Duration::from_secs(20)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn durations_parse_in_several_units() -> Result<(), ConfigError> {
         assert_eq!(parse_duration("X", "30")?, Duration::from_secs(30));
         assert_eq!(parse_duration("X", "250ms")?, Duration::from_millis(250));
@@ -281,12 +366,25 @@ mod tests {
             ("SPOOL_METRICS_ADDR", "nowhere"),
             ("SPOOL_LOG_FORMAT", "xml"),
             ("SPOOL_QUEUE", "a b"),
+            ("SPOOL_QUEUE", " "),
+            ("SPOOL_CONCURRENCY", "18446744073709551615"),
+            ("SPOOL_CONCURRENCY", "99999999999999999999999"),
+            ("SPOOL_LEASE", "1ms"),
+            ("SPOOL_LEASE", "100000000000000000000"),
+            ("SPOOL_LEASE", "99999999999999h"),
+            ("SPOOL_DRAIN_TIMEOUT", "100000000000000000000"),
+            ("SPOOL_DRAIN_TIMEOUT", "2000h"),
+            ("SPOOL_SWEEP_INTERVAL", "0"),
+            ("SPOOL_HEARTBEAT", "0ms"),
+            ("SPOOL_REDIS_URL", "http://nope"),
+            ("SPOOL_REDIS_URL", "redis://u:secret@h:notaport"),
         ];
         for (k, v) in cases {
             match cfg(&[(k, v)]) {
                 Err(e) => {
-                    assert_eq!(e.setting, k);
+                    assert_eq!(e.setting, k, "{k}={v}: {e}");
                     assert!(e.to_string().contains(k), "{e}");
+                    assert!(!e.to_string().contains("secret"), "{e}");
                 }
                 Ok(_) => panic!("{k}={v} was accepted"),
             }

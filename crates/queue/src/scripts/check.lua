@@ -1,0 +1,93 @@
+-- check.lua: reconciles jobs with the indexes their state says they are in,
+-- for `spoolctl check`; repairs only when asked.
+--
+-- KEYS: the common nine (lib.lua).
+-- ARGV: [1] prefix, [2] mode ('check': report only, 'repair': fix), then ids
+-- Returns: one line per finding, "<id>: <what was wrong>" (repaired when the
+--       mode is 'repair'); nothing when every job sits where its state says.
+-- Invariant kept (after a repair): `outstanding` = `ready` ∪ `active`, and a
+--       job with state ready, active or scheduled is in that index (and only
+--       there); a finished or missing job is in none of the live indexes.
+
+local mode = ARGV[2]
+if mode ~= 'check' and mode ~= 'repair' then bad_arg('mode', mode, 'must be check or repair') end
+for i = 3, #ARGV do str_arg(ARGV[i], 'id', 1, MAX_ID) end
+local fix = mode == 'repair'
+local now = now_ms()
+local out = {}
+
+local function note(id, what)
+  out[#out + 1] = id .. ': ' .. what
+end
+
+local function score(key, id)
+  return redis.call('ZSCORE', key, id)
+end
+
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local jk = job_key(id)
+  local f, kind = read_job(jk, 'state', 'priority', 'deadline', 'run_at')
+  local in_ready = score(K_READY, id)
+  local in_active = score(K_ACTIVE, id)
+  local in_sched = score(K_SCHED, id)
+  local in_out = redis.call('SISMEMBER', K_OUT, id) == 1
+  if not f then
+    note(id, 'its key holds a ' .. kind .. ', not a hash; moved aside and recorded dead')
+    if fix then quarantine(id, now, kind) end
+  elseif not f[1] then
+    if in_ready or in_active or in_sched or in_out then
+      note(id, 'indexed but its hash is gone; removed from the indexes')
+      if fix then
+        redis.call('ZREM', K_READY, id)
+        redis.call('ZREM', K_ACTIVE, id)
+        redis.call('ZREM', K_SCHED, id)
+        redis.call('SREM', K_OUT, id)
+      end
+    end
+  else
+    local state = f[1]
+    if state == 'ready' then
+      if not in_ready or in_active or in_sched or not in_out then
+        note(id, 'ready but not (only) in the backlog; put back at the front')
+        if fix then
+          redis.call('ZREM', K_ACTIVE, id)
+          redis.call('ZREM', K_SCHED, id)
+          redis.call('ZREM', K_READY, id)
+          make_ready(id, num_field(f[2] or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, true)
+          wake(1)
+        end
+      end
+    elseif state == 'active' then
+      if not in_active or in_ready or in_sched or not in_out then
+        note(id, 'active but not (only) in the active set; its lease restored')
+        if fix then
+          redis.call('ZREM', K_READY, id)
+          redis.call('ZREM', K_SCHED, id)
+          redis.call('ZADD', K_ACTIVE, num_field(f[3], 0, 1e15) or now, id)
+          redis.call('SADD', K_OUT, id)
+        end
+      end
+    elseif state == 'scheduled' then
+      if not in_sched or in_ready or in_active or in_out then
+        note(id, 'scheduled but not (only) in the schedule; rescheduled')
+        if fix then
+          redis.call('ZREM', K_READY, id)
+          redis.call('ZREM', K_ACTIVE, id)
+          redis.call('SREM', K_OUT, id)
+          redis.call('ZADD', K_SCHED, num_field(f[4], 0, 1e15) or now, id)
+        end
+      end
+    elseif in_ready or in_active or in_sched or in_out then
+      note(id, state .. ' but still in a live index; removed from it')
+      if fix then
+        redis.call('ZREM', K_READY, id)
+        redis.call('ZREM', K_ACTIVE, id)
+        redis.call('ZREM', K_SCHED, id)
+        redis.call('SREM', K_OUT, id)
+      end
+    end
+  end
+end
+
+return out
