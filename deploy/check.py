@@ -18,6 +18,9 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+# spool_worker::SHUTDOWN_MARGIN, in seconds (crates/worker/src/runtime.rs).
+SHUTDOWN_MARGIN_S = 3
+
 K8S_VERSION = "1.30.0"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -136,8 +139,10 @@ def check_overlay(overlay, docs, schemas, settings, spoolctl, probes):
     spec = worker["spec"]["template"]["spec"]
     grace = spec.get("terminationGracePeriodSeconds", 30)
     drain = duration_s(config.get("SPOOL_DRAIN_TIMEOUT", "25s"))
-    if grace <= drain:
-        problem(overlay, f"terminationGracePeriodSeconds {grace} must exceed SPOOL_DRAIN_TIMEOUT {drain:g}s")
+    # The worker exits within the drain timeout plus spool_worker::SHUTDOWN_MARGIN
+    # (3 s) whatever Redis does (docs/operations.md); a second more for the exit.
+    if grace < drain + SHUTDOWN_MARGIN_S + 1:
+        problem(overlay, f"terminationGracePeriodSeconds {grace} must be at least SPOOL_DRAIN_TIMEOUT {drain:g}s + {SHUTDOWN_MARGIN_S + 1}s (the shutdown bound)")
     c = next((c for c in spec["containers"] if c["name"] == "worker"), None)
     if c is None:
         problem(overlay, "no worker container")

@@ -563,3 +563,26 @@ fn inputs_that_end_early_or_cannot_be_decoded_fail_permanently() -> Result<()> {
     ensure!(left.is_empty(), "left behind: {left:?}");
     Ok(())
 }
+
+#[test]
+fn a_fifo_or_device_in_the_input_root_is_refused_without_blocking() -> Result<()> {
+    let r = roots()?;
+    let fifo = r.input.join("pipe.mp4");
+    let st = Command::new("mkfifo").arg(&fifo).status()?;
+    ensure!(st.success(), "mkfifo failed");
+    std::os::unix::fs::symlink("/dev/zero", r.input.join("zero.mp4"))?;
+    let enc = encoder(&r, Limits::default())?;
+    for input in ["pipe.mp4", "zero.mp4"] {
+        // Opening a FIFO for reading would block until a writer came.
+        let started = std::time::Instant::now();
+        let e = run(&enc, Some("j"), &small_spec(input, "o", MP4)?)
+            .err()
+            .with_context(|| format!("{input} was accepted"))?;
+        ensure!(path_refused(&e) && !e.is_retryable(), "{input}: {e:?}");
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{input}: blocked"
+        );
+    }
+    Ok(())
+}
