@@ -891,3 +891,37 @@ async fn reserve_is_capped_by_bytes_as_well_as_count() -> Result<()> {
     ensure!(jobs.len() == 1, "a job over the budget must still go alone");
     Ok(())
 }
+
+/// A dead job retried after a newer job took its dedup key comes back without
+/// the key: one key never names two live jobs.
+#[tokio::test]
+async fn dead_retry_never_gives_one_dedup_key_two_live_jobs() -> Result<()> {
+    let (_server, queue) = setup().await?;
+    let opts = || JobOptions::default().dedup_key("clip-42");
+    let a = queue.enqueue(b"{}".to_vec(), opts()).await?;
+    let (jobs, _) = queue.try_reserve(1).await?;
+    let job = jobs.first().context("nothing reserved")?;
+    queue.fail(job, "bad input", true).await?;
+    ensure!(queue.info(&a).await?.state == JobState::Dead);
+    // The key is free once A is dead: B takes it.
+    let b = queue.enqueue(b"{}".to_vec(), opts()).await?;
+    ensure!(b != a, "the dead job's key was not freed");
+    ensure!(queue.dead_retry(&[a.clone()], 10).await? == 1);
+    let info = queue.info(&a).await?;
+    ensure!(info.state == JobState::Ready, "{info:?}");
+    ensure!(
+        info.dedup_key.is_none(),
+        "A came back holding B's key: {info:?}"
+    );
+    // The key still names B, and only B.
+    ensure!(queue.enqueue(b"{}".to_vec(), opts()).await? == b);
+    // Without a competitor, a retried job takes its key back.
+    let (jobs, _) = queue.try_reserve(10).await?;
+    for j in &jobs {
+        queue.fail(j, "again", true).await?;
+    }
+    ensure!(queue.dead_retry(&[b.clone()], 10).await? == 1);
+    ensure!(queue.info(&b).await?.dedup_key.as_deref() == Some("clip-42"));
+    ensure!(queue.enqueue(b"{}".to_vec(), opts()).await? == b);
+    Ok(())
+}
