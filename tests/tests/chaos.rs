@@ -130,7 +130,19 @@ async fn chaos_loses_nothing_and_reruns_only_what_kills_explain() -> Result<()> 
     }
 
     // Nothing ran again after its completion was acknowledged.
-    let record = Record::read(&rec);
+    // The record must hold every job, or every check below passes vacuously.
+    let record = Record::read_required(&rec)?;
+    let done = record.done_counts();
+    let missing: Vec<_> = ids
+        .iter()
+        .filter(|id| !done.contains_key(id.as_str()))
+        .collect();
+    ensure!(
+        missing.is_empty() && record.starts() >= jobs_total,
+        "the record lacks {} of {jobs_total} jobs ({} starts)",
+        missing.len(),
+        record.starts()
+    );
     for e in record.0.iter().filter(|e| e.kind == "start") {
         let done = finished_at.get(&e.id).copied().unwrap_or(u64::MAX);
         ensure!(

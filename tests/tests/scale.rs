@@ -154,7 +154,7 @@ async fn drive(
     spool_autoscale::plot::plot_svg(&svg, name, &samples).map_err(anyhow::Error::msg)?;
     Ok(Run {
         timeline,
-        record: Record::read(&rec),
+        record: Record::read_required(&rec)?,
         ids,
     })
 }

@@ -223,8 +223,26 @@ fn the_redis_password_never_leaks() -> Result<()> {
     run(&["inspect", "nope"])?;
     run(&["dead", "list"])?;
     run(&["stats"])?;
-    std::thread::sleep(Duration::from_secs(3));
-    let (_, metrics) = worker.get("/metrics")?;
+    // The good job completes and the two bad ones die: wait for the counters.
+    let start = Instant::now();
+    let metrics = loop {
+        let (_, m) = worker.get("/metrics")?;
+        let count = |outcome| {
+            spool_testkit::metric_value(
+                &m,
+                "spool_jobs_total",
+                &[("queue", "encode"), ("outcome", outcome)],
+            )
+        };
+        if count("completed") == Some(1.0) && count("dead") == Some(2.0) {
+            break m;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "the three jobs never settled:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     seen.push_str(&metrics);
     // A wrong password, and a URL spoolctl cannot parse.
     let wrong = url.replace(PASSWORD, &format!("{PASSWORD}-wrong"));

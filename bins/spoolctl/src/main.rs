@@ -1,6 +1,6 @@
 //! `spoolctl`: the operator and script CLI for spool queues.
 //!
-//! Output shapes are an interface (DESIGN section 5): `enqueue` prints one id a
+//! Output shapes are an interface (the README and docs/operations.md): `enqueue` prints one id a
 //! line in input order, `inspect --json` and `stats --json` print one JSON
 //! object (a line per queue for `stats`). Exit codes: 0 success, 1 runtime
 //! failure (Redis unreachable, a watched job failed), 2 bad usage or input.

@@ -232,9 +232,19 @@ mod tests {
     }
 
     #[test]
-    fn no_nvml_means_no_gpu_and_a_reason() {
-        // On machines with NVML this still holds: a probe always answers.
+    fn a_probe_gives_a_reason_exactly_when_no_gpu_can_encode() {
+        // Without NVML (this CI), or with GPUs that have no NVENC (an H100),
+        // the probe must say why; with an NVENC GPU it must not invent one.
         let p = probe();
-        assert!(p.reason.is_some() || p.nvenc_gpus().next().is_some());
+        let encoders = p.nvenc_gpus().count();
+        assert_eq!(
+            p.reason.is_none(),
+            encoders > 0,
+            "reason {:?} with {encoders} NVENC GPUs",
+            p.reason
+        );
+        if let Some(r) = &p.reason {
+            assert!(!r.trim().is_empty(), "an empty reason");
+        }
     }
 }

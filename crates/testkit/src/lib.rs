@@ -50,6 +50,22 @@ impl std::error::Error for Error {}
 /// The testkit's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Set (to anything but `0`) where every test must run: `.ci/run` sets it,
+/// because CI machines have promtool and can mount a tmpfs.
+pub const REQUIRE_ALL_ENV: &str = "SPOOL_REQUIRE_ALL_TESTS";
+
+/// A test that cannot run here says so: it prints `SKIPPED: <why>` and
+/// passes, unless [`REQUIRE_ALL_ENV`] is set, where it fails with the reason.
+pub fn skipped(why: &str) -> Result<()> {
+    if std::env::var(REQUIRE_ALL_ENV).is_ok_and(|v| v != "0") {
+        return Err(err(format!(
+            "{why}; {REQUIRE_ALL_ENV} is set, so this check must run here"
+        )));
+    }
+    eprintln!("SKIPPED: {why}");
+    Ok(())
+}
+
 fn err(msg: impl Into<String>) -> Error {
     Error(msg.into())
 }

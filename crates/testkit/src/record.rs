@@ -44,6 +44,27 @@ impl Record {
         )
     }
 
+    /// Reads a record that must exist and hold events: for the final checks
+    /// of a test, where an empty record would make every check pass vacuously.
+    pub fn read_required(path: &Path) -> crate::Result<Record> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            crate::Error(format!(
+                "the record {} is unreadable ({e}): did the workers get SPOOL_SLEEP_RECORD?",
+                path.display()
+            ))
+        })?;
+        let r = Record::read(path);
+        let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+        if r.0.is_empty() || r.0.len() != lines {
+            return Err(crate::Error(format!(
+                "the record {} has {} events in {lines} lines: empty or malformed",
+                path.display(),
+                r.0.len()
+            )));
+        }
+        Ok(r)
+    }
+
     /// How many times each job's handler finished.
     pub fn done_counts(&self) -> HashMap<&str, usize> {
         let mut m = HashMap::new();

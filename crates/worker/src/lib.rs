@@ -5,7 +5,7 @@
 //! heartbeats their leases, reports progress, settles them from the handler's
 //! answer, survives handler panics, sweeps expired leases and due jobs, serves
 //! `/metrics`, `/healthz` and `/readyz`, and drains on SIGTERM exactly as the
-//! autoscalers expect (DESIGN section 3): readiness off at once, in-flight jobs
+//! autoscalers expect (docs/operations.md, "Draining"): readiness off at once, in-flight jobs
 //! may finish until the drain timeout, the rest are released to the front of
 //! the backlog, exit 0.
 //!

@@ -1,4 +1,4 @@
-//! Every metric the runtime exports, named in one place (DESIGN section 3;
+//! Every metric the runtime exports, named in one place (the table in docs/operations.md;
 //! `docs/operations.md` lists them), and the Prometheus recorder.
 
 use std::sync::OnceLock;

@@ -1,6 +1,6 @@
 //! The shutdown signals, as two tokens threaded through the runtime.
 //!
-//! `drain` starts a graceful drain (step 1 of the contract in DESIGN section 3:
+//! `drain` starts a graceful drain (step 1 of the drain contract in docs/operations.md, "Draining":
 //! stop reserving, let in-flight jobs finish up to the drain timeout); `force`
 //! skips the wait and releases in-flight jobs at once. SIGTERM fires `drain`; a
 //! second SIGTERM, or SIGINT, fires `force` too.
