@@ -906,7 +906,7 @@ async fn dead_retry_never_gives_one_dedup_key_two_live_jobs() -> Result<()> {
     // The key is free once A is dead: B takes it.
     let b = queue.enqueue(b"{}".to_vec(), opts()).await?;
     ensure!(b != a, "the dead job's key was not freed");
-    ensure!(queue.dead_retry(&[a.clone()], 10).await? == 1);
+    ensure!(queue.dead_retry(std::slice::from_ref(&a), 10).await? == 1);
     let info = queue.info(&a).await?;
     ensure!(info.state == JobState::Ready, "{info:?}");
     ensure!(
@@ -920,7 +920,7 @@ async fn dead_retry_never_gives_one_dedup_key_two_live_jobs() -> Result<()> {
     for j in &jobs {
         queue.fail(j, "again", true).await?;
     }
-    ensure!(queue.dead_retry(&[b.clone()], 10).await? == 1);
+    ensure!(queue.dead_retry(std::slice::from_ref(&b), 10).await? == 1);
     ensure!(queue.info(&b).await?.dedup_key.as_deref() == Some("clip-42"));
     ensure!(queue.enqueue(b"{}".to_vec(), opts()).await? == b);
     Ok(())
