@@ -374,3 +374,36 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Every encoder-worker flag, given any string: settings or an error
+        /// naming the setting, never a panic.
+        #[test]
+        fn every_flag_survives_any_value(
+            which in 0usize..15,
+            v in "[ -~]{0,40}",
+        ) {
+            const FLAGS: [&str; 15] = [
+                "--concurrency", "--lease", "--heartbeat", "--sweep-interval",
+                "--drain-timeout", "--metrics-addr", "--hw", "--allow-http",
+                "--max-resolution", "--max-duration", "--http-allow-nets",
+                "--http-timeout", "--queue", "--redis-url", "--log-format",
+            ];
+            let dir = std::env::temp_dir();
+            let root = dir.to_string_lossy();
+            let argv = [
+                "spool-encoder-worker", "--input-root", &root, "--output-root", &root,
+                FLAGS[which], &v,
+            ];
+            if let Ok(args) = Args::try_parse_from(argv)
+                && let Err(BadSetting(msg)) = settings(&args)
+            {
+                proptest::prop_assert!(msg.contains("SPOOL_"), "{}", msg);
+            }
+        }
+    }
+}
