@@ -96,7 +96,7 @@ async fn main() -> Result<()> {
         .metrics_addr(None)
         .build()?;
     let t = Instant::now();
-    let running = tokio::spawn(worker.run_until(stop.clone()));
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
     wait_completed(&rt, n as u64).await?;
     let rt_rate = n as f64 / t.elapsed().as_secs_f64();
     stop.cancel();
@@ -112,7 +112,7 @@ async fn main() -> Result<()> {
         .concurrency(CONCURRENCY)
         .metrics_addr(None)
         .build()?;
-    let running = tokio::spawn(worker.run_until(stop.clone()));
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut lats = Vec::with_capacity(samples);
     for _ in 0..samples {

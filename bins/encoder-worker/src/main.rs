@@ -301,10 +301,12 @@ impl Handler for EncodeHandler {
                     spool_encoder::Backend::Cpu => "cpu",
                     spool_encoder::Backend::Nvenc { .. } => "nvenc",
                 };
-                metrics::counter!("spool_encode_frames_total", "backend" => backend)
+                metrics::counter!(spool_encoder::metrics::ENCODE_FRAMES, "backend" => backend)
                     .increment(frames);
-                metrics::counter!("spool_encodes_total", "backend" => backend).increment(1);
-                metrics::gauge!("spool_encode_fps", "backend" => backend).set(r.fps);
+                metrics::counter!(spool_encoder::metrics::ENCODES, "backend" => backend)
+                    .increment(1);
+                metrics::gauge!(spool_encoder::metrics::ENCODE_FPS, "backend" => backend)
+                    .set(r.fps);
                 tracing::info!(backend, reason = %r.backend_reason, fps = r.fps, "encoded");
                 serde_json::to_value(&r)
                     .map(Some)

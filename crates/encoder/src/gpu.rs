@@ -10,19 +10,7 @@ use std::sync::{Arc, OnceLock};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::EncoderType;
 
-/// Metric names of the GPU telemetry (labels: `gpu`, the index).
-pub mod metric {
-    /// GPU utilisation, 0..1.
-    pub const UTILIZATION: &str = "spool_gpu_utilization_ratio";
-    /// NVENC utilisation, 0..1.
-    pub const ENCODER_UTILIZATION: &str = "spool_gpu_encoder_utilization_ratio";
-    /// Memory in use, bytes.
-    pub const MEMORY_USED: &str = "spool_gpu_memory_used_bytes";
-    /// Memory in all, bytes.
-    pub const MEMORY_TOTAL: &str = "spool_gpu_memory_total_bytes";
-    /// NVENC sessions open on the GPU (all processes).
-    pub const ENCODER_SESSIONS: &str = "spool_gpu_encoder_sessions";
-}
+use crate::metrics as metric;
 
 /// One GPU as NVML sees it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -18,6 +18,7 @@ pub mod backend;
 mod error;
 pub mod fetch;
 pub mod gpu;
+pub mod metrics;
 pub mod paths;
 mod pipeline;
 pub mod spec;
@@ -208,7 +209,7 @@ impl Encoder {
                     }
                 };
                 tracing::info!(reason = %why_not, "encoding on the CPU");
-                metrics::counter!("spool_encode_nvenc_fallbacks_total").increment(1);
+                ::metrics::counter!(crate::metrics::NVENC_FALLBACKS).increment(1);
                 run(Backend::Cpu, format!("CPU fallback: {why_not}"), progress)
             }
         }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::handler::{Handler, JobContext, JobError};
-use crate::metrics as m;
+use crate::metrics::{self as m, Outcome};
 
 /// How often progress reaches Redis at most: a few updates a second would be
 /// noise for a watcher and load for Redis.
@@ -104,7 +104,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             let why = format!("payload is not valid for this worker: {e}");
             tracing::warn!(error = %why, "refusing job");
             (
-                "dead",
+                Outcome::Dead,
                 Some(Settle::Fail {
                     error: why,
                     permanent: true,
@@ -132,19 +132,19 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
         None => outcome,
         Some(how) => settle_with_retry(&env, &job, how)
             .await
-            .unwrap_or("lease_lost"),
+            .unwrap_or(Outcome::LeaseLost),
     };
     if let Ok(mut ids) = env.running.lock() {
         ids.remove(&job.id);
     }
     let left = env.active.fetch_sub(1, Ordering::SeqCst) - 1;
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(left as f64);
-    metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome)
+    metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
         .increment(1);
-    metrics::histogram!(m::JOB_DURATION, "queue" => queue_label, "outcome" => outcome)
+    metrics::histogram!(m::JOB_DURATION, "queue" => queue_label, "outcome" => outcome.as_str())
         .record(handler_time.as_secs_f64());
     tracing::info!(
-        outcome,
+        outcome = outcome.as_str(),
         duration_ms = handler_time.as_millis() as u64,
         "job finished"
     );
@@ -247,47 +247,47 @@ async fn heartbeat<H>(
 }
 
 /// Turns how the handler ended into a metric outcome and what to tell Redis.
-fn decide(ended: Ended, reason: Option<StopReason>) -> (&'static str, Option<Settle>) {
+fn decide(ended: Ended, reason: Option<StopReason>) -> (Outcome, Option<Settle>) {
     let fail = |error: String, permanent| Settle::Fail { error, permanent };
     match (ended, reason) {
         // Another worker owns the job: whatever happened here is not ours to report.
-        (_, Some(StopReason::LeaseLost)) => ("lease_lost", None),
+        (_, Some(StopReason::LeaseLost)) => (Outcome::LeaseLost, None),
         // Work that finished is kept, whatever else stopped it meanwhile.
         (Ended::Returned(Ok(v)), _) => {
             let bytes = v.map(|v| v.to_string().into_bytes()).unwrap_or_default();
-            ("completed", Some(Settle::Complete(bytes)))
+            (Outcome::Completed, Some(Settle::Complete(bytes)))
         }
-        (_, Some(StopReason::Drain)) => ("released", Some(Settle::Release)),
-        (_, Some(StopReason::CancelRequested)) => ("cancelled", Some(Settle::Cancelled)),
-        (Ended::Returned(Err(JobError::Permanent(e))), None) => ("dead", Some(fail(e, true))),
-        (Ended::Returned(Err(JobError::Retryable(e))), None) => ("retried", Some(fail(e, false))),
+        (_, Some(StopReason::Drain)) => (Outcome::Released, Some(Settle::Release)),
+        (_, Some(StopReason::CancelRequested)) => (Outcome::Cancelled, Some(Settle::Cancelled)),
+        (Ended::Returned(Err(JobError::Permanent(e))), None) => {
+            (Outcome::Dead, Some(fail(e, true)))
+        }
+        (Ended::Returned(Err(JobError::Retryable(e))), None) => {
+            (Outcome::Retried, Some(fail(e, false)))
+        }
         (Ended::Panicked(msg), None) => (
-            "retried",
+            Outcome::Retried,
             Some(fail(format!("handler panicked: {msg}"), false)),
         ),
-        (Ended::Stopped, None) => ("released", Some(Settle::Release)),
+        (Ended::Stopped, None) => (Outcome::Released, Some(Settle::Release)),
     }
 }
 
 /// Settles, retrying while Redis is unreachable (settling is idempotent), until
 /// the lease would have run out anyway. Returns the outcome to count, or `None`
 /// when the lease was lost.
-async fn settle_with_retry<H>(
-    env: &JobEnv<H>,
-    job: &ReservedJob,
-    how: Settle,
-) -> Option<&'static str> {
+async fn settle_with_retry<H>(env: &JobEnv<H>, job: &ReservedJob, how: Settle) -> Option<Outcome> {
     let give_up = Instant::now() + job.lease.max(env.config.lease.unwrap_or_default());
     let mut pause = Duration::from_millis(100);
     loop {
         match env.settler.settle(job, how.clone()).await {
             Ok(state) => {
                 return Some(match (&how, state) {
-                    (Settle::Fail { .. }, JobState::Scheduled) => "retried",
-                    (Settle::Fail { .. }, _) => "dead",
-                    (Settle::Complete(_), _) => "completed",
-                    (Settle::Release, _) => "released",
-                    (Settle::Cancelled, _) => "cancelled",
+                    (Settle::Fail { .. }, JobState::Scheduled) => Outcome::Retried,
+                    (Settle::Fail { .. }, _) => Outcome::Dead,
+                    (Settle::Complete(_), _) => Outcome::Completed,
+                    (Settle::Release, _) => Outcome::Released,
+                    (Settle::Cancelled, _) => Outcome::Cancelled,
                 });
             }
             Err(SettleFailure::LeaseLost) => {

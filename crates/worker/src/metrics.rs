@@ -20,15 +20,47 @@ pub const JOB_DURATION: &str = "spool_job_duration_seconds";
 /// Enqueue (or run-at) to start (`queue`).
 pub const JOB_WAIT: &str = "spool_job_wait_seconds";
 
-/// The outcomes `spool_jobs_total` counts.
-pub const OUTCOMES: [&str; 6] = [
-    "completed",
-    "retried",
-    "dead",
-    "released",
-    "lease_lost",
-    "cancelled",
-];
+/// How a handling ended: the `outcome` label of `spool_jobs_total` and
+/// `spool_job_duration_seconds`, and what the settle logic decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded; the job is completed.
+    Completed,
+    /// It failed and will run again after a backoff.
+    Retried,
+    /// It failed for good (permanent error, no attempts left, bad payload).
+    Dead,
+    /// Handed back unfinished (drain deadline, forced stop), attempt refunded.
+    Released,
+    /// Another worker owns the job now; nothing was recorded.
+    LeaseLost,
+    /// Stopped on a cancel request.
+    Cancelled,
+}
+
+impl Outcome {
+    /// Every outcome, so each counter series exists from the start.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Completed,
+        Outcome::Retried,
+        Outcome::Dead,
+        Outcome::Released,
+        Outcome::LeaseLost,
+        Outcome::Cancelled,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Retried => "retried",
+            Outcome::Dead => "dead",
+            Outcome::Released => "released",
+            Outcome::LeaseLost => "lease_lost",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
 
 /// Buckets for handler time: encodes run from seconds to an hour.
 const DURATION_BUCKETS: &[f64] = &[

@@ -112,10 +112,23 @@ impl<H: Handler> Worker<H> {
         self.run_with(shutdown).await
     }
 
-    /// Runs until `token` fires, then drains: for embedding in a program that
-    /// owns its signals.
-    pub async fn run_until(self, token: CancellationToken) -> Result<(), WorkerError> {
-        self.run_with(Shutdown::from_token(token)).await
+    /// Runs until `stop` completes, then drains: for an embedding service
+    /// that decides itself what ends the worker (its own signal handling, an
+    /// admin endpoint, a `CancellationToken`'s `cancelled_owned()`). Installs
+    /// no signal handlers.
+    pub async fn run_until<F>(self, stop: F) -> Result<(), WorkerError>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = Shutdown::new();
+        let drain = shutdown.drain.clone();
+        let watcher = tokio::spawn(async move {
+            stop.await;
+            drain.cancel();
+        });
+        let result = self.run_with(shutdown).await;
+        watcher.abort();
+        result
     }
 
     /// Runs until `shutdown.drain` fires, then drains; `shutdown.force` cuts
@@ -128,8 +141,8 @@ impl<H: Handler> Worker<H> {
         metrics::gauge!(m::CAPACITY, "queue" => queue_label.clone()).set(cfg.concurrency as f64);
         metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(0.0);
         metrics::gauge!(m::DRAINING).set(0.0);
-        for outcome in m::OUTCOMES {
-            metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome)
+        for outcome in m::Outcome::ALL {
+            metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
                 .absolute(0);
         }
 
@@ -153,10 +166,17 @@ impl<H: Handler> Worker<H> {
                 shutdown.drain.clone(),
                 drain_started.clone(),
             );
+            let stop = server_stop.clone();
             tokio::spawn(async move {
-                drain.cancelled().await;
-                let _ = at.set(tokio::time::Instant::now());
-                health.set_draining();
+                tokio::select! {
+                    _ = drain.cancelled() => {
+                        let _ = at.set(tokio::time::Instant::now());
+                        health.set_draining();
+                    }
+                    // The worker returned without a drain (a failed connect):
+                    // nothing of it keeps running.
+                    _ = stop.cancelled() => {}
+                }
             });
         }
 

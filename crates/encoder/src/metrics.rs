@@ -1,0 +1,22 @@
+//! Every metric the encoder and its worker export, named in one place
+//! (`docs/operations.md` lists them with the runtime's `spool_*` metrics).
+
+/// Encodes that wanted NVENC and ran on the CPU (no labels).
+pub const NVENC_FALLBACKS: &str = "spool_encode_nvenc_fallbacks_total";
+/// Frames encoded (`backend`: `cpu` or `nvenc`).
+pub const ENCODE_FRAMES: &str = "spool_encode_frames_total";
+/// Encodes finished (`backend`).
+pub const ENCODES: &str = "spool_encodes_total";
+/// Frames per second of the latest encode (`backend`).
+pub const ENCODE_FPS: &str = "spool_encode_fps";
+
+/// GPU utilisation, 0..1 (`gpu`, the index).
+pub const UTILIZATION: &str = "spool_gpu_utilization_ratio";
+/// NVENC utilisation, 0..1 (`gpu`).
+pub const ENCODER_UTILIZATION: &str = "spool_gpu_encoder_utilization_ratio";
+/// Memory in use, bytes (`gpu`).
+pub const MEMORY_USED: &str = "spool_gpu_memory_used_bytes";
+/// Memory in all, bytes (`gpu`).
+pub const MEMORY_TOTAL: &str = "spool_gpu_memory_total_bytes";
+/// NVENC sessions open on the GPU, all processes (`gpu`).
+pub const ENCODER_SESSIONS: &str = "spool_gpu_encoder_sessions";
