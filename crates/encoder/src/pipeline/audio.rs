@@ -1,0 +1,236 @@
+//! The audio side: AAC encoded once and muxed into every rendition, or the
+//! input's stream copied.
+
+use super::*;
+
+pub(super) fn aac_setup(
+    outs: &mut [RenditionOut],
+    ist: usize,
+    ist_tb: Rational,
+    par: codec::Parameters,
+    kbps: u32,
+) -> Result<AudioOut, EncodeError> {
+    let decoder = codec::context::Context::from_parameters(par)
+        .and_then(|c| c.decoder().audio())
+        .map_err(|e| failed("audio decoder", e))?;
+    let codec = encoder::find(codec::Id::AAC)
+        .ok_or_else(|| EncodeError::Failed("no AAC encoder".into()))?;
+    let layout = if decoder.channel_layout().bits() != 0 {
+        decoder.channel_layout()
+    } else {
+        ff::ChannelLayout::default(i32::from(decoder.channels()))
+    };
+    let layout = if layout.channels() > 2 {
+        ff::ChannelLayout::STEREO
+    } else {
+        layout
+    };
+    let mut enc = codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .audio()
+        .map_err(|e| failed("AAC encoder", e))?;
+    let global = outs
+        .first()
+        .map(|o| {
+            o.octx
+                .format()
+                .flags()
+                .contains(format::Flags::GLOBAL_HEADER)
+        })
+        .unwrap_or(false);
+    if global {
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    enc.set_rate(decoder.rate() as i32);
+    enc.set_channel_layout(layout);
+    enc.set_channels(layout.channels());
+    enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Planar));
+    enc.set_bit_rate(kbps as usize * 1000);
+    enc.set_time_base((1, decoder.rate() as i32));
+    let encoder = enc.open_as(codec).map_err(|e| failed("opening AAC", e))?;
+    for o in outs.iter_mut() {
+        let mut ost = o
+            .octx
+            .add_stream(codec)
+            .map_err(|e| failed("adding the audio stream", e))?;
+        ost.set_parameters(&encoder);
+        ost.set_time_base((1, decoder.rate() as i32));
+    }
+    let mut g = filter::Graph::new();
+    let in_layout = if decoder.channel_layout().bits() != 0 {
+        decoder.channel_layout()
+    } else {
+        ff::ChannelLayout::default(i32::from(decoder.channels()))
+    };
+    let args = format!(
+        "time_base={}/{}:sample_rate={}:sample_fmt={}:channel_layout=0x{:x}",
+        decoder.time_base().numerator(),
+        decoder.time_base().denominator().max(1),
+        decoder.rate(),
+        decoder.format().name(),
+        in_layout.bits()
+    );
+    let find = |n: &str| {
+        filter::find(n).ok_or_else(|| EncodeError::Failed(format!("FFmpeg lacks the {n} filter")))
+    };
+    g.add(&find("abuffer")?, "in", &args)
+        .map_err(|e| failed("audio filter input", e))?;
+    g.add(&find("abuffersink")?, "out", "")
+        .map_err(|e| failed("audio filter output", e))?;
+    {
+        let mut out = g
+            .get("out")
+            .ok_or_else(|| EncodeError::Failed("audio filter output lost".into()))?;
+        out.set_sample_format(encoder.format());
+        out.set_channel_layout(encoder.channel_layout());
+        out.set_sample_rate(encoder.rate());
+    }
+    g.output("in", 0)
+        .and_then(|p| p.input("out", 0))
+        .and_then(|p| p.parse("anull"))
+        .map_err(|e| failed("audio filter", e))?;
+    g.validate().map_err(|e| failed("audio filter", e))?;
+    if let Some(mut out) = g.get("out") {
+        out.sink().set_frame_size(encoder.frame_size());
+    }
+    let enc_tb = encoder.time_base();
+    Ok(AudioOut::Aac {
+        ist,
+        ist_tb,
+        decoder,
+        graph: g,
+        encoder,
+        enc_tb,
+    })
+}
+
+pub(super) fn audio_packet(
+    audio: &mut AudioOut,
+    outs: &mut [RenditionOut],
+    si: usize,
+    packet: &Packet,
+) -> Result<(), EncodeError> {
+    match audio {
+        AudioOut::None => Ok(()),
+        AudioOut::Copy { ist, ist_tb } if *ist == si => {
+            for o in outs.iter_mut() {
+                let Some(tb) = o.audio_tb else { continue };
+                let mut p = packet.clone();
+                p.set_stream(1);
+                p.set_position(-1);
+                p.rescale_ts(*ist_tb, tb);
+                p.write_interleaved(&mut o.octx)
+                    .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
+            }
+            Ok(())
+        }
+        AudioOut::Aac {
+            ist,
+            ist_tb,
+            decoder,
+            graph,
+            encoder,
+            enc_tb,
+        } if *ist == si => {
+            let mut p = packet.clone();
+            p.rescale_ts(*ist_tb, decoder.time_base());
+            if decoder.send_packet(&p).is_err() {
+                // A damaged audio packet loses a few milliseconds, not the job.
+                return Ok(());
+            }
+            aac_pump(decoder, graph, encoder, *enc_tb, outs, false)
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn audio_flush(
+    audio: &mut AudioOut,
+    outs: &mut [RenditionOut],
+) -> Result<(), EncodeError> {
+    if let AudioOut::Aac {
+        decoder,
+        graph,
+        encoder,
+        enc_tb,
+        ..
+    } = audio
+    {
+        let _ = decoder.send_eof();
+        aac_pump(decoder, graph, encoder, *enc_tb, outs, true)?;
+    }
+    Ok(())
+}
+
+pub(super) fn aac_pump(
+    decoder: &mut codec::decoder::Audio,
+    graph: &mut filter::Graph,
+    encoder: &mut encoder::Audio,
+    enc_tb: Rational,
+    outs: &mut [RenditionOut],
+    eof: bool,
+) -> Result<(), EncodeError> {
+    let mut decoded = frame::Audio::empty();
+    while decoder.receive_frame(&mut decoded).is_ok() {
+        let ts = decoded.timestamp();
+        decoded.set_pts(ts);
+        if let Some(mut src) = graph.get("in") {
+            src.source()
+                .add(&decoded)
+                .map_err(|e| failed("audio filter", e))?;
+        }
+    }
+    if eof && let Some(mut src) = graph.get("in") {
+        let _ = src.source().flush();
+    }
+    let mut filtered = frame::Audio::empty();
+    loop {
+        let got = match graph.get("out") {
+            Some(mut sink) => sink.sink().frame(&mut filtered).is_ok(),
+            None => false,
+        };
+        if !got {
+            break;
+        }
+        encoder
+            .send_frame(&filtered)
+            .map_err(|e| failed("AAC", e))?;
+        aac_write(encoder, enc_tb, outs)?;
+    }
+    if eof {
+        let _ = encoder.send_eof();
+        aac_write(encoder, enc_tb, outs)?;
+    }
+    Ok(())
+}
+
+pub(super) fn aac_write(
+    encoder: &mut encoder::Audio,
+    enc_tb: Rational,
+    outs: &mut [RenditionOut],
+) -> Result<(), EncodeError> {
+    let mut p = Packet::empty();
+    while encoder.receive_packet(&mut p).is_ok() {
+        for o in outs.iter_mut() {
+            let Some(tb) = o.audio_tb else { continue };
+            let mut q = p.clone();
+            q.set_stream(1);
+            q.rescale_ts(enc_tb, tb);
+            q.write_interleaved(&mut o.octx)
+                .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A copied stream keeps its input codec tag, which another container may
+/// reject; FFmpeg's own CLI clears it. ffmpeg-next has no setter for it.
+#[allow(unsafe_code)]
+pub(super) fn clear_codec_tag(ost: &mut format::stream::StreamMut) {
+    // SAFETY: `parameters()` points at the stream's live AVCodecParameters,
+    // owned by the output context that `ost` borrows mutably; writing a plain
+    // integer field cannot invalidate anything.
+    unsafe {
+        (*ost.parameters().as_mut_ptr()).codec_tag = 0;
+    }
+}

@@ -1,0 +1,211 @@
+//! What the decode loop has seen, checked against the limits on every frame
+//! (headers can lie or be absent), and how a truncated input is recognised.
+
+use super::*;
+
+/// The frame rate assumed for a stream that declares none (FFmpeg's own
+/// default for raw streams).
+pub(super) const DEFAULT_FPS: f64 = 25.0;
+/// The frame rate the frame-count limit assumes: the highest rate cameras
+/// record (slow motion), so `max_duration × this` frames is more than any
+/// genuine input of the allowed length has.
+pub(super) const MAX_PLAUSIBLE_FPS: f64 = 240.0;
+/// Decoded frames may fall this far short of the declared count (edit lists,
+/// a dropped leading B-frame) before an input counts as truncated: 2 %, and
+/// at least this many frames.
+pub(super) const TRUNCATION_SLACK_FRAMES: u64 = 2;
+
+/// What the decode loop has seen, checked against the limits on every frame:
+/// headers can lie or be absent (a Matroska written to a pipe, a raw stream).
+pub(super) struct Decoded<'a> {
+    display: &'a str,
+    limits: &'a Limits,
+    tb: Rational,
+    /// Video frames decoded.
+    pub(super) frames: u64,
+    /// The first and latest timestamps seen, in `tb`.
+    first_ts: Option<i64>,
+    last_ts: Option<i64>,
+    /// `max_duration_s × MAX_PLAUSIBLE_FPS`: the backstop for streams
+    /// without timestamps.
+    max_frames: u64,
+    /// HLS: segment length, to name the limit.
+    segment_s: Option<f64>,
+    /// One frame at the nominal rate in `tb`: the step for frames that come
+    /// without a timestamp (raw streams).
+    frame_step: i64,
+}
+
+impl<'a> Decoded<'a> {
+    pub(super) fn new(
+        display: &'a str,
+        limits: &'a Limits,
+        tb: Rational,
+        rate: Rational,
+        spec: &EncodeSpec,
+    ) -> Self {
+        let fps = if rate.numerator() > 0 && rate.denominator() > 0 {
+            f64::from(rate)
+        } else {
+            DEFAULT_FPS
+        };
+        let frame_step = (1.0 / (fps * f64::from(tb))).round().max(1.0) as i64;
+        Decoded {
+            frame_step,
+            display,
+            limits,
+            tb,
+            frames: 0,
+            first_ts: None,
+            last_ts: None,
+            max_frames: (limits.max_duration_s * MAX_PLAUSIBLE_FPS).ceil() as u64,
+            segment_s: match spec.container {
+                Container::Hls { segment_s } => Some(segment_s),
+                Container::Mp4 => None,
+            },
+        }
+    }
+
+    pub(super) fn over(&self, reason: String) -> EncodeError {
+        EncodeError::LimitExceeded {
+            path: self.display.to_owned(),
+            reason,
+        }
+    }
+
+    /// Decoded time from the first frame, seconds.
+    pub(super) fn time_s(&self) -> f64 {
+        match (self.first_ts, self.last_ts) {
+            (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 * f64::from(self.tb),
+            _ => 0.0,
+        }
+    }
+
+    /// Counts a decoded frame, checking its size, the decoded time and the
+    /// frame count; sets its pts from the best-effort timestamp.
+    pub(super) fn frame(&mut self, f: &mut frame::Video) -> Result<(), EncodeError> {
+        let l = self.limits;
+        if f.width() > l.max_width || f.height() > l.max_height {
+            return Err(self.over(format!(
+                "a {}x{} frame at frame {}; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+                f.width(),
+                f.height(),
+                self.frames + 1,
+                l.max_width,
+                l.max_height
+            )));
+        }
+        self.frames += 1;
+        // A frame without a timestamp (a raw stream) follows the last one.
+        let ts = f.timestamp().or_else(|| {
+            Some(
+                self.last_ts
+                    .map_or(0, |t| t.saturating_add(self.frame_step)),
+            )
+        });
+        f.set_pts(ts);
+        if let Some(t) = ts {
+            self.first_ts.get_or_insert(t);
+            self.last_ts = Some(self.last_ts.map_or(t, |m| m.max(t)));
+        }
+        let t = self.time_s();
+        if t > l.max_duration_s {
+            return Err(self.over(format!(
+                "decoded past {t:.0} s; at most {:.0} s (SPOOL_MAX_DURATION)",
+                l.max_duration_s
+            )));
+        }
+        if self.frames > self.max_frames {
+            return Err(self.over(format!(
+                "more than {} frames, over {:.0} s even at {MAX_PLAUSIBLE_FPS} fps (SPOOL_MAX_DURATION)",
+                self.max_frames, l.max_duration_s
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts the HLS segments written so far against the limit.
+    pub(super) fn segments(
+        &self,
+        outs: &[RenditionOut],
+        _spec: &EncodeSpec,
+    ) -> Result<(), EncodeError> {
+        let Some(segment_s) = self.segment_s else {
+            return Ok(());
+        };
+        for o in outs {
+            let Some(dir) = &o.seg_dir else { continue };
+            let n = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("seg_"))
+                        .count() as u64
+                })
+                .unwrap_or(0);
+            if n > self.limits.max_hls_segments {
+                return Err(self.over(format!(
+                    "rendition {} reached {n} HLS segments of {segment_s} s; at most {} (raise segment_s or SPOOL_MAX_HLS_SEGMENTS)",
+                    o.label, self.limits.max_hls_segments
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A decoder error: a frame over the resolution limit (the decoder's
+    /// `max_pixels` refused it) names the limit; anything else is corruption.
+    pub(super) fn decode_error(
+        &self,
+        decoder: &codec::decoder::Video,
+        e: ff::Error,
+    ) -> EncodeError {
+        let l = self.limits;
+        if decoder.width() > l.max_width || decoder.height() > l.max_height {
+            return self.over(format!(
+                "a {}x{} frame after frame {}; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+                decoder.width(),
+                decoder.height(),
+                self.frames,
+                l.max_width,
+                l.max_height
+            ));
+        }
+        corrupt(self.display, e)
+    }
+
+    /// Why the input looks cut short, if it does: a read error, or fewer
+    /// frames (or less time) than its header declares.
+    pub(super) fn truncation(
+        &self,
+        read_error: Option<ff::Error>,
+        declared_frames: Option<u64>,
+        declared_s: f64,
+    ) -> Option<String> {
+        if let Some(e) = read_error {
+            return Some(format!(
+                "reading stopped after {} frames ({:.1} s): {e}",
+                self.frames,
+                self.time_s()
+            ));
+        }
+        if let Some(n) = declared_frames {
+            let slack = (n / 50).max(TRUNCATION_SLACK_FRAMES);
+            if self.frames + slack < n {
+                return Some(format!(
+                    "{} of the {n} frames its header declares were decoded",
+                    self.frames
+                ));
+            }
+            return None;
+        }
+        // No frame count (Matroska, MPEG-TS): compare time, allowing a frame
+        // or two and 2 % for timestamps that start late.
+        let got = self.time_s();
+        if declared_s > 0.0 && got + (declared_s * 0.02).max(1.0) < declared_s {
+            return Some(format!(
+                "{got:.1} s of the {declared_s:.1} s its header declares were decoded"
+            ));
+        }
+        None
+    }
+}

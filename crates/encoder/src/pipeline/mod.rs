@@ -1,0 +1,676 @@
+//! The encode pipeline: demux → decode → (per rendition) scale → encode → mux,
+//! with audio alongside, all in-process through `ffmpeg-next`.
+//!
+//! ```text
+//!                      ┌─ filter "scale,format" ─ encoder ─┐
+//! input ─ demux ─ decode ─┼─ filter …               ─ encoder ─┼─ mux (one output per rendition)
+//!            └─ audio: decode ─ AAC encode (once) / copy ──────┘  packets go to every output
+//! ```
+//!
+//! One decode feeds every rendition of a ladder. Timestamps pass through in the
+//! input stream's time base, so variable-frame-rate inputs keep their timing.
+//! Outputs are written into a staging directory ([`Staging`], see
+//! [`crate::paths`]) and published only when complete; a cancelled or failed
+//! encode leaves nothing behind.
+//!
+//! Where things are: [`input`] opens and probes, [`decode`] checks limits on
+//! what is decoded, [`rotation`] reads the display matrix, [`video`] runs the
+//! ladder, [`audio`] the audio, [`output`] names, lists and reads back the
+//! outputs. This file holds the result types and `run`, which wires them in
+//! order (setup, the read loop, flush, publish); `run` is long because those
+//! phases share a dozen FFmpeg contexts, and is the next thing to split.
+
+mod audio;
+mod decode;
+mod input;
+mod output;
+mod rotation;
+mod video;
+
+use audio::*;
+use decode::*;
+pub(crate) use input::open_input;
+use output::*;
+use rotation::*;
+use video::*;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ff::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame, media};
+use ffmpeg_next as ff;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, encoder_name, encoder_options};
+use crate::error::EncodeError;
+use crate::paths::{InputFile, OutputTarget, Staging};
+use crate::spec::{Audio, Container, EncodeSpec, Limits};
+
+/// At most this many progress reports a second.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Keyframe interval when the spec sets none: 2 s divides common HLS segment
+/// lengths.
+const DEFAULT_KEYFRAME_S: f64 = 2.0;
+/// A read that keeps answering EAGAIN this many times in a row is an error,
+/// not a source catching up (a local file never answers EAGAIN for long).
+const MAX_EAGAIN: u32 = 1000;
+/// How long to wait before reading again after EAGAIN.
+const EAGAIN_PAUSE: Duration = Duration::from_millis(5);
+/// Progress of a running encode.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Progress {
+    /// Frames decoded so far.
+    pub frames: u64,
+    /// Percent of the input's duration done (0 when unknown).
+    pub percent: f64,
+    /// Decoded frames per second of wall time.
+    pub fps: f64,
+    /// Input time reached, seconds.
+    pub out_time_s: f64,
+}
+
+/// One finished output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutputInfo {
+    /// The rendition's name.
+    pub rendition: String,
+    /// The MP4 file, or the HLS rendition playlist.
+    pub path: PathBuf,
+    /// Bytes on disk (all segments for HLS).
+    pub size_bytes: u64,
+    /// Duration read back from the output, seconds.
+    pub duration_s: f64,
+    /// The codec (`h264`, `hevc`, `av1`).
+    pub codec: String,
+    /// Frame width.
+    pub width: u32,
+    /// Frame height.
+    pub height: u32,
+    /// Average bitrate, bit/s.
+    pub bitrate_bps: u64,
+    /// The FFmpeg encoder that made it.
+    pub encoder: String,
+    /// Frames encoded.
+    pub frames: u64,
+}
+
+/// What an encode produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EncodeResult {
+    /// One per rendition.
+    pub outputs: Vec<OutputInfo>,
+    /// The HLS master playlist, for HLS.
+    pub master_playlist: Option<PathBuf>,
+    /// Where it ran.
+    pub backend: Backend,
+    /// Why it ran there (e.g. why not on NVENC).
+    pub backend_reason: String,
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// Decoded frames per second of wall time.
+    pub fps: f64,
+    /// Video frames decoded from the input.
+    pub decoded_frames: u64,
+    /// Video frames the input's container declares, when it declares any.
+    pub declared_frames: Option<u64>,
+    /// Whether the input ended early (only with `allow_truncated`; otherwise
+    /// such an input fails the job).
+    pub truncated: bool,
+}
+
+/// One encode's inputs: the spec, the opened input, the output's directory.
+pub(crate) struct Job<'a> {
+    /// The validated spec.
+    pub spec: &'a EncodeSpec,
+    /// The input, opened and confined.
+    pub input: &'a InputFile,
+    /// The input as the job named it, for messages.
+    pub display: &'a str,
+    /// The output's directory and name.
+    pub target: &'a OutputTarget,
+    /// The job id that owns the outputs (replaces its own earlier ones).
+    pub owner: Option<&'a str>,
+    /// The worker's limits.
+    pub limits: &'a Limits,
+}
+
+fn failed(what: impl std::fmt::Display, e: impl std::fmt::Display) -> EncodeError {
+    EncodeError::Failed(format!("{what}: {e}"))
+}
+
+/// An opened input and the cancellation token its interrupt callback reads;
+/// the context is declared first so it is dropped (closed) before the token.
+pub(crate) struct OpenedInput {
+    /// FFmpeg's demuxer.
+    pub ctx: format::context::Input,
+    /// Read by [`interrupted`] while FFmpeg blocks; must outlive `ctx`.
+    _token: Box<CancellationToken>,
+}
+
+/// The source side every rendition's filter graph is built for.
+struct GraphInput {
+    shape: FrameShape,
+    tb: Rational,
+    rotation: Rotation,
+}
+
+/// One rendition's filter, encoder and muxer.
+struct RenditionOut {
+    label: String,
+    /// The output frame size.
+    width: u32,
+    height: u32,
+    encoder_name: &'static str,
+    graph: filter::Graph,
+    encoder: encoder::Video,
+    enc_tb: Rational,
+    octx: format::context::Output,
+    video_tb: Rational,
+    audio_tb: Option<Rational>,
+    /// MP4: the file's name in the staging directory.
+    stage_name: String,
+    /// MP4: the file's final name in the output's directory.
+    final_name: String,
+    /// Where the output will be, for results.
+    final_path: PathBuf,
+    /// HLS: the rendition's staging directory (by descriptor), where its
+    /// segments are counted.
+    seg_dir: Option<String>,
+    frames: u64,
+    /// One frame at the nominal rate, in the encoder's time base: the duration
+    /// of packets the encoder leaves without one (else MP4 drops the last frame).
+    frame_dur: i64,
+}
+
+/// The audio side: decode + AAC encode once, or copy.
+enum AudioOut {
+    None,
+    Copy {
+        ist: usize,
+        ist_tb: Rational,
+    },
+    Aac {
+        ist: usize,
+        ist_tb: Rational,
+        decoder: codec::decoder::Audio,
+        graph: filter::Graph,
+        encoder: encoder::Audio,
+        enc_tb: Rational,
+    },
+}
+
+/// The names a spec's outputs take in the output's directory, and whether
+/// each is a directory (HLS) or a file (MP4).
+pub(crate) fn output_names(spec: &EncodeSpec, target: &OutputTarget) -> Vec<(String, bool)> {
+    if matches!(spec.container, Container::Hls { .. }) {
+        return vec![(target.name().to_owned(), true)];
+    }
+    let ladder = spec.renditions.len() > 1;
+    spec.renditions
+        .iter()
+        .map(|r| {
+            (
+                mp4_name(target.name(), ladder.then_some(r.label().as_str())),
+                false,
+            )
+        })
+        .collect()
+}
+
+/// Runs one encode on `backend`.
+pub(crate) fn run(
+    job: &Job<'_>,
+    backend: Backend,
+    backend_reason: String,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &CancellationToken,
+) -> Result<EncodeResult, EncodeError> {
+    let Job {
+        spec,
+        display,
+        limits,
+        ..
+    } = *job;
+    let started = Instant::now();
+    let mut opened = open_input(job.input, display, limits, cancel)?;
+    let ictx = &mut opened.ctx;
+    let over = |reason: String| EncodeError::LimitExceeded {
+        path: display.to_owned(),
+        reason,
+    };
+    let vst = ictx
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| EncodeError::BadInput {
+            path: display.into(),
+            reason: "no video stream".into(),
+        })?;
+    let v_index = vst.index();
+    let v_tb = vst.time_base();
+    let declared_frames = u64::try_from(vst.frames()).ok().filter(|n| *n > 0);
+    let frame_rate = {
+        let r = vst.avg_frame_rate();
+        if r.numerator() > 0 && r.denominator() > 0 {
+            r
+        } else {
+            vst.rate()
+        }
+    };
+    let duration_s = {
+        let d = ictx.duration();
+        if d > 0 {
+            d as f64 / f64::from(ff::ffi::AV_TIME_BASE)
+        } else {
+            0.0
+        }
+    };
+    // The video stream's own declared length, to tell a truncated input.
+    let video_duration_s = if vst.duration() > 0 {
+        vst.duration() as f64 * f64::from(v_tb)
+    } else {
+        0.0
+    };
+    if let Container::Hls { segment_s } = spec.container {
+        let segments = (duration_s / segment_s).ceil() as u64;
+        if segments > limits.max_hls_segments {
+            return Err(over(format!(
+                "{segments} HLS segments of {segment_s} s per rendition; at most {} (raise segment_s or SPOOL_MAX_HLS_SEGMENTS)",
+                limits.max_hls_segments
+            )));
+        }
+    }
+    let mut vctx = codec::context::Context::from_parameters(vst.parameters())
+        .map_err(|e| failed("video decoder", e))?;
+    vctx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        count: 0,
+        ..Default::default()
+    });
+    let rotation = Rotation::of(&vst);
+    let vcodec = ff::decoder::find(vctx.id()).ok_or_else(|| EncodeError::BadInput {
+        path: display.into(),
+        reason: "no decoder for its video".into(),
+    })?;
+    // The decoder refuses to allocate frames over the resolution limit, so a
+    // stream that grows mid-way cannot take the worker's memory with it.
+    let mut dopts = Dictionary::new();
+    dopts.set(
+        "max_pixels",
+        &(u64::from(limits.max_width) * u64::from(limits.max_height)).to_string(),
+    );
+    let mut decoder = vctx
+        .decoder()
+        .open_as_with(vcodec, dopts)
+        .and_then(|o| o.video())
+        .map_err(|e| failed("video decoder", e))?;
+    // Sizes are those of the picture as displayed: a phone's portrait video is
+    // stored landscape with a display matrix, and comes out portrait.
+    let (src_w, src_h) = match rotation {
+        Rotation::Clock | Rotation::CounterClock => (decoder.height(), decoder.width()),
+        _ => (decoder.width(), decoder.height()),
+    };
+
+    if decoder.format() == ff::format::Pixel::None {
+        // Probing decoded no picture: the stream's data is not what its
+        // header describes.
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: "its video could not be decoded while probing (corrupt media data)".into(),
+        });
+    }
+    let mut staging = Staging::new(job.target)?;
+    let hls = matches!(spec.container, Container::Hls { .. });
+    let names = output_names(spec, job.target);
+
+    // Audio first: every output gets the same audio stream layout.
+    let astream = match spec.audio {
+        Audio::None => None,
+        _ => ictx
+            .streams()
+            .best(media::Type::Audio)
+            .map(|s| (s.index(), s.time_base(), s.parameters())),
+    };
+
+    let mut outs = Vec::with_capacity(spec.renditions.len());
+    for (i, r) in spec.renditions.iter().enumerate() {
+        let label = r.label();
+        let (w, h) = r.size_for(src_w, src_h);
+        if w > limits.max_width || h > limits.max_height || w < 2 || h < 2 {
+            return Err(over(format!(
+                "rendition {label} would be {w}x{h} from a {src_w}x{src_h} input; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+                limits.max_width, limits.max_height
+            )));
+        }
+        let (staged, stage_name, final_name, final_path, seg_dir) = if hls {
+            let dir = staging.subdir(&label)?;
+            (
+                format!("{dir}/index.m3u8"),
+                String::new(),
+                String::new(),
+                job.target
+                    .display_of(job.target.name())
+                    .join(&label)
+                    .join("index.m3u8"),
+                Some(dir),
+            )
+        } else {
+            let final_name = names
+                .get(i)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("{label}.mp4"));
+            let stage_name = format!("{i}.mp4");
+            (
+                staging.path(&stage_name),
+                stage_name,
+                final_name.clone(),
+                job.target.display_of(&final_name),
+                None,
+            )
+        };
+        let mut octx = if hls {
+            format::output_as(&staged, "hls")
+        } else {
+            format::output_as(&staged, "mp4")
+        }
+        .map_err(|e| failed(format!("creating the output of rendition {label}"), e))?;
+
+        let name = encoder_name(r.codec, backend);
+        let codec = encoder::find_by_name(name).ok_or_else(|| match backend {
+            Backend::Nvenc { .. } => {
+                EncodeError::NvencUnavailable(format!("this FFmpeg build has no {name}"))
+            }
+            Backend::Cpu => EncodeError::Failed(format!("this FFmpeg build has no {name} encoder")),
+        })?;
+        let global = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+        let mut ectx = codec::context::Context::new_with_codec(codec);
+        ectx.set_threading(codec::threading::Config {
+            kind: codec::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
+        let mut enc = ectx.encoder().video().map_err(|e| failed(name, e))?;
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(v_tb);
+        enc.set_frame_rate(Some(frame_rate));
+        let fps = if frame_rate.denominator() > 0 {
+            f64::from(frame_rate.numerator()) / f64::from(frame_rate.denominator())
+        } else {
+            25.0
+        };
+        enc.set_gop(
+            (r.keyframe_interval_s.unwrap_or(DEFAULT_KEYFRAME_S) * fps)
+                .round()
+                .max(1.0) as u32,
+        );
+        if let Some(kbps) = r.bitrate_kbps {
+            enc.set_bit_rate(kbps as usize * 1000);
+        }
+        // Closed GOPs: every segment and every seek point decodes on its own.
+        let mut flags = codec::Flags::CLOSED_GOP;
+        if global {
+            flags |= codec::Flags::GLOBAL_HEADER;
+        }
+        enc.set_flags(flags);
+        let mut opts = Dictionary::new();
+        for (k, v) in encoder_options(r, backend) {
+            opts.set(&k, &v);
+        }
+        if hls && r.codec == crate::spec::Codec::H264 && backend == Backend::Cpu {
+            // Segments must start on keyframes at regular times.
+            opts.set("sc_threshold", "0");
+        }
+        let encoder = enc.open_with(opts).map_err(|e| match backend {
+            Backend::Nvenc { .. } => {
+                EncodeError::NvencUnavailable(format!("{name} refused the session: {e}"))
+            }
+            Backend::Cpu => failed(format!("opening {name}"), e),
+        })?;
+        let enc_tb = encoder.time_base();
+        {
+            let mut ost = octx
+                .add_stream(codec)
+                .map_err(|e| failed("adding the video stream", e))?;
+            ost.set_parameters(&encoder);
+            ost.set_time_base(enc_tb);
+        }
+        let graph = video_filter(FrameShape::of_decoder(&decoder), v_tb, rotation, w, h)?;
+        let frame_dur = if frame_rate.numerator() > 0 && enc_tb.numerator() > 0 {
+            (f64::from(enc_tb.denominator()) * f64::from(frame_rate.denominator())
+                / (f64::from(enc_tb.numerator()) * f64::from(frame_rate.numerator())))
+            .round() as i64
+        } else {
+            0
+        };
+        outs.push(RenditionOut {
+            frame_dur,
+            label,
+            encoder_name: name,
+            graph,
+            encoder,
+            enc_tb,
+            octx,
+            video_tb: enc_tb,
+            audio_tb: None,
+            stage_name,
+            final_name,
+            final_path,
+            seg_dir,
+            width: w,
+            height: h,
+            frames: 0,
+        });
+    }
+
+    let audio_codec = astream.as_ref().map(|(_, _, par)| par.id().name());
+    let mut audio = match (&spec.audio, astream) {
+        (_, None) | (Audio::None, _) => AudioOut::None,
+        (Audio::Copy, Some((ist, ist_tb, par))) => {
+            for o in &mut outs {
+                let mut ost = o
+                    .octx
+                    .add_stream(encoder::find(codec::Id::None))
+                    .map_err(|e| failed("adding the audio stream", e))?;
+                ost.set_parameters(par.clone());
+                clear_codec_tag(&mut ost);
+            }
+            AudioOut::Copy { ist, ist_tb }
+        }
+        (Audio::Aac { bitrate_kbps }, Some((ist, ist_tb, par))) => {
+            aac_setup(&mut outs, ist, ist_tb, par, *bitrate_kbps)?
+        }
+    };
+
+    for o in &mut outs {
+        let mut hopts = Dictionary::new();
+        if let Container::Hls { segment_s } = spec.container {
+            hopts.set("hls_time", &format!("{segment_s}"));
+            hopts.set("hls_playlist_type", "vod");
+            hopts.set("hls_list_size", "0");
+            // spool's own pattern in spool's own directory: the only name
+            // FFmpeg expands.
+            let dir = o.seg_dir.as_deref().unwrap_or_default();
+            hopts.set("hls_segment_filename", &format!("{dir}/seg_%05d.ts"));
+        } else {
+            hopts.set("movflags", "+faststart");
+        }
+        o.octx.write_header_with(hopts).map_err(|e| {
+            if let (Audio::Copy, Some(codec)) = (&spec.audio, audio_codec) {
+                // The only stream the spec did not ask spool to encode.
+                EncodeError::spec(
+                    "audio.mode",
+                    format!(
+                        "copy: the input's {} audio cannot be stored in {} ({e}); use \"aac\"",
+                        codec,
+                        if hls { "HLS" } else { "MP4" }
+                    ),
+                )
+            } else {
+                failed(format!("writing the header of rendition {}", o.label), e)
+            }
+        })?;
+        o.video_tb = o.octx.stream(0).map(|s| s.time_base()).unwrap_or(o.enc_tb);
+        o.audio_tb = o.octx.stream(1).map(|s| s.time_base());
+    }
+
+    // The main loop: read with `Packet::read` and decide per error (the
+    // packet iterator would retry a failing read forever).
+    let mut seen = Decoded::new(display, limits, v_tb, frame_rate, spec);
+    let mut graphs = GraphInput {
+        shape: FrameShape::of_decoder(&decoder),
+        tb: v_tb,
+        rotation,
+    };
+    let mut last_report = Instant::now() - PROGRESS_EVERY;
+    let mut decoded = frame::Video::empty();
+    let mut packet = Packet::empty();
+    let mut eagain = 0u32;
+    let mut read_error: Option<ff::Error> = None;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(EncodeError::Cancelled);
+        }
+        match packet.read(ictx) {
+            Ok(()) => eagain = 0,
+            Err(ff::Error::Eof) => break,
+            Err(ff::Error::Exit) if cancel.is_cancelled() => return Err(EncodeError::Cancelled),
+            Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
+                eagain += 1;
+                if eagain > MAX_EAGAIN {
+                    read_error = Some(ff::Error::Other { errno });
+                    break;
+                }
+                std::thread::sleep(EAGAIN_PAUSE);
+                continue;
+            }
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+        let si = packet.stream();
+        if si == v_index {
+            if let Err(e) = decoder.send_packet(&packet) {
+                return Err(seen.decode_error(&decoder, e));
+            }
+            while decoder.receive_frame(&mut decoded).is_ok() {
+                seen.frame(&mut decoded)?;
+                feed_all(&mut outs, &decoded, &mut graphs, display)?;
+            }
+        } else {
+            audio_packet(&mut audio, &mut outs, si, &packet)?;
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            seen.segments(&outs, spec)?;
+            progress(report(seen.frames, seen.time_s(), duration_s, started));
+        }
+    }
+    if cancel.is_cancelled() {
+        return Err(EncodeError::Cancelled);
+    }
+    // Flush decoder, filters, encoders.
+    if let Err(e) = decoder.send_eof() {
+        return Err(seen.decode_error(&decoder, e));
+    }
+    while decoder.receive_frame(&mut decoded).is_ok() {
+        seen.frame(&mut decoded)?;
+        feed_all(&mut outs, &decoded, &mut graphs, display)?;
+    }
+    if seen.frames == 0 {
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: match read_error {
+                Some(e) => format!("no video frame could be decoded (reading failed: {e})"),
+                None => "no video frame could be decoded (corrupt or not video)".into(),
+            },
+        });
+    }
+    let truncated = seen.truncation(read_error, declared_frames, video_duration_s);
+    if let Some(why) = &truncated
+        && !spec.allow_truncated
+    {
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: format!(
+                "{why}: the input is truncated or damaged (set \"allow_truncated\": true to keep what decodes)"
+            ),
+        });
+    }
+    for o in &mut outs {
+        push_video(o, None)?;
+    }
+    audio_flush(&mut audio, &mut outs)?;
+    for o in &mut outs {
+        o.octx
+            .write_trailer()
+            .map_err(|e| failed(format!("finishing rendition {}", o.label), e))?;
+    }
+    seen.segments(&outs, spec)?;
+
+    // Publish: move the staged outputs to their final names.
+    let master = if hls {
+        staging.write(
+            "master.m3u8",
+            master_playlist(&outs, &spec.renditions, src_w, src_h).as_bytes(),
+        )?;
+        let dir = staging.publish_dir(job.owner)?;
+        Some(dir.join("master.m3u8"))
+    } else {
+        for o in &outs {
+            staging.publish_file(&o.stage_name, &o.final_name, job.owner)?;
+        }
+        staging.finish();
+        None
+    };
+
+    let wall = started.elapsed().as_secs_f64();
+    progress(report(seen.frames, duration_s, duration_s, started));
+    let outputs = outs
+        .iter()
+        .map(|o| describe(o, hls))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncodeResult {
+        outputs,
+        master_playlist: master,
+        backend,
+        backend_reason,
+        wall_s: wall,
+        fps: seen.frames as f64 / wall.max(1e-9),
+        decoded_frames: seen.frames,
+        declared_frames,
+        truncated: truncated.is_some(),
+    })
+}
+
+fn report(frames: u64, time: f64, duration: f64, started: Instant) -> Progress {
+    Progress {
+        frames,
+        percent: if duration > 0.0 {
+            (100.0 * time / duration).clamp(0.0, 100.0)
+        } else {
+            0.0
+        },
+        fps: frames as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        out_time_s: time,
+    }
+}
+
+fn corrupt(display: &str, e: ff::Error) -> EncodeError {
+    EncodeError::BadInput {
+        path: display.to_owned(),
+        reason: format!("decoding failed: {e} (corrupt or truncated)"),
+    }
+}
+
+/// What a video filter graph's source is configured for: the decoded frames'
+/// size, pixel format and aspect. A stream that changes them mid-way gets new
+/// graphs (as FFmpeg's CLI does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameShape {
+    width: u32,
+    height: u32,
+    format: ff::format::Pixel,
+    sar: Rational,
+}
