@@ -1,0 +1,125 @@
+//! `spoolctl enqueue`: one payload, a file, or NDJSON on stdin (checked whole
+//! before anything is sent).
+
+use crate::*;
+
+#[derive(clap::Args)]
+pub(crate) struct EnqueueArgs {
+    /// One JSON payload.
+    #[arg(long, conflicts_with_all = ["file", "source"])]
+    pub(crate) payload: Option<String>,
+    /// A file holding one JSON payload.
+    #[arg(long, conflicts_with = "source")]
+    pub(crate) file: Option<std::path::PathBuf>,
+    /// `-`: NDJSON on stdin, one job a line, sent in batches.
+    #[arg(value_name = "-")]
+    pub(crate) source: Option<String>,
+    /// Priority, -1000..=1000 (higher first).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub(crate) priority: i32,
+    /// Delay before the job may run (`30s`, `5m`, or seconds).
+    #[arg(long)]
+    pub(crate) delay: Option<String>,
+    /// Attempts allowed, counting the first.
+    #[arg(long)]
+    pub(crate) max_attempts: Option<u32>,
+    /// While a job with this key is live, enqueueing returns its id instead.
+    #[arg(long)]
+    pub(crate) dedup_key: Option<String>,
+}
+
+pub(crate) fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
+    let mut o = JobOptions::default().priority(args.priority);
+    if let Some(d) = &args.delay {
+        o = o.delay(parse_delay(d)?);
+    }
+    if let Some(n) = args.max_attempts {
+        o = o.max_attempts(n);
+    }
+    if let Some(k) = &args.dedup_key {
+        o = o.dedup_key(k.clone());
+    }
+    o.validate()?;
+    Ok(o)
+}
+
+pub(crate) fn parse_delay(v: &str) -> Result<Duration, Failure> {
+    spool_queue::parse_duration(v).ok_or_else(|| {
+        usage(format!(
+            "invalid --delay {v:?}: use 30s, 500ms, 5m or seconds"
+        ))
+    })
+}
+
+pub(crate) fn check_json(text: &str, what: &str) -> Result<Vec<u8>, Failure> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| usage(format!("{what} is not valid JSON: {e}")))?;
+    Ok(text.trim().as_bytes().to_vec())
+}
+
+pub(crate) async fn enqueue(queue: &Queue, args: EnqueueArgs) -> Result<(), Failure> {
+    let opts = options(&args)?;
+    let single = match (&args.payload, &args.file, args.source.as_deref()) {
+        (Some(p), _, _) => Some(check_json(p, "--payload")?),
+        (None, Some(f), _) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| usage(format!("cannot read --file {}: {e}", f.display())))?;
+            Some(check_json(&text, &format!("{}", f.display()))?)
+        }
+        (None, None, Some("-")) => None,
+        (None, None, Some(other)) => {
+            return Err(usage(format!(
+                "unexpected argument {other:?}: use `-` for NDJSON on stdin"
+            )));
+        }
+        (None, None, None) => {
+            return Err(usage(
+                "give --payload JSON, --file PATH, or `-` for NDJSON on stdin",
+            ));
+        }
+    };
+    if let Some(payload) = single {
+        println!("{}", queue.enqueue(payload, opts).await?);
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("spoolctl: reading NDJSON jobs from the terminal; end with Ctrl-D");
+    }
+    // Check every line (JSON, size, options) before sending any, so bad
+    // input enqueues nothing.
+    let mut jobs = Vec::new();
+    for (i, line) in stdin.lock().lines().enumerate() {
+        let line = line.map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let what = format!("line {}", i + 1);
+        let payload = check_json(&line, &what)?;
+        let job = NewJob::with_options(payload, opts.clone());
+        queue
+            .check_job(&job)
+            .map_err(|e| usage(format!("{what}: {e}; nothing was enqueued")))?;
+        jobs.push(job);
+    }
+    // A failure part-way (Redis lost) leaves exactly the printed ids enqueued.
+    let mut sent = 0usize;
+    for chunk in jobs.chunks(STDIN_BATCH) {
+        match queue.enqueue_batch(chunk.to_vec()).await {
+            Ok(ids) => {
+                for id in ids {
+                    println!("{id}");
+                }
+                sent += chunk.len();
+            }
+            Err(e) => {
+                eprintln!(
+                    "spoolctl: {sent} of {} jobs were enqueued (their ids are printed above); the rest were not",
+                    jobs.len()
+                );
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

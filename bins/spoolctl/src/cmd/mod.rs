@@ -1,0 +1,21 @@
+//! One file per `spoolctl` command; `main.rs` parses and dispatches.
+
+mod check;
+mod dead;
+mod encode;
+mod enqueue;
+mod inspect;
+mod keys;
+mod simulate;
+mod stats;
+mod watch;
+
+pub(crate) use check::*;
+pub(crate) use dead::*;
+pub(crate) use encode::*;
+pub(crate) use enqueue::*;
+pub(crate) use inspect::*;
+pub(crate) use keys::*;
+pub(crate) use simulate::*;
+pub(crate) use stats::*;
+pub(crate) use watch::*;

@@ -1,0 +1,135 @@
+//! `spoolctl simulate`: a load profile replayed against a ScaledObject's
+//! settings through the KEDA/HPA model.
+
+use crate::*;
+
+#[derive(clap::Args)]
+pub(crate) struct SimulateArgs {
+    /// A manifest holding the ScaledObject (and the Deployment, for its grace
+    /// period): a component file or `kubectl kustomize` output.
+    #[arg(long)]
+    pub(crate) manifest: std::path::PathBuf,
+    /// A built-in load: burst, long, ramp or diurnal.
+    #[arg(long, default_value = "burst", conflicts_with = "load")]
+    pub(crate) profile: String,
+    /// A CSV load instead: `arrival_s,duration_s` per line.
+    #[arg(long)]
+    pub(crate) load: Option<std::path::PathBuf>,
+    /// Override the metric the trigger reads: outstanding or backlog.
+    #[arg(long)]
+    pub(crate) metric: Option<String>,
+    /// Seconds from scheduling a pod to its readiness.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) pod_start: f64,
+    /// Drain timeout; default: the grace period minus 5 s.
+    #[arg(long)]
+    pub(crate) drain_timeout: Option<f64>,
+    /// Jobs per pod; default: the trigger's listLength.
+    #[arg(long)]
+    pub(crate) slots: Option<u32>,
+    /// Write an SVG plot of backlog, outstanding work and replicas.
+    #[arg(long)]
+    pub(crate) plot: Option<std::path::PathBuf>,
+}
+
+pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
+    use spool_autoscale::sim::{self, Arrival, FleetSpec, Metric};
+    let text = std::fs::read_to_string(&a.manifest).map_err(|e| {
+        usage(format!(
+            "cannot read --manifest {}: {e}",
+            a.manifest.display()
+        ))
+    })?;
+    let scaling = spool_autoscale::manifest::parse(&text)
+        .map_err(|e| usage(format!("{}: {e}", a.manifest.display())))?;
+    let metric = match a.metric.as_deref() {
+        None => scaling.metric,
+        Some("outstanding") => Metric::Outstanding,
+        Some("backlog") => Metric::Backlog,
+        Some(other) => {
+            return Err(usage(format!(
+                "invalid --metric {other:?}: use outstanding or backlog"
+            )));
+        }
+    };
+    let (load, horizon) = match &a.load {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("cannot read --load {}: {e}", path.display())))?;
+            let mut load = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with("arrival") {
+                    continue;
+                }
+                let parsed = line.split_once(',').and_then(|(t, d)| {
+                    Some(Arrival {
+                        at_s: t.trim().parse().ok()?,
+                        duration_s: d.trim().parse().ok()?,
+                    })
+                });
+                load.push(parsed.ok_or_else(|| {
+                    usage(format!(
+                        "--load line {}: expected arrival_s,duration_s",
+                        i + 1
+                    ))
+                })?);
+            }
+            let end = load
+                .iter()
+                .map(|a| a.at_s + a.duration_s)
+                .fold(0.0, f64::max);
+            (load, end * 1.5 + 600.0)
+        }
+        None => sim::profile(&a.profile).ok_or_else(|| {
+            usage(format!(
+                "unknown --profile {:?}: use burst, long, ramp or diurnal",
+                a.profile
+            ))
+        })?,
+    };
+    let fleet = FleetSpec {
+        slots: a.slots.unwrap_or(scaling.spec.target.max(1.0) as u32),
+        pod_start_s: a.pod_start,
+        drain_s: a.drain_timeout.unwrap_or((scaling.grace_s - 5.0).max(0.0)),
+        initial: scaling.spec.min,
+    };
+    let r = sim::simulate(scaling.spec.clone(), &fleet, metric, &load, horizon);
+    let peak_backlog = r.samples.iter().map(|s| s.backlog).max().unwrap_or(0);
+    let peak_replicas = r.samples.iter().map(|s| s.replicas).max().unwrap_or(0);
+    println!(
+        "metric {:?}, {} jobs per pod, pod start {} s, drain {} s",
+        metric, fleet.slots, fleet.pod_start_s, fleet.drain_s
+    );
+    println!(
+        "jobs {} completed {} released {}",
+        load.len(),
+        r.completed,
+        r.released
+    );
+    println!(
+        "peak backlog {peak_backlog}, peak replicas {peak_replicas}, direction changes {}",
+        r.direction_changes
+    );
+    println!(
+        "wait p50 {:.0} s, p95 {:.0} s, p99 {:.0} s; replica-minutes {:.0}",
+        r.wait_quantile(0.5),
+        r.wait_quantile(0.95),
+        r.wait_quantile(0.99),
+        r.replica_minutes
+    );
+    if let Some(path) = &a.plot {
+        let title = format!(
+            "{} — {:?} metric, listLength {}",
+            a.manifest.display(),
+            metric,
+            scaling.spec.target
+        );
+        spool_autoscale::plot::plot_svg(path, &title, &r.samples).map_err(|e| Failure {
+            code: 1,
+            message: e,
+        })?;
+        println!("plot: {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `spoolctl stats`: depth by state for one queue or every known queue.
+
+use crate::*;
+
+pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Result<(), Failure> {
+    let names = match only {
+        Some(q) => vec![q.to_owned()],
+        None => {
+            let mut n = client.queues().await?;
+            if n.is_empty() {
+                n.push(DEFAULT_QUEUE.to_owned());
+            }
+            n
+        }
+    };
+    if !json {
+        println!(
+            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}",
+            "QUEUE",
+            "READY",
+            "SCHEDULED",
+            "ACTIVE",
+            "OUTSTANDING",
+            "DEAD",
+            "COMPLETED",
+            "CANCELLED"
+        );
+    }
+    // One queue that cannot be read (a bad name registered by hand, a
+    // damaged key) is reported, and the others are still shown.
+    let mut failed = Vec::new();
+    for name in names {
+        let s = match client.queue(&name) {
+            Ok(q) => q.stats().await,
+            Err(e) => Err(e),
+        };
+        let s = match s {
+            Ok(s) => s,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "queue": name, "error": e.to_string() })
+                    );
+                } else {
+                    println!("{name:<24} error: {e}");
+                }
+                failed.push(name);
+                continue;
+            }
+        };
+        if json {
+            println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        } else {
+            println!(
+                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}",
+                s.queue,
+                s.ready,
+                s.scheduled,
+                s.active,
+                s.outstanding,
+                s.dead,
+                s.completed,
+                s.cancelled
+            );
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Failure {
+            code: 1,
+            message: format!(
+                "could not read {}: {}",
+                if failed.len() == 1 {
+                    "this queue"
+                } else {
+                    "these queues"
+                },
+                failed.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
