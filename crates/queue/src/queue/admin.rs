@@ -1,0 +1,242 @@
+//! Operators: cancel, inspect, stats, dead letters, sweep and the
+//! reconciling check.
+
+use super::*;
+
+/// Jobs one check script call reconciles.
+const CHECK_CHUNK: usize = 500;
+
+/// Escapes a key prefix for a SCAN MATCH pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What [`Queue::check`] found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// The queue.
+    pub queue: String,
+    /// Jobs looked at.
+    pub examined: usize,
+    /// Whether job keys were scanned too (single server) or only the indexes
+    /// read (cluster).
+    pub keys_scanned: bool,
+    /// One line per job out of place: `<id>: <what>`.
+    pub findings: Vec<String>,
+    /// Whether the findings were repaired.
+    pub repaired: bool,
+}
+
+impl Queue {
+    /// Cancels a job: at once when it waits, through its worker when it runs.
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
+        let mut inv = self.invocation(&scripts::CANCEL);
+        inv.arg(id);
+        let reply: String = self.invoke(&inv).await?;
+        match reply.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "not_found" => Err(self.not_found(id)),
+            other => other
+                .strip_prefix("finished:")
+                .unwrap_or(other)
+                .parse()
+                .map(CancelOutcome::AlreadyFinished)
+                .map_err(|reason| Error::Corrupt {
+                    key: self.keys.job(id),
+                    reason,
+                }),
+        }
+    }
+
+    /// Everything stored about job `id`.
+    pub async fn info(&self, id: &str) -> Result<JobInfo> {
+        let key = self.keys.job(id);
+        let h: HashMap<String, Vec<u8>> =
+            self.client.query(redis::cmd("HGETALL").arg(&key)).await?;
+        if h.is_empty() {
+            return Err(self.not_found(id));
+        }
+        JobInfo::from_hash(&key, &self.name, h)
+    }
+
+    /// The depth of every state, read in one round trip of O(1) commands.
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        for key in [&k.ready, &k.scheduled, &k.active] {
+            pipe.cmd("ZCARD").arg(key);
+        }
+        pipe.cmd("SCARD").arg(&k.outstanding);
+        for key in [&k.dead, &k.completed, &k.cancelled] {
+            pipe.cmd("ZCARD").arg(key);
+        }
+        let mut conn = self.client.inner.conn.clone();
+        let v: Vec<u64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.client.err(e))?;
+        let [
+            ready,
+            scheduled,
+            active,
+            outstanding,
+            dead,
+            completed,
+            cancelled,
+        ] = v[..]
+        else {
+            return Err(self.corrupt("stats", &Value::Nil));
+        };
+        Ok(QueueStats {
+            queue: self.name.to_string(),
+            ready,
+            scheduled,
+            active,
+            outstanding,
+            dead,
+            completed,
+            cancelled,
+        })
+    }
+
+    /// Reconciles every job of the queue with the index its state says it is
+    /// in (`spoolctl check`): a deleted or damaged index, a job left outside
+    /// every index, an index entry whose job is gone. With `repair`, fixes
+    /// what it finds; without, only reports. Jobs are found through the
+    /// indexes and, on a single server, by scanning the queue's job keys (on
+    /// a cluster only the indexes are read).
+    pub async fn check(&self, repair: bool) -> Result<CheckReport> {
+        let k = &self.keys;
+        let mut ids: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        for key in [&k.ready, &k.active, &k.scheduled] {
+            let v: Vec<Vec<u8>> = self
+                .client
+                .query(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1))
+                .await?;
+            ids.extend(v);
+        }
+        let v: Vec<Vec<u8>> = self
+            .client
+            .query(redis::cmd("SMEMBERS").arg(&k.outstanding))
+            .await?;
+        ids.extend(v);
+        let scanned = !self.client.inner.endpoint.is_cluster();
+        if scanned {
+            let job_prefix = format!("{}job:", k.prefix);
+            let pattern = format!("{}*", glob_escape(&job_prefix));
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = self
+                    .client
+                    .query(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000),
+                    )
+                    .await?;
+                ids.extend(
+                    keys.into_iter().filter_map(|key| {
+                        key.strip_prefix(job_prefix.as_bytes()).map(<[u8]>::to_vec)
+                    }),
+                );
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        let ids: Vec<Vec<u8>> = ids.into_iter().filter(|id| !id.is_empty()).collect();
+        let mut findings = Vec::new();
+        for chunk in ids.chunks(CHECK_CHUNK) {
+            let mut inv = self.invocation(&scripts::CHECK);
+            inv.arg(if repair { "repair" } else { "check" });
+            for id in chunk {
+                inv.arg(&id[..]);
+            }
+            let found: Vec<String> = self.invoke(&inv).await?;
+            findings.extend(found);
+        }
+        Ok(CheckReport {
+            queue: self.name.to_string(),
+            examined: ids.len(),
+            keys_scanned: scanned,
+            findings,
+            repaired: repair,
+        })
+    }
+
+    /// Dead jobs, newest first.
+    pub async fn dead_list(&self, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = self
+            .client
+            .query(
+                redis::cmd("ZREVRANGE")
+                    .arg(&self.keys.dead)
+                    .arg(offset)
+                    .arg(offset + limit - 1),
+            )
+            .await?;
+        // One round trip for every hash, not one per job.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.job(id));
+        }
+        let hashes: Vec<HashMap<String, Vec<u8>>> = self.client.query_pipe(&pipe).await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, h) in ids.iter().zip(hashes) {
+            // Purged or expired between the two reads: nothing to show.
+            if !h.is_empty() {
+                jobs.push(JobInfo::from_hash(&self.keys.job(id), &self.name, h)?);
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Puts dead jobs back in the backlog with fresh attempts: the given ids, or
+    /// when `ids` is empty the oldest `limit`. Returns how many moved.
+    pub async fn dead_retry(&self, ids: &[String], limit: usize) -> Result<u64> {
+        self.dead_action("retry", ids, limit).await
+    }
+
+    /// Deletes dead jobs: the given ids, or when `ids` is empty the oldest
+    /// `limit`. Returns how many were deleted.
+    pub async fn dead_purge(&self, ids: &[String], limit: usize) -> Result<u64> {
+        self.dead_action("purge", ids, limit).await
+    }
+
+    async fn dead_action(&self, action: &str, ids: &[String], limit: usize) -> Result<u64> {
+        let mut inv = self.invocation(&scripts::DEAD);
+        inv.arg(action).arg(limit.max(1));
+        for id in ids {
+            inv.arg(id);
+        }
+        self.invoke(&inv).await
+    }
+
+    /// Promotes due scheduled jobs, recovers expired leases and prunes retention
+    /// indexes, up to `limit` of each. Any worker may run it at any time.
+    pub async fn sweep(&self, limit: usize) -> Result<SweepReport> {
+        let mut inv = self.invocation(&scripts::SWEEP);
+        inv.arg(limit.max(1));
+        let (promoted, recovered, pruned): (u64, u64, u64) = self.invoke(&inv).await?;
+        Ok(SweepReport {
+            promoted,
+            recovered,
+            pruned,
+        })
+    }
+}

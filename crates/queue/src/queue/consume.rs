@@ -1,0 +1,235 @@
+//! Consumers: reserve with a lease, heartbeat, settle (complete, fail, release),
+//! and the decoding of the reserve script's reply.
+
+use super::*;
+
+impl Queue {
+    /// Leases up to `max` jobs, waiting up to `wait` for the first one without
+    /// polling: an idle consumer sends about two commands a second, and a job
+    /// enqueued while it waits reaches it within milliseconds. Returns an empty
+    /// list when `wait` passes with nothing to do.
+    pub async fn reserve(&self, max: usize, wait: Duration) -> Result<Vec<ReservedJob>> {
+        let until = Instant::now() + wait;
+        loop {
+            let (jobs, hint) = self.try_reserve(max).await?;
+            let now = Instant::now();
+            if !jobs.is_empty() || now >= until {
+                return Ok(jobs);
+            }
+            let mut block = (until - now).min(IDLE_BLOCK);
+            if let Some(h) = hint {
+                block = block.min(h);
+            }
+            if block >= MIN_BLOCK {
+                self.wait_for_wake(block).await?;
+            } else {
+                tokio::time::sleep(block).await;
+            }
+        }
+    }
+
+    /// One reserve script call, without waiting. Returns the jobs and, when none,
+    /// how long until something becomes due.
+    pub async fn try_reserve(&self, max: usize) -> Result<(Vec<ReservedJob>, Option<Duration>)> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut inv = self.invocation(&scripts::RESERVE);
+        inv.arg(max.clamp(1, MAX_BATCH))
+            .arg(token)
+            .arg(RESERVE_SWEEP_LIMIT)
+            .arg(self.client.inner.options.max_reserve_bytes);
+        let reply: Value = self.invoke(&inv).await?;
+        let Value::Array(parts) = &reply else {
+            return Err(self.corrupt("reserve", &reply));
+        };
+        let (Some(Value::Array(rows)), Some(Value::Int(hint))) = (parts.first(), parts.get(1))
+        else {
+            return Err(self.corrupt("reserve", &reply));
+        };
+        let jobs = rows
+            .iter()
+            .map(|row| self.decode_reserved(row))
+            .collect::<Result<Vec<_>>>()?;
+        let hint = u64::try_from(*hint).ok().map(Duration::from_millis);
+        Ok((jobs, hint))
+    }
+
+    fn decode_reserved(&self, row: &Value) -> Result<ReservedJob> {
+        decode_reserved_row(row).ok_or_else(|| self.corrupt("reserve", row))
+    }
+
+    async fn wait_for_wake(&self, block: Duration) -> Result<()> {
+        let pool = &self.client.inner.blocking;
+        let mut lease = pool.get(block).await?;
+        let reply: redis::RedisResult<Value> = redis::cmd("BLPOP")
+            .arg(&self.keys.wake)
+            .arg(block.as_secs_f64())
+            .query_async(&mut lease.1)
+            .await;
+        match reply {
+            Ok(_) => {
+                pool.put(lease);
+                Ok(())
+            }
+            Err(e) => Err(self.client.err(e)),
+        }
+    }
+
+    /// Extends the lease by the job's lease duration and stores `progress` when
+    /// given. Fails with [`Error::LeaseLost`] when the job is no longer this
+    /// consumer's: stop working on it.
+    pub async fn heartbeat(&self, job: &ReservedJob, progress: Option<&str>) -> Result<Heartbeat> {
+        self.heartbeat_with(job, progress, None).await
+    }
+
+    /// Like [`Queue::heartbeat`], extending the lease by `extend` instead of the
+    /// job's own lease duration when given.
+    pub async fn heartbeat_with(
+        &self,
+        job: &ReservedJob,
+        progress: Option<&str>,
+        extend: Option<Duration>,
+    ) -> Result<Heartbeat> {
+        let mut inv = self.invocation(&scripts::HEARTBEAT);
+        inv.arg(&job.id)
+            .arg(&job.token)
+            .arg(extend.map_or(0, |d| d.as_millis() as u64))
+            .arg(progress.unwrap_or(""));
+        let reply: Value = self.invoke(&inv).await?;
+        let Value::Array(f) = &reply else {
+            return Err(self.corrupt("heartbeat", &reply));
+        };
+        let tag = f
+            .first()
+            .and_then(|v| String::from_redis_value(v.clone()).ok());
+        match (tag.as_deref(), f.get(1), f.get(2)) {
+            (Some("ok"), Some(Value::Int(deadline)), Some(Value::Int(cancel))) => Ok(Heartbeat {
+                deadline: from_ms(*deadline),
+                cancel_requested: *cancel == 1,
+            }),
+            (Some("lease_lost"), Some(state), _) => Err(Error::LeaseLost {
+                id: job.id.clone(),
+                state: String::from_redis_value(state.clone()).unwrap_or_default(),
+            }),
+            (Some("not_found"), _, _) => Err(self.not_found(&job.id)),
+            _ => Err(self.corrupt("heartbeat", &reply)),
+        }
+    }
+
+    /// Ends or hands back one leased job; returns its new state.
+    pub async fn settle(&self, job: &ReservedJob, how: Settle) -> Result<JobState> {
+        let mut out = self.settle_many(vec![(job, how)]).await?;
+        out.pop()
+            .unwrap_or_else(|| Err(self.corrupt("settle", &Value::Nil)))
+    }
+
+    /// Marks a job completed with `result`.
+    pub async fn complete(&self, job: &ReservedJob, result: &[u8]) -> Result<()> {
+        self.settle(job, Settle::Complete(result.to_vec()))
+            .await
+            .map(drop)
+    }
+
+    /// Records a failure: retried after a backoff (state `scheduled`) while
+    /// attempts remain, else `dead`; `permanent` goes dead at once.
+    pub async fn fail(&self, job: &ReservedJob, error: &str, permanent: bool) -> Result<JobState> {
+        let how = Settle::Fail {
+            error: error.to_owned(),
+            permanent,
+        };
+        self.settle(job, how).await
+    }
+
+    /// Hands a job back to the front of the backlog with no attempt penalty.
+    pub async fn release(&self, job: &ReservedJob) -> Result<()> {
+        self.settle(job, Settle::Release).await.map(drop)
+    }
+
+    /// Settles many leased jobs, a thousand per script call. Each entry gets its
+    /// own outcome: the new state, or [`Error::LeaseLost`] / [`Error::NotFound`].
+    pub async fn settle_many(
+        &self,
+        items: Vec<(&ReservedJob, Settle)>,
+    ) -> Result<Vec<Result<JobState>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(SETTLE_CHUNK) {
+            let mut inv = self.invocation(&scripts::SETTLE);
+            inv.arg(chunk.len());
+            for (job, how) in chunk {
+                inv.arg(&job.id).arg(&job.token);
+                match how {
+                    Settle::Complete(result) => inv.arg("complete").arg(&result[..]).arg(0),
+                    Settle::Fail {
+                        error,
+                        permanent: true,
+                    } => inv.arg("dead").arg(error).arg(0),
+                    Settle::Fail { error, .. } => {
+                        let delay = backoff_delay(job.backoff, job.backoff_max, job.attempt);
+                        inv.arg("retry").arg(error).arg(delay.as_millis() as u64)
+                    }
+                    Settle::Release => inv.arg("release").arg("").arg(0),
+                    Settle::Cancelled => inv.arg("cancelled").arg("").arg(0),
+                };
+            }
+            let replies: Vec<String> = self.invoke(&inv).await?;
+            for ((job, _), reply) in chunk.iter().zip(replies) {
+                out.push(self.decode_settled(&job.id, &reply));
+            }
+        }
+        Ok(out)
+    }
+
+    fn decode_settled(&self, id: &str, reply: &str) -> Result<JobState> {
+        if let Some(state) = reply.strip_prefix("lease_lost:") {
+            return Err(Error::LeaseLost {
+                id: id.to_owned(),
+                state: state.to_owned(),
+            });
+        }
+        if reply == "not_found" {
+            return Err(self.not_found(id));
+        }
+        reply.parse().map_err(|reason| Error::Corrupt {
+            key: self.keys.job(id),
+            reason,
+        })
+    }
+
+    pub(super) fn not_found(&self, id: &str) -> Error {
+        Error::NotFound {
+            queue: self.name.to_string(),
+            id: id.to_owned(),
+        }
+    }
+}
+
+/// Decodes one job row of the reserve script's reply (see `reserve.lua`);
+/// `None` for anything else.
+pub(crate) fn decode_reserved_row(row: &Value) -> Option<ReservedJob> {
+    let Value::Array(f) = row else {
+        return None;
+    };
+    let int = |i: usize| match f.get(i) {
+        Some(Value::Int(v)) => Some(*v),
+        _ => None,
+    };
+    let bytes = |i: usize| match f.get(i) {
+        Some(Value::BulkString(b)) => Some(b.clone()),
+        _ => None,
+    };
+    let text = |i: usize| bytes(i).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+    Some(ReservedJob {
+        id: text(0)?,
+        payload: bytes(1)?,
+        attempt: int(2)?.clamp(0, u32::MAX as i64) as u32,
+        max_attempts: int(3)?.clamp(0, u32::MAX as i64) as u32,
+        lease: ms(int(4)?),
+        enqueued_at: from_ms(int(5)?),
+        run_at: from_ms(int(6)?),
+        priority: int(7)?.clamp(-1000, 1000) as i32,
+        backoff: ms(int(8)?),
+        backoff_max: ms(int(9)?),
+        token: text(10)?,
+        deadline: from_ms(int(11)?),
+    })
+}

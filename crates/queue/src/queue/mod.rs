@@ -1,0 +1,312 @@
+//! The queue API: producers enqueue, consumers reserve and settle, operators
+//! inspect and repair. Every state change is one script call (see `scripts/`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::{FromRedisValue, Value};
+use serde::Serialize;
+
+use crate::backoff::backoff_delay;
+use crate::connection::{BlockingPool, Conn, Endpoint};
+use crate::error::{Error, Result};
+use crate::job::{JobInfo, JobState, NewJob, ReservedJob, from_ms};
+use crate::keys::{Keys, QUEUES_KEY};
+use crate::scripts;
+
+mod admin;
+mod consume;
+mod produce;
+
+pub use admin::CheckReport;
+pub(crate) use consume::decode_reserved_row;
+
+/// Default maximum payload: jobs carry references to media, not media.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// Jobs per enqueue script call: large enough to amortise the call, small enough
+/// that one call holds Redis for only a few milliseconds.
+const ENQUEUE_CHUNK: usize = 1000;
+/// Payload bytes per enqueue script call, for the same reason.
+const ENQUEUE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Settlements per settle call.
+const SETTLE_CHUNK: usize = 1000;
+/// How long an idle consumer blocks per round: one BLPOP and one reserve script a
+/// second is the whole cost of an idle worker.
+const IDLE_BLOCK: Duration = Duration::from_secs(1);
+/// Shortest block: BLPOP treats 0 as "forever".
+const MIN_BLOCK: Duration = Duration::from_millis(10);
+/// Scheduled and expired jobs a reserve call sweeps on its way; the rest wait for
+/// the next call or the periodic sweep, so no reserve is ever slow.
+const RESERVE_SWEEP_LIMIT: usize = 100;
+
+/// Entries one script call takes at most (the scripts refuse more).
+pub const MAX_BATCH: usize = 10_000;
+/// Payload bytes one reserve call moves at most by default: 16 MiB keeps one
+/// call well under 100 ms of Redis time while 16 full-size (1 MiB) jobs fit.
+pub const DEFAULT_MAX_RESERVE_BYTES: usize = 16 << 20;
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Largest payload accepted by enqueue, in bytes.
+    pub max_payload_bytes: usize,
+    /// Most payload bytes one reserve call moves (the first job always goes):
+    /// bounds how long one call holds Redis and how much one reply carries.
+    pub max_reserve_bytes: usize,
+    /// A PEM CA bundle to trust for `rediss://` (a private CA); `None` trusts
+    /// the public web roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD,
+            max_reserve_bytes: DEFAULT_MAX_RESERVE_BYTES,
+            tls_ca_pem: None,
+        }
+    }
+}
+
+/// A connection to the Redis that holds the queues. Cheap to clone; clones share
+/// the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    endpoint: Endpoint,
+    /// The shared multiplexed connection for every non-blocking command.
+    conn: Conn,
+    /// Dedicated connections for blocked consumers.
+    blocking: Arc<BlockingPool>,
+    options: ClientOptions,
+}
+
+impl Client {
+    /// Connects with default options. See [`Client::connect_with`].
+    pub async fn connect(url: &str) -> Result<Client> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Connects to `redis://[user:password@]host[:port][/db]` (or `rediss://` for
+    /// TLS; a comma-separated list of node URLs, or `redis+cluster://`, for a
+    /// Redis Cluster). Fails with [`Error::Unavailable`] when Redis does not answer.
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
+        let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
+        let conn = endpoint.connect().await?;
+        let blocking = BlockingPool::new(endpoint.clone());
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                endpoint,
+                conn,
+                blocking,
+                options,
+            }),
+        })
+    }
+
+    /// Checks a Redis URL without connecting; returns its `host:port/db` form
+    /// (never the password), for start-up validation and logs.
+    pub fn check_url(url: &str) -> Result<String> {
+        Ok(Endpoint::parse(url)?.display)
+    }
+
+    /// A handle on queue `name`.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        Ok(Queue {
+            client: self.clone(),
+            name: name.into(),
+            keys: Arc::new(Keys::new(name)?),
+            registered: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The names of the queues that have ever been enqueued to.
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(QUEUES_KEY)).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// `host:port/db` of the server, for messages (never the password).
+    pub fn addr(&self) -> &str {
+        &self.inner.endpoint.display
+    }
+
+    /// Runs one command on the shared connection.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.inner.conn.clone();
+        cmd.query_async(&mut conn).await.map_err(|e| self.err(e))
+    }
+
+    /// Runs a pipeline on the shared connection.
+    pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        let mut conn = self.inner.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: redis::RedisError) -> Error {
+        Error::from_redis(self.addr(), e)
+    }
+}
+
+/// One queue. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    client: Client,
+    name: Arc<str>,
+    keys: Arc<Keys>,
+    /// Whether this handle has added the name to the queue index yet.
+    registered: Arc<AtomicBool>,
+}
+
+/// What a consumer does with a leased job.
+#[derive(Debug, Clone)]
+pub enum Settle {
+    /// It succeeded; store this result (may be empty).
+    Complete(Vec<u8>),
+    /// It failed; retry after a backoff unless attempts are used up, or go dead
+    /// at once when `permanent`.
+    Fail {
+        /// What went wrong, kept on the job as `last_error`.
+        error: String,
+        /// Skip the retries.
+        permanent: bool,
+    },
+    /// Hand it back to the front of the backlog with its attempt refunded (a
+    /// draining worker does this).
+    Release,
+    /// It stopped because a cancel was requested.
+    Cancelled,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// The new lease deadline (server clock).
+    pub deadline: std::time::SystemTime,
+    /// Whether someone asked to cancel the job: stop and call
+    /// [`Queue::settle`] with [`Settle::Cancelled`].
+    pub cancel_requested: bool,
+}
+
+/// The answer to [`Queue::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was waiting and is now cancelled.
+    Cancelled,
+    /// It is running; its worker sees the request at its next heartbeat.
+    Requested,
+    /// It had already ended in this state.
+    AlreadyFinished(JobState),
+}
+
+/// Queue depth by state, each an O(1) read.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// In the backlog.
+    pub ready: u64,
+    /// Delayed or waiting for a retry.
+    pub scheduled: u64,
+    /// Leased to workers.
+    pub active: u64,
+    /// Ready or active: the size of the outstanding-work key.
+    pub outstanding: u64,
+    /// In the dead-letter set.
+    pub dead: u64,
+    /// Completed and still retained.
+    pub completed: u64,
+    /// Cancelled and still retained.
+    pub cancelled: u64,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Scheduled jobs that became ready.
+    pub promoted: u64,
+    /// Expired leases handed back or ended.
+    pub recovered: u64,
+    /// Retention index entries dropped.
+    pub pruned: u64,
+}
+
+impl Queue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue's Redis keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The client this queue uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn invocation<'a>(&'a self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for k in self.keys.script_keys() {
+            inv.key(k);
+        }
+        inv.arg(&self.keys.prefix);
+        inv
+    }
+
+    async fn invoke<T: FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> Result<T> {
+        let mut conn = self.client.inner.conn.clone();
+        inv.invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.client.err(e))
+    }
+
+    fn corrupt(&self, what: &str, v: &Value) -> Error {
+        Error::Corrupt {
+            key: self.keys.prefix.clone(),
+            reason: format!("unexpected reply to {what}: {v:?}"),
+        }
+    }
+}
+
+/// Entry points for the fuzz targets (`fuzz/`) and their regression tests:
+/// the decoders that read what Redis hands back.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Decodes a reserve reply given as RESP bytes; never panics.
+    pub fn reserve_reply(resp: &[u8]) -> Option<Vec<ReservedJob>> {
+        let v = redis::parse_redis_value(resp).ok()?;
+        let Value::Array(parts) = v else { return None };
+        let Some(Value::Array(rows)) = parts.first() else {
+            return None;
+        };
+        rows.iter().map(decode_reserved_row).collect()
+    }
+
+    /// Decodes a job hash given as alternating field and value lines
+    /// (separated by NUL bytes); never panics.
+    pub fn job_hash(data: &[u8]) -> Result<JobInfo> {
+        let mut parts = data.split(|b| *b == 0);
+        let mut h = HashMap::new();
+        while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+            h.insert(String::from_utf8_lossy(k).into_owned(), v.to_vec());
+        }
+        JobInfo::from_hash("spool:{fuzz}:job:x", "fuzz", h)
+    }
+}

@@ -1,0 +1,89 @@
+//! Producers: enqueue, single and batch, checked whole before anything is sent.
+
+use super::*;
+
+impl Queue {
+    /// Enqueues one job and returns its id (the existing job's id when its dedup
+    /// key or id is still live).
+    pub async fn enqueue(
+        &self,
+        payload: impl Into<Vec<u8>>,
+        options: crate::JobOptions,
+    ) -> Result<String> {
+        let mut ids = self
+            .enqueue_batch(vec![NewJob::with_options(payload, options)])
+            .await?;
+        ids.pop()
+            .ok_or_else(|| self.corrupt("enqueue", &Value::Nil))
+    }
+
+    /// Checks a job as [`Queue::enqueue_batch`] would (options, payload size)
+    /// without sending it: a producer validates all its input first, so bad
+    /// input enqueues nothing.
+    pub fn check_job(&self, job: &NewJob) -> Result<()> {
+        job.options.validate()?;
+        let max = self.client.inner.options.max_payload_bytes;
+        if job.payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: job.payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Enqueues many jobs, a thousand per script call, and returns their ids in
+    /// input order. Every job is checked before any is sent. Each call is atomic;
+    /// the batch as a whole is not, but retrying it is safe when the jobs carry
+    /// ids ([`crate::JobOptions::id`]): existing ids are not enqueued twice.
+    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
+        for job in &jobs {
+            self.check_job(job)?;
+        }
+        if !self.registered.load(Ordering::Relaxed) {
+            let _: i64 = self
+                .client
+                .query(redis::cmd("SADD").arg(QUEUES_KEY).arg(&*self.name))
+                .await?;
+            self.registered.store(true, Ordering::Relaxed);
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut start = 0;
+        while start < jobs.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < jobs.len()
+                && end - start < ENQUEUE_CHUNK
+                && (end == start || bytes + jobs[end].payload.len() <= ENQUEUE_CHUNK_BYTES)
+            {
+                bytes += jobs[end].payload.len();
+                end += 1;
+            }
+            ids.extend(self.enqueue_chunk(&jobs[start..end]).await?);
+            start = end;
+        }
+        Ok(ids)
+    }
+
+    async fn enqueue_chunk(&self, jobs: &[NewJob]) -> Result<Vec<String>> {
+        let mut inv = self.invocation(&scripts::ENQUEUE);
+        inv.arg(&*self.name).arg(jobs.len());
+        for job in jobs {
+            let o = &job.options;
+            let id =
+                o.id.clone()
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+            inv.arg(id)
+                .arg(&job.payload[..])
+                .arg(o.priority)
+                .arg(o.delay.map_or(0, |d| d.as_millis() as u64))
+                .arg(o.max_attempts)
+                .arg(o.backoff.as_millis() as u64)
+                .arg(o.backoff_max.as_millis() as u64)
+                .arg(o.lease.as_millis() as u64)
+                .arg(o.retention.as_secs())
+                .arg(o.dedup_key.as_deref().unwrap_or(""));
+        }
+        self.invoke(&inv).await
+    }
+}
