@@ -1,0 +1,29 @@
+//! Test media from FFmpeg's lavfi sources, made with the `ffmpeg` CLI.
+
+use crate::*;
+
+/// Writes a test clip made by the `ffmpeg` CLI from FFmpeg's lavfi sources: a
+/// `testsrc2` pattern of `w`×`h` at `fps`, with a 440 Hz tone in AAC, H.264
+/// in MP4 (or whatever `path`'s extension asks for).
+pub fn lavfi_clip(path: &Path, w: u32, h: u32, fps: u32, secs: u32) -> Result<()> {
+    run_tool(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={w}x{h}:rate={fps}:duration={secs}"))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!(
+                "sine=frequency=440:sample_rate=48000:duration={secs}"
+            ))
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-c:a", "aac", "-shortest"])
+            .arg(path),
+        "scripts/deps.sh installs the ffmpeg CLI",
+    )
+}
