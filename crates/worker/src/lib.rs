@@ -35,16 +35,19 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
 mod config;
 mod execute;
 mod handler;
 mod health;
+mod housekeeping;
 mod logging;
 pub mod metrics;
 mod runtime;
 mod settler;
 mod shutdown;
 
+pub use builder::WorkerBuilder;
 pub use config::{
     ConfigError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, DEFAULT_QUEUE, DEFAULT_REDIS_URL,
     LogFormat, MAX_CONCURRENCY, MAX_DRAIN_TIMEOUT, MAX_LEASE, MAX_SWEEP_INTERVAL, MIN_HEARTBEAT,
@@ -53,7 +56,5 @@ pub use config::{
 pub use handler::{Handler, JobContext, JobError};
 pub use health::Health;
 pub use logging::init_logging;
-pub use runtime::{
-    FORCE_WAIT, RELEASE_WAIT, RESERVE_GRACE, SHUTDOWN_MARGIN, Worker, WorkerBuilder, WorkerError,
-};
+pub use runtime::{FORCE_WAIT, RELEASE_WAIT, RESERVE_GRACE, SHUTDOWN_MARGIN, Worker, WorkerError};
 pub use shutdown::Shutdown;

@@ -19,10 +19,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::builder::WorkerBuilder;
 use crate::config::{ConfigError, WorkerConfig};
 use crate::execute::{JobEnv, execute};
 use crate::handler::Handler;
 use crate::health::{Health, serve};
+use crate::housekeeping::{ping_loop, sweep_loop};
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
@@ -45,12 +47,6 @@ pub const RESERVE_GRACE: Duration = Duration::from_secs(1);
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
 /// After SIGINT or a second SIGTERM, how long releases may take.
 pub const FORCE_WAIT: Duration = Duration::from_secs(1);
-/// How often readiness checks Redis with a PING, whatever the load, and how
-/// long the PING may take before Redis counts as unreachable.
-const PING_EVERY: Duration = Duration::from_secs(1);
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// Jobs the sweep handles per step.
-const SWEEP_LIMIT: usize = 1000;
 
 /// Why the runtime could not run.
 #[derive(Debug, thiserror::Error)]
@@ -79,14 +75,10 @@ pub enum WorkerError {
 
 /// A worker: a handler and the settings to run it with.
 pub struct Worker<H> {
-    config: Arc<WorkerConfig>,
-    handler: Arc<H>,
-}
-
-/// Builds a [`Worker`]; every setting defaults as in [`WorkerConfig`].
-pub struct WorkerBuilder<H> {
-    config: WorkerConfig,
-    handler: H,
+    /// The settings, shared with every job task.
+    pub(crate) config: Arc<WorkerConfig>,
+    /// The handler, shared with every job task.
+    pub(crate) handler: Arc<H>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -348,21 +340,6 @@ impl<H: Handler> Worker<H> {
     }
 }
 
-/// Keeps readiness true to Redis whatever the load: a busy worker makes no
-/// reserve calls, so only a probe of its own notices an outage within seconds.
-async fn ping_loop(queue: Queue, health: Arc<Health>) {
-    let mut tick = tokio::time::interval(PING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let ok = matches!(
-            tokio::time::timeout(PING_TIMEOUT, queue.client().ping()).await,
-            Ok(Ok(()))
-        );
-        health.set_redis_ok(ok);
-    }
-}
-
 /// Connects, retrying while Redis is unreachable (the worker is not ready
 /// meanwhile). `None` when shut down before Redis answered.
 async fn connect(
@@ -394,93 +371,5 @@ async fn connect(
             }
             Err(e) => return Err(e.into()),
         }
-    }
-}
-
-/// Sweeps (due jobs, expired leases, retention) and refreshes the queue-depth
-/// gauges and Redis health, every `every`.
-async fn sweep_loop(queue: Queue, every: Duration, health: Arc<Health>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {},
-            _ = stop.cancelled() => return,
-        }
-        if let Err(e) = queue.sweep(SWEEP_LIMIT).await {
-            tracing::debug!(error = %e, "sweep failed");
-        }
-        match queue.stats().await {
-            Ok(s) => {
-                health.set_redis_ok(true);
-                let q = queue.name().to_owned();
-                for (state, v) in [
-                    ("ready", s.ready),
-                    ("scheduled", s.scheduled),
-                    ("active", s.active),
-                    ("dead", s.dead),
-                ] {
-                    metrics::gauge!(m::QUEUE_DEPTH, "queue" => q.clone(), "state" => state)
-                        .set(v as f64);
-                }
-            }
-            Err(e) => {
-                if e.is_transient() {
-                    health.set_redis_ok(false);
-                }
-                tracing::warn!(error = %e, "cannot read queue depth");
-            }
-        }
-    }
-}
-
-impl<H: Handler> WorkerBuilder<H> {
-    /// Replaces every setting (e.g. with [`WorkerConfig::from_env`]).
-    pub fn config(mut self, config: WorkerConfig) -> Self {
-        self.config = config;
-        self
-    }
-    /// The Redis URL.
-    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.config.redis_url = url.into();
-        self
-    }
-    /// The queue.
-    pub fn queue(mut self, name: impl Into<String>) -> Self {
-        self.config.queue = name.into();
-        self
-    }
-    /// Jobs run at once.
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.config.concurrency = n;
-        self
-    }
-    /// The lease each heartbeat grants.
-    pub fn lease(mut self, d: Duration) -> Self {
-        self.config.lease = Some(d);
-        self
-    }
-    /// The heartbeat period.
-    pub fn heartbeat(mut self, d: Duration) -> Self {
-        self.config.heartbeat = Some(d);
-        self
-    }
-    /// How long in-flight jobs may run after SIGTERM.
-    pub fn drain_timeout(mut self, d: Duration) -> Self {
-        self.config.drain_timeout = d;
-        self
-    }
-    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`None`: nowhere).
-    pub fn metrics_addr(mut self, addr: Option<std::net::SocketAddr>) -> Self {
-        self.config.metrics_addr = addr;
-        self
-    }
-    /// Checks the settings and builds the worker.
-    pub fn build(self) -> Result<Worker<H>, ConfigError> {
-        self.config.validate()?;
-        Ok(Worker {
-            config: Arc::new(self.config),
-            handler: Arc::new(self.handler),
-        })
     }
 }

@@ -1,0 +1,68 @@
+//! Building a [`Worker`]: every setting defaults as in [`WorkerConfig`], each
+//! can be set in code, and `build` checks them together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{ConfigError, WorkerConfig};
+use crate::handler::Handler;
+use crate::runtime::Worker;
+
+/// Builds a [`Worker`]; every setting defaults as in [`WorkerConfig`].
+pub struct WorkerBuilder<H> {
+    /// The settings so far.
+    pub(crate) config: WorkerConfig,
+    /// The handler the worker will run.
+    pub(crate) handler: H,
+}
+
+impl<H: Handler> WorkerBuilder<H> {
+    /// Replaces every setting (e.g. with [`WorkerConfig::from_env`]).
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The Redis URL.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.config.redis_url = url.into();
+        self
+    }
+    /// The queue.
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.config.queue = name.into();
+        self
+    }
+    /// Jobs run at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+    /// The lease each heartbeat grants.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.config.lease = Some(d);
+        self
+    }
+    /// The heartbeat period.
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.config.heartbeat = Some(d);
+        self
+    }
+    /// How long in-flight jobs may run after SIGTERM.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.config.drain_timeout = d;
+        self
+    }
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`None`: nowhere).
+    pub fn metrics_addr(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.config.metrics_addr = addr;
+        self
+    }
+    /// Checks the settings and builds the worker.
+    pub fn build(self) -> Result<Worker<H>, ConfigError> {
+        self.config.validate()?;
+        Ok(Worker {
+            config: Arc::new(self.config),
+            handler: Arc::new(self.handler),
+        })
+    }
+}
