@@ -2,6 +2,19 @@
 
 use crate::*;
 
+use spool_encode_spec::{Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition};
+
+/// What to do with the audio (the spec's `audio.mode`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum AudioMode {
+    /// Encode to AAC, 128 kbit/s.
+    Aac,
+    /// Copy the input's audio stream.
+    Copy,
+    /// Drop audio.
+    None,
+}
+
 #[derive(clap::Args)]
 pub(crate) struct EncodeArgs {
     /// The input, relative to the worker's input root.
@@ -9,9 +22,9 @@ pub(crate) struct EncodeArgs {
     /// The output name, relative to the worker's output root.
     #[arg(long)]
     pub(crate) out: String,
-    /// h264, hevc or av1.
-    #[arg(long, default_value = "h264")]
-    pub(crate) codec: String,
+    /// The video codec.
+    #[arg(long, value_enum, default_value_t = Codec::H264)]
+    pub(crate) codec: Codec,
     /// Output heights; several make a ladder (`--height 1080 --height 720`).
     #[arg(long)]
     pub(crate) height: Vec<u32>,
@@ -21,38 +34,30 @@ pub(crate) struct EncodeArgs {
     /// Constant quality (CRF/CQ).
     #[arg(long)]
     pub(crate) quality: Option<u32>,
-    /// fastest, fast, medium, slow or slowest.
-    #[arg(long, default_value = "medium")]
-    pub(crate) preset: String,
+    /// Speed against quality.
+    #[arg(long, value_enum, default_value_t = Preset::Medium)]
+    pub(crate) preset: Preset,
     /// HLS instead of MP4 (segment length in seconds).
     #[arg(long, num_args = 0..=1, default_missing_value = "6")]
     pub(crate) hls: Option<f64>,
-    /// auto, nvenc or cpu.
-    #[arg(long, default_value = "auto")]
-    pub(crate) hw: String,
-    /// Audio: aac, copy or none.
-    #[arg(long, default_value = "aac")]
-    pub(crate) audio: String,
+    /// Where to encode.
+    #[arg(long, value_enum, default_value_t = Hardware::Auto)]
+    pub(crate) hw: Hardware,
+    /// What to do with the audio.
+    #[arg(long, value_enum, default_value_t = AudioMode::Aac)]
+    pub(crate) audio: AudioMode,
+    /// Keep what decodes of an input that ends early.
+    #[arg(long)]
+    pub(crate) allow_truncated: bool,
     /// Priority, -1000..=1000.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub(crate) priority: i32,
 }
 
-/// Builds the encode spec JSON from flags. The worker validates it fully; this
-/// catches the obvious mistakes before anything is enqueued.
+/// Builds the typed encode spec from flags and validates it as the worker
+/// will (with the default limits; a worker may set tighter ones), so a bad
+/// spec is refused before anything is enqueued.
 pub(crate) fn encode_spec(a: &EncodeArgs) -> Result<serde_json::Value, Failure> {
-    if !["h264", "hevc", "av1"].contains(&a.codec.as_str()) {
-        return Err(usage(format!(
-            "invalid --codec {:?}: use h264, hevc or av1",
-            a.codec
-        )));
-    }
-    if !["auto", "nvenc", "cpu"].contains(&a.hw.as_str()) {
-        return Err(usage(format!(
-            "invalid --hw {:?}: use auto, nvenc or cpu",
-            a.hw
-        )));
-    }
     if a.bitrate.len() > 1 && a.bitrate.len() != a.height.len() {
         return Err(usage("give one --bitrate, or one per --height"));
     }
@@ -61,39 +66,37 @@ pub(crate) fn encode_spec(a: &EncodeArgs) -> Result<serde_json::Value, Failure> 
     } else {
         a.height.iter().copied().map(Some).collect()
     };
-    let renditions: Vec<serde_json::Value> = heights
+    let renditions = heights
         .iter()
         .enumerate()
-        .map(|(i, h)| {
-            let mut r = serde_json::json!({ "codec": a.codec, "preset": a.preset });
-            if let Some(h) = h {
-                r["height"] = (*h).into();
-            }
-            if let Some(b) = a.bitrate.get(i).or(a.bitrate.first()) {
-                r["bitrate_kbps"] = (*b).into();
-            }
-            if let Some(q) = a.quality {
-                r["quality"] = q.into();
-            }
-            r
+        .map(|(i, h)| Rendition {
+            name: None,
+            codec: a.codec,
+            width: None,
+            height: *h,
+            bitrate_kbps: a.bitrate.get(i).or(a.bitrate.first()).copied(),
+            quality: a.quality,
+            preset: a.preset,
+            keyframe_interval_s: None,
         })
         .collect();
-    let audio = match a.audio.as_str() {
-        "aac" => serde_json::json!({ "mode": "aac" }),
-        "copy" => serde_json::json!({ "mode": "copy" }),
-        "none" => serde_json::json!({ "mode": "none" }),
-        other => {
-            return Err(usage(format!(
-                "invalid --audio {other:?}: use aac, copy or none"
-            )));
-        }
+    let spec = EncodeSpec {
+        input: a.input.clone(),
+        output: a.out.clone(),
+        renditions,
+        audio: match a.audio {
+            AudioMode::Aac => Audio::default(),
+            AudioMode::Copy => Audio::Copy,
+            AudioMode::None => Audio::None,
+        },
+        container: match a.hls {
+            Some(segment_s) => Container::Hls { segment_s },
+            None => Container::Mp4,
+        },
+        hardware: a.hw,
+        allow_truncated: a.allow_truncated,
     };
-    let container = match a.hls {
-        Some(seg) => serde_json::json!({ "format": "hls", "segment_s": seg }),
-        None => serde_json::json!({ "format": "mp4" }),
-    };
-    Ok(serde_json::json!({
-        "input": a.input, "output": a.out, "renditions": renditions,
-        "audio": audio, "container": container, "hardware": a.hw,
-    }))
+    spec.validate(&Limits::default())
+        .map_err(|e| usage(e.to_string()))?;
+    serde_json::to_value(&spec).map_err(|e| usage(format!("cannot write the spec: {e}")))
 }
