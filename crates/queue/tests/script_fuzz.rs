@@ -35,6 +35,7 @@ struct Scripts {
     cancel: redis::Script,
     sweep: redis::Script,
     dead: redis::Script,
+    check: redis::Script,
 }
 
 impl Scripts {
@@ -47,10 +48,11 @@ impl Scripts {
             cancel: script(include_str!("../src/scripts/cancel.lua")),
             sweep: script(include_str!("../src/scripts/sweep.lua")),
             dead: script(include_str!("../src/scripts/dead.lua")),
+            check: script(include_str!("../src/scripts/check.lua")),
         }
     }
 
-    fn all(&self) -> [&redis::Script; 7] {
+    fn all(&self) -> [&redis::Script; 8] {
         [
             &self.enqueue,
             &self.reserve,
@@ -59,6 +61,7 @@ impl Scripts {
             &self.cancel,
             &self.sweep,
             &self.dead,
+            &self.check,
         ]
     }
 }
@@ -250,7 +253,7 @@ impl Fuzz {
 
     /// Any script, with an argument vector of random length and content.
     fn random_call(&mut self) {
-        let which = self.rng.below(7);
+        let which = self.rng.below(8);
         let len = self.rng.below(14);
         let mut args = Vec::with_capacity(len);
         for _ in 0..len {
