@@ -93,7 +93,9 @@ async fn run(
     );
 
     // Where Redis spent its time: script cost per call, for docs/performance.md.
-    let info: String = client.query(redis::cmd("INFO").arg("commandstats")).await?;
+    let info: String = client
+        .raw_query(redis::cmd("INFO").arg("commandstats"))
+        .await?;
     for line in info.lines().filter(|l| l.starts_with("cmdstat_evalsha")) {
         println!("{label}: redis {line}");
     }
@@ -112,7 +114,7 @@ async fn run(
                 let mut pipe = redis::pipe();
                 pipe.cmd("LPUSH").arg(&key).arg("{}").ignore();
                 pipe.cmd("RPOP").arg(&key);
-                let _: (Option<String>,) = client.query_pipe(&pipe).await?;
+                let _: (Option<String>,) = client.raw_query_pipe(&pipe).await?;
             }
             anyhow::Ok(per)
         }));

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use spool_testkit::WorkerProcess;
 
 /// A worker pod.
+#[derive(Debug)]
 struct Pod {
     process: WorkerProcess,
     /// When SIGTERM was sent, if it was.
@@ -24,6 +25,7 @@ struct Pod {
 }
 
 /// Worker processes as a Deployment's pods.
+#[derive(Debug)]
 pub struct Fleet {
     binary: PathBuf,
     redis_url: String,
@@ -164,6 +166,7 @@ impl Drop for Fleet {
 }
 
 /// Rows of numbers against time, written as CSV.
+#[derive(Debug)]
 pub struct Timeline {
     header: Vec<String>,
     rows: Vec<Vec<f64>>,

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 /// The proxy; stops when dropped.
+#[derive(Debug)]
 pub struct FaultProxy {
     port: u16,
     state: Arc<State>,
 }
 
+#[derive(Debug)]
 struct State {
     /// Connections are refused until this instant.
     cut_until: Mutex<Option<Instant>>,

@@ -73,6 +73,7 @@ impl EncoderConfig {
 }
 
 /// Runs encodes. Cheap to share: probe once, encode many.
+#[derive(Debug)]
 pub struct Encoder {
     config: EncoderConfig,
     gpus: gpu::GpuProbe,

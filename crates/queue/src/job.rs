@@ -336,7 +336,7 @@ pub struct JobInfo {
 impl JobInfo {
     /// Builds the info from a job hash's fields (as `HGETALL` returns them),
     /// refusing hashes spool did not write with [`Error::Corrupt`].
-    pub fn from_hash(key: &str, queue: &str, h: HashMap<String, Vec<u8>>) -> Result<Self> {
+    pub(crate) fn from_hash(key: &str, queue: &str, h: HashMap<String, Vec<u8>>) -> Result<Self> {
         let text = |f: &str| h.get(f).map(|v| String::from_utf8_lossy(v).into_owned());
         let corrupt = |reason: String| Error::Corrupt {
             key: key.to_owned(),

@@ -4,6 +4,7 @@
 use crate::*;
 
 /// A Redis Cluster of `n` masters (no replicas) on loopback ports.
+#[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }

@@ -63,6 +63,7 @@ fn build_once(args: &[&str], artefact: &str) -> Result<PathBuf> {
 }
 
 /// A running worker process with its metrics port.
+#[derive(Debug)]
 pub struct WorkerProcess {
     child: Option<Child>,
     /// Where its `/metrics`, `/healthz` and `/readyz` answer.

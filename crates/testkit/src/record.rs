@@ -22,6 +22,7 @@ pub struct Event {
 }
 
 /// The handlers' record, parsed.
+#[derive(Debug)]
 pub struct Record(pub Vec<Event>);
 
 impl Record {

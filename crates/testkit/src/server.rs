@@ -18,6 +18,7 @@ pub struct ServerOptions {
 }
 
 /// A `redis-server` child process on a loopback port.
+#[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,

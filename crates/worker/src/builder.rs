@@ -16,6 +16,14 @@ pub struct WorkerBuilder<H> {
     pub(crate) handler: H,
 }
 
+impl<H> std::fmt::Debug for WorkerBuilder<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<H: Handler> WorkerBuilder<H> {
     /// Replaces every setting (e.g. with [`WorkerConfig::from_env`]).
     pub fn config(mut self, config: WorkerConfig) -> Self {

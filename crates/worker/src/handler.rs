@@ -56,7 +56,7 @@ impl JobError {
 }
 
 /// What a handler knows about its job and how it talks back.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct JobContext {
     /// The job's id.
     pub id: String,

@@ -76,7 +76,7 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
 
 /// Binds `addr` and serves until `stop` fires. Binding happens before this
 /// returns, so a taken port is a start-up error, not a silent one.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     stop: CancellationToken,

@@ -81,6 +81,14 @@ pub struct Worker<H> {
     pub(crate) handler: Arc<H>,
 }
 
+impl<H> std::fmt::Debug for Worker<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<H: Handler> Worker<H> {
     /// Starts building a worker around `handler`.
     pub fn builder(handler: H) -> WorkerBuilder<H> {

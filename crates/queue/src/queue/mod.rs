@@ -86,6 +86,32 @@ struct ClientInner {
     options: ClientOptions,
 }
 
+/// Raw Redis access for benchmarks and tests (feature `testing`): not part
+/// of the supported API, which keeps redis types out of its signatures.
+#[cfg(feature = "testing")]
+impl Client {
+    /// Runs one raw command on the shared connection.
+    #[doc(hidden)]
+    pub async fn raw_query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        self.query(cmd).await
+    }
+
+    /// Runs a raw pipeline on the shared connection.
+    #[doc(hidden)]
+    pub async fn raw_query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        self.query_pipe(pipe).await
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The address only: never the URL, which may hold a password.
+        f.debug_struct("Client")
+            .field("addr", &self.addr())
+            .finish()
+    }
+}
+
 impl Client {
     /// Connects with default options. See [`Client::connect_with`].
     pub async fn connect(url: &str) -> Result<Client> {
@@ -144,13 +170,13 @@ impl Client {
     }
 
     /// Runs one command on the shared connection.
-    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         let mut conn = self.inner.conn.clone();
         cmd.query_async(&mut conn).await.map_err(|e| self.err(e))
     }
 
     /// Runs a pipeline on the shared connection.
-    pub async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+    pub(crate) async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
         let mut conn = self.inner.conn.clone();
         pipe.query_async(&mut conn).await.map_err(|e| self.err(e))
     }
@@ -241,6 +267,15 @@ pub struct SweepReport {
     pub recovered: u64,
     /// Retention index entries dropped.
     pub pruned: u64,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name)
+            .field("client", &self.client)
+            .finish()
+    }
 }
 
 impl Queue {
