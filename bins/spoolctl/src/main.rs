@@ -187,6 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 println!("cancel requested for {id}: its worker stops it at the next heartbeat")
             }
             CancelOutcome::AlreadyFinished(s) => println!("{id} had already ended: {s}"),
+            other => println!("{id}: {other:?}"),
         },
         Command::Dead { action } => dead(&queue, action).await?,
         Command::Check {

@@ -187,7 +187,7 @@ fn cancel_dead_and_watch_work_on_real_jobs() -> Result<()> {
             .reserve(1, std::time::Duration::from_secs(1))
             .await?
             .remove(0);
-        q.fail(&job, "unsupported pixel format", true).await?;
+        q.fail_permanently(&job, "unsupported pixel format").await?;
         anyhow::Ok(id)
     })?;
     let o = spoolctl(&server, &["dead", "list"], None)?;
@@ -400,7 +400,7 @@ fn watch_survives_a_redis_restart_and_knows_an_unretained_job_finished() -> Resu
                 .lease(Duration::from_secs(60)),
         ),
     )?;
-    let (jobs, _) = rt.block_on(queue.try_reserve(1))?;
+    let jobs = rt.block_on(queue.try_reserve(1))?.jobs;
     let job = jobs.first().context("nothing reserved")?.clone();
     let watch = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
         .args(["watch", &id])

@@ -2,6 +2,7 @@
 
 /// Everything an encode can fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// The job spec is impossible; nothing was started.
     #[error("invalid encode spec: `{field}` {reason}")]

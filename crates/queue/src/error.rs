@@ -7,6 +7,7 @@ use redis::RedisError;
 /// Messages say what happened and what to do about it. None of them ever
 /// contains the Redis password: addresses are shown as `host:port/db`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The lease token is not the job's current lease: the lease expired and the
     /// job was handed to another consumer, or it was settled already. The caller

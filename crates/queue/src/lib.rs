@@ -59,5 +59,6 @@ pub use keys::Keys;
 pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_RESERVE_BYTES, Heartbeat, MAX_BATCH, Queue, QueueStats, Settle, SweepReport,
+    DEFAULT_MAX_RESERVE_BYTES, Heartbeat, MAX_BATCH, Queue, QueueStats, Reservation, Settle,
+    SweepReport,
 };

@@ -86,7 +86,9 @@ async fn lease_expiry_hands_job_to_next_consumer() -> Result<()> {
     let lost = |r: Result<_, Error>| matches!(r, Err(Error::LeaseLost { .. }));
     ensure!(lost(queue.heartbeat(&first, None).await.map(drop)));
     ensure!(lost(queue.complete(&first, b"stale").await));
-    ensure!(lost(queue.fail(&first, "stale", true).await.map(drop)));
+    ensure!(lost(
+        queue.fail_permanently(&first, "stale").await.map(drop)
+    ));
     ensure!(lost(queue.release(&first).await));
 
     let info = queue.info(&id).await?;
@@ -110,7 +112,7 @@ async fn heartbeats_keep_a_job_past_its_lease() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let hb = queue.heartbeat(&job, Some(r#"{"percent":10}"#)).await?;
         ensure!(!hb.cancel_requested);
-        let (stolen, _) = other.try_reserve(1).await?;
+        let stolen = other.try_reserve(1).await?.jobs;
         ensure!(
             stolen.is_empty(),
             "a heartbeating job must not be handed over"
@@ -167,7 +169,7 @@ async fn retry_backoff_lands_in_scheduled_within_the_window() -> Result<()> {
     let id = queue.enqueue(b"{}".to_vec(), opts).await?;
     let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
     let before = now_ms();
-    let state = queue.fail(&job, "transcoder busy", false).await?;
+    let state = queue.fail(&job, "transcoder busy").await?;
     ensure!(state == JobState::Scheduled);
     let info = queue.info(&id).await?;
     let run_at = info.run_at_ms.context("run_at")?;
@@ -188,7 +190,7 @@ async fn permanent_errors_go_dead_and_dead_jobs_retry_and_purge() -> Result<()> 
     let a = queue.enqueue(b"a".to_vec(), JobOptions::default()).await?;
     let b = queue.enqueue(b"b".to_vec(), JobOptions::default()).await?;
     for job in queue.reserve(2, Duration::from_secs(1)).await? {
-        let state = queue.fail(&job, "unsupported codec", true).await?;
+        let state = queue.fail_permanently(&job, "unsupported codec").await?;
         ensure!(state == JobState::Dead);
     }
     let dead = queue.dead_list(0, 10).await?;
@@ -219,10 +221,10 @@ async fn retryable_failures_die_when_attempts_run_out() -> Result<()> {
         .backoff(Duration::from_millis(10), Duration::from_millis(10));
     let id = queue.enqueue(b"{}".to_vec(), opts).await?;
     let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
-    ensure!(queue.fail(&job, "boom", false).await? == JobState::Scheduled);
+    ensure!(queue.fail(&job, "boom").await? == JobState::Scheduled);
     let job = queue.reserve(1, Duration::from_secs(2)).await?.remove(0);
     ensure!(job.attempt == 2);
-    ensure!(queue.fail(&job, "boom", false).await? == JobState::Dead);
+    ensure!(queue.fail(&job, "boom").await? == JobState::Dead);
     let err = queue.info(&id).await?.last_error.unwrap_or_default();
     ensure!(err.contains("attempt 2 of 2"), "{err}");
     Ok(())
@@ -239,7 +241,8 @@ async fn delayed_jobs_are_not_reserved_early() -> Result<()> {
         .await?;
     ensure!(queue.info(&id).await?.state == JobState::Scheduled);
     let started = Instant::now();
-    let (early, hint) = queue.try_reserve(1).await?;
+    let r = queue.try_reserve(1).await?;
+    let (early, hint) = (r.jobs, r.next_due);
     ensure!(early.is_empty(), "a delayed job was handed out early");
     ensure!(
         hint.is_some_and(|h| h <= Duration::from_millis(600)),
@@ -335,7 +338,7 @@ async fn cancel_stops_queued_jobs_at_once_and_running_ones_at_heartbeat() -> Res
     ensure!(queue.cancel(&queued).await? == CancelOutcome::Cancelled);
     ensure!(queue.cancel(&delayed).await? == CancelOutcome::Cancelled);
     ensure!(
-        queue.try_reserve(1).await?.0.is_empty(),
+        queue.try_reserve(1).await?.jobs.is_empty(),
         "cancelled jobs must not run"
     );
 
@@ -678,7 +681,7 @@ async fn garbage_in_the_keys_gives_errors_not_panics() -> Result<()> {
             other => bail!("{id}: expected a Corrupt error, got {other:?}"),
         }
     }
-    let (jobs, _) = queue.try_reserve(10).await?;
+    let jobs = queue.try_reserve(10).await?.jobs;
     ensure!(
         jobs.is_empty(),
         "garbage must not be handed to a worker: {jobs:?}"
@@ -828,7 +831,7 @@ async fn bad_script_arguments_change_nothing_and_damaged_jobs_strand_nothing() -
         .arg(k.job(&ids[2]))
         .arg("oops")
         .query(&mut conn)?;
-    let (jobs, _) = queue.try_reserve(10).await?;
+    let jobs = queue.try_reserve(10).await?.jobs;
     ensure!(
         jobs.len() == 1 && jobs[0].id == ids[0],
         "only the sound job runs: {jobs:?}"
@@ -876,18 +879,18 @@ async fn reserve_is_capped_by_bytes_as_well_as_count() -> Result<()> {
                 .collect(),
         )
         .await?;
-    let (jobs, _) = queue.try_reserve(10).await?;
+    let jobs = queue.try_reserve(10).await?.jobs;
     ensure!(
         jobs.len() == 2,
         "took {} jobs of 100 kB with a 250 kB budget",
         jobs.len()
     );
-    let (jobs, _) = queue.try_reserve(10).await?;
+    let jobs = queue.try_reserve(10).await?.jobs;
     ensure!(jobs.len() == 2);
     let big = client.queue("big")?;
     big.enqueue(vec![b'y'; 400_000], JobOptions::default())
         .await?;
-    let (jobs, _) = big.try_reserve(10).await?;
+    let jobs = big.try_reserve(10).await?.jobs;
     ensure!(jobs.len() == 1, "a job over the budget must still go alone");
     Ok(())
 }
@@ -899,9 +902,9 @@ async fn dead_retry_never_gives_one_dedup_key_two_live_jobs() -> Result<()> {
     let (_server, queue) = setup().await?;
     let opts = || JobOptions::default().dedup_key("clip-42");
     let a = queue.enqueue(b"{}".to_vec(), opts()).await?;
-    let (jobs, _) = queue.try_reserve(1).await?;
+    let jobs = queue.try_reserve(1).await?.jobs;
     let job = jobs.first().context("nothing reserved")?;
-    queue.fail(job, "bad input", true).await?;
+    queue.fail_permanently(job, "bad input").await?;
     ensure!(queue.info(&a).await?.state == JobState::Dead);
     // The key is free once A is dead: B takes it.
     let b = queue.enqueue(b"{}".to_vec(), opts()).await?;
@@ -916,9 +919,9 @@ async fn dead_retry_never_gives_one_dedup_key_two_live_jobs() -> Result<()> {
     // The key still names B, and only B.
     ensure!(queue.enqueue(b"{}".to_vec(), opts()).await? == b);
     // Without a competitor, a retried job takes its key back.
-    let (jobs, _) = queue.try_reserve(10).await?;
+    let jobs = queue.try_reserve(10).await?.jobs;
     for j in &jobs {
-        queue.fail(j, "again", true).await?;
+        queue.fail_permanently(j, "again").await?;
     }
     ensure!(queue.dead_retry(std::slice::from_ref(&b), 10).await? == 1);
     ensure!(queue.info(&b).await?.dedup_key.as_deref() == Some("clip-42"));

@@ -103,13 +103,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
         Err(e) => {
             let why = format!("payload is not valid for this worker: {e}");
             tracing::warn!(error = %why, "refusing job");
-            (
-                Outcome::Dead,
-                Some(Settle::Fail {
-                    error: why,
-                    permanent: true,
-                }),
-            )
+            (Outcome::Dead, Some(Settle::Dead(why)))
         }
         Ok(payload) => {
             let (ended, reason, unsent) = supervise(&env, &job, payload).await;
@@ -130,7 +124,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
 
     let outcome = match settle {
         None => outcome,
-        Some(how) => settle_with_retry(&env, &job, how)
+        Some(how) => settle_with_retry(&env, &job, how, outcome)
             .await
             .unwrap_or(Outcome::LeaseLost),
     };
@@ -248,7 +242,13 @@ async fn heartbeat<H>(
 
 /// Turns how the handler ended into a metric outcome and what to tell Redis.
 fn decide(ended: Ended, reason: Option<StopReason>) -> (Outcome, Option<Settle>) {
-    let fail = |error: String, permanent| Settle::Fail { error, permanent };
+    let fail = |error: String, permanent: bool| {
+        if permanent {
+            Settle::Dead(error)
+        } else {
+            Settle::Retry(error)
+        }
+    };
     match (ended, reason) {
         // Another worker owns the job: whatever happened here is not ours to report.
         (_, Some(StopReason::LeaseLost)) => (Outcome::LeaseLost, None),
@@ -274,20 +274,24 @@ fn decide(ended: Ended, reason: Option<StopReason>) -> (Outcome, Option<Settle>)
 }
 
 /// Settles, retrying while Redis is unreachable (settling is idempotent), until
-/// the lease would have run out anyway. Returns the outcome to count, or `None`
-/// when the lease was lost.
-async fn settle_with_retry<H>(env: &JobEnv<H>, job: &ReservedJob, how: Settle) -> Option<Outcome> {
+/// the lease would have run out anyway. Returns the outcome to count (`planned`,
+/// except that a retry with no attempts left counts as dead), or `None` when
+/// the lease was lost.
+async fn settle_with_retry<H>(
+    env: &JobEnv<H>,
+    job: &ReservedJob,
+    how: Settle,
+    planned: Outcome,
+) -> Option<Outcome> {
     let give_up = Instant::now() + job.lease.max(env.config.lease.unwrap_or_default());
     let mut pause = Duration::from_millis(100);
     loop {
         match env.settler.settle(job, how.clone()).await {
             Ok(state) => {
                 return Some(match (&how, state) {
-                    (Settle::Fail { .. }, JobState::Scheduled) => Outcome::Retried,
-                    (Settle::Fail { .. }, _) => Outcome::Dead,
-                    (Settle::Complete(_), _) => Outcome::Completed,
-                    (Settle::Release, _) => Outcome::Released,
-                    (Settle::Cancelled, _) => Outcome::Cancelled,
+                    (Settle::Retry(_), JobState::Scheduled) => Outcome::Retried,
+                    (Settle::Retry(_), _) => Outcome::Dead,
+                    _ => planned,
                 });
             }
             Err(SettleFailure::LeaseLost) => {

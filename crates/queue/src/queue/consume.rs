@@ -11,7 +11,10 @@ impl Queue {
     pub async fn reserve(&self, max: usize, wait: Duration) -> Result<Vec<ReservedJob>> {
         let until = Instant::now() + wait;
         loop {
-            let (jobs, hint) = self.try_reserve(max).await?;
+            let Reservation {
+                jobs,
+                next_due: hint,
+            } = self.try_reserve(max).await?;
             let now = Instant::now();
             if !jobs.is_empty() || now >= until {
                 return Ok(jobs);
@@ -28,9 +31,9 @@ impl Queue {
         }
     }
 
-    /// One reserve script call, without waiting. Returns the jobs and, when none,
-    /// how long until something becomes due.
-    pub async fn try_reserve(&self, max: usize) -> Result<(Vec<ReservedJob>, Option<Duration>)> {
+    /// One reserve script call, without waiting: the jobs leased and, when
+    /// none, how long until something becomes due.
+    pub async fn try_reserve(&self, max: usize) -> Result<Reservation> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut inv = self.invocation(&scripts::RESERVE);
         inv.arg(max.clamp(1, MAX_BATCH))
@@ -49,8 +52,8 @@ impl Queue {
             .iter()
             .map(|row| self.decode_reserved(row))
             .collect::<Result<Vec<_>>>()?;
-        let hint = u64::try_from(*hint).ok().map(Duration::from_millis);
-        Ok((jobs, hint))
+        let next_due = u64::try_from(*hint).ok().map(Duration::from_millis);
+        Ok(Reservation { jobs, next_due })
     }
 
     fn decode_reserved(&self, row: &Value) -> Result<ReservedJob> {
@@ -129,14 +132,15 @@ impl Queue {
             .map(drop)
     }
 
-    /// Records a failure: retried after a backoff (state `scheduled`) while
-    /// attempts remain, else `dead`; `permanent` goes dead at once.
-    pub async fn fail(&self, job: &ReservedJob, error: &str, permanent: bool) -> Result<JobState> {
-        let how = Settle::Fail {
-            error: error.to_owned(),
-            permanent,
-        };
-        self.settle(job, how).await
+    /// Records a failure that may pass: retried after a backoff (state
+    /// `scheduled`) while attempts remain, else `dead`.
+    pub async fn fail(&self, job: &ReservedJob, error: &str) -> Result<JobState> {
+        self.settle(job, Settle::Retry(error.to_owned())).await
+    }
+
+    /// Records a failure no retry can fix: `dead` at once.
+    pub async fn fail_permanently(&self, job: &ReservedJob, error: &str) -> Result<JobState> {
+        self.settle(job, Settle::Dead(error.to_owned())).await
     }
 
     /// Hands a job back to the front of the backlog with no attempt penalty.
@@ -158,11 +162,8 @@ impl Queue {
                 inv.arg(&job.id).arg(&job.token);
                 match how {
                     Settle::Complete(result) => inv.arg("complete").arg(&result[..]).arg(0),
-                    Settle::Fail {
-                        error,
-                        permanent: true,
-                    } => inv.arg("dead").arg(error).arg(0),
-                    Settle::Fail { error, .. } => {
+                    Settle::Dead(error) => inv.arg("dead").arg(error).arg(0),
+                    Settle::Retry(error) => {
                         let delay = backoff_delay(job.backoff, job.backoff_max, job.attempt);
                         inv.arg("retry").arg(error).arg(delay.as_millis() as u64)
                     }

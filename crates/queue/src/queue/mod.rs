@@ -196,19 +196,30 @@ pub struct Queue {
     registered: Arc<AtomicBool>,
 }
 
+/// What one [`Queue::try_reserve`] call got.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Reservation {
+    /// The jobs leased, in backlog order.
+    pub jobs: Vec<ReservedJob>,
+    /// When none were leased: how long until a scheduled job or a lease
+    /// deadline comes due (`None`: nothing pending), so a consumer blocks no
+    /// longer than that.
+    pub next_due: Option<Duration>,
+}
+
 /// What a consumer does with a leased job.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Settle {
     /// It succeeded; store this result (may be empty).
     Complete(Vec<u8>),
-    /// It failed; retry after a backoff unless attempts are used up, or go dead
-    /// at once when `permanent`.
-    Fail {
-        /// What went wrong, kept on the job as `last_error`.
-        error: String,
-        /// Skip the retries.
-        permanent: bool,
-    },
+    /// It failed and may succeed later: retried after a backoff while
+    /// attempts remain, else dead. The error is kept as `last_error`.
+    Retry(String),
+    /// It failed and no retry can succeed (a bad input, an impossible spec):
+    /// dead at once, with the error.
+    Dead(String),
     /// Hand it back to the front of the backlog with its attempt refunded (a
     /// draining worker does this).
     Release,
@@ -228,6 +239,7 @@ pub struct Heartbeat {
 
 /// The answer to [`Queue::cancel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CancelOutcome {
     /// It was waiting and is now cancelled.
     Cancelled,
