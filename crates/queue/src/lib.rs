@@ -22,18 +22,30 @@
 //! `redis` trigger reads either directly. `docs/protocol.md` gives the full
 //! key layout and the scripts, for producers in other languages.
 //!
-//! ```no_run
-//! # async fn demo() -> spool_queue::Result<()> {
-//! use std::time::Duration;
-//! use spool_queue::{Client, JobOptions};
+//! A round trip against a throwaway `redis-server` (the doc-test starts one
+//! with `spool-testkit`, as every spool test does):
 //!
-//! let client = Client::connect("redis://127.0.0.1:6379").await?;
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = spool_testkit::RedisServer::start()?;
+//! # let url = server.url();
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! use std::time::Duration;
+//! use spool_queue::{Client, JobOptions, JobState};
+//!
+//! let client = Client::connect(&url).await?;
 //! let queue = client.queue("encode")?;
-//! let id = queue.enqueue(br#"{"input":"a.mov"}"#.to_vec(), JobOptions::default()).await?;
+//! let id = queue
+//!     .enqueue(br#"{"input":"a.mov"}"#.to_vec(), JobOptions::default())
+//!     .await?;
 //! for job in queue.reserve(1, Duration::from_secs(5)).await? {
-//!     queue.complete(&job, b"{}").await?;
+//!     // ... do the work, heartbeating if it is long ...
+//!     queue.complete(&job, br#"{"ok":true}"#).await?;
 //! }
-//! # let _ = id; Ok(()) }
+//! assert_eq!(queue.info(&id).await?.state, JobState::Completed);
+//! # Ok::<(), spool_queue::Error>(())
+//! # })?;
+//! # Ok(()) }
 //! ```
 
 mod backoff;

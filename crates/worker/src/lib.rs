@@ -29,9 +29,56 @@
 //! }
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // In a service's main: settings from SPOOL_*, SIGTERM drains.
 //! let config = WorkerConfig::from_env()?;
 //! spool_worker::init_logging(config.log_format);
 //! Worker::builder(Thumbnail).config(config).build()?.run().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! And run for real against a throwaway `redis-server`: one job enqueued,
+//! handled and completed, then the worker stopped by a future of the
+//! embedding's choosing ([`Worker::run_until`]):
+//!
+//! ```
+//! # use spool_worker::{Handler, JobContext, JobError, Worker};
+//! # struct Thumbnail;
+//! # #[derive(serde::Deserialize)]
+//! # struct Job { input: String }
+//! # impl Handler for Thumbnail {
+//! #     type Payload = Job;
+//! #     async fn handle(&self, job: Job, _ctx: JobContext) -> Result<Option<serde_json::Value>, JobError> {
+//! #         Ok(Some(serde_json::json!({ "thumbnail": format!("{}.jpg", job.input) })))
+//! #     }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = spool_testkit::RedisServer::start()?;
+//! # let url = server.url();
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! use std::time::Duration;
+//! use spool_queue::{Client, JobOptions, JobState};
+//!
+//! let queue = Client::connect(&url).await?.queue("thumbs")?;
+//! let id = queue.enqueue(br#"{"input":"a"}"#.to_vec(), JobOptions::default()).await?;
+//!
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let worker = Worker::builder(Thumbnail)
+//!     .redis_url(url.as_str())
+//!     .queue("thumbs")
+//!     .metrics_addr(None)
+//!     .build()?;
+//! let running = tokio::spawn(worker.run_until(async move {
+//!     let _ = stopped.await;
+//! }));
+//! let deadline = std::time::Instant::now() + Duration::from_secs(30);
+//! while queue.info(&id).await?.state != JobState::Completed {
+//!     assert!(std::time::Instant::now() < deadline, "the job never completed");
+//!     tokio::time::sleep(Duration::from_millis(20)).await;
+//! }
+//! let _ = stop.send(());
+//! running.await??;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
 //! # Ok(()) }
 //! ```
 
