@@ -1,5 +1,11 @@
 //! Building a [`Worker`]: every setting defaults as in [`WorkerConfig`], each
 //! can be set in code, and `build` checks them together.
+//!
+//! Process-wide choices stay with the program that embeds the worker: whether
+//! spool installs the global `metrics` recorder
+//! ([`WorkerBuilder::install_metrics_recorder`], on by default so `/metrics`
+//! works out of the box) and whether it listens for SIGTERM/SIGINT
+//! ([`Worker::run`] does; [`Worker::run_until`] never touches signals).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +20,8 @@ pub struct WorkerBuilder<H> {
     pub(crate) config: WorkerConfig,
     /// The handler the worker will run.
     pub(crate) handler: H,
+    /// Whether `run` installs spool's global Prometheus recorder.
+    pub(crate) install_recorder: bool,
 }
 
 impl<H> std::fmt::Debug for WorkerBuilder<H> {
@@ -65,12 +73,22 @@ impl<H: Handler> WorkerBuilder<H> {
         self.config.metrics_addr = addr;
         self
     }
+    /// Whether the worker installs spool's process-wide Prometheus recorder
+    /// when it starts (default `true`). Turn it off when the embedding program
+    /// installs its own `metrics` recorder: spool's metrics then go to that
+    /// recorder, and `/metrics` answers 503.
+    pub fn install_metrics_recorder(mut self, install: bool) -> Self {
+        self.install_recorder = install;
+        self
+    }
+
     /// Checks the settings and builds the worker.
     pub fn build(self) -> Result<Worker<H>, ConfigError> {
         self.config.validate()?;
         Ok(Worker {
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
+            install_recorder: self.install_recorder,
         })
     }
 }

@@ -50,7 +50,7 @@ impl Health {
 }
 
 async fn metrics_page() -> impl IntoResponse {
-    match crate::metrics::prometheus() {
+    match crate::metrics::installed() {
         Some(h) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -93,6 +93,11 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The handle, if spool's recorder was installed ([`prometheus`] ran and won).
+pub fn installed() -> Option<PrometheusHandle> {
+    HANDLE.get().cloned().flatten()
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by state, read from Redis.");

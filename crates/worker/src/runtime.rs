@@ -79,6 +79,9 @@ pub struct Worker<H> {
     pub(crate) config: Arc<WorkerConfig>,
     /// The handler, shared with every job task.
     pub(crate) handler: Arc<H>,
+    /// Whether `run` installs spool's global Prometheus recorder (see
+    /// [`WorkerBuilder::install_metrics_recorder`]).
+    pub(crate) install_recorder: bool,
 }
 
 impl<H> std::fmt::Debug for Worker<H> {
@@ -94,6 +97,7 @@ impl<H: Handler> Worker<H> {
     pub fn builder(handler: H) -> WorkerBuilder<H> {
         WorkerBuilder {
             config: WorkerConfig::default(),
+            install_recorder: true,
             handler,
         }
     }
@@ -136,7 +140,9 @@ impl<H: Handler> Worker<H> {
     pub async fn run_with(self, shutdown: Shutdown) -> Result<(), WorkerError> {
         let cfg = self.config.clone();
         let health = Arc::new(Health::default());
-        let _ = m::prometheus();
+        if self.install_recorder {
+            let _ = m::prometheus();
+        }
         let queue_label = cfg.queue.clone();
         metrics::gauge!(m::CAPACITY, "queue" => queue_label.clone()).set(cfg.concurrency as f64);
         metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(0.0);

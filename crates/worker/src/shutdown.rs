@@ -5,8 +5,8 @@
 //! skips the wait and releases in-flight jobs at once. SIGTERM fires `drain`; a
 //! second SIGTERM, or SIGINT, fires `force` too.
 
-use futures_util::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use tokio_util::sync::CancellationToken;
 
 /// The two stages of a shutdown.
@@ -32,23 +32,30 @@ impl Shutdown {
         }
     }
 
-    /// Listens for SIGTERM and SIGINT in a background task and fires the
-    /// tokens as the drain contract says.
+    /// Listens for SIGTERM and SIGINT on a thread of its own (signal-hook's
+    /// blocking iterator; cancelling a token needs no async context) and fires
+    /// the tokens as the drain contract says. [`crate::Worker::run`] calls
+    /// this; an embedding that owns its signals uses
+    /// [`crate::Worker::run_until`] instead and never installs handlers.
     pub fn listen_for_signals(&self) -> std::io::Result<()> {
-        let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
         let me = self.clone();
-        tokio::spawn(async move {
-            while let Some(sig) = signals.next().await {
-                if sig == SIGTERM && !me.drain.is_cancelled() {
-                    tracing::info!("SIGTERM: draining (a second SIGTERM or SIGINT stops at once)");
-                    me.drain.cancel();
-                } else {
-                    tracing::warn!(signal = sig, "stopping now: releasing in-flight jobs");
-                    me.drain.cancel();
-                    me.force.cancel();
+        std::thread::Builder::new()
+            .name("spool-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if sig == SIGTERM && !me.drain.is_cancelled() {
+                        tracing::info!(
+                            "SIGTERM: draining (a second SIGTERM or SIGINT stops at once)"
+                        );
+                        me.drain.cancel();
+                    } else {
+                        tracing::warn!(signal = sig, "stopping now: releasing in-flight jobs");
+                        me.drain.cancel();
+                        me.force.cancel();
+                    }
                 }
-            }
-        });
+            })?;
         Ok(())
     }
 }
