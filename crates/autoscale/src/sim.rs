@@ -31,6 +31,33 @@ pub struct Arrival {
     pub duration_s: f64,
 }
 
+/// Parses a CSV load: one `arrival_s,duration_s` line per job; blank lines,
+/// `#` comments and a header line starting with `arrival` are skipped. Returns
+/// the arrivals and a horizon long enough to see the fleet scale back down,
+/// or the 1-based number of the first line that is not a pair of numbers.
+pub fn parse_load_csv(text: &str) -> Result<(Vec<Arrival>, f64), usize> {
+    let mut load = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("arrival") {
+            continue;
+        }
+        let parsed = line.split_once(',').and_then(|(t, d)| {
+            let at_s: f64 = t.trim().parse().ok()?;
+            let duration_s: f64 = d.trim().parse().ok()?;
+            (at_s.is_finite() && duration_s.is_finite() && at_s >= 0.0 && duration_s >= 0.0)
+                .then_some(Arrival { at_s, duration_s })
+        });
+        load.push(parsed.ok_or(i + 1)?);
+    }
+    let end = load
+        .iter()
+        .map(|a| a.at_s + a.duration_s)
+        .fold(0.0, f64::max);
+    // Half again the load's span, plus ten minutes for the scale-down.
+    Ok((load, end * 1.5 + 600.0))
+}
+
 /// The fleet's settings beyond the ScaledObject.
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
@@ -286,6 +313,24 @@ pub fn profile(name: &str) -> Option<(Vec<Arrival>, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_loads_parse_and_name_their_bad_line() {
+        let (load, horizon) = parse_load_csv("arrival_s,duration_s\n# a comment\n0,10\n\n5.5, 2\n")
+            .unwrap_or_default();
+        assert_eq!(load.len(), 2);
+        assert_eq!(
+            load[1],
+            Arrival {
+                at_s: 5.5,
+                duration_s: 2.0
+            }
+        );
+        assert!((horizon - (10.0 * 1.5 + 600.0)).abs() < 1e-9);
+        assert_eq!(parse_load_csv("0,1\nsoon,2\n").err(), Some(2));
+        assert_eq!(parse_load_csv("0,-1\n").err(), Some(1));
+        assert_eq!(parse_load_csv("nan,1\n").err(), Some(1));
+    }
     use crate::ScalerSpec;
 
     fn spec() -> ScalerSpec {

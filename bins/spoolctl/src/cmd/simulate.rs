@@ -33,7 +33,7 @@ pub(crate) struct SimulateArgs {
 }
 
 pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
-    use spool_autoscale::sim::{self, Arrival, FleetSpec, Metric};
+    use spool_autoscale::sim::{self, FleetSpec, Metric};
     let text = std::fs::read_to_string(&a.manifest).map_err(|e| {
         usage(format!(
             "cannot read --manifest {}: {e}",
@@ -56,30 +56,11 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| usage(format!("cannot read --load {}: {e}", path.display())))?;
-            let mut load = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') || line.starts_with("arrival") {
-                    continue;
-                }
-                let parsed = line.split_once(',').and_then(|(t, d)| {
-                    Some(Arrival {
-                        at_s: t.trim().parse().ok()?,
-                        duration_s: d.trim().parse().ok()?,
-                    })
-                });
-                load.push(parsed.ok_or_else(|| {
-                    usage(format!(
-                        "--load line {}: expected arrival_s,duration_s",
-                        i + 1
-                    ))
-                })?);
-            }
-            let end = load
-                .iter()
-                .map(|a| a.at_s + a.duration_s)
-                .fold(0.0, f64::max);
-            (load, end * 1.5 + 600.0)
+            sim::parse_load_csv(&text).map_err(|line| {
+                usage(format!(
+                    "--load line {line}: expected arrival_s,duration_s (non-negative numbers)"
+                ))
+            })?
         }
         None => sim::profile(&a.profile).ok_or_else(|| {
             usage(format!(
