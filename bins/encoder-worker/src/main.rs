@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use spool_encoder::{EncodeSpec, Encoder, EncoderConfig, Hardware, Limits};
-use spool_worker::{Handler, JobContext, JobError, LogFormat, Worker, WorkerConfig};
+use spool_worker::{Handler, JobContext, JobError, LogFormat, Worker, WorkerArgs, WorkerConfig};
 
 /// How often GPU telemetry is sampled into the `spool_gpu_*` gauges.
 const GPU_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -26,33 +26,9 @@ const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
     about = "Run encode jobs from a spool queue"
 )]
 struct Args {
-    /// Redis URL; `rediss://` for TLS, a comma-separated list for a cluster.
-    #[arg(long, env = "SPOOL_REDIS_URL", default_value = spool_worker::DEFAULT_REDIS_URL)]
-    redis_url: String,
-    /// A PEM CA bundle to trust for rediss:// (a private CA).
-    #[arg(long, env = "SPOOL_REDIS_CA_FILE")]
-    redis_ca_file: Option<String>,
-    /// The queue to work.
-    #[arg(long, env = "SPOOL_QUEUE", default_value = spool_worker::DEFAULT_QUEUE)]
-    queue: String,
-    /// Jobs at once; default: NVENC sessions per GPU on GPU nodes, 1 on CPU.
-    #[arg(long, env = "SPOOL_CONCURRENCY")]
-    concurrency: Option<String>,
-    /// Lease each heartbeat grants (e.g. 30s).
-    #[arg(long, env = "SPOOL_LEASE")]
-    lease: Option<String>,
-    /// Heartbeat period (default: a third of the lease).
-    #[arg(long, env = "SPOOL_HEARTBEAT")]
-    heartbeat: Option<String>,
-    /// Sweep and queue-depth refresh period (e.g. 5s).
-    #[arg(long, env = "SPOOL_SWEEP_INTERVAL")]
-    sweep_interval: Option<String>,
-    /// Time running jobs get after SIGTERM (e.g. 25s).
-    #[arg(long, env = "SPOOL_DRAIN_TIMEOUT")]
-    drain_timeout: Option<String>,
-    /// Address of /metrics, /healthz, /readyz, or `off`.
-    #[arg(long, env = "SPOOL_METRICS_ADDR")]
-    metrics_addr: Option<String>,
+    /// The runtime's settings (`--redis-url`, `--queue`, `--lease`, …).
+    #[command(flatten)]
+    worker: WorkerArgs,
     /// Inputs are read only from under this directory.
     #[arg(long, env = "SPOOL_INPUT_ROOT", default_value = "/data/in")]
     input_root: PathBuf,
@@ -78,9 +54,6 @@ struct Args {
     /// NVENC sessions per GPU this process opens at most.
     #[arg(long, env = "SPOOL_NVENC_SESSIONS", default_value_t = spool_encoder::DEFAULT_NVENC_SESSIONS)]
     nvenc_sessions: usize,
-    /// `text` or `json`.
-    #[arg(long, env = "SPOOL_LOG_FORMAT")]
-    log_format: Option<String>,
     /// Renditions one job may ask for.
     #[arg(long, env = "SPOOL_MAX_RENDITIONS")]
     max_renditions: Option<usize>,
@@ -180,24 +153,7 @@ fn check_root(setting: &str, p: &std::path::Path, write: bool) -> Result<(), Bad
 
 /// Builds the runtime and encoder settings, checking each.
 fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>), BadSetting> {
-    let env: Vec<(&str, Option<&String>)> = vec![
-        ("SPOOL_REDIS_URL", Some(&a.redis_url)),
-        ("SPOOL_QUEUE", Some(&a.queue)),
-        ("SPOOL_REDIS_CA_FILE", a.redis_ca_file.as_ref()),
-        ("SPOOL_CONCURRENCY", a.concurrency.as_ref()),
-        ("SPOOL_LEASE", a.lease.as_ref()),
-        ("SPOOL_HEARTBEAT", a.heartbeat.as_ref()),
-        ("SPOOL_SWEEP_INTERVAL", a.sweep_interval.as_ref()),
-        ("SPOOL_DRAIN_TIMEOUT", a.drain_timeout.as_ref()),
-        ("SPOOL_METRICS_ADDR", a.metrics_addr.as_ref()),
-        ("SPOOL_LOG_FORMAT", a.log_format.as_ref()),
-    ];
-    let lookup = |k: &str| {
-        env.iter()
-            .find(|(n, _)| *n == k)
-            .and_then(|(_, v)| v.cloned())
-    };
-    let worker = WorkerConfig::from_lookup(lookup).map_err(|e| BadSetting(e.to_string()))?;
+    let worker = a.worker.config().map_err(|e| BadSetting(e.to_string()))?;
     spool_queue::Client::check_url(&worker.redis_url).map_err(|e| {
         bad(
             "SPOOL_REDIS_URL",
@@ -336,7 +292,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.concurrency.is_none() {
+    if args.worker.concurrency.is_none() {
         worker_cfg.concurrency = encoder.default_concurrency();
     }
     tracing::info!(

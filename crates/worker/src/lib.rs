@@ -82,6 +82,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "clap")]
+mod args;
 mod builder;
 mod config;
 mod execute;
@@ -94,6 +96,8 @@ mod runtime;
 mod settler;
 mod shutdown;
 
+#[cfg(feature = "clap")]
+pub use args::WorkerArgs;
 pub use builder::WorkerBuilder;
 pub use config::{
     ConfigError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, DEFAULT_QUEUE, DEFAULT_REDIS_URL,
