@@ -3,32 +3,14 @@
 //! hold while decoding, inputs that end early, and classification of errors
 //! that no retry can fix. Media is generated with FFmpeg's lavfi sources.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
-use spool_encoder::{CancellationToken, EncodeError, EncodeSpec, Encoder, EncoderConfig, Limits};
-
-struct Roots {
-    dir: tempfile::TempDir,
-    input: PathBuf,
-    output: PathBuf,
-}
-
-fn roots() -> Result<Roots> {
-    let dir = tempfile::tempdir()?;
-    let input = dir.path().join("in");
-    let output = dir.path().join("out");
-    std::fs::create_dir_all(&input)?;
-    std::fs::create_dir_all(&output)?;
-    Ok(Roots { dir, input, output })
-}
-
-fn encoder(r: &Roots, limits: Limits) -> Result<Encoder> {
-    let mut cfg = EncoderConfig::new(&r.input, &r.output);
-    cfg.limits = limits;
-    Ok(Encoder::new(cfg)?)
-}
+use common::{encoder, roots, spec};
+use spool_encoder::{CancellationToken, EncodeError, EncodeSpec, Encoder, Limits};
 
 /// Runs the ffmpeg CLI with `args` (after `-v error -y`).
 fn ffmpeg(args: &[&str]) -> Result<()> {
@@ -86,10 +68,6 @@ fn piped_mkv(path: &Path, w: u32, h: u32, secs: f64) -> Result<()> {
     ensure!(out.status.success(), "ffmpeg to a pipe failed");
     std::fs::write(path, out.stdout)?;
     Ok(())
-}
-
-fn spec(json: &str) -> Result<EncodeSpec> {
-    Ok(EncodeSpec::from_json(json.as_bytes(), &Limits::default())?)
 }
 
 fn small_spec(input: &str, output: &str, container: &str) -> Result<EncodeSpec> {
