@@ -209,3 +209,82 @@ impl<'a> Decoded<'a> {
         None
     }
 }
+
+/// The read loop: every packet read with `Packet::read` and decided per error
+/// (the packet iterator would retry a failing read forever), video decoded and
+/// fed to every rendition, audio passed on, progress reported; then the
+/// decoder flushed. Returns the read error that ended the input early, if any.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_all(
+    ictx: &mut format::context::Input,
+    v_index: usize,
+    decoder: &mut codec::decoder::Video,
+    seen: &mut Decoded<'_>,
+    graphs: &mut GraphInput,
+    outs: &mut [RenditionOut],
+    audio: &mut AudioOut,
+    job: &Job<'_>,
+    duration_s: f64,
+    started: Instant,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &CancellationToken,
+) -> Result<Option<ff::Error>, EncodeError> {
+    let (display, spec) = (job.display, job.spec);
+    let mut last_report = Instant::now() - PROGRESS_EVERY;
+    let mut decoded = frame::Video::empty();
+    let mut packet = Packet::empty();
+    let mut eagain = 0u32;
+    let mut read_error: Option<ff::Error> = None;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(EncodeError::Cancelled);
+        }
+        match packet.read(ictx) {
+            Ok(()) => eagain = 0,
+            Err(ff::Error::Eof) => break,
+            Err(ff::Error::Exit) if cancel.is_cancelled() => return Err(EncodeError::Cancelled),
+            Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {
+                eagain += 1;
+                if eagain > MAX_EAGAIN {
+                    read_error = Some(ff::Error::Other { errno });
+                    break;
+                }
+                std::thread::sleep(EAGAIN_PAUSE);
+                continue;
+            }
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+        let si = packet.stream();
+        if si == v_index {
+            if let Err(e) = decoder.send_packet(&packet) {
+                return Err(seen.decode_error(decoder, e));
+            }
+            while decoder.receive_frame(&mut decoded).is_ok() {
+                seen.frame(&mut decoded)?;
+                feed_all(outs, &decoded, graphs, display)?;
+            }
+        } else {
+            audio_packet(audio, outs, si, &packet)?;
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            seen.segments(outs, spec)?;
+            progress(report(seen.frames, seen.time_s(), duration_s, started));
+        }
+    }
+    if cancel.is_cancelled() {
+        return Err(EncodeError::Cancelled);
+    }
+    // Flush decoder, filters, encoders.
+    if let Err(e) = decoder.send_eof() {
+        return Err(seen.decode_error(decoder, e));
+    }
+    while decoder.receive_frame(&mut decoded).is_ok() {
+        seen.frame(&mut decoded)?;
+        feed_all(outs, &decoded, graphs, display)?;
+    }
+    Ok(read_error)
+}

@@ -134,3 +134,131 @@ pub(crate) fn open_input(
     }
     Ok(opened)
 }
+
+/// The input's video: its stream, timing, declared length, rotation and an
+/// opened decoder (with `max_pixels`), checked against the header limits.
+pub(super) struct VideoSource {
+    /// The video stream's index.
+    pub(super) index: usize,
+    /// Its time base.
+    pub(super) tb: Rational,
+    /// Frames its header declares, when it declares any.
+    pub(super) declared_frames: Option<u64>,
+    /// The nominal frame rate.
+    pub(super) frame_rate: Rational,
+    /// The container's declared duration, seconds (0: unknown).
+    pub(super) duration_s: f64,
+    /// The video stream's own declared duration, seconds (0: unknown).
+    pub(super) video_duration_s: f64,
+    /// How to turn the frames upright.
+    pub(super) rotation: Rotation,
+    /// The opened decoder.
+    pub(super) decoder: codec::decoder::Video,
+    /// The displayed size (after rotation).
+    pub(super) src_w: u32,
+    pub(super) src_h: u32,
+}
+
+pub(super) fn probe_video(
+    ictx: &format::context::Input,
+    display: &str,
+    limits: &Limits,
+    spec: &EncodeSpec,
+) -> Result<VideoSource, EncodeError> {
+    let over = |reason: String| EncodeError::LimitExceeded {
+        path: display.to_owned(),
+        reason,
+    };
+    let vst = ictx
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| EncodeError::BadInput {
+            path: display.into(),
+            reason: "no video stream".into(),
+        })?;
+    let v_index = vst.index();
+    let v_tb = vst.time_base();
+    let declared_frames = u64::try_from(vst.frames()).ok().filter(|n| *n > 0);
+    let frame_rate = {
+        let r = vst.avg_frame_rate();
+        if r.numerator() > 0 && r.denominator() > 0 {
+            r
+        } else {
+            vst.rate()
+        }
+    };
+    let duration_s = {
+        let d = ictx.duration();
+        if d > 0 {
+            d as f64 / f64::from(ff::ffi::AV_TIME_BASE)
+        } else {
+            0.0
+        }
+    };
+    // The video stream's own declared length, to tell a truncated input.
+    let video_duration_s = if vst.duration() > 0 {
+        vst.duration() as f64 * f64::from(v_tb)
+    } else {
+        0.0
+    };
+    if let Container::Hls { segment_s } = spec.container {
+        let segments = (duration_s / segment_s).ceil() as u64;
+        if segments > limits.max_hls_segments {
+            return Err(over(format!(
+                "{segments} HLS segments of {segment_s} s per rendition; at most {} (raise segment_s or SPOOL_MAX_HLS_SEGMENTS)",
+                limits.max_hls_segments
+            )));
+        }
+    }
+    let mut vctx = codec::context::Context::from_parameters(vst.parameters())
+        .map_err(|e| failed("video decoder", e))?;
+    vctx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        count: 0,
+        ..Default::default()
+    });
+    let rotation = Rotation::of(&vst);
+    let vcodec = ff::decoder::find(vctx.id()).ok_or_else(|| EncodeError::BadInput {
+        path: display.into(),
+        reason: "no decoder for its video".into(),
+    })?;
+    // The decoder refuses to allocate frames over the resolution limit, so a
+    // stream that grows mid-way cannot take the worker's memory with it.
+    let mut dopts = Dictionary::new();
+    dopts.set(
+        "max_pixels",
+        &(u64::from(limits.max_width) * u64::from(limits.max_height)).to_string(),
+    );
+    let decoder = vctx
+        .decoder()
+        .open_as_with(vcodec, dopts)
+        .and_then(|o| o.video())
+        .map_err(|e| failed("video decoder", e))?;
+    // Sizes are those of the picture as displayed: a phone's portrait video is
+    // stored landscape with a display matrix, and comes out portrait.
+    let (src_w, src_h) = match rotation {
+        Rotation::Clock | Rotation::CounterClock => (decoder.height(), decoder.width()),
+        _ => (decoder.width(), decoder.height()),
+    };
+
+    if decoder.format() == ff::format::Pixel::None {
+        // Probing decoded no picture: the stream's data is not what its
+        // header describes.
+        return Err(EncodeError::BadInput {
+            path: display.into(),
+            reason: "its video could not be decoded while probing (corrupt media data)".into(),
+        });
+    }
+    Ok(VideoSource {
+        index: v_index,
+        tb: v_tb,
+        declared_frames,
+        frame_rate,
+        duration_s,
+        video_duration_s,
+        rotation,
+        decoder,
+        src_w,
+        src_h,
+    })
+}

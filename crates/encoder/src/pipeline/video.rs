@@ -166,3 +166,164 @@ pub(super) fn drain_video(o: &mut RenditionOut) -> Result<(), EncodeError> {
     }
     Ok(())
 }
+
+/// What every rendition is built from.
+pub(super) struct RenditionCtx<'a> {
+    pub(super) job: &'a Job<'a>,
+    pub(super) backend: Backend,
+    pub(super) hls: bool,
+    pub(super) names: &'a [(String, bool)],
+    pub(super) src: &'a VideoSource,
+}
+
+/// One rendition's output: its staged file (or HLS directory), encoder,
+/// filter graph and muxer, checked against the resolution limit.
+pub(super) fn open_rendition(
+    i: usize,
+    r: &crate::spec::Rendition,
+    c: &RenditionCtx<'_>,
+    staging: &mut Staging<'_>,
+) -> Result<RenditionOut, EncodeError> {
+    let (job, backend, hls, names) = (c.job, c.backend, c.hls, c.names);
+    let (limits, display) = (job.limits, job.display);
+    let (src_w, src_h, v_tb, frame_rate, rotation) = (
+        c.src.src_w,
+        c.src.src_h,
+        c.src.tb,
+        c.src.frame_rate,
+        c.src.rotation,
+    );
+    let decoder = &c.src.decoder;
+    let over = |reason: String| EncodeError::LimitExceeded {
+        path: display.to_owned(),
+        reason,
+    };
+    let label = r.label();
+    let (w, h) = r.size_for(src_w, src_h);
+    if w > limits.max_width || h > limits.max_height || w < 2 || h < 2 {
+        return Err(over(format!(
+            "rendition {label} would be {w}x{h} from a {src_w}x{src_h} input; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+            limits.max_width, limits.max_height
+        )));
+    }
+    let (staged, stage_name, final_name, final_path, seg_dir) = if hls {
+        let dir = staging.subdir(&label)?;
+        (
+            format!("{dir}/index.m3u8"),
+            String::new(),
+            String::new(),
+            job.target
+                .display_of(job.target.name())
+                .join(&label)
+                .join("index.m3u8"),
+            Some(dir),
+        )
+    } else {
+        let final_name = names
+            .get(i)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| format!("{label}.mp4"));
+        let stage_name = format!("{i}.mp4");
+        (
+            staging.path(&stage_name),
+            stage_name,
+            final_name.clone(),
+            job.target.display_of(&final_name),
+            None,
+        )
+    };
+    let mut octx = if hls {
+        format::output_as(&staged, "hls")
+    } else {
+        format::output_as(&staged, "mp4")
+    }
+    .map_err(|e| failed(format!("creating the output of rendition {label}"), e))?;
+
+    let name = encoder_name(r.codec, backend);
+    let codec = encoder::find_by_name(name).ok_or_else(|| match backend {
+        Backend::Nvenc { .. } => {
+            EncodeError::NvencUnavailable(format!("this FFmpeg build has no {name}"))
+        }
+        Backend::Cpu => EncodeError::Failed(format!("this FFmpeg build has no {name} encoder")),
+    })?;
+    let global = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+    let mut ectx = codec::context::Context::new_with_codec(codec);
+    ectx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        count: 0,
+        ..Default::default()
+    });
+    let mut enc = ectx.encoder().video().map_err(|e| failed(name, e))?;
+    enc.set_width(w);
+    enc.set_height(h);
+    enc.set_format(ff::format::Pixel::YUV420P);
+    enc.set_time_base(v_tb);
+    enc.set_frame_rate(Some(frame_rate));
+    let fps = if frame_rate.denominator() > 0 {
+        f64::from(frame_rate.numerator()) / f64::from(frame_rate.denominator())
+    } else {
+        25.0
+    };
+    enc.set_gop(
+        (r.keyframe_interval_s.unwrap_or(DEFAULT_KEYFRAME_S) * fps)
+            .round()
+            .max(1.0) as u32,
+    );
+    if let Some(kbps) = r.bitrate_kbps {
+        enc.set_bit_rate(kbps as usize * 1000);
+    }
+    // Closed GOPs: every segment and every seek point decodes on its own.
+    let mut flags = codec::Flags::CLOSED_GOP;
+    if global {
+        flags |= codec::Flags::GLOBAL_HEADER;
+    }
+    enc.set_flags(flags);
+    let mut opts = Dictionary::new();
+    for (k, v) in encoder_options(r, backend) {
+        opts.set(&k, &v);
+    }
+    if hls && r.codec == crate::spec::Codec::H264 && backend == Backend::Cpu {
+        // Segments must start on keyframes at regular times.
+        opts.set("sc_threshold", "0");
+    }
+    let encoder = enc.open_with(opts).map_err(|e| match backend {
+        Backend::Nvenc { .. } => {
+            EncodeError::NvencUnavailable(format!("{name} refused the session: {e}"))
+        }
+        Backend::Cpu => failed(format!("opening {name}"), e),
+    })?;
+    let enc_tb = encoder.time_base();
+    {
+        let mut ost = octx
+            .add_stream(codec)
+            .map_err(|e| failed("adding the video stream", e))?;
+        ost.set_parameters(&encoder);
+        ost.set_time_base(enc_tb);
+    }
+    let graph = video_filter(FrameShape::of_decoder(decoder), v_tb, rotation, w, h)?;
+    let frame_dur = if frame_rate.numerator() > 0 && enc_tb.numerator() > 0 {
+        (f64::from(enc_tb.denominator()) * f64::from(frame_rate.denominator())
+            / (f64::from(enc_tb.numerator()) * f64::from(frame_rate.numerator())))
+        .round() as i64
+    } else {
+        0
+    };
+    Ok(RenditionOut {
+        frame_dur,
+        label,
+        encoder_name: name,
+        graph,
+        encoder,
+        enc_tb,
+        octx,
+        video_tb: enc_tb,
+        audio_tb: None,
+        stage_name,
+        final_name,
+        final_path,
+        seg_dir,
+        width: w,
+        height: h,
+        frames: 0,
+    })
+}
