@@ -76,7 +76,7 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and returns its handle;
 /// `None` when another recorder was installed first by the embedding program.
-pub fn prometheus() -> Option<PrometheusHandle> {
+pub(crate) fn prometheus() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -94,8 +94,16 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 }
 
 /// The handle, if spool's recorder was installed ([`prometheus`] ran and won).
-pub fn installed() -> Option<PrometheusHandle> {
+pub(crate) fn installed() -> Option<PrometheusHandle> {
     HANDLE.get().cloned().flatten()
+}
+
+/// The Prometheus text of every metric recorded in this process, as
+/// `/metrics` serves it; `None` when spool's recorder is not installed (see
+/// `WorkerBuilder::install_metrics_recorder`). For an embedding that serves
+/// metrics on its own port.
+pub fn render() -> Option<String> {
+    installed().map(|h| h.render())
 }
 
 fn describe() {
