@@ -38,6 +38,7 @@ pub const DEFAULT_NVENC_SESSIONS: usize = 8;
 
 /// Settings of an [`Encoder`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EncoderConfig {
     /// Inputs are read only from under here.
     pub input_root: PathBuf,

@@ -60,6 +60,7 @@ pub enum LogFormat {
 
 /// Everything the runtime needs to know.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// `SPOOL_REDIS_URL`: where the queue lives.
     pub redis_url: String,
