@@ -6,6 +6,14 @@
 //! blocking `BLPOP` would stall every request queued behind it on that socket,
 //! so blocked consumers each borrow a dedicated connection from [`BlockingPool`].
 //! Both kinds work the same against a single server or a Redis Cluster.
+//!
+//! Why not deadpool-redis for the blocking connections (the project card
+//! names it): its manager builds its own `redis::Client` from a URL, so it
+//! cannot carry the private CA of `SPOOL_REDIS_CA_FILE`, and it has one
+//! response timeout per pool where each wait needs one longer than its own
+//! block. The pool here is a Vec behind a mutex, keyed by that timeout, and
+//! drops a connection that failed; revisit when deadpool-redis takes a
+//! prepared client.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
