@@ -554,3 +554,40 @@ async fn a_busy_worker_reports_a_redis_outage_within_seconds() -> Result<()> {
     w.wait_exit(Duration::from_secs(10))?;
     Ok(())
 }
+
+/// Redis gone (connections refused) while jobs finish during a drain: the
+/// results cannot be settled, and the worker still exits within the bound,
+/// naming the jobs.
+#[tokio::test]
+async fn shutdown_is_bounded_when_redis_refuses_connections() -> Result<()> {
+    let mut server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let mut w = worker(
+        &server,
+        &[("SPOOL_CONCURRENCY", "2"), ("SPOOL_DRAIN_TIMEOUT", "3s")],
+    )?;
+    // Jobs that finish during the drain, after Redis is gone.
+    let ids = enqueue(&q, r#"{"sleep_ms": 1500}"#, 2, JobOptions::default()).await?;
+    wait_for("2 active jobs", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 2)
+    })
+    .await?;
+    server.kill();
+    let t = Instant::now();
+    w.signal("TERM")?;
+    let status = w.wait_exit(Duration::from_secs(30))?;
+    let took = t.elapsed();
+    ensure!(status.success(), "{status}\n{}", w.log());
+    let bound = Duration::from_secs(3) + spool_worker::SHUTDOWN_MARGIN + Duration::from_secs(1);
+    ensure!(
+        took <= bound,
+        "exit took {took:?}, bound {bound:?}\n{}",
+        w.log()
+    );
+    let log = w.log();
+    ensure!(
+        ids.iter().all(|id| log.contains(id.as_str())),
+        "the unsettled job ids are not in the log:\n{log}"
+    );
+    Ok(())
+}
