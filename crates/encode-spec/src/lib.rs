@@ -201,6 +201,7 @@ pub enum Hardware {
 
 /// Bounds on what one job may ask for or feed in; each has a worker setting.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Limits {
     /// Renditions per job.
     pub max_renditions: usize,
@@ -216,6 +217,50 @@ pub struct Limits {
     pub probe_size: u64,
     /// Most HLS segments per rendition.
     pub max_hls_segments: u64,
+}
+
+impl Limits {
+    /// This value with `max_renditions` set to `v`.
+    pub fn with_max_renditions(mut self, v: usize) -> Self {
+        self.max_renditions = v;
+        self
+    }
+
+    /// This value with `max_width` set to `v`.
+    pub fn with_max_width(mut self, v: u32) -> Self {
+        self.max_width = v;
+        self
+    }
+
+    /// This value with `max_height` set to `v`.
+    pub fn with_max_height(mut self, v: u32) -> Self {
+        self.max_height = v;
+        self
+    }
+
+    /// This value with `max_duration_s` set to `v`.
+    pub fn with_max_duration_s(mut self, v: f64) -> Self {
+        self.max_duration_s = v;
+        self
+    }
+
+    /// This value with `max_streams` set to `v`.
+    pub fn with_max_streams(mut self, v: usize) -> Self {
+        self.max_streams = v;
+        self
+    }
+
+    /// This value with `probe_size` set to `v`.
+    pub fn with_probe_size(mut self, v: u64) -> Self {
+        self.probe_size = v;
+        self
+    }
+
+    /// This value with `max_hls_segments` set to `v`.
+    pub fn with_max_hls_segments(mut self, v: u64) -> Self {
+        self.max_hls_segments = v;
+        self
+    }
 }
 
 impl Default for Limits {

@@ -38,6 +38,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
 
 /// How http(s) inputs may be fetched.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpPolicy {
     /// Address ranges that may be reached although not public (e.g. an
     /// in-cluster media server). Empty by default: public addresses only.
@@ -46,6 +47,26 @@ pub struct HttpPolicy {
     pub io_timeout: Duration,
     /// Largest body accepted, in bytes.
     pub max_bytes: u64,
+}
+
+impl HttpPolicy {
+    /// This value with `allow_nets` set to `v`.
+    pub fn with_allow_nets(mut self, v: Vec<ipnet::IpNet>) -> Self {
+        self.allow_nets = v;
+        self
+    }
+
+    /// This value with `io_timeout` set to `v`.
+    pub fn with_io_timeout(mut self, v: Duration) -> Self {
+        self.io_timeout = v;
+        self
+    }
+
+    /// This value with `max_bytes` set to `v`.
+    pub fn with_max_bytes(mut self, v: u64) -> Self {
+        self.max_bytes = v;
+        self
+    }
 }
 
 impl Default for HttpPolicy {

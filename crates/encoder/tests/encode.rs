@@ -342,11 +342,7 @@ fn hostile_inputs_are_refused_each_with_its_own_error() -> Result<()> {
 
     let enc = encoder(
         &r,
-        Limits {
-            max_width: 320,
-            max_height: 240,
-            ..Limits::default()
-        },
+        Limits::default().with_max_width(320).with_max_height(240),
     )?;
     let try_input = |input: &str| {
         let s = spec(&format!(
@@ -557,34 +553,22 @@ fn each_limit_gives_its_own_clear_error() -> Result<()> {
     clip(&r.input.join("src.mp4"), 320, 240, 3)?;
     let cases: [(Limits, &str, &str); 4] = [
         (
-            Limits {
-                max_duration_s: 1.0,
-                ..Limits::default()
-            },
+            Limits::default().with_max_duration_s(1.0),
             r#"{"input":"src.mp4","output":"a.mp4","renditions":[{"codec":"h264"}]}"#,
             "SPOOL_MAX_DURATION",
         ),
         (
-            Limits {
-                max_streams: 1,
-                ..Limits::default()
-            },
+            Limits::default().with_max_streams(1),
             r#"{"input":"src.mp4","output":"b.mp4","renditions":[{"codec":"h264"}]}"#,
             "SPOOL_MAX_STREAMS",
         ),
         (
-            Limits {
-                max_hls_segments: 2,
-                ..Limits::default()
-            },
+            Limits::default().with_max_hls_segments(2),
             r#"{"input":"src.mp4","output":"c","container":{"format":"hls","segment_s":1},"renditions":[{"codec":"h264"}]}"#,
             "SPOOL_MAX_HLS_SEGMENTS",
         ),
         (
-            Limits {
-                max_renditions: 1,
-                ..Limits::default()
-            },
+            Limits::default().with_max_renditions(1),
             r#"{"input":"src.mp4","output":"d","renditions":[{"codec":"h264","height":240},{"codec":"h264","height":120}]}"#,
             "SPOOL_MAX_RENDITIONS",
         ),

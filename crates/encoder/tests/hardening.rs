@@ -379,13 +379,11 @@ fn limits_hold_while_decoding_whatever_the_header_says() -> Result<()> {
 
     let enc = encoder(
         &r,
-        Limits {
-            max_duration_s: 2.0,
-            max_width: 1920,
-            max_height: 1080,
-            max_hls_segments: 3,
-            ..Limits::default()
-        },
+        Limits::default()
+            .with_max_duration_s(2.0)
+            .with_max_width(1920)
+            .with_max_height(1080)
+            .with_max_hls_segments(3),
     )?;
     for input in ["long.mkv", "long.ts", "long.h264"] {
         expect_err(
@@ -397,11 +395,7 @@ fn limits_hold_while_decoding_whatever_the_header_says() -> Result<()> {
     }
     let small = encoder(
         &r,
-        Limits {
-            max_width: 640,
-            max_height: 480,
-            ..Limits::default()
-        },
+        Limits::default().with_max_width(640).with_max_height(480),
     )?;
     expect_err(
         "a stream that grows past the resolution limit",
@@ -420,13 +414,7 @@ fn limits_hold_while_decoding_whatever_the_header_says() -> Result<()> {
         limit,
         "4800x480",
     )?;
-    let unlimited = encoder(
-        &r,
-        Limits {
-            max_hls_segments: 2,
-            ..Limits::default()
-        },
-    )?;
+    let unlimited = encoder(&r, Limits::default().with_max_hls_segments(2))?;
     // Six seconds in 2 s GOPs make three segments.
     expect_err(
         "segments written past the limit",

@@ -125,11 +125,9 @@ fn spec(url: &str) -> Result<EncodeSpec> {
 }
 
 fn loopback_allowed() -> Result<HttpPolicy> {
-    Ok(HttpPolicy {
-        allow_nets: spool_encoder::fetch::parse_allow_nets("127.0.0.1/32")
-            .map_err(anyhow::Error::msg)?,
-        ..HttpPolicy::default()
-    })
+    Ok(HttpPolicy::default().with_allow_nets(
+        spool_encoder::fetch::parse_allow_nets("127.0.0.1/32").map_err(anyhow::Error::msg)?,
+    ))
 }
 
 #[test]
@@ -236,10 +234,7 @@ fn a_server_that_never_answers_is_dropped_on_cancel_and_on_timeout() -> Result<(
     // Timeout: a retryable failure naming the setting, socket closed.
     let quick = encoder(
         &s,
-        HttpPolicy {
-            io_timeout: Duration::from_secs(1),
-            ..loopback_allowed()?
-        },
+        loopback_allowed()?.with_io_timeout(Duration::from_secs(1)),
     )?;
     let started = Instant::now();
     let r = quick.encode(&spec(&url)?, &mut |_| {}, &CancellationToken::new());

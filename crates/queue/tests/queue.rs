@@ -32,10 +32,7 @@ async fn round_trip_keeps_binary_payloads_intact() -> Result<()> {
     let max = 64 * 1024;
     let client = Client::connect_with(
         &server.url(),
-        ClientOptions {
-            max_payload_bytes: max,
-            ..ClientOptions::default()
-        },
+        ClientOptions::default().with_max_payload_bytes(max),
     )
     .await?;
     let queue = client.queue("bin")?;
@@ -864,10 +861,7 @@ async fn reserve_is_capped_by_bytes_as_well_as_count() -> Result<()> {
     let server = RedisServer::start()?;
     let client = Client::connect_with(
         &server.url(),
-        ClientOptions {
-            max_reserve_bytes: 250_000,
-            ..ClientOptions::default()
-        },
+        ClientOptions::default().with_max_reserve_bytes(250_000),
     )
     .await?;
     let queue = client.queue("bytes")?;

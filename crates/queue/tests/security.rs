@@ -13,10 +13,7 @@ async fn a_job_round_trips_over_tls_and_a_wrong_ca_is_refused_naming_tls() -> Re
     let server = RedisServer::start_tls(&files)?;
     ensure!(server.url().starts_with("rediss://"));
     let ca = std::fs::read(&files.ca)?;
-    let opts = ClientOptions {
-        tls_ca_pem: Some(ca),
-        ..ClientOptions::default()
-    };
+    let opts = ClientOptions::default().with_tls_ca_pem(Some(ca));
     let client = Client::connect_with(&server.url(), opts).await?;
     let q = client.queue("tls")?;
     let id = q.enqueue(b"{}".to_vec(), JobOptions::default()).await?;
@@ -28,10 +25,7 @@ async fn a_job_round_trips_over_tls_and_a_wrong_ca_is_refused_naming_tls() -> Re
     // Another CA: the handshake fails and the message says so.
     let other = tempfile::tempdir()?;
     let stranger = make_tls(other.path())?;
-    let opts = ClientOptions {
-        tls_ca_pem: Some(std::fs::read(&stranger.ca)?),
-        ..ClientOptions::default()
-    };
+    let opts = ClientOptions::default().with_tls_ca_pem(Some(std::fs::read(&stranger.ca)?));
     match Client::connect_with(&server.url(), opts).await {
         Err(e @ Error::Tls { .. }) => ensure!(e.to_string().contains("TLS"), "{e}"),
         Err(e) => bail!("expected a TLS error, got: {e}"),

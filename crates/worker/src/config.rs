@@ -241,10 +241,7 @@ impl WorkerConfig {
                 reason: format!("cannot read it: {e}"),
             })?),
         };
-        Ok(spool_queue::ClientOptions {
-            tls_ca_pem,
-            ..spool_queue::ClientOptions::default()
-        })
+        Ok(spool_queue::ClientOptions::default().with_tls_ca_pem(tls_ca_pem))
     }
 
     /// The heartbeat period for a job whose lease is `job_lease`: the

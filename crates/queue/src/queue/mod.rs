@@ -49,6 +49,7 @@ pub const DEFAULT_MAX_RESERVE_BYTES: usize = 16 << 20;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// Largest payload accepted by enqueue, in bytes.
     pub max_payload_bytes: usize,
@@ -58,6 +59,26 @@ pub struct ClientOptions {
     /// A PEM CA bundle to trust for `rediss://` (a private CA); `None` trusts
     /// the public web roots.
     pub tls_ca_pem: Option<Vec<u8>>,
+}
+
+impl ClientOptions {
+    /// This value with `max_payload_bytes` set to `v`.
+    pub fn with_max_payload_bytes(mut self, v: usize) -> Self {
+        self.max_payload_bytes = v;
+        self
+    }
+
+    /// This value with `max_reserve_bytes` set to `v`.
+    pub fn with_max_reserve_bytes(mut self, v: usize) -> Self {
+        self.max_reserve_bytes = v;
+        self
+    }
+
+    /// This value with `tls_ca_pem` set to `v`.
+    pub fn with_tls_ca_pem(mut self, v: Option<Vec<u8>>) -> Self {
+        self.tls_ca_pem = v;
+        self
+    }
 }
 
 impl Default for ClientOptions {
