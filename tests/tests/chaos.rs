@@ -144,7 +144,7 @@ async fn chaos_loses_nothing_and_reruns_only_what_kills_explain() -> Result<()> 
         record.starts()
     );
     for e in record.0.iter().filter(|e| e.kind == "start") {
-        let done = finished_at.get(&e.id).copied().unwrap_or(u64::MAX);
+        let done = finished_at.get(e.id.as_str()).copied().unwrap_or(u64::MAX);
         ensure!(
             e.ms <= done,
             "job {} started at {} after completing at {done}",

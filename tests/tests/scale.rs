@@ -57,7 +57,7 @@ fn spec(max: u32, per_pod: f64, down_window_s: f64) -> ScalerSpec {
 struct Run {
     timeline: Timeline,
     record: Record,
-    ids: Vec<String>,
+    ids: Vec<spool_queue::JobId>,
 }
 
 /// Runs a fleet against a load until `done` says so (or `limit` passes).

@@ -192,7 +192,7 @@ fn cancel_dead_and_watch_work_on_real_jobs() -> Result<()> {
     })?;
     let o = spoolctl(&server, &["dead", "list"], None)?;
     ensure!(
-        out(&o).contains(&dead_id) && out(&o).contains("unsupported pixel format"),
+        out(&o).contains(dead_id.as_str()) && out(&o).contains("unsupported pixel format"),
         "{}",
         out(&o)
     );

@@ -221,12 +221,14 @@ fn a_server_that_never_answers_is_dropped_on_cancel_and_on_timeout() -> Result<(
         .map_err(|_| anyhow::anyhow!("encode thread panicked"))?;
     ensure!(matches!(r, Err(EncodeError::Cancelled)), "{r:?}");
     let took = ended - cancelled_at;
-    ensure!(took < Duration::from_secs(2), "cancel took {took:?}");
+    // A second or two normally; the bound is generous for loaded CI machines
+    // (before the fix the encode never returned).
+    ensure!(took < Duration::from_secs(5), "cancel took {took:?}");
     let closed = closed_rx
-        .recv_timeout(Duration::from_secs(5))
+        .recv_timeout(Duration::from_secs(10))
         .context("the socket stayed open after cancel")?;
     ensure!(
-        closed - cancelled_at < Duration::from_secs(2),
+        closed - cancelled_at < Duration::from_secs(5),
         "socket closed {:?} after cancel",
         closed - cancelled_at
     );
@@ -248,7 +250,7 @@ fn a_server_that_never_answers_is_dropped_on_cancel_and_on_timeout() -> Result<(
     }
     ensure!(took < Duration::from_secs(10), "the timeout took {took:?}");
     closed_rx
-        .recv_timeout(Duration::from_secs(5))
+        .recv_timeout(Duration::from_secs(10))
         .context("the socket stayed open after the timeout")?;
     let left: Vec<_> = std::fs::read_dir(&s.output)?.collect();
     ensure!(left.is_empty(), "left behind: {left:?}");

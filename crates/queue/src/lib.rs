@@ -63,8 +63,8 @@ pub use duration::{MAX_DURATION, parse_duration};
 pub use error::{Error, Result};
 pub use job::{
     DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION,
-    JobInfo, JobOptions, JobState, MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, MAX_LEASE, MAX_RETENTION,
-    NewJob, PRIORITY_RANGE, ReservedJob,
+    JobId, JobInfo, JobOptions, JobState, MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, MAX_LEASE,
+    MAX_RETENTION, NewJob, PRIORITY_RANGE, ReservedJob,
 };
 pub use keys::Keys;
 #[doc(hidden)]

@@ -424,14 +424,18 @@ async fn concurrent_consumers_complete_each_job_exactly_once() -> Result<()> {
                 {
                     let mut h = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                     for j in &jobs {
-                        ensure!(h.insert(j.id.clone()), "job {} held by two consumers", j.id);
+                        ensure!(
+                            h.insert(j.id.to_string()),
+                            "job {} held by two consumers",
+                            j.id
+                        );
                     }
                 }
                 tokio::task::yield_now().await;
                 {
                     let mut h = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                     for j in &jobs {
-                        h.remove(&j.id);
+                        h.remove(j.id.as_str());
                     }
                 }
                 let settled = queue
@@ -444,7 +448,7 @@ async fn concurrent_consumers_complete_each_job_exactly_once() -> Result<()> {
                 let mut d = done.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                 for (j, r) in jobs.iter().zip(settled) {
                     ensure!(r? == JobState::Completed);
-                    d.push(j.id.clone());
+                    d.push(j.id.to_string());
                 }
             }
         }));

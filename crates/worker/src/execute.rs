@@ -92,7 +92,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
         .unwrap_or_default();
     metrics::histogram!(m::JOB_WAIT, "queue" => queue_label.clone()).record(wait.as_secs_f64());
     if let Ok(mut ids) = env.running.lock() {
-        ids.insert(job.id.clone());
+        ids.insert(job.id.to_string());
     }
     let running = env.active.fetch_add(1, Ordering::SeqCst) + 1;
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(running as f64);
@@ -129,7 +129,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             .unwrap_or(Outcome::LeaseLost),
     };
     if let Ok(mut ids) = env.running.lock() {
-        ids.remove(&job.id);
+        ids.remove(job.id.as_str());
     }
     let left = env.active.fetch_sub(1, Ordering::SeqCst) - 1;
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(left as f64);

@@ -59,7 +59,7 @@ impl JobError {
 #[derive(Debug, Clone)]
 pub struct JobContext {
     /// The job's id.
-    pub id: String,
+    pub id: spool_queue::JobId,
     /// The queue.
     pub queue: Arc<str>,
     /// This attempt, from 1.

@@ -26,7 +26,12 @@ fn worker(server: &RedisServer, env: &[(&str, &str)]) -> Result<WorkerProcess> {
     Ok(w)
 }
 
-async fn enqueue(q: &Queue, payload: &str, n: usize, opts: JobOptions) -> Result<Vec<String>> {
+async fn enqueue(
+    q: &Queue,
+    payload: &str,
+    n: usize,
+    opts: JobOptions,
+) -> Result<Vec<spool_queue::JobId>> {
     let jobs = (0..n)
         .map(|_| NewJob::with_options(payload.as_bytes().to_vec(), opts.clone()))
         .collect();
@@ -48,7 +53,7 @@ async fn wait_for(
     Ok(())
 }
 
-async fn states(q: &Queue, ids: &[String]) -> Result<Vec<(JobState, u32)>> {
+async fn states(q: &Queue, ids: &[spool_queue::JobId]) -> Result<Vec<(JobState, u32)>> {
     let mut out = Vec::new();
     for id in ids {
         let info = q.info(id).await?;

@@ -48,11 +48,15 @@ pub(crate) async fn dead(queue: &Queue, action: DeadAction) -> Result<(), Failur
             }
         }
         DeadAction::Retry { ids, limit } => {
-            println!("retried {}", queue.dead_retry(&ids, limit).await?)
+            println!("retried {}", queue.dead_retry(&job_ids(ids), limit).await?)
         }
         DeadAction::Purge { ids, limit } => {
-            println!("purged {}", queue.dead_purge(&ids, limit).await?)
+            println!("purged {}", queue.dead_purge(&job_ids(ids), limit).await?)
         }
     }
     Ok(())
+}
+
+fn job_ids(ids: Vec<String>) -> Vec<spool_queue::JobId> {
+    ids.into_iter().map(spool_queue::JobId::from).collect()
 }

@@ -2,6 +2,7 @@
 //! reconciling check.
 
 use super::*;
+use crate::JobId;
 
 /// Jobs one check script call reconciles.
 const CHECK_CHUNK: usize = 500;
@@ -208,21 +209,21 @@ impl Queue {
 
     /// Puts dead jobs back in the backlog with fresh attempts: the given ids, or
     /// when `ids` is empty the oldest `limit`. Returns how many moved.
-    pub async fn dead_retry(&self, ids: &[String], limit: usize) -> Result<u64> {
+    pub async fn dead_retry(&self, ids: &[JobId], limit: usize) -> Result<u64> {
         self.dead_action("retry", ids, limit).await
     }
 
     /// Deletes dead jobs: the given ids, or when `ids` is empty the oldest
     /// `limit`. Returns how many were deleted.
-    pub async fn dead_purge(&self, ids: &[String], limit: usize) -> Result<u64> {
+    pub async fn dead_purge(&self, ids: &[JobId], limit: usize) -> Result<u64> {
         self.dead_action("purge", ids, limit).await
     }
 
-    async fn dead_action(&self, action: &str, ids: &[String], limit: usize) -> Result<u64> {
+    async fn dead_action(&self, action: &str, ids: &[JobId], limit: usize) -> Result<u64> {
         let mut inv = self.invocation(&scripts::DEAD);
         inv.arg(action).arg(limit.max(1));
         for id in ids {
-            inv.arg(id);
+            inv.arg(id.as_str());
         }
         self.invoke(&inv).await
     }

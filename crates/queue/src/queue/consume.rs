@@ -2,6 +2,7 @@
 //! and the decoding of the reserve script's reply.
 
 use super::*;
+use crate::JobId;
 
 impl Queue {
     /// Leases up to `max` jobs, waiting up to `wait` for the first one without
@@ -110,7 +111,7 @@ impl Queue {
                 cancel_requested: *cancel == 1,
             }),
             (Some("lease_lost"), Some(state), _) => Err(Error::LeaseLost {
-                id: job.id.clone(),
+                id: job.id.to_string(),
                 state: String::from_redis_value(state.clone()).unwrap_or_default(),
             }),
             (Some("not_found"), _, _) => Err(self.not_found(&job.id)),
@@ -220,7 +221,7 @@ pub(crate) fn decode_reserved_row(row: &Value) -> Option<ReservedJob> {
     let text = |i: usize| bytes(i).map(|b| String::from_utf8_lossy(&b).into_owned());
     let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
     Some(ReservedJob {
-        id: text(0)?,
+        id: JobId::from(text(0)?),
         payload: bytes(1)?,
         attempt: int(2)?.clamp(0, u32::MAX as i64) as u32,
         max_attempts: int(3)?.clamp(0, u32::MAX as i64) as u32,

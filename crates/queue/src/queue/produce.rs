@@ -1,6 +1,7 @@
 //! Producers: enqueue, single and batch, checked whole before anything is sent.
 
 use super::*;
+use crate::JobId;
 
 impl Queue {
     /// Enqueues one job and returns its id (the existing job's id when its dedup
@@ -9,7 +10,7 @@ impl Queue {
         &self,
         payload: impl Into<Vec<u8>>,
         options: crate::JobOptions,
-    ) -> Result<String> {
+    ) -> Result<JobId> {
         let mut ids = self
             .enqueue_batch(vec![NewJob::with_options(payload, options)])
             .await?;
@@ -36,7 +37,7 @@ impl Queue {
     /// input order. Every job is checked before any is sent. Each call is atomic;
     /// the batch as a whole is not, but retrying it is safe when the jobs carry
     /// ids ([`crate::JobOptions::id`]): existing ids are not enqueued twice.
-    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
+    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
         for job in &jobs {
             self.check_job(job)?;
         }
@@ -65,7 +66,7 @@ impl Queue {
         Ok(ids)
     }
 
-    async fn enqueue_chunk(&self, jobs: &[NewJob]) -> Result<Vec<String>> {
+    async fn enqueue_chunk(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
         let mut inv = self.invocation(&scripts::ENQUEUE);
         inv.arg(&*self.name).arg(jobs.len());
         for job in jobs {
