@@ -16,6 +16,9 @@
 //! assert_eq!(spec.renditions[0].label(), "720p");
 //! # Ok::<(), spool_encode_spec::SpecError>(())
 //! ```
+//!
+//! Over 400 lines: this crate is one concept (the spec); its validation and
+//! tests sit beside the types they check.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

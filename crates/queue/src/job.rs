@@ -1,5 +1,8 @@
 //! Jobs as producers describe them ([`JobOptions`]), as consumers hold them
 //! ([`ReservedJob`]) and as operators inspect them ([`JobInfo`]).
+//!
+//! Over 400 lines because the options' bounds, the job states and the
+//! decoding of a stored job hash belong together, with their tests.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::id::JobId;
 
 /// Lowest and highest priority; higher runs first.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
@@ -259,101 +263,6 @@ impl FromStr for JobState {
     }
 }
 
-/// A job's id: what enqueue returns and every other call names a job by.
-/// Ids are opaque strings (a UUIDv7 unless the producer chose one); the
-/// newtype keeps them apart from payloads, queue names and tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct JobId(String);
-
-impl JobId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The id as an owned string.
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for JobId {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for JobId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for JobId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for JobId {
-    fn from(s: String) -> Self {
-        JobId(s)
-    }
-}
-
-impl From<&str> for JobId {
-    fn from(s: &str) -> Self {
-        JobId(s.to_owned())
-    }
-}
-
-impl From<JobId> for String {
-    fn from(id: JobId) -> Self {
-        id.0
-    }
-}
-
-impl redis::ToRedisArgs for JobId {
-    fn write_redis_args<W>(&self, out: &mut W)
-    where
-        W: ?Sized + redis::RedisWrite,
-    {
-        self.0.write_redis_args(out)
-    }
-}
-
-impl redis::FromRedisValue for JobId {
-    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
-        String::from_redis_value(v).map(JobId)
-    }
-}
-
-impl PartialEq<str> for JobId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for JobId {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
-impl PartialEq<String> for JobId {
-    fn eq(&self, other: &String) -> bool {
-        &self.0 == other
-    }
-}
-
 /// A job leased to this consumer. Settle it with `complete`, `fail`,
 /// `release` or `ack_cancelled`, and heartbeat it while it runs.
 #[derive(Debug, Clone)]
@@ -459,7 +368,7 @@ impl JobInfo {
         };
         let ms = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
         Ok(JobInfo {
-            id: JobId(
+            id: JobId::from(
                 text("id").unwrap_or_else(|| key.rsplit(':').next().unwrap_or("").to_owned()),
             ),
             queue: text("queue").unwrap_or_else(|| queue.to_owned()),

@@ -52,6 +52,7 @@ mod backoff;
 mod connection;
 mod duration;
 mod error;
+mod id;
 mod job;
 mod keys;
 mod queue;
@@ -61,10 +62,11 @@ pub use backoff::{backoff_cap, backoff_delay};
 pub use connection::mask_password;
 pub use duration::{MAX_DURATION, parse_duration};
 pub use error::{Error, Result};
+pub use id::JobId;
 pub use job::{
     DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION,
-    JobId, JobInfo, JobOptions, JobState, MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, MAX_LEASE,
-    MAX_RETENTION, NewJob, PRIORITY_RANGE, ReservedJob,
+    JobInfo, JobOptions, JobState, MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, MAX_LEASE, MAX_RETENTION,
+    NewJob, PRIORITY_RANGE, ReservedJob,
 };
 pub use keys::Keys;
 #[doc(hidden)]

@@ -1,6 +1,9 @@
 //! Worker settings: one typed struct, defaults in one place, parsed once at
 //! start-up from `SPOOL_*` variables (and, in binaries, flags), each error
 //! naming the setting.
+//!
+//! Over 400 lines because the unit and property tests of every setting's
+//! bounds live beside the parsers they check (about a third of the file).
 
 use std::net::SocketAddr;
 use std::time::Duration;
