@@ -153,14 +153,8 @@ fn check_root(setting: &str, p: &std::path::Path, write: bool) -> Result<(), Bad
 
 /// Builds the runtime and encoder settings, checking each.
 fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>), BadSetting> {
+    // WorkerConfig::validate checks the Redis URL too, naming the setting.
     let worker = a.worker.config().map_err(|e| BadSetting(e.to_string()))?;
-    spool_queue::Client::check_url(&worker.redis_url).map_err(|e| {
-        bad(
-            "SPOOL_REDIS_URL",
-            &spool_queue::mask_password(&worker.redis_url),
-            &e.to_string(),
-        )
-    })?;
     let policy = match a.hw.trim().to_ascii_lowercase().as_str() {
         "auto" => None,
         "cpu" => Some(Hardware::Cpu),

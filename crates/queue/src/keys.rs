@@ -63,8 +63,10 @@ impl Keys {
         format!("{}job:{id}", self.prefix)
     }
 
-    /// The nine keys every script takes, in the order `lib.lua` expects.
-    pub(crate) fn script_keys(&self) -> [&str; 9] {
+    /// The nine keys every script takes, in the order `lib.lua` expects (for
+    /// anything that calls the scripts directly, as producers in other
+    /// languages do; docs/protocol.md).
+    pub fn script_keys(&self) -> [&str; 9] {
         [
             &self.ready,
             &self.scheduled,

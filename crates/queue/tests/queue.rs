@@ -766,17 +766,7 @@ async fn bad_script_arguments_change_nothing_and_damaged_jobs_strand_nothing() -
         include_str!("../src/scripts/lib.lua"),
         include_str!("../src/scripts/enqueue.lua")
     ));
-    let keys = [
-        &k.ready,
-        &k.scheduled,
-        &k.active,
-        &k.outstanding,
-        &k.dead,
-        &k.completed,
-        &k.cancelled,
-        &k.seq,
-        &k.wake,
-    ];
+    let keys = k.script_keys();
     // id, payload, priority, delay_ms, max_attempts, backoff_ms, backoff_max_ms,
     // lease_ms, retention_s, dedup
     let good = ["ok1", "{}", "0", "0", "3", "10", "100", "30000", "60", ""];

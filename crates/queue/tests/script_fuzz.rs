@@ -137,17 +137,7 @@ impl Fuzz {
     fn invoke(&mut self, which: usize, args: &[Vec<u8>]) -> redis::RedisResult<Value> {
         let k = &self.keys;
         let mut inv = self.s.all()[which].prepare_invoke();
-        for key in [
-            &k.ready,
-            &k.scheduled,
-            &k.active,
-            &k.outstanding,
-            &k.dead,
-            &k.completed,
-            &k.cancelled,
-            &k.seq,
-            &k.wake,
-        ] {
+        for key in k.script_keys() {
             inv.key(key);
         }
         inv.arg(&k.prefix);

@@ -21,7 +21,7 @@ mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
-pub use media::lavfi_clip;
+pub use media::{ffmpeg, lavfi_clip, lavfi_video};
 pub use server::{RedisServer, ServerOptions};
 pub use tls::{TlsFiles, make_tls};
 

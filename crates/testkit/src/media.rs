@@ -27,3 +27,37 @@ pub fn lavfi_clip(path: &Path, w: u32, h: u32, fps: u32, secs: u32) -> Result<()
         "scripts/deps.sh installs the ffmpeg CLI",
     )
 }
+
+/// Runs the `ffmpeg` CLI with `args` (after `-v error -y`); a failure says
+/// what ffmpeg printed.
+pub fn ffmpeg(args: &[&str]) -> Result<()> {
+    run_tool(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-y"])
+            .args(args),
+        "scripts/deps.sh installs the ffmpeg CLI",
+    )
+}
+
+/// A video-only H.264 clip (`testsrc2`, 25 fps, `secs` long, fractions
+/// allowed) in whatever container `path`'s extension (or `extra`, e.g.
+/// `["-f", "h264"]`) asks for; `extra` goes before the output path.
+pub fn lavfi_video(path: &Path, w: u32, h: u32, secs: f64, extra: &[&str]) -> Result<()> {
+    let src = format!("testsrc2=size={w}x{h}:rate=25:duration={secs}");
+    let out = path.to_string_lossy();
+    let mut args = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&out);
+    ffmpeg(&args)
+}

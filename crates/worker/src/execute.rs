@@ -2,7 +2,6 @@
 //! and settle it from what happened. One task per job; the run loop only
 //! starts them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,11 +50,10 @@ pub(crate) struct JobEnv<H> {
     pub(crate) config: Arc<WorkerConfig>,
     /// Fired at the drain deadline or on a forced stop.
     pub(crate) release_all: CancellationToken,
-    /// Jobs running now, for the active-jobs gauge.
-    pub(crate) active: Arc<AtomicUsize>,
-    /// Ids of the jobs running or settling now, logged when a shutdown has to
-    /// leave before their results reached Redis.
-    pub(crate) running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Ids of the jobs running or settling now: their number is the
+    /// active-jobs gauge, and they are logged when a shutdown has to leave
+    /// before their results reached Redis.
+    pub(crate) running: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Batches settlements into shared script calls.
     pub(crate) settler: Settler,
 }
@@ -67,10 +65,32 @@ impl<H> Clone for JobEnv<H> {
             queue: self.queue.clone(),
             config: self.config.clone(),
             release_all: self.release_all.clone(),
-            active: self.active.clone(),
             running: self.running.clone(),
             settler: self.settler.clone(),
         }
+    }
+}
+
+impl<H> JobEnv<H> {
+    /// Records a job starting (`true`) or ending; returns how many run now.
+    /// (A job reclaimed from this worker and reserved by it again runs twice
+    /// for a moment: ids are counted, not just listed.)
+    fn track(&self, id: &str, starts: bool) -> usize {
+        let mut ids = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if starts {
+            *ids.entry(id.to_owned()).or_default() += 1;
+        } else if let Some(n) = ids.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                ids.remove(id);
+            }
+        }
+        ids.values().sum()
+    }
+
+    /// How many jobs run now.
+    pub(crate) fn running_count(&self) -> usize {
+        self.running.lock().map_or(0, |ids| ids.values().sum())
     }
 }
 
@@ -91,10 +111,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
         .duration_since(job.run_at)
         .unwrap_or_default();
     metrics::histogram!(m::JOB_WAIT, "queue" => queue_label.clone()).record(wait.as_secs_f64());
-    if let Ok(mut ids) = env.running.lock() {
-        ids.insert(job.id.to_string());
-    }
-    let running = env.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let running = env.track(&job.id, true);
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(running as f64);
     tracing::info!(wait_ms = wait.as_millis() as u64, "job started");
 
@@ -128,10 +145,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             .await
             .unwrap_or(Outcome::LeaseLost),
     };
-    if let Ok(mut ids) = env.running.lock() {
-        ids.remove(job.id.as_str());
-    }
-    let left = env.active.fetch_sub(1, Ordering::SeqCst) - 1;
+    let left = env.track(&job.id, false);
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(left as f64);
     metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
         .increment(1);

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spool_queue::Queue;
-use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::metrics as m;
@@ -34,26 +33,18 @@ pub(crate) async fn ping_loop(queue: Queue, health: Arc<Health>) {
 }
 
 /// Sweeps (due jobs, expired leases, retention) and refreshes the queue-depth
-/// gauges and Redis health, every `every`.
-pub(crate) async fn sweep_loop(
-    queue: Queue,
-    every: Duration,
-    health: Arc<Health>,
-    stop: CancellationToken,
-) {
+/// gauges, every `every`, until its task is aborted (a sweep cut short
+/// either ran on Redis or did not). Readiness is [`ping_loop`]'s alone.
+pub(crate) async fn sweep_loop(queue: Queue, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {},
-            _ = stop.cancelled() => return,
-        }
+        tick.tick().await;
         if let Err(e) = queue.sweep(SWEEP_LIMIT).await {
             tracing::debug!(error = %e, "sweep failed");
         }
         match queue.stats().await {
             Ok(s) => {
-                health.set_redis_ok(true);
                 let q = queue.name().to_owned();
                 for (state, v) in [
                     ("ready", s.ready),
@@ -65,12 +56,7 @@ pub(crate) async fn sweep_loop(
                         .set(v as f64);
                 }
             }
-            Err(e) => {
-                if e.is_transient() {
-                    health.set_redis_ok(false);
-                }
-                tracing::warn!(error = %e, "cannot read queue depth");
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot read queue depth"),
         }
     }
 }

@@ -11,7 +11,6 @@
 //! signals are separate pieces; this file only composes them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use spool_queue::{Client, Queue};
@@ -212,19 +211,12 @@ impl<H: Handler> Worker<H> {
         drain_started: &std::sync::OnceLock<tokio::time::Instant>,
     ) {
         let cfg = &self.config;
-        let sweeper_stop = CancellationToken::new();
-        let sweeper = tokio::spawn(sweep_loop(
-            queue.clone(),
-            cfg.sweep_interval,
-            health.clone(),
-            sweeper_stop.clone(),
-        ));
+        let sweeper = tokio::spawn(sweep_loop(queue.clone(), cfg.sweep_interval));
         let env = JobEnv {
             handler: self.handler.clone(),
             queue: queue.clone(),
             config: cfg.clone(),
             release_all: CancellationToken::new(),
-            active: Arc::new(AtomicUsize::new(0)),
             running: Arc::default(),
             settler: crate::settler::Settler::start(queue.clone()),
         };
@@ -302,7 +294,7 @@ impl<H: Handler> Worker<H> {
         // Drain: in-flight jobs keep heartbeating and may finish, until the
         // deadline counted from the drain signal.
         tracker.close();
-        let in_flight = env.active.load(Ordering::SeqCst);
+        let in_flight = env.running_count();
         tracing::info!(
             in_flight,
             timeout_s = cfg.drain_timeout.as_secs_f64(),
@@ -320,10 +312,10 @@ impl<H: Handler> Worker<H> {
             tokio::select! {
                 _ = tracker.wait() => tracing::info!("drain complete: every job finished"),
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(left = env.active.load(Ordering::SeqCst), "drain deadline: releasing the jobs still running");
+                    tracing::warn!(left = env.running_count(), "drain deadline: releasing the jobs still running");
                 }
                 _ = shutdown.force.cancelled() => {
-                    tracing::warn!(left = env.active.load(Ordering::SeqCst), "forced stop: releasing the jobs still running");
+                    tracing::warn!(left = env.running_count(), "forced stop: releasing the jobs still running");
                     forced = true;
                 }
             }
@@ -341,7 +333,7 @@ impl<H: Handler> Worker<H> {
             let unsettled: Vec<String> = env
                 .running
                 .lock()
-                .map(|ids| ids.iter().cloned().collect())
+                .map(|ids| ids.keys().cloned().collect())
                 .unwrap_or_default();
             tracing::error!(
                 ?unsettled,
@@ -349,7 +341,6 @@ impl<H: Handler> Worker<H> {
             );
         }
         // Housekeeping only: a sweep in flight either ran on Redis or did not.
-        sweeper_stop.cancel();
         sweeper.abort();
     }
 }

@@ -53,6 +53,28 @@ async fn wait_for(
     Ok(())
 }
 
+/// A worker with two slots, both busy with `sleep_ms` jobs: the start of
+/// every drain and outage test. `drain` sets SPOOL_DRAIN_TIMEOUT when given.
+async fn two_busy(
+    server: &RedisServer,
+    q: &Queue,
+    drain: Option<&str>,
+    sleep_ms: u64,
+) -> Result<(WorkerProcess, Vec<spool_queue::JobId>)> {
+    let mut env = vec![("SPOOL_CONCURRENCY", "2")];
+    if let Some(d) = drain {
+        env.push(("SPOOL_DRAIN_TIMEOUT", d));
+    }
+    let w = worker(server, &env)?;
+    let payload = format!(r#"{{"sleep_ms": {sleep_ms}}}"#);
+    let ids = enqueue(q, &payload, 2, JobOptions::default()).await?;
+    wait_for("2 active jobs", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 2)
+    })
+    .await?;
+    Ok((w, ids))
+}
+
 async fn states(q: &Queue, ids: &[spool_queue::JobId]) -> Result<Vec<(JobState, u32)>> {
     let mut out = Vec::new();
     for id in ids {
@@ -180,15 +202,7 @@ async fn drain_deadline_releases_long_jobs_to_the_next_worker() -> Result<()> {
 async fn second_sigterm_releases_at_once() -> Result<()> {
     let server = RedisServer::start()?;
     let q = queue(&server).await?;
-    let mut w = worker(
-        &server,
-        &[("SPOOL_CONCURRENCY", "2"), ("SPOOL_DRAIN_TIMEOUT", "60s")],
-    )?;
-    let ids = enqueue(&q, r#"{"sleep_ms": 30000}"#, 2, JobOptions::default()).await?;
-    wait_for("2 active jobs", Duration::from_secs(10), async || {
-        Ok(q.stats().await?.active == 2)
-    })
-    .await?;
+    let (mut w, ids) = two_busy(&server, &q, Some("60s"), 30000).await?;
     let t = Instant::now();
     w.signal("TERM")?;
     // The second signal must reach a worker that is already draining.
@@ -495,15 +509,7 @@ async fn shutdown_is_bounded_when_redis_hangs() -> Result<()> {
     ] {
         let server = RedisServer::start()?;
         let q = queue(&server).await?;
-        let mut w = worker(
-            &server,
-            &[("SPOOL_CONCURRENCY", "2"), ("SPOOL_DRAIN_TIMEOUT", "2s")],
-        )?;
-        let ids = enqueue(&q, r#"{"sleep_ms": 60000}"#, 2, JobOptions::default()).await?;
-        wait_for("2 active jobs", Duration::from_secs(10), async || {
-            Ok(q.stats().await?.active == 2)
-        })
-        .await?;
+        let (mut w, ids) = two_busy(&server, &q, Some("2s"), 60000).await?;
         server.pause()?;
         let t = Instant::now();
         w.signal(signal)?;
@@ -532,12 +538,7 @@ async fn shutdown_is_bounded_when_redis_hangs() -> Result<()> {
 async fn a_busy_worker_reports_a_redis_outage_within_seconds() -> Result<()> {
     let server = RedisServer::start()?;
     let q = queue(&server).await?;
-    let mut w = worker(&server, &[("SPOOL_CONCURRENCY", "2")])?;
-    enqueue(&q, r#"{"sleep_ms": 60000}"#, 2, JobOptions::default()).await?;
-    wait_for("2 active jobs", Duration::from_secs(10), async || {
-        Ok(q.stats().await?.active == 2)
-    })
-    .await?;
+    let (mut w, _) = two_busy(&server, &q, None, 60000).await?;
     server.pause()?;
     let down = Instant::now();
     let mut not_ready = None;
@@ -567,16 +568,8 @@ async fn a_busy_worker_reports_a_redis_outage_within_seconds() -> Result<()> {
 async fn shutdown_is_bounded_when_redis_refuses_connections() -> Result<()> {
     let mut server = RedisServer::start()?;
     let q = queue(&server).await?;
-    let mut w = worker(
-        &server,
-        &[("SPOOL_CONCURRENCY", "2"), ("SPOOL_DRAIN_TIMEOUT", "3s")],
-    )?;
     // Jobs that finish during the drain, after Redis is gone.
-    let ids = enqueue(&q, r#"{"sleep_ms": 1500}"#, 2, JobOptions::default()).await?;
-    wait_for("2 active jobs", Duration::from_secs(10), async || {
-        Ok(q.stats().await?.active == 2)
-    })
-    .await?;
+    let (mut w, ids) = two_busy(&server, &q, Some("3s"), 1500).await?;
     server.kill();
     let t = Instant::now();
     w.signal("TERM")?;

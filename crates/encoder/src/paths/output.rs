@@ -280,26 +280,22 @@ impl<'t> Staging<'t> {
             self.write(OWNER_MARKER, o.as_bytes())?;
         }
         match state {
-            Existing::Free => rename_noreplace(&t.dir, &self.name, &t.name)
-                .map_err(|e| publish_error(t, &t.name, e))?,
-            Existing::Own => {
-                rustix::fs::renameat_with(
-                    &t.dir,
-                    &self.name,
-                    &t.dir,
-                    &t.name,
-                    RenameFlags::EXCHANGE,
-                )
-                .map_err(|e| io_error(&t.given, "cannot replace the earlier output", e))?;
-                // The staging name now holds the earlier attempt's tree; the
-                // drop guard removes it.
-                self.published = false;
-                let out = t.display_of(&t.name);
-                drop(self);
-                return Ok(out);
+            Existing::Free => {
+                rename_noreplace(&t.dir, &self.name, &t.name)
+                    .map_err(|e| publish_error(t, &t.name, e))?;
+                self.published = true;
             }
+            // Swapped atomically: the staging name now holds the earlier
+            // attempt's tree, which the drop guard removes.
+            Existing::Own => rustix::fs::renameat_with(
+                &t.dir,
+                &self.name,
+                &t.dir,
+                &t.name,
+                RenameFlags::EXCHANGE,
+            )
+            .map_err(|e| io_error(&t.given, "cannot replace the earlier output", e))?,
         }
-        self.published = true;
         Ok(t.display_of(&t.name))
     }
 

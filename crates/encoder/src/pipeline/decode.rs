@@ -125,11 +125,7 @@ impl<'a> Decoded<'a> {
     }
 
     /// Counts the HLS segments written so far against the limit.
-    pub(super) fn segments(
-        &self,
-        outs: &[RenditionOut],
-        _spec: &EncodeSpec,
-    ) -> Result<(), EncodeError> {
+    pub(super) fn segments(&self, outs: &[RenditionOut]) -> Result<(), EncodeError> {
         let Some(segment_s) = self.segment_s else {
             return Ok(());
         };
@@ -229,7 +225,7 @@ pub(super) fn read_all(
     progress: &mut dyn FnMut(Progress),
     cancel: &CancellationToken,
 ) -> Result<Option<ff::Error>, EncodeError> {
-    let (display, spec) = (job.display, job.spec);
+    let display = job.display;
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let mut decoded = frame::Video::empty();
     let mut packet = Packet::empty();
@@ -271,7 +267,7 @@ pub(super) fn read_all(
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
-            seen.segments(outs, spec)?;
+            seen.segments(outs)?;
             progress(report(seen.frames, seen.time_s(), duration_s, started));
         }
     }

@@ -237,7 +237,7 @@ pub(crate) fn run(
     let started = Instant::now();
     let mut opened = open_input(job.input, display, limits, cancel)?;
     let ictx = &mut opened.ctx;
-    let src = probe_video(ictx, display, limits, spec)?;
+    let mut src = probe_video(ictx, display, limits, spec)?;
     let mut staging = Staging::new(job.target)?;
     let hls = matches!(spec.container, Container::Hls { .. });
     let names = output_names(spec, job.target);
@@ -264,18 +264,6 @@ pub(crate) fn run(
             outs.push(open_rendition(i, r, &ctx, &mut staging)?);
         }
     }
-    let VideoSource {
-        index: v_index,
-        tb: v_tb,
-        declared_frames,
-        frame_rate,
-        duration_s,
-        video_duration_s,
-        rotation,
-        mut decoder,
-        src_w,
-        src_h,
-    } = src;
 
     let audio_codec = astream.as_ref().map(|(_, _, par)| par.id().name());
     let mut audio = match (&spec.audio, astream) {
@@ -330,22 +318,22 @@ pub(crate) fn run(
 
     // The main loop: read with `Packet::read` and decide per error (the
     // packet iterator would retry a failing read forever).
-    let mut seen = Decoded::new(display, limits, v_tb, frame_rate, spec);
+    let mut seen = Decoded::new(display, limits, src.tb, src.frame_rate, spec);
     let mut graphs = GraphInput {
-        shape: FrameShape::of_decoder(&decoder),
-        tb: v_tb,
-        rotation,
+        shape: FrameShape::of_decoder(&src.decoder),
+        tb: src.tb,
+        rotation: src.rotation,
     };
     let read_error = read_all(
         ictx,
-        v_index,
-        &mut decoder,
+        src.index,
+        &mut src.decoder,
         &mut seen,
         &mut graphs,
         &mut outs,
         &mut audio,
         job,
-        duration_s,
+        src.duration_s,
         started,
         progress,
         cancel,
@@ -359,7 +347,7 @@ pub(crate) fn run(
             },
         });
     }
-    let truncated = seen.truncation(read_error, declared_frames, video_duration_s);
+    let truncated = seen.truncation(read_error, src.declared_frames, src.video_duration_s);
     if let Some(why) = &truncated
         && !spec.allow_truncated
     {
@@ -379,13 +367,13 @@ pub(crate) fn run(
             .write_trailer()
             .map_err(|e| failed(format!("finishing rendition {}", o.label), e))?;
     }
-    seen.segments(&outs, spec)?;
+    seen.segments(&outs)?;
 
     // Publish: move the staged outputs to their final names.
     let master = if hls {
         staging.write(
             "master.m3u8",
-            master_playlist(&outs, &spec.renditions, src_w, src_h).as_bytes(),
+            master_playlist(&outs, &spec.renditions, src.src_w, src.src_h).as_bytes(),
         )?;
         let dir = staging.publish_dir(job.owner)?;
         Some(dir.join("master.m3u8"))
@@ -398,7 +386,7 @@ pub(crate) fn run(
     };
 
     let wall = started.elapsed().as_secs_f64();
-    progress(report(seen.frames, duration_s, duration_s, started));
+    progress(report(seen.frames, src.duration_s, src.duration_s, started));
     let outputs = outs
         .iter()
         .map(|o| describe(o, hls))
@@ -411,7 +399,7 @@ pub(crate) fn run(
         wall_s: wall,
         fps: seen.frames as f64 / wall.max(1e-9),
         decoded_frames: seen.frames,
-        declared_frames,
+        declared_frames: src.declared_frames,
         truncated: truncated.is_some(),
     })
 }

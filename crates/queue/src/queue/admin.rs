@@ -117,18 +117,14 @@ impl Queue {
     pub async fn check(&self, repair: bool) -> Result<CheckReport> {
         let k = &self.keys;
         let mut ids: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        // Every index in one round trip (all keys share the queue's slot).
+        let mut pipe = redis::pipe();
         for key in [&k.ready, &k.active, &k.scheduled] {
-            let v: Vec<Vec<u8>> = self
-                .client
-                .query(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1))
-                .await?;
-            ids.extend(v);
+            pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1);
         }
-        let v: Vec<Vec<u8>> = self
-            .client
-            .query(redis::cmd("SMEMBERS").arg(&k.outstanding))
-            .await?;
-        ids.extend(v);
+        pipe.cmd("SMEMBERS").arg(&k.outstanding);
+        let indexed: Vec<Vec<Vec<u8>>> = self.client.query_pipe(&pipe).await?;
+        ids.extend(indexed.into_iter().flatten());
         let scanned = !self.client.inner.endpoint.is_cluster();
         if scanned {
             let job_prefix = format!("{}job:", k.prefix);

@@ -39,10 +39,7 @@ for i = 3, #ARGV do
     if in_ready or in_active or in_sched or in_out then
       note(id, 'indexed but its hash is gone; removed from the indexes')
       if fix then
-        redis.call('ZREM', K_READY, id)
-        redis.call('ZREM', K_ACTIVE, id)
-        redis.call('ZREM', K_SCHED, id)
-        redis.call('SREM', K_OUT, id)
+        unindex(id)
       end
     end
   else
@@ -51,9 +48,7 @@ for i = 3, #ARGV do
       if not in_ready or in_active or in_sched or not in_out then
         note(id, 'ready but not (only) in the backlog; put back at the front')
         if fix then
-          redis.call('ZREM', K_ACTIVE, id)
-          redis.call('ZREM', K_SCHED, id)
-          redis.call('ZREM', K_READY, id)
+          unindex(id)
           make_ready(id, num_field(f[2] or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, true)
           wake(1)
         end
@@ -62,8 +57,7 @@ for i = 3, #ARGV do
       if not in_active or in_ready or in_sched or not in_out then
         note(id, 'active but not (only) in the active set; its lease restored')
         if fix then
-          redis.call('ZREM', K_READY, id)
-          redis.call('ZREM', K_SCHED, id)
+          unindex(id)
           redis.call('ZADD', K_ACTIVE, num_field(f[3], 0, 1e15) or now, id)
           redis.call('SADD', K_OUT, id)
         end
@@ -72,19 +66,14 @@ for i = 3, #ARGV do
       if not in_sched or in_ready or in_active or in_out then
         note(id, 'scheduled but not (only) in the schedule; rescheduled')
         if fix then
-          redis.call('ZREM', K_READY, id)
-          redis.call('ZREM', K_ACTIVE, id)
-          redis.call('SREM', K_OUT, id)
+          unindex(id)
           redis.call('ZADD', K_SCHED, num_field(f[4], 0, 1e15) or now, id)
         end
       end
     elseif in_ready or in_active or in_sched or in_out then
       note(id, state .. ' but still in a live index; removed from it')
       if fix then
-        redis.call('ZREM', K_READY, id)
-        redis.call('ZREM', K_ACTIVE, id)
-        redis.call('ZREM', K_SCHED, id)
-        redis.call('SREM', K_OUT, id)
+        unindex(id)
       end
     end
   end

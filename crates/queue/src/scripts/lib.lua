@@ -166,6 +166,15 @@ local function to_dead(jk, id, now, reason)
   release_dedup(jk, id)
 end
 
+-- Takes a job out of every live index (backlog, schedule, active set,
+-- outstanding work); the caller puts it where its state says.
+local function unindex(id)
+  redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_SCHED, id)
+  redis.call('ZREM', K_ACTIVE, id)
+  redis.call('SREM', K_OUT, id)
+end
+
 -- A job whose key holds something other than a hash: the value is moved
 -- aside (kept for inspection) and the job recorded dead with the reason, so
 -- it leaves every live index and the other jobs of the call go on.
@@ -176,18 +185,13 @@ local function quarantine(id, now, kind)
   redis.call('HSET', jk, 'id', id, 'state', 'dead', 'attempts', 0, 'max_attempts', 1,
     'last_error', 'corrupt job: its key held a ' .. kind .. ', not a hash; moved to ' .. aside,
     'finished_at', now)
-  redis.call('ZREM', K_READY, id)
-  redis.call('ZREM', K_SCHED, id)
-  redis.call('ZREM', K_ACTIVE, id)
+  unindex(id)
   redis.call('ZADD', K_DEAD, now, id)
-  redis.call('SREM', K_OUT, id)
 end
 
 -- A job hash with a malformed field: dead, naming the field.
 local function corrupt(jk, id, now, field, value)
-  redis.call('ZREM', K_READY, id)
-  redis.call('ZREM', K_SCHED, id)
-  redis.call('ZREM', K_ACTIVE, id)
+  unindex(id)
   to_dead(jk, id, now, 'corrupt job: field ' .. field .. ' is "' .. printable(value) .. '"')
 end
 

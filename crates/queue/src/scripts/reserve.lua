@@ -31,25 +31,25 @@ recover_expired(now, sweep_limit)
 local cand = redis.call('ZRANGE', K_READY, 0, n - 1)
 local jobs = {}
 local bytes = 0
+-- The stored numbers a lease needs: { field index, name, min, max, default }.
+local CHECKS = {
+  { 2, 'attempts', 0, 1e15, 0 }, { 3, 'max_attempts', 1, 1e15, 1 },
+  { 4, 'lease_ms', MIN_LEASE_MS, MAX_LEASE_MS, 30000 },
+  { 5, 'enqueued_at', 0, 1e15, now }, { 6, 'run_at', 0, 1e15, now },
+  { 7, 'priority', -PRIORITY_MAX, PRIORITY_MAX, 0 },
+  { 8, 'backoff_ms', 0, MAX_BACKOFF_MS, 1000 },
+  { 9, 'backoff_max_ms', 0, MAX_BACKOFF_MS, 60000 } }
 for _, id in ipairs(cand) do
   local jk = job_key(id)
-  local size = redis.pcall('HSTRLEN', jk, 'payload')
-  if type(size) ~= 'number' then size = 0 end
-  if budget > 0 and #jobs > 0 and bytes + size > budget then break end
-  redis.call('ZREM', K_READY, id)
   local f, kind = read_job(jk, 'payload', 'attempts', 'max_attempts', 'lease_ms',
     'enqueued_at', 'run_at', 'priority', 'backoff_ms', 'backoff_max_ms', 'state')
+  local size = (f and f[1] and #f[1]) or 0
+  if budget > 0 and #jobs > 0 and bytes + size > budget then break end
+  redis.call('ZREM', K_READY, id)
   local bad = nil
   local v = {}
   if f and f[10] and f[1] then
-    local checks = {
-      { 2, 'attempts', 0, 1e15, 0 }, { 3, 'max_attempts', 1, 1e15, 1 },
-      { 4, 'lease_ms', MIN_LEASE_MS, MAX_LEASE_MS, 30000 },
-      { 5, 'enqueued_at', 0, 1e15, now }, { 6, 'run_at', 0, 1e15, now },
-      { 7, 'priority', -PRIORITY_MAX, PRIORITY_MAX, 0 },
-      { 8, 'backoff_ms', 0, MAX_BACKOFF_MS, 1000 },
-      { 9, 'backoff_max_ms', 0, MAX_BACKOFF_MS, 60000 } }
-    for _, c in ipairs(checks) do
+    for _, c in ipairs(CHECKS) do
       local raw = f[c[1]]
       if raw == false or raw == nil then
         v[c[1]] = c[5]
