@@ -7,13 +7,17 @@
 //! so blocked consumers each borrow a dedicated connection from [`BlockingPool`].
 //! Both kinds work the same against a single server or a Redis Cluster.
 //!
-//! Why not deadpool-redis for the blocking connections (the project card
-//! names it): its manager builds its own `redis::Client` from a URL, so it
-//! cannot carry the private CA of `SPOOL_REDIS_CA_FILE`, and it has one
-//! response timeout per pool where each wait needs one longer than its own
-//! block. The pool here is a Vec behind a mutex, keyed by that timeout, and
-//! drops a connection that failed; revisit when deadpool-redis takes a
-//! prepared client.
+//! Against a single server the blocking connections come from a
+//! deadpool-redis pool: spool's own (built from the same prepared client, so a
+//! private CA carries over), or one the embedding service hands over with
+//! [`Client::connect_with_pool`](crate::Client::connect_with_pool). Each wait
+//! sets its borrowed connection's response timeout to its own block plus a
+//! grace, so one pool serves waits of any length.
+//!
+//! Against a Redis Cluster the pool stays spool's own (a Vec behind a mutex,
+//! keyed by response timeout): deadpool-redis's cluster manager builds its
+//! client from bare node URLs, with neither a private CA nor a response
+//! timeout, and a cluster connection cannot change its timeout once open.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,8 +38,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Extra time a blocking command gets beyond its own timeout before the client
 /// gives up on the connection.
 const BLOCKING_GRACE: Duration = Duration::from_secs(2);
-/// Idle blocking connections kept for reuse; more are opened on demand.
+/// Idle blocking connections kept for reuse (cluster); more are opened on demand.
 const BLOCKING_POOL_KEEP: usize = 64;
+/// Most blocking connections spool's own single-server pool opens: one per
+/// consumer waiting at once; a waiter that finds them all busy polls instead.
+const BLOCKING_POOL_MAX: usize = 256;
 
 /// Where and how to connect, parsed once from a URL.
 #[derive(Clone)]
@@ -136,12 +143,6 @@ impl Endpoint {
         }
     }
 
-    fn blocking_timeout_config(&self, block: Duration) -> AsyncConnectionConfig {
-        AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(block + BLOCKING_GRACE))
-    }
-
     fn cluster_client(&self, response: Duration) -> Result<ClusterClient> {
         let mut builder = ClusterClient::builder(self.nodes.clone())
             .connection_timeout(CONNECT_TIMEOUT)
@@ -177,22 +178,34 @@ impl Endpoint {
         }
     }
 
-    /// Opens a dedicated connection for blocking commands of up to `block`.
-    async fn connect_blocking(&self, block: Duration) -> Result<Conn> {
+    /// Opens a dedicated cluster connection for blocking commands of up to
+    /// `block`.
+    async fn connect_blocking_cluster(&self, block: Duration) -> Result<Conn> {
         let err = |e| Error::from_redis(&self.display, e);
-        if self.cluster {
-            let client = self.cluster_client(block + BLOCKING_GRACE)?;
-            Ok(Conn::Cluster(
-                client.get_async_connection().await.map_err(err)?,
-            ))
-        } else {
-            let client = self.client().map_err(err)?;
-            let conn = client
-                .get_multiplexed_async_connection_with_config(&self.blocking_timeout_config(block))
-                .await
+        let client = self.cluster_client(block + BLOCKING_GRACE)?;
+        Ok(Conn::Cluster(
+            client.get_async_connection().await.map_err(err)?,
+        ))
+    }
+
+    /// spool's own deadpool-redis pool of blocking connections to a single
+    /// server, built from the prepared client so a private CA carries over.
+    fn blocking_pool(&self) -> Result<deadpool_redis::Pool> {
+        let err = |e| Error::from_redis(&self.display, e);
+        let client = self.client().map_err(err)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let manager =
+            deadpool_redis::Manager::new_with_config(client.get_connection_info().clone(), config)
                 .map_err(err)?;
-            Ok(Conn::Plain(conn))
-        }
+        deadpool_redis::Pool::builder(manager)
+            .max_size(BLOCKING_POOL_MAX)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::InvalidUrl {
+                reason: format!("cannot build the blocking-connection pool: {e}"),
+            })
     }
 }
 
@@ -222,8 +235,6 @@ pub fn mask_password(url: &str) -> String {
 pub(crate) enum Conn {
     /// The shared, self-reconnecting connection to a single server.
     Single(ConnectionManager),
-    /// A dedicated connection to a single server (blocking commands).
-    Plain(redis::aio::MultiplexedConnection),
     /// A cluster connection, routing each command by its key's slot.
     Cluster(ClusterConnection),
 }
@@ -232,7 +243,6 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Plain(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -245,7 +255,6 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -253,7 +262,6 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Plain(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -263,42 +271,128 @@ impl ConnectionLike for Conn {
 ///
 /// A connection that failed is dropped rather than returned, so a Redis restart
 /// costs each waiter one reconnect.
-pub(crate) struct BlockingPool {
-    endpoint: Endpoint,
-    idle: Mutex<Vec<(Duration, Conn)>>,
+pub(crate) enum BlockingPool {
+    /// A single server: a deadpool-redis pool.
+    Single(deadpool_redis::Pool),
+    /// A cluster: connections keyed by the response timeout they were opened
+    /// with.
+    Cluster {
+        endpoint: Endpoint,
+        idle: Mutex<Vec<(Duration, Conn)>>,
+    },
+}
+
+/// A blocking connection borrowed from a [`BlockingPool`].
+pub(crate) enum Blocking {
+    /// From a deadpool-redis pool; goes back when dropped.
+    Pooled(deadpool_redis::Connection),
+    /// A cluster connection and the longest wait its timeout allows.
+    Cluster(Duration, Conn),
+}
+
+impl ConnectionLike for Blocking {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Blocking::Pooled(c) => c.req_packed_command(cmd),
+            Blocking::Cluster(_, c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Blocking::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
+            Blocking::Cluster(_, c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Blocking::Pooled(c) => c.get_db(),
+            Blocking::Cluster(_, c) => c.get_db(),
+        }
+    }
 }
 
 impl BlockingPool {
-    pub(crate) fn new(endpoint: Endpoint) -> Arc<Self> {
-        Arc::new(BlockingPool {
-            endpoint,
-            idle: Mutex::new(Vec::new()),
-        })
+    /// spool's own pool for `endpoint`.
+    pub(crate) fn new(endpoint: Endpoint) -> Result<Arc<Self>> {
+        Ok(Arc::new(if endpoint.is_cluster() {
+            BlockingPool::Cluster {
+                endpoint,
+                idle: Mutex::new(Vec::new()),
+            }
+        } else {
+            BlockingPool::Single(endpoint.blocking_pool()?)
+        }))
     }
 
-    /// Borrows a connection whose response timeout covers a wait of `block`.
-    pub(crate) async fn get(&self, block: Duration) -> Result<(Duration, Conn)> {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.iter()
-                .position(|(b, _)| *b >= block)
-                .map(|i| idle.swap_remove(i))
-        };
-        match reused {
-            Some(c) => Ok(c),
-            None => {
-                // Round up so that slightly different waits share connections.
-                let block = block.max(Duration::from_secs(1));
-                Ok((block, self.endpoint.connect_blocking(block).await?))
+    /// A pool the embedding service built (single server only).
+    pub(crate) fn from_deadpool(pool: deadpool_redis::Pool) -> Arc<Self> {
+        Arc::new(BlockingPool::Single(pool))
+    }
+
+    /// Borrows a connection whose response timeout covers a wait of `block`;
+    /// `None` when no pooled connection came within `block` (all busy, or
+    /// Redis slow to accept): the caller then polls instead of waiting.
+    pub(crate) async fn get(&self, block: Duration, display: &str) -> Result<Option<Blocking>> {
+        match self {
+            BlockingPool::Single(pool) => {
+                let got = tokio::time::timeout(block, pool.get()).await;
+                let mut conn = match got {
+                    Err(_elapsed) => return Ok(None),
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(deadpool_redis::PoolError::Backend(e))) => {
+                        return Err(Error::from_redis(display, e));
+                    }
+                    Ok(Err(e)) => {
+                        let io = std::io::Error::other(format!("no blocking connection: {e}"));
+                        return Err(Error::from_redis(display, io.into()));
+                    }
+                };
+                conn.set_response_timeout(block + BLOCKING_GRACE);
+                Ok(Some(Blocking::Pooled(conn)))
+            }
+            BlockingPool::Cluster { endpoint, idle } => {
+                let reused = {
+                    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                    idle.iter()
+                        .position(|(b, _)| *b >= block)
+                        .map(|i| idle.swap_remove(i))
+                };
+                let (b, c) = match reused {
+                    Some(c) => c,
+                    None => {
+                        // Round up so that slightly different waits share connections.
+                        let block = block.max(Duration::from_secs(1));
+                        (block, endpoint.connect_blocking_cluster(block).await?)
+                    }
+                };
+                Ok(Some(Blocking::Cluster(b, c)))
             }
         }
     }
 
-    /// Returns a healthy connection for reuse.
-    pub(crate) fn put(&self, conn: (Duration, Conn)) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < BLOCKING_POOL_KEEP {
-            idle.push(conn);
+    /// Gives back a connection after its command; `healthy: false` drops it.
+    pub(crate) fn put(&self, conn: Blocking, healthy: bool) {
+        match (self, conn) {
+            (_, Blocking::Pooled(c)) => {
+                if !healthy {
+                    // Out of the pool for good; its slot opens a fresh one.
+                    drop(deadpool_redis::Connection::take(c));
+                }
+            }
+            (BlockingPool::Cluster { idle, .. }, Blocking::Cluster(b, c)) => {
+                let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                if healthy && idle.len() < BLOCKING_POOL_KEEP {
+                    idle.push((b, c));
+                }
+            }
+            (BlockingPool::Single(_), Blocking::Cluster(..)) => {}
         }
     }
 }

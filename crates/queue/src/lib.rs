@@ -60,6 +60,9 @@ mod scripts;
 
 pub use backoff::{backoff_cap, backoff_delay};
 pub use connection::mask_password;
+/// The deadpool-redis this crate builds against, for
+/// [`Client::connect_with_pool`].
+pub use deadpool_redis;
 pub use duration::{MAX_DURATION, parse_duration};
 pub use error::{Error, Result};
 pub use id::JobId;

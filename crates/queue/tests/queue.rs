@@ -916,3 +916,83 @@ async fn dead_retry_never_gives_one_dedup_key_two_live_jobs() -> Result<()> {
     ensure!(queue.enqueue(b"{}".to_vec(), opts()).await? == b);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_embedders_deadpool_pool_serves_the_blocking_waits() -> Result<()> {
+    use spool_queue::deadpool_redis;
+    let server = RedisServer::start()?;
+    // One connection for three waiting consumers: two of them poll.
+    let pool = deadpool_redis::Config::from_url(server.url())
+        .builder()?
+        .max_size(1)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()?;
+    let client =
+        Client::connect_with_pool(&server.url(), ClientOptions::default(), pool.clone()).await?;
+    let queue = client.queue("pooled")?;
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let q = queue.clone();
+            tokio::spawn(async move { q.reserve(1, Duration::from_secs(10)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(
+        pool.status().size == 1,
+        "the pool grew past its bound: {:?}",
+        pool.status()
+    );
+    let mut mine = raw(&server)?;
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut mine)?;
+    let blocked = clients.lines().filter(|l| l.contains("cmd=blpop")).count();
+    ensure!(blocked == 1, "expected one BLPOP, got:\n{clients}");
+
+    for i in 0..3 {
+        queue.enqueue(format!("{i}"), JobOptions::default()).await?;
+    }
+    let mut got = Vec::new();
+    for w in waiters {
+        let jobs = tokio::time::timeout(Duration::from_secs(5), w).await???;
+        ensure!(jobs.len() == 1, "each waiter gets one job: {jobs:?}");
+        got.push(jobs[0].payload.clone());
+    }
+    got.sort();
+    ensure!(
+        got == [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()],
+        "{got:?}"
+    );
+
+    // A Redis restart costs the pooled connection; the next wait reconnects.
+    let mut server = server;
+    server.kill();
+    server.restart()?;
+    let q = queue.clone();
+    let waiter = tokio::spawn(async move {
+        loop {
+            match q.reserve(1, Duration::from_secs(5)).await {
+                Ok(jobs) => return anyhow::Ok(jobs),
+                Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    queue.enqueue("after", JobOptions::default()).await?;
+    let jobs = tokio::time::timeout(Duration::from_secs(10), waiter).await???;
+    ensure!(jobs.len() == 1 && jobs[0].payload == b"after", "{jobs:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pool_is_refused_for_a_cluster_url() -> Result<()> {
+    use spool_queue::deadpool_redis;
+    let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:1")
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let err = Client::connect_with_pool("redis://a:1,b:2", ClientOptions::default(), pool)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure!(err.contains("single server"), "{err}");
+    Ok(())
+}

@@ -16,6 +16,9 @@ async fn a_job_round_trips_over_tls_and_a_wrong_ca_is_refused_naming_tls() -> Re
     let opts = ClientOptions::default().with_tls_ca_pem(Some(ca));
     let client = Client::connect_with(&server.url(), opts).await?;
     let q = client.queue("tls")?;
+    // An idle wait blocks on a pooled connection, which must trust the CA too.
+    let idle = q.reserve(1, Duration::from_millis(300)).await?;
+    ensure!(idle.is_empty());
     let id = q.enqueue(b"{}".to_vec(), JobOptions::default()).await?;
     let job = q.reserve(1, Duration::from_secs(2)).await?.remove(0);
     ensure!(job.id == id);
@@ -111,6 +114,27 @@ async fn each_documented_acl_user_can_do_its_job_and_nothing_more() -> Result<()
     let job = worker.reserve(1, Duration::from_secs(2)).await?.remove(0);
     ensure!(job.id == id);
     worker.complete(&job, b"").await?;
+    // Idle waits borrow a pooled connection again and again; reusing one must
+    // need nothing outside the documented ACL (deadpool-redis checks a
+    // connection with UNWATCH and PING before handing it out).
+    let mut admin = server.connection()?;
+    let _: () = redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .query(&mut admin)?;
+    for _ in 0..3 {
+        ensure!(
+            worker
+                .reserve(1, Duration::from_millis(100))
+                .await?
+                .is_empty()
+        );
+    }
+    let denied: Vec<redis::Value> = redis::cmd("ACL").arg("LOG").query(&mut admin)?;
+    ensure!(
+        denied.is_empty(),
+        "idle waits ran commands the ACL denies: {denied:?}"
+    );
     let refused: Result<String, _> = worker_client
         .raw_query(redis::cmd("CONFIG").arg("GET").arg("dir"))
         .await;

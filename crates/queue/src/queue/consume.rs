@@ -63,19 +63,17 @@ impl Queue {
 
     async fn wait_for_wake(&self, block: Duration) -> Result<()> {
         let pool = &self.client.inner.blocking;
-        let mut lease = pool.get(block).await?;
+        let Some(mut lease) = pool.get(block, self.client.addr()).await? else {
+            // Every blocking connection stayed busy: the caller polls.
+            return Ok(());
+        };
         let reply: redis::RedisResult<Value> = redis::cmd("BLPOP")
             .arg(&self.keys.wake)
             .arg(block.as_secs_f64())
-            .query_async(&mut lease.1)
+            .query_async(&mut lease)
             .await;
-        match reply {
-            Ok(_) => {
-                pool.put(lease);
-                Ok(())
-            }
-            Err(e) => Err(self.client.err(e)),
-        }
+        pool.put(lease, reply.is_ok());
+        reply.map(drop).map_err(|e| self.client.err(e))
     }
 
     /// Extends the lease by the job's lease duration and stores `progress` when

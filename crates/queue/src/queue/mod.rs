@@ -145,12 +145,43 @@ impl Client {
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
         let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
         let conn = endpoint.connect().await?;
-        let blocking = BlockingPool::new(endpoint.clone());
+        let blocking = BlockingPool::new(endpoint.clone())?;
         Ok(Client {
             inner: Arc::new(ClientInner {
                 endpoint,
                 conn,
                 blocking,
+                options,
+            }),
+        })
+    }
+
+    /// Like [`Client::connect_with`], with the blocking waits of idle
+    /// consumers (`BLPOP`, one connection each while it waits) served by
+    /// `pool`, a [`deadpool_redis`] pool the embedding service built and
+    /// sizes, so its Redis connection count stays under its control.
+    ///
+    /// Single server only: the pool must reach the server `url` names, and
+    /// each wait sets its borrowed connection's response timeout to its own
+    /// block plus a grace, so give spool a pool of its own rather than one
+    /// shared with latency-sensitive callers. Refused for a cluster URL.
+    pub async fn connect_with_pool(
+        url: &str,
+        options: ClientOptions,
+        pool: deadpool_redis::Pool,
+    ) -> Result<Client> {
+        let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
+        if endpoint.is_cluster() {
+            return Err(Error::InvalidUrl {
+                reason: "a deadpool-redis pool serves a single server, not a Redis Cluster".into(),
+            });
+        }
+        let conn = endpoint.connect().await?;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                endpoint,
+                conn,
+                blocking: BlockingPool::from_deadpool(pool),
                 options,
             }),
         })
