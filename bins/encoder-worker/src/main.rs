@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use spool_encoder::{EncodeSpec, Encoder, EncoderConfig, Hardware, Limits};
+use spool_encoder::{EncodeSpec, Encoder, EncoderConfig, Hardware, Limits, ObjectStorage};
 use spool_worker::{Handler, JobContext, JobError, LogFormat, Worker, WorkerArgs, WorkerConfig};
 
 /// How often GPU telemetry is sampled into the `spool_gpu_*` gauges.
@@ -48,9 +48,25 @@ struct Args {
     /// Timeout for connecting to and each read from an http(s) input (e.g. 30s).
     #[arg(long, env = "SPOOL_HTTP_TIMEOUT")]
     http_timeout: Option<String>,
-    /// Largest http(s) input downloaded, in bytes.
+    /// Largest input downloaded (http(s) or object storage), in bytes
+    /// (default 50 GiB).
     #[arg(long, env = "SPOOL_MAX_INPUT_BYTES")]
-    max_input_bytes: Option<u64>,
+    max_input_bytes: Option<String>,
+    /// Buckets jobs may read and write, comma-separated `bucket` or
+    /// `bucket/prefix`; empty turns object storage off.
+    #[arg(long, env = "SPOOL_S3_BUCKETS", default_value = "")]
+    s3_buckets: String,
+    /// An S3-compatible endpoint (MinIO, Ceph, R2, GCS interoperability);
+    /// unset for AWS. Path-style addressing.
+    #[arg(long, env = "SPOOL_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The region (default: `AWS_REGION`, else us-east-1).
+    #[arg(long, env = "SPOOL_S3_REGION")]
+    s3_region: Option<String>,
+    /// Where downloaded inputs and outputs bound for object storage are
+    /// kept while a job runs (default: the temp dir, `TMPDIR`).
+    #[arg(long, env = "SPOOL_SCRATCH_DIR")]
+    scratch_dir: Option<PathBuf>,
     /// NVENC sessions per GPU this process opens at most.
     #[arg(long, env = "SPOOL_NVENC_SESSIONS", default_value_t = spool_encoder::DEFAULT_NVENC_SESSIONS)]
     nvenc_sessions: usize,
@@ -195,15 +211,73 @@ fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>),
         }
         enc.http.io_timeout = d;
     }
-    if let Some(n) = a.max_input_bytes {
-        if n == 0 {
-            return Err(bad("SPOOL_MAX_INPUT_BYTES", "0", "must be at least 1"));
-        }
-        enc.http.max_bytes = n;
+    if let Some(v) = &a.max_input_bytes {
+        let n = v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                bad(
+                    "SPOOL_MAX_INPUT_BYTES",
+                    v,
+                    "must be a whole number of bytes, at least 1",
+                )
+            })?;
+        enc.max_input_bytes = n;
     }
+    if let Some(dir) = &a.scratch_dir {
+        check_root("SPOOL_SCRATCH_DIR", dir, true)?;
+        enc.scratch_dir = dir.clone();
+    }
+    enc.storage = storage(a)?;
     enc.nvenc_sessions_per_gpu = a.nvenc_sessions;
     enc.limits = limits(a)?;
     Ok((worker, enc, policy))
+}
+
+/// Object storage settings, each checked.
+fn storage(a: &Args) -> Result<ObjectStorage, BadSetting> {
+    let buckets = spool_encoder::storage::parse_buckets(&a.s3_buckets)
+        .map_err(|e| bad("SPOOL_S3_BUCKETS", &a.s3_buckets, &e))?;
+    let endpoint = match a.s3_endpoint.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(e) => {
+            let url = url::Url::parse(e)
+                .map_err(|err| bad("SPOOL_S3_ENDPOINT", e, &format!("is not a URL: {err}")))?;
+            let usable = matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none();
+            if !usable {
+                return Err(bad(
+                    "SPOOL_S3_ENDPOINT",
+                    e,
+                    "must be http(s)://host[:port] without credentials or a query",
+                ));
+            }
+            Some(e.trim_end_matches('/').to_owned())
+        }
+    };
+    let region = match a.s3_region.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(r) => {
+            if r.len() > 64 || !r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+                return Err(bad("SPOOL_S3_REGION", r, "must look like us-east-1"));
+            }
+            Some(r.to_owned())
+        }
+    };
+    if buckets.is_empty() && (endpoint.is_some() || region.is_some()) {
+        tracing::warn!(
+            "SPOOL_S3_ENDPOINT or SPOOL_S3_REGION set but SPOOL_S3_BUCKETS is empty: object storage is off"
+        );
+    }
+    Ok(ObjectStorage::default()
+        .with_buckets(buckets)
+        .with_endpoint(endpoint)
+        .with_region(region))
 }
 
 /// The handler: one encode per job, on a blocking thread.
@@ -234,6 +308,8 @@ impl Handler for EncodeHandler {
                 &spec,
                 &mut |p| {
                     progress_ctx.progress(serde_json::json!({
+                        "phase": p.phase,
+                        "bytes": p.bytes,
                         "frames": p.frames,
                         "percent": (p.percent * 10.0).round() / 10.0,
                         "fps": (p.fps * 10.0).round() / 10.0,
@@ -300,6 +376,9 @@ async fn main() -> ExitCode {
         output_root = %encoder.config().output_root.display(),
         hw = %args.hw,
         allow_http = encoder.config().allow_http,
+        s3_buckets = %args.s3_buckets,
+        s3_endpoint = ?encoder.config().storage.endpoint,
+        scratch_dir = %encoder.config().scratch_dir.display(),
         nvenc_gpus = encoder.gpus().nvenc_gpus().count(),
         json_logs = worker_cfg.log_format == LogFormat::Json,
         "effective configuration"
@@ -336,14 +415,16 @@ mod tests {
         /// naming the setting, never a panic.
         #[test]
         fn every_flag_survives_any_value(
-            which in 0usize..15,
+            which in 0usize..20,
             v in "[ -~]{0,40}",
         ) {
-            const FLAGS: [&str; 15] = [
+            const FLAGS: [&str; 20] = [
                 "--concurrency", "--lease", "--heartbeat", "--sweep-interval",
                 "--drain-timeout", "--metrics-addr", "--hw", "--allow-http",
                 "--max-resolution", "--max-duration", "--http-allow-nets",
                 "--http-timeout", "--queue", "--redis-url", "--log-format",
+                "--s3-buckets", "--s3-endpoint", "--s3-region", "--scratch-dir",
+                "--max-input-bytes",
             ];
             let dir = std::env::temp_dir();
             let root = dir.to_string_lossy();

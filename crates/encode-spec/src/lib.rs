@@ -23,6 +23,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod s3;
+pub use s3::{MAX_KEY_BYTES, S3Uri};
+
 /// A spec that cannot run: the field, as written in the JSON, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid encode spec: `{field}` {reason}")]
@@ -57,10 +60,12 @@ pub const MAX_RENDITION_NAME: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct EncodeSpec {
     /// The input: a path relative to the input root (or an absolute path inside
-    /// it), or an http(s) URL when the worker allows them.
+    /// it), `s3://bucket/key` when the worker allows that bucket, or an
+    /// http(s) URL when the worker allows them.
     pub input: String,
-    /// The output name, relative to the output root: a file for MP4 (the
-    /// rendition's name is appended for a ladder), a directory for HLS.
+    /// The output name, relative to the output root, or `s3://bucket/key`
+    /// when the worker allows that bucket: a file for MP4 (the rendition's
+    /// name is appended for a ladder), a directory (key prefix) for HLS.
     pub output: String,
     /// One or more renditions; more than one makes a ladder from one decode.
     pub renditions: Vec<Rendition>,
@@ -307,6 +312,11 @@ impl EncodeSpec {
         }
         if self.output.trim().is_empty() {
             return Err(SpecError::new("output", "is empty"));
+        }
+        for (field, v) in [("input", &self.input), ("output", &self.output)] {
+            if S3Uri::is_s3(v) {
+                S3Uri::parse(v).map_err(|reason| SpecError::new(field, reason))?;
+            }
         }
         if self.renditions.is_empty() {
             return Err(SpecError::new(

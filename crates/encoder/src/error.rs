@@ -45,6 +45,24 @@ pub enum EncodeError {
         /// What is there and whose it is.
         reason: String,
     },
+    /// Object storage refused for good: a bucket the worker does not allow,
+    /// a missing object, access denied. Names the object, never credentials.
+    #[error("object storage refused {uri}: {reason}")]
+    StorageRefused {
+        /// `s3://bucket/key`.
+        uri: String,
+        /// Why.
+        reason: String,
+    },
+    /// Object storage failed in a way that may pass (a timeout, a 5xx, a
+    /// reset connection); the job is retried.
+    #[error("object storage unavailable for {uri}: {reason}")]
+    StorageUnavailable {
+        /// `s3://bucket/key`.
+        uri: String,
+        /// What happened.
+        reason: String,
+    },
     /// NVENC was required and is not available, or refused the session.
     #[error("NVENC unavailable: {0}")]
     NvencUnavailable(String),
@@ -62,7 +80,10 @@ impl EncodeError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            EncodeError::NvencUnavailable(_) | EncodeError::Failed(_) | EncodeError::Cancelled
+            EncodeError::NvencUnavailable(_)
+                | EncodeError::Failed(_)
+                | EncodeError::Cancelled
+                | EncodeError::StorageUnavailable { .. }
         )
     }
 

@@ -32,9 +32,9 @@ pub const MAX_REDIRECTS: usize = 5;
 /// The I/O timeout when the operator sets none: long enough for a slow origin's
 /// first byte, short enough that a dead one frees its slot quickly.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest input downloaded when the operator sets no limit: 64 GiB, a
-/// long mezzanine file with margin.
-pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
+/// The largest input downloaded (http or object storage) when the operator
+/// sets no limit: 50 GiB, a long mezzanine file with margin.
+pub const DEFAULT_MAX_BYTES: u64 = 50 << 30;
 
 /// How http(s) inputs may be fetched.
 #[derive(Debug, Clone)]

@@ -22,14 +22,17 @@ pub mod metrics;
 pub mod paths;
 mod pipeline;
 pub mod spec;
+pub mod storage;
 
 use std::path::PathBuf;
 
 pub use backend::Backend;
 pub use error::EncodeError;
 pub use fetch::HttpPolicy;
-pub use pipeline::{EncodeResult, OutputInfo, Progress};
+pub use pipeline::{EncodeResult, OutputInfo, Phase, Progress};
 pub use spec::{Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition};
+pub use spool_encode_spec::S3Uri;
+pub use storage::{BucketScope, ObjectStorage, StoredObject};
 pub use tokio_util::sync::CancellationToken;
 
 /// NVENC sessions per GPU when the operator sets none: what current consumer
@@ -49,9 +52,15 @@ pub struct EncoderConfig {
     pub allow_http: bool,
     /// Where http(s) inputs may come from, timeouts and size (see [`fetch`]).
     pub http: HttpPolicy,
-    /// Where http(s) inputs are downloaded before encoding (the system's
-    /// temporary directory, `TMPDIR`, by default).
-    pub download_dir: PathBuf,
+    /// Where http(s) and `s3://` inputs are downloaded, and `s3://` outputs
+    /// encoded before their upload (the system's temporary directory,
+    /// `TMPDIR`, by default).
+    pub scratch_dir: PathBuf,
+    /// Largest input downloaded (http(s) or object storage), in bytes.
+    pub max_input_bytes: u64,
+    /// Object storage: the buckets jobs may use (none by default), endpoint
+    /// and region.
+    pub storage: ObjectStorage,
     /// Bounds on jobs and inputs.
     pub limits: Limits,
     /// NVENC sessions this process opens per GPU at most.
@@ -66,7 +75,9 @@ impl EncoderConfig {
             output_root: output_root.into(),
             allow_http: false,
             http: HttpPolicy::default(),
-            download_dir: std::env::temp_dir(),
+            scratch_dir: std::env::temp_dir(),
+            max_input_bytes: fetch::DEFAULT_MAX_BYTES,
+            storage: ObjectStorage::default(),
             limits: Limits::default(),
             nvenc_sessions_per_gpu: DEFAULT_NVENC_SESSIONS,
         }
@@ -79,6 +90,8 @@ pub struct Encoder {
     config: EncoderConfig,
     gpus: gpu::GpuProbe,
     sessions: gpu::SessionCap,
+    /// Clients for the allowed buckets, when object storage is on.
+    stores: Option<storage::Stores>,
 }
 
 impl Encoder {
@@ -99,10 +112,16 @@ impl Encoder {
             None => tracing::info!(gpus = ?gpus.gpus, "NVENC available"),
         }
         let sessions = gpu::SessionCap::new(gpus.gpus.len(), config.nvenc_sessions_per_gpu);
+        let stores = if config.storage.enabled() {
+            Some(storage::Stores::new(&config.storage)?)
+        } else {
+            None
+        };
         Ok(Encoder {
             config,
             gpus,
             sessions,
+            stores,
         })
     }
 
@@ -150,8 +169,84 @@ impl Encoder {
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
         spec.validate(&self.config.limits)?;
-        let target = paths::open_output(&self.config.output_root, &spec.output)?;
-        for (name, dir) in pipeline::output_names(spec, &target) {
+        if !S3Uri::is_s3(&spec.output) {
+            let target = paths::open_output(&self.config.output_root, &spec.output)?;
+            self.check_names(spec, &target, |name, dir| {
+                target.existing(name, dir, owner).map(drop)
+            })?;
+            return self.encode_into(owner, spec, &target, progress, cancel);
+        }
+        // Object storage: encode into a scratch directory, then upload.
+        let uri = S3Uri::parse(&spec.output).map_err(|r| EncodeError::spec("output", r))?;
+        let stores = self.stores_for(&uri)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("spool-out-")
+            .tempdir_in(&self.config.scratch_dir)
+            .map_err(|e| {
+                EncodeError::Failed(format!(
+                    "cannot create an output directory in {} (SPOOL_SCRATCH_DIR): {e}",
+                    self.config.scratch_dir.display()
+                ))
+            })?;
+        let target = paths::open_output(scratch.path(), uri.file_name())?;
+        let names = self.check_names(spec, &target, |_, _| Ok(()))?;
+        storage::check_owner(stores, &uri, &names, owner, cancel)?;
+        let mut result = self.encode_into(owner, spec, &target, progress, cancel)?;
+        let hls_dirs: Vec<String> = names
+            .iter()
+            .filter(|(_, dir)| *dir)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut report = |done: u64, total: u64| {
+            progress(Progress {
+                phase: Phase::Upload,
+                bytes: done,
+                frames: 0,
+                percent: percent(done, total),
+                fps: 0.0,
+                out_time_s: 0.0,
+            })
+        };
+        let up = storage::upload(
+            stores,
+            scratch.path(),
+            &uri,
+            &hls_dirs,
+            owner,
+            &mut report,
+            cancel,
+        )?;
+        // Report where the outputs are now, not where they were encoded.
+        let remote = |p: &std::path::Path| -> std::path::PathBuf {
+            match p.strip_prefix(scratch.path()) {
+                Ok(rel) => format!(
+                    "s3://{}/{}{}",
+                    uri.bucket,
+                    uri.parent_prefix(),
+                    rel.to_string_lossy()
+                )
+                .into(),
+                Err(_) => p.to_path_buf(),
+            }
+        };
+        for o in &mut result.outputs {
+            o.path = remote(&o.path);
+        }
+        result.master_playlist = result.master_playlist.as_deref().map(remote);
+        result.objects = up.objects;
+        Ok(result)
+    }
+
+    /// The output files (or HLS directories) `spec` will write at `target`,
+    /// each name checked for length and passed to `existing`.
+    fn check_names(
+        &self,
+        spec: &EncodeSpec,
+        target: &paths::OutputTarget,
+        mut existing: impl FnMut(&str, bool) -> Result<(), EncodeError>,
+    ) -> Result<Vec<(String, bool)>, EncodeError> {
+        let names = pipeline::output_names(spec, target);
+        for (name, dir) in &names {
             if name.len() > paths::MAX_COMPONENT_BYTES {
                 return Err(EncodeError::PathRefused {
                     path: spec.output.clone(),
@@ -161,15 +256,41 @@ impl Encoder {
                     ),
                 });
             }
-            target.existing(&name, dir, owner)?;
+            existing(name, *dir)?;
         }
-        let (input, _download) = self.open_source(&spec.input, cancel)?;
+        Ok(names)
+    }
+
+    /// The storage clients, when `uri`'s bucket is allowed.
+    fn stores_for(&self, uri: &S3Uri) -> Result<&storage::Stores, EncodeError> {
+        let stores = self
+            .stores
+            .as_ref()
+            .ok_or_else(|| EncodeError::StorageRefused {
+                uri: uri.to_string(),
+                reason: "object storage is off on this worker (SPOOL_S3_BUCKETS is empty)".into(),
+            })?;
+        stores.store(uri)?;
+        Ok(stores)
+    }
+
+    /// Opens the input and runs the encode into `target`, choosing the
+    /// backend by the spec's hardware policy.
+    fn encode_into(
+        &self,
+        owner: Option<&str>,
+        spec: &EncodeSpec,
+        target: &paths::OutputTarget,
+        progress: &mut dyn FnMut(Progress),
+        cancel: &CancellationToken,
+    ) -> Result<EncodeResult, EncodeError> {
+        let (input, _download) = self.open_source(&spec.input, progress, cancel)?;
         let limits = &self.config.limits;
         let job = pipeline::Job {
             spec,
             input: &input,
             display: &spec.input,
-            target: &target,
+            target,
             owner,
             limits,
         };
@@ -217,37 +338,70 @@ impl Encoder {
         }
     }
 
-    /// Opens the input: a confined local file, or an http(s) URL downloaded
-    /// first (the temporary file is removed when the returned guard drops).
+    /// Opens the input: a confined local file, or an `s3://` object or an
+    /// http(s) URL downloaded to the scratch directory first (the file is
+    /// removed when the returned guard drops).
     fn open_source(
         &self,
         input: &str,
+        progress: &mut dyn FnMut(Progress),
         cancel: &CancellationToken,
     ) -> Result<(paths::InputFile, Option<tempfile::NamedTempFile>), EncodeError> {
+        let scratch = &self.config.scratch_dir;
         let lower = input.to_ascii_lowercase();
-        if lower.starts_with("http://") || lower.starts_with("https://") {
+        let downloaded = if S3Uri::is_s3(input) {
+            let uri = S3Uri::parse(input).map_err(|r| EncodeError::spec("input", r))?;
+            let stores = self.stores_for(&uri)?;
+            let mut report = |done: u64, total: u64| {
+                progress(Progress {
+                    phase: Phase::Download,
+                    bytes: done,
+                    frames: 0,
+                    percent: percent(done, total),
+                    fps: 0.0,
+                    out_time_s: 0.0,
+                })
+            };
+            storage::download(
+                stores,
+                &uri,
+                scratch,
+                self.config.max_input_bytes,
+                &mut report,
+                cancel,
+            )?
+        } else if lower.starts_with("http://") || lower.starts_with("https://") {
             if !self.config.allow_http {
                 return Err(EncodeError::PathRefused {
                     path: input.to_owned(),
                     reason: "http(s) inputs are disabled on this worker".into(),
                 });
             }
-            let file =
-                fetch::download(input, &self.config.http, &self.config.download_dir, cancel)?;
-            let opened = paths::open_input(
-                file.path().parent().unwrap_or(&self.config.download_dir),
-                &file.path().to_string_lossy(),
-            )?;
-            return Ok((opened, Some(file)));
-        }
-        if input.contains("://") || lower.starts_with("file:") {
+            let mut policy = self.config.http.clone();
+            policy.max_bytes = policy.max_bytes.min(self.config.max_input_bytes);
+            fetch::download(input, &policy, scratch, cancel)?
+        } else if input.contains("://") || lower.starts_with("file:") {
             return Err(EncodeError::PathRefused {
                 path: input.to_owned(),
-                reason:
-                    "only paths under the input root (and, when enabled, http(s) URLs) are accepted"
-                        .into(),
+                reason: "only paths under the input root, s3:// objects in an allowed bucket and (when enabled) http(s) URLs are accepted"
+                    .into(),
             });
-        }
-        Ok((paths::open_input(&self.config.input_root, input)?, None))
+        } else {
+            return Ok((paths::open_input(&self.config.input_root, input)?, None));
+        };
+        let opened = paths::open_input(
+            downloaded.path().parent().unwrap_or(scratch),
+            &downloaded.path().to_string_lossy(),
+        )?;
+        Ok((opened, Some(downloaded)))
+    }
+}
+
+/// `done` of `total` as a percentage (0 when the total is unknown).
+fn percent(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (100.0 * done as f64 / total as f64).clamp(0.0, 100.0)
     }
 }

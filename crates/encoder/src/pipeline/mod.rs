@@ -59,9 +59,26 @@ const DEFAULT_KEYFRAME_S: f64 = 2.0;
 const MAX_EAGAIN: u32 = 1000;
 /// How long to wait before reading again after EAGAIN.
 const EAGAIN_PAUSE: Duration = Duration::from_millis(5);
+/// What a job is doing when it reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Fetching the input from object storage (or http).
+    Download,
+    /// Decoding and encoding.
+    Encode,
+    /// Uploading the outputs to object storage.
+    Upload,
+}
+
 /// Progress of a running encode.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Progress {
+    /// The phase; `percent` is of this phase.
+    pub phase: Phase,
+    /// Bytes moved so far in a download or upload phase (0 while encoding).
+    pub bytes: u64,
     /// Frames decoded so far.
     pub frames: u64,
     /// Percent of the input's duration done (0 when unknown).
@@ -119,6 +136,11 @@ pub struct EncodeResult {
     /// Whether the input ended early (only with `allow_truncated`; otherwise
     /// such an input fails the job).
     pub truncated: bool,
+    /// For outputs in object storage: every object written, in upload order,
+    /// with its size and ETag (`outputs[].path` and `master_playlist` then
+    /// hold `s3://` URIs). Empty for local outputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<crate::storage::StoredObject>,
 }
 
 /// One encode's inputs: the spec, the opened input, the output's directory.
@@ -401,11 +423,14 @@ pub(crate) fn run(
         decoded_frames: seen.frames,
         declared_frames: src.declared_frames,
         truncated: truncated.is_some(),
+        objects: Vec::new(),
     })
 }
 
 fn report(frames: u64, time: f64, duration: f64, started: Instant) -> Progress {
     Progress {
+        phase: Phase::Encode,
+        bytes: 0,
         frames,
         percent: if duration > 0.0 {
             (100.0 * time / duration).clamp(0.0, 100.0)

@@ -1,0 +1,137 @@
+//! Inputs: an object downloaded to the scratch directory, bounded in size
+//! and memory (one chunk at a time), with progress.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::ObjectStore;
+use spool_encode_spec::S3Uri;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Stores, classify, object_path};
+use crate::error::EncodeError;
+
+/// Free space kept on the scratch filesystem beyond the input itself: the
+/// encode's own outputs go there too when they are bound for storage.
+const SCRATCH_MARGIN: u64 = 64 << 20;
+
+/// Downloads `uri` into a new temporary file in `dir`, refusing an object
+/// over `max_bytes` (before the first byte when its size is known, and while
+/// reading in any case) and one that would not fit in `dir`. `progress`
+/// gets (bytes so far, object size). The file is removed when the returned
+/// value drops, and at once on any error.
+pub(crate) fn download(
+    stores: &Stores,
+    uri: &S3Uri,
+    dir: &Path,
+    max_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
+    cancel: &CancellationToken,
+) -> Result<tempfile::NamedTempFile, EncodeError> {
+    let store = stores.store(uri)?;
+    let path = object_path(uri)?;
+    let file = tempfile::Builder::new()
+        .prefix("spool-input-")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            EncodeError::Failed(format!(
+                "cannot create a download file in {} (SPOOL_SCRATCH_DIR): {e}",
+                dir.display()
+            ))
+        })?;
+    let out = file
+        .as_file()
+        .try_clone()
+        .map_err(|e| EncodeError::Failed(format!("cannot reopen the download file: {e}")))?;
+    let io = stores.io_timeout();
+    let secrets = stores.secrets.clone();
+    let uri = uri.clone();
+    let dir = dir.to_path_buf();
+    let cancel = cancel.clone();
+    stores
+        .drive(progress, move |mut report| async move {
+            let fetch = async {
+                let meta = tokio::time::timeout(io, store.head(&path))
+                    .await
+                    .map_err(|_| stalled(&uri, io))?
+                    .map_err(|e| classify(&uri, &e, &secrets))?;
+                if meta.size > max_bytes {
+                    return Err(too_big(&uri, max_bytes));
+                }
+                if let Some(free) = free_bytes(&dir)
+                    && meta.size + SCRATCH_MARGIN > free
+                {
+                    return Err(EncodeError::Failed(format!(
+                        "{uri} is {} bytes but the scratch directory {} (SPOOL_SCRATCH_DIR) has {free} free",
+                        meta.size,
+                        dir.display()
+                    )));
+                }
+                let got = tokio::time::timeout(io, store.get(&path))
+                    .await
+                    .map_err(|_| stalled(&uri, io))?
+                    .map_err(|e| classify(&uri, &e, &secrets))?;
+                let total = got.meta.size;
+                let mut stream = got.into_stream();
+                let mut out = tokio::fs::File::from_std(out);
+                let mut done: u64 = 0;
+                report.report(0, total, true);
+                loop {
+                    let chunk = tokio::time::timeout(io, stream.next())
+                        .await
+                        .map_err(|_| stalled(&uri, io))?;
+                    let Some(chunk) = chunk else { break };
+                    let chunk = chunk.map_err(|e| classify(&uri, &e, &secrets))?;
+                    done += chunk.len() as u64;
+                    if done > max_bytes {
+                        return Err(too_big(&uri, max_bytes));
+                    }
+                    out.write_all(&chunk).await.map_err(|e| {
+                        EncodeError::Failed(format!(
+                            "writing the download of {uri} to {} (SPOOL_SCRATCH_DIR): {e}",
+                            dir.display()
+                        ))
+                    })?;
+                    report.report(done, total, false);
+                }
+                out.flush().await.map_err(|e| {
+                    EncodeError::Failed(format!("writing the download of {uri}: {e}"))
+                })?;
+                if done != total {
+                    return Err(EncodeError::StorageUnavailable {
+                        uri: uri.to_string(),
+                        reason: format!("the download ended after {done} of {total} bytes"),
+                    });
+                }
+                report.report(done, total, true);
+                Ok(())
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => Err(EncodeError::Cancelled),
+                r = fetch => r,
+            }
+        })
+        .map(|()| file)
+}
+
+fn stalled(uri: &S3Uri, io: Duration) -> EncodeError {
+    EncodeError::StorageUnavailable {
+        uri: uri.to_string(),
+        reason: format!("no progress for {io:?}"),
+    }
+}
+
+fn too_big(uri: &S3Uri, max: u64) -> EncodeError {
+    EncodeError::LimitExceeded {
+        path: uri.to_string(),
+        reason: format!("larger than {max} bytes (SPOOL_MAX_INPUT_BYTES)"),
+    }
+}
+
+/// Bytes an unprivileged writer may still use on `dir`'s filesystem.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}

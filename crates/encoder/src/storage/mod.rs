@@ -1,0 +1,470 @@
+//! Media in object storage: `s3://bucket/key` inputs and outputs on any
+//! S3-compatible server (AWS S3, GCS through its S3 interoperability, R2,
+//! MinIO, Ceph, SeaweedFS), through the `object_store` crate.
+//!
+//! What a job may touch is the operator's choice, never the job's: the
+//! buckets (optionally `bucket/prefix`) in [`ObjectStorage::buckets`], the
+//! endpoint and region of the worker, and credentials from the standard AWS
+//! chain (environment, web identity for EKS IRSA, container credentials for
+//! EKS Pod Identity, instance metadata). A job naming anything else is
+//! refused before any request.
+//!
+//! - Inputs are downloaded to the scratch directory ([`download`]) with
+//!   bounded memory, checked against the size limit and the scratch
+//!   directory's free space before and while downloading, and removed when
+//!   the encode ends, whatever the outcome.
+//! - Outputs are encoded into a scratch directory and uploaded only once
+//!   complete ([`upload`]): segments first, rendition playlists next, the
+//!   master playlist last, so a reader never sees a playlist naming a missing
+//!   object. Files over [`MULTIPART_THRESHOLD`] go up in parts.
+//! - Each object carries its job's id (`x-amz-meta-spool-job`): a retried
+//!   job replaces its own objects and nothing else; a failed or cancelled
+//!   upload deletes what this attempt wrote and aborts its multipart upload.
+//!
+//! docs/storage.md has the operator's side: credentials per cloud, bucket
+//! policy, lifecycle rules.
+
+mod download;
+mod upload;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, RetryConfig};
+use spool_encode_spec::S3Uri;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use download::download;
+pub use upload::StoredObject;
+pub(crate) use upload::{check_owner, upload};
+
+use crate::error::EncodeError;
+
+/// Files larger than this are uploaded in parts of this size.
+pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// Parts of one multipart upload in flight at once.
+const PART_CONCURRENCY: usize = 4;
+/// Object metadata key naming the job that wrote an object
+/// (`x-amz-meta-spool-job`).
+pub const OWNER_METADATA: &str = "spool-job";
+/// Retries of one request inside `object_store` before the job fails
+/// (retryably): the queue's own retry, with its backoff, takes over after.
+const REQUEST_RETRIES: usize = 3;
+/// The I/O timeout when the operator sets none.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest error text kept from the server, so a job's `last_error` stays
+/// readable.
+const MAX_REASON: usize = 400;
+
+/// Where jobs may read and write objects; empty `buckets` turns object
+/// storage off.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ObjectStorage {
+    /// The buckets (each optionally narrowed to a key prefix) jobs may use.
+    pub buckets: Vec<BucketScope>,
+    /// An S3-compatible endpoint (`https://minio.example:9000`); `None` for
+    /// AWS itself. Addressing is path-style when set.
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1` when unset and not in `AWS_REGION`).
+    pub region: Option<String>,
+    /// Timeout for connecting and for each read or write to stall; `None` is
+    /// [`DEFAULT_IO_TIMEOUT`].
+    pub io_timeout: Option<Duration>,
+    /// Fixed credentials instead of the AWS chain, for an embedding program
+    /// that holds its own (`spool-encoder-worker` always uses the chain).
+    pub credentials: Option<StaticCredentials>,
+}
+
+/// An access key and its secret. `Debug` shows neither.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticCredentials(***)")
+    }
+}
+
+impl ObjectStorage {
+    /// This value with `buckets` set to `v`.
+    pub fn with_buckets(mut self, v: Vec<BucketScope>) -> Self {
+        self.buckets = v;
+        self
+    }
+
+    /// This value with `endpoint` set to `v`.
+    pub fn with_endpoint(mut self, v: Option<String>) -> Self {
+        self.endpoint = v;
+        self
+    }
+
+    /// This value with `region` set to `v`.
+    pub fn with_region(mut self, v: Option<String>) -> Self {
+        self.region = v;
+        self
+    }
+
+    /// This value with `io_timeout` set to `v`.
+    pub fn with_io_timeout(mut self, v: Option<Duration>) -> Self {
+        self.io_timeout = v;
+        self
+    }
+
+    /// This value with fixed credentials instead of the AWS chain.
+    pub fn with_credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
+        self.credentials = Some(StaticCredentials {
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: secret_access_key.to_owned(),
+        });
+        self
+    }
+
+    /// Whether any bucket is allowed.
+    pub fn enabled(&self) -> bool {
+        !self.buckets.is_empty()
+    }
+
+    fn io_timeout(&self) -> Duration {
+        self.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT)
+    }
+}
+
+/// One allowed bucket, optionally narrowed to keys under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketScope {
+    /// The bucket.
+    pub bucket: String,
+    /// Keys must start with this (empty: any key); always ends with `/`
+    /// when not empty, so `media/in` never admits `media/input-secret`.
+    pub prefix: String,
+}
+
+impl BucketScope {
+    /// Whether `uri` is inside this scope.
+    pub fn admits(&self, uri: &S3Uri) -> bool {
+        uri.bucket == self.bucket && uri.key.starts_with(&self.prefix)
+    }
+}
+
+/// Parses `SPOOL_S3_BUCKETS`: comma-separated `bucket` or `bucket/prefix`.
+pub fn parse_buckets(s: &str) -> Result<Vec<BucketScope>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (bucket, prefix) = part.split_once('/').unwrap_or((part, ""));
+        let prefix = prefix.trim_end_matches('/');
+        // The URI parser holds the bucket and key rules.
+        let probe = format!(
+            "s3://{bucket}/{}",
+            if prefix.is_empty() { "k" } else { prefix }
+        );
+        S3Uri::parse(&probe).map_err(|e| format!("{part:?} {e}"))?;
+        out.push(BucketScope {
+            bucket: bucket.to_owned(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Clients for the allowed buckets, with a small runtime of their own so
+/// they work from the encoder's blocking threads.
+pub(crate) struct Stores {
+    scopes: Vec<BucketScope>,
+    by_bucket: HashMap<String, Arc<AmazonS3>>,
+    io_timeout: Duration,
+    /// Values that must never appear in a message (the credentials).
+    secrets: Vec<String>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's context panics.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Stores {
+    /// Builds a client per allowed bucket. Makes no request: credentials
+    /// are fetched (and refreshed) on first use.
+    pub(crate) fn new(cfg: &ObjectStorage) -> Result<Stores, EncodeError> {
+        let io = cfg.io_timeout();
+        let mut by_bucket = HashMap::new();
+        for scope in &cfg.buckets {
+            if by_bucket.contains_key(&scope.bucket) {
+                continue;
+            }
+            // Overall request time is not bounded here (a 50 GiB download
+            // takes minutes); stalls are, by `io` around every read and write.
+            let client = ClientOptions::new()
+                .with_connect_timeout(io)
+                .with_timeout_disabled()
+                .with_allow_http(
+                    cfg.endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                );
+            let retry = RetryConfig {
+                max_retries: REQUEST_RETRIES,
+                retry_timeout: io,
+                ..RetryConfig::default()
+            };
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(&scope.bucket)
+                .with_client_options(client)
+                .with_retry(retry)
+                .with_disable_tagging(true);
+            if let Some(region) = &cfg.region {
+                b = b.with_region(region);
+            }
+            if let Some(c) = &cfg.credentials {
+                b = b
+                    .with_access_key_id(&c.access_key_id)
+                    .with_secret_access_key(&c.secret_access_key);
+            }
+            if let Some(endpoint) = &cfg.endpoint {
+                b = b
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            let store = b.build().map_err(|e| {
+                EncodeError::Failed(format!("cannot set up bucket {}: {e}", scope.bucket))
+            })?;
+            by_bucket.insert(scope.bucket.clone(), Arc::new(store));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("spool-storage")
+            .enable_all()
+            .build()
+            .map_err(|e| EncodeError::Failed(format!("cannot start the storage runtime: {e}")))?;
+        let mut secrets: Vec<String> = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .collect();
+        if let Some(c) = &cfg.credentials {
+            secrets.extend([c.access_key_id.clone(), c.secret_access_key.clone()]);
+        }
+        secrets.retain(|v| v.len() >= 4);
+        Ok(Stores {
+            scopes: cfg.buckets.clone(),
+            by_bucket,
+            io_timeout: io,
+            secrets,
+            rt: Some(rt),
+        })
+    }
+
+    /// The client for `uri`, when its bucket and prefix are allowed.
+    pub(crate) fn store(&self, uri: &S3Uri) -> Result<Arc<AmazonS3>, EncodeError> {
+        let allowed = self.scopes.iter().any(|s| s.admits(uri));
+        match self.by_bucket.get(&uri.bucket) {
+            Some(store) if allowed => Ok(store.clone()),
+            _ => Err(EncodeError::StorageRefused {
+                uri: uri.to_string(),
+                reason: "the bucket (or key prefix) is not in this worker's SPOOL_S3_BUCKETS"
+                    .into(),
+            }),
+        }
+    }
+
+    pub(crate) fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
+    /// Runs `fut` on the storage runtime and waits for it, from any thread
+    /// (the encoder's blocking threads sit inside the worker's runtime, where
+    /// `block_on` is not allowed). A cancel drops the future.
+    pub(crate) fn run<T, F>(&self, cancel: &CancellationToken, fut: F) -> Result<T, EncodeError>
+    where
+        F: Future<Output = Result<T, EncodeError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(rt) = &self.rt else {
+            return Err(EncodeError::Failed("the storage runtime is gone".into()));
+        };
+        let cancel = cancel.clone();
+        let task = rt.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => Err(EncodeError::Cancelled),
+                r = fut => r,
+            }
+        });
+        futures::executor::block_on(task)
+            .unwrap_or_else(|e| Err(EncodeError::Failed(format!("a storage task failed: {e}"))))
+    }
+
+    /// Runs the future `make` builds on the storage runtime, passing its
+    /// progress reports (bytes done, bytes in all) to `progress` on this
+    /// thread. The future handles cancellation itself (it has cleanup to do).
+    pub(crate) fn drive<T, F>(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+        make: impl FnOnce(Reporter) -> F,
+    ) -> Result<T, EncodeError>
+    where
+        F: Future<Output = Result<T, EncodeError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(rt) = &self.rt else {
+            return Err(EncodeError::Failed("the storage runtime is gone".into()));
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keep_open = tx.clone();
+        let fut = make(Reporter { tx, last: None });
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let out = slot.clone();
+        rt.spawn(async move {
+            let r = fut.await;
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            drop(keep_open);
+        });
+        // The channel closes once the result is stored (or the task died).
+        for (done, total) in rx {
+            progress(done, total);
+        }
+        let r = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        r.unwrap_or_else(|| {
+            Err(EncodeError::Failed(
+                "a storage task ended without a result".into(),
+            ))
+        })
+    }
+}
+
+/// Sends progress from a storage task to the encoding thread, at most four
+/// times a second.
+pub(crate) struct Reporter {
+    tx: std::sync::mpsc::Sender<(u64, u64)>,
+    last: Option<std::time::Instant>,
+}
+
+impl Reporter {
+    /// Reports `done` of `total` bytes (always when `force`).
+    pub(crate) fn report(&mut self, done: u64, total: u64, force: bool) {
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
+        if due || force {
+            self.last = Some(std::time::Instant::now());
+            let _ = self.tx.send((done, total));
+        }
+    }
+}
+
+pub(crate) fn redact(msg: &str, secrets: &[String]) -> String {
+    let mut m = msg.to_owned();
+    for s in secrets {
+        m = m.replace(s.as_str(), "***");
+    }
+    if m.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push('…');
+    }
+    m
+}
+
+/// The key as an `object_store` path (the spec crate has checked its shape).
+pub(crate) fn object_path(uri: &S3Uri) -> Result<ObjectPath, EncodeError> {
+    ObjectPath::parse(&uri.key).map_err(|e| EncodeError::StorageRefused {
+        uri: uri.to_string(),
+        reason: format!("the key is not usable: {e}"),
+    })
+}
+
+/// Sorts an `object_store` error into permanent (the object is missing, the
+/// credentials or policy refuse it) or retryable (timeouts, 5xx, resets).
+pub(crate) fn classify(uri: &S3Uri, e: &object_store::Error, secrets: &[String]) -> EncodeError {
+    use object_store::Error as E;
+    let text = redact(&e.to_string(), secrets);
+    let refused = |reason: String| EncodeError::StorageRefused {
+        uri: uri.to_string(),
+        reason,
+    };
+    match e {
+        E::NotFound { .. } => refused("no such object".into()),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => refused(format!(
+            "access denied (check the worker's credentials and the bucket policy): {text}"
+        )),
+        _ if [
+            "NoSuchBucket",
+            "InvalidBucketName",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+        ]
+        .iter()
+        .any(|c| text.contains(c)) =>
+        {
+            refused(text)
+        }
+        _ => EncodeError::StorageUnavailable {
+            uri: uri.to_string(),
+            reason: text,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_scopes_parse_and_admit_only_their_prefix() -> Result<(), String> {
+        let s = parse_buckets(" media-in , media-out/renders/ ,")?;
+        assert_eq!(s.len(), 2);
+        let uri = |u: &str| S3Uri::parse(u);
+        assert!(s[0].admits(&uri("s3://media-in/any/key")?));
+        assert!(s[1].admits(&uri("s3://media-out/renders/a.mp4")?));
+        assert!(!s[1].admits(&uri("s3://media-out/renders-secret/a.mp4")?));
+        assert!(!s[1].admits(&uri("s3://media-out/a.mp4")?));
+        assert!(!s[0].admits(&uri("s3://other/a")?));
+        for bad in ["UPPER", "b", "media/../x", "media//x"] {
+            assert!(parse_buckets(bad).is_err(), "{bad}");
+        }
+        assert!(parse_buckets("")?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn credentials_are_redacted_and_messages_bounded() {
+        let secrets = vec!["AKIASECRETKEY".to_owned()];
+        let m = redact(
+            "403: <AWSAccessKeyId>AKIASECRETKEY</AWSAccessKeyId>",
+            &secrets,
+        );
+        assert!(!m.contains("AKIASECRETKEY") && m.contains("***"), "{m}");
+        assert!(redact(&"é".repeat(1000), &[]).len() <= MAX_REASON + 4);
+    }
+}
