@@ -17,9 +17,11 @@ pub(crate) enum AudioMode {
 
 #[derive(clap::Args)]
 pub(crate) struct EncodeArgs {
-    /// The input, relative to the worker's input root.
+    /// The input: a path relative to the worker's input root, or
+    /// `s3://bucket/key` in a bucket the worker allows.
     pub(crate) input: String,
-    /// The output name, relative to the worker's output root.
+    /// The output name, relative to the worker's output root, or
+    /// `s3://bucket/key` (a file for MP4, a key prefix for HLS).
     #[arg(long)]
     pub(crate) out: String,
     /// The video codec.
