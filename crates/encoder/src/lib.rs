@@ -32,7 +32,7 @@ pub use fetch::HttpPolicy;
 pub use pipeline::{EncodeResult, OutputInfo, Phase, Progress};
 pub use spec::{Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition};
 pub use spool_encode_spec::S3Uri;
-pub use storage::{BucketScope, ObjectStorage, StoredObject};
+pub use storage::{BucketScope, ObjectStorage, StorageClient, StoredObject};
 pub use tokio_util::sync::CancellationToken;
 
 /// NVENC sessions per GPU when the operator sets none: what current consumer

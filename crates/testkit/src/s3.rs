@@ -115,7 +115,7 @@ impl S3Server {
             .arg(format!("-s3.port={s3}"))
             .arg(format!("-s3.port.grpc={s3_grpc}"))
             .arg(format!("-s3.config={}", d.join("s3.json").display()))
-            .args(["-volume.max=20", "-master.volumeSizeLimitMB=64"])
+            .args(["-volume.max=100", "-master.volumeSizeLimitMB=64"])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

@@ -180,6 +180,48 @@ pub fn parse_buckets(s: &str) -> Result<Vec<BucketScope>, String> {
     Ok(out)
 }
 
+/// Object transfers exactly as encode jobs make them (allowlist, size and
+/// space checks, multipart, ownership, cleanup), for tools and benchmarks
+/// that move media without encoding it.
+#[derive(Debug)]
+pub struct StorageClient {
+    stores: Stores,
+}
+
+impl StorageClient {
+    /// Clients for `cfg`'s buckets; makes no request.
+    pub fn new(cfg: &ObjectStorage) -> Result<Self, EncodeError> {
+        Ok(StorageClient {
+            stores: Stores::new(cfg)?,
+        })
+    }
+
+    /// Downloads `uri` into a new temporary file in `dir` (removed when the
+    /// returned value drops), refusing more than `max_bytes`.
+    pub fn download(
+        &self,
+        uri: &S3Uri,
+        dir: &std::path::Path,
+        max_bytes: u64,
+        cancel: &CancellationToken,
+    ) -> Result<tempfile::NamedTempFile, EncodeError> {
+        download(&self.stores, uri, dir, max_bytes, &mut |_, _| {}, cancel)
+    }
+
+    /// Uploads every file under `dir` beside `base`'s last segment (so
+    /// `dir/a.mp4` goes to `<base's parent prefix>a.mp4`), tagged with
+    /// `owner`, in the order encode jobs use.
+    pub fn upload(
+        &self,
+        dir: &std::path::Path,
+        base: &S3Uri,
+        owner: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<StoredObject>, EncodeError> {
+        upload(&self.stores, dir, base, &[], owner, &mut |_, _| {}, cancel).map(|u| u.objects)
+    }
+}
+
 /// Clients for the allowed buckets, with a small runtime of their own so
 /// they work from the encoder's blocking threads.
 pub(crate) struct Stores {
