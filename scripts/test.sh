@@ -10,3 +10,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+# The Python and Node producer libraries, against real Redis and the Rust workers.
+scripts/test-clients.sh

@@ -1,0 +1,44 @@
+"""Producer library for spool queues: enqueue render and encode jobs, follow
+their progress, cancel them, read stats and dead letters.
+
+Speaks the same protocol as the Rust crate (the same Lua scripts, copied in
+at build time), so jobs enqueued here are run by `spool-encoder-worker` or any
+worker built on `spool-worker`, and read back by `spoolctl`.
+"""
+
+from ._async import AsyncQueue
+from ._core import Job, JobOptions, JobState, Stats
+from ._sync import Queue
+from .encode import Audio, EncodeJob, Hls, Mp4, Rendition
+from .errors import (
+    CorruptJob,
+    InvalidJob,
+    LeaseLost,
+    NotFound,
+    PayloadTooLarge,
+    RedisUnavailable,
+    SpoolError,
+    WaitTimeout,
+)
+
+__all__ = [
+    "AsyncQueue",
+    "Audio",
+    "CorruptJob",
+    "EncodeJob",
+    "Hls",
+    "InvalidJob",
+    "Job",
+    "JobOptions",
+    "JobState",
+    "LeaseLost",
+    "Mp4",
+    "NotFound",
+    "PayloadTooLarge",
+    "Queue",
+    "RedisUnavailable",
+    "Rendition",
+    "SpoolError",
+    "Stats",
+    "WaitTimeout",
+]

@@ -1,0 +1,218 @@
+"""The asyncio queue handle, over redis.asyncio: the same names as `Queue`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from . import _core as c
+from ._sync import _password_of, _scrub
+from .errors import InvalidJob, NotFound, RedisUnavailable, SpoolError, WaitTimeout
+
+
+class AsyncQueue:
+    """One spool queue for asyncio producers; see `Queue` for each method.
+
+    >>> q = AsyncQueue("redis://127.0.0.1:6379", "encode")   # doctest: +SKIP
+    >>> job_id = await q.enqueue({"input": "s3://media/a.mov", ...})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str = "encode",
+        *,
+        max_payload_bytes: int = c.DEFAULT_MAX_PAYLOAD,
+        connect_timeout: float = 3.0,
+        timeout: float = 10.0,
+    ) -> None:
+        self.keys = c.Keys(name)
+        self.name = name
+        self.addr = c.display_addr(url)
+        self._password = _password_of(url)
+        self.max_payload_bytes = max_payload_bytes
+        self._redis: Any
+        if c.is_cluster(url):
+            nodes, scheme, password = c.cluster_nodes(url)
+            self._redis = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+                password=password,
+                ssl=scheme == "rediss",
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+            )
+        else:
+            self._redis = aredis.Redis.from_url(
+                url, socket_connect_timeout=connect_timeout, socket_timeout=timeout
+            )
+        self._enqueue = self._redis.register_script(c.script("enqueue.lua"))
+        self._cancel = self._redis.register_script(c.script("cancel.lua"))
+        self._dead = self._redis.register_script(c.script("dead.lua"))
+        self._registered = False
+
+    async def close(self) -> None:
+        """Closes the connections."""
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> AsyncQueue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            raise RedisUnavailable(self.addr, _scrub(str(e), self._password)) from None
+        except redis.exceptions.ResponseError as e:
+            msg = _scrub(str(e), self._password)
+            if "spool: invalid" in msg or "spool: expected" in msg:
+                raise InvalidJob("job", msg.split("spool: ", 1)[-1]) from None
+            raise SpoolError(f"Redis refused a command: {msg}") from None
+        except redis.exceptions.RedisError as e:
+            raise SpoolError(_scrub(str(e), self._password)) from None
+
+    async def enqueue(
+        self,
+        payload: c.Payload,
+        *,
+        priority: int = 0,
+        delay: c.Duration | None = None,
+        dedup_key: str | None = None,
+        max_attempts: int | None = None,
+        lease: c.Duration | None = None,
+        retention: c.Duration | None = None,
+        backoff: c.Duration | None = None,
+        backoff_max: c.Duration | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueues one job and returns its id (the live job's id for a
+        `dedup_key` already held, or for a `job_id` that exists: retrying is
+        safe). Durations are seconds or `timedelta`s."""
+        opts = c.JobOptions(
+            priority, delay, dedup_key, max_attempts, lease, retention, backoff, backoff_max, job_id
+        )
+        return (await self.enqueue_many([payload], opts))[0]
+
+    async def enqueue_many(
+        self, payloads: list[c.Payload], options: c.JobOptions | None = None
+    ) -> list[str]:
+        """Enqueues many jobs with the same options, a thousand per script
+        call; returns their ids in input order. Every job is checked first."""
+        opts = options or c.JobOptions()
+        entries = [(c.encode_payload(p, self.max_payload_bytes), opts.args()) for p in payloads]
+        if opts.job_id is not None and len(entries) > 1:
+            raise InvalidJob("job_id", "one id cannot name several jobs")
+        ids: list[str] = []
+        with self._errors():
+            if not self._registered:
+                await self._redis.sadd(c.QUEUES_KEY, self.name)
+                self._registered = True
+            for batch in c.chunks(entries):
+                reply = await self._enqueue(
+                    keys=self.keys.script_keys, args=c.enqueue_args(self.keys, batch)
+                )
+                ids.extend(x.decode() if isinstance(x, bytes) else str(x) for x in reply)
+        return ids
+
+    async def get(self, job_id: str) -> c.Job:
+        """The job's state, attempts, progress, result and times."""
+        key = self.keys.job(job_id)
+        with self._errors():
+            h = await self._redis.hgetall(key)
+        if not h:
+            raise NotFound(self.name, job_id)
+        return c.decode_job(key, self.name, h)
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float | None = 600,
+        on_progress: Callable[[Any], None] | None = None,
+        poll: float = 0.2,
+    ) -> c.Job:
+        """Waits until the job is completed, dead or cancelled and returns it,
+        calling `on_progress` with each new progress value. Raises
+        `WaitTimeout` after `timeout` seconds (the job goes on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Any = None
+        key = self.keys.job(job_id)
+        while True:
+            with self._errors():
+                state, progress = await self._redis.hmget(key, ["state", "progress"])
+            if state is None:
+                raise NotFound(self.name, job_id)
+            if progress is not None and progress != last:
+                last = progress
+                if on_progress is not None:
+                    on_progress(c.json_or_text(progress))
+            if c.JobState(state.decode()).finished:
+                return await self.get(job_id)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job_id, timeout or 0, state.decode())
+            await asyncio.sleep(poll)
+
+    async def cancel(self, job_id: str) -> str:
+        """Cancels a waiting job at once (`"cancelled"`), or asks a running
+        one to stop at its next heartbeat (`"requested"`); a finished job is
+        left alone (`"finished:<state>"`)."""
+        with self._errors():
+            reply = c.cancel_outcome(
+                await self._cancel(keys=self.keys.script_keys, args=[self.keys.prefix, job_id])
+            )
+        if reply == "not_found":
+            raise NotFound(self.name, job_id)
+        return reply
+
+    async def stats(self) -> c.Stats:
+        """Jobs by state."""
+        k = self.keys
+        with self._errors():
+            p = self._redis.pipeline(transaction=False)
+            for key in (k.ready, k.scheduled, k.active):
+                p.zcard(key)
+            p.scard(k.outstanding)
+            for key in (k.dead, k.completed, k.cancelled):
+                p.zcard(key)
+            v = [int(x) for x in await p.execute()]
+        return c.Stats(self.name, *v)
+
+    async def dead(self, limit: int = 100, offset: int = 0) -> list[c.Job]:
+        """Dead jobs, newest first."""
+        if limit <= 0:
+            return []
+        with self._errors():
+            ids = await self._redis.zrevrange(self.keys.dead, offset, offset + limit - 1)
+            p = self._redis.pipeline(transaction=False)
+            for i in ids:
+                p.hgetall(self.keys.job(i.decode()))
+            hashes = await p.execute()
+        return [
+            c.decode_job(self.keys.job(i.decode()), self.name, h) for i, h in zip(ids, hashes) if h
+        ]
+
+    async def retry_dead(self, ids: list[str] | None = None, limit: int = 1000) -> int:
+        """Moves dead jobs (these, or up to `limit` of the oldest) back to
+        the backlog with fresh attempts; returns how many."""
+        with self._errors():
+            n = await self._dead(
+                keys=self.keys.script_keys, args=c.dead_args(self.keys, "retry", ids, limit)
+            )
+        return int(n)
+
+    async def purge_dead(self, ids: list[str] | None = None, limit: int = 1000) -> int:
+        """Deletes dead jobs; returns how many."""
+        with self._errors():
+            n = await self._dead(
+                keys=self.keys.script_keys, args=c.dead_args(self.keys, "purge", ids, limit)
+            )
+        return int(n)

@@ -1,0 +1,365 @@
+"""What the sync and asyncio queues share: names, checks, script arguments
+and the decoding of replies. Mirrors crates/queue (keys.rs, job.rs)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from typing import Any, Union
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import CorruptJob, InvalidJob, PayloadTooLarge
+
+Duration = Union[float, int, timedelta]
+Payload = Union[dict[str, Any], list[Any], str, bytes]
+
+QUEUES_KEY = "spool:queues"
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+MAX_BATCH = 1000
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+PRIORITY_MAX = 1000
+MAX_ATTEMPTS = 10_000
+MAX_ID = 256
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF_MS = 1_000
+DEFAULT_BACKOFF_MAX_MS = 300_000
+DEFAULT_LEASE_MS = 30_000
+DEFAULT_RETENTION_S = 86_400
+MIN_LEASE_MS = 100
+MAX_LEASE_MS = 86_400_000
+MAX_BACKOFF_MS = 86_400_000
+MAX_DELAY_MS = 366 * 86_400_000
+MAX_RETENTION_S = 366 * 86_400
+SCRIPT_KEYS = (
+    "ready",
+    "scheduled",
+    "active",
+    "outstanding",
+    "dead",
+    "completed",
+    "cancelled",
+    "seq",
+    "wake",
+)
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def script(name: str) -> str:
+    """lib.lua followed by `name`, as crates/queue loads them."""
+    files = resources.files("spool_client") / "scripts"
+    return (files / "lib.lua").read_text() + (files / name).read_text()
+
+
+def mask_password(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def display_addr(url: str) -> str:
+    """host:port/db of a URL, for messages (never the password)."""
+    try:
+        parts = urlsplit(url.split(",")[0])
+        db = parts.path.lstrip("/") or "0"
+        return f"{parts.hostname}:{parts.port or 6379}/{db}"
+    except ValueError:
+        return "(malformed URL)"
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(("redis+cluster://", "rediss+cluster://")) or "," in url
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str, str | None]:
+    """Seed nodes, scheme and password of a cluster URL."""
+    scheme = "rediss" if url.startswith("rediss") else "redis"
+    rest = url.split("://", 1)[1] if "://" in url else url
+    nodes: list[tuple[str, int]] = []
+    password: str | None = None
+    for part in rest.split(","):
+        part = part.strip()
+        if "://" in part:
+            part = part.split("://", 1)[1]
+        if "@" in part:
+            auth, part = part.rsplit("@", 1)
+            password = auth.split(":", 1)[-1] if ":" in auth else auth
+        host, _, port = part.partition("/")[0].partition(":")
+        nodes.append((host, int(port or 6379)))
+    return nodes, scheme, password
+
+
+def check_queue_name(name: str) -> None:
+    if not _QUEUE_NAME.match(name) or "{" in name or "}" in name:
+        raise InvalidJob(
+            "queue",
+            f"{name!r}: use 1 to 100 ASCII letters, digits and - _ . :",
+        )
+
+
+def to_ms(field: str, v: Duration | None, lo: int, hi: int) -> int | None:
+    """A duration in seconds (or a timedelta) as milliseconds, range-checked."""
+    if v is None:
+        return None
+    if isinstance(v, timedelta):
+        secs = v.total_seconds()
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        secs = float(v)
+    else:
+        raise InvalidJob(field, f"{v!r} is not a number of seconds or a timedelta")
+    if secs != secs or secs < 0:  # NaN or negative
+        raise InvalidJob(field, f"{v!r} must be a non-negative duration")
+    ms = round(secs * 1000)
+    if ms < lo or ms > hi:
+        raise InvalidJob(field, f"{secs:g} s is outside {lo / 1000:g}..={hi / 1000:g} s")
+    return ms
+
+
+def encode_payload(payload: Payload, limit: int) -> bytes:
+    if isinstance(payload, bytes):
+        data = payload
+    elif isinstance(payload, str):
+        data = payload.encode()
+    elif hasattr(payload, "to_json"):
+        data = payload.to_json().encode()
+    elif isinstance(payload, (dict, list)):
+        data = json.dumps(payload, separators=(",", ":")).encode()
+    else:
+        raise InvalidJob("payload", f"a {type(payload).__name__} is not a dict, list, str or bytes")
+    if len(data) > limit:
+        raise PayloadTooLarge(len(data), limit)
+    return data
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How one job is scheduled and retried (see `Queue.enqueue`)."""
+
+    priority: int = 0
+    delay: Duration | None = None
+    dedup_key: str | None = None
+    max_attempts: int | None = None
+    lease: Duration | None = None
+    retention: Duration | None = None
+    backoff: Duration | None = None
+    backoff_max: Duration | None = None
+    job_id: str | None = None
+
+    def args(self) -> list[Any]:
+        """The ten script arguments of one entry, after the payload's slot."""
+        p = self.priority
+        if isinstance(p, bool) or not isinstance(p, int) or not -PRIORITY_MAX <= p <= PRIORITY_MAX:
+            raise InvalidJob("priority", f"{p!r} must be an integer within -1000..=1000")
+        attempts = DEFAULT_MAX_ATTEMPTS if self.max_attempts is None else self.max_attempts
+        if (
+            isinstance(attempts, bool)
+            or not isinstance(attempts, int)
+            or not (1 <= attempts <= MAX_ATTEMPTS)
+        ):
+            raise InvalidJob("max_attempts", f"{attempts!r} must be within 1..={MAX_ATTEMPTS}")
+        delay = to_ms("delay", self.delay, 0, MAX_DELAY_MS) or 0
+        lease = to_ms("lease", self.lease, MIN_LEASE_MS, MAX_LEASE_MS) or DEFAULT_LEASE_MS
+        backoff = to_ms("backoff", self.backoff, 0, MAX_BACKOFF_MS)
+        backoff = DEFAULT_BACKOFF_MS if backoff is None else backoff
+        backoff_max = to_ms("backoff_max", self.backoff_max, 0, MAX_BACKOFF_MS)
+        backoff_max = DEFAULT_BACKOFF_MAX_MS if backoff_max is None else backoff_max
+        if backoff_max < backoff:
+            raise InvalidJob("backoff_max", "must not be shorter than backoff")
+        retention = to_ms("retention", self.retention, 0, MAX_RETENTION_S * 1000)
+        retention_s = DEFAULT_RETENTION_S if retention is None else retention // 1000
+        dedup = self.dedup_key
+        if dedup is not None and not (1 <= len(dedup.encode()) <= MAX_ID):
+            raise InvalidJob("dedup_key", f"must be 1 to {MAX_ID} bytes")
+        job_id = self.job_id
+        if job_id is not None and (
+            not 1 <= len(job_id.encode()) <= MAX_ID or any(c.isspace() for c in job_id)
+        ):
+            raise InvalidJob("job_id", f"must be 1 to {MAX_ID} bytes without whitespace")
+        return [
+            job_id or uuid.uuid4().hex,
+            None,  # the payload's slot
+            p,
+            delay,
+            attempts,
+            backoff,
+            backoff_max,
+            lease,
+            retention_s,
+            dedup or "",
+        ]
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    READY = "ready"
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as `spoolctl inspect --json` shows it."""
+
+    id: str
+    queue: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    priority: int
+    payload: str
+    progress: Any
+    result: Any
+    last_error: str | None
+    enqueued_at: float | None
+    run_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    cancel_requested: bool
+    dedup_key: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["state"] = self.state.value
+        return d
+
+
+@dataclass(frozen=True)
+class Stats:
+    """How many jobs a queue holds, by state (what `spoolctl stats` shows)."""
+
+    queue: str
+    ready: int
+    scheduled: int
+    active: int
+    outstanding: int
+    dead: int
+    completed: int
+    cancelled: int
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def json_or_text(v: Any) -> Any:
+    t = _text(v)
+    if not t:
+        return None
+    try:
+        return json.loads(t)
+    except ValueError:
+        return t
+
+
+def decode_job(key: str, queue: str, h: dict[Any, Any]) -> Job:
+    """A job hash (HGETALL) as a Job; mirrors JobInfo::from_hash."""
+    f = {_text(k): v for k, v in h.items()}
+
+    def num(name: str) -> float | None:
+        t = _text(f.get(name))
+        if not t:
+            return None
+        try:
+            return float(t)
+        except ValueError as e:
+            raise CorruptJob(f"{key}: field {name} is {t!r}, not a number") from e
+
+    def secs(name: str) -> float | None:
+        v = num(name)
+        return None if v is None else v / 1000.0
+
+    state = _text(f.get("state"))
+    try:
+        st = JobState(state)
+    except ValueError as e:
+        raise CorruptJob(f"{key}: state {state!r} is not a job state") from e
+    return Job(
+        id=_text(f.get("id")) or key.rsplit(":", 1)[-1],
+        queue=_text(f.get("queue")) or queue,
+        state=st,
+        attempts=int(num("attempts") or 0),
+        max_attempts=int(num("max_attempts") or 1),
+        priority=int(num("priority") or 0),
+        payload=_text(f.get("payload")) or "",
+        progress=json_or_text(f.get("progress")),
+        result=json_or_text(f.get("result")),
+        last_error=_text(f.get("last_error")) or None,
+        enqueued_at=secs("enqueued_at"),
+        run_at=secs("run_at"),
+        started_at=secs("started_at"),
+        finished_at=secs("finished_at"),
+        cancel_requested=_text(f.get("cancel")) == "1",
+        dedup_key=_text(f.get("dedup")) or None,
+    )
+
+
+class Keys:
+    """The Redis keys of one queue (docs/protocol.md)."""
+
+    def __init__(self, name: str) -> None:
+        check_queue_name(name)
+        self.name = name
+        self.prefix = f"spool:{{{name}}}:"
+        self.script_keys = [self.prefix + k for k in SCRIPT_KEYS]
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def __getattr__(self, k: str) -> str:
+        if k in SCRIPT_KEYS:
+            return self.prefix + k
+        raise AttributeError(k)
+
+
+def chunks(entries: list[tuple[bytes, list[Any]]]) -> list[list[tuple[bytes, list[Any]]]]:
+    """Batches of at most 1,000 jobs and 4 MiB, as crates/queue sends them."""
+    out: list[list[tuple[bytes, list[Any]]]] = []
+    cur: list[tuple[bytes, list[Any]]] = []
+    size = 0
+    for e in entries:
+        if cur and (len(cur) >= MAX_BATCH or size + len(e[0]) > MAX_BATCH_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(e)
+        size += len(e[0])
+    if cur:
+        out.append(cur)
+    return out
+
+
+def enqueue_args(keys: Keys, batch: list[tuple[bytes, list[Any]]]) -> list[Any]:
+    args: list[Any] = [keys.prefix, keys.name, len(batch)]
+    for payload, a in batch:
+        a = list(a)
+        a[1] = payload
+        args.extend(a)
+    return args
+
+
+def cancel_outcome(reply: Any) -> str:
+    """`cancelled`, `requested`, or `finished:<state>`; `not_found` raises."""
+    return _text(reply) or ""
+
+
+def dead_args(keys: Keys, action: str, ids: list[str] | None, limit: int) -> list[Any]:
+    if limit < 1:
+        raise InvalidJob("limit", "must be at least 1")
+    return [keys.prefix, action, min(limit, 10_000), *(ids or [])]

@@ -1,0 +1,150 @@
+"""Every producer operation against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+from conftest import ROOT
+
+from spool_client import (
+    InvalidJob,
+    JobOptions,
+    JobState,
+    NotFound,
+    PayloadTooLarge,
+    Queue,
+    RedisUnavailable,
+    SpoolError,
+)
+
+
+def test_enqueue_get_and_the_options_as_stored(redis_url: str) -> None:
+    q = Queue(redis_url, "renders")
+    before = time.time()
+    job_id = q.enqueue({"input": "a.mov"}, priority=7, max_attempts=3, lease=timedelta(minutes=2))
+    job = q.get(job_id)
+    assert job.id == job_id and job.queue == "renders"
+    assert job.state is JobState.READY and not job.state.finished
+    assert job.priority == 7 and job.max_attempts == 3 and job.attempts == 0
+    assert json.loads(job.payload) == {"input": "a.mov"}
+    assert job.enqueued_at is not None and before - 1 <= job.enqueued_at <= time.time() + 1
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.hget(f"spool:{{renders}}:job:{job_id}", "lease_ms") == b"120000"
+    assert raw.sismember("spool:queues", "renders")
+    with pytest.raises(NotFound, match="no job 'nope' in queue 'renders'"):
+        q.get("nope")
+
+
+def test_payloads_are_binary_safe(redis_url: str) -> None:
+    q = Queue(redis_url, "bin")
+    every_byte = bytes(range(256)) * 4
+    job_id = q.enqueue(every_byte)
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.hget(f"spool:{{bin}}:job:{job_id}", "payload") == every_byte
+
+
+def test_priority_then_fifo_order_of_the_backlog(redis_url: str) -> None:
+    q = Queue(redis_url, "order")
+    low = q.enqueue_many(["l1", "l2"], JobOptions(priority=-5))
+    high = q.enqueue("h", priority=100)
+    mid = q.enqueue_many(["m1", "m2", "m3"])
+    raw = redis.Redis.from_url(redis_url)
+    ready = [x.decode() for x in raw.zrange("spool:{order}:ready", 0, -1)]
+    assert ready == [high, *mid, *low]
+
+
+def test_delay_schedules_and_dedup_returns_the_live_job(redis_url: str) -> None:
+    q = Queue(redis_url, "later")
+    job_id = q.enqueue("x", delay=timedelta(seconds=30))
+    job = q.get(job_id)
+    assert job.state is JobState.SCHEDULED
+    assert job.run_at is not None and 28 < job.run_at - time.time() < 32
+    a = q.enqueue("first", dedup_key="render-42")
+    b = q.enqueue("second", dedup_key="render-42")
+    assert a == b and q.get(a).payload == "first"
+    # An explicit id makes a retried enqueue a no-op.
+    assert q.enqueue("p", job_id="my-id") == q.enqueue("other", job_id="my-id") == "my-id"
+    assert q.stats().scheduled == 1 and q.stats().ready == 2
+
+
+def test_enqueue_many_batches_and_keeps_order(redis_url: str) -> None:
+    q = Queue(redis_url, "bulk")
+    ids = q.enqueue_many([{"n": i} for i in range(2500)])
+    assert len(ids) == len(set(ids)) == 2500
+    assert json.loads(q.get(ids[1234]).payload) == {"n": 1234}
+    s = q.stats()
+    assert (s.ready, s.outstanding, s.queue) == (2500, 2500, "bulk")
+
+
+def test_cancel_a_waiting_job(redis_url: str) -> None:
+    q = Queue(redis_url, "c")
+    job_id = q.enqueue("x")
+    assert q.cancel(job_id) == "cancelled"
+    assert q.get(job_id).state is JobState.CANCELLED
+    assert q.cancel(job_id) == "finished:cancelled"
+    with pytest.raises(NotFound):
+        q.cancel("missing")
+    assert q.stats().cancelled == 1
+
+
+def test_bad_jobs_are_refused_before_anything_is_sent(redis_url: str) -> None:
+    q = Queue(redis_url, "v", max_payload_bytes=1000)
+    with pytest.raises(PayloadTooLarge, match="1001 bytes is over the limit of 1000"):
+        q.enqueue(b"x" * 1001)
+    cases = [
+        ({"priority": 5000}, "priority"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"lease": 0.01}, "lease"),
+        ({"delay": -1}, "delay"),
+        ({"dedup_key": ""}, "dedup_key"),
+        ({"job_id": "has space"}, "job_id"),
+        ({"backoff": 10, "backoff_max": 5}, "backoff_max"),
+        ({"retention": "1d"}, "retention"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(InvalidJob) as e:
+            q.enqueue("x", **kwargs)  # type: ignore[arg-type]
+        assert e.value.field == field, kwargs
+    with pytest.raises(InvalidJob, match="queue"):
+        Queue(redis_url, "bad{name}")
+    assert redis.Redis.from_url(redis_url).dbsize() == 0
+
+
+def test_redis_down_is_a_clear_error_within_3_s() -> None:
+    from conftest import free_port
+
+    q = Queue(f"redis://127.0.0.1:{free_port()}", "down")
+    t = time.monotonic()
+    with pytest.raises(RedisUnavailable, match=r"cannot reach Redis at 127\.0\.0\.1:\d+/0"):
+        q.enqueue("x")
+    assert time.monotonic() - t < 3
+
+
+def test_the_password_never_appears_in_errors(redis_password: tuple[str, str]) -> None:
+    url, password = redis_password
+    ok = Queue(url, "pw")
+    ok.enqueue("x")
+    wrong = Queue(url.replace(password, password + "-wrong"), "pw")
+    with pytest.raises(SpoolError) as e:
+        wrong.enqueue("x")
+    assert password not in str(e.value) and "127.0.0.1" in str(e.value)
+
+
+def test_a_cluster_url_works(cluster_url: str) -> None:
+    q = Queue(cluster_url, "clustered")
+    ids = q.enqueue_many(["a", "b", "c"])
+    assert q.get(ids[1]).payload == "b"
+    assert q.stats().ready == 3
+    assert q.cancel(ids[0]) == "cancelled"
+
+
+def test_the_lua_scripts_are_the_crates_own() -> None:
+    ours = ROOT / "clients" / "python" / "src" / "spool_client" / "scripts"
+    for f in ours.iterdir():
+        assert f.read_text() == (ROOT / "crates/queue/src/scripts" / f.name).read_text(), (
+            f"{f.name} differs from crates/queue: run scripts/sync-client-scripts.sh"
+        )
