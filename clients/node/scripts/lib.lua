@@ -1,0 +1,272 @@
+-- lib.lua: helpers shared by every spool script. It is prepended to each script
+-- at build time (see scripts.rs), so each script stays one atomic EVALSHA.
+--
+-- Every script takes the same KEYS, in this order (all share the queue's hash tag,
+-- so one script touches one cluster slot):
+--   KEYS[1] ready        ZSET  id -> priority/FIFO score   (the backlog; KEDA key)
+--   KEYS[2] scheduled    ZSET  id -> run-at ms             (delayed jobs, retry waits)
+--   KEYS[3] active       ZSET  id -> lease deadline ms
+--   KEYS[4] outstanding  SET   ids ready or active          (KEDA key: outstanding work)
+--   KEYS[5] dead         ZSET  id -> died-at ms
+--   KEYS[6] completed    ZSET  id -> retention expiry ms
+--   KEYS[7] cancelled    ZSET  id -> retention expiry ms
+--   KEYS[8] seq          STRING counter giving FIFO order within a priority
+--   KEYS[9] wake         LIST  wake-up tokens for blocked consumers
+-- and ARGV[1] is the queue's key prefix, "spool:{<queue>}:", from which job
+-- hashes ("<prefix>job:<id>") and dedup keys ("<prefix>dedup:<key>") are built.
+--
+-- Time is always the server's (TIME), never a client's clock.
+
+local K_READY, K_SCHED, K_ACTIVE, K_OUT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_DEAD, K_DONE, K_CANC, K_SEQ, K_WAKE = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local PREFIX = ARGV[1]
+
+-- Priorities run from -1000 to 1000 (higher first). Each priority owns a band of
+-- 2^41 scores; inside it the middle (2^40) separates jobs put at the front
+-- (released, recovered: 2^40 - seq) from jobs appended (2^40 + seq). The largest
+-- score, 2000 * 2^41 + 2^41, stays below 2^53, so doubles hold it exactly.
+local PRIORITY_MAX = 1000
+local BAND = 2199023255552      -- 2^41
+local MID = 1099511627776       -- 2^40
+-- A blocked consumer needs one token; more than this many waiting is waste.
+local WAKE_CAP = 64
+
+-- Accepted argument ranges (docs/protocol.md lists them; spool-queue's
+-- JobOptions::validate enforces the same before sending).
+local MAX_ID = 256                 -- bytes, ids and dedup keys
+local MAX_DELAY_MS = 31622400000   -- 366 days
+local MAX_ATTEMPTS = 10000
+local MAX_BACKOFF_MS = 86400000    -- 1 day
+local MIN_LEASE_MS = 100
+local MAX_LEASE_MS = 86400000      -- 1 day
+local MAX_RETENTION_S = 31622400   -- 366 days
+local MAX_BATCH = 10000            -- entries in one call
+
+-- Argument checks. Redis does not undo a script's earlier writes when it
+-- fails, so every script checks all of its arguments before its first write,
+-- and a bad call changes nothing.
+-- Only printable ASCII goes into an error reply: clients parse replies as
+-- text, and a stray byte from a binary argument would break their connection.
+local function printable(v)
+  local s = tostring(v):sub(1, 64):gsub('[^%w%p ]', '?')
+  return s
+end
+
+local function bad_arg(name, v, why)
+  error({ err = 'ERR spool: invalid ' .. name .. ' "' .. printable(v) .. '": ' .. why })
+end
+
+-- An integer in lo..hi (no NaN, no infinity, no fraction).
+local function int_arg(v, name, lo, hi)
+  local x = tonumber(v)
+  if x == nil or x ~= x or x ~= math.floor(x) or x < lo or x > hi then
+    bad_arg(name, v, 'must be an integer in ' .. lo .. '..' .. hi)
+  end
+  return x
+end
+
+-- A string of min..max bytes.
+local function str_arg(v, name, min, max)
+  if type(v) ~= 'string' or #v < min or #v > max then
+    bad_arg(name, v, 'must be ' .. min .. ' to ' .. max .. ' bytes')
+  end
+  return v
+end
+
+-- Exactly `want` arguments.
+local function argc(want)
+  if #ARGV ~= want then
+    error({ err = 'ERR spool: expected ' .. want .. ' arguments, got ' .. #ARGV })
+  end
+end
+
+-- A stored numeric field, or nil when missing or malformed (stored fields can
+-- be damaged by hand or by another tool: a job's corruption, never a reason
+-- to fail the other jobs of a call).
+local function num_field(v, lo, hi)
+  local x = tonumber(v)
+  if x == nil or x ~= x or x ~= math.floor(x) or x < lo or x > hi then return nil end
+  return x
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function job_key(id)
+  return PREFIX .. 'job:' .. id
+end
+
+-- HMGET that survives a job key of the wrong type: returns the values, or
+-- nil and the key's type.
+local function read_job(jk, ...)
+  local r = redis.pcall('HMGET', jk, ...)
+  if type(r) == 'table' and r.err then
+    return nil, redis.call('TYPE', jk).ok
+  end
+  return r
+end
+
+local function wake(n)
+  local room = WAKE_CAP - redis.call('LLEN', K_WAKE)
+  local k = math.min(n, room)
+  if k > 0 then
+    local tokens = {}
+    for i = 1, k do tokens[i] = '1' end
+    redis.call('LPUSH', K_WAKE, unpack(tokens))
+  end
+end
+
+-- Puts a job in the backlog: the only way into `ready`, so `outstanding` and
+-- `ready` can never disagree. `fields` (optional) are more hash fields to set in
+-- the same HSET, which saves a command per job on the hot paths.
+local function make_ready(id, priority, front, fields)
+  local seq = redis.call('INCR', K_SEQ)
+  local score = (PRIORITY_MAX - priority) * BAND + MID
+  if front then score = score - seq else score = score + seq end
+  redis.call('ZADD', K_READY, score, id)
+  redis.call('SADD', K_OUT, id)
+  if fields then
+    redis.call('HSET', job_key(id), 'state', 'ready', unpack(fields))
+  else
+    redis.call('HSET', job_key(id), 'state', 'ready')
+  end
+end
+
+-- A live dedup key points at a job until it ends; only its own job frees it.
+-- `dedup` is the job's dedup field when the caller has read it already.
+local function release_dedup(jk, id, dedup)
+  local d = dedup
+  if d == nil then d = redis.call('HGET', jk, 'dedup') end
+  if d and d ~= '' then
+    local dk = PREFIX .. 'dedup:' .. d
+    if redis.call('GET', dk) == id then redis.call('DEL', dk) end
+  end
+end
+
+-- Completed and cancelled jobs are kept `retention_s` seconds (0: deleted now).
+-- `retention` is the job's retention_s field when the caller has read it.
+local function retain(jk, id, index_key, now, retention)
+  local r = retention
+  if r == nil then r = redis.call('HGET', jk, 'retention_s') end
+  r = num_field(r, 0, MAX_RETENTION_S) or 0
+  if r <= 0 then
+    redis.call('DEL', jk)
+  else
+    redis.call('EXPIRE', jk, r)
+    redis.call('ZADD', index_key, now + r * 1000, id)
+  end
+end
+
+local function to_dead(jk, id, now, reason)
+  redis.call('HSET', jk, 'state', 'dead', 'last_error', reason, 'finished_at', now)
+  redis.call('ZADD', K_DEAD, now, id)
+  redis.call('SREM', K_OUT, id)
+  release_dedup(jk, id)
+end
+
+-- Takes a job out of every live index (backlog, schedule, active set,
+-- outstanding work); the caller puts it where its state says.
+local function unindex(id)
+  redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_SCHED, id)
+  redis.call('ZREM', K_ACTIVE, id)
+  redis.call('SREM', K_OUT, id)
+end
+
+-- A job whose key holds something other than a hash: the value is moved
+-- aside (kept for inspection) and the job recorded dead with the reason, so
+-- it leaves every live index and the other jobs of the call go on.
+local function quarantine(id, now, kind)
+  local jk = job_key(id)
+  local aside = PREFIX .. 'corrupt:' .. id
+  redis.call('RENAME', jk, aside)
+  redis.call('HSET', jk, 'id', id, 'state', 'dead', 'attempts', 0, 'max_attempts', 1,
+    'last_error', 'corrupt job: its key held a ' .. kind .. ', not a hash; moved to ' .. aside,
+    'finished_at', now)
+  unindex(id)
+  redis.call('ZADD', K_DEAD, now, id)
+end
+
+-- A job hash with a malformed field: dead, naming the field.
+local function corrupt(jk, id, now, field, value)
+  unindex(id)
+  to_dead(jk, id, now, 'corrupt job: field ' .. field .. ' is "' .. printable(value) .. '"')
+end
+
+local function to_cancelled(jk, id, now)
+  redis.call('HSET', jk, 'state', 'cancelled', 'finished_at', now)
+  redis.call('SREM', K_OUT, id)
+  release_dedup(jk, id)
+  retain(jk, id, K_CANC, now)
+end
+
+-- Moves scheduled jobs whose time has come into the backlog.
+local function promote_due(now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', now, 'LIMIT', 0, limit)
+  local moved = 0
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', K_SCHED, id)
+    local jk = job_key(id)
+    local f, kind = read_job(jk, 'priority', 'state')
+    if not f then
+      quarantine(id, now, kind)
+    elseif f[2] then
+      local prio = num_field(f[1] or 0, -PRIORITY_MAX, PRIORITY_MAX)
+      if prio == nil then
+        corrupt(jk, id, now, 'priority', f[1])
+      else
+        make_ready(id, prio, false)
+        moved = moved + 1
+      end
+    end
+  end
+  if moved > 0 then wake(moved) end
+  return moved
+end
+
+-- Returns jobs whose lease ran out to the front of the backlog, or to the dead
+-- set when that was their last attempt (attempts are counted at reserve, so a job
+-- that kills every worker that touches it still ends dead).
+local function recover_expired(now, limit)
+  local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, limit)
+  local back = 0
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', K_ACTIVE, id)
+    local jk = job_key(id)
+    local f, kind = read_job(jk, 'attempts', 'max_attempts', 'priority', 'cancel', 'state')
+    local attempts, max_attempts, prio
+    if f then
+      attempts = num_field(f[1] or 0, 0, 1e15)
+      max_attempts = num_field(f[2] or 1, 1, 1e15)
+      prio = num_field(f[3] or 0, -PRIORITY_MAX, PRIORITY_MAX)
+    end
+    if not f then
+      quarantine(id, now, kind)
+    elseif not f[5] then
+      redis.call('SREM', K_OUT, id)
+    elseif f[4] == '1' then
+      to_cancelled(jk, id, now)
+    elseif attempts == nil then
+      corrupt(jk, id, now, 'attempts', f[1])
+    elseif max_attempts == nil then
+      corrupt(jk, id, now, 'max_attempts', f[2])
+    elseif prio == nil then
+      corrupt(jk, id, now, 'priority', f[3])
+    else
+      local reason = 'lease expired during attempt ' .. attempts .. ' of ' .. max_attempts
+        .. ': the worker died, was killed or stopped heartbeating'
+      if attempts >= max_attempts then
+        to_dead(jk, id, now, reason)
+      else
+        make_ready(id, prio, true, { 'last_error', reason })
+        back = back + 1
+      end
+    end
+  end
+  if back > 0 then wake(back) end
+  return #ids
+end
+
+str_arg(PREFIX, 'prefix', 1, 2 * MAX_ID)

@@ -1,0 +1,386 @@
+/**
+ * Producer library for spool queues: enqueue render and encode jobs, follow
+ * their progress, cancel them, read stats and dead letters.
+ *
+ * Speaks the same protocol as the Rust crate (the same Lua scripts, copied
+ * in at build time), so jobs enqueued here are run by spool-encoder-worker or
+ * any worker built on spool-worker, and read back by spoolctl.
+ */
+
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Cluster, Redis } from "ioredis";
+
+import { EncodeJob } from "./encode.js";
+import { CorruptJob, InvalidJob, NotFound, PayloadTooLarge, RedisUnavailable, SpoolError, WaitTimeout } from "./errors.js";
+
+export * from "./encode.js";
+export * from "./errors.js";
+
+export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+const MAX_BATCH = 1000;
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+const SCRIPT_KEYS = ["ready", "scheduled", "active", "outstanding", "dead", "completed", "cancelled", "seq", "wake"];
+const QUEUE_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
+
+/** Where a job is in its life. */
+export type JobState = "ready" | "scheduled" | "active" | "completed" | "dead" | "cancelled";
+const FINISHED: ReadonlySet<JobState> = new Set(["completed", "dead", "cancelled"]);
+
+/** A job as `spoolctl inspect --json` shows it (times in ms since the epoch). */
+export interface Job {
+  id: string;
+  queue: string;
+  state: JobState;
+  attempts: number;
+  maxAttempts: number;
+  priority: number;
+  payload: string;
+  progress: unknown;
+  result: unknown;
+  lastError: string | null;
+  enqueuedAtMs: number | null;
+  runAtMs: number | null;
+  startedAtMs: number | null;
+  finishedAtMs: number | null;
+  cancelRequested: boolean;
+  dedupKey: string | null;
+}
+
+/** Jobs by state. */
+export interface Stats {
+  queue: string;
+  ready: number;
+  scheduled: number;
+  active: number;
+  outstanding: number;
+  dead: number;
+  completed: number;
+  cancelled: number;
+}
+
+/** How a job is scheduled and retried. Durations in milliseconds. */
+export interface JobOptions {
+  priority?: number;
+  delayMs?: number;
+  dedupKey?: string;
+  maxAttempts?: number;
+  leaseMs?: number;
+  retentionMs?: number;
+  backoffMs?: number;
+  backoffMaxMs?: number;
+  jobId?: string;
+}
+
+export type Payload = Record<string, unknown> | unknown[] | string | Buffer | EncodeJob;
+
+export interface QueueOptions {
+  maxPayloadBytes?: number;
+  connectTimeoutMs?: number;
+}
+
+function script(name: string): string {
+  const read = (f: string) => readFileSync(new URL(`../../scripts/${f}`, import.meta.url), "utf8");
+  return read("lib.lua") + read(name);
+}
+
+function range(field: string, v: number | undefined, lo: number, hi: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi)
+    throw new InvalidJob(field, `${String(v)} is outside ${lo}..=${hi}`);
+  return Math.round(v);
+}
+
+function optionArgs(o: JobOptions): (string | number)[] {
+  const priority = o.priority ?? 0;
+  if (!Number.isInteger(priority) || priority < -1000 || priority > 1000)
+    throw new InvalidJob("priority", `${priority} must be an integer within -1000..=1000`);
+  const attempts = o.maxAttempts ?? 5;
+  if (!Number.isInteger(attempts) || attempts < 1 || attempts > 10_000)
+    throw new InvalidJob("maxAttempts", `${attempts} must be within 1..=10000`);
+  const day = 86_400_000;
+  const delay = range("delayMs", o.delayMs, 0, 366 * day, 0);
+  const lease = range("leaseMs", o.leaseMs, 100, day, 30_000);
+  const backoff = range("backoffMs", o.backoffMs, 0, day, 1_000);
+  const backoffMax = range("backoffMaxMs", o.backoffMaxMs, 0, day, 300_000);
+  if (backoffMax < backoff) throw new InvalidJob("backoffMaxMs", "must not be shorter than backoffMs");
+  const retentionS = Math.floor(range("retentionMs", o.retentionMs, 0, 366 * day, day) / 1000);
+  if (o.dedupKey !== undefined && !(Buffer.byteLength(o.dedupKey) >= 1 && Buffer.byteLength(o.dedupKey) <= 256))
+    throw new InvalidJob("dedupKey", "must be 1 to 256 bytes");
+  if (o.jobId !== undefined && (!(Buffer.byteLength(o.jobId) >= 1 && Buffer.byteLength(o.jobId) <= 256) || /\s/.test(o.jobId)))
+    throw new InvalidJob("jobId", "must be 1 to 256 bytes without whitespace");
+  return [priority, delay, attempts, backoff, backoffMax, lease, retentionS, o.dedupKey ?? ""];
+}
+
+function encodePayload(p: Payload, limit: number): Buffer {
+  let data: Buffer;
+  if (Buffer.isBuffer(p)) data = p;
+  else if (typeof p === "string") data = Buffer.from(p);
+  else if (p instanceof EncodeJob) data = Buffer.from(JSON.stringify(p.toSpec()));
+  else if (typeof p === "object" && p !== null) data = Buffer.from(JSON.stringify(p));
+  else throw new InvalidJob("payload", "must be an object, array, string, Buffer or EncodeJob");
+  if (data.length > limit) throw new PayloadTooLarge(data.length, limit);
+  return data;
+}
+
+function jsonOrText(v: string | undefined): unknown {
+  if (v === undefined || v === "") return null;
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
+
+function maskedAddr(url: string): string {
+  try {
+    const first = url.split(",")[0] ?? url;
+    const u = new URL(first.replace(/^rediss?\+cluster:/, "redis:"));
+    const db = u.pathname.replace(/^\//, "") || "0";
+    return `${u.hostname}:${u.port || "6379"}/${db}`;
+  } catch {
+    return "(malformed URL)";
+  }
+}
+
+type Client = (Redis | Cluster) & {
+  spoolEnqueue(...args: (string | number | Buffer)[]): Promise<unknown>;
+  spoolCancel(...args: (string | number)[]): Promise<unknown>;
+  spoolDead(...args: (string | number)[]): Promise<unknown>;
+};
+
+/** One spool queue, for producers. */
+export class Queue {
+  readonly addr: string;
+  readonly prefix: string;
+  private readonly keys: string[];
+  private readonly redis: Client;
+  private readonly password: string | undefined;
+  private readonly maxPayloadBytes: number;
+  private registered = false;
+
+  constructor(
+    url: string,
+    readonly name = "encode",
+    options: QueueOptions = {},
+  ) {
+    if (!QUEUE_NAME.test(name)) throw new InvalidJob("queue", `'${name}': use 1 to 100 ASCII letters, digits and - _ . :`);
+    this.addr = maskedAddr(url);
+    this.prefix = `spool:{${name}}:`;
+    this.keys = SCRIPT_KEYS.map((k) => this.prefix + k);
+    this.maxPayloadBytes = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
+    const common = {
+      connectTimeout: options.connectTimeoutMs ?? 3000,
+      maxRetriesPerRequest: 1,
+      lazyConnect: true,
+      retryStrategy: (times: number) => Math.min(times * 100, 1000),
+    };
+    const isCluster = /^rediss?\+cluster:\/\//.test(url) || url.includes(",");
+    if (isCluster) {
+      const rest = url.replace(/^rediss?\+cluster:\/\//, "");
+      const nodes = rest.split(",").map((part) => {
+        const u = new URL(`redis://${part.replace(/^rediss?:\/\//, "")}`);
+        return { host: u.hostname, port: Number(u.port || 6379), password: u.password || undefined };
+      });
+      this.password = nodes.find((n) => n.password)?.password;
+      this.redis = new Cluster(
+        nodes.map(({ host, port }) => ({ host, port })),
+        { redisOptions: { ...common, password: this.password }, lazyConnect: true, clusterRetryStrategy: () => null },
+      ) as Client;
+    } else {
+      this.password = (() => {
+        try {
+          return decodeURIComponent(new URL(url).password) || undefined;
+        } catch {
+          return undefined;
+        }
+      })();
+      this.redis = new Redis(url, common) as Client;
+    }
+    // A dead connection must not print to stderr: errors reach the caller.
+    this.redis.on("error", () => undefined);
+    this.redis.defineCommand("spoolEnqueue", { numberOfKeys: 9, lua: script("enqueue.lua") });
+    this.redis.defineCommand("spoolCancel", { numberOfKeys: 9, lua: script("cancel.lua") });
+    this.redis.defineCommand("spoolDead", { numberOfKeys: 9, lua: script("dead.lua") });
+  }
+
+  /** Closes the connection. */
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+
+  private async run<T>(f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (e) {
+      if (e instanceof SpoolError) throw e;
+      const raw = e instanceof Error ? e.message : String(e);
+      const msg = this.password ? raw.split(this.password).join("***") : raw;
+      if (/spool: (invalid|expected)/.test(msg)) throw new InvalidJob("job", msg.replace(/^.*spool: /, ""));
+      if (e instanceof Error && (e.name === "ReplyError" || /NOSCRIPT|WRONGTYPE/.test(msg)) && !/NOAUTH|WRONGPASS/.test(msg))
+        throw new SpoolError(`Redis refused a command: ${msg}`);
+      throw new RedisUnavailable(this.addr, msg);
+    }
+  }
+
+  /**
+   * Enqueues one job and returns its id (the live job's id for a `dedupKey`
+   * already held, or for a `jobId` that exists: retrying is safe).
+   */
+  async enqueue(payload: Payload, options: JobOptions = {}): Promise<string> {
+    const ids = await this.enqueueMany([payload], options);
+    return ids[0] as string;
+  }
+
+  /** Enqueues many jobs with the same options, a thousand per script call; ids in input order. */
+  async enqueueMany(payloads: Payload[], options: JobOptions = {}): Promise<string[]> {
+    if (options.jobId !== undefined && payloads.length > 1) throw new InvalidJob("jobId", "one id cannot name several jobs");
+    const opts = optionArgs(options);
+    const entries = payloads.map((p) => encodePayload(p, this.maxPayloadBytes));
+    return this.run(async () => {
+      if (!this.registered) {
+        await this.redis.sadd("spool:queues", this.name);
+        this.registered = true;
+      }
+      const ids: string[] = [];
+      let start = 0;
+      while (start < entries.length) {
+        let end = start;
+        let bytes = 0;
+        while (end < entries.length && end - start < MAX_BATCH) {
+          const len = (entries[end] as Buffer).length;
+          if (end > start && bytes + len > MAX_BATCH_BYTES) break;
+          bytes += len;
+          end++;
+        }
+        const args: (string | number | Buffer)[] = [...this.keys, this.prefix, this.name, end - start];
+        for (let i = start; i < end; i++) {
+          args.push(options.jobId ?? randomUUID().replaceAll("-", ""), entries[i] as Buffer, ...opts);
+        }
+        const reply = (await this.redis.spoolEnqueue(...args)) as unknown[];
+        ids.push(...reply.map((x) => String(x)));
+        start = end;
+      }
+      return ids;
+    });
+  }
+
+  /** The job's state, attempts, progress, result and times. */
+  async get(jobId: string): Promise<Job> {
+    const key = `${this.prefix}job:${jobId}`;
+    const h = await this.run(() => this.redis.hgetall(key));
+    if (Object.keys(h).length === 0) throw new NotFound(this.name, jobId);
+    return decodeJob(key, this.name, h);
+  }
+
+  /**
+   * Waits until the job is completed, dead or cancelled and returns it,
+   * calling `onProgress` with each new progress value. Throws `WaitTimeout`
+   * after `timeoutMs` (the job goes on).
+   */
+  async wait(
+    jobId: string,
+    opts: { timeoutMs?: number; onProgress?: (p: unknown) => void; pollMs?: number } = {},
+  ): Promise<Job> {
+    const timeoutMs = opts.timeoutMs ?? 600_000;
+    const deadline = Date.now() + timeoutMs;
+    const key = `${this.prefix}job:${jobId}`;
+    let last: string | null = null;
+    for (;;) {
+      const [state, progress] = await this.run(() => this.redis.hmget(key, "state", "progress"));
+      if (state === null || state === undefined) throw new NotFound(this.name, jobId);
+      if (progress !== null && progress !== undefined && progress !== last) {
+        last = progress;
+        opts.onProgress?.(jsonOrText(progress));
+      }
+      if (FINISHED.has(state as JobState)) return this.get(jobId);
+      if (Date.now() >= deadline) throw new WaitTimeout(jobId, timeoutMs, state);
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
+    }
+  }
+
+  /** Cancels a waiting job (`"cancelled"`), or asks a running one to stop (`"requested"`); `"finished:<state>"` otherwise. */
+  async cancel(jobId: string): Promise<string> {
+    const reply = String(await this.run(() => this.redis.spoolCancel(...this.keys, this.prefix, jobId)));
+    if (reply === "not_found") throw new NotFound(this.name, jobId);
+    return reply;
+  }
+
+  /** Jobs by state. */
+  async stats(): Promise<Stats> {
+    const [ready, scheduled, active, outstanding, dead, completed, cancelled] = await this.run(async () => {
+      const k = (s: string) => this.prefix + s;
+      const res = await this.redis
+        .multi()
+        .zcard(k("ready"))
+        .zcard(k("scheduled"))
+        .zcard(k("active"))
+        .scard(k("outstanding"))
+        .zcard(k("dead"))
+        .zcard(k("completed"))
+        .zcard(k("cancelled"))
+        .exec();
+      return (res ?? []).map(([err, v]) => {
+        if (err) throw err;
+        return Number(v);
+      });
+    });
+    return { queue: this.name, ready: ready ?? 0, scheduled: scheduled ?? 0, active: active ?? 0, outstanding: outstanding ?? 0, dead: dead ?? 0, completed: completed ?? 0, cancelled: cancelled ?? 0 };
+  }
+
+  /** Dead jobs, newest first. */
+  async dead(limit = 100, offset = 0): Promise<Job[]> {
+    if (limit <= 0) return [];
+    return this.run(async () => {
+      const ids = await this.redis.zrevrange(this.prefix + "dead", offset, offset + limit - 1);
+      const jobs: Job[] = [];
+      for (const id of ids) {
+        const key = `${this.prefix}job:${id}`;
+        const h = await this.redis.hgetall(key);
+        if (Object.keys(h).length > 0) jobs.push(decodeJob(key, this.name, h));
+      }
+      return jobs;
+    });
+  }
+
+  /** Moves dead jobs (these ids, or up to `limit` of the oldest) back to the backlog; returns how many. */
+  async retryDead(ids?: string[], limit = 1000): Promise<number> {
+    return Number(await this.run(() => this.redis.spoolDead(...this.keys, this.prefix, "retry", Math.max(1, limit), ...(ids ?? []))));
+  }
+
+  /** Deletes dead jobs; returns how many. */
+  async purgeDead(ids?: string[], limit = 1000): Promise<number> {
+    return Number(await this.run(() => this.redis.spoolDead(...this.keys, this.prefix, "purge", Math.max(1, limit), ...(ids ?? []))));
+  }
+}
+
+function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
+  const num = (f: string): number | null => {
+    const v = h[f];
+    if (v === undefined || v === "") return null;
+    const n = Number(v);
+    if (Number.isNaN(n)) throw new CorruptJob(`${key}: field ${f} is '${v}', not a number`);
+    return Math.trunc(n);
+  };
+  const state = h.state as JobState | undefined;
+  if (state === undefined || !["ready", "scheduled", "active", "completed", "dead", "cancelled"].includes(state))
+    throw new CorruptJob(`${key}: state '${String(state)}' is not a job state`);
+  return {
+    id: h.id || key.split(":").pop() || "",
+    queue: h.queue || queue,
+    state,
+    attempts: num("attempts") ?? 0,
+    maxAttempts: num("max_attempts") ?? 1,
+    priority: num("priority") ?? 0,
+    payload: h.payload ?? "",
+    progress: jsonOrText(h.progress),
+    result: jsonOrText(h.result),
+    lastError: h.last_error || null,
+    enqueuedAtMs: num("enqueued_at"),
+    runAtMs: num("run_at"),
+    startedAtMs: num("started_at"),
+    finishedAtMs: num("finished_at"),
+    cancelRequested: h.cancel === "1",
+    dedupKey: h.dedup || null,
+  };
+}

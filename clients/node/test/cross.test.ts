@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { EncodeJob, Queue, mp4, type Job } from "../src/index.js";
+import { RedisProcess, Worker, spoolctl } from "./helpers.js";
+
+let server: RedisProcess;
+before(async () => {
+  server = await RedisProcess.start();
+});
+after(() => server.stop());
+
+test("Node enqueues, the Rust worker runs it, Node waits with progress", async () => {
+  const q = new Queue(server.url, "xq");
+  const worker = new Worker("sleep_worker", server.url, "xq");
+  let bad = "";
+  try {
+    const seen: unknown[] = [];
+    const id = await q.enqueue({ sleep_ms: 800 });
+    const job = await q.wait(id, { timeoutMs: 30_000, onProgress: (p) => seen.push(p), pollMs: 50 });
+    assert.equal(job.state, "completed", worker.output());
+    assert.deepEqual(job.result, { slept_ms: 800 });
+    assert.ok(seen.length > 0, "no progress seen");
+    bad = await q.enqueue({ sleep_ms: 10, fail_times: 1 }, { maxAttempts: 1 });
+    assert.equal((await q.wait(bad, { timeoutMs: 30_000 })).state, "dead");
+    const dead = await q.dead();
+    assert.deepEqual(dead.map((j) => j.id), [bad]);
+    assert.match(dead[0]?.lastError ?? "", /on purpose/);
+  } finally {
+    await worker.stop();
+  }
+  assert.equal(await q.retryDead([bad]), 1);
+  const again = await q.get(bad);
+  assert.deepEqual([again.state, again.attempts], ["ready", 0]);
+  await q.close();
+});
+
+const asInspect = (j: Job) => ({
+  id: j.id,
+  queue: j.queue,
+  state: j.state,
+  attempts: j.attempts,
+  max_attempts: j.maxAttempts,
+  priority: j.priority,
+  payload: j.payload,
+  progress: j.progress,
+  result: j.result,
+  last_error: j.lastError,
+  enqueued_at_ms: j.enqueuedAtMs,
+  run_at_ms: j.runAtMs,
+  started_at_ms: j.startedAtMs,
+  finished_at_ms: j.finishedAtMs,
+  cancel_requested: j.cancelRequested,
+  dedup_key: j.dedupKey,
+});
+
+test("Rust and Node read the same job the same way", async () => {
+  const q = new Queue(server.url, "xq2");
+  const rustId = spoolctl(server.url, "xq2", "enqueue", "--payload", '{"from":"rust"}', "--priority", "9").trim();
+  const nodeId = await q.enqueue({ from: "node" }, { priority: -3, dedupKey: "k1", delayMs: 5000 });
+  for (const id of [rustId, nodeId]) {
+    const theirs = JSON.parse(spoolctl(server.url, "xq2", "inspect", id, "--json"));
+    assert.deepEqual(asInspect(await q.get(id)), theirs);
+  }
+  await q.close();
+});
+
+test("an encode job built here is encoded by the Rust worker", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "spool-node-enc-"));
+  mkdirSync(join(dir, "in"));
+  mkdirSync(join(dir, "out"));
+  const made = spawnSync("ffmpeg", ["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", join(dir, "in", "clip.mp4")]);
+  assert.equal(made.status, 0);
+  const worker = new Worker("spool-encoder-worker", server.url, "enc", { SPOOL_INPUT_ROOT: join(dir, "in"), SPOOL_OUTPUT_ROOT: join(dir, "out") });
+  const q = new Queue(server.url, "enc");
+  try {
+    const job = new EncodeJob({ input: "clip.mp4", output: mp4("small.mp4"), renditions: [{ height: 120, preset: "fastest" }], hardware: "cpu" });
+    const done = await q.wait(await q.enqueue(job), { timeoutMs: 120_000 });
+    assert.equal(done.state, "completed", `${done.lastError}\n${worker.output()}`);
+    const out = (done.result as { outputs: { path: string; height: number }[] }).outputs[0];
+    assert.equal(out?.height, 120);
+    const probe = spawnSync("ffprobe", ["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames,height", "-of", "json", out?.path ?? ""], { encoding: "utf8" });
+    const stream = JSON.parse(probe.stdout).streams[0];
+    assert.deepEqual([stream.height, stream.nb_read_frames], [120, "25"]);
+  } finally {
+    await worker.stop();
+    await q.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

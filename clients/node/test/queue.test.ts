@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { Redis } from "ioredis";
+
+import { InvalidJob, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
+import { ROOT, RedisProcess, freePort, startCluster } from "./helpers.js";
+
+let server: RedisProcess;
+const open: Queue[] = [];
+const queue = (name: string, url = server.url, opts = {}) => {
+  const q = new Queue(url, name, opts);
+  open.push(q);
+  return q;
+};
+
+before(async () => {
+  server = await RedisProcess.start();
+});
+after(async () => {
+  await Promise.all(open.map((q) => q.close()));
+  server.stop();
+});
+
+test("enqueue, get, and the options as stored", async () => {
+  const q = queue("renders");
+  const t = Date.now();
+  const id = await q.enqueue({ input: "a.mov" }, { priority: 7, maxAttempts: 3, leaseMs: 120_000 });
+  const job = await q.get(id);
+  assert.equal(job.id, id);
+  assert.equal(job.state, "ready");
+  assert.deepEqual([job.priority, job.maxAttempts, job.attempts], [7, 3, 0]);
+  assert.deepEqual(JSON.parse(job.payload), { input: "a.mov" });
+  assert.ok(job.enqueuedAtMs !== null && Math.abs(job.enqueuedAtMs - t) < 5000);
+  const raw = new Redis(server.url);
+  assert.equal(await raw.hget(`spool:{renders}:job:${id}`, "lease_ms"), "120000");
+  assert.equal(await raw.sismember("spool:queues", "renders"), 1);
+  raw.disconnect();
+  await assert.rejects(q.get("nope"), NotFound);
+});
+
+test("payloads are binary safe", async () => {
+  const q = queue("bin");
+  const bytes = Buffer.from(Array.from({ length: 1024 }, (_, i) => i % 256));
+  const id = await q.enqueue(bytes);
+  const raw = new Redis(server.url);
+  assert.ok((await raw.hgetBuffer(`spool:{bin}:job:${id}`, "payload"))?.equals(bytes));
+  raw.disconnect();
+});
+
+test("priority then FIFO order, delay, dedup, explicit ids", async () => {
+  const q = queue("order");
+  const low = await q.enqueueMany(["l1", "l2"], { priority: -5 });
+  const high = await q.enqueue("h", { priority: 100 });
+  const mid = await q.enqueueMany(["m1", "m2"]);
+  const raw = new Redis(server.url);
+  assert.deepEqual(await raw.zrange("spool:{order}:ready", 0, -1), [high, ...mid, ...low]);
+  raw.disconnect();
+  const later = await q.enqueue("x", { delayMs: 30_000 });
+  const job = await q.get(later);
+  assert.equal(job.state, "scheduled");
+  assert.ok(job.runAtMs !== null && Math.abs(job.runAtMs - Date.now() - 30_000) < 2000);
+  const a = await q.enqueue("first", { dedupKey: "render-42" });
+  assert.equal(await q.enqueue("second", { dedupKey: "render-42" }), a);
+  assert.equal(await q.enqueue("p", { jobId: "my-id" }), "my-id");
+  assert.equal(await q.enqueue("other", { jobId: "my-id" }), "my-id");
+});
+
+test("enqueueMany batches 2,500 jobs in order", async () => {
+  const q = queue("bulk");
+  const ids = await q.enqueueMany(Array.from({ length: 2500 }, (_, n) => ({ n })));
+  assert.equal(new Set(ids).size, 2500);
+  assert.deepEqual(JSON.parse((await q.get(ids[1234] as string)).payload), { n: 1234 });
+  const s = await q.stats();
+  assert.deepEqual([s.ready, s.outstanding], [2500, 2500]);
+});
+
+test("cancel a waiting job", async () => {
+  const q = queue("c");
+  const id = await q.enqueue("x");
+  assert.equal(await q.cancel(id), "cancelled");
+  assert.equal((await q.get(id)).state, "cancelled");
+  assert.equal(await q.cancel(id), "finished:cancelled");
+  await assert.rejects(q.cancel("missing"), NotFound);
+});
+
+test("bad jobs are refused before anything is sent", async () => {
+  const q = queue("v", server.url, { maxPayloadBytes: 1000 });
+  await assert.rejects(q.enqueue(Buffer.alloc(1001)), PayloadTooLarge);
+  const cases: [object, string][] = [
+    [{ priority: 5000 }, "priority"],
+    [{ maxAttempts: 0 }, "maxAttempts"],
+    [{ leaseMs: 10 }, "leaseMs"],
+    [{ delayMs: -1 }, "delayMs"],
+    [{ dedupKey: "" }, "dedupKey"],
+    [{ jobId: "has space" }, "jobId"],
+    [{ backoffMs: 10_000, backoffMaxMs: 5_000 }, "backoffMaxMs"],
+  ];
+  for (const [opts, field] of cases) {
+    await assert.rejects(q.enqueue("x", opts), (e: unknown) => e instanceof InvalidJob && e.field === field);
+  }
+  assert.throws(() => new Queue(server.url, "bad{name}"), InvalidJob);
+  const raw = new Redis(server.url);
+  assert.equal(await raw.exists("spool:{v}:seq"), 0);
+  raw.disconnect();
+});
+
+test("Redis down is a clear error within 3 s", async () => {
+  const q = queue("down", `redis://127.0.0.1:${await freePort()}`);
+  const t = Date.now();
+  await assert.rejects(q.enqueue("x"), (e: unknown) => e instanceof RedisUnavailable && /cannot reach Redis at 127\.0\.0\.1:\d+\/0/.test(e.message));
+  assert.ok(Date.now() - t < 3000, `took ${Date.now() - t} ms`);
+});
+
+test("the password never appears in errors", async () => {
+  const password = "Node-s3cret-Zq81";
+  const r = await RedisProcess.start("--requirepass", password);
+  try {
+    const url = `redis://:${password}@127.0.0.1:${r.port}`;
+    await queue("pw", url).enqueue("x");
+    const wrong = queue("pw", url.replace(password, `${password}-wrong`));
+    await assert.rejects(wrong.enqueue("x"), (e: unknown) => e instanceof SpoolError && !e.message.includes(password));
+  } finally {
+    r.stop();
+  }
+});
+
+test("a cluster URL works", async () => {
+  const c = await startCluster();
+  try {
+    const q = queue("clustered", c.url);
+    const ids = await q.enqueueMany(["a", "b", "c"]);
+    assert.equal((await q.get(ids[1] as string)).payload, "b");
+    assert.equal((await q.stats()).ready, 3);
+    assert.equal(await q.cancel(ids[0] as string), "cancelled");
+    await q.close();
+  } finally {
+    c.stop();
+  }
+});
+
+test("the Lua scripts are the crate's own", () => {
+  const ours = join(ROOT, "clients", "node", "scripts");
+  for (const f of readdirSync(ours)) {
+    assert.equal(readFileSync(join(ours, f), "utf8"), readFileSync(join(ROOT, "crates/queue/src/scripts", f), "utf8"), `${f}: run scripts/sync-client-scripts.sh`);
+  }
+});
