@@ -46,6 +46,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "deps: installing nodejs npm"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 else
   echo "deps: node $(node --version) present"

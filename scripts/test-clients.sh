@@ -18,8 +18,8 @@ if [ ! -f "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then
 fi
 (
   cd clients/python
-  "$venv/bin/ruff" check -q src tests
-  "$venv/bin/ruff" format --check -q src tests
+  "$venv/bin/ruff" check -q src tests ../../examples/fastapi
+  "$venv/bin/ruff" format --check -q src tests ../../examples/fastapi
   "$venv/bin/mypy"
   "$venv/bin/pytest" -q tests
 )
@@ -30,7 +30,12 @@ if [ -d clients/node ]; then
     cd clients/node
     [ -d node_modules ] && [ node_modules -nt package.json ] || npm install --no-audit --no-fund --silent
     npm run --silent build
-    npm test --silent
   )
+  # The Express example imports the built library (file: dependency).
+  (
+    cd examples/express
+    [ -d node_modules ] && [ node_modules -nt package.json ] || npm install --no-audit --no-fund --silent
+  )
+  (cd clients/node && npm test --silent)
 fi
 echo "test-clients: all passed"

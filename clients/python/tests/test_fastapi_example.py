@@ -1,0 +1,112 @@
+"""examples/fastapi: POST /renders enqueues an encode job that the Rust
+worker runs; GET /renders/{id}/events streams progress until completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import ROOT, Worker, free_port
+
+
+def test_the_sse_endpoint_streams_progress_until_completion(redis_url: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "in").mkdir()
+        (root / "out").mkdir()
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25:duration=4",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                str(root / "in" / "clip.mp4"),
+            ],
+            check=True,
+        )
+        port = free_port()
+        env = dict(os.environ, SPOOL_REDIS_URL=redis_url, SPOOL_QUEUE="renders")
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT / "examples" / "fastapi",
+            env=env,
+        )
+        worker = Worker(
+            "spool-encoder-worker",
+            redis_url,
+            "renders",
+            SPOOL_INPUT_ROOT=str(root / "in"),
+            SPOOL_OUTPUT_ROOT=str(root / "out"),
+            SPOOL_HW="cpu",
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(base + "/docs", timeout=1).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the API never started"
+                    time.sleep(0.1)
+            req = urllib.request.Request(
+                base + "/renders",
+                data=json.dumps(
+                    {"input": "clip.mp4", "output": "clip_360", "heights": [360, 240]}
+                ).encode(),
+                headers={"content-type": "application/json"},
+            )
+            created = json.load(urllib.request.urlopen(req, timeout=10))
+            events: list[tuple[str, object]] = []
+            with urllib.request.urlopen(base + created["events"], timeout=120) as stream:
+                kind = ""
+                for raw in stream:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((kind, json.loads(line[6:])))
+                        if kind == "done":
+                            break
+            kinds = [k for k, _ in events]
+            assert kinds[-1] == "done" and "progress" in kinds, (events, worker.output())
+            final = events[-1][1]
+            assert isinstance(final, dict) and final["state"] == "completed", final
+            assert len(final["result"]["outputs"]) == 2
+            # A bad request is refused with the field named, nothing enqueued.
+            bad = urllib.request.Request(
+                base + "/renders",
+                data=json.dumps({"input": "clip.mp4", "output": "x", "heights": [361]}).encode(),
+                headers={"content-type": "application/json"},
+            )
+            try:
+                urllib.request.urlopen(bad, timeout=10)
+                raise AssertionError("an odd height was accepted")
+            except urllib.error.HTTPError as e:
+                assert e.code == 422 and "renditions[0].height" in e.read().decode()
+        finally:
+            api.terminate()
+            api.wait()
+            worker.stop()
