@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/test-clients.sh >/dev/null
 venv="$(pwd)/target/py-clients"
-"$venv/bin/pip" install -q "celery[redis]>=5.3" "rq>=1.16"
+"$venv/bin/pip" install -q "celery[redis]>=5.3" "rq>=1.16" "hiredis>=2"
 (cd clients/python && "$venv/bin/python" bench/enqueue.py)
 (cd clients/node && node bench/enqueue.mjs)
