@@ -9,7 +9,10 @@ fn client_libraries_carry_the_crates_own_scripts() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let ours = root.join("crates/queue/src/scripts");
     let mut checked = 0;
-    for dir in ["clients/python/src/spool_client/scripts", "clients/node/scripts"] {
+    for dir in [
+        "clients/python/src/spool_client/scripts",
+        "clients/node/scripts",
+    ] {
         let dir = root.join(dir);
         if !dir.is_dir() {
             continue;
