@@ -389,8 +389,23 @@ async fn main() -> ExitCode {
             tokio::time::sleep(GPU_SAMPLE_EVERY).await;
         }
     });
+    // The worker registry shows each GPU, what it does now, and why there is
+    // none (spoolctl workers, the console).
+    let gpus = encoder.gpus().gpus.clone();
+    let no_gpu = encoder.gpus().reason.clone();
+    let info = move || {
+        serde_json::json!({
+            "gpus": gpus,
+            "gpu_samples": spool_encoder::gpu::sample(),
+            "no_gpu_reason": no_gpu,
+        })
+    };
     let handler = EncodeHandler { encoder, policy };
-    let worker = match Worker::builder(handler).config(worker_cfg).build() {
+    let worker = match Worker::builder(handler)
+        .config(worker_cfg)
+        .worker_info(info)
+        .build()
+    {
         Ok(w) => w,
         Err(e) => {
             eprintln!("spool-encoder-worker: {e}");

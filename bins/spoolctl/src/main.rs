@@ -61,6 +61,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The live workers (registry): what each runs, draining or not; every
+    /// known queue, or only --queue when given.
+    Workers {
+        /// One JSON object per worker, a line each.
+        #[arg(long)]
+        json: bool,
+    },
     /// Everything stored about a job.
     Inspect {
         /// The job id.
@@ -180,6 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Stats { json } => stats(&client, cli.queue.as_deref(), json).await?,
         Command::Inspect { id, json } => inspect(&queue, &id, json).await?,
+        Command::Workers { json } => workers(&client, cli.queue.as_deref(), json).await?,
         Command::Watch { id } => return watch(&queue, &id).await,
         Command::Cancel { id } => match queue.cancel(&id).await? {
             CancelOutcome::Cancelled => println!("cancelled {id}"),

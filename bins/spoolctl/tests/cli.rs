@@ -428,3 +428,39 @@ fn watch_survives_a_redis_restart_and_knows_an_unretained_job_finished() -> Resu
     ensure!(out(&o).contains("not retained"), "{}", out(&o));
     Ok(())
 }
+
+#[test]
+fn workers_lists_the_registry_and_forgets_expired_records() -> Result<()> {
+    use spool_queue::{Client, WorkerRecord};
+    use std::time::Duration;
+    let server = RedisServer::start()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let queue =
+        rt.block_on(async { anyhow::Ok(Client::connect(&server.url()).await?.queue("encode")?) })?;
+    // `spool:queues` lists the queue, as after its first enqueue.
+    let o = spoolctl(&server, &["enqueue", "--payload", "{}"], None)?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let mut rec = WorkerRecord::new("encode", "gpu-node-1", "0.1.0", 8);
+    rec.active = vec!["job-a".into()];
+    rt.block_on(queue.register_worker(&rec, Duration::from_secs(1)))?;
+    let o = spoolctl(&server, &["workers", "--json"], None)?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_str(out(&o).trim())?;
+    ensure!(
+        v["id"] == rec.id.as_str() && v["active"][0] == "job-a" && v["concurrency"] == 8,
+        "{v}"
+    );
+    let table = out(&spoolctl(&server, &["workers"], None)?);
+    ensure!(
+        table.contains(&rec.id) && table.contains("job-a"),
+        "{table}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let o = spoolctl(&server, &["workers", "--json"], None)?;
+    ensure!(
+        out(&o).trim().is_empty(),
+        "an expired record is still listed: {}",
+        out(&o)
+    );
+    Ok(())
+}

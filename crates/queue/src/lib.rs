@@ -77,5 +77,5 @@ pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
     DEFAULT_MAX_RESERVE_BYTES, Heartbeat, MAX_BATCH, Queue, QueueStats, Reservation, Settle,
-    SweepReport,
+    SweepReport, WorkerRecord,
 };

@@ -22,6 +22,9 @@ pub struct WorkerBuilder<H> {
     pub(crate) handler: H,
     /// Whether `run` installs spool's global Prometheus recorder.
     pub(crate) install_recorder: bool,
+    /// What the worker adds to its registry record (see
+    /// [`WorkerBuilder::worker_info`]).
+    pub(crate) info: Option<crate::registry::InfoFn>,
 }
 
 impl<H> std::fmt::Debug for WorkerBuilder<H> {
@@ -82,6 +85,17 @@ impl<H: Handler> WorkerBuilder<H> {
         self
     }
 
+    /// What this worker adds to its record in the worker registry
+    /// (`spoolctl workers`, the console), called at every refresh: the
+    /// encoder worker reports its GPUs and NVENC sessions here.
+    pub fn worker_info(
+        mut self,
+        info: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.info = Some(Arc::new(info));
+        self
+    }
+
     /// Checks the settings and builds the worker.
     pub fn build(self) -> Result<Worker<H>, ConfigError> {
         self.config.validate()?;
@@ -89,6 +103,7 @@ impl<H: Handler> WorkerBuilder<H> {
             config: Arc::new(self.config),
             handler: Arc::new(self.handler),
             install_recorder: self.install_recorder,
+            info: self.info,
         })
     }
 }

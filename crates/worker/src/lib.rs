@@ -92,6 +92,7 @@ mod health;
 mod housekeeping;
 mod logging;
 pub mod metrics;
+mod registry;
 mod runtime;
 mod settler;
 mod shutdown;

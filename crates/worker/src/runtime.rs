@@ -81,6 +81,8 @@ pub struct Worker<H> {
     /// Whether `run` installs spool's global Prometheus recorder (see
     /// [`WorkerBuilder::install_metrics_recorder`]).
     pub(crate) install_recorder: bool,
+    /// What the worker adds to its registry record.
+    pub(crate) info: Option<crate::registry::InfoFn>,
 }
 
 impl<H> std::fmt::Debug for Worker<H> {
@@ -98,6 +100,7 @@ impl<H: Handler> Worker<H> {
             config: WorkerConfig::default(),
             install_recorder: true,
             handler,
+            info: None,
         }
     }
 
@@ -220,6 +223,13 @@ impl<H: Handler> Worker<H> {
             running: Arc::default(),
             settler: crate::settler::Settler::start(queue.clone()),
         };
+        let registry = crate::registry::Registry::start(
+            queue.clone(),
+            cfg,
+            env.running.clone(),
+            shutdown.drain.clone(),
+            self.info.clone(),
+        );
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let tracker = TaskTracker::new();
         let mut pause = RETRY_MIN;
@@ -342,6 +352,7 @@ impl<H: Handler> Worker<H> {
         }
         // Housekeeping only: a sweep in flight either ran on Redis or did not.
         sweeper.abort();
+        registry.stop().await;
     }
 }
 

@@ -589,3 +589,70 @@ async fn shutdown_is_bounded_when_redis_refuses_connections() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_registry_shows_live_workers_and_loses_killed_ones() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    // A 2 s lease: records expire 4 s after the last refresh.
+    let env = [("SPOOL_LEASE", "2s"), ("SPOOL_CONCURRENCY", "2")];
+    let mut a = worker(&server, &env)?;
+    let mut b = worker(&server, &env)?;
+    let ids = enqueue(&q, r#"{"sleep_ms": 3000}"#, 2, JobOptions::default()).await?;
+    wait_for(
+        "both workers registered, the two jobs shown",
+        Duration::from_secs(10),
+        async || {
+            let w = q.workers().await?;
+            let running: usize = w.iter().map(|w| w.active.len()).sum();
+            Ok(w.len() == 2 && running == 2)
+        },
+    )
+    .await?;
+    let listed = q.workers().await?;
+    let shown: Vec<&String> = listed.iter().flat_map(|w| &w.active).collect();
+    for id in &ids {
+        ensure!(
+            shown.iter().any(|s| s.as_str() == id.as_str()),
+            "{id} not shown: {listed:?}"
+        );
+    }
+    for w in &listed {
+        ensure!(
+            w.queue == QUEUE && w.concurrency == 2 && !w.draining && !w.version.is_empty(),
+            "{w:?}"
+        );
+    }
+    // SIGKILL one: its record expires within two lease periods.
+    let killed_pid = a.pid().context("pid")?;
+    a.kill();
+    let killed = Instant::now();
+    wait_for(
+        "the killed worker gone",
+        Duration::from_secs(10),
+        async || Ok(q.workers().await?.len() == 1),
+    )
+    .await?;
+    ensure!(
+        killed.elapsed() <= Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    let left = q.workers().await?;
+    ensure!(
+        !left[0].id.contains(&format!("-{killed_pid}-")),
+        "the survivor is the killed one: {left:?}"
+    );
+    // SIGTERM the other: it shows draining, then removes itself at exit.
+    b.signal("TERM")?;
+    wait_for("the draining flag", Duration::from_secs(5), async || {
+        Ok(q.workers().await?.first().is_none_or(|w| w.draining))
+    })
+    .await?;
+    ensure!(b.wait_exit(Duration::from_secs(30))?.success());
+    ensure!(
+        q.workers().await?.is_empty(),
+        "a drained worker left its record"
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@ mod keys;
 mod simulate;
 mod stats;
 mod watch;
+mod workers;
 
 pub(crate) use check::*;
 pub(crate) use dead::*;
@@ -19,3 +20,4 @@ pub(crate) use keys::*;
 pub(crate) use simulate::*;
 pub(crate) use stats::*;
 pub(crate) use watch::*;
+pub(crate) use workers::*;

@@ -19,9 +19,11 @@ use crate::scripts;
 mod admin;
 mod consume;
 mod produce;
+mod registry;
 
 pub use admin::CheckReport;
 pub(crate) use consume::decode_reserved_row;
+pub use registry::WorkerRecord;
 
 /// Default maximum payload: jobs carry references to media, not media.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
