@@ -175,18 +175,40 @@ impl Queue {
 
     /// Dead jobs, newest first.
     pub async fn dead_list(&self, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
+        self.jobs_in(JobState::Dead, offset, limit).await
+    }
+
+    /// A page of the jobs in `state`: `ready` in the order they will run,
+    /// every other state newest first (by run-at, lease deadline, time of
+    /// death or retention expiry). One round trip for the ids and one for
+    /// the hashes, whatever the queue's size: O(page + offset).
+    pub async fn jobs_in(
+        &self,
+        state: JobState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let k = &self.keys;
+        let (key, cmd) = match state {
+            JobState::Ready => (&k.ready, "ZRANGE"),
+            JobState::Scheduled => (&k.scheduled, "ZREVRANGE"),
+            JobState::Active => (&k.active, "ZREVRANGE"),
+            JobState::Dead => (&k.dead, "ZREVRANGE"),
+            JobState::Completed => (&k.completed, "ZREVRANGE"),
+            JobState::Cancelled => (&k.cancelled, "ZREVRANGE"),
+        };
+        let end = offset.saturating_add(limit - 1);
         let ids: Vec<String> = self
             .client
-            .query(
-                redis::cmd("ZREVRANGE")
-                    .arg(&self.keys.dead)
-                    .arg(offset)
-                    .arg(offset + limit - 1),
-            )
+            .query(redis::cmd(cmd).arg(key).arg(offset).arg(end))
             .await?;
+        if ids.is_empty() {
+            // An empty pipeline is an error to Redis ("empty command").
+            return Ok(Vec::new());
+        }
         // One round trip for every hash, not one per job.
         let mut pipe = redis::pipe();
         for id in &ids {

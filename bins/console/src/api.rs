@@ -1,0 +1,385 @@
+//! The JSON API (docs/console.md, `GET /api/openapi.json`). Errors are
+//! `{"error": "...", "code": "..."}` with the matching status; nothing in a
+//! response carries the Redis password or a token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spool_queue::{CancelOutcome, Error, JobId, JobOptions, JobState, NewJob, Queue};
+
+use crate::AppState;
+use crate::auth::Role;
+
+/// Most jobs one page lists.
+const MAX_PAGE: usize = 500;
+/// How often the event stream looks at its job.
+const EVENTS_EVERY: Duration = Duration::from_millis(250);
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(json!({ "error": self.message, "code": self.code })),
+        )
+            .into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::NotFound { .. } => ApiError::new(404, "not_found", e.to_string()),
+            Error::InvalidOption { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::InvalidQueueName { .. } => ApiError::new(400, "invalid", e.to_string()),
+            _ if e.is_transient() => ApiError::new(503, "redis_unavailable", e.to_string()),
+            _ => ApiError::new(500, "internal", e.to_string()),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Checks the caller, then opens a queue that exists (one that was ever
+/// enqueued to): an unknown name is a 404, not an empty queue.
+async fn open(
+    st: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    need: Role,
+    name: &str,
+) -> ApiResult<Queue> {
+    st.auth.check(headers, method, need)?;
+    let queue = st.client.queue(name)?;
+    let known = st.client.queues().await?;
+    if !known.iter().any(|q| q == name) {
+        return Err(ApiError::new(
+            404,
+            "unknown_queue",
+            format!("no queue {name:?}"),
+        ));
+    }
+    Ok(queue)
+}
+
+/// A job id from a path: the queue's own rules (1 to 256 bytes, no
+/// whitespace or control characters).
+fn job_id(id: &str) -> ApiResult<&str> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::new(
+            400,
+            "invalid_id",
+            "a job id is 1 to 256 bytes without whitespace",
+        ));
+    }
+    Ok(id)
+}
+
+pub(crate) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    match st.client.ping().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => ApiError::new(503, "redis_unavailable", e.to_string()).into_response(),
+    }
+}
+
+pub(crate) async fn queues(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+) -> ApiResult<Json<Value>> {
+    st.auth.check(&headers, &method, Role::Read)?;
+    let mut out = Vec::new();
+    for name in st.client.queues().await? {
+        let Ok(q) = st.client.queue(&name) else {
+            continue;
+        };
+        match q.stats().await {
+            Ok(s) => out.push(serde_json::to_value(s).unwrap_or(Value::Null)),
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => out.push(json!({ "queue": name, "error": e.to_string() })),
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub(crate) async fn list_jobs(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
+    let state: JobState = q
+        .state
+        .as_deref()
+        .unwrap_or("ready")
+        .parse()
+        .map_err(|e: String| ApiError::new(400, "invalid_state", e))?;
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let offset: usize = match q.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c.parse().map_err(|_| {
+            ApiError::new(
+                400,
+                "invalid_cursor",
+                "use the next_cursor of the previous page",
+            )
+        })?,
+    };
+    let jobs = queue.jobs_in(state, offset, limit).await?;
+    let next = (jobs.len() == limit).then(|| (offset + limit).to_string());
+    Ok(Json(json!({ "jobs": jobs, "next_cursor": next })))
+}
+
+pub(crate) async fn get_job(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path((queue, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
+    let info = queue.info(job_id(&id)?).await?;
+    Ok(Json(serde_json::to_value(info).unwrap_or(Value::Null)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EnqueueQuery {
+    priority: Option<i32>,
+}
+
+pub(crate) async fn enqueue(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+    Query(q): Query<EnqueueQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    st.auth.check(&headers, &method, Role::Admin)?;
+    // Enqueueing may create a queue: no existence check here.
+    let queue = st.client.queue(&queue)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(400, "invalid_json", format!("the body is not JSON: {e}")))?;
+    let opts = JobOptions::default().priority(q.priority.unwrap_or(0));
+    let (payloads, many) = match value {
+        Value::Array(items) => (items, true),
+        one => (vec![one], false),
+    };
+    if payloads.is_empty() {
+        return Err(ApiError::new(
+            400,
+            "invalid",
+            "an empty array enqueues nothing",
+        ));
+    }
+    let jobs = payloads
+        .iter()
+        .map(|p| NewJob::with_options(p.to_string().into_bytes(), opts.clone()))
+        .collect();
+    let ids: Vec<String> = queue
+        .enqueue_batch(jobs)
+        .await?
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect();
+    let body = if many {
+        json!({ "ids": ids })
+    } else {
+        json!({ "id": ids[0] })
+    };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub(crate) async fn cancel(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path((queue, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
+    let outcome = match queue.cancel(job_id(&id)?).await? {
+        CancelOutcome::Cancelled => "cancelled".to_owned(),
+        CancelOutcome::Requested => "requested".to_owned(),
+        CancelOutcome::AlreadyFinished(s) => format!("finished:{s}"),
+        other => format!("{other:?}"),
+    };
+    Ok(Json(json!({ "id": id, "outcome": outcome })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeadBody {
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    #[serde(default)]
+    all: bool,
+}
+
+fn dead_ids(body: &axum::body::Bytes) -> ApiResult<(Vec<JobId>, bool)> {
+    let b: DeadBody = if body.is_empty() {
+        DeadBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                400,
+                "invalid_json",
+                format!("expected {{\"ids\":[…]}} or {{\"all\":true}}: {e}"),
+            )
+        })?
+    };
+    match (b.ids, b.all) {
+        (Some(ids), false) if !ids.is_empty() => {
+            for id in &ids {
+                job_id(id)?;
+            }
+            Ok((ids.into_iter().map(JobId::from).collect(), false))
+        }
+        (None, true) => Ok((Vec::new(), true)),
+        _ => Err(ApiError::new(
+            400,
+            "invalid",
+            "give either a non-empty \"ids\" or \"all\": true",
+        )),
+    }
+}
+
+/// Dead jobs touched at most per call when acting on all of them.
+const DEAD_ALL: usize = 10_000;
+
+pub(crate) async fn retry_dead(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
+    let (ids, _all) = dead_ids(&body)?;
+    let n = queue.dead_retry(&ids, DEAD_ALL).await?;
+    Ok(Json(json!({ "retried": n })))
+}
+
+pub(crate) async fn purge_dead(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
+    let (ids, _all) = dead_ids(&body)?;
+    let n = queue.dead_purge(&ids, DEAD_ALL).await?;
+    Ok(Json(json!({ "purged": n })))
+}
+
+pub(crate) async fn workers(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+) -> ApiResult<Json<Value>> {
+    st.auth.check(&headers, &method, Role::Read)?;
+    let mut out = Vec::new();
+    for name in st.client.queues().await? {
+        if let Ok(q) = st.client.queue(&name) {
+            out.extend(q.workers().await?);
+        }
+    }
+    Ok(Json(serde_json::to_value(out).unwrap_or(Value::Null)))
+}
+
+/// Server-Sent Events for one job: `progress` with each new progress value,
+/// then `done` with the final job (completed, dead or cancelled).
+pub(crate) async fn events(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path((queue, id)): Path<(String, String)>,
+) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>> {
+    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
+    let id = job_id(&id)?.to_owned();
+    queue.info(&id).await?;
+    struct S {
+        queue: Queue,
+        id: String,
+        last: Option<Value>,
+        done: bool,
+    }
+    let start = S {
+        queue,
+        id,
+        last: None,
+        done: false,
+    };
+    let stream = futures::stream::unfold(start, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        loop {
+            match s.queue.info(&s.id).await {
+                Ok(info) => {
+                    if matches!(
+                        info.state,
+                        JobState::Completed | JobState::Dead | JobState::Cancelled
+                    ) {
+                        s.done = true;
+                        let data = serde_json::to_string(&info).unwrap_or_default();
+                        return Some((Ok(Event::default().event("done").data(data)), s));
+                    }
+                    if info.progress.is_some() && info.progress != s.last {
+                        s.last = info.progress.clone();
+                        let data = info.progress.map(|p| p.to_string()).unwrap_or_default();
+                        return Some((Ok(Event::default().event("progress").data(data)), s));
+                    }
+                }
+                Err(Error::NotFound { .. }) => {
+                    s.done = true;
+                    let data =
+                        json!({ "error": "the job is gone (expired or purged)" }).to_string();
+                    return Some((Ok(Event::default().event("gone").data(data)), s));
+                }
+                Err(e) => tracing::debug!(error = %e, "events: cannot read the job; retrying"),
+            }
+            tokio::time::sleep(EVENTS_EVERY).await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The queue-name form of an error for unknown routes.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(404, "no_route", "no such endpoint; see /api/openapi.json")
+}

@@ -1,0 +1,149 @@
+//! `spool-console`: an HTTP API and a web dashboard over spool's queues,
+//! jobs, dead letters and the live worker registry (docs/console.md).
+//!
+//! Settings: `SPOOL_REDIS_URL`, `SPOOL_REDIS_CA_FILE`, `SPOOL_CONSOLE_ADDR`
+//! (default `127.0.0.1:8080`), `SPOOL_CONSOLE_TOKEN` (admin: may act) and
+//! `SPOOL_CONSOLE_READ_TOKEN` (read only). Without tokens the console serves
+//! loopback only: binding another address exits 2, saying why.
+
+mod api;
+mod auth;
+mod openapi;
+mod web;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use spool_queue::{Client, ClientOptions};
+
+/// Largest request body: a batch of jobs, each up to the queue's 1 MiB.
+pub(crate) const MAX_BODY: usize = 8 << 20;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spool-console",
+    version,
+    about = "HTTP API and dashboard for spool queues"
+)]
+struct Args {
+    /// The Redis that holds the queues.
+    #[arg(
+        long,
+        env = "SPOOL_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    redis_url: String,
+    /// A PEM CA bundle to trust for `rediss://`.
+    #[arg(long, env = "SPOOL_REDIS_CA_FILE")]
+    redis_ca_file: Option<std::path::PathBuf>,
+    /// Where to listen.
+    #[arg(long, env = "SPOOL_CONSOLE_ADDR", default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The admin token: reads and acts (cancel, retry, purge, enqueue).
+    #[arg(long, env = "SPOOL_CONSOLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The read-only token.
+    #[arg(long, env = "SPOOL_CONSOLE_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) client: Client,
+    pub(crate) auth: auth::Tokens,
+}
+
+fn fail(msg: String) -> ExitCode {
+    eprintln!("spool-console: {msg}");
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    spool_worker::init_logging(spool_worker::LogFormat::Text);
+    let addr: SocketAddr = match args.addr.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            return fail(format!(
+                "invalid SPOOL_CONSOLE_ADDR={:?}: {e} (write host:port, e.g. 127.0.0.1:8080)",
+                args.addr
+            ));
+        }
+    };
+    let tokens = match auth::Tokens::new(args.token.clone(), args.read_token.clone()) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    if !tokens.enabled() && !addr.ip().is_loopback() {
+        return fail(format!(
+            "refusing to serve {addr} without a token: set SPOOL_CONSOLE_TOKEN (and \
+             SPOOL_CONSOLE_READ_TOKEN for read-only users), or bind 127.0.0.1"
+        ));
+    }
+    if let Err(e) = Client::check_url(&args.redis_url) {
+        return fail(format!("invalid SPOOL_REDIS_URL: {e}"));
+    }
+    let mut options = ClientOptions::default();
+    if let Some(path) = &args.redis_ca_file {
+        match std::fs::read(path) {
+            Ok(pem) => options = options.with_tls_ca_pem(Some(pem)),
+            Err(e) => {
+                return fail(format!(
+                    "invalid SPOOL_REDIS_CA_FILE={}: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let client = loop {
+        match Client::connect_with(&args.redis_url, options.clone()).await {
+            Ok(c) => break c,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "Redis not reachable yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot connect to Redis");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let state = Arc::new(AppState {
+        client,
+        auth: tokens,
+    });
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
+    };
+    let bound = listener.local_addr().map_or(addr, |a| a);
+    tracing::info!(%bound, redis = %spool_queue::mask_password(&args.redis_url), auth = state.auth.enabled(), "spool-console serving");
+    let app = web::router(state);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    let stop = async {
+        tokio::select! { _ = shutdown => {}, _ = term => {} }
+    };
+    match axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! spool-console as a process against a real redis-server and real
+//! sleep_worker processes: every endpoint, the three auth levels, CSRF,
+//! pagination, SSE to completion, the worker registry, and bad input.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use spool_testkit::{RedisServer, WorkerProcess, example_binary, free_port};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const READ: &str = "read-token-0123456789abcdef";
+
+struct Console {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn console(redis_url: &str, env: &[(&str, &str)]) -> Result<Console> {
+    let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("console.log");
+    let out = std::fs::File::create(&log)?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spool-console"));
+    cmd.env("SPOOL_REDIS_URL", redis_url)
+        .env("SPOOL_CONSOLE_ADDR", format!("127.0.0.1:{port}"))
+        .env("SPOOL_CONSOLE_TOKEN", ADMIN)
+        .env("SPOOL_CONSOLE_READ_TOKEN", READ)
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn()?;
+    let c = Console {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "the console never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(c)
+}
+
+fn http() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+async fn call(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value)> {
+    let mut r = c.request(method, url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+fn sleep_worker(redis: &RedisServer, queue: &str) -> Result<WorkerProcess> {
+    let bin = example_binary("spool-worker", "sleep_worker")?;
+    let mut w = WorkerProcess::spawn(
+        Path::new(&bin),
+        &redis.url(),
+        &[
+            ("SPOOL_QUEUE", queue),
+            ("SPOOL_LEASE", "2s"),
+            ("SPOOL_SWEEP_INTERVAL", "200ms"),
+        ],
+    )?;
+    w.wait_ready(Duration::from_secs(60))?;
+    Ok(w)
+}
+
+#[tokio::test]
+async fn every_endpoint_with_auth_pagination_events_and_workers() -> Result<()> {
+    use reqwest::Method as M;
+    let redis = RedisServer::start()?;
+    let con = console(&redis.url(), &[])?;
+    let c = http()?;
+    let u = |p: &str| format!("{}{p}", con.base);
+
+    // Health and the API description need no token.
+    let (s, _) = call(&c, M::GET, &u("/healthz"), None, None).await?;
+    ensure!(s == StatusCode::OK);
+    let (s, doc) = call(&c, M::GET, &u("/api/openapi.json"), None, None).await?;
+    ensure!(s == StatusCode::OK && doc["openapi"] == "3.0.3", "{doc}");
+    ensure!(doc["paths"]["/api/queues/{queue}/jobs/{id}/events"].is_object());
+
+    // Auth: none → 401, read → reads but 403 on writes, admin → all.
+    let (s, e) = call(&c, M::GET, &u("/api/queues"), None, None).await?;
+    ensure!(
+        s == StatusCode::UNAUTHORIZED && e["code"] == "unauthorized",
+        "{e}"
+    );
+    let (s, _) = call(
+        &c,
+        M::GET,
+        &u("/api/queues"),
+        Some("wrong-token-0123456789"),
+        None,
+    )
+    .await?;
+    ensure!(s == StatusCode::UNAUTHORIZED);
+    let (s, e) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/renders/jobs"),
+        Some(READ),
+        Some(json!({"sleep_ms": 1})),
+    )
+    .await?;
+    ensure!(
+        s == StatusCode::FORBIDDEN && e["code"] == "forbidden",
+        "{e}"
+    );
+
+    // Enqueue one, then 10,000 as one array; pages walk them all.
+    let (s, one) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/renders/jobs?priority=5"),
+        Some(ADMIN),
+        Some(json!({"sleep_ms": 1500})),
+    )
+    .await?;
+    ensure!(
+        s == StatusCode::CREATED && one["id"].is_string(),
+        "{s} {one}"
+    );
+    let many: Vec<Value> = (0..10_000)
+        .map(|i| json!({"sleep_ms": 1, "tag": i}))
+        .collect();
+    let (s, ids) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/bulk/jobs"),
+        Some(ADMIN),
+        Some(Value::Array(many)),
+    )
+    .await?;
+    ensure!(s == StatusCode::CREATED && ids["ids"].as_array().map(Vec::len) == Some(10_000));
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let url = u(&format!(
+            "/api/queues/bulk/jobs?state=ready&limit=500&cursor={cursor}"
+        ));
+        let (s, page) = call(&c, M::GET, &url, Some(READ), None).await?;
+        ensure!(s == StatusCode::OK, "{page}");
+        for j in page["jobs"].as_array().context("jobs")? {
+            seen.insert(j["id"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(n) => cursor = n.to_owned(),
+            None => break,
+        }
+    }
+    ensure!(
+        seen.len() == 10_000,
+        "pages held {} distinct jobs",
+        seen.len()
+    );
+    let (s, qs) = call(&c, M::GET, &u("/api/queues"), Some(READ), None).await?;
+    ensure!(s == StatusCode::OK);
+    let bulk = qs
+        .as_array()
+        .and_then(|a| a.iter().find(|q| q["queue"] == "bulk"))
+        .context("bulk")?;
+    ensure!(bulk["ready"] == 10_000, "{bulk}");
+
+    // A worker runs the first job; its events stream progress until done,
+    // and it shows in the registry while it works.
+    let mut worker = sleep_worker(&redis, "renders")?;
+    let id = one["id"].as_str().context("id")?;
+    let resp = c
+        .get(u(&format!("/api/queues/renders/jobs/{id}/events")))
+        .bearer_auth(READ)
+        .send()
+        .await?;
+    ensure!(resp.status() == StatusCode::OK);
+    let (s, ws) = call(&c, M::GET, &u("/api/workers"), Some(READ), None).await?;
+    ensure!(
+        s == StatusCode::OK && ws.as_array().map(Vec::len) == Some(1),
+        "{ws}"
+    );
+    let body = resp.text().await?;
+    ensure!(
+        body.contains("event: progress") && body.contains("event: done"),
+        "{body}"
+    );
+    let done = body
+        .split("event: done\ndata: ")
+        .nth(1)
+        .and_then(|d| d.lines().next())
+        .context("done data")?;
+    let done: Value = serde_json::from_str(done)?;
+    ensure!(
+        done["state"] == "completed" && done["result"]["slept_ms"] == 1500,
+        "{done}"
+    );
+
+    // Dead letters: a job that fails its only attempt, retried, then purged.
+    let (_, bad) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/renders/jobs"),
+        Some(ADMIN),
+        Some(json!({"sleep_ms": 10, "fail_times": 9})),
+    )
+    .await?;
+    let bad_id = bad["id"].as_str().context("id")?.to_owned();
+    let start = Instant::now();
+    loop {
+        let (_, j) = call(
+            &c,
+            M::GET,
+            &u(&format!("/api/queues/renders/jobs/{bad_id}")),
+            Some(READ),
+            None,
+        )
+        .await?;
+        if j["state"] == "dead" {
+            break;
+        }
+        ensure!(start.elapsed() < Duration::from_secs(60), "never dead: {j}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, r) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/renders/dead/retry"),
+        Some(ADMIN),
+        Some(json!({"ids": [bad_id]})),
+    )
+    .await?;
+    ensure!(s == StatusCode::OK && r["retried"] == 1, "{r}");
+    let (s, e) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/renders/dead/retry"),
+        Some(ADMIN),
+        Some(json!({})),
+    )
+    .await?;
+    ensure!(s == StatusCode::BAD_REQUEST, "{e}");
+    let (s, r) = call(
+        &c,
+        M::DELETE,
+        &u("/api/queues/renders/dead"),
+        Some(ADMIN),
+        Some(json!({"all": true})),
+    )
+    .await?;
+    ensure!(s == StatusCode::OK && r["purged"].is_number(), "{r}");
+
+    // Cancel a waiting job.
+    let (_, w) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/bulk/jobs"),
+        Some(ADMIN),
+        Some(json!({"x": 1})),
+    )
+    .await?;
+    let wid = w["id"].as_str().context("id")?;
+    let (s, r) = call(
+        &c,
+        M::POST,
+        &u(&format!("/api/queues/bulk/jobs/{wid}/cancel")),
+        Some(ADMIN),
+        None,
+    )
+    .await?;
+    ensure!(s == StatusCode::OK && r["outcome"] == "cancelled", "{r}");
+
+    // A SIGKILLed worker leaves the registry within two lease periods (4 s).
+    worker.kill();
+    let start = Instant::now();
+    loop {
+        let (_, ws) = call(&c, M::GET, &u("/api/workers"), Some(READ), None).await?;
+        if ws.as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(8),
+            "the killed worker stayed: {ws}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Bad input: each a clear 4xx, nothing changed.
+    for (method, path, body, want) in [
+        (M::GET, "/api/queues/nope/jobs", None, 404u16),
+        (M::GET, "/api/queues/bad%7Bname%7D/jobs", None, 400),
+        (M::GET, "/api/queues/bulk/jobs?state=sleeping", None, 400),
+        (M::GET, "/api/queues/bulk/jobs?cursor=abc", None, 400),
+        (M::GET, "/api/queues/bulk/jobs/a%20b", None, 400),
+        (M::GET, "/api/queues/bulk/jobs/..%2F..%2Fetc", None, 404),
+        (M::GET, "/api/queues/bulk/jobs/does-not-exist", None, 404),
+        (M::POST, "/api/queues/bulk/jobs", Some(json!([])), 400),
+        (M::GET, "/api/nothing", None, 404),
+    ] {
+        let (s, e) = call(&c, method.clone(), &u(path), Some(ADMIN), body).await?;
+        ensure!(
+            s.as_u16() == want && e["code"].is_string(),
+            "{method} {path}: {s} {e}"
+        );
+    }
+    let malformed = c
+        .post(u("/api/queues/bulk/jobs"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await?;
+    ensure!(malformed.status() == StatusCode::BAD_REQUEST);
+    let huge = c
+        .post(u("/api/queues/bulk/jobs"))
+        .bearer_auth(ADMIN)
+        .body(vec![b' '; 9 << 20])
+        .send()
+        .await?;
+    ensure!(
+        huge.status() == StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        huge.status()
+    );
+    let (_, qs) = call(&c, M::GET, &u("/api/queues"), Some(READ), None).await?;
+    let bulk = qs
+        .as_array()
+        .and_then(|a| a.iter().find(|q| q["queue"] == "bulk"))
+        .context("bulk")?;
+    ensure!(bulk["ready"] == 10_000 && bulk["cancelled"] == 1, "{bulk}");
+
+    let log = std::fs::read_to_string(&con.log)?;
+    ensure!(
+        !log.contains(ADMIN) && !log.contains(READ),
+        "a token reached the log:\n{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_browser_session_needs_its_csrf_token() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let con = console(&redis.url(), &[])?;
+    let c = http()?;
+    let u = |p: &str| format!("{}{p}", con.base);
+    let page = c.get(u("/")).send().await?;
+    ensure!(page.status() == StatusCode::OK);
+    ensure!(page.text().await?.contains("spool console"));
+    let login = c
+        .post(u("/login"))
+        .json(&json!({"token": ADMIN}))
+        .send()
+        .await?;
+    ensure!(login.status() == StatusCode::OK);
+    let cookies: Vec<String> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("spool_session="))
+        .context("session cookie")?;
+    ensure!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    let csrf = cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("spool_csrf="))
+        .and_then(|c| c.split(';').next())
+        .context("csrf cookie")?
+        .to_owned();
+    let jar = format!("spool_session={ADMIN}; spool_csrf={csrf}");
+    // Reads with the cookie work; a POST without the CSRF header does not.
+    let r = c
+        .get(u("/api/queues"))
+        .header("cookie", &jar)
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::OK);
+    let r = c
+        .post(u("/api/queues/x/jobs"))
+        .header("cookie", &jar)
+        .json(&json!({}))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::FORBIDDEN, "{}", r.status());
+    let r = c
+        .post(u("/api/queues/x/jobs"))
+        .header("cookie", &jar)
+        .header("x-csrf-token", "forged")
+        .json(&json!({}))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::FORBIDDEN);
+    let r = c
+        .post(u("/api/queues/x/jobs"))
+        .header("cookie", &jar)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({}))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::CREATED, "{}", r.status());
+    // A forged session cookie is refused.
+    let r = c
+        .get(u("/api/queues"))
+        .header("cookie", "spool_session=forged-forged-forged")
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(u("/login"))
+        .json(&json!({"token": "nope"}))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+#[test]
+fn without_tokens_it_refuses_to_serve_beyond_loopback() -> Result<()> {
+    let o = Command::new(env!("CARGO_BIN_EXE_spool-console"))
+        .env("SPOOL_CONSOLE_ADDR", "0.0.0.0:0")
+        .env_remove("SPOOL_CONSOLE_TOKEN")
+        .env_remove("SPOOL_CONSOLE_READ_TOKEN")
+        .stdin(Stdio::null())
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        o.status.code() == Some(2) && err.contains("SPOOL_CONSOLE_TOKEN"),
+        "{err}"
+    );
+    for (k, v) in [
+        ("SPOOL_CONSOLE_TOKEN", "short"),
+        ("SPOOL_CONSOLE_ADDR", "nowhere"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_spool-console"))
+            .env(k, v)
+            .output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.code() != Some(2) || !err.contains(k) {
+            bail!("{k}={v}: {:?} {err}", o.status);
+        }
+    }
+    Ok(())
+}
