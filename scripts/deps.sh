@@ -12,6 +12,7 @@ packages=(
   libavdevice-dev libswscale-dev libswresample-dev
   openssl ca-certificates curl
   python3 python3-venv prometheus
+  chromium chromium-driver
 )
 
 missing=()

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
-cargo build -q -p spool-encoder-worker -p spoolctl -p spool-worker --example sleep_worker
+cargo build -q -p spool-encoder-worker -p spoolctl -p spool-console -p spool-worker --example sleep_worker
 export SPOOL_BIN_DIR="$root/target/debug"
 
 # Python
