@@ -3,7 +3,6 @@
 //! response carries the Redis password or a token.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -19,8 +18,6 @@ use crate::auth::Role;
 
 /// Most jobs one page lists.
 const MAX_PAGE: usize = 500;
-/// How often the event stream looks at its job.
-const EVENTS_EVERY: Duration = Duration::from_millis(250);
 
 /// An error answer.
 #[derive(Debug)]
@@ -287,10 +284,7 @@ pub(crate) async fn retry_dead(
     Path(queue): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
-    let (ids, _all) = dead_ids(&body)?;
-    let n = queue.dead_retry(&ids, DEAD_ALL).await?;
-    Ok(Json(json!({ "retried": n })))
+    dead_action(&st, &headers, &method, &queue, &body, "retried").await
 }
 
 pub(crate) async fn purge_dead(
@@ -300,10 +294,26 @@ pub(crate) async fn purge_dead(
     Path(queue): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
-    let (ids, _all) = dead_ids(&body)?;
-    let n = queue.dead_purge(&ids, DEAD_ALL).await?;
-    Ok(Json(json!({ "purged": n })))
+    dead_action(&st, &headers, &method, &queue, &body, "purged").await
+}
+
+/// Retries or purges the dead jobs the body names (or all of them).
+async fn dead_action(
+    st: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    queue: &str,
+    body: &axum::body::Bytes,
+    done: &'static str,
+) -> ApiResult<Json<Value>> {
+    let queue = open(st, headers, method, Role::Admin, queue).await?;
+    let (ids, _all) = dead_ids(body)?;
+    let n = if done == "retried" {
+        queue.dead_retry(&ids, DEAD_ALL).await?
+    } else {
+        queue.dead_purge(&ids, DEAD_ALL).await?
+    };
+    Ok(Json(json!({ done: n })))
 }
 
 pub(crate) async fn workers(
@@ -322,7 +332,8 @@ pub(crate) async fn workers(
 }
 
 /// Server-Sent Events for one job: `progress` with each new progress value,
-/// then `done` with the final job (completed, dead or cancelled).
+/// then `done` with the final job (completed, dead or cancelled), or `gone`.
+/// Subscribers of one job share one poller (see [`crate::events`]).
 pub(crate) async fn events(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -331,52 +342,9 @@ pub(crate) async fn events(
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>> {
     let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
     let id = job_id(&id)?.to_owned();
-    queue.info(&id).await?;
-    struct S {
-        queue: Queue,
-        id: String,
-        last: Option<Value>,
-        done: bool,
-    }
-    let start = S {
-        queue,
-        id,
-        last: None,
-        done: false,
-    };
-    let stream = futures::stream::unfold(start, |mut s| async move {
-        if s.done {
-            return None;
-        }
-        loop {
-            match s.queue.info(&s.id).await {
-                Ok(info) => {
-                    if matches!(
-                        info.state,
-                        JobState::Completed | JobState::Dead | JobState::Cancelled
-                    ) {
-                        s.done = true;
-                        let data = serde_json::to_string(&info).unwrap_or_default();
-                        return Some((Ok(Event::default().event("done").data(data)), s));
-                    }
-                    if info.progress.is_some() && info.progress != s.last {
-                        s.last = info.progress.clone();
-                        let data = info.progress.map(|p| p.to_string()).unwrap_or_default();
-                        return Some((Ok(Event::default().event("progress").data(data)), s));
-                    }
-                }
-                Err(Error::NotFound { .. }) => {
-                    s.done = true;
-                    let data =
-                        json!({ "error": "the job is gone (expired or purged)" }).to_string();
-                    return Some((Ok(Event::default().event("gone").data(data)), s));
-                }
-                Err(e) => tracing::debug!(error = %e, "events: cannot read the job; retrying"),
-            }
-            tokio::time::sleep(EVENTS_EVERY).await;
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let first = queue.info(&id).await?;
+    let rx = st.events.subscribe(queue, id, first);
+    Ok(Sse::new(crate::events::stream(rx)).keep_alive(KeepAlive::default()))
 }
 
 /// The queue-name form of an error for unknown routes.

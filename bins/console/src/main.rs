@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod events;
 mod openapi;
 mod web;
 
@@ -55,6 +56,8 @@ struct Args {
 pub(crate) struct AppState {
     pub(crate) client: Client,
     pub(crate) auth: auth::Tokens,
+    /// One poller per followed job, shared by its event streams.
+    pub(crate) events: events::Hub,
 }
 
 fn fail(msg: String) -> ExitCode {
@@ -116,6 +119,7 @@ async fn main() -> ExitCode {
     let state = Arc::new(AppState {
         client,
         auth: tokens,
+        events: events::Hub::default(),
     });
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,

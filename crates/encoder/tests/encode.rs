@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -605,24 +605,11 @@ fn each_limit_gives_its_own_clear_error() -> Result<()> {
 fn a_full_disk_fails_cleanly_and_leaves_nothing() -> Result<()> {
     let r = roots()?;
     clip(&r.input.join("src.mp4"), 640, 360, 4)?;
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&r.output)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(_tmpfs) = spool_testkit::Tmpfs::mount(&r.output, "256k") else {
         return Ok(spool_testkit::skipped(
             "cannot mount a tmpfs here (not root): the full-disk test did not run",
         )?);
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(r.output.clone());
+    };
     let enc = encoder(&r, Limits::default())?;
     let s = spec(
         r#"{"input":"src.mp4","output":"big.mp4","hardware":"cpu",

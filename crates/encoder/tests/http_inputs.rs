@@ -52,7 +52,14 @@ fn handle(mut s: TcpStream, b: Behaviour) {
     let mut buf = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
         match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                // Closed before the request was whole (a cancel right after
+                // connecting, on a loaded machine): closed all the same.
+                if let Behaviour::Silent(closed) = b {
+                    let _ = closed.send(Instant::now());
+                }
+                return;
+            }
             Ok(n) => req.extend_from_slice(&buf[..n]),
         }
     }

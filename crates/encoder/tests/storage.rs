@@ -522,24 +522,11 @@ fn a_full_scratch_dir_fails_retryably_and_leaves_nothing() -> Result<()> {
     upload_clip(&s3, &r, "clip.mp4", 320, 240, 1)?;
     let enc = encoder(&s3, &r)?;
     let scratch = r.dir.path().join("scratch");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&scratch)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(_tmpfs) = spool_testkit::Tmpfs::mount(&scratch, "1m") else {
         return Ok(spool_testkit::skipped(
             "cannot mount a tmpfs here (not root): the full-scratch test did not run",
         )?);
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(scratch.clone());
+    };
     let e = encode(
         &enc,
         "j",

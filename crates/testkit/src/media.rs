@@ -61,3 +61,28 @@ pub fn lavfi_video(path: &Path, w: u32, h: u32, secs: f64, extra: &[&str]) -> Re
     args.push(&out);
     ffmpeg(&args)
 }
+
+/// A tmpfs mounted over a directory for a test (full-disk cases), unmounted
+/// when dropped.
+#[derive(Debug)]
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=`, e.g. `256k`) over
+    /// `dir`; `None` where this process may not mount (not root).
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -16,8 +16,9 @@ use crate::config::WorkerConfig;
 /// What an embedding program adds to the record, called at every refresh.
 pub(crate) type InfoFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// How long removing the record at exit may take.
-const UNREGISTER_WAIT: Duration = Duration::from_secs(2);
+/// How long removing the record at exit may take: well inside
+/// `SHUTDOWN_MARGIN`, since the record expires by itself anyway.
+const UNREGISTER_WAIT: Duration = Duration::from_millis(500);
 
 /// The refresh task.
 pub(crate) struct Registry {
@@ -76,9 +77,14 @@ impl Registry {
         Registry { task, queue, id }
     }
 
-    /// Stops refreshing and removes the record.
-    pub(crate) async fn stop(self) {
+    /// Stops refreshing and removes the record, unless Redis did not answer
+    /// the releases (`redis_ok` false): then the record is left to expire,
+    /// so the exit stays within its bound.
+    pub(crate) async fn stop(self, redis_ok: bool) {
         self.task.abort();
+        if !redis_ok {
+            return;
+        }
         let gone =
             tokio::time::timeout(UNREGISTER_WAIT, self.queue.unregister_worker(&self.id)).await;
         if !matches!(gone, Ok(Ok(()))) {

@@ -352,7 +352,7 @@ impl<H: Handler> Worker<H> {
         }
         // Housekeeping only: a sweep in flight either ran on Redis or did not.
         sweeper.abort();
-        registry.stop().await;
+        registry.stop(settled).await;
     }
 }
 
