@@ -328,17 +328,22 @@ export class Queue {
     return { queue: this.name, ready: ready ?? 0, scheduled: scheduled ?? 0, active: active ?? 0, outstanding: outstanding ?? 0, dead: dead ?? 0, completed: completed ?? 0, cancelled: cancelled ?? 0 };
   }
 
-  /** Dead jobs, newest first. */
+  /** Dead jobs, newest first: the ids, then every hash in one pipelined round trip. */
   async dead(limit = 100, offset = 0): Promise<Job[]> {
     if (limit <= 0) return [];
     return this.run(async () => {
       const ids = await this.redis.zrevrange(this.prefix + "dead", offset, offset + limit - 1);
+      if (ids.length === 0) return [];
+      const pipe = this.redis.pipeline();
+      for (const id of ids) pipe.hgetall(`${this.prefix}job:${id}`);
+      const hashes = (await pipe.exec()) ?? [];
       const jobs: Job[] = [];
-      for (const id of ids) {
-        const key = `${this.prefix}job:${id}`;
-        const h = await this.redis.hgetall(key);
-        if (Object.keys(h).length > 0) jobs.push(decodeJob(key, this.name, h));
-      }
+      ids.forEach((id, i) => {
+        const [err, h] = hashes[i] ?? [null, {}];
+        if (err) throw err;
+        const hash = h as Record<string, string>;
+        if (Object.keys(hash).length > 0) jobs.push(decodeJob(`${this.prefix}job:${id}`, this.name, hash));
+      });
       return jobs;
     });
   }

@@ -116,6 +116,31 @@ def cluster_url() -> Iterator[str]:
         n.stop()
 
 
+def media_roots(root: Path, w: int, h: int, secs: int) -> tuple[Path, Path]:
+    """`root/in` holding a generated H.264 clip `clip.mp4` (lavfi testsrc2,
+    25 fps) and an empty `root/out`, for an encoder worker's two roots."""
+    (root / "in").mkdir()
+    (root / "out").mkdir()
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={w}x{h}:rate=25:duration={secs}",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(root / "in" / "clip.mp4"),
+        ],
+        check=True,
+    )
+    return root / "in", root / "out"
+
+
 def binary(name: str) -> Path:
     for p in (BIN_DIR / name, BIN_DIR / "examples" / name):
         if p.exists():

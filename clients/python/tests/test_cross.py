@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conftest import Worker, binary
+from conftest import Worker, binary, media_roots
 
 from spool_client import EncodeJob, JobState, Mp4, Queue, Rendition
 
@@ -72,25 +72,7 @@ def test_rust_and_python_read_the_same_job_the_same_way(redis_url: str) -> None:
 def test_an_encode_job_built_here_is_encoded_by_the_rust_worker(redis_url: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        (root / "in").mkdir()
-        (root / "out").mkdir()
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25:duration=1",
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-                str(root / "in" / "clip.mp4"),
-            ],
-            check=True,
-        )
+        media_roots(root, 320, 240, 1)
         worker = Worker(
             "spool-encoder-worker",
             redis_url,

@@ -12,31 +12,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import ROOT, Worker, free_port
+from conftest import ROOT, Worker, free_port, media_roots
 
 
 def test_the_sse_endpoint_streams_progress_until_completion(redis_url: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
-        (root / "in").mkdir()
-        (root / "out").mkdir()
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=25:duration=4",
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-                str(root / "in" / "clip.mp4"),
-            ],
-            check=True,
-        )
+        media_roots(root, 640, 360, 4)
         port = free_port()
         env = dict(os.environ, SPOOL_REDIS_URL=redis_url, SPOOL_QUEUE="renders")
         api = subprocess.Popen(

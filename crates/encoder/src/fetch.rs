@@ -15,7 +15,8 @@
 //! - connecting and every read have a timeout ([`HttpPolicy::io_timeout`]);
 //! - cancellation (a cancel, a lost lease, the drain deadline) drops the
 //!   request at once, which closes the socket;
-//! - the body is bounded by [`HttpPolicy::max_bytes`].
+//! - the body is bounded by the encoder's input limit
+//!   ([`crate::EncoderConfig::max_input_bytes`], the same for object storage).
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -45,8 +46,6 @@ pub struct HttpPolicy {
     pub allow_nets: Vec<ipnet::IpNet>,
     /// Timeout for connecting and for each read.
     pub io_timeout: Duration,
-    /// Largest body accepted, in bytes.
-    pub max_bytes: u64,
 }
 
 impl HttpPolicy {
@@ -61,12 +60,6 @@ impl HttpPolicy {
         self.io_timeout = v;
         self
     }
-
-    /// This value with `max_bytes` set to `v`.
-    pub fn with_max_bytes(mut self, v: u64) -> Self {
-        self.max_bytes = v;
-        self
-    }
 }
 
 impl Default for HttpPolicy {
@@ -74,7 +67,6 @@ impl Default for HttpPolicy {
         HttpPolicy {
             allow_nets: Vec::new(),
             io_timeout: DEFAULT_IO_TIMEOUT,
-            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -159,11 +151,13 @@ fn refused(url: &str, reason: impl Into<String>) -> EncodeError {
     }
 }
 
-/// Downloads `url` into a new temporary file in `dir`. Blocking; runs its own
+/// Downloads `url` into a new temporary file in `dir`, refusing a body over
+/// `max_bytes`. Blocking; runs its own
 /// small async runtime on a scoped thread so it works from any caller.
 pub(crate) fn download(
     url: &str,
     policy: &HttpPolicy,
+    max_bytes: u64,
     dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<tempfile::NamedTempFile, EncodeError> {
@@ -185,7 +179,7 @@ pub(crate) fn download(
             rt.block_on(async {
                 tokio::select! {
                     _ = cancel.cancelled() => Err(EncodeError::Cancelled),
-                    r = fetch(url, policy, file.as_file_mut()) => r,
+                    r = fetch(url, policy, max_bytes, file.as_file_mut()) => r,
                 }
             })
         })
@@ -195,7 +189,12 @@ pub(crate) fn download(
     Ok(file)
 }
 
-async fn fetch(url: &str, policy: &HttpPolicy, out: &mut std::fs::File) -> Result<(), EncodeError> {
+async fn fetch(
+    url: &str,
+    policy: &HttpPolicy,
+    max_bytes: u64,
+    out: &mut std::fs::File,
+) -> Result<(), EncodeError> {
     let mut current =
         reqwest::Url::parse(url).map_err(|e| refused(url, format!("not a URL: {e}")))?;
     for _hop in 0..=MAX_REDIRECTS {
@@ -226,11 +225,11 @@ async fn fetch(url: &str, policy: &HttpPolicy, out: &mut std::fs::File) -> Resul
             });
         }
         if let Some(n) = resp.content_length()
-            && n > policy.max_bytes
+            && n > max_bytes
         {
-            return Err(too_big(url, policy));
+            return Err(too_big(url, max_bytes));
         }
-        return body(url, resp, policy, out).await;
+        return body(url, resp, policy, max_bytes, out).await;
     }
     Err(bad(url, format!("more than {MAX_REDIRECTS} redirects")))
 }
@@ -239,6 +238,7 @@ async fn body(
     url: &str,
     mut resp: reqwest::Response,
     policy: &HttpPolicy,
+    max_bytes: u64,
     out: &mut std::fs::File,
 ) -> Result<(), EncodeError> {
     let mut total: u64 = 0;
@@ -249,8 +249,8 @@ async fn body(
             .map_err(|e| transport(url, policy, e))?;
         let Some(chunk) = chunk else { break };
         total += chunk.len() as u64;
-        if total > policy.max_bytes {
-            return Err(too_big(url, policy));
+        if total > max_bytes {
+            return Err(too_big(url, max_bytes));
         }
         out.write_all(&chunk)
             .map_err(|e| EncodeError::Failed(format!("writing the download of {url}: {e}")))?;
@@ -323,13 +323,10 @@ fn bad(url: &str, reason: String) -> EncodeError {
     }
 }
 
-fn too_big(url: &str, policy: &HttpPolicy) -> EncodeError {
+fn too_big(url: &str, max_bytes: u64) -> EncodeError {
     EncodeError::LimitExceeded {
         path: url.to_owned(),
-        reason: format!(
-            "larger than {} bytes (SPOOL_MAX_INPUT_BYTES)",
-            policy.max_bytes
-        ),
+        reason: format!("larger than {max_bytes} bytes (SPOOL_MAX_INPUT_BYTES)"),
     }
 }
 

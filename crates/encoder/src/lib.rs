@@ -377,9 +377,13 @@ impl Encoder {
                     reason: "http(s) inputs are disabled on this worker".into(),
                 });
             }
-            let mut policy = self.config.http.clone();
-            policy.max_bytes = policy.max_bytes.min(self.config.max_input_bytes);
-            fetch::download(input, &policy, scratch, cancel)?
+            fetch::download(
+                input,
+                &self.config.http,
+                self.config.max_input_bytes,
+                scratch,
+                cancel,
+            )?
         } else if input.contains("://") || lower.starts_with("file:") {
             return Err(EncodeError::PathRefused {
                 path: input.to_owned(),

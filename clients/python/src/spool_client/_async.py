@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Callable
 
-import redis
 import redis.asyncio as aredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from . import _core as c
-from ._sync import _password_of, _scrub
-from .errors import InvalidJob, NotFound, RedisUnavailable, SpoolError, WaitTimeout
+from ._base import QueueBase
+from .errors import NotFound, WaitTimeout
 
 
-class AsyncQueue:
+class AsyncQueue(QueueBase):
     """One spool queue for asyncio producers; see `Queue` for each method.
 
     >>> q = AsyncQueue("redis://127.0.0.1:6379", "encode")   # doctest: +SKIP
@@ -33,29 +30,16 @@ class AsyncQueue:
         connect_timeout: float = 3.0,
         timeout: float = 10.0,
     ) -> None:
-        self.keys = c.Keys(name)
-        self.name = name
-        self.addr = c.display_addr(url)
-        self._password = _password_of(url)
-        self.max_payload_bytes = max_payload_bytes
-        self._redis: Any
-        if c.is_cluster(url):
-            nodes, scheme, password = c.cluster_nodes(url)
-            self._redis = RedisCluster(
-                startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-                password=password,
-                ssl=scheme == "rediss",
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=timeout,
-            )
-        else:
-            self._redis = aredis.Redis.from_url(
-                url, socket_connect_timeout=connect_timeout, socket_timeout=timeout
-            )
-        self._enqueue = self._redis.register_script(c.script("enqueue.lua"))
-        self._cancel = self._redis.register_script(c.script("cancel.lua"))
-        self._dead = self._redis.register_script(c.script("dead.lua"))
-        self._registered = False
+        super().__init__(
+            url,
+            name,
+            max_payload_bytes=max_payload_bytes,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            single=aredis.Redis,
+            cluster=RedisCluster,
+            node=ClusterNode,
+        )
 
     async def close(self) -> None:
         """Closes the connections."""
@@ -66,20 +50,6 @@ class AsyncQueue:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-            raise RedisUnavailable(self.addr, _scrub(str(e), self._password)) from None
-        except redis.exceptions.ResponseError as e:
-            msg = _scrub(str(e), self._password)
-            if "spool: invalid" in msg or "spool: expected" in msg:
-                raise InvalidJob("job", msg.split("spool: ", 1)[-1]) from None
-            raise SpoolError(f"Redis refused a command: {msg}") from None
-        except redis.exceptions.RedisError as e:
-            raise SpoolError(_scrub(str(e), self._password)) from None
 
     async def enqueue(
         self,
@@ -108,16 +78,13 @@ class AsyncQueue:
     ) -> list[str]:
         """Enqueues many jobs with the same options, a thousand per script
         call; returns their ids in input order. Every job is checked first."""
-        opts = options or c.JobOptions()
-        entries = [(c.encode_payload(p, self.max_payload_bytes), opts.args()) for p in payloads]
-        if opts.job_id is not None and len(entries) > 1:
-            raise InvalidJob("job_id", "one id cannot name several jobs")
+        batches = self._entries(payloads, options)
         ids: list[str] = []
         with self._errors():
             if not self._registered:
                 await self._redis.sadd(c.QUEUES_KEY, self.name)
                 self._registered = True
-            for batch in c.chunks(entries):
+            for batch in batches:
                 reply = await self._enqueue(
                     keys=self.keys.script_keys, args=c.enqueue_args(self.keys, batch)
                 )

@@ -1,16 +1,14 @@
 //! Inputs: an object downloaded to the scratch directory, bounded in size
 //! and memory (one chunk at a time), with progress.
 
-use std::path::Path;
-use std::time::Duration;
-
 use futures::StreamExt;
 use object_store::ObjectStore;
 use spool_encode_spec::S3Uri;
+use std::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Stores, classify, object_path};
+use super::{Stores, classify, object_path, stalled};
 use crate::error::EncodeError;
 
 /// Free space kept on the scratch filesystem beyond the input itself: the
@@ -18,8 +16,8 @@ use crate::error::EncodeError;
 const SCRATCH_MARGIN: u64 = 64 << 20;
 
 /// Downloads `uri` into a new temporary file in `dir`, refusing an object
-/// over `max_bytes` (before the first byte when its size is known, and while
-/// reading in any case) and one that would not fit in `dir`. `progress`
+/// over `max_bytes` (from the GET's headers, before the first byte of the
+/// body, and again while reading) and one that would not fit in `dir`. `progress`
 /// gets (bytes so far, object size). The file is removed when the returned
 /// value drops, and at once on any error.
 pub(crate) fn download(
@@ -53,27 +51,24 @@ pub(crate) fn download(
     stores
         .drive(progress, move |mut report| async move {
             let fetch = async {
-                let meta = tokio::time::timeout(io, store.head(&path))
-                    .await
-                    .map_err(|_| stalled(&uri, io))?
-                    .map_err(|e| classify(&uri, &e, &secrets))?;
-                if meta.size > max_bytes {
-                    return Err(too_big(&uri, max_bytes));
-                }
-                if let Some(free) = free_bytes(&dir)
-                    && meta.size + SCRATCH_MARGIN > free
-                {
-                    return Err(EncodeError::Failed(format!(
-                        "{uri} is {} bytes but the scratch directory {} (SPOOL_SCRATCH_DIR) has {free} free",
-                        meta.size,
-                        dir.display()
-                    )));
-                }
+                // One GET: its headers carry the size, checked before a
+                // byte of the body is read (dropping the stream closes it).
                 let got = tokio::time::timeout(io, store.get(&path))
                     .await
                     .map_err(|_| stalled(&uri, io))?
                     .map_err(|e| classify(&uri, &e, &secrets))?;
                 let total = got.meta.size;
+                if total > max_bytes {
+                    return Err(too_big(&uri, max_bytes));
+                }
+                if let Some(free) = free_bytes(&dir)
+                    && total + SCRATCH_MARGIN > free
+                {
+                    return Err(EncodeError::Failed(format!(
+                        "{uri} is {total} bytes but the scratch directory {} (SPOOL_SCRATCH_DIR) has {free} free",
+                        dir.display()
+                    )));
+                }
                 let mut stream = got.into_stream();
                 let mut out = tokio::fs::File::from_std(out);
                 let mut done: u64 = 0;
@@ -114,13 +109,6 @@ pub(crate) fn download(
             }
         })
         .map(|()| file)
-}
-
-fn stalled(uri: &S3Uri, io: Duration) -> EncodeError {
-    EncodeError::StorageUnavailable {
-        uri: uri.to_string(),
-        reason: format!("no progress for {io:?}"),
-    }
 }
 
 fn too_big(uri: &S3Uri, max: u64) -> EncodeError {

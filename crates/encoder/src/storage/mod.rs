@@ -342,31 +342,28 @@ impl Stores {
         self.io_timeout
     }
 
-    /// Runs `fut` on the storage runtime and waits for it, from any thread
-    /// (the encoder's blocking threads sit inside the worker's runtime, where
-    /// `block_on` is not allowed). A cancel drops the future.
+    /// Runs `fut` on the storage runtime and waits for it, from any thread;
+    /// a cancel drops the future.
     pub(crate) fn run<T, F>(&self, cancel: &CancellationToken, fut: F) -> Result<T, EncodeError>
     where
         F: Future<Output = Result<T, EncodeError>> + Send + 'static,
         T: Send + 'static,
     {
-        let Some(rt) = &self.rt else {
-            return Err(EncodeError::Failed("the storage runtime is gone".into()));
-        };
         let cancel = cancel.clone();
-        let task = rt.spawn(async move {
+        self.drive(&mut |_, _| {}, move |_report| async move {
             tokio::select! {
                 _ = cancel.cancelled() => Err(EncodeError::Cancelled),
                 r = fut => r,
             }
-        });
-        futures::executor::block_on(task)
-            .unwrap_or_else(|e| Err(EncodeError::Failed(format!("a storage task failed: {e}"))))
+        })
     }
 
     /// Runs the future `make` builds on the storage runtime, passing its
     /// progress reports (bytes done, bytes in all) to `progress` on this
-    /// thread. The future handles cancellation itself (it has cleanup to do).
+    /// thread, and waits for it from any thread (the encoder's blocking
+    /// threads sit inside the worker's runtime, where `block_on` is not
+    /// allowed). The future handles cancellation itself (it may have cleanup
+    /// to do).
     pub(crate) fn drive<T, F>(
         &self,
         progress: &mut dyn FnMut(u64, u64),
@@ -436,6 +433,14 @@ pub(crate) fn redact(msg: &str, secrets: &[String]) -> String {
         m.push('…');
     }
     m
+}
+
+/// A request that made no progress for `io`.
+pub(crate) fn stalled(uri: &S3Uri, io: Duration) -> EncodeError {
+    EncodeError::StorageUnavailable {
+        uri: uri.to_string(),
+        reason: format!("no progress for {io:?}"),
+    }
 }
 
 /// The key as an `object_store` path (the spec crate has checked its shape).

@@ -18,7 +18,9 @@ use spool_encode_spec::S3Uri;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{MULTIPART_THRESHOLD, OWNER_METADATA, PART_CONCURRENCY, Stores, classify, object_path};
+use super::{
+    MULTIPART_THRESHOLD, OWNER_METADATA, PART_CONCURRENCY, Stores, classify, object_path, stalled,
+};
 use crate::error::EncodeError;
 
 /// Upload throughput assumed when bounding one request's time: a request
@@ -353,13 +355,6 @@ async fn put_file(
             }
             Err(e)
         }
-    }
-}
-
-fn stalled(uri: &S3Uri, io: Duration) -> EncodeError {
-    EncodeError::StorageUnavailable {
-        uri: uri.to_string(),
-        reason: format!("no progress for {io:?}"),
     }
 }
 

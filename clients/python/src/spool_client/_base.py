@@ -1,0 +1,92 @@
+"""What `Queue` and `AsyncQueue` share beyond `_core`: connecting (single
+server or cluster), registering the scripts, and turning redis-py's errors
+into spool's (never showing the password)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from . import _core as c
+from .errors import InvalidJob, RedisUnavailable, SpoolError
+
+
+class QueueBase:
+    """Connection and error handling; the subclass picks the redis-py flavour."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        max_payload_bytes: int,
+        connect_timeout: float,
+        timeout: float,
+        single: Any,
+        cluster: Any,
+        node: Any,
+    ) -> None:
+        self.keys = c.Keys(name)
+        self.name = name
+        self.addr = c.display_addr(url)
+        self._password = _password_of(url)
+        self.max_payload_bytes = max_payload_bytes
+        self._redis: Any
+        if c.is_cluster(url):
+            nodes, scheme, password = c.cluster_nodes(url)
+            self._redis = cluster(
+                startup_nodes=[node(h, p) for h, p in nodes],
+                password=password,
+                ssl=scheme == "rediss",
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+            )
+        else:
+            self._redis = single.from_url(
+                url, socket_connect_timeout=connect_timeout, socket_timeout=timeout
+            )
+        self._enqueue = self._redis.register_script(c.script("enqueue.lua"))
+        self._cancel = self._redis.register_script(c.script("cancel.lua"))
+        self._dead = self._redis.register_script(c.script("dead.lua"))
+        self._registered = False
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            raise RedisUnavailable(self.addr, _scrub(str(e), self._password)) from None
+        except redis.exceptions.ResponseError as e:
+            msg = _scrub(str(e), self._password)
+            if "spool: invalid" in msg or "spool: expected" in msg:
+                raise InvalidJob("job", msg.split("spool: ", 1)[-1]) from None
+            raise SpoolError(f"Redis refused a command: {msg}") from None
+        except redis.exceptions.RedisError as e:
+            raise SpoolError(_scrub(str(e), self._password)) from None
+
+    def _entries(
+        self, payloads: list[c.Payload], options: c.JobOptions | None
+    ) -> list[list[tuple[bytes, list[Any]]]]:
+        """The script batches for `enqueue_many`, every job checked first."""
+        opts = options or c.JobOptions()
+        if opts.job_id is not None and len(payloads) > 1:
+            raise InvalidJob("job_id", "one id cannot name several jobs")
+        # `args()` per job: it draws each job's own id.
+        return c.chunks(
+            [(c.encode_payload(p, self.max_payload_bytes), opts.args()) for p in payloads]
+        )
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return urlsplit(url.split(",")[0]).password
+    except ValueError:
+        return None
+
+
+def _scrub(msg: str, password: str | None) -> str:
+    return msg.replace(password, "***") if password else msg
