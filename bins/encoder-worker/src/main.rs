@@ -63,6 +63,10 @@ struct Args {
     /// The region (default: `AWS_REGION`, else us-east-1).
     #[arg(long, env = "SPOOL_S3_REGION")]
     s3_region: Option<String>,
+    /// Outputs larger than this go up as multipart uploads in parts of this
+    /// many bytes (default 16 MiB; 5 MiB to 5 GiB).
+    #[arg(long, env = "SPOOL_S3_PART_SIZE")]
+    s3_part_size: Option<String>,
     /// Where downloaded inputs and outputs bound for object storage are
     /// kept while a job runs (default: the temp dir, `TMPDIR`).
     #[arg(long, env = "SPOOL_SCRATCH_DIR")]
@@ -269,6 +273,23 @@ fn storage(a: &Args) -> Result<ObjectStorage, BadSetting> {
             Some(r.to_owned())
         }
     };
+    let part_size = match a.s3_part_size.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(v) => {
+            let (lo, hi) = (
+                spool_encoder::storage::MIN_PART_SIZE,
+                spool_encoder::storage::MAX_PART_SIZE,
+            );
+            let n = v.parse::<usize>().ok().filter(|n| (lo..=hi).contains(n));
+            Some(n.ok_or_else(|| {
+                bad(
+                    "SPOOL_S3_PART_SIZE",
+                    v,
+                    &format!("must be a whole number of bytes from {lo} (5 MiB) to {hi} (5 GiB)"),
+                )
+            })?)
+        }
+    };
     if buckets.is_empty() && (endpoint.is_some() || region.is_some()) {
         tracing::warn!(
             "SPOOL_S3_ENDPOINT or SPOOL_S3_REGION set but SPOOL_S3_BUCKETS is empty: object storage is off"
@@ -277,7 +298,8 @@ fn storage(a: &Args) -> Result<ObjectStorage, BadSetting> {
     Ok(ObjectStorage::default()
         .with_buckets(buckets)
         .with_endpoint(endpoint)
-        .with_region(region))
+        .with_region(region)
+        .with_part_size(part_size))
 }
 
 /// The handler: one encode per job, on a blocking thread.

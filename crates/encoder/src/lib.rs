@@ -191,12 +191,44 @@ impl Encoder {
         let target = paths::open_output(scratch.path(), uri.file_name())?;
         let names = self.check_names(spec, &target, |_, _| Ok(()))?;
         storage::check_owner(stores, &uri, &names, owner, cancel)?;
-        let mut result = self.encode_into(owner, spec, &target, progress, cancel)?;
         let hls_dirs: Vec<String> = names
             .iter()
             .filter(|(_, dir)| *dir)
             .map(|(n, _)| n.clone())
             .collect();
+        let session = storage::Session::new(stores, &uri, owner)?;
+        // HLS segments go up as FFmpeg finishes them; a failed upload stops
+        // the encode through its own cancel.
+        let encode_cancel = cancel.child_token();
+        let (encoded, session) = match hls_dirs.first() {
+            Some(dir) => {
+                let early = storage::SegmentUploads::start(
+                    stores,
+                    session,
+                    scratch.path(),
+                    dir,
+                    encode_cancel.clone(),
+                    cancel,
+                )?;
+                let encoded = self.encode_into(owner, spec, &target, progress, &encode_cancel);
+                let (session, uploaded) = early.finish()?;
+                (uploaded.and(encoded), session)
+            }
+            None => (
+                self.encode_into(owner, spec, &target, progress, &encode_cancel),
+                session,
+            ),
+        };
+        let mut result = match encoded {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = stores.run(&CancellationToken::new(), async move {
+                    session.remove_written().await;
+                    Ok(())
+                });
+                return Err(e);
+            }
+        };
         let mut report = |done: u64, total: u64| {
             progress(Progress {
                 phase: Phase::Upload,
@@ -209,10 +241,9 @@ impl Encoder {
         };
         let up = storage::upload(
             stores,
+            session,
             scratch.path(),
-            &uri,
             &hls_dirs,
-            owner,
             &mut report,
             cancel,
         )?;

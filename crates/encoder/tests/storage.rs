@@ -546,3 +546,219 @@ fn a_full_scratch_dir_fails_retryably_and_leaves_nothing() -> Result<()> {
     ensure!(s3.list(MEDIA, "o")?.is_empty());
     Ok(())
 }
+
+/// An HLS ladder of a 640x360 12 s clip with x264 `medium` and 1 s
+/// keyframes: long and slow enough for progress reports (every 250 ms) to
+/// come mid-encode, with several segments finished.
+const SLOW_HLS_JOB: &str = r#"{"input":"s3://media/src/clip.mp4","output":"s3://media/hls/clip","hardware":"cpu",
+    "container":{"format":"hls","segment_s":1},
+    "renditions":[{"codec":"h264","height":360,"preset":"medium","keyframe_interval_s":1},
+                  {"codec":"h264","height":240,"preset":"medium","keyframe_interval_s":1}]}"#;
+
+/// HLS segments go up while the encode runs, and no playlist does: the
+/// progress callback (which runs on the encoding thread) holds the encode
+/// at its last quarter until a finished segment of this attempt is in the
+/// bucket, and checks that no playlist is there yet.
+#[test]
+fn hls_segments_are_uploaded_while_the_encode_runs() -> Result<()> {
+    let s3 = S3Server::start()?;
+    let r = roots()?;
+    upload_clip(&s3, &r, "clip.mp4", 640, 360, 12)?;
+    let enc = encoder(&s3, &r)?;
+    let cancel = CancellationToken::new();
+    let mut seen: Option<Vec<(String, u64)>> = None;
+    let mut list_err = None;
+    let res = encode(
+        &enc,
+        "j",
+        SLOW_HLS_JOB,
+        &mut |p| {
+            // x264 holds about 2 s of frames (lookahead, threads), so at 7 s
+            // in several 1 s segments are muxed.
+            if p.phase != Phase::Encode
+                || p.out_time_s < 7.0
+                || p.out_time_s > 11.0
+                || seen.is_some()
+            {
+                return;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                match s3.list(MEDIA, "hls/") {
+                    Ok(l) if !l.is_empty() || std::time::Instant::now() > deadline => {
+                        seen = Some(l);
+                        return;
+                    }
+                    Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                    Err(e) => {
+                        list_err = Some(e.to_string());
+                        seen = Some(Vec::new());
+                        return;
+                    }
+                }
+            }
+        },
+        &cancel,
+    )?;
+    ensure!(list_err.is_none(), "listing the bucket: {list_err:?}");
+    let seen = seen.context("the encode never reported between 7 and 11 s of output")?;
+    ensure!(
+        !seen.is_empty(),
+        "no segment was uploaded while the encode ran"
+    );
+    ensure!(
+        seen.iter().all(|(k, _)| k.ends_with(".ts")),
+        "only finished segments go up during the encode: {seen:?}"
+    );
+    // Every early object is one of the final outputs, byte for byte.
+    for (key, size) in &seen {
+        let uri = format!("s3://{MEDIA}/{key}");
+        let o = res
+            .objects
+            .iter()
+            .find(|o| o.uri == uri)
+            .with_context(|| format!("{uri} is not among the outputs"))?;
+        ensure!(o.size_bytes == *size, "{uri}: {} vs {size}", o.size_bytes);
+        let local = r.dir.path().join("seg.ts");
+        std::fs::write(&local, s3.get(MEDIA, key)?)?;
+        let (frames, _, codec) = probe(&local)?;
+        ensure!(frames > 0 && codec == "h264", "{key}: {frames} {codec}");
+    }
+    let mut want: Vec<String> = res.objects.iter().map(|o| o.uri.clone()).collect();
+    want.sort();
+    let have: Vec<String> = s3
+        .list(MEDIA, "hls/")?
+        .into_iter()
+        .map(|(k, _)| format!("s3://{MEDIA}/{k}"))
+        .collect();
+    ensure!(want == have, "bucket {have:?} vs outputs {want:?}");
+    Ok(())
+}
+
+/// The server dies while segments go up during the encode: the encode stops
+/// there (it does not run on to the end), the job fails retryably, and the
+/// retry leaves exactly its outputs in the bucket.
+#[test]
+fn s3_killed_during_the_encode_stops_it_retryably() -> Result<()> {
+    let mut s3 = S3Server::start()?;
+    let r = roots()?;
+    upload_clip(&s3, &r, "clip.mp4", 640, 360, 12)?;
+    let enc = encoder(&s3, &r)?;
+    let cancel = CancellationToken::new();
+    let server = std::sync::Mutex::new(&mut s3);
+    let mut killed_at = None;
+    let mut last_encode = 0.0f64;
+    let e = encode(
+        &enc,
+        "j",
+        SLOW_HLS_JOB,
+        &mut |p| {
+            if p.phase != Phase::Encode {
+                return;
+            }
+            last_encode = p.out_time_s;
+            if killed_at.is_none()
+                && p.out_time_s >= 3.0
+                && let Ok(mut s) = server.lock()
+            {
+                s.kill();
+                killed_at = Some(p.out_time_s);
+            }
+        },
+        &cancel,
+    )
+    .err()
+    .context("segments uploaded to a dead server must fail the job")?;
+    let killed_at = killed_at.context("the server was never killed")?;
+    ensure!(e.is_retryable(), "a dead server may come back: retry ({e})");
+    ensure!(
+        matches!(e, EncodeError::StorageUnavailable { .. }),
+        "the storage error, not the cancel it caused: {e}"
+    );
+    no_secret(&e.to_string())?;
+    eprintln!("killed at {killed_at:.2} s of output; last progress at {last_encode:.2} s");
+    ensure!(
+        last_encode < 11.0,
+        "the encode ran on to {last_encode:.2} s of 12 after the server died"
+    );
+    s3.restart()?;
+    let res = encode(&enc, "j", SLOW_HLS_JOB, &mut |_| {}, &cancel)?;
+    let mut want: Vec<String> = res.objects.iter().map(|o| o.uri.clone()).collect();
+    want.sort();
+    let have: Vec<String> = s3
+        .list(MEDIA, "hls/")?
+        .into_iter()
+        .map(|(k, _)| format!("s3://{MEDIA}/{k}"))
+        .collect();
+    ensure!(want == have, "bucket {have:?} vs outputs {want:?}");
+    Ok(())
+}
+
+/// A cancel while a multipart upload is under way aborts it: no object and
+/// no pending upload (its parts) is left in the bucket.
+#[test]
+fn a_cancel_during_a_multipart_upload_aborts_it() -> Result<()> {
+    let s3 = S3Server::start()?;
+    let r = roots()?;
+    s3.put(MEDIA, "probe", b"x".to_vec())?;
+    let storage = ObjectStorage::default()
+        .with_buckets(parse_buckets(MEDIA).map_err(anyhow::Error::msg)?)
+        .with_endpoint(Some(s3.endpoint()))
+        .with_region(Some("us-east-1".into()))
+        .with_credentials(S3_ACCESS_KEY, S3_SECRET_KEY)
+        .with_part_size(Some(spool_encoder::storage::MIN_PART_SIZE));
+    let client = spool_encoder::StorageClient::new(&storage)?;
+    let dir = r.dir.path().join("up");
+    std::fs::create_dir_all(&dir)?;
+    // Incompressible, 4 parts.
+    let mut bytes = vec![0u8; 4 * spool_encoder::storage::MIN_PART_SIZE - 1];
+    let mut x = 0x9e37_79b9_u32;
+    for b in &mut bytes {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    std::fs::write(dir.join("big.mp4"), &bytes)?;
+    let base = spool_encoder::S3Uri::parse("s3://media/mp/big.mp4").map_err(anyhow::Error::msg)?;
+
+    // Completed, for contrast: one object, and the pending list is empty,
+    // so an empty list below means "aborted", not "never listed".
+    let cancel = CancellationToken::new();
+    let done = client.upload(&dir, &base, Some("j"), &cancel)?;
+    ensure!(done.len() == 1 && done[0].size_bytes == bytes.len() as u64);
+    ensure!(s3.pending_multipart_uploads(MEDIA)?.is_empty());
+    s3.delete(MEDIA, "mp/big.mp4")?;
+
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let mut mid_upload = false;
+    let mut pending_mid = Vec::new();
+    let e = client
+        .upload_with_progress(
+            &dir,
+            &base,
+            Some("j"),
+            &mut |sent, total| {
+                if sent > 0 && sent < total && !mid_upload {
+                    mid_upload = true;
+                    pending_mid = s3.pending_multipart_uploads(MEDIA).unwrap_or_default();
+                    c2.cancel();
+                }
+            },
+            &cancel,
+        )
+        .err()
+        .context("a cancelled upload must fail")?;
+    ensure!(matches!(e, EncodeError::Cancelled), "{e}");
+    ensure!(mid_upload, "the cancel never fired mid upload");
+    ensure!(
+        !pending_mid.is_empty(),
+        "the upload was not pending on the server when cancelled"
+    );
+    let left = s3.pending_multipart_uploads(MEDIA)?;
+    ensure!(left.is_empty(), "multipart uploads left behind: {left:?}");
+    let objects = s3.list(MEDIA, "mp/")?;
+    ensure!(objects.is_empty(), "objects left behind: {objects:?}");
+    Ok(())
+}

@@ -210,6 +210,13 @@ impl S3Server {
         block_on(async move { store.put(&key, PutPayload::from(bytes)).await.map(drop) })
     }
 
+    /// Deletes `bucket/key`.
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        let store = self.store(bucket)?;
+        let key = ObjectPath::from(key);
+        block_on(async move { store.delete(&key).await })
+    }
+
     /// Reads `bucket/key`.
     pub fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
         let store = self.store(bucket)?;
@@ -255,6 +262,41 @@ impl S3Server {
             v.sort();
             Ok(v)
         })
+    }
+
+    /// Multipart uploads begun in `bucket` and neither completed nor
+    /// aborted, as SeaweedFS's filer lists them (it keeps each under the
+    /// bucket's `.uploads/` folder); read over the filer's own HTTP API, as
+    /// object_store has no call for S3's `ListMultipartUploads`.
+    pub fn pending_multipart_uploads(&self, bucket: &str) -> Result<Vec<String>> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.ports[4]))
+            .map_err(|e| err(format!("cannot reach the filer: {e}")))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| err(format!("filer socket: {e}")))?;
+        write!(
+            conn,
+            "GET /buckets/{bucket}/.uploads/?limit=1000 HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n"
+        )
+        .map_err(|e| err(format!("filer request: {e}")))?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)
+            .map_err(|e| err(format!("filer response: {e}")))?;
+        if body.starts_with("HTTP/1.1 404") || body.starts_with("HTTP/1.0 404") {
+            return Ok(Vec::new());
+        }
+        if !body.starts_with("HTTP/1.1 200") && !body.starts_with("HTTP/1.0 200") {
+            return Err(err(format!(
+                "the filer answered: {}",
+                body.lines().next().unwrap_or("")
+            )));
+        }
+        Ok(body
+            .split("\"FullPath\":\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// The environment a worker process needs to reach this server.

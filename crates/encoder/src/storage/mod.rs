@@ -13,10 +13,12 @@
 //!   bounded memory, checked against the size limit and the scratch
 //!   directory's free space before and while downloading, and removed when
 //!   the encode ends, whatever the outcome.
-//! - Outputs are encoded into a scratch directory and uploaded only once
-//!   complete ([`upload`]): segments first, rendition playlists next, the
-//!   master playlist last, so a reader never sees a playlist naming a missing
-//!   object. Files over [`MULTIPART_THRESHOLD`] go up in parts.
+//! - Outputs are encoded into a scratch directory and uploaded once complete
+//!   ([`upload`]): each HLS segment as soon as FFmpeg has finished it, while
+//!   the encode runs ([`SegmentUploads`]); then the rest of the segments,
+//!   the rendition playlists, and the master playlist last, so a reader
+//!   never sees a playlist naming a missing object. Files over the part
+//!   size ([`MULTIPART_THRESHOLD`] by default) go up in parts.
 //! - Each object carries its job's id (`x-amz-meta-spool-job`): a retried
 //!   job replaces its own objects and nothing else; a failed or cancelled
 //!   upload deletes what this attempt wrote and aborts its multipart upload.
@@ -40,12 +42,17 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use download::download;
 pub use upload::StoredObject;
-pub(crate) use upload::{check_owner, upload};
+pub(crate) use upload::{SegmentUploads, Session, check_owner, upload};
 
 use crate::error::EncodeError;
 
-/// Files larger than this are uploaded in parts of this size.
+/// Files larger than this are uploaded in parts of this size, unless
+/// [`ObjectStorage::part_size`] says otherwise.
 pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// The smallest part S3 accepts (all but the last part of an upload).
+pub const MIN_PART_SIZE: usize = 5 << 20;
+/// The largest part S3 accepts.
+pub const MAX_PART_SIZE: usize = 5 << 30;
 /// Parts of one multipart upload in flight at once.
 const PART_CONCURRENCY: usize = 4;
 /// Object metadata key naming the job that wrote an object
@@ -78,6 +85,10 @@ pub struct ObjectStorage {
     /// Fixed credentials instead of the AWS chain, for an embedding program
     /// that holds its own (`spool-encoder-worker` always uses the chain).
     pub credentials: Option<StaticCredentials>,
+    /// Files larger than this go up as multipart uploads in parts of this
+    /// size; `None` is [`MULTIPART_THRESHOLD`]. Clamped to
+    /// [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`].
+    pub part_size: Option<usize>,
 }
 
 /// An access key and its secret. `Debug` shows neither.
@@ -126,6 +137,12 @@ impl ObjectStorage {
             access_key_id: access_key_id.to_owned(),
             secret_access_key: secret_access_key.to_owned(),
         });
+        self
+    }
+
+    /// This value with `part_size` set to `v`.
+    pub fn with_part_size(mut self, v: Option<usize>) -> Self {
+        self.part_size = v;
         self
     }
 
@@ -218,7 +235,21 @@ impl StorageClient {
         owner: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<Vec<StoredObject>, EncodeError> {
-        upload(&self.stores, dir, base, &[], owner, &mut |_, _| {}, cancel).map(|u| u.objects)
+        self.upload_with_progress(dir, base, owner, &mut |_, _| {}, cancel)
+    }
+
+    /// [`StorageClient::upload`], telling `progress` the bytes sent and the
+    /// bytes in all as it goes.
+    pub fn upload_with_progress(
+        &self,
+        dir: &std::path::Path,
+        base: &S3Uri,
+        owner: Option<&str>,
+        progress: &mut dyn FnMut(u64, u64),
+        cancel: &CancellationToken,
+    ) -> Result<Vec<StoredObject>, EncodeError> {
+        let session = Session::new(&self.stores, base, owner)?;
+        upload(&self.stores, session, dir, &[], progress, cancel).map(|u| u.objects)
     }
 }
 
@@ -230,6 +261,7 @@ pub(crate) struct Stores {
     io_timeout: Duration,
     /// Values that must never appear in a message (the credentials).
     secrets: Vec<String>,
+    part_size: usize,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -321,6 +353,10 @@ impl Stores {
             by_bucket,
             io_timeout: io,
             secrets,
+            part_size: cfg
+                .part_size
+                .unwrap_or(MULTIPART_THRESHOLD)
+                .clamp(MIN_PART_SIZE, MAX_PART_SIZE),
             rt: Some(rt),
         })
     }
@@ -340,6 +376,22 @@ impl Stores {
 
     pub(crate) fn io_timeout(&self) -> Duration {
         self.io_timeout
+    }
+
+    pub(crate) fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    /// Runs `fut` on the storage runtime without waiting for it.
+    pub(crate) fn spawn(
+        &self,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), EncodeError> {
+        let Some(rt) = &self.rt else {
+            return Err(EncodeError::Failed("the storage runtime is gone".into()));
+        };
+        rt.spawn(fut);
+        Ok(())
     }
 
     /// Runs `fut` on the storage runtime and waits for it, from any thread;
