@@ -177,6 +177,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             })?);
     }
     let client = Client::connect_with(&cli.redis_url, options).await?;
+    let memory = client.server_memory().await.ok();
+    if let Some(m) = memory.as_ref().filter(|m| m.evicts()) {
+        eprintln!(
+            "spoolctl: error: Redis at {} has maxmemory-policy {}: under memory pressure it deletes keys, and a deleted job is lost; set `maxmemory-policy noeviction` (docs/operations.md)",
+            client.addr(),
+            m.policy
+        );
+    }
     let queue = client.queue(cli.queue.as_deref().unwrap_or(DEFAULT_QUEUE))?;
     match cli.command {
         Command::Enqueue(args) => enqueue(&queue, args).await?,
@@ -185,7 +193,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let opts = JobOptions::default().priority(args.priority);
             println!("{}", queue.enqueue(spec.to_string(), opts).await?);
         }
-        Command::Stats { json } => stats(&client, cli.queue.as_deref(), json).await?,
+        Command::Stats { json } => {
+            stats(&client, cli.queue.as_deref(), json).await?;
+            if let (Some(m), false) = (&memory, json) {
+                println!("{}", memory_line(m));
+            }
+        }
         Command::Inspect { id, json } => inspect(&queue, &id, json).await?,
         Command::Workers { json } => workers(&client, cli.queue.as_deref(), json).await?,
         Command::Watch { id } => return watch(&queue, &id).await,

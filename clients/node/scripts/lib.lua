@@ -42,6 +42,19 @@ local MAX_LEASE_MS = 86400000      -- 1 day
 local MAX_RETENTION_S = 31622400   -- 366 days
 local MAX_BATCH = 10000            -- entries in one call
 
+-- A full Redis (at maxmemory with `maxmemory-policy noeviction`) refuses a
+-- script's writes that may grow memory (HSET, ZADD: DENYOOM commands), but
+-- only until the script's first write of any kind: after one, Redis lets the
+-- script finish, so a script is never cut in half. The scripts a worker runs
+-- on jobs it holds or drains (reserve, heartbeat, settle, sweep) keep memory
+-- about flat or shrink it, and draining is what frees a full Redis, so they
+-- call this before their first write and keep working; enqueue does not, and
+-- is refused whole. HDEL of a key that never exists is a write command that
+-- changes nothing (nothing reaches replicas or the AOF).
+local function keep_working_when_full()
+  redis.call('HDEL', PREFIX .. 'oom-guard', 'x')
+end
+
 -- Argument checks. Redis does not undo a script's earlier writes when it
 -- fails, so every script checks all of its arguments before its first write,
 -- and a bad call changes nothing.

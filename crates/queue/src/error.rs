@@ -98,6 +98,38 @@ pub enum Error {
         source: RedisError,
     },
 
+    /// Redis is at `maxmemory` with `maxmemory-policy noeviction` and refused
+    /// a write. Nothing of the call was written (a script is refused at its
+    /// first write). Transient: it succeeds again once memory is freed.
+    #[error(
+        "Redis at {addr} is out of memory (maxmemory reached; with maxmemory-policy noeviction it refuses new writes, and nothing of this call was written): raise maxmemory, let workers drain the backlog, or purge dead and finished jobs (spoolctl dead purge, shorter retention); see docs/capacity.md"
+    )]
+    OutOfMemory {
+        /// `host:port/db` of the server.
+        addr: String,
+        /// The underlying client error.
+        #[source]
+        source: RedisError,
+    },
+
+    /// The write is on the master but fewer replicas than
+    /// [`crate::ClientOptions::min_replicas`] acknowledged it in time: a
+    /// failover now could lose it. Transient; retrying an enqueue is safe
+    /// when the job carries an id.
+    #[error(
+        "the write reached {got} of {wanted} replicas of Redis at {addr} within {timeout:?} (SPOOL_REDIS_MIN_REPLICAS): it is on the master and would be lost if the master failed now; check the replicas (INFO replication), then retry (an enqueue with a job id is not duplicated)"
+    )]
+    NotReplicated {
+        /// `host:port/db` of the master.
+        addr: String,
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that acknowledged.
+        got: u32,
+        /// How long it waited.
+        timeout: std::time::Duration,
+    },
+
     /// Redis refused a command (authentication, ACL, wrong type, script error).
     #[error("Redis at {addr} refused a command: {source}")]
     Redis {
@@ -124,7 +156,10 @@ impl Error {
     /// Whether the error is transient (Redis unreachable or the connection broke),
     /// so retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::OutOfMemory { .. } | Error::NotReplicated { .. }
+        )
     }
 
     pub(crate) fn from_redis(addr: &str, source: RedisError) -> Self {
@@ -144,6 +179,14 @@ impl Error {
                 source,
             };
         }
+        if source.code() == Some("OOM") || text.contains("oom command not allowed") {
+            return Error::OutOfMemory {
+                addr: addr.to_owned(),
+                source,
+            };
+        }
+        // READONLY: a replica answered (a failover demoted the node we were
+        // connected to); the next connection finds the new master.
         let transient = source.is_io_error()
             || source.is_timeout()
             || source.is_connection_dropped()
@@ -155,6 +198,7 @@ impl Error {
                     | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
                     | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
                     | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             );
         if transient {
             Error::Unavailable {

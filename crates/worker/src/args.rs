@@ -41,6 +41,14 @@ pub struct WorkerArgs {
     /// `text` or `json`.
     #[arg(long, env = "SPOOL_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Start even when Redis may evict keys (`maxmemory-policy` other than
+    /// noeviction), which loses jobs: `true` or `false`.
+    #[arg(long, env = "SPOOL_ALLOW_EVICTION")]
+    pub allow_eviction: Option<String>,
+    /// Replicas that must have each enqueue and settle before it returns
+    /// (Redis `WAIT`); 0 does not wait.
+    #[arg(long, env = "SPOOL_REDIS_MIN_REPLICAS")]
+    pub redis_min_replicas: Option<String>,
 }
 
 impl WorkerArgs {
@@ -58,6 +66,8 @@ impl WorkerArgs {
                 "SPOOL_SWEEP_INTERVAL" => self.sweep_interval.as_ref(),
                 "SPOOL_DRAIN_TIMEOUT" => self.drain_timeout.as_ref(),
                 "SPOOL_METRICS_ADDR" => self.metrics_addr.as_ref(),
+                "SPOOL_ALLOW_EVICTION" => self.allow_eviction.as_ref(),
+                "SPOOL_REDIS_MIN_REPLICAS" => self.redis_min_replicas.as_ref(),
                 "SPOOL_LOG_FORMAT" => self.log_format.as_ref(),
                 _ => None,
             }

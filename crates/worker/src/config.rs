@@ -89,6 +89,12 @@ pub struct WorkerConfig {
     pub sweep_interval: Duration,
     /// `SPOOL_LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
+    /// `SPOOL_ALLOW_EVICTION`: start even when Redis's `maxmemory-policy`
+    /// may evict keys (which loses jobs); off by default.
+    pub allow_eviction: bool,
+    /// `SPOOL_REDIS_MIN_REPLICAS`: settles return only once this many
+    /// replicas have the write (`WAIT`); 0 (the default) does not wait.
+    pub redis_min_replicas: u32,
 }
 
 impl Default for WorkerConfig {
@@ -104,6 +110,8 @@ impl Default for WorkerConfig {
             metrics_addr: DEFAULT_METRICS_ADDR.parse().ok(),
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             log_format: LogFormat::Text,
+            allow_eviction: false,
+            redis_min_replicas: 0,
         }
     }
 }
@@ -131,6 +139,34 @@ impl WorkerConfig {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         if let Some(v) = get("SPOOL_REDIS_URL") {
             c.redis_url = v;
+        }
+        if let Some(v) = get("SPOOL_ALLOW_EVICTION") {
+            c.allow_eviction = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError {
+                        setting: "SPOOL_ALLOW_EVICTION",
+                        value: v,
+                        reason: "must be true or false".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("SPOOL_REDIS_MIN_REPLICAS") {
+            c.redis_min_replicas = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n <= spool_queue::MAX_MIN_REPLICAS)
+                .ok_or_else(|| ConfigError {
+                    setting: "SPOOL_REDIS_MIN_REPLICAS",
+                    value: v.clone(),
+                    reason: format!(
+                        "must be a whole number from 0 to {}",
+                        spool_queue::MAX_MIN_REPLICAS
+                    ),
+                })?;
         }
         if let Some(v) = get("SPOOL_REDIS_CA_FILE") {
             c.redis_ca_file = Some(v.into());
@@ -244,7 +280,9 @@ impl WorkerConfig {
                 reason: format!("cannot read it: {e}"),
             })?),
         };
-        Ok(spool_queue::ClientOptions::default().with_tls_ca_pem(tls_ca_pem))
+        Ok(spool_queue::ClientOptions::default()
+            .with_tls_ca_pem(tls_ca_pem)
+            .with_min_replicas(self.redis_min_replicas))
     }
 
     /// The heartbeat period for a job whose lease is `job_lease`: the

@@ -70,6 +70,16 @@ pub enum WorkerError {
     /// Redis refused something that retrying will not fix (authentication, ACL).
     #[error(transparent)]
     Queue(#[from] spool_queue::Error),
+    /// Redis may evict keys, and `SPOOL_ALLOW_EVICTION` is not set.
+    #[error(
+        "Redis at {addr} has maxmemory-policy {policy}: under memory pressure it deletes keys, and a deleted job is lost; set `maxmemory-policy noeviction` on the server (CONFIG SET or the managed service's parameter group), or start anyway with SPOOL_ALLOW_EVICTION=true"
+    )]
+    Eviction {
+        /// `host:port/db` of the server.
+        addr: String,
+        /// The policy it reported.
+        policy: String,
+    },
 }
 
 /// A worker: a handler and the settings to run it with.
@@ -356,6 +366,35 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+/// Reads Redis's `maxmemory-policy`: anything but `noeviction` lets Redis
+/// drop job keys under memory pressure. Logged as an error on every start;
+/// refused unless `SPOOL_ALLOW_EVICTION=true`. A server that will not say
+/// (INFO denied) is logged and allowed.
+async fn check_eviction(client: &Client, cfg: &WorkerConfig) -> Result<(), WorkerError> {
+    match client.server_memory().await {
+        Ok(m) if m.evicts() => {
+            tracing::error!(
+                redis = client.addr(),
+                policy = %m.policy,
+                allowed = cfg.allow_eviction,
+                "Redis maxmemory-policy is {}: under memory pressure Redis deletes keys, and a deleted job is lost; set `maxmemory-policy noeviction` (docs/operations.md)",
+                m.policy
+            );
+            if !cfg.allow_eviction {
+                return Err(WorkerError::Eviction {
+                    addr: client.addr().to_owned(),
+                    policy: m.policy,
+                });
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read Redis's maxmemory-policy (grant +info to the worker's ACL user)")
+        }
+    }
+    Ok(())
+}
+
 /// Connects, retrying while Redis is unreachable (the worker is not ready
 /// meanwhile). `None` when shut down before Redis answered.
 async fn connect(
@@ -372,6 +411,7 @@ async fn connect(
         };
         match attempt {
             Ok(client) => {
+                check_eviction(&client, cfg).await?;
                 health.set_redis_ok(true);
                 tracing::info!(redis = client.addr(), queue = %cfg.queue, concurrency = cfg.concurrency, "connected");
                 return Ok(Some(client.queue(&cfg.queue)?));

@@ -2,6 +2,27 @@
 
 use crate::*;
 
+/// The line under the stats table about Redis's memory.
+pub(crate) fn memory_line(m: &spool_queue::ServerMemory) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let limit = if m.maxmemory == 0 {
+        "no maxmemory".to_owned()
+    } else {
+        format!(
+            "{:.1} MB of maxmemory {:.1} MB ({:.0}%)",
+            mb(m.used),
+            mb(m.maxmemory),
+            100.0 * m.used as f64 / m.maxmemory as f64
+        )
+    };
+    let verdict = if m.evicts() {
+        "UNSAFE: Redis may evict jobs; set noeviction"
+    } else {
+        "ok"
+    };
+    format!("redis: maxmemory-policy {} ({verdict}); {limit}", m.policy)
+}
+
 pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Result<(), Failure> {
     let names = match only {
         Some(q) => vec![q.to_owned()],

@@ -175,6 +175,7 @@ impl Queue {
                 out.push(self.decode_settled(&job.id, &reply));
             }
         }
+        self.client.replicated().await?;
         Ok(out)
     }
 

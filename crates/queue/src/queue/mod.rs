@@ -20,10 +20,12 @@ mod admin;
 mod consume;
 mod produce;
 mod registry;
+mod server;
 
 pub use admin::CheckReport;
 pub(crate) use consume::decode_reserved_row;
 pub use registry::WorkerRecord;
+pub use server::{SAFE_EVICTION_POLICY, ServerMemory};
 
 /// Default maximum payload: jobs carry references to media, not media.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
@@ -49,6 +51,11 @@ pub const MAX_BATCH: usize = 10_000;
 /// call well under 100 ms of Redis time while 16 full-size (1 MiB) jobs fit.
 pub const DEFAULT_MAX_RESERVE_BYTES: usize = 16 << 20;
 
+/// Most replicas [`ClientOptions::min_replicas`] may ask for.
+pub const MAX_MIN_REPLICAS: u32 = 16;
+/// How long an enqueue or settle waits for its replicas by default.
+pub const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -61,6 +68,13 @@ pub struct ClientOptions {
     /// A PEM CA bundle to trust for `rediss://` (a private CA); `None` trusts
     /// the public web roots.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// When above 0, enqueues and settles return only once this many
+    /// replicas acknowledged the write (Redis `WAIT`), and fail with
+    /// [`Error::NotReplicated`] when they did not within
+    /// [`ClientOptions::replica_timeout`]. Single server or Sentinel only.
+    pub min_replicas: u32,
+    /// How long to wait for [`ClientOptions::min_replicas`].
+    pub replica_timeout: Duration,
 }
 
 impl ClientOptions {
@@ -81,6 +95,18 @@ impl ClientOptions {
         self.tls_ca_pem = v;
         self
     }
+
+    /// This value with `min_replicas` set to `v`.
+    pub fn with_min_replicas(mut self, v: u32) -> Self {
+        self.min_replicas = v;
+        self
+    }
+
+    /// This value with `replica_timeout` set to `v`.
+    pub fn with_replica_timeout(mut self, v: Duration) -> Self {
+        self.replica_timeout = v;
+        self
+    }
 }
 
 impl Default for ClientOptions {
@@ -89,8 +115,28 @@ impl Default for ClientOptions {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             max_reserve_bytes: DEFAULT_MAX_RESERVE_BYTES,
             tls_ca_pem: None,
+            min_replicas: 0,
+            replica_timeout: DEFAULT_REPLICA_TIMEOUT,
         }
     }
+}
+
+/// `min_replicas` needs `WAIT` on the connection that wrote, which a
+/// cluster connection (routing each command by key) cannot promise.
+fn check_replication(endpoint: &Endpoint, options: &ClientOptions) -> Result<()> {
+    if options.min_replicas > MAX_MIN_REPLICAS {
+        return Err(Error::InvalidOption {
+            field: "min_replicas",
+            reason: format!("must be at most {MAX_MIN_REPLICAS}"),
+        });
+    }
+    if options.min_replicas > 0 && endpoint.is_cluster() {
+        return Err(Error::InvalidOption {
+            field: "min_replicas",
+            reason: "waiting for replicas (WAIT) is supported on a single server or Sentinel, not on a Redis Cluster".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A connection to the Redis that holds the queues. Cheap to clone; clones share
@@ -146,6 +192,7 @@ impl Client {
     /// Redis Cluster). Fails with [`Error::Unavailable`] when Redis does not answer.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
         let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
+        check_replication(&endpoint, &options)?;
         let conn = endpoint.connect().await?;
         let blocking = BlockingPool::new(endpoint.clone())?;
         Ok(Client {
@@ -173,6 +220,7 @@ impl Client {
         pool: deadpool_redis::Pool,
     ) -> Result<Client> {
         let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
+        check_replication(&endpoint, &options)?;
         if endpoint.is_cluster() {
             return Err(Error::InvalidUrl {
                 reason: "a deadpool-redis pool serves a single server, not a Redis Cluster".into(),
@@ -233,6 +281,33 @@ impl Client {
     pub(crate) async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
         let mut conn = self.inner.conn.clone();
         pipe.query_async(&mut conn).await.map_err(|e| self.err(e))
+    }
+
+    /// With [`ClientOptions::min_replicas`] set: waits until the writes made
+    /// so far on the shared connection reached that many replicas (`WAIT`
+    /// covers every earlier write of the connection, so concurrent callers
+    /// each wait for at least their own).
+    pub(crate) async fn replicated(&self) -> Result<()> {
+        let o = &self.inner.options;
+        if o.min_replicas == 0 {
+            return Ok(());
+        }
+        let got: u32 = self
+            .query(
+                redis::cmd("WAIT")
+                    .arg(o.min_replicas)
+                    .arg(o.replica_timeout.as_millis() as u64),
+            )
+            .await?;
+        if got < o.min_replicas {
+            return Err(Error::NotReplicated {
+                addr: self.addr().to_owned(),
+                wanted: o.min_replicas,
+                got,
+                timeout: o.replica_timeout,
+            });
+        }
+        Ok(())
     }
 
     fn err(&self, e: redis::RedisError) -> Error {

@@ -34,7 +34,8 @@ impl Queue {
     }
 
     /// Enqueues many jobs, a thousand per script call, and returns their ids in
-    /// input order. Every job is checked before any is sent. Each call is atomic;
+    /// input order (with [`crate::ClientOptions::min_replicas`], once that many
+    /// replicas have them). Every job is checked before any is sent. Each call is atomic;
     /// the batch as a whole is not, but retrying it is safe when the jobs carry
     /// ids ([`crate::JobOptions::id`]): existing ids are not enqueued twice.
     pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
@@ -63,6 +64,7 @@ impl Queue {
             ids.extend(self.enqueue_chunk(&jobs[start..end]).await?);
             start = end;
         }
+        self.client.replicated().await?;
         Ok(ids)
     }
 

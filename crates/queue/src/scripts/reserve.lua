@@ -21,6 +21,7 @@ local sweep_limit = int_arg(ARGV[4], 'sweep limit', 1, 100000)
 local budget = int_arg(ARGV[5], 'byte budget', 0, 1e15)
 argc(5)
 local now = now_ms()
+keep_working_when_full()
 
 promote_due(now, sweep_limit)
 recover_expired(now, sweep_limit)

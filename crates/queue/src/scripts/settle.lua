@@ -26,6 +26,7 @@ end
 local now = now_ms()
 local out = {}
 local woken = 0
+keep_working_when_full()
 
 for i = 0, n - 1 do
   local b = 3 + i * STRIDE
