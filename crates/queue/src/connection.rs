@@ -5,7 +5,15 @@
 //! pipelines concurrent requests over one socket and reconnects by itself. A
 //! blocking `BLPOP` would stall every request queued behind it on that socket,
 //! so blocked consumers each borrow a dedicated connection from [`BlockingPool`].
-//! Both kinds work the same against a single server or a Redis Cluster.
+//! Both kinds work the same against a single server, a Redis Cluster, or a
+//! master found through Redis Sentinel.
+//!
+//! Through Sentinel (`redis+sentinel://`), the sentinels are asked for the
+//! master when a connection is first needed and again after any sign of a
+//! failover (a broken or refused connection, a timeout, `READONLY` from a
+//! demoted master, `LOADING`, `MASTERDOWN`): the failing call returns a
+//! transient error, as it would for a restart, and the next call goes to the
+//! master the sentinels name then.
 //!
 //! Against a single server the blocking connections come from a
 //! deadpool-redis pool: spool's own (built from the same prepared client, so a
@@ -22,7 +30,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
@@ -44,11 +54,17 @@ const BLOCKING_POOL_KEEP: usize = 64;
 /// consumer waiting at once; a waiter that finds them all busy polls instead.
 const BLOCKING_POOL_MAX: usize = 256;
 
+/// The default port of a sentinel.
+const SENTINEL_PORT: u16 = 26379;
+
 /// Where and how to connect, parsed once from a URL.
 #[derive(Clone)]
 pub(crate) struct Endpoint {
-    /// One node for a single server; the seed nodes for a cluster.
+    /// One node for a single server; the seed nodes for a cluster; none
+    /// through Sentinel.
     nodes: Vec<redis::ConnectionInfo>,
+    /// The sentinels and the master's name, with its credentials.
+    sentinel: Option<SentinelSpec>,
     /// A PEM CA bundle to trust for `rediss://` instead of the public roots.
     tls_ca: Option<Vec<u8>>,
     /// `host:port/db` for messages; never contains the password.
@@ -62,6 +78,11 @@ impl Endpoint {
         self.cluster
     }
 
+    /// Whether the master is found through Redis Sentinel.
+    pub(crate) fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
     /// Parses `redis://[user:pass@]host[:port][/db]` or `rediss://…` (TLS). A
     /// comma-separated list of URLs, or the scheme `redis+cluster://`, means a
     /// Redis Cluster with those seed nodes.
@@ -70,6 +91,16 @@ impl Endpoint {
         if url.is_empty() {
             return Err(Error::InvalidUrl {
                 reason: "it is empty".into(),
+            });
+        }
+        if let Some(spec) = SentinelSpec::parse(url)? {
+            let display = spec.display();
+            return Ok(Endpoint {
+                nodes: Vec::new(),
+                sentinel: Some(spec),
+                tls_ca: None,
+                display,
+                cluster: false,
             });
         }
         let (cluster, list) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
@@ -116,6 +147,7 @@ impl Endpoint {
             .join(",");
         Ok(Endpoint {
             nodes,
+            sentinel: None,
             tls_ca: None,
             display,
             cluster,
@@ -159,6 +191,11 @@ impl Endpoint {
     pub(crate) async fn connect(&self) -> Result<Conn> {
         install_crypto_provider();
         let err = |e| Error::from_redis(&self.display, e);
+        if let Some(spec) = &self.sentinel {
+            let sentinel = Arc::new(Sentinel::new(spec, self.certs()).map_err(err)?);
+            sentinel.shared().await.map_err(err)?;
+            return Ok(Conn::Sentinel(sentinel));
+        }
         if self.cluster {
             let client = self.cluster_client(RESPONSE_TIMEOUT)?;
             let conn = client.get_async_connection().await.map_err(err)?;
@@ -178,10 +215,15 @@ impl Endpoint {
         }
     }
 
-    /// Opens a dedicated cluster connection for blocking commands of up to
-    /// `block`.
-    async fn connect_blocking_cluster(&self, block: Duration) -> Result<Conn> {
+    /// Opens a dedicated connection (cluster, or the current master through
+    /// Sentinel) for blocking commands of up to `block`.
+    async fn connect_blocking_own(&self, block: Duration, shared: &Conn) -> Result<Conn> {
         let err = |e| Error::from_redis(&self.display, e);
+        if let Conn::Sentinel(s) = shared {
+            return Ok(Conn::Direct(
+                s.master(block + BLOCKING_GRACE).await.map_err(err)?,
+            ));
+        }
         let client = self.cluster_client(block + BLOCKING_GRACE)?;
         Ok(Conn::Cluster(
             client.get_async_connection().await.map_err(err)?,
@@ -237,6 +279,11 @@ pub(crate) enum Conn {
     Single(ConnectionManager),
     /// A cluster connection, routing each command by its key's slot.
     Cluster(ClusterConnection),
+    /// The master the sentinels name, found again after a failover.
+    Sentinel(Arc<Sentinel>),
+    /// A dedicated connection to one node (a blocking connection to the
+    /// master found through Sentinel).
+    Direct(MultiplexedConnection),
 }
 
 impl ConnectionLike for Conn {
@@ -244,6 +291,13 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Direct(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.shared().await?;
+                let r = c.req_packed_command(cmd).await;
+                s.after(&r);
+                r
+            }),
         }
     }
 
@@ -256,6 +310,13 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Direct(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.shared().await?;
+                let r = c.req_packed_commands(pipeline, offset, count).await;
+                s.after(&r);
+                r
+            }),
         }
     }
 
@@ -263,21 +324,265 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Direct(c) => c.get_db(),
+            Conn::Sentinel(s) => s.db,
         }
     }
+}
+
+/// `redis+sentinel://[user:pass@]host1[:port],host2[:port]/<master>[/db]`
+/// (`rediss+sentinel://` for TLS to the sentinels and the master). The
+/// credentials are the master's; the sentinels are asked without any.
+#[derive(Clone)]
+struct SentinelSpec {
+    sentinels: Vec<(String, u16)>,
+    master: String,
+    db: i64,
+    username: Option<String>,
+    password: Option<String>,
+    tls: bool,
+}
+
+impl SentinelSpec {
+    /// `None` when `url` is not a sentinel URL.
+    fn parse(url: &str) -> Result<Option<SentinelSpec>> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("redis+sentinel://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("rediss+sentinel://") {
+            (true, r)
+        } else {
+            return Ok(None);
+        };
+        let bad = |why: &str| Error::InvalidUrl {
+            reason: format!(
+                "{} ({why}); expected redis+sentinel://[user:password@]host1:26379,host2:26379/<master-name>[/db]",
+                mask_password(url)
+            ),
+        };
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a), r),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no master name"))?;
+        let (master, db) = match path.split_once('/') {
+            Some((m, d)) if !d.is_empty() => (
+                m,
+                d.parse::<i64>()
+                    .ok()
+                    .filter(|d| (0..=15_000).contains(d))
+                    .ok_or_else(|| bad("the database is not a number"))?,
+            ),
+            Some((m, _)) => (m, 0),
+            None => (path, 0),
+        };
+        if master.is_empty()
+            || !master
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        {
+            return Err(bad(
+                "the master name must be letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let mut sentinels = Vec::new();
+        for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let (host, port) = match h.rsplit_once(':') {
+                Some((host, port)) if !host.ends_with(':') => (
+                    host.trim_start_matches('[').trim_end_matches(']'),
+                    port.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| bad("a sentinel's port is not a number"))?,
+                ),
+                _ => (h, SENTINEL_PORT),
+            };
+            if host.is_empty() {
+                return Err(bad("a sentinel's host is empty"));
+            }
+            sentinels.push((host.to_owned(), port));
+        }
+        if sentinels.is_empty() {
+            return Err(bad("no sentinel address"));
+        }
+        let decode = |s: &str| {
+            percent_decode(s).ok_or_else(|| bad("the credentials are not valid percent-encoding"))
+        };
+        let (username, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| decode(u)).transpose()?,
+                    Some(decode(p)?),
+                ),
+                None => (Some(decode(a)?), None),
+            },
+        };
+        Ok(Some(SentinelSpec {
+            sentinels,
+            master: master.to_owned(),
+            db,
+            username,
+            password,
+            tls,
+        }))
+    }
+
+    /// `sentinel:<master>@h1:26379,h2:26379/db`, never the password.
+    fn display(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
+        format!("sentinel:{}@{}/{}", self.master, hosts.join(","), self.db)
+    }
+}
+
+/// `%XX` decoding for URL credentials.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The master found through the sentinels, and the shared connection to it
+/// until a sign of failover drops it.
+pub(crate) struct Sentinel {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    current: Mutex<Option<MultiplexedConnection>>,
+    db: i64,
+}
+
+impl Sentinel {
+    fn new(spec: &SentinelSpec, certs: Option<redis::TlsCertificates>) -> redis::RedisResult<Self> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        let addrs = spec
+            .sentinels
+            .iter()
+            .map(|(h, p)| redis::ConnectionAddr::Tcp(h.clone(), *p));
+        let mut b = SentinelClientBuilder::new(addrs, &spec.master, SentinelServerType::Master)?
+            .set_client_to_redis_db(spec.db);
+        if let Some(u) = &spec.username {
+            b = b.set_client_to_redis_username(u);
+        }
+        if let Some(p) = &spec.password {
+            b = b.set_client_to_redis_password(p);
+        }
+        if spec.tls {
+            b = b
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            if let Some(c) = certs {
+                b = b
+                    .set_client_to_redis_certificates(c.clone())
+                    .set_client_to_sentinel_certificates(c);
+            }
+        }
+        Ok(Sentinel {
+            client: tokio::sync::Mutex::new(b.build()?),
+            current: Mutex::new(None),
+            db: spec.db,
+        })
+    }
+
+    /// A new connection to the master the sentinels name now, with this
+    /// response timeout.
+    pub(crate) async fn master(
+        &self,
+        response: Duration,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let client = {
+            let mut s = self.client.lock().await;
+            tokio::time::timeout(CONNECT_TIMEOUT * 2, s.async_get_client())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no sentinel named a master in time",
+                    ))
+                })??
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(response));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// The shared connection, found through the sentinels when there is
+    /// none.
+    async fn shared(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let c = self.master(RESPONSE_TIMEOUT).await?;
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        // Another caller may have found it meanwhile: keep one.
+        Ok(cur.get_or_insert(c).clone())
+    }
+
+    /// Drops the shared connection after a sign of failover, so the next
+    /// call asks the sentinels again.
+    fn after<T>(&self, r: &redis::RedisResult<T>) {
+        if let Err(e) = r
+            && failover_sign(e)
+        {
+            *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+}
+
+/// Whether an error means the connection's node may no longer be the
+/// master: broken or refused, timed out, or a replica's or loading node's
+/// answer.
+fn failover_sign(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::ReadOnly
+                    | redis::ServerErrorKind::BusyLoading
+                    | redis::ServerErrorKind::MasterDown
+            ) | redis::ErrorKind::MasterNameNotFoundBySentinel
+        )
 }
 
 /// Dedicated connections for blocking waits, reused between waits.
 ///
 /// A connection that failed is dropped rather than returned, so a Redis restart
 /// costs each waiter one reconnect.
+// One per client, behind an Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum BlockingPool {
     /// A single server: a deadpool-redis pool.
     Single(deadpool_redis::Pool),
-    /// A cluster: connections keyed by the response timeout they were opened
-    /// with.
-    Cluster {
+    /// A cluster, or a master found through Sentinel: spool's own
+    /// connections keyed by the response timeout they were opened with.
+    Own {
         endpoint: Endpoint,
+        /// The shared connection (through Sentinel, it knows the master).
+        shared: Conn,
         idle: Mutex<Vec<(Duration, Conn)>>,
     },
 }
@@ -286,15 +591,15 @@ pub(crate) enum BlockingPool {
 pub(crate) enum Blocking {
     /// From a deadpool-redis pool; goes back when dropped.
     Pooled(deadpool_redis::Connection),
-    /// A cluster connection and the longest wait its timeout allows.
-    Cluster(Duration, Conn),
+    /// One of spool's own and the longest wait its timeout allows.
+    Own(Duration, Conn),
 }
 
 impl ConnectionLike for Blocking {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Blocking::Pooled(c) => c.req_packed_command(cmd),
-            Blocking::Cluster(_, c) => c.req_packed_command(cmd),
+            Blocking::Own(_, c) => c.req_packed_command(cmd),
         }
     }
 
@@ -306,29 +611,32 @@ impl ConnectionLike for Blocking {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Blocking::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
-            Blocking::Cluster(_, c) => c.req_packed_commands(pipeline, offset, count),
+            Blocking::Own(_, c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Blocking::Pooled(c) => c.get_db(),
-            Blocking::Cluster(_, c) => c.get_db(),
+            Blocking::Own(_, c) => c.get_db(),
         }
     }
 }
 
 impl BlockingPool {
-    /// spool's own pool for `endpoint`.
-    pub(crate) fn new(endpoint: Endpoint) -> Result<Arc<Self>> {
-        Ok(Arc::new(if endpoint.is_cluster() {
-            BlockingPool::Cluster {
-                endpoint,
-                idle: Mutex::new(Vec::new()),
-            }
-        } else {
-            BlockingPool::Single(endpoint.blocking_pool()?)
-        }))
+    /// spool's own pool for `endpoint`, whose shared connection is `shared`.
+    pub(crate) fn new(endpoint: Endpoint, shared: &Conn) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            if endpoint.is_cluster() || endpoint.is_sentinel() {
+                BlockingPool::Own {
+                    endpoint,
+                    shared: shared.clone(),
+                    idle: Mutex::new(Vec::new()),
+                }
+            } else {
+                BlockingPool::Single(endpoint.blocking_pool()?)
+            },
+        ))
     }
 
     /// A pool the embedding service built (single server only).
@@ -357,7 +665,11 @@ impl BlockingPool {
                 conn.set_response_timeout(block + BLOCKING_GRACE);
                 Ok(Some(Blocking::Pooled(conn)))
             }
-            BlockingPool::Cluster { endpoint, idle } => {
+            BlockingPool::Own {
+                endpoint,
+                shared,
+                idle,
+            } => {
                 let reused = {
                     let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
                     idle.iter()
@@ -369,10 +681,10 @@ impl BlockingPool {
                     None => {
                         // Round up so that slightly different waits share connections.
                         let block = block.max(Duration::from_secs(1));
-                        (block, endpoint.connect_blocking_cluster(block).await?)
+                        (block, endpoint.connect_blocking_own(block, shared).await?)
                     }
                 };
-                Ok(Some(Blocking::Cluster(b, c)))
+                Ok(Some(Blocking::Own(b, c)))
             }
         }
     }
@@ -386,13 +698,13 @@ impl BlockingPool {
                     drop(deadpool_redis::Connection::take(c));
                 }
             }
-            (BlockingPool::Cluster { idle, .. }, Blocking::Cluster(b, c)) => {
+            (BlockingPool::Own { idle, .. }, Blocking::Own(b, c)) => {
                 let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
                 if healthy && idle.len() < BLOCKING_POOL_KEEP {
                     idle.push((b, c));
                 }
             }
-            (BlockingPool::Single(_), Blocking::Cluster(..)) => {}
+            (BlockingPool::Single(_), Blocking::Own(..)) => {}
         }
     }
 }
@@ -420,6 +732,37 @@ mod tests {
         assert!(c.cluster);
         assert_eq!(c.nodes.len(), 3);
         assert!(Endpoint::parse("redis+cluster://a:1")?.cluster);
+        let s = Endpoint::parse("redis+sentinel://u:p%40ss@s1:5000,s2/mymaster/3")?;
+        assert!(s.is_sentinel() && !s.is_cluster());
+        assert_eq!(s.display, "sentinel:mymaster@s1:5000,s2:26379/3");
+        let spec = s.sentinel.as_ref().expect("sentinel");
+        assert_eq!(spec.password.as_deref(), Some("p@ss"));
+        assert_eq!(spec.username.as_deref(), Some("u"));
+        assert!(!spec.tls);
+        assert!(
+            Endpoint::parse("rediss+sentinel://h/m")?
+                .sentinel
+                .is_some_and(|s| s.tls)
+        );
+        for bad in [
+            "redis+sentinel://h1,h2",
+            "redis+sentinel://h1/",
+            "redis+sentinel://h1:x/m",
+            "redis+sentinel:///m",
+            "redis+sentinel://h/m/notadb",
+            "redis+sentinel://h/m m",
+        ] {
+            let e = Endpoint::parse(bad).err();
+            assert!(
+                matches!(e, Some(Error::InvalidUrl { .. })),
+                "{bad} parsed: {e:?}"
+            );
+        }
+        let e = Endpoint::parse("redis+sentinel://:hunter2@h/m m")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!e.contains("hunter2") && e.contains("master name"), "{e}");
         Ok(())
     }
 

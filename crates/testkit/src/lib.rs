@@ -18,12 +18,14 @@ mod media;
 mod process;
 mod record;
 mod s3;
+mod sentinel;
 mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
 pub use media::{Tmpfs, ffmpeg, lavfi_clip, lavfi_video};
 pub use s3::{PUBLIC_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, weed_binary};
+pub use sentinel::{RedisSentinel, SENTINEL_MASTER};
 pub use server::{RedisServer, ServerOptions};
 pub use tls::{TlsFiles, make_tls};
 

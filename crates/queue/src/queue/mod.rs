@@ -194,7 +194,7 @@ impl Client {
         let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
         check_replication(&endpoint, &options)?;
         let conn = endpoint.connect().await?;
-        let blocking = BlockingPool::new(endpoint.clone())?;
+        let blocking = BlockingPool::new(endpoint.clone(), &conn)?;
         Ok(Client {
             inner: Arc::new(ClientInner {
                 endpoint,
@@ -221,9 +221,9 @@ impl Client {
     ) -> Result<Client> {
         let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
         check_replication(&endpoint, &options)?;
-        if endpoint.is_cluster() {
+        if endpoint.is_cluster() || endpoint.is_sentinel() {
             return Err(Error::InvalidUrl {
-                reason: "a deadpool-redis pool serves a single server, not a Redis Cluster".into(),
+                reason: "a deadpool-redis pool serves one fixed server, not a Redis Cluster or a master found through Sentinel".into(),
             });
         }
         let conn = endpoint.connect().await?;

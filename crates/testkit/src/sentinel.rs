@@ -1,0 +1,217 @@
+//! Redis with Sentinel on loopback: one master, its replicas, and sentinels
+//! watching it (`redis-server --sentinel`, the program Debian's
+//! `redis-sentinel` runs), with a fast failover (down after 1 s) so a test
+//! can SIGKILL the master and see a replica promoted within seconds.
+
+use crate::*;
+
+/// The name the sentinels know the master by.
+pub const SENTINEL_MASTER: &str = "spoolmaster";
+
+/// A master, replicas and sentinels.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    /// Every data node: index 0 started as the master.
+    pub nodes: Vec<RedisServer>,
+    sentinels: Vec<(u16, Child)>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    /// Starts a master, `replicas` replicas of it and `sentinels` sentinels
+    /// (quorum: a majority), and waits until every sentinel sees every
+    /// replica.
+    /// Every node runs AOF with `appendfsync everysec`, as production
+    /// masters and replicas usually do.
+    pub fn start(replicas: usize, sentinels: usize) -> Result<Self> {
+        let everysec = || vec!["--appendfsync".to_owned(), "everysec".to_owned()];
+        let master = RedisServer::start_with(ServerOptions {
+            extra_args: everysec(),
+            ..ServerOptions::default()
+        })?;
+        let mut nodes = vec![master];
+        for _ in 0..replicas {
+            let port = nodes[0].port().to_string();
+            let mut args = everysec();
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), port]);
+            nodes.push(RedisServer::start_with(ServerOptions {
+                extra_args: args,
+                ..ServerOptions::default()
+            })?);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("spool-sentinel-")
+            .tempdir()
+            .map_err(|e| err(format!("temp dir: {e}")))?;
+        let mut set = RedisSentinel {
+            nodes,
+            sentinels: Vec::new(),
+            dir,
+        };
+        let quorum = sentinels / 2 + 1;
+        for i in 0..sentinels {
+            let port = free_port()?;
+            let conf = set.dir.path().join(format!("sentinel-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel-{i}.log\n\
+                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} {quorum}\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 4000\n\
+                     sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                    dir = set.dir.path().display(),
+                    master = set.nodes[0].port(),
+                ),
+            )
+            .map_err(|e| err(format!("cannot write the sentinel config: {e}")))?;
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .current_dir(set.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| err(format!("cannot start a sentinel: {e}")))?;
+            set.sentinels.push((port, child));
+        }
+        let started = Instant::now();
+        loop {
+            let seen = set
+                .sentinels
+                .iter()
+                .filter(|(p, _)| {
+                    sentinel_query::<Vec<Vec<String>>>(
+                        *p,
+                        &["SENTINEL", "REPLICAS", SENTINEL_MASTER],
+                    )
+                    .is_ok_and(|r| r.len() == replicas)
+                })
+                .count();
+            let known = set.sentinels.iter().all(|(p, _)| {
+                sentinel_query::<Vec<Vec<String>>>(*p, &["SENTINEL", "SENTINELS", SENTINEL_MASTER])
+                    .is_ok_and(|r| r.len() + 1 == sentinels)
+            });
+            if seen == sentinels && known {
+                return Ok(set);
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(err(format!(
+                    "the sentinels did not see {replicas} replicas and each other within 30 s"
+                )));
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:<p1>,…/<master>`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(p, _)| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{SENTINEL_MASTER}", hosts.join(","))
+    }
+
+    /// The port of the master as the sentinels see it now (a majority
+    /// agreeing).
+    pub fn master_port(&self) -> Result<u16> {
+        let mut votes: Vec<u16> = Vec::new();
+        for (p, _) in &self.sentinels {
+            if let Ok(addr) = sentinel_query::<Vec<String>>(
+                *p,
+                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+            ) && let Some(port) = addr.get(1).and_then(|s| s.parse().ok())
+            {
+                votes.push(port);
+            }
+        }
+        votes.sort_unstable();
+        let need = self.sentinels.len() / 2 + 1;
+        votes
+            .chunk_by(|a, b| a == b)
+            .find(|c| c.len() >= need)
+            .map(|c| c[0])
+            .ok_or_else(|| {
+                err(format!(
+                    "no majority of sentinels names a master: {votes:?}"
+                ))
+            })
+    }
+
+    /// The data node listening on `port`.
+    pub fn node_mut(&mut self, port: u16) -> Result<&mut RedisServer> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port() == port)
+            .ok_or_else(|| err(format!("no node on port {port}")))
+    }
+
+    /// SIGKILLs the current master, waits until the sentinels name another
+    /// node that answers as a master, restarts the killed node (the
+    /// sentinels make it a replica of the new master) and returns how long
+    /// the promotion took.
+    pub fn fail_over(&mut self) -> Result<Duration> {
+        let old = self.master_port()?;
+        self.node_mut(old)?.kill();
+        let killed = Instant::now();
+        let new = loop {
+            if let Ok(p) = self.master_port()
+                && p != old
+                && role(p).is_ok_and(|r| r == "master")
+            {
+                break p;
+            }
+            if killed.elapsed() > Duration::from_secs(30) {
+                return Err(err(
+                    "no replica was promoted within 30 s of the master's death",
+                ));
+            }
+            sleep(Duration::from_millis(50));
+        };
+        let took = killed.elapsed();
+        self.node_mut(old)?.restart()?;
+        // Back as a replica of the new master (the sentinels reconfigure it).
+        let back = Instant::now();
+        while !role(old).is_ok_and(|r| r == "slave") {
+            if back.elapsed() > Duration::from_secs(30) {
+                return Err(err(format!(
+                    "the old master (port {old}) did not become a replica of {new} within 30 s"
+                )));
+            }
+            sleep(Duration::from_millis(100));
+        }
+        Ok(took)
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.sentinels {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sentinel_query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut c = client.get_connection_with_timeout(Duration::from_millis(500))?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut c)
+}
+
+/// `ROLE`'s first field on a data node: `master` or `slave`.
+fn role(port: u16) -> redis::RedisResult<String> {
+    let v: Vec<redis::Value> = sentinel_query(port, &["ROLE"])?;
+    match v.first() {
+        Some(redis::Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Some(redis::Value::SimpleString(s)) => Ok(s.clone()),
+        _ => Ok(String::new()),
+    }
+}
