@@ -223,7 +223,7 @@ impl Client {
         check_replication(&endpoint, &options)?;
         if endpoint.is_cluster() || endpoint.is_sentinel() {
             return Err(Error::InvalidUrl {
-                reason: "a deadpool-redis pool serves one fixed server, not a Redis Cluster or a master found through Sentinel".into(),
+                reason: "a deadpool-redis pool serves a single server at a fixed address, not a Redis Cluster or a master found through Sentinel".into(),
             });
         }
         let conn = endpoint.connect().await?;
