@@ -214,3 +214,131 @@ async fn sentinel_failover_without_replica_waits_reports_what_it_loses() -> Resu
     );
     Ok(())
 }
+
+/// A master of a 3-master, 3-replica Redis Cluster SIGKILLed under load: its
+/// replica takes over its slots, queues on every slot keep taking and
+/// running jobs, and every acknowledged job ends completed or is counted as
+/// lost (a cluster cannot wait for replicas per write: the figure is
+/// reported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_keeps_every_queue_working() -> Result<()> {
+    let mut cluster = spool_testkit::RedisCluster::start_with_replicas(3, 1)?;
+    let url = cluster.url();
+    let client = Client::connect(&url).await?;
+    // Queues whose keys hash to different masters.
+    let names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    let mut by_master: HashMap<u16, &str> = HashMap::new();
+    for n in names {
+        by_master
+            .entry(cluster.master_port_for(&format!("spool:{{{n}}}:ready"))?)
+            .or_insert(n);
+    }
+    ensure!(
+        by_master.len() == 3,
+        "queues on {} masters only",
+        by_master.len()
+    );
+    let queues: Vec<&str> = by_master.values().copied().collect();
+    let victim = queues[0];
+    let bin = example_binary("spool-worker", "sleep_worker")?;
+    let mut workers = Vec::new();
+    for q in &queues {
+        let env = [
+            ("SPOOL_QUEUE", *q),
+            ("SPOOL_CONCURRENCY", "8"),
+            ("SPOOL_LEASE", "3s"),
+            ("SPOOL_SWEEP_INTERVAL", "500ms"),
+        ];
+        let mut w = WorkerProcess::spawn(&bin, &url, &env)?;
+        w.wait_ready(Duration::from_secs(60))?;
+        workers.push(w);
+    }
+    let per_queue = if soak() { 5_000 } else { 1_000 };
+    let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let mut producers = Vec::new();
+    for q in &queues {
+        let (queue, acked, name) = (client.queue(q)?, acked.clone(), (*q).to_owned());
+        producers.push(tokio::spawn(async move {
+            for i in 0..per_queue {
+                let id = format!("{name}-{i:05}");
+                let opts = JobOptions::default()
+                    .id(id.clone())
+                    .max_attempts(100)
+                    .lease(Duration::from_secs(3));
+                loop {
+                    match queue.enqueue(r#"{"sleep_ms": 5}"#, opts.clone()).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_transient() => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        Err(e) => return Err(anyhow::Error::from(e)),
+                    }
+                }
+                if let Ok(mut a) = acked.lock() {
+                    a.push((name.clone(), id));
+                }
+                tokio::time::sleep(Duration::from_millis(6)).await;
+            }
+            Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (killed, took) = tokio::task::block_in_place(|| {
+        cluster.kill_master_for(&format!("spool:{{{victim}}}:ready"))
+    })?;
+    println!(
+        "cluster: master {killed} (queue {victim}) SIGKILLed; its replica took over in {took:?}"
+    );
+    for p in producers {
+        tokio::time::timeout(Duration::from_secs(180), p)
+            .await
+            .context("a producer did not finish in 180 s")???;
+    }
+    let started = Instant::now();
+    for q in &queues {
+        let queue = client.queue(q)?;
+        loop {
+            match queue.stats().await {
+                Ok(s) if s.outstanding == 0 && s.scheduled == 0 => break,
+                Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(120) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                r => {
+                    let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+                    anyhow::bail!("queue {q} did not drain: {r:?}\n{}", logs.join("\n---\n"))
+                }
+            }
+        }
+    }
+    let ids = acked
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let (mut completed, mut lost, mut other) = (0, HashMap::<String, usize>::new(), Vec::new());
+    for (q, id) in &ids {
+        match client.queue(q)?.info(id).await {
+            Ok(i) if i.state == JobState::Completed => completed += 1,
+            Ok(i) => other.push((id.clone(), i.state)),
+            Err(Error::NotFound { .. }) => *lost.entry(q.clone()).or_default() += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for w in &mut workers {
+        w.kill();
+    }
+    println!(
+        "cluster failover: {} acknowledged, {completed} completed, lost by queue {lost:?}",
+        ids.len()
+    );
+    ensure!(
+        other.is_empty(),
+        "not completed: {:?}",
+        &other[..other.len().min(10)]
+    );
+    // Only the killed master's queue can lose anything.
+    ensure!(
+        lost.keys().all(|q| q == victim),
+        "jobs lost on queues the failover did not touch: {lost:?}"
+    );
+    Ok(())
+}
