@@ -206,6 +206,19 @@ async fn sentinel_failover_without_replica_waits_reports_what_it_loses() -> Resu
         &o.other[..o.other.len().min(10)]
     );
     ensure!(o.completed + o.lost.len() == o.acked, "{o:?}");
+    // Contiguous runs of lost ids (they are numbered in enqueue order).
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for n in o
+        .lost
+        .iter()
+        .filter_map(|id| id.strip_prefix("job-")?.parse::<usize>().ok())
+    {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == n => *end = n,
+            _ => runs.push((n, n)),
+        }
+    }
+    println!("lost id runs: {runs:?}");
     println!(
         "without WAIT: {} of {} acknowledged jobs lost over {} failovers",
         o.lost.len(),

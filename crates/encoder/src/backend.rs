@@ -55,8 +55,20 @@ pub fn encoder_options(r: &Rendition, backend: Backend) -> Vec<(String, String)>
                     set("bufsize", format!("{}k", kbps * 2));
                 }
                 None => {
+                    // Constant quality: `cq` with no average bitrate. The
+                    // NVENC encoders' defaults set `b` to 2 Mbit/s
+                    // (libavcodec/nvenc_h264.c and nvenc_hevc.c, `defaults[]`:
+                    // `{ "b", "2M" }`), and nvenc.c copies a non-zero
+                    // `avctx->bit_rate` into `rcParams.averageBitRate`
+                    // (nvenc_setup_rate_control: `if (avctx->bit_rate > 0)
+                    // ctx->encode_config.rcParams.averageBitRate =
+                    // avctx->bit_rate;`, FFmpeg 5.1), which would cap the
+                    // "quality" encode near 2 Mbit/s. `b=0`, as `-b:v 0`
+                    // does, leaves the target to `cq` alone; `maxrate` and
+                    // `bufsize` are set only with a bitrate.
                     set("rc", "vbr".into());
                     set("cq", quality.to_string());
+                    set("b", "0".into());
                 }
             }
         }
@@ -80,6 +92,35 @@ pub fn encoder_options(r: &Rendition, backend: Backend) -> Vec<(String, String)>
         },
     }
     o
+}
+
+/// Every option a rendition's encoder is opened with: [`encoder_options`],
+/// plus, for an HLS libx264 encode, no scene-cut keyframes (segments must
+/// start on keyframes at regular times).
+pub fn rendition_options(r: &Rendition, backend: Backend, hls: bool) -> Vec<(String, String)> {
+    let mut o = encoder_options(r, backend);
+    if hls && r.codec == Codec::H264 && backend == Backend::Cpu {
+        o.push(("sc_threshold".into(), "0".into()));
+    }
+    o
+}
+
+/// Checks `options` against FFmpeg's encoder `name` as linked: each is set
+/// on a freshly allocated (not opened, so no hardware is needed) context of
+/// that encoder. `Ok(false)` when this FFmpeg build has no such encoder;
+/// an error names the first option it does not have or whose value it
+/// refuses.
+pub fn check_options(name: &str, options: &[(String, String)]) -> Result<bool, String> {
+    ffmpeg_next::init().map_err(|e| format!("FFmpeg did not initialise: {e}"))?;
+    let Some(codec) = ffmpeg_next::encoder::find_by_name(name) else {
+        return Ok(false);
+    };
+    let mut ctx = ffmpeg_next::codec::Context::new_with_codec(codec);
+    for (k, v) in options {
+        crate::ffi::set_codec_option(&mut ctx, k, v)
+            .map_err(|why| format!("{name}: {k}={v}: {why}"))?;
+    }
+    Ok(true)
 }
 
 /// NVENC presets p1 (fastest) to p7 (best).

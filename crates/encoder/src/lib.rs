@@ -17,6 +17,7 @@
 pub mod backend;
 mod error;
 pub mod fetch;
+mod ffi;
 pub mod gpu;
 pub mod metrics;
 pub mod paths;

@@ -458,42 +458,103 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// The master found through the sentinels, and the shared connection to it
 /// until a sign of failover drops it.
+///
+/// The master is the address a majority of the configured sentinels name
+/// (`SENTINEL GET-MASTER-ADDR-BY-NAME`, asked of each), and it must answer
+/// `ROLE` as a master. Taking the first sentinel's word, as simple clients
+/// do, can send writes to an old master that restarted before every
+/// sentinel learned of the failover: it answers as a master until the
+/// sentinels demote it, and what it acknowledged meanwhile is discarded
+/// when it resyncs.
 pub(crate) struct Sentinel {
-    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    spec: SentinelSpec,
+    certs: Option<redis::TlsCertificates>,
+    /// One resolution at a time.
+    resolving: tokio::sync::Mutex<()>,
     current: Mutex<Option<MultiplexedConnection>>,
     db: i64,
 }
 
+/// An error that reads as a failover in progress (transient).
+fn in_failover(what: String) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::NotConnected, what))
+}
+
 impl Sentinel {
     fn new(spec: &SentinelSpec, certs: Option<redis::TlsCertificates>) -> redis::RedisResult<Self> {
-        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-        let addrs = spec
-            .sentinels
-            .iter()
-            .map(|(h, p)| redis::ConnectionAddr::Tcp(h.clone(), *p));
-        let mut b = SentinelClientBuilder::new(addrs, &spec.master, SentinelServerType::Master)?
-            .set_client_to_redis_db(spec.db);
-        if let Some(u) = &spec.username {
-            b = b.set_client_to_redis_username(u);
-        }
-        if let Some(p) = &spec.password {
-            b = b.set_client_to_redis_password(p);
-        }
-        if spec.tls {
-            b = b
-                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
-            if let Some(c) = certs {
-                b = b
-                    .set_client_to_redis_certificates(c.clone())
-                    .set_client_to_sentinel_certificates(c);
-            }
-        }
         Ok(Sentinel {
-            client: tokio::sync::Mutex::new(b.build()?),
+            spec: spec.clone(),
+            certs,
+            resolving: tokio::sync::Mutex::new(()),
             current: Mutex::new(None),
             db: spec.db,
         })
+    }
+
+    fn client_for(
+        &self,
+        host: &str,
+        port: u16,
+        redis: redis::RedisConnectionInfo,
+    ) -> redis::RedisResult<redis::Client> {
+        let addr = if self.spec.tls {
+            redis::ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(host.to_owned(), port)
+        };
+        let info = addr.into_connection_info()?.set_redis_settings(redis);
+        match &self.certs {
+            Some(c) if self.spec.tls => redis::Client::build_with_tls(info, c.clone()),
+            _ => redis::Client::open(info),
+        }
+    }
+
+    /// The master's address as a majority of the sentinels name it.
+    async fn resolve(&self) -> redis::RedisResult<(String, u16)> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(CONNECT_TIMEOUT));
+        let mut votes: Vec<((String, u16), usize)> = Vec::new();
+        for (host, port) in &self.spec.sentinels {
+            let Ok(client) = self.client_for(host, *port, redis::RedisConnectionInfo::default())
+            else {
+                continue;
+            };
+            let Ok(mut c) = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            else {
+                continue;
+            };
+            let named: redis::RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&self.spec.master)
+                .query_async(&mut c)
+                .await;
+            if let Ok(Some(addr)) = named {
+                match votes.iter_mut().find(|(a, _)| *a == addr) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((addr, 1)),
+                }
+            }
+        }
+        let need = self.spec.sentinels.len() / 2 + 1;
+        votes
+            .into_iter()
+            .find(|(_, n)| *n >= need)
+            .map(|(a, _)| a)
+            .ok_or_else(|| {
+                in_failover(format!(
+                    "no majority of the {} sentinels names a master for {:?} (a failover in progress, or sentinels down)",
+                    self.spec.sentinels.len(),
+                    self.spec.master
+                ))
+            })
     }
 
     /// A new connection to the master the sentinels name now, with this
@@ -502,28 +563,44 @@ impl Sentinel {
         &self,
         response: Duration,
     ) -> redis::RedisResult<MultiplexedConnection> {
-        let client = {
-            let mut s = self.client.lock().await;
-            tokio::time::timeout(CONNECT_TIMEOUT * 2, s.async_get_client())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no sentinel named a master in time",
-                    ))
-                })??
-        };
+        let (host, port) = self.resolve().await?;
+        let mut info = redis::RedisConnectionInfo::default().set_db(self.spec.db);
+        if let Some(u) = &self.spec.username {
+            info = info.set_username(u);
+        }
+        if let Some(p) = &self.spec.password {
+            info = info.set_password(p);
+        }
+        let client = self.client_for(&host, port, info)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(response));
-        client
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
+            .await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        let is_master = matches!(role.first(), Some(Value::BulkString(b)) if b == b"master")
+            || matches!(role.first(), Some(Value::SimpleString(s)) if s == "master");
+        if !is_master {
+            return Err(in_failover(format!(
+                "the sentinels name {host}:{port}, which does not answer as a master yet"
+            )));
+        }
+        Ok(conn)
     }
 
     /// The shared connection, found through the sentinels when there is
     /// none.
     async fn shared(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let _one = self.resolving.lock().await;
         if let Some(c) = self
             .current
             .lock()

@@ -44,7 +44,7 @@ use ff::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame, me
 use ffmpeg_next as ff;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, encoder_name, encoder_options};
+use crate::backend::{Backend, encoder_name, rendition_options};
 use crate::error::EncodeError;
 use crate::paths::{InputFile, OutputTarget, Staging};
 use crate::spec::{Audio, Container, EncodeSpec, Limits};

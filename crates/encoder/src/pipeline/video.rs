@@ -278,20 +278,27 @@ pub(super) fn open_rendition(
         flags |= codec::Flags::GLOBAL_HEADER;
     }
     enc.set_flags(flags);
-    let mut opts = Dictionary::new();
-    for (k, v) in encoder_options(r, backend) {
-        opts.set(&k, &v);
+    // Set one by one on the context rather than passed to open as a
+    // dictionary: an option the encoder does not have, or a value it
+    // refuses, is an error here instead of a leftover entry that
+    // ffmpeg-next's open drops unread.
+    for (k, v) in rendition_options(r, backend, hls) {
+        crate::ffi::set_codec_option(&mut enc, &k, &v).map_err(|why| {
+            let msg = format!("{name} does not take {k}={v} ({why}); the option mapping and the linked FFmpeg disagree");
+            match backend {
+                Backend::Nvenc { .. } => EncodeError::NvencUnavailable(msg),
+                Backend::Cpu => EncodeError::Failed(msg),
+            }
+        })?;
     }
-    if hls && r.codec == crate::spec::Codec::H264 && backend == Backend::Cpu {
-        // Segments must start on keyframes at regular times.
-        opts.set("sc_threshold", "0");
-    }
-    let encoder = enc.open_with(opts).map_err(|e| match backend {
-        Backend::Nvenc { .. } => {
-            EncodeError::NvencUnavailable(format!("{name} refused the session: {e}"))
-        }
-        Backend::Cpu => failed(format!("opening {name}"), e),
-    })?;
+    let encoder = enc
+        .open_with(Dictionary::new())
+        .map_err(|e| match backend {
+            Backend::Nvenc { .. } => {
+                EncodeError::NvencUnavailable(format!("{name} refused the session: {e}"))
+            }
+            Backend::Cpu => failed(format!("opening {name}"), e),
+        })?;
     let enc_tb = encoder.time_base();
     {
         let mut ost = octx
