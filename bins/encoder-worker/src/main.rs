@@ -26,6 +26,10 @@ const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
     about = "Run encode jobs from a spool queue"
 )]
 struct Args {
+    /// Print what GPU discovery and the NVENC session probe find, as JSON,
+    /// and exit (no Redis, no jobs): the first check on a new GPU node.
+    #[arg(long)]
+    gpu_report: bool,
     /// The runtime's settings (`--redis-url`, `--queue`, `--lease`, …).
     #[command(flatten)]
     worker: WorkerArgs,
@@ -366,9 +370,44 @@ impl Handler for EncodeHandler {
     }
 }
 
+/// `--gpu-report`: discovery, a live sample and the session probe per GPU.
+fn gpu_report(cap: usize) -> ExitCode {
+    let probe = spool_encoder::gpu::probe();
+    let sessions: Vec<serde_json::Value> = probe
+        .nvenc_gpus()
+        .map(|g| {
+            let (n, why) = spool_encoder::gpu::probe_sessions(g.index, cap);
+            serde_json::json!({"gpu": g.index, "sessions_opened": n, "cap": cap, "stopped_by": why})
+        })
+        .collect();
+    let encoders: Vec<&str> = [
+        "h264_nvenc",
+        "hevc_nvenc",
+        "av1_nvenc",
+        "libx264",
+        "libx265",
+        "libsvtav1",
+    ]
+    .into_iter()
+    .filter(|e| spool_encoder::backend::check_options(e, &[]).unwrap_or(false))
+    .collect();
+    let report = serde_json::json!({
+        "gpus": probe.gpus,
+        "samples": spool_encoder::gpu::sample(),
+        "no_nvenc_reason": probe.reason,
+        "nvenc_sessions": sessions,
+        "encoders_in_ffmpeg": encoders,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    ExitCode::SUCCESS
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.gpu_report {
+        return gpu_report(args.nvenc_sessions);
+    }
     let (mut worker_cfg, enc_cfg, policy) = match settings(&args) {
         Ok(s) => s,
         Err(BadSetting(msg)) => {

@@ -142,12 +142,55 @@ pub fn export_metrics() -> usize {
     samples.len()
 }
 
+/// How many NVENC sessions really open at once on `gpu`, up to `max`:
+/// small `h264_nvenc` encoders are opened one after another and held until
+/// one is refused (consumer drivers cap sessions per system; datacenter
+/// parts do not), then all are closed. Returns the count and, when fewer
+/// than `max` opened, what FFmpeg said about the next one.
+pub fn probe_sessions(gpu: u32, max: usize) -> (usize, Option<String>) {
+    use ffmpeg_next as ff;
+    if let Err(e) = ff::init() {
+        return (0, Some(format!("FFmpeg did not initialise: {e}")));
+    }
+    let Some(codec) = ff::encoder::find_by_name("h264_nvenc") else {
+        return (0, Some("this FFmpeg has no h264_nvenc".into()));
+    };
+    let mut open = Vec::new();
+    while open.len() < max {
+        let ctx = ff::codec::Context::new_with_codec(codec);
+        let mut enc = match ctx.encoder().video() {
+            Ok(e) => e,
+            Err(e) => return (open.len(), Some(format!("allocating an encoder: {e}"))),
+        };
+        enc.set_width(256);
+        enc.set_height(144);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base((1, 25));
+        enc.set_frame_rate(Some((25, 1)));
+        for (k, v) in [("gpu", gpu.to_string()), ("preset", "p1".into())] {
+            if let Err(why) = crate::ffi::set_codec_option(&mut enc, k, &v) {
+                return (open.len(), Some(format!("h264_nvenc: {k}={v}: {why}")));
+            }
+        }
+        match enc.open_with(ff::Dictionary::new()) {
+            Ok(e) => open.push(e),
+            Err(e) => {
+                return (
+                    open.len(),
+                    Some(format!("session {} did not open: {e}", open.len() + 1)),
+                );
+            }
+        }
+    }
+    (open.len(), None)
+}
+
 /// Caps the NVENC sessions this process opens per GPU, so concurrency stays
-/// within what the card holds (consumer cards allow a handful; a session over
-/// the limit fails at open).
+/// within what the card holds (found by [`probe_sessions`] at start; a
+/// session over the limit would fail at open).
 #[derive(Debug, Clone)]
 pub struct SessionCap {
-    per_gpu: usize,
+    limits: Arc<Vec<usize>>,
     open: Arc<Vec<AtomicUsize>>,
 }
 
@@ -161,22 +204,61 @@ pub struct SessionSlot {
 impl SessionCap {
     /// Allows `per_gpu` sessions on each of `gpus` GPUs.
     pub fn new(gpus: usize, per_gpu: usize) -> Self {
+        Self::with_limits(vec![per_gpu; gpus])
+    }
+
+    /// Allows `limits[i]` sessions on GPU `i`, and exports each as
+    /// `spool_gpu_nvenc_sessions_max{gpu}`.
+    pub fn with_limits(limits: Vec<usize>) -> Self {
+        for (i, l) in limits.iter().enumerate() {
+            metrics::gauge!(metric::NVENC_SESSIONS_MAX, "gpu" => i.to_string()).set(*l as f64);
+        }
         SessionCap {
-            per_gpu,
-            open: Arc::new((0..gpus).map(|_| AtomicUsize::new(0)).collect()),
+            open: Arc::new(limits.iter().map(|_| AtomicUsize::new(0)).collect()),
+            limits: Arc::new(limits),
         }
     }
 
-    /// Takes a slot on the least busy GPU with room, or `None` when all are full.
+    /// Sessions allowed on all GPUs together.
+    pub fn total(&self) -> usize {
+        self.limits.iter().sum()
+    }
+
+    /// Takes a slot on the least loaded GPU with room, or `None` when all
+    /// are full: fewest sessions held by this process first, then the
+    /// lowest NVENC utilisation NVML reports (other processes' work).
     pub fn acquire(&self) -> Option<(u32, SessionSlot)> {
+        let util: Vec<f64> = sample()
+            .iter()
+            .map(|s| s.encoder_utilization)
+            .collect();
+        self.acquire_by_load(&util)
+    }
+
+    /// [`SessionCap::acquire`] with each GPU's NVENC utilisation given
+    /// (0..1, by index; missing counts as 0).
+    pub fn acquire_by_load(&self, utilization: &[f64]) -> Option<(u32, SessionSlot)> {
         let mut order: Vec<usize> = (0..self.open.len()).collect();
-        order.sort_by_key(|&i| self.open[i].load(Ordering::SeqCst));
+        order.sort_by(|&a, &b| {
+            let load = |i: usize| {
+                (
+                    self.open[i].load(Ordering::SeqCst),
+                    utilization.get(i).copied().unwrap_or(0.0),
+                )
+            };
+            let (sa, ua) = load(a);
+            let (sb, ub) = load(b);
+            sa.cmp(&sb).then(ua.total_cmp(&ub))
+        });
         for gpu in order {
             let slot = &self.open[gpu];
+            let limit = self.limits[gpu];
             let mut cur = slot.load(Ordering::SeqCst);
-            while cur < self.per_gpu {
+            while cur < limit {
                 match slot.compare_exchange(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(_) => {
+                        metrics::gauge!(metric::NVENC_SESSIONS_IN_USE, "gpu" => gpu.to_string())
+                            .increment(1.0);
                         return Some((
                             gpu as u32,
                             SessionSlot {
@@ -196,6 +278,8 @@ impl SessionCap {
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.open[self.gpu].fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!(metric::NVENC_SESSIONS_IN_USE, "gpu" => self.gpu.to_string())
+            .decrement(1.0);
     }
 }
 
@@ -217,6 +301,36 @@ mod tests {
         assert!(cap.acquire().is_none(), "both GPUs are full");
         drop(a);
         assert!(cap.acquire().is_some(), "a freed slot is reusable");
+    }
+
+    #[test]
+    fn per_gpu_limits_hold_and_load_breaks_ties() {
+        // GPU 0 holds one session, GPU 1 three (as a probe might find on
+        // a consumer card next to a datacenter one).
+        let cap = SessionCap::with_limits(vec![1, 3]);
+        assert_eq!(cap.total(), 4);
+        // Equal sessions: the GPU with less NVENC load from elsewhere wins.
+        let first = cap.acquire_by_load(&[0.9, 0.1]);
+        assert_eq!(first.as_ref().map(|x| x.0), Some(1));
+        let held: Vec<_> = (0..3).filter_map(|_| cap.acquire_by_load(&[0.9, 0.1])).collect();
+        assert_eq!(held.len(), 3, "one more on GPU 1, one on GPU 0, one on GPU 1");
+        assert!(cap.acquire_by_load(&[0.0, 0.0]).is_none(), "all four held");
+        assert_eq!(held.iter().filter(|(g, _)| *g == 0).count(), 1);
+    }
+
+    #[test]
+    fn the_session_probe_opens_none_without_nvenc_and_says_why() {
+        // No NVENC on this machine (CI, or an H100): nothing opens, and the
+        // reason is FFmpeg's own. With NVENC it would count real sessions.
+        if probe().nvenc_gpus().count() > 0 {
+            let (n, _) = probe_sessions(0, 2);
+            assert!(n >= 1, "an NVENC GPU opened no session");
+            return;
+        }
+        let (n, why) = probe_sessions(0, 2);
+        assert_eq!(n, 0);
+        let why = why.unwrap_or_default();
+        assert!(why.contains("did not open"), "{why}");
     }
 
     #[test]

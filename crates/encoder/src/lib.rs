@@ -107,12 +107,32 @@ impl Encoder {
             ));
         }
         ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Error);
-        let gpus = gpu::probe();
+        let mut gpus = gpu::probe();
+        // Sessions found, not assumed: each NVENC GPU is probed up to the
+        // configured cap.
+        let mut limits = vec![0; gpus.gpus.len()];
+        for g in gpus.nvenc_gpus() {
+            let (n, why) = gpu::probe_sessions(g.index, config.nvenc_sessions_per_gpu);
+            tracing::info!(
+                gpu = g.index,
+                name = %g.name,
+                sessions = n,
+                cap = config.nvenc_sessions_per_gpu,
+                stopped_by = why.as_deref().unwrap_or("the cap"),
+                "NVENC sessions probed"
+            );
+            if let Some(l) = limits.get_mut(g.index as usize) {
+                *l = n;
+            }
+        }
+        if gpus.reason.is_none() && limits.iter().all(|&l| l == 0) {
+            gpus.reason = Some("NVENC GPUs found, but no NVENC session opened on any".into());
+        }
         match &gpus.reason {
             Some(r) => tracing::info!(reason = %r, "no NVENC: encoding on the CPU"),
             None => tracing::info!(gpus = ?gpus.gpus, "NVENC available"),
         }
-        let sessions = gpu::SessionCap::new(gpus.gpus.len(), config.nvenc_sessions_per_gpu);
+        let sessions = gpu::SessionCap::with_limits(limits);
         let stores = if config.storage.enabled() {
             Some(storage::Stores::new(&config.storage)?)
         } else {
@@ -136,12 +156,13 @@ impl Encoder {
         &self.config
     }
 
-    /// How many encodes this process should run at once: NVENC sessions on
-    /// every GPU when there are GPUs, else one (a CPU encode uses every core).
+    /// How many encodes this process should run at once: the NVENC sessions
+    /// found on every GPU (each probed at start, up to
+    /// `nvenc_sessions_per_gpu`) when there are GPUs, else one (a CPU encode
+    /// uses every core).
     pub fn default_concurrency(&self) -> usize {
-        let gpus = self.gpus.nvenc_gpus().count();
-        if gpus > 0 {
-            gpus * self.config.nvenc_sessions_per_gpu
+        if self.gpus.reason.is_none() {
+            self.sessions.total().max(1)
         } else {
             1
         }

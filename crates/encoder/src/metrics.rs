@@ -20,3 +20,8 @@ pub const MEMORY_USED: &str = "spool_gpu_memory_used_bytes";
 pub const MEMORY_TOTAL: &str = "spool_gpu_memory_total_bytes";
 /// NVENC sessions open on the GPU, all processes (`gpu`).
 pub const ENCODER_SESSIONS: &str = "spool_gpu_encoder_sessions";
+/// NVENC sessions this process found it can open on the GPU at start
+/// (`gpu`): the cap on its concurrent NVENC encodes there.
+pub const NVENC_SESSIONS_MAX: &str = "spool_gpu_nvenc_sessions_max";
+/// NVENC sessions this process holds on the GPU now (`gpu`).
+pub const NVENC_SESSIONS_IN_USE: &str = "spool_gpu_nvenc_sessions_in_use";

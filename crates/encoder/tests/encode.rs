@@ -244,6 +244,7 @@ fn without_a_gpu_auto_falls_back_and_nvenc_fails_clearly() -> Result<()> {
         r#"{"input":"src.mp4","output":"a.mp4","renditions":[{"codec":"h264","preset":"fastest"}]}"#,
     )?;
     let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+    eprintln!("backend {:?}: {}", res.backend, res.backend_reason);
     ensure!(res.backend == Backend::Cpu);
     ensure!(
         res.backend_reason.starts_with("CPU fallback:"),
