@@ -398,7 +398,10 @@ fn gpu_report(cap: usize) -> ExitCode {
         "nvenc_sessions": sessions,
         "encoders_in_ffmpeg": encoders,
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     ExitCode::SUCCESS
 }
 

@@ -228,10 +228,7 @@ impl SessionCap {
     /// are full: fewest sessions held by this process first, then the
     /// lowest NVENC utilisation NVML reports (other processes' work).
     pub fn acquire(&self) -> Option<(u32, SessionSlot)> {
-        let util: Vec<f64> = sample()
-            .iter()
-            .map(|s| s.encoder_utilization)
-            .collect();
+        let util: Vec<f64> = sample().iter().map(|s| s.encoder_utilization).collect();
         self.acquire_by_load(&util)
     }
 
@@ -312,8 +309,14 @@ mod tests {
         // Equal sessions: the GPU with less NVENC load from elsewhere wins.
         let first = cap.acquire_by_load(&[0.9, 0.1]);
         assert_eq!(first.as_ref().map(|x| x.0), Some(1));
-        let held: Vec<_> = (0..3).filter_map(|_| cap.acquire_by_load(&[0.9, 0.1])).collect();
-        assert_eq!(held.len(), 3, "one more on GPU 1, one on GPU 0, one on GPU 1");
+        let held: Vec<_> = (0..3)
+            .filter_map(|_| cap.acquire_by_load(&[0.9, 0.1]))
+            .collect();
+        assert_eq!(
+            held.len(),
+            3,
+            "one more on GPU 1, one on GPU 0, one on GPU 1"
+        );
         assert!(cap.acquire_by_load(&[0.0, 0.0]).is_none(), "all four held");
         assert_eq!(held.iter().filter(|(g, _)| *g == 0).count(), 1);
     }

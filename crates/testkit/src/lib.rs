@@ -29,7 +29,9 @@ pub use sentinel::{RedisSentinel, SENTINEL_MASTER};
 pub use server::{RedisServer, ServerOptions};
 pub use tls::{TlsFiles, make_tls};
 
-pub use process::{WorkerProcess, example_binary, http_get, metric_value, workspace_binary};
+pub use process::{
+    WorkerProcess, example_binary, example_binary_release, http_get, metric_value, workspace_binary,
+};
 pub use record::{Event, Record};
 
 use std::fmt;

@@ -21,6 +21,14 @@ pub fn example_binary(package: &str, example: &str) -> Result<PathBuf> {
     )
 }
 
+/// [`example_binary`] built with `--release`, for benchmarks.
+pub fn example_binary_release(package: &str, example: &str) -> Result<PathBuf> {
+    build_once(
+        &["--release", "-p", package, "--example", example],
+        &format!("release/examples/{example}"),
+    )
+}
+
 /// Builds a binary of another workspace package (a test's own package binary
 /// is `env!("CARGO_BIN_EXE_<name>")`) and returns its path.
 pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {

@@ -40,13 +40,15 @@ local CHECKS = {
   { 7, 'priority', -PRIORITY_MAX, PRIORITY_MAX, 0 },
   { 8, 'backoff_ms', 0, MAX_BACKOFF_MS, 1000 },
   { 9, 'backoff_max_ms', 0, MAX_BACKOFF_MS, 60000 } }
+-- Ids taken off the backlog and (score, id) pairs leased, sent batched.
+local taken, leased = {}, {}
 for _, id in ipairs(cand) do
   local jk = job_key(id)
   local f, kind = read_job(jk, 'payload', 'attempts', 'max_attempts', 'lease_ms',
     'enqueued_at', 'run_at', 'priority', 'backoff_ms', 'backoff_max_ms', 'state')
   local size = (f and f[1] and #f[1]) or 0
   if budget > 0 and #jobs > 0 and bytes + size > budget then break end
-  redis.call('ZREM', K_READY, id)
+  taken[#taken + 1] = id
   local bad = nil
   local v = {}
   if f and f[10] and f[1] then
@@ -76,12 +78,18 @@ for _, id in ipairs(cand) do
     local token = token_base .. ':' .. (#jobs + 1)
     redis.call('HSET', jk, 'state', 'active', 'attempts', attempts, 'lease', token,
       'deadline', deadline, 'started_at', now)
-    redis.call('ZADD', K_ACTIVE, deadline, id)
+    leased[#leased + 1] = deadline
+    leased[#leased + 1] = id
     bytes = bytes + size
     jobs[#jobs + 1] = { id, f[1], attempts, v[3], lease_ms, v[5], v[6], v[7], v[8], v[9],
       token, deadline }
   end
 end
+
+-- Taken off the backlog, and the leased ones onto `active`, in one command
+-- each (lib.lua's `batched`).
+batched('ZREM', K_READY, taken)
+batched('ZADD', K_ACTIVE, leased)
 
 if #jobs > 0 then
   -- More waiting than this consumer took: wake another.

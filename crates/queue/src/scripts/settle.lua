@@ -27,6 +27,10 @@ local now = now_ms()
 local out = {}
 local woken = 0
 keep_working_when_full()
+-- Index updates of completed jobs, sent batched after the loop (lib.lua's
+-- `batched`). Only a job that was active under this call's token lands in
+-- them, and no later entry of this call reads them.
+local done_active, done_out, done_index = {}, {}, {}
 
 for i = 0, n - 1 do
   local b = 3 + i * STRIDE
@@ -61,17 +65,18 @@ for i = 0, n - 1 do
     redis.call('HSET', jk, 'settled_by', token)
     corrupt(jk, id, now, field, value)
     out[#out + 1] = 'dead'
+  elseif mode == 'complete' then
+    -- The common path, with its index updates batched.
+    redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now,
+      'settled_by', token)
+    done_active[#done_active + 1] = id
+    done_out[#done_out + 1] = id
+    release_dedup(jk, id, f[7] or '')
+    retain(jk, id, K_DONE, now, f[8] or 0, done_index)
+    out[#out + 1] = 'completed'
   else
     redis.call('ZREM', K_ACTIVE, id)
-    local dedup = f[7] or ''
-    if mode == 'complete' then
-      redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now,
-        'settled_by', token)
-      redis.call('SREM', K_OUT, id)
-      release_dedup(jk, id, dedup)
-      retain(jk, id, K_DONE, now, f[8] or 0)
-      out[#out + 1] = 'completed'
-    elseif mode == 'release' then
+    if mode == 'release' then
       make_ready(id, prio, true,
         { 'attempts', math.max(0, attempts - 1), 'settled_by', token })
       woken = woken + 1
@@ -99,5 +104,8 @@ for i = 0, n - 1 do
   end
 end
 
+batched('ZREM', K_ACTIVE, done_active)
+batched('SREM', K_OUT, done_out)
+batched('ZADD', K_DONE, done_index)
 if woken > 0 then wake(woken) end
 return out

@@ -158,9 +158,24 @@ local function release_dedup(jk, id, dedup)
   end
 end
 
+-- Many members in few commands: `redis.call(cmd, key, ...)` over `args` in
+-- chunks (Lua's stack holds a few thousand values). Scripts that move many
+-- jobs collect their index updates and send them this way: each command in
+-- a script costs Redis a call and an entry in the AOF and the replication
+-- stream, so one ZREM of 200 members is far cheaper than 200 ZREMs.
+-- CHUNK is even, so ZADD's score/member pairs never split.
+local function batched(cmd, key, args)
+  local CHUNK = 4000
+  for i = 1, #args, CHUNK do
+    redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+  end
+end
+
 -- Completed and cancelled jobs are kept `retention_s` seconds (0: deleted now).
 -- `retention` is the job's retention_s field when the caller has read it.
-local function retain(jk, id, index_key, now, retention)
+-- With `zadds`, the index entry is appended there (score, id) for the caller
+-- to send batched, instead of added now.
+local function retain(jk, id, index_key, now, retention, zadds)
   local r = retention
   if r == nil then r = redis.call('HGET', jk, 'retention_s') end
   r = num_field(r, 0, MAX_RETENTION_S) or 0
@@ -168,7 +183,12 @@ local function retain(jk, id, index_key, now, retention)
     redis.call('DEL', jk)
   else
     redis.call('EXPIRE', jk, r)
-    redis.call('ZADD', index_key, now + r * 1000, id)
+    if zadds then
+      zadds[#zadds + 1] = now + r * 1000
+      zadds[#zadds + 1] = id
+    else
+      redis.call('ZADD', index_key, now + r * 1000, id)
+    end
   end
 end
 
