@@ -141,7 +141,7 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ok = dir.path().display().to_string();
     let missing = dir.path().join("missing").display().to_string();
-    let cases: [(&str, &str, &str); 11] = [
+    let cases: [(&str, &str, &str); 13] = [
         ("SPOOL_REDIS_URL", "http://nope", "SPOOL_REDIS_URL"),
         ("SPOOL_CONCURRENCY", "0", "SPOOL_CONCURRENCY"),
         ("SPOOL_HW", "quantum", "SPOOL_HW"),
@@ -151,6 +151,8 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
         ("SPOOL_S3_ENDPOINT", "ftp://minio:9000", "SPOOL_S3_ENDPOINT"),
         ("SPOOL_S3_REGION", "us east 1", "SPOOL_S3_REGION"),
         ("SPOOL_S3_PART_SIZE", "1024", "SPOOL_S3_PART_SIZE"),
+        ("SPOOL_MAX_JOBS", "0", "SPOOL_MAX_JOBS"),
+        ("SPOOL_IDLE_EXIT", "soonish", "SPOOL_IDLE_EXIT"),
         ("SPOOL_SCRATCH_DIR", &missing, "SPOOL_SCRATCH_DIR"),
         ("SPOOL_MAX_INPUT_BYTES", "50GB", "SPOOL_MAX_INPUT_BYTES"),
     ];

@@ -49,6 +49,12 @@ pub struct WorkerArgs {
     /// (Redis `WAIT`); 0 does not wait.
     #[arg(long, env = "SPOOL_REDIS_MIN_REPLICAS")]
     pub redis_min_replicas: Option<String>,
+    /// Take at most this many jobs, let them end, exit 0 (KEDA ScaledJob).
+    #[arg(long, env = "SPOOL_MAX_JOBS")]
+    pub max_jobs: Option<String>,
+    /// Exit 0 after this long idle (nothing to reserve, nothing running).
+    #[arg(long, env = "SPOOL_IDLE_EXIT")]
+    pub idle_exit: Option<String>,
 }
 
 impl WorkerArgs {
@@ -68,6 +74,8 @@ impl WorkerArgs {
                 "SPOOL_METRICS_ADDR" => self.metrics_addr.as_ref(),
                 "SPOOL_ALLOW_EVICTION" => self.allow_eviction.as_ref(),
                 "SPOOL_REDIS_MIN_REPLICAS" => self.redis_min_replicas.as_ref(),
+                "SPOOL_MAX_JOBS" => self.max_jobs.as_ref(),
+                "SPOOL_IDLE_EXIT" => self.idle_exit.as_ref(),
                 "SPOOL_LOG_FORMAT" => self.log_format.as_ref(),
                 _ => None,
             }

@@ -31,6 +31,11 @@ pub const MAX_LEASE: Duration = spool_queue::MAX_LEASE;
 pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// Sweep at least this rarely (each sweep is a script call per worker) and
 /// at least this often.
+/// The most jobs `SPOOL_MAX_JOBS` may allow.
+pub const MAX_MAX_JOBS: u64 = 1_000_000_000;
+/// The shortest `SPOOL_IDLE_EXIT` (one reserve wait).
+pub const MIN_IDLE_EXIT: Duration = Duration::from_secs(1);
+/// The shortest sweep interval.
 pub const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// The longest sweep interval: an hour.
 pub const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -95,6 +100,13 @@ pub struct WorkerConfig {
     /// `SPOOL_REDIS_MIN_REPLICAS`: settles return only once this many
     /// replicas have the write (`WAIT`); 0 (the default) does not wait.
     pub redis_min_replicas: u32,
+    /// `SPOOL_MAX_JOBS`: take at most this many jobs in this process's
+    /// life, let them end, and exit 0 (a KEDA ScaledJob's pod); `None` runs
+    /// until SIGTERM.
+    pub max_jobs: Option<u64>,
+    /// `SPOOL_IDLE_EXIT`: exit 0 after this long with nothing to reserve and
+    /// nothing running; `None` never does.
+    pub idle_exit: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -112,6 +124,8 @@ impl Default for WorkerConfig {
             log_format: LogFormat::Text,
             allow_eviction: false,
             redis_min_replicas: 0,
+            max_jobs: None,
+            idle_exit: None,
         }
     }
 }
@@ -195,6 +209,24 @@ impl WorkerConfig {
         if let Some(v) = get("SPOOL_LOG_FORMAT") {
             c.log_format = parse_log_format(&v)?;
         }
+        if let Some(v) = get("SPOOL_MAX_JOBS") {
+            c.max_jobs = Some(
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_MAX_JOBS).contains(n))
+                    .ok_or_else(|| ConfigError {
+                        setting: "SPOOL_MAX_JOBS",
+                        value: v.clone(),
+                        reason: format!(
+                            "must be a whole number of jobs within 1..={MAX_MAX_JOBS} (unset: no limit)"
+                        ),
+                    })?,
+            );
+        }
+        if let Some(v) = get("SPOOL_IDLE_EXIT") {
+            c.idle_exit = Some(parse_duration("SPOOL_IDLE_EXIT", &v)?);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -226,6 +258,9 @@ impl WorkerConfig {
         };
         if let Some(lease) = self.lease {
             range("SPOOL_LEASE", lease, MIN_LEASE, MAX_LEASE)?;
+        }
+        if let Some(idle) = self.idle_exit {
+            range("SPOOL_IDLE_EXIT", idle, MIN_IDLE_EXIT, MAX_DRAIN_TIMEOUT)?;
         }
         range(
             "SPOOL_DRAIN_TIMEOUT",

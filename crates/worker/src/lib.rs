@@ -102,8 +102,9 @@ pub use args::WorkerArgs;
 pub use builder::WorkerBuilder;
 pub use config::{
     ConfigError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_METRICS_ADDR, DEFAULT_QUEUE, DEFAULT_REDIS_URL,
-    DEFAULT_SWEEP_INTERVAL, LogFormat, MAX_CONCURRENCY, MAX_DRAIN_TIMEOUT, MAX_LEASE,
-    MAX_SWEEP_INTERVAL, MIN_HEARTBEAT, MIN_LEASE, MIN_SWEEP_INTERVAL, WorkerConfig, parse_duration,
+    DEFAULT_SWEEP_INTERVAL, LogFormat, MAX_CONCURRENCY, MAX_DRAIN_TIMEOUT, MAX_LEASE, MAX_MAX_JOBS,
+    MAX_SWEEP_INTERVAL, MIN_HEARTBEAT, MIN_IDLE_EXIT, MIN_LEASE, MIN_SWEEP_INTERVAL, WorkerConfig,
+    parse_duration,
 };
 pub use handler::{Handler, JobContext, JobError};
 pub use health::Health;

@@ -243,8 +243,20 @@ impl<H: Handler> Worker<H> {
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let tracker = TaskTracker::new();
         let mut pause = RETRY_MIN;
+        // Run to completion (SPOOL_MAX_JOBS, SPOOL_IDLE_EXIT): jobs taken so
+        // far, since when nothing was running or reservable, and why the loop
+        // stopped taking work on its own.
+        let mut taken: u64 = 0;
+        let mut idle_since: Option<tokio::time::Instant> = None;
+        let mut finishing: Option<&'static str> = None;
 
         loop {
+            if let Some(max) = cfg.max_jobs
+                && taken >= max
+            {
+                finishing = Some("SPOOL_MAX_JOBS reached");
+                break;
+            }
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.drain.cancelled() => break,
@@ -252,6 +264,9 @@ impl<H: Handler> Worker<H> {
             let mut permits = vec![first];
             while let Ok(p) = slots.clone().try_acquire_owned() {
                 permits.push(p);
+            }
+            if let Some(max) = cfg.max_jobs {
+                permits.truncate(usize::try_from(max - taken).unwrap_or(usize::MAX).max(1));
             }
             let reserve = queue.reserve(permits.len(), RESERVE_WAIT);
             tokio::pin!(reserve);
@@ -287,6 +302,18 @@ impl<H: Handler> Worker<H> {
                         }
                         break;
                     }
+                    taken += jobs.len() as u64;
+                    if jobs.is_empty() && env.running_count() == 0 {
+                        let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                        if let Some(idle) = cfg.idle_exit
+                            && since.elapsed() >= idle
+                        {
+                            finishing = Some("SPOOL_IDLE_EXIT: idle");
+                            break;
+                        }
+                    } else {
+                        idle_since = None;
+                    }
                     for job in jobs {
                         let Some(permit) = permits.pop() else { break };
                         let env = env.clone();
@@ -311,9 +338,24 @@ impl<H: Handler> Worker<H> {
             }
         }
 
+        // Run to completion: the jobs taken end on their own (no deadline:
+        // an hour-long encode is what this mode is for) unless a SIGTERM
+        // comes, which drains as usual below.
+        tracker.close();
+        if let Some(why) = finishing {
+            tracing::info!(
+                reason = why,
+                taken,
+                running = env.running_count(),
+                "taking no more jobs; exiting when those running end"
+            );
+            tokio::select! {
+                _ = tracker.wait() => {}
+                _ = shutdown.drain.cancelled() => {}
+            }
+        }
         // Drain: in-flight jobs keep heartbeating and may finish, until the
         // deadline counted from the drain signal.
-        tracker.close();
         let in_flight = env.running_count();
         tracing::info!(
             in_flight,

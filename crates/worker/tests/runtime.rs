@@ -484,6 +484,12 @@ async fn bad_settings_stop_start_up_with_exit_code_2() -> Result<()> {
         ("SPOOL_CONCURRENCY", "0"),
         ("SPOOL_LOG_FORMAT", "xml"),
         ("SPOOL_LEASE", "soon"),
+        ("SPOOL_MAX_JOBS", "0"),
+        ("SPOOL_MAX_JOBS", "many"),
+        ("SPOOL_IDLE_EXIT", "10ms"),
+        ("SPOOL_IDLE_EXIT", "forever"),
+        ("SPOOL_ALLOW_EVICTION", "perhaps"),
+        ("SPOOL_REDIS_MIN_REPLICAS", "-1"),
     ] {
         let mut w = WorkerProcess::spawn(&binary()?, "redis://127.0.0.1:1", &[(k, v)])?;
         let status = w.wait_exit(Duration::from_secs(10))?;
@@ -653,6 +659,70 @@ async fn the_registry_shows_live_workers_and_loses_killed_ones() -> Result<()> {
     ensure!(
         q.workers().await?.is_empty(),
         "a drained worker left its record"
+    );
+    Ok(())
+}
+
+/// Run to completion (a KEDA ScaledJob's pod): `SPOOL_MAX_JOBS` takes that
+/// many jobs, lets them end and exits 0, leaving the rest queued;
+/// `SPOOL_IDLE_EXIT` exits 0 once nothing is reservable and nothing runs,
+/// never while a job runs.
+#[tokio::test]
+async fn max_jobs_and_idle_exit_end_the_process_cleanly() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let ids = enqueue(&q, r#"{"sleep_ms": 300}"#, 5, JobOptions::default()).await?;
+    let mut w = worker(
+        &server,
+        &[("SPOOL_CONCURRENCY", "2"), ("SPOOL_MAX_JOBS", "3")],
+    )?;
+    let status = w.wait_exit(Duration::from_secs(30))?;
+    ensure!(
+        status.success(),
+        "SPOOL_MAX_JOBS exit: {status}\n{}",
+        w.log()
+    );
+    let st = states(&q, &ids).await?;
+    let done = st.iter().filter(|(s, _)| *s == JobState::Completed).count();
+    let ready = st.iter().filter(|(s, _)| *s == JobState::Ready).count();
+    ensure!(done == 3 && ready == 2, "took exactly 3 of 5: {st:?}");
+
+    // Idle exit: the two left run, then the process waits out the idle
+    // time and exits 0; a job longer than the idle time is not cut short.
+    let long = enqueue(&q, r#"{"sleep_ms": 2500}"#, 1, JobOptions::default()).await?;
+    let started = Instant::now();
+    let mut w = worker(
+        &server,
+        &[("SPOOL_CONCURRENCY", "4"), ("SPOOL_IDLE_EXIT", "1s")],
+    )?;
+    let status = w.wait_exit(Duration::from_secs(30))?;
+    let took = started.elapsed();
+    ensure!(
+        status.success(),
+        "SPOOL_IDLE_EXIT exit: {status}\n{}",
+        w.log()
+    );
+    let all: Vec<_> = ids.iter().chain(&long).cloned().collect();
+    let st = states(&q, &all).await?;
+    ensure!(
+        st.iter().all(|(s, _)| *s == JobState::Completed),
+        "every job completed before the idle exit: {st:?}"
+    );
+    ensure!(
+        took >= Duration::from_millis(3500),
+        "exited {took:?} after start: before the 2.5 s job plus 1 s idle"
+    );
+    println!("idle exit after {took:?} (2.5 s job + 1 s idle + a reserve wait)");
+
+    // Nothing at all to do: gone within the idle time plus a reserve wait.
+    let started = Instant::now();
+    let mut w = worker(&server, &[("SPOOL_IDLE_EXIT", "1s")])?;
+    let status = w.wait_exit(Duration::from_secs(15))?;
+    ensure!(status.success(), "{status}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
     Ok(())
 }
