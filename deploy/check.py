@@ -104,9 +104,13 @@ def check_overlay(overlay, docs, schemas, settings, spoolctl, probes):
 
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
     worker = deployments.get("spool-encoder-worker")
-    if worker is None:
-        problem(overlay, "no spool-encoder-worker Deployment")
+    scaled_jobs = by_kind.get("ScaledJob", [])
+    if worker is None and not scaled_jobs:
+        problem(overlay, "no spool-encoder-worker Deployment and no ScaledJob")
         return
+    # The pod the checks below look at: the Deployment's, or the Job's.
+    pod_spec = (worker["spec"]["template"]["spec"] if worker is not None
+                else scaled_jobs[0]["spec"]["jobTargetRef"]["template"]["spec"])
     # One autoscaler per Deployment.
     targets = {}
     for d in by_kind.get("HorizontalPodAutoscaler", []):
@@ -129,6 +133,33 @@ def check_overlay(overlay, docs, schemas, settings, spoolctl, probes):
             problem(overlay, f"config key {key} is not a setting spool-encoder-worker accepts")
     queue = config.get("SPOOL_QUEUE", "encode")
     expected_key = outstanding_key(spoolctl, queue)
+    # A ScaledObject and a ScaledJob on the same queue would both start
+    # workers for the same jobs.
+    readers = {}
+    for kind in ("ScaledObject", "ScaledJob"):
+        for d in by_kind.get(kind, []):
+            for t in d["spec"]["triggers"]:
+                if t["type"] == "redis":
+                    readers.setdefault(t["metadata"].get("listName"), set()).add(kind)
+    for key, kinds in readers.items():
+        if len(kinds) > 1:
+            problem(overlay, f"queue key {key!r} is scaled by both a ScaledObject and a ScaledJob: choose one")
+    for sj in scaled_jobs:
+        name = sj["metadata"]["name"]
+        job = sj["spec"]["jobTargetRef"]
+        for t in sj["spec"]["triggers"]:
+            if t["type"] == "redis" and t["metadata"].get("listName") != expected_key:
+                problem(overlay, f"ScaledJob {name} listName {t['metadata'].get('listName')!r} is not the queue's outstanding key {expected_key!r}")
+            if t["type"] == "redis" and t["metadata"].get("listLength") != "1":
+                problem(overlay, f"ScaledJob {name}: listLength must be 1 (one job per Job)")
+        if sj["spec"].get("scalingStrategy", {}).get("strategy", "default") != "default":
+            problem(overlay, f"ScaledJob {name}: with the outstanding key the strategy must be default (docs/autoscaling.md)")
+        if config.get("SPOOL_MAX_JOBS") != "1" or config.get("SPOOL_CONCURRENCY", "1") != "1":
+            problem(overlay, f"ScaledJob {name}: its pods must run SPOOL_MAX_JOBS=1 and SPOOL_CONCURRENCY=1, or a Job never ends")
+        if job.get("backoffLimit", 6) != 0:
+            problem(overlay, f"ScaledJob {name}: backoffLimit must be 0 (the queue retries a job, not the Job)")
+        if job["template"]["spec"].get("restartPolicy") != "Never":
+            problem(overlay, f"ScaledJob {name}: restartPolicy must be Never")
     for so in by_kind.get("ScaledObject", []):
         for t in so["spec"]["triggers"]:
             if t["type"] == "redis" and t["metadata"].get("listName") != expected_key:
@@ -136,7 +167,7 @@ def check_overlay(overlay, docs, schemas, settings, spoolctl, probes):
             if t["type"] == "redis" and "SPOOL_CONCURRENCY" in config and t["metadata"].get("listLength") != config["SPOOL_CONCURRENCY"]:
                 problem(overlay, f"listLength {t['metadata'].get('listLength')} differs from SPOOL_CONCURRENCY {config['SPOOL_CONCURRENCY']}: jobs per pod must match")
 
-    spec = worker["spec"]["template"]["spec"]
+    spec = pod_spec
     grace = spec.get("terminationGracePeriodSeconds", 30)
     drain = duration_s(config.get("SPOOL_DRAIN_TIMEOUT", "25s"))
     # The worker exits within the drain timeout plus spool_worker::SHUTDOWN_MARGIN
