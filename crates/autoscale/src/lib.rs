@@ -21,6 +21,7 @@
 //! 300 s window. [`Autoscaler::step`] takes the time and the metric and returns
 //! the replica count, so the simulator and the scale tests share one model.
 
+pub mod jobs;
 pub mod manifest;
 pub mod plot;
 pub mod sim;
