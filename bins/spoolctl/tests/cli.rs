@@ -272,6 +272,22 @@ fn simulate_replays_a_profile_against_the_shipped_scaledobject() -> Result<()> {
         None,
     )?;
     ensure!(o.status.code() == Some(2), "{}", err(&o));
+    // The ScaledJob component: Jobs of one job each; none started for nothing.
+    let jobs = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/k8s/components/keda-scaledjob/scaledjob.yaml"
+    );
+    let o = spoolctl(
+        &server,
+        &["simulate", "--manifest", jobs, "--profile", "burst"],
+        None,
+    )?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    ensure!(
+        text.contains("ScaledJob: strategy Default") && text.contains("found no work 0"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

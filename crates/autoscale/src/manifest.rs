@@ -117,11 +117,69 @@ pub fn parse(yaml: &str) -> Result<Scaling, ManifestError> {
     })
 }
 
+/// Parses the first ScaledJob in a YAML stream, when there is one:
+/// `Ok(None)` when the manifest holds none.
+pub fn parse_scaled_job(
+    yaml: &str,
+) -> Result<Option<(crate::jobs::ScaledJobSpec, Metric)>, ManifestError> {
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let v = Value::deserialize(doc).map_err(|e| ManifestError(format!("not YAML: {e}")))?;
+        if v["kind"].as_str() != Some("ScaledJob") {
+            continue;
+        }
+        let s = &v["spec"];
+        let meta = &s["triggers"][0]["metadata"];
+        let target = num(&meta["listLength"])
+            .or_else(|| num(&meta["threshold"]))
+            .ok_or_else(|| {
+                ManifestError("the ScaledJob's first trigger has no listLength".into())
+            })?;
+        let name = s["scalingStrategy"]["strategy"]
+            .as_str()
+            .unwrap_or("default");
+        let strategy = crate::jobs::JobStrategy::parse(name).ok_or_else(|| {
+            ManifestError(format!(
+                "scalingStrategy {name:?} is not modelled (default, accurate, eager)"
+            ))
+        })?;
+        let metric = match meta["listName"].as_str() {
+            Some(k) if k.ends_with(":ready") => Metric::Backlog,
+            _ => Metric::Outstanding,
+        };
+        return Ok(Some((
+            crate::jobs::ScaledJobSpec {
+                polling_s: num(&s["pollingInterval"]).unwrap_or(30.0),
+                max_replicas: num(&s["maxReplicaCount"]).unwrap_or(100.0) as u32,
+                target,
+                strategy,
+            },
+            metric,
+        )));
+    }
+    Ok(None)
+}
+
 use serde::Deserialize as _;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scaledjob_component_parses() -> Result<(), ManifestError> {
+        let text = include_str!("../../../deploy/k8s/components/keda-scaledjob/scaledjob.yaml");
+        let (spec, metric) =
+            parse_scaled_job(text)?.ok_or_else(|| ManifestError("no ScaledJob".into()))?;
+        assert_eq!(metric, Metric::Outstanding);
+        assert_eq!(spec.strategy, crate::jobs::JobStrategy::Default);
+        assert_eq!(
+            (spec.max_replicas, spec.target, spec.polling_s),
+            (20, 1.0, 10.0)
+        );
+        let none = include_str!("../../../deploy/k8s/components/keda/scaledobject.yaml");
+        assert!(parse_scaled_job(none)?.is_none());
+        Ok(())
+    }
 
     #[test]
     fn the_keda_component_parses() -> Result<(), ManifestError> {

@@ -30,6 +30,75 @@ pub(crate) struct SimulateArgs {
     /// Write an SVG plot of backlog, outstanding work and replicas.
     #[arg(long)]
     pub(crate) plot: Option<std::path::PathBuf>,
+    /// ScaledJob: seconds from a pod running to its first reserve.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) reserve_delay: f64,
+    /// ScaledJob: the workers' SPOOL_IDLE_EXIT, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub(crate) idle_exit: f64,
+}
+
+/// The load the flags name.
+fn load(a: &SimulateArgs) -> Result<(Vec<spool_autoscale::sim::Arrival>, f64), Failure> {
+    use spool_autoscale::sim;
+    match &a.load {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("cannot read --load {}: {e}", path.display())))?;
+            sim::parse_load_csv(&text).map_err(|line| {
+                usage(format!(
+                    "--load line {line}: expected arrival_s,duration_s (non-negative numbers)"
+                ))
+            })
+        }
+        None => sim::profile(&a.profile).ok_or_else(|| {
+            usage(format!(
+                "unknown --profile {:?}: use burst, long, ramp or diurnal",
+                a.profile
+            ))
+        }),
+    }
+}
+
+/// A ScaledJob: Jobs of one job each, run to completion.
+fn simulate_jobs(
+    a: &SimulateArgs,
+    spec: spool_autoscale::jobs::ScaledJobSpec,
+    metric: spool_autoscale::sim::Metric,
+) -> Result<(), Failure> {
+    use spool_autoscale::jobs::{JobFleet, simulate_jobs};
+    let (load, horizon) = load(a)?;
+    let fleet = JobFleet {
+        pod_start_s: a.pod_start,
+        reserve_s: a.reserve_delay,
+        idle_exit_s: a.idle_exit,
+    };
+    let r = simulate_jobs(&spec, &fleet, metric, &load, horizon);
+    let peak_backlog = r.samples.iter().map(|s| s.backlog).max().unwrap_or(0);
+    let peak_jobs = r.samples.iter().map(|s| s.jobs).max().unwrap_or(0);
+    println!(
+        "ScaledJob: strategy {:?}, metric {:?}, pod start {} s, first reserve {} s later, idle exit {} s",
+        spec.strategy, metric, fleet.pod_start_s, fleet.reserve_s, fleet.idle_exit_s
+    );
+    println!(
+        "jobs {} completed {}; Jobs created {}, found no work {}",
+        load.len(),
+        r.completed,
+        r.created,
+        r.found_nothing
+    );
+    println!("peak backlog {peak_backlog}, peak Jobs {peak_jobs}");
+    println!(
+        "wait p50 {:.0} s, p95 {:.0} s, p99 {:.0} s; replica-minutes {:.0}",
+        r.wait_quantile(0.5),
+        r.wait_quantile(0.95),
+        r.wait_quantile(0.99),
+        r.replica_minutes
+    );
+    if a.plot.is_some() {
+        println!("plot: not drawn for a ScaledJob yet");
+    }
+    Ok(())
 }
 
 pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
@@ -40,6 +109,11 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
             a.manifest.display()
         ))
     })?;
+    if let Some((spec, metric)) = spool_autoscale::manifest::parse_scaled_job(&text)
+        .map_err(|e| usage(format!("{}: {e}", a.manifest.display())))?
+    {
+        return simulate_jobs(a, spec, metric);
+    }
     let scaling = spool_autoscale::manifest::parse(&text)
         .map_err(|e| usage(format!("{}: {e}", a.manifest.display())))?;
     let metric = match a.metric.as_deref() {
@@ -52,23 +126,7 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
             )));
         }
     };
-    let (load, horizon) = match &a.load {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| usage(format!("cannot read --load {}: {e}", path.display())))?;
-            sim::parse_load_csv(&text).map_err(|line| {
-                usage(format!(
-                    "--load line {line}: expected arrival_s,duration_s (non-negative numbers)"
-                ))
-            })?
-        }
-        None => sim::profile(&a.profile).ok_or_else(|| {
-            usage(format!(
-                "unknown --profile {:?}: use burst, long, ramp or diurnal",
-                a.profile
-            ))
-        })?,
-    };
+    let (load, horizon) = load(a)?;
     let fleet = FleetSpec {
         slots: a.slots.unwrap_or(scaling.spec.target.max(1.0) as u32),
         pod_start_s: a.pod_start,
