@@ -36,6 +36,9 @@ pub(crate) struct SimulateArgs {
     /// ScaledJob: the workers' SPOOL_IDLE_EXIT, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub(crate) idle_exit: f64,
+    /// ScaledJob: override the scaling strategy (default, accurate, eager).
+    #[arg(long)]
+    pub(crate) strategy: Option<String>,
 }
 
 /// The load the flags name.
@@ -63,10 +66,20 @@ fn load(a: &SimulateArgs) -> Result<(Vec<spool_autoscale::sim::Arrival>, f64), F
 /// A ScaledJob: Jobs of one job each, run to completion.
 fn simulate_jobs(
     a: &SimulateArgs,
-    spec: spool_autoscale::jobs::ScaledJobSpec,
-    metric: spool_autoscale::sim::Metric,
+    mut spec: spool_autoscale::jobs::ScaledJobSpec,
+    mut metric: spool_autoscale::sim::Metric,
 ) -> Result<(), Failure> {
-    use spool_autoscale::jobs::{JobFleet, simulate_jobs};
+    use spool_autoscale::jobs::{JobFleet, JobStrategy, simulate_jobs};
+    if let Some(m) = &a.metric {
+        metric = parse_metric(m)?;
+    }
+    if let Some(st) = &a.strategy {
+        spec.strategy = JobStrategy::parse(st).ok_or_else(|| {
+            usage(format!(
+                "invalid --strategy {st:?}: use default, accurate or eager"
+            ))
+        })?;
+    }
     let (load, horizon) = load(a)?;
     let fleet = JobFleet {
         pod_start_s: a.pod_start,
@@ -95,14 +108,45 @@ fn simulate_jobs(
         r.wait_quantile(0.99),
         r.replica_minutes
     );
-    if a.plot.is_some() {
-        println!("plot: not drawn for a ScaledJob yet");
+    if let Some(path) = &a.plot {
+        // Jobs alive are the ScaledJob's "replicas"; outstanding counts the
+        // waiting jobs and one per Job (working, starting or idle).
+        let samples: Vec<spool_autoscale::sim::Sample> = r
+            .samples
+            .iter()
+            .map(|s| spool_autoscale::sim::Sample {
+                t_s: s.t_s,
+                backlog: s.backlog,
+                outstanding: s.backlog + u64::from(s.jobs),
+                replicas: s.jobs,
+            })
+            .collect();
+        let title = format!(
+            "ScaledJob — {:?} metric, {:?} strategy, {} Jobs for nothing",
+            metric, spec.strategy, r.found_nothing
+        );
+        spool_autoscale::plot::plot_svg(path, &title, &samples).map_err(|e| Failure {
+            code: 1,
+            message: e,
+        })?;
+        println!("plot: {}", path.display());
     }
     Ok(())
 }
 
+fn parse_metric(m: &str) -> Result<spool_autoscale::sim::Metric, Failure> {
+    use spool_autoscale::sim::Metric;
+    match m {
+        "outstanding" => Ok(Metric::Outstanding),
+        "backlog" => Ok(Metric::Backlog),
+        other => Err(usage(format!(
+            "invalid --metric {other:?}: use outstanding or backlog"
+        ))),
+    }
+}
+
 pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
-    use spool_autoscale::sim::{self, FleetSpec, Metric};
+    use spool_autoscale::sim::{self, FleetSpec};
     let text = std::fs::read_to_string(&a.manifest).map_err(|e| {
         usage(format!(
             "cannot read --manifest {}: {e}",
@@ -118,13 +162,7 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         .map_err(|e| usage(format!("{}: {e}", a.manifest.display())))?;
     let metric = match a.metric.as_deref() {
         None => scaling.metric,
-        Some("outstanding") => Metric::Outstanding,
-        Some("backlog") => Metric::Backlog,
-        Some(other) => {
-            return Err(usage(format!(
-                "invalid --metric {other:?}: use outstanding or backlog"
-            )));
-        }
+        Some(m) => parse_metric(m)?,
     };
     let (load, horizon) = load(a)?;
     let fleet = FleetSpec {
