@@ -344,3 +344,86 @@ fn sigterm_ends_a_worker_stuck_on_a_silent_http_input_within_the_drain() -> Resu
     ensure!(v["state"] == "ready", "{v}");
     Ok(())
 }
+
+/// `SPOOL_JOB_TIMEOUT=2s` on a long 1080p `slowest` encode: the encode stops
+/// within about a second of the limit, the job is dead with "timed out
+/// after 2s", and nothing is left in the output root.
+#[test]
+fn a_time_limit_stops_a_long_encode_and_leaves_nothing() -> Result<()> {
+    let server = RedisServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    spool_testkit::lavfi_clip(&input.join("long.mp4"), 1920, 1080, 25, 20)?;
+    let (ins, outs) = (input.display().to_string(), output.display().to_string());
+    let mut worker = WorkerProcess::spawn(
+        Path::new(WORKER),
+        &server.url(),
+        &[
+            ("SPOOL_QUEUE", "encode"),
+            ("SPOOL_INPUT_ROOT", &ins),
+            ("SPOOL_OUTPUT_ROOT", &outs),
+            ("SPOOL_JOB_TIMEOUT", "2s"),
+        ],
+    )?;
+    worker.wait_ready(Duration::from_secs(30))?;
+    let o = spoolctl(
+        &server.url(),
+        &[
+            "encode", "long.mp4", "--out", "long", "--height", "1080", "--preset", "slowest",
+            "--hw", "cpu",
+        ],
+    )?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout)?.trim().to_owned();
+    let mut started = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let info = loop {
+        let o = spoolctl(&server.url(), &["inspect", &id, "--json"])?;
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if started.is_none() && info["state"] == "active" {
+            started = Some(Instant::now());
+        }
+        if info["state"] == "dead" || info["state"] == "completed" {
+            break info;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not ended in 60 s: {info}\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = started.context("never seen active")?.elapsed();
+    ensure!(info["state"] == "dead", "{info}");
+    let err = info["last_error"].as_str().unwrap_or_default();
+    ensure!(err.contains("timed out after 2s"), "{err}");
+    println!("a 2 s limit ended the encode {took:?} after it was seen active");
+    ensure!(
+        took < Duration::from_secs(4),
+        "the encode ran {took:?} against a 2 s limit"
+    );
+    // The encoder's thread unwinds x264 and removes its staging directory
+    // just after the job is recorded dead.
+    let settled = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&output)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        ensure!(
+            settled.elapsed() < Duration::from_secs(10),
+            "left in the output root 10 s after the job ended: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "output root empty {:?} after the job ended",
+        settled.elapsed()
+    );
+    Ok(())
+}

@@ -55,6 +55,12 @@ pub struct WorkerArgs {
     /// Exit 0 after this long idle (nothing to reserve, nothing running).
     #[arg(long, env = "SPOOL_IDLE_EXIT")]
     pub idle_exit: Option<String>,
+    /// Cancel and fail a handling that runs longer than this (e.g. 2h).
+    #[arg(long, env = "SPOOL_JOB_TIMEOUT")]
+    pub job_timeout: Option<String>,
+    /// Retry a timed-out job instead of marking it dead: true or false.
+    #[arg(long, env = "SPOOL_JOB_TIMEOUT_RETRY")]
+    pub job_timeout_retry: Option<String>,
 }
 
 impl WorkerArgs {
@@ -76,6 +82,8 @@ impl WorkerArgs {
                 "SPOOL_REDIS_MIN_REPLICAS" => self.redis_min_replicas.as_ref(),
                 "SPOOL_MAX_JOBS" => self.max_jobs.as_ref(),
                 "SPOOL_IDLE_EXIT" => self.idle_exit.as_ref(),
+                "SPOOL_JOB_TIMEOUT" => self.job_timeout.as_ref(),
+                "SPOOL_JOB_TIMEOUT_RETRY" => self.job_timeout_retry.as_ref(),
                 "SPOOL_LOG_FORMAT" => self.log_format.as_ref(),
                 _ => None,
             }

@@ -107,6 +107,12 @@ pub struct WorkerConfig {
     /// `SPOOL_IDLE_EXIT`: exit 0 after this long with nothing to reserve and
     /// nothing running; `None` never does.
     pub idle_exit: Option<Duration>,
+    /// `SPOOL_JOB_TIMEOUT`: a handling that runs longer is cancelled and the
+    /// job failed ("timed out after …"); `None` (the default) sets no limit.
+    pub job_timeout: Option<Duration>,
+    /// `SPOOL_JOB_TIMEOUT_RETRY`: a timed-out job is retried (with backoff)
+    /// instead of dead.
+    pub job_timeout_retry: bool,
 }
 
 impl Default for WorkerConfig {
@@ -126,6 +132,8 @@ impl Default for WorkerConfig {
             redis_min_replicas: 0,
             max_jobs: None,
             idle_exit: None,
+            job_timeout: None,
+            job_timeout_retry: false,
         }
     }
 }
@@ -155,17 +163,7 @@ impl WorkerConfig {
             c.redis_url = v;
         }
         if let Some(v) = get("SPOOL_ALLOW_EVICTION") {
-            c.allow_eviction = match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => {
-                    return Err(ConfigError {
-                        setting: "SPOOL_ALLOW_EVICTION",
-                        value: v,
-                        reason: "must be true or false".into(),
-                    });
-                }
-            };
+            c.allow_eviction = parse_bool("SPOOL_ALLOW_EVICTION", &v)?;
         }
         if let Some(v) = get("SPOOL_REDIS_MIN_REPLICAS") {
             c.redis_min_replicas = v
@@ -227,6 +225,12 @@ impl WorkerConfig {
         if let Some(v) = get("SPOOL_IDLE_EXIT") {
             c.idle_exit = Some(parse_duration("SPOOL_IDLE_EXIT", &v)?);
         }
+        if let Some(v) = get("SPOOL_JOB_TIMEOUT") {
+            c.job_timeout = Some(parse_duration("SPOOL_JOB_TIMEOUT", &v)?);
+        }
+        if let Some(v) = get("SPOOL_JOB_TIMEOUT_RETRY") {
+            c.job_timeout_retry = parse_bool("SPOOL_JOB_TIMEOUT_RETRY", &v)?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -258,6 +262,9 @@ impl WorkerConfig {
         };
         if let Some(lease) = self.lease {
             range("SPOOL_LEASE", lease, MIN_LEASE, MAX_LEASE)?;
+        }
+        if let Some(t) = self.job_timeout {
+            range("SPOOL_JOB_TIMEOUT", t, MIN_IDLE_EXIT, MAX_DRAIN_TIMEOUT)?;
         }
         if let Some(idle) = self.idle_exit {
             range("SPOOL_IDLE_EXIT", idle, MIN_IDLE_EXIT, MAX_DRAIN_TIMEOUT)?;
@@ -375,6 +382,19 @@ pub fn parse_duration(setting: &'static str, v: &str) -> Result<Duration, Config
         value: v.into(),
         reason: "must be a duration such as 30s, 500ms, 2m or a number of seconds".into(),
     })
+}
+
+/// `true`/`false` (or `1`/`0`, `yes`/`no`).
+fn parse_bool(setting: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError {
+            setting,
+            value: v.to_owned(),
+            reason: "must be true or false".into(),
+        }),
+    }
 }
 
 #[cfg(test)]

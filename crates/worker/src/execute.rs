@@ -34,6 +34,8 @@ enum StopReason {
     CancelRequested,
     /// Another worker holds the job now: touch nothing.
     LeaseLost,
+    /// The handling ran past `SPOOL_JOB_TIMEOUT`.
+    TimedOut,
 }
 
 /// How the handler's run ended.
@@ -134,7 +136,7 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             {
                 tracing::debug!(error = %e, "final progress not stored");
             }
-            decide(ended, reason)
+            decide(ended, reason, &env.config)
         }
     };
     let handler_time = started.elapsed();
@@ -189,6 +191,12 @@ async fn supervise<H: Handler>(
     let period = env.config.heartbeat_for(job.lease);
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // SPOOL_JOB_TIMEOUT: far in the future when unset.
+    let timeout_at = tokio::time::Instant::now()
+        + env
+            .config
+            .job_timeout
+            .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
     let mut progress_tick = tokio::time::interval(PROGRESS_INTERVAL);
     progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -198,6 +206,7 @@ async fn supervise<H: Handler>(
         tokio::select! {
             res = &mut task => break Some(res),
             _ = env.release_all.cancelled(), if reason.get().is_none() => stop(StopReason::Drain),
+            _ = tokio::time::sleep_until(timeout_at), if reason.get().is_none() && env.config.job_timeout.is_some() => stop(StopReason::TimedOut),
             _ = cancel.cancelled() => break None,
             _ = beat.tick() => {
                 sent = progress_rx.borrow_and_update().clone();
@@ -255,7 +264,11 @@ async fn heartbeat<H>(
 }
 
 /// Turns how the handler ended into a metric outcome and what to tell Redis.
-fn decide(ended: Ended, reason: Option<StopReason>) -> (Outcome, Option<Settle>) {
+fn decide(
+    ended: Ended,
+    reason: Option<StopReason>,
+    config: &crate::WorkerConfig,
+) -> (Outcome, Option<Settle>) {
     let fail = |error: String, permanent: bool| {
         if permanent {
             Settle::Dead(error)
@@ -272,6 +285,21 @@ fn decide(ended: Ended, reason: Option<StopReason>) -> (Outcome, Option<Settle>)
             (Outcome::Completed, Some(Settle::Complete(bytes)))
         }
         (_, Some(StopReason::Drain)) => (Outcome::Released, Some(Settle::Release)),
+        (_, Some(StopReason::TimedOut)) => {
+            let limit = config.job_timeout.unwrap_or_default();
+            let why = format!(
+                "timed out after {limit:?} (SPOOL_JOB_TIMEOUT); {}",
+                if config.job_timeout_retry {
+                    "retried (SPOOL_JOB_TIMEOUT_RETRY)"
+                } else {
+                    "not retried: a job that timed out once will likely time out again"
+                }
+            );
+            (
+                Outcome::TimedOut,
+                Some(fail(why, !config.job_timeout_retry)),
+            )
+        }
         (_, Some(StopReason::CancelRequested)) => (Outcome::Cancelled, Some(Settle::Cancelled)),
         (Ended::Returned(Err(JobError::Permanent(e))), None) => {
             (Outcome::Dead, Some(fail(e, true)))
@@ -301,6 +329,7 @@ async fn settle_with_retry<H>(
     let mut pause = Duration::from_millis(100);
     loop {
         match env.settler.settle(job, how.clone()).await {
+            Ok(_) if planned == Outcome::TimedOut => return Some(planned),
             Ok(state) => {
                 return Some(match (&how, state) {
                     (Settle::Retry(_), JobState::Scheduled) => Outcome::Retried,

@@ -36,17 +36,21 @@ pub enum Outcome {
     LeaseLost,
     /// Stopped on a cancel request.
     Cancelled,
+    /// Stopped at `SPOOL_JOB_TIMEOUT`; dead, or retried with
+    /// `SPOOL_JOB_TIMEOUT_RETRY`.
+    TimedOut,
 }
 
 impl Outcome {
     /// Every outcome, so each counter series exists from the start.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Completed,
         Outcome::Retried,
         Outcome::Dead,
         Outcome::Released,
         Outcome::LeaseLost,
         Outcome::Cancelled,
+        Outcome::TimedOut,
     ];
 
     /// The label value.
@@ -58,6 +62,7 @@ impl Outcome {
             Outcome::Released => "released",
             Outcome::LeaseLost => "lease_lost",
             Outcome::Cancelled => "cancelled",
+            Outcome::TimedOut => "timed_out",
         }
     }
 }

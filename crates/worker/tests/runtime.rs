@@ -490,6 +490,8 @@ async fn bad_settings_stop_start_up_with_exit_code_2() -> Result<()> {
         ("SPOOL_IDLE_EXIT", "forever"),
         ("SPOOL_ALLOW_EVICTION", "perhaps"),
         ("SPOOL_REDIS_MIN_REPLICAS", "-1"),
+        ("SPOOL_JOB_TIMEOUT", "0"),
+        ("SPOOL_JOB_TIMEOUT_RETRY", "maybe"),
     ] {
         let mut w = WorkerProcess::spawn(&binary()?, "redis://127.0.0.1:1", &[(k, v)])?;
         let status = w.wait_exit(Duration::from_secs(10))?;
@@ -723,6 +725,68 @@ async fn max_jobs_and_idle_exit_end_the_process_cleanly() -> Result<()> {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+    Ok(())
+}
+
+/// `SPOOL_JOB_TIMEOUT`: a handling longer than the limit is cancelled and the
+/// job ends dead with "timed out after …" in about the limit (retried instead
+/// with `SPOOL_JOB_TIMEOUT_RETRY=true`), counted as `timed_out`.
+#[tokio::test]
+async fn a_job_over_its_time_limit_is_stopped_and_failed() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let w = worker(&server, &[("SPOOL_JOB_TIMEOUT", "1s")])?;
+    let t = Instant::now();
+    let ids = enqueue(&q, r#"{"sleep_ms": 30000}"#, 1, JobOptions::default()).await?;
+    wait_for("the job to end", Duration::from_secs(15), async || {
+        Ok(q.info(&ids[0]).await?.state == JobState::Dead)
+    })
+    .await?;
+    let took = t.elapsed();
+    let info = q.info(&ids[0]).await?;
+    let err = info.last_error.clone().unwrap_or_default();
+    ensure!(err.contains("timed out after 1s"), "{err}");
+    ensure!(
+        took < Duration::from_secs(6),
+        "a 1 s limit took {took:?} to end the job"
+    );
+    let (_, metrics) = w.get("/metrics")?;
+    let timed_out = metric_value(
+        &metrics,
+        "spool_jobs_total",
+        &[("queue", QUEUE), ("outcome", "timed_out")],
+    );
+    ensure!(timed_out == Some(1.0), "timed_out counter {timed_out:?}");
+    drop(w);
+
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let _w = worker(
+        &server,
+        &[
+            ("SPOOL_JOB_TIMEOUT", "1s"),
+            ("SPOOL_JOB_TIMEOUT_RETRY", "true"),
+        ],
+    )?;
+    let ids = enqueue(
+        &q,
+        r#"{"sleep_ms": 30000}"#,
+        1,
+        JobOptions::default().max_attempts(2),
+    )
+    .await?;
+    wait_for(
+        "the retried job to die",
+        Duration::from_secs(30),
+        async || Ok(q.info(&ids[0]).await?.state == JobState::Dead),
+    )
+    .await?;
+    let info = q.info(&ids[0]).await?;
+    ensure!(
+        info.attempts == 2,
+        "retried once: {} attempts",
+        info.attempts
     );
     Ok(())
 }
