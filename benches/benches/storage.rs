@@ -52,6 +52,27 @@ fn best(rounds: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(best)
 }
 
+/// Best seconds of `local` and of `remote`, interleaved over `rounds` (the
+/// same owner each round: a retry replaces its own output).
+fn best_pair(
+    encoder: &Encoder,
+    local: &EncodeSpec,
+    remote: &EncodeSpec,
+    rounds: usize,
+    cancel: &CancellationToken,
+) -> Result<(f64, f64)> {
+    let (mut local_best, mut s3_best) = (f64::MAX, f64::MAX);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        encoder.encode_as(Some("bench"), local, &mut |_| {}, cancel)?;
+        local_best = local_best.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        encoder.encode_as(Some("bench"), remote, &mut |_| {}, cancel)?;
+        s3_best = s3_best.min(t.elapsed().as_secs_f64());
+    }
+    Ok((local_best, s3_best))
+}
+
 fn main() -> Result<()> {
     let secs: u32 = setting("SPOOL_BENCH_SECONDS", 30);
     let rounds: usize = setting("SPOOL_BENCH_ROUNDS", 3);
@@ -112,16 +133,7 @@ fn main() -> Result<()> {
     };
     let local = job("src.mp4", "local.mp4")?;
     let remote = job("s3://media/src/src.mp4", "s3://media/out/remote.mp4")?;
-    let (mut local_best, mut s3_best) = (f64::MAX, f64::MAX);
-    for _ in 0..rounds {
-        // Same owner each round: a retry replaces its own output.
-        let t = Instant::now();
-        encoder.encode_as(Some("bench"), &local, &mut |_| {}, &cancel)?;
-        local_best = local_best.min(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        encoder.encode_as(Some("bench"), &remote, &mut |_| {}, &cancel)?;
-        s3_best = s3_best.min(t.elapsed().as_secs_f64());
-    }
+    let (local_best, s3_best) = best_pair(&encoder, &local, &remote, rounds, &cancel)?;
     println!("job: local -> local {local_best:.2} s, s3 -> s3 {s3_best:.2} s (best of {rounds})");
     println!(
         "spool storage_job local_s={local_best:.3} s3_s={s3_best:.3} ratio={:.3}",
@@ -145,15 +157,7 @@ fn main() -> Result<()> {
     };
     let local = ladder("src.mp4", "ladder")?;
     let remote = ladder("s3://media/src/src.mp4", "s3://media/out/ladder")?;
-    let (mut local_best, mut s3_best) = (f64::MAX, f64::MAX);
-    for _ in 0..rounds {
-        let t = Instant::now();
-        encoder.encode_as(Some("bench"), &local, &mut |_| {}, &cancel)?;
-        local_best = local_best.min(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        encoder.encode_as(Some("bench"), &remote, &mut |_| {}, &cancel)?;
-        s3_best = s3_best.min(t.elapsed().as_secs_f64());
-    }
+    let (local_best, s3_best) = best_pair(&encoder, &local, &remote, rounds, &cancel)?;
     println!(
         "hls ladder (720p/480p/360p): local -> local {local_best:.2} s, s3 -> s3 {s3_best:.2} s (best of {rounds})"
     );

@@ -124,12 +124,7 @@ pub struct JobReport {
 impl JobReport {
     /// The `p`-quantile (0..=1) of the waits.
     pub fn wait_quantile(&self, p: f64) -> f64 {
-        let mut w = self.waits_s.clone();
-        if w.is_empty() {
-            return 0.0;
-        }
-        w.sort_by(f64::total_cmp);
-        w[((w.len() - 1) as f64 * p).round() as usize]
+        crate::sim::quantile(&self.waits_s, p)
     }
 }
 

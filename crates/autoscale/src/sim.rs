@@ -104,12 +104,7 @@ pub struct Report {
 impl Report {
     /// The `p`-quantile (0..=1) of the waits.
     pub fn wait_quantile(&self, p: f64) -> f64 {
-        let mut w = self.waits_s.clone();
-        if w.is_empty() {
-            return 0.0;
-        }
-        w.sort_by(f64::total_cmp);
-        w[((w.len() - 1) as f64 * p).round() as usize]
+        quantile(&self.waits_s, p)
     }
 }
 
@@ -236,6 +231,16 @@ pub fn simulate(
         .collect();
     report.direction_changes = direction_changes(&replicas);
     report
+}
+
+/// The `p`-quantile (0..=1) of `values` (nearest rank); 0 when empty.
+pub fn quantile(values: &[f64], p: f64) -> f64 {
+    let mut w = values.to_vec();
+    if w.is_empty() {
+        return 0.0;
+    }
+    w.sort_by(f64::total_cmp);
+    w[((w.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize]
 }
 
 /// Counts direction changes of a series, ignoring flat stretches.

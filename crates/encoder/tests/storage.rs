@@ -94,6 +94,20 @@ fn probe(path: &std::path::Path) -> Result<(u64, f64, String)> {
     ))
 }
 
+/// The bucket holds exactly the result's objects under `prefix`: no orphan
+/// segment, no leftover of an earlier attempt.
+fn holds_exactly(s3: &S3Server, prefix: &str, res: &EncodeResult) -> Result<()> {
+    let mut want: Vec<String> = res.objects.iter().map(|o| o.uri.clone()).collect();
+    want.sort();
+    let have: Vec<String> = s3
+        .list(MEDIA, prefix)?
+        .into_iter()
+        .map(|(k, _)| format!("s3://{MEDIA}/{k}"))
+        .collect();
+    ensure!(want == have, "bucket {have:?} vs outputs {want:?}");
+    Ok(())
+}
+
 fn no_secret(msg: &str) -> Result<()> {
     ensure!(
         !msg.contains(S3_SECRET_KEY) && !msg.contains(S3_ACCESS_KEY),
@@ -501,14 +515,7 @@ fn s3_killed_mid_upload_fails_retryably_and_the_retry_leaves_exactly_the_outputs
     s3.restart()?;
     // The queue retries the job: same owner, same spec.
     let res = encode(&enc, "j", hls_job(), &mut |_| {}, &cancel)?;
-    let mut want: Vec<String> = res.objects.iter().map(|o| o.uri.clone()).collect();
-    want.sort();
-    let have: Vec<String> = s3
-        .list(MEDIA, "hls/")?
-        .into_iter()
-        .map(|(k, _)| format!("s3://{MEDIA}/{k}"))
-        .collect();
-    ensure!(want == have, "bucket {have:?} vs outputs {want:?}");
+    holds_exactly(&s3, "hls/", &res)?;
     Ok(())
 }
 
@@ -624,14 +631,7 @@ fn hls_segments_are_uploaded_while_the_encode_runs() -> Result<()> {
         let (frames, _, codec) = probe(&local)?;
         ensure!(frames > 0 && codec == "h264", "{key}: {frames} {codec}");
     }
-    let mut want: Vec<String> = res.objects.iter().map(|o| o.uri.clone()).collect();
-    want.sort();
-    let have: Vec<String> = s3
-        .list(MEDIA, "hls/")?
-        .into_iter()
-        .map(|(k, _)| format!("s3://{MEDIA}/{k}"))
-        .collect();
-    ensure!(want == have, "bucket {have:?} vs outputs {want:?}");
+    holds_exactly(&s3, "hls/", &res)?;
     Ok(())
 }
 
@@ -683,14 +683,7 @@ fn s3_killed_during_the_encode_stops_it_retryably() -> Result<()> {
     );
     s3.restart()?;
     let res = encode(&enc, "j", SLOW_HLS_JOB, &mut |_| {}, &cancel)?;
-    let mut want: Vec<String> = res.objects.iter().map(|o| o.uri.clone()).collect();
-    want.sort();
-    let have: Vec<String> = s3
-        .list(MEDIA, "hls/")?
-        .into_iter()
-        .map(|(k, _)| format!("s3://{MEDIA}/{k}"))
-        .collect();
-    ensure!(want == have, "bucket {have:?} vs outputs {want:?}");
+    holds_exactly(&s3, "hls/", &res)?;
     Ok(())
 }
 

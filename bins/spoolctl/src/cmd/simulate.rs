@@ -101,13 +101,7 @@ fn simulate_jobs(
         r.found_nothing
     );
     println!("peak backlog {peak_backlog}, peak Jobs {peak_jobs}");
-    println!(
-        "wait p50 {:.0} s, p95 {:.0} s, p99 {:.0} s; replica-minutes {:.0}",
-        r.wait_quantile(0.5),
-        r.wait_quantile(0.95),
-        r.wait_quantile(0.99),
-        r.replica_minutes
-    );
+    print_waits(&r.waits_s, r.replica_minutes);
     if let Some(path) = &a.plot {
         // Jobs alive are the ScaledJob's "replicas"; outstanding counts the
         // waiting jobs and one per Job (working, starting or idle).
@@ -132,6 +126,16 @@ fn simulate_jobs(
         println!("plot: {}", path.display());
     }
     Ok(())
+}
+
+fn print_waits(waits_s: &[f64], replica_minutes: f64) {
+    let q = |p| spool_autoscale::sim::quantile(waits_s, p);
+    println!(
+        "wait p50 {:.0} s, p95 {:.0} s, p99 {:.0} s; replica-minutes {replica_minutes:.0}",
+        q(0.5),
+        q(0.95),
+        q(0.99),
+    );
 }
 
 fn parse_metric(m: &str) -> Result<spool_autoscale::sim::Metric, Failure> {
@@ -188,13 +192,7 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         "peak backlog {peak_backlog}, peak replicas {peak_replicas}, direction changes {}",
         r.direction_changes
     );
-    println!(
-        "wait p50 {:.0} s, p95 {:.0} s, p99 {:.0} s; replica-minutes {:.0}",
-        r.wait_quantile(0.5),
-        r.wait_quantile(0.95),
-        r.wait_quantile(0.99),
-        r.replica_minutes
-    );
+    print_waits(&r.waits_s, r.replica_minutes);
     if let Some(path) = &a.plot {
         let title = format!(
             "{} — {:?} metric, listLength {}",
