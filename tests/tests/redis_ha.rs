@@ -15,11 +15,47 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use spool_queue::{Client, ClientOptions, Error, JobOptions, JobState};
+use spool_queue::{Client, ClientOptions, Error, JobOptions, JobState, Queue};
 use spool_testkit::{RedisSentinel, WorkerProcess, example_binary};
 
 fn soak() -> bool {
     std::env::var_os("SPOOL_SOAK").is_some_and(|v| v != "0")
+}
+
+/// Enqueues a no-op job with this id, retrying transient errors (failover)
+/// until Redis acknowledges it: the id makes the retry safe.
+async fn enqueue_until_acknowledged(q: &Queue, id: &str) -> Result<()> {
+    let opts = JobOptions::default()
+        .id(id)
+        .max_attempts(100)
+        .lease(Duration::from_secs(3));
+    loop {
+        match q.enqueue(r#"{"sleep_ms": 5}"#, opts.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits until `q` has nothing outstanding or scheduled, 120 s from `since`.
+async fn drained(q: &Queue, since: Instant, workers: &[WorkerProcess]) -> Result<()> {
+    loop {
+        match q.stats().await {
+            Ok(s) if s.outstanding == 0 && s.scheduled == 0 => return Ok(()),
+            Ok(_) | Err(_) if since.elapsed() < Duration::from_secs(120) => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            r => {
+                let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+                anyhow::bail!(
+                    "queue {} did not drain in 120 s: {r:?}\n{}",
+                    q.name(),
+                    logs.join("\n---\n")
+                )
+            }
+        }
+    }
 }
 
 /// What one run saw.
@@ -75,19 +111,7 @@ async fn run(min_replicas: u32) -> Result<Outcome> {
             let mut last = Instant::now();
             for i in 0..jobs {
                 let id = format!("job-{i:06}");
-                let opts = JobOptions::default()
-                    .id(id.clone())
-                    .max_attempts(100)
-                    .lease(Duration::from_secs(3));
-                loop {
-                    match q.enqueue(r#"{"sleep_ms": 5}"#, opts.clone()).await {
-                        Ok(_) => break,
-                        Err(e) if e.is_transient() => {
-                            tokio::time::sleep(Duration::from_millis(50)).await
-                        }
-                        Err(e) => return Err(anyhow::Error::from(e)),
-                    }
-                }
+                enqueue_until_acknowledged(&q, &id).await?;
                 let now = Instant::now();
                 if let Ok(mut g) = gap.lock() {
                     *g = (*g).max(now - last);
@@ -98,7 +122,7 @@ async fn run(min_replicas: u32) -> Result<Outcome> {
                 }
                 tokio::time::sleep(pace).await;
             }
-            Ok(())
+            anyhow::Ok(())
         })
     };
 
@@ -122,22 +146,7 @@ async fn run(min_replicas: u32) -> Result<Outcome> {
 
     // Everything acknowledged settles (jobs lost in flight come back when
     // their leases run out).
-    let started = Instant::now();
-    loop {
-        match q.stats().await {
-            Ok(s) if s.outstanding == 0 && s.scheduled == 0 => break,
-            Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(120) => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            r => {
-                let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-                anyhow::bail!(
-                    "the queue did not drain in 120 s: {r:?}\n{}",
-                    logs.join("\n---\n")
-                )
-            }
-        }
-    }
+    drained(&q, Instant::now(), &workers).await?;
     let ids = acked
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -274,25 +283,13 @@ async fn cluster_failover_keeps_every_queue_working() -> Result<()> {
         producers.push(tokio::spawn(async move {
             for i in 0..per_queue {
                 let id = format!("{name}-{i:05}");
-                let opts = JobOptions::default()
-                    .id(id.clone())
-                    .max_attempts(100)
-                    .lease(Duration::from_secs(3));
-                loop {
-                    match queue.enqueue(r#"{"sleep_ms": 5}"#, opts.clone()).await {
-                        Ok(_) => break,
-                        Err(e) if e.is_transient() => {
-                            tokio::time::sleep(Duration::from_millis(50)).await
-                        }
-                        Err(e) => return Err(anyhow::Error::from(e)),
-                    }
-                }
+                enqueue_until_acknowledged(&queue, &id).await?;
                 if let Ok(mut a) = acked.lock() {
                     a.push((name.clone(), id));
                 }
                 tokio::time::sleep(Duration::from_millis(6)).await;
             }
-            Ok(())
+            anyhow::Ok(())
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -309,19 +306,7 @@ async fn cluster_failover_keeps_every_queue_working() -> Result<()> {
     }
     let started = Instant::now();
     for q in &queues {
-        let queue = client.queue(q)?;
-        loop {
-            match queue.stats().await {
-                Ok(s) if s.outstanding == 0 && s.scheduled == 0 => break,
-                Ok(_) | Err(_) if started.elapsed() < Duration::from_secs(120) => {
-                    tokio::time::sleep(Duration::from_millis(250)).await
-                }
-                r => {
-                    let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-                    anyhow::bail!("queue {q} did not drain: {r:?}\n{}", logs.join("\n---\n"))
-                }
-            }
-        }
+        drained(&client.queue(q)?, started, &workers).await?;
     }
     let ids = acked
         .lock()

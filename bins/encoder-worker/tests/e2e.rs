@@ -14,6 +14,25 @@ fn clip(path: &Path) -> Result<()> {
     Ok(spool_testkit::lavfi_clip(path, 640, 360, 25, 3)?)
 }
 
+/// The encoder worker on `url` with these roots and `extra` settings, ready.
+fn ready_worker(
+    url: &str,
+    input: &Path,
+    output: &Path,
+    extra: &[(&str, &str)],
+) -> Result<WorkerProcess> {
+    let (ins, outs) = (input.display().to_string(), output.display().to_string());
+    let mut env = vec![
+        ("SPOOL_QUEUE", "encode"),
+        ("SPOOL_INPUT_ROOT", ins.as_str()),
+        ("SPOOL_OUTPUT_ROOT", outs.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let mut worker = WorkerProcess::spawn(Path::new(WORKER), url, &env)?;
+    worker.wait_ready(Duration::from_secs(30))?;
+    Ok(worker)
+}
+
 fn spoolctl(url: &str, args: &[&str]) -> Result<std::process::Output> {
     Ok(Command::new(workspace_binary("spoolctl", "spoolctl")?)
         .args(args)
@@ -30,17 +49,7 @@ fn spoolctl_enqueues_an_encode_and_the_worker_produces_it() -> Result<()> {
     std::fs::create_dir_all(&input)?;
     std::fs::create_dir_all(&output)?;
     clip(&input.join("clip.mp4"))?;
-    let (ins, outs) = (input.display().to_string(), output.display().to_string());
-    let mut worker = WorkerProcess::spawn(
-        Path::new(WORKER),
-        &server.url(),
-        &[
-            ("SPOOL_QUEUE", "encode"),
-            ("SPOOL_INPUT_ROOT", &ins),
-            ("SPOOL_OUTPUT_ROOT", &outs),
-        ],
-    )?;
-    worker.wait_ready(Duration::from_secs(30))?;
+    let mut worker = ready_worker(&server.url(), &input, &output, &[])?;
 
     let o = spoolctl(
         &server.url(),
@@ -198,19 +207,12 @@ fn the_redis_password_never_leaks() -> Result<()> {
     std::fs::create_dir_all(&input)?;
     std::fs::create_dir_all(&output)?;
     clip(&input.join("clip.mp4"))?;
-    let (ins, outs) = (input.display().to_string(), output.display().to_string());
-    let mut worker = WorkerProcess::spawn(
-        Path::new(WORKER),
+    let mut worker = ready_worker(
         &url,
-        &[
-            ("SPOOL_QUEUE", "encode"),
-            ("SPOOL_INPUT_ROOT", &ins),
-            ("SPOOL_OUTPUT_ROOT", &outs),
-            ("SPOOL_LOG_FORMAT", "json"),
-            ("RUST_LOG", "debug"),
-        ],
+        &input,
+        &output,
+        &[("SPOOL_LOG_FORMAT", "json"), ("RUST_LOG", "debug")],
     )?;
-    worker.wait_ready(Duration::from_secs(30))?;
     let mut seen = String::new();
     let mut run = |args: &[&str]| -> Result<()> {
         let o = spoolctl(&url, args)?;
@@ -301,20 +303,16 @@ fn sigterm_ends_a_worker_stuck_on_a_silent_http_input_within_the_drain() -> Resu
             });
         }
     });
-    let (ins, outs) = (input.display().to_string(), output.display().to_string());
-    let mut worker = WorkerProcess::spawn(
-        Path::new(WORKER),
+    let mut worker = ready_worker(
         &server.url(),
+        &input,
+        &output,
         &[
-            ("SPOOL_QUEUE", "encode"),
-            ("SPOOL_INPUT_ROOT", &ins),
-            ("SPOOL_OUTPUT_ROOT", &outs),
             ("SPOOL_ALLOW_HTTP", "true"),
             ("SPOOL_HTTP_ALLOW_NETS", "127.0.0.1/32"),
             ("SPOOL_DRAIN_TIMEOUT", "2s"),
         ],
     )?;
-    worker.wait_ready(Duration::from_secs(30))?;
     let url = format!("http://127.0.0.1:{port}/never.mp4");
     let o = spoolctl(
         &server.url(),
@@ -356,18 +354,12 @@ fn a_time_limit_stops_a_long_encode_and_leaves_nothing() -> Result<()> {
     std::fs::create_dir_all(&input)?;
     std::fs::create_dir_all(&output)?;
     spool_testkit::lavfi_clip(&input.join("long.mp4"), 1920, 1080, 25, 20)?;
-    let (ins, outs) = (input.display().to_string(), output.display().to_string());
-    let mut worker = WorkerProcess::spawn(
-        Path::new(WORKER),
+    let worker = ready_worker(
         &server.url(),
-        &[
-            ("SPOOL_QUEUE", "encode"),
-            ("SPOOL_INPUT_ROOT", &ins),
-            ("SPOOL_OUTPUT_ROOT", &outs),
-            ("SPOOL_JOB_TIMEOUT", "2s"),
-        ],
+        &input,
+        &output,
+        &[("SPOOL_JOB_TIMEOUT", "2s")],
     )?;
-    worker.wait_ready(Duration::from_secs(30))?;
     let o = spoolctl(
         &server.url(),
         &[

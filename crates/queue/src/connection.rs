@@ -192,7 +192,7 @@ impl Endpoint {
         install_crypto_provider();
         let err = |e| Error::from_redis(&self.display, e);
         if let Some(spec) = &self.sentinel {
-            let sentinel = Arc::new(Sentinel::new(spec, self.certs()).map_err(err)?);
+            let sentinel = Arc::new(Sentinel::new(spec, self.certs()));
             sentinel.shared().await.map_err(err)?;
             return Ok(Conn::Sentinel(sentinel));
         }
@@ -471,7 +471,9 @@ pub(crate) struct Sentinel {
     certs: Option<redis::TlsCertificates>,
     /// One resolution at a time.
     resolving: tokio::sync::Mutex<()>,
-    current: Mutex<Option<MultiplexedConnection>>,
+    /// The master's address and the shared connection to it, until a sign
+    /// of failover drops them.
+    current: Mutex<Option<((String, u16), MultiplexedConnection)>>,
     db: i64,
 }
 
@@ -481,14 +483,14 @@ fn in_failover(what: String) -> redis::RedisError {
 }
 
 impl Sentinel {
-    fn new(spec: &SentinelSpec, certs: Option<redis::TlsCertificates>) -> redis::RedisResult<Self> {
-        Ok(Sentinel {
+    fn new(spec: &SentinelSpec, certs: Option<redis::TlsCertificates>) -> Self {
+        Sentinel {
             spec: spec.clone(),
             certs,
             resolving: tokio::sync::Mutex::new(()),
             current: Mutex::new(None),
             db: spec.db,
-        })
+        }
     }
 
     fn client_for(
@@ -557,13 +559,13 @@ impl Sentinel {
             })
     }
 
-    /// A new connection to the master the sentinels name now, with this
-    /// response timeout.
-    pub(crate) async fn master(
+    /// A new connection to `addr`, with this response timeout, once it
+    /// answers `ROLE` as a master.
+    async fn connect_to(
         &self,
+        (host, port): &(String, u16),
         response: Duration,
     ) -> redis::RedisResult<MultiplexedConnection> {
-        let (host, port) = self.resolve().await?;
         let mut info = redis::RedisConnectionInfo::default().set_db(self.spec.db);
         if let Some(u) = &self.spec.username {
             info = info.set_username(u);
@@ -571,7 +573,7 @@ impl Sentinel {
         if let Some(p) = &self.spec.password {
             info = info.set_password(p);
         }
-        let client = self.client_for(&host, port, info)?;
+        let client = self.client_for(host, *port, info)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(response));
@@ -589,30 +591,52 @@ impl Sentinel {
         Ok(conn)
     }
 
+    /// A new dedicated connection to the master, with this response
+    /// timeout: at the address the shared connection found (no sentinel
+    /// round trips per blocking connection), or, when there is none or it no
+    /// longer answers as the master, the one the sentinels name now.
+    pub(crate) async fn master(
+        &self,
+        response: Duration,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let known = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(addr, _)| addr.clone());
+        if let Some(addr) = known {
+            match self.connect_to(&addr, response).await {
+                Ok(c) => return Ok(c),
+                Err(e) => self.after::<()>(&Err(e)),
+            }
+        }
+        let addr = self.resolve().await?;
+        self.connect_to(&addr, response).await
+    }
+
     /// The shared connection, found through the sentinels when there is
     /// none.
     async fn shared(&self) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(c) = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        let cached = || {
+            self.current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|(_, c)| c.clone())
+        };
+        if let Some(c) = cached() {
             return Ok(c);
         }
         let _one = self.resolving.lock().await;
-        if let Some(c) = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        // Found by the caller that held the lock before us.
+        if let Some(c) = cached() {
             return Ok(c);
         }
-        let c = self.master(RESPONSE_TIMEOUT).await?;
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        // Another caller may have found it meanwhile: keep one.
-        Ok(cur.get_or_insert(c).clone())
+        let addr = self.resolve().await?;
+        let c = self.connect_to(&addr, RESPONSE_TIMEOUT).await?;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr, c.clone()));
+        Ok(c)
     }
 
     /// Drops the shared connection after a sign of failover, so the next
@@ -641,7 +665,7 @@ fn failover_sign(e: &redis::RedisError) -> bool {
                 redis::ServerErrorKind::ReadOnly
                     | redis::ServerErrorKind::BusyLoading
                     | redis::ServerErrorKind::MasterDown
-            ) | redis::ErrorKind::MasterNameNotFoundBySentinel
+            )
         )
 }
 

@@ -199,9 +199,6 @@ impl Error {
                     | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
                     | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
                     | redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-                    // Mid-failover the sentinels may name no master, or one
-                    // that does not answer as a master yet.
-                    | redis::ErrorKind::MasterNameNotFoundBySentinel
             );
         if transient {
             Error::Unavailable {

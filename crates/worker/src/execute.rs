@@ -191,12 +191,15 @@ async fn supervise<H: Handler>(
     let period = env.config.heartbeat_for(job.lease);
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // SPOOL_JOB_TIMEOUT: far in the future when unset.
-    let timeout_at = tokio::time::Instant::now()
-        + env
-            .config
-            .job_timeout
-            .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
+    // SPOOL_JOB_TIMEOUT: never fires when unset.
+    let time_limit = env.config.job_timeout;
+    let timed_out = async move {
+        match time_limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timed_out);
     let mut progress_tick = tokio::time::interval(PROGRESS_INTERVAL);
     progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -206,7 +209,7 @@ async fn supervise<H: Handler>(
         tokio::select! {
             res = &mut task => break Some(res),
             _ = env.release_all.cancelled(), if reason.get().is_none() => stop(StopReason::Drain),
-            _ = tokio::time::sleep_until(timeout_at), if reason.get().is_none() && env.config.job_timeout.is_some() => stop(StopReason::TimedOut),
+            _ = &mut timed_out, if reason.get().is_none() => stop(StopReason::TimedOut),
             _ = cancel.cancelled() => break None,
             _ = beat.tick() => {
                 sent = progress_rx.borrow_and_update().clone();
@@ -329,14 +332,11 @@ async fn settle_with_retry<H>(
     let mut pause = Duration::from_millis(100);
     loop {
         match env.settler.settle(job, how.clone()).await {
-            Ok(_) if planned == Outcome::TimedOut => return Some(planned),
-            Ok(state) => {
-                return Some(match (&how, state) {
-                    (Settle::Retry(_), JobState::Scheduled) => Outcome::Retried,
-                    (Settle::Retry(_), _) => Outcome::Dead,
-                    _ => planned,
-                });
+            // A retry with no attempts left ended dead.
+            Ok(state) if planned == Outcome::Retried && state != JobState::Scheduled => {
+                return Some(Outcome::Dead);
             }
+            Ok(_) => return Some(planned),
             Err(SettleFailure::LeaseLost) => {
                 tracing::warn!("lease lost before the job could be settled");
                 return None;

@@ -266,7 +266,7 @@ impl<H: Handler> Worker<H> {
                 permits.push(p);
             }
             if let Some(max) = cfg.max_jobs {
-                permits.truncate(usize::try_from(max - taken).unwrap_or(usize::MAX).max(1));
+                permits.truncate(usize::try_from(max - taken).unwrap_or(usize::MAX));
             }
             let reserve = queue.reserve(permits.len(), RESERVE_WAIT);
             tokio::pin!(reserve);
