@@ -86,7 +86,29 @@ fn err(msg: impl Into<String>) -> Error {
 }
 
 /// A free TCP port on 127.0.0.1 (free when probed).
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range (32768 and
+/// up): a server the test kills and restarts on the same port (Redis on its
+/// AOF, SeaweedFS) would otherwise find it taken, now and then, by some
+/// process's outgoing connection in the meantime ("address already in use").
 pub fn free_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Each process starts at its own place in the range (its pid and the
+    // clock), so parallel test processes rarely try the same ports.
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let _ = NEXT.compare_exchange(0, seed % SPAN + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| err(format!("no free port: {e}")))?;
     l.local_addr()
         .map(|a| a.port())
