@@ -324,6 +324,9 @@ impl Handler for EncodeHandler {
         if let Some(hw) = self.policy {
             spec.hardware = hw;
         }
+        if let Some(t) = spec.timeout_s {
+            ctx.set_time_limit(std::time::Duration::from_secs(t.into()));
+        }
         let encoder = self.encoder.clone();
         let cancel = ctx.cancellation_token();
         let progress_ctx = ctx.clone();

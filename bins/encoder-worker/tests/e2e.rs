@@ -343,9 +343,10 @@ fn sigterm_ends_a_worker_stuck_on_a_silent_http_input_within_the_drain() -> Resu
     Ok(())
 }
 
-/// `SPOOL_JOB_TIMEOUT=2s` on a long 1080p `slowest` encode: the encode stops
-/// within about a second of the limit, the job is dead with "timed out
-/// after 2s", and nothing is left in the output root.
+/// A 2 s limit in the encode spec (`timeout_s`, from `spoolctl encode
+/// --timeout 2s`) on a long 1080p `slowest` encode, under a worker cap of an
+/// hour: the encode stops within about a second of the limit, the job is
+/// dead with "timed out after 2s", and nothing is left in the output root.
 #[test]
 fn a_time_limit_stops_a_long_encode_and_leaves_nothing() -> Result<()> {
     let server = RedisServer::start()?;
@@ -358,13 +359,23 @@ fn a_time_limit_stops_a_long_encode_and_leaves_nothing() -> Result<()> {
         &server.url(),
         &input,
         &output,
-        &[("SPOOL_JOB_TIMEOUT", "2s")],
+        &[("SPOOL_MAX_JOB_TIMEOUT", "1h")],
     )?;
     let o = spoolctl(
         &server.url(),
         &[
-            "encode", "long.mp4", "--out", "long", "--height", "1080", "--preset", "slowest",
-            "--hw", "cpu",
+            "encode",
+            "long.mp4",
+            "--out",
+            "long",
+            "--height",
+            "1080",
+            "--preset",
+            "slowest",
+            "--hw",
+            "cpu",
+            "--timeout",
+            "2s",
         ],
     )?;
     ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -390,7 +401,10 @@ fn a_time_limit_stops_a_long_encode_and_leaves_nothing() -> Result<()> {
     let took = started.context("never seen active")?.elapsed();
     ensure!(info["state"] == "dead", "{info}");
     let err = info["last_error"].as_str().unwrap_or_default();
-    ensure!(err.contains("timed out after 2s"), "{err}");
+    ensure!(
+        err.contains("timed out after 2s (the limit its payload set)"),
+        "{err}"
+    );
     println!("a 2 s limit ended the encode {took:?} after it was seen active");
     ensure!(
         took < Duration::from_secs(4),

@@ -41,6 +41,8 @@ local MIN_LEASE_MS = 100
 local MAX_LEASE_MS = 86400000      -- 1 day
 local MAX_RETENTION_S = 31622400   -- 366 days
 local MAX_BATCH = 10000            -- entries in one call
+local MAX_TIMEOUT_MS = 2678400000  -- 31 days, a job's own time limit
+local TIMEOUT_RETRY = { [''] = true, ['0'] = true, ['1'] = true }
 
 -- A full Redis (at maxmemory with `maxmemory-policy noeviction`) refuses a
 -- script's writes that may grow memory (HSET, ZADD: DENYOOM commands), but

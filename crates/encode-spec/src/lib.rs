@@ -84,7 +84,17 @@ pub struct EncodeSpec {
     /// the video.
     #[serde(default)]
     pub allow_truncated: bool,
+    /// The longest this encode may take, in seconds, counted from the job's
+    /// start: past it the encode is cancelled, its partial outputs removed,
+    /// and the job failed "timed out after …". The job's own `timeout` option
+    /// wins over it, and the worker's `SPOOL_MAX_JOB_TIMEOUT` caps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u32>,
 }
+
+/// Longest `timeout_s` an encode spec may ask for: 31 days, as for a job's
+/// own `timeout` option.
+pub const MAX_TIMEOUT_S: u32 = 31 * 86_400;
 
 /// Video codecs.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
@@ -317,6 +327,14 @@ impl EncodeSpec {
             if S3Uri::is_s3(v) {
                 S3Uri::parse(v).map_err(|reason| SpecError::new(field, reason))?;
             }
+        }
+        if let Some(t) = self.timeout_s
+            && !(1..=MAX_TIMEOUT_S).contains(&t)
+        {
+            return Err(SpecError::new(
+                "timeout_s",
+                format!("is {t}; must be within 1..={MAX_TIMEOUT_S} seconds"),
+            ));
         }
         if self.renditions.is_empty() {
             return Err(SpecError::new(

@@ -41,6 +41,9 @@ pub const MAX_DELAY: Duration = Duration::from_secs(366 * 86_400);
 pub const MAX_RETENTION: Duration = Duration::from_secs(366 * 86_400);
 /// Most attempts a job may have.
 pub const MAX_ATTEMPTS: u32 = 10_000;
+/// Longest time limit a job may ask for (the worker's
+/// `SPOOL_MAX_JOB_TIMEOUT` may bound it further).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(31 * 86_400);
 /// Longest dedup key accepted.
 const MAX_DEDUP_KEY: usize = 256;
 
@@ -67,6 +70,15 @@ pub struct JobOptions {
     /// Use this id instead of a generated one; enqueueing an existing id is a
     /// no-op that returns it, which makes enqueue safe to retry.
     pub id: Option<String>,
+    /// Longest a handling of this job may run before the worker cancels it
+    /// and fails the job "timed out after …" (`None`: the worker's
+    /// `SPOOL_JOB_TIMEOUT`, or the handler's own limit). Bounded by the
+    /// worker's `SPOOL_MAX_JOB_TIMEOUT` and by [`MAX_TIMEOUT`].
+    pub timeout: Option<Duration>,
+    /// Whether a timed-out attempt is retried (`Some(true)`) or the job dies
+    /// (`Some(false)`); `None`: the worker's `SPOOL_JOB_TIMEOUT_RETRY`
+    /// (default: dies, as a job that timed out once will likely again).
+    pub timeout_retry: Option<bool>,
 }
 
 impl Default for JobOptions {
@@ -81,6 +93,8 @@ impl Default for JobOptions {
             retention: DEFAULT_RETENTION,
             dedup_key: None,
             id: None,
+            timeout: None,
+            timeout_retry: None,
         }
     }
 }
@@ -133,6 +147,17 @@ impl JobOptions {
         self
     }
 
+    /// Sets the job's time limit.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// Sets whether a timed-out attempt is retried.
+    pub fn timeout_retry(mut self, retry: bool) -> Self {
+        self.timeout_retry = Some(retry);
+        self
+    }
+
     /// Checks every option, naming the first one out of range.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: String| Err(Error::InvalidOption { field, reason });
@@ -153,10 +178,14 @@ impl JobOptions {
             ("backoff_max", self.backoff_max, MAX_BACKOFF),
             ("retention", self.retention, MAX_RETENTION),
             ("delay", self.delay.unwrap_or_default(), MAX_DELAY),
+            ("timeout", self.timeout.unwrap_or_default(), MAX_TIMEOUT),
         ] {
             if v > max {
                 return bad(field, format!("{v:?} is longer than the maximum {max:?}"));
             }
+        }
+        if self.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
+            return bad("timeout", "must be at least 1ms".into());
         }
         if self.backoff > self.backoff_max {
             return bad("backoff", "the first delay exceeds backoff_max".into());
@@ -291,6 +320,10 @@ pub struct ReservedJob {
     pub(crate) token: String,
     /// When the lease runs out unless extended (server clock).
     pub deadline: SystemTime,
+    /// The job's own time limit ([`JobOptions::timeout`]).
+    pub timeout: Option<Duration>,
+    /// The job's own choice on retrying a timeout ([`JobOptions::timeout_retry`]).
+    pub timeout_retry: Option<bool>,
 }
 
 impl ReservedJob {
@@ -335,6 +368,10 @@ pub struct JobInfo {
     pub cancel_requested: bool,
     /// Its dedup key.
     pub dedup_key: Option<String>,
+    /// Its own time limit in ms ([`JobOptions::timeout`]).
+    pub timeout_ms: Option<u64>,
+    /// Its own choice on retrying a timeout ([`JobOptions::timeout_retry`]).
+    pub timeout_retry: Option<bool>,
 }
 
 impl JobInfo {
@@ -386,6 +423,12 @@ impl JobInfo {
             finished_at_ms: ms(num("finished_at")?),
             cancel_requested: text("cancel").as_deref() == Some("1"),
             dedup_key: text("dedup").filter(|s| !s.is_empty()),
+            timeout_ms: ms(num("timeout_ms")?).filter(|&t| t > 0),
+            timeout_retry: match text("timeout_retry").as_deref() {
+                Some("1") => Some(true),
+                Some("0") => Some(false),
+                _ => None,
+            },
         })
     }
 }
@@ -410,6 +453,11 @@ mod tests {
             ),
             (JobOptions::default().dedup_key(""), "dedup_key"),
             (JobOptions::default().id("has space"), "id"),
+            (
+                JobOptions::default().timeout(Duration::from_secs(32 * 86_400)),
+                "timeout",
+            ),
+            (JobOptions::default().timeout(Duration::ZERO), "timeout"),
         ];
         for (opts, want) in cases {
             match opts.validate() {

@@ -69,7 +69,7 @@ pub use id::JobId;
 pub use job::{
     DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION,
     JobInfo, JobOptions, JobState, MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, MAX_LEASE, MAX_RETENTION,
-    NewJob, PRIORITY_RANGE, ReservedJob,
+    MAX_TIMEOUT, NewJob, PRIORITY_RANGE, ReservedJob,
 };
 pub use keys::Keys;
 #[doc(hidden)]

@@ -802,6 +802,29 @@ async fn bad_script_arguments_change_nothing_and_damaged_jobs_strand_nothing() -
         let exists: bool = redis::cmd("EXISTS").arg(k.job("ok1")).query(&mut conn)?;
         ensure!(n == 0 && !exists, "a refused call wrote something");
     }
+    // The same with the two time-limit fields (entries of 12, as spool-queue
+    // sends; the 10-field entries above are what older producers send).
+    for (field, value) in [(10, "-5"), (10, "2678400001"), (11, "yes"), (11, "2")] {
+        let mut good12 = good.to_vec();
+        good12.extend(["1000", ""]);
+        let mut second = good12.clone();
+        second[0] = "bad";
+        second[field] = value;
+        let mut inv = enqueue.prepare_invoke();
+        for key in keys {
+            inv.key(key);
+        }
+        inv.arg(&k.prefix)
+            .arg("test")
+            .arg(2)
+            .arg(&good12[..])
+            .arg(&second[..]);
+        let r: redis::RedisResult<Vec<String>> = inv.invoke(&mut conn);
+        let e = r
+            .err()
+            .with_context(|| format!("field {field} = {value:?} was accepted"))?;
+        ensure!(e.to_string().contains("spool: invalid timeout"), "{e}");
+    }
 
     // Three ready jobs; the middle one's lease is damaged, the last one's key
     // is not a hash at all.

@@ -185,6 +185,8 @@ impl Fuzz {
                 (100 + self.rng.below(400)).to_string(),
                 self.rng.below(3).to_string(),
                 dedup,
+                self.rng.below(3000).to_string(),
+                ["", "0", "1"][self.rng.below(3)].to_owned(),
             ] {
                 args.push(v.into_bytes());
             }

@@ -61,6 +61,9 @@ pub struct WorkerArgs {
     /// Retry a timed-out job instead of marking it dead: true or false.
     #[arg(long, env = "SPOOL_JOB_TIMEOUT_RETRY")]
     pub job_timeout_retry: Option<String>,
+    /// Cap every handling's time limit, whatever the job asks for (e.g. 8h).
+    #[arg(long, env = "SPOOL_MAX_JOB_TIMEOUT")]
+    pub max_job_timeout: Option<String>,
 }
 
 impl WorkerArgs {
@@ -84,6 +87,7 @@ impl WorkerArgs {
                 "SPOOL_IDLE_EXIT" => self.idle_exit.as_ref(),
                 "SPOOL_JOB_TIMEOUT" => self.job_timeout.as_ref(),
                 "SPOOL_JOB_TIMEOUT_RETRY" => self.job_timeout_retry.as_ref(),
+                "SPOOL_MAX_JOB_TIMEOUT" => self.max_job_timeout.as_ref(),
                 "SPOOL_LOG_FORMAT" => self.log_format.as_ref(),
                 _ => None,
             }

@@ -111,8 +111,11 @@ pub struct WorkerConfig {
     /// job failed ("timed out after …"); `None` (the default) sets no limit.
     pub job_timeout: Option<Duration>,
     /// `SPOOL_JOB_TIMEOUT_RETRY`: a timed-out job is retried (with backoff)
-    /// instead of dead.
+    /// instead of dead, unless the job chose itself (its `timeout_retry`).
     pub job_timeout_retry: bool,
+    /// `SPOOL_MAX_JOB_TIMEOUT`: the longest any handling may run, whatever
+    /// limit the job or its payload asks for (`None`: no cap).
+    pub max_job_timeout: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -134,6 +137,7 @@ impl Default for WorkerConfig {
             idle_exit: None,
             job_timeout: None,
             job_timeout_retry: false,
+            max_job_timeout: None,
         }
     }
 }
@@ -231,6 +235,9 @@ impl WorkerConfig {
         if let Some(v) = get("SPOOL_JOB_TIMEOUT_RETRY") {
             c.job_timeout_retry = parse_bool("SPOOL_JOB_TIMEOUT_RETRY", &v)?;
         }
+        if let Some(v) = get("SPOOL_MAX_JOB_TIMEOUT") {
+            c.max_job_timeout = Some(parse_duration("SPOOL_MAX_JOB_TIMEOUT", &v)?);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -265,6 +272,21 @@ impl WorkerConfig {
         }
         if let Some(t) = self.job_timeout {
             range("SPOOL_JOB_TIMEOUT", t, MIN_IDLE_EXIT, MAX_DRAIN_TIMEOUT)?;
+        }
+        if let Some(max) = self.max_job_timeout {
+            range(
+                "SPOOL_MAX_JOB_TIMEOUT",
+                max,
+                MIN_IDLE_EXIT,
+                spool_queue::MAX_TIMEOUT,
+            )?;
+            if let Some(t) = self.job_timeout.filter(|&t| t > max) {
+                return Err(ConfigError {
+                    setting: "SPOOL_JOB_TIMEOUT",
+                    value: format!("{t:?}"),
+                    reason: format!("is longer than SPOOL_MAX_JOB_TIMEOUT ({max:?})"),
+                });
+            }
         }
         if let Some(idle) = self.idle_exit {
             range("SPOOL_IDLE_EXIT", idle, MIN_IDLE_EXIT, MAX_DRAIN_TIMEOUT)?;

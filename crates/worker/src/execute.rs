@@ -34,8 +34,43 @@ enum StopReason {
     CancelRequested,
     /// Another worker holds the job now: touch nothing.
     LeaseLost,
-    /// The handling ran past `SPOOL_JOB_TIMEOUT`.
-    TimedOut,
+    /// The handling ran past its time limit.
+    TimedOut(TimeLimit),
+}
+
+/// The time limit one handling runs under, and where it came from (named in
+/// the job's error, so an operator knows which setting to change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeLimit {
+    pub(crate) limit: Duration,
+    pub(crate) source: &'static str,
+}
+
+impl TimeLimit {
+    /// The limit for `job`: its own `timeout` option, else what the handler
+    /// set from the payload, else `SPOOL_JOB_TIMEOUT`; any of them capped by
+    /// `SPOOL_MAX_JOB_TIMEOUT`, which alone applies when none is set.
+    pub(crate) fn choose(
+        config: &WorkerConfig,
+        job: &ReservedJob,
+        from_handler: Option<Duration>,
+    ) -> Option<TimeLimit> {
+        let asked = job
+            .timeout
+            .map(|limit| (limit, "the job's timeout option"))
+            .or(from_handler.map(|limit| (limit, "the limit its payload set")))
+            .or(config.job_timeout.map(|limit| (limit, "SPOOL_JOB_TIMEOUT")));
+        let chosen = match (asked, config.max_job_timeout) {
+            (Some((limit, _)), Some(max)) if limit > max => (max, "SPOOL_MAX_JOB_TIMEOUT"),
+            (Some(asked), _) => asked,
+            (None, Some(max)) => (max, "SPOOL_MAX_JOB_TIMEOUT"),
+            (None, None) => return None,
+        };
+        Some(TimeLimit {
+            limit: chosen.0,
+            source: chosen.1,
+        })
+    }
 }
 
 /// How the handler's run ended.
@@ -136,7 +171,11 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             {
                 tracing::debug!(error = %e, "final progress not stored");
             }
-            decide(ended, reason, &env.config)
+            decide(
+                ended,
+                reason,
+                job.timeout_retry.unwrap_or(env.config.job_timeout_retry),
+            )
         }
     };
     let handler_time = started.elapsed();
@@ -169,6 +208,7 @@ async fn supervise<H: Handler>(
 ) -> (Ended, Option<StopReason>, Option<String>) {
     let cancel = CancellationToken::new();
     let (progress_tx, mut progress_rx) = watch::channel(None::<String>);
+    let (limit_tx, mut limit_rx) = watch::channel(None::<Duration>);
     let ctx = JobContext {
         id: job.id.clone(),
         queue: env.queue.name().into(),
@@ -177,6 +217,7 @@ async fn supervise<H: Handler>(
         enqueued_at: job.enqueued_at,
         cancel: cancel.clone(),
         progress: Arc::new(progress_tx),
+        time_limit: Arc::new(limit_tx),
     };
     let handler = env.handler.clone();
     let mut task = tokio::spawn(async move { handler.handle(payload, ctx).await });
@@ -191,15 +232,9 @@ async fn supervise<H: Handler>(
     let period = env.config.heartbeat_for(job.lease);
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // SPOOL_JOB_TIMEOUT: never fires when unset.
-    let time_limit = env.config.job_timeout;
-    let timed_out = async move {
-        match time_limit {
-            Some(limit) => tokio::time::sleep(limit).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(timed_out);
+    // The time limit, chosen again when the handler sets one.
+    let started = tokio::time::Instant::now();
+    let mut limit = TimeLimit::choose(&env.config, job, None);
     let mut progress_tick = tokio::time::interval(PROGRESS_INTERVAL);
     progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -209,7 +244,15 @@ async fn supervise<H: Handler>(
         tokio::select! {
             res = &mut task => break Some(res),
             _ = env.release_all.cancelled(), if reason.get().is_none() => stop(StopReason::Drain),
-            _ = &mut timed_out, if reason.get().is_none() => stop(StopReason::TimedOut),
+            _ = until(limit.map(|l| started + l.limit)), if reason.get().is_none() => {
+                if let Some(l) = limit {
+                    stop(StopReason::TimedOut(l));
+                }
+            }
+            Ok(()) = limit_rx.changed() => {
+                limit = TimeLimit::choose(&env.config, job, *limit_rx.borrow_and_update());
+                tracing::debug!(?limit, "time limit set by the handler");
+            }
             _ = cancel.cancelled() => break None,
             _ = beat.tick() => {
                 sent = progress_rx.borrow_and_update().clone();
@@ -245,6 +288,14 @@ async fn supervise<H: Handler>(
     (ended, reason.get().copied(), unsent)
 }
 
+/// Sleeps until `deadline`; never wakes without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn heartbeat<H>(
     env: &JobEnv<H>,
     job: &ReservedJob,
@@ -270,7 +321,7 @@ async fn heartbeat<H>(
 fn decide(
     ended: Ended,
     reason: Option<StopReason>,
-    config: &crate::WorkerConfig,
+    timeout_retry: bool,
 ) -> (Outcome, Option<Settle>) {
     let fail = |error: String, permanent: bool| {
         if permanent {
@@ -288,20 +339,16 @@ fn decide(
             (Outcome::Completed, Some(Settle::Complete(bytes)))
         }
         (_, Some(StopReason::Drain)) => (Outcome::Released, Some(Settle::Release)),
-        (_, Some(StopReason::TimedOut)) => {
-            let limit = config.job_timeout.unwrap_or_default();
+        (_, Some(StopReason::TimedOut(TimeLimit { limit, source }))) => {
             let why = format!(
-                "timed out after {limit:?} (SPOOL_JOB_TIMEOUT); {}",
-                if config.job_timeout_retry {
-                    "retried (SPOOL_JOB_TIMEOUT_RETRY)"
+                "timed out after {limit:?} ({source}); {}",
+                if timeout_retry {
+                    "retried (timeout_retry)"
                 } else {
                     "not retried: a job that timed out once will likely time out again"
                 }
             );
-            (
-                Outcome::TimedOut,
-                Some(fail(why, !config.job_timeout_retry)),
-            )
+            (Outcome::TimedOut, Some(fail(why, !timeout_retry)))
         }
         (_, Some(StopReason::CancelRequested)) => (Outcome::Cancelled, Some(Settle::Cancelled)),
         (Ended::Returned(Err(JobError::Permanent(e))), None) => {

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -70,6 +70,7 @@ pub struct JobContext {
     pub enqueued_at: SystemTime,
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Arc<watch::Sender<Option<String>>>,
+    pub(crate) time_limit: Arc<watch::Sender<Option<Duration>>>,
 }
 
 impl JobContext {
@@ -80,8 +81,18 @@ impl JobContext {
         self.progress.send_replace(Some(value.to_string()));
     }
 
+    /// Sets this handling's time limit from what the payload asks (the
+    /// encode spec's `timeout_s`), counted from the job's start. It replaces
+    /// the worker's `SPOOL_JOB_TIMEOUT`, is ignored when the job has a
+    /// `timeout` option of its own (the producer's word wins), and is capped
+    /// by `SPOOL_MAX_JOB_TIMEOUT`. Past it, the job is cancelled as for
+    /// `SPOOL_JOB_TIMEOUT`.
+    pub fn set_time_limit(&self, limit: Duration) {
+        self.time_limit.send_replace(Some(limit));
+    }
+
     /// Fires when the job must stop: a cancel was requested, the lease was
-    /// lost, or the worker's drain deadline passed.
+    /// lost, the worker's drain deadline passed, or the time limit did.
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
     }

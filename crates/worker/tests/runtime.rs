@@ -492,6 +492,7 @@ async fn bad_settings_stop_start_up_with_exit_code_2() -> Result<()> {
         ("SPOOL_REDIS_MIN_REPLICAS", "-1"),
         ("SPOOL_JOB_TIMEOUT", "0"),
         ("SPOOL_JOB_TIMEOUT_RETRY", "maybe"),
+        ("SPOOL_MAX_JOB_TIMEOUT", "40d"),
     ] {
         let mut w = WorkerProcess::spawn(&binary()?, "redis://127.0.0.1:1", &[(k, v)])?;
         let status = w.wait_exit(Duration::from_secs(10))?;
@@ -787,6 +788,91 @@ async fn a_job_over_its_time_limit_is_stopped_and_failed() -> Result<()> {
         info.attempts == 2,
         "retried once: {} attempts",
         info.attempts
+    );
+    Ok(())
+}
+
+/// A job's own `timeout` and `timeout_retry` options win over the worker's
+/// settings, and `SPOOL_MAX_JOB_TIMEOUT` caps whatever a job asks for; the
+/// error names where the limit came from.
+#[tokio::test]
+async fn a_jobs_own_time_limit_applies_within_the_workers_cap() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let _w = worker(
+        &server,
+        &[("SPOOL_CONCURRENCY", "4"), ("SPOOL_MAX_JOB_TIMEOUT", "3s")],
+    )?;
+    let sleep = r#"{"sleep_ms": 30000}"#;
+    let own = enqueue(
+        &q,
+        sleep,
+        1,
+        JobOptions::default().timeout(Duration::from_secs(1)),
+    )
+    .await?;
+    let capped = enqueue(
+        &q,
+        sleep,
+        1,
+        JobOptions::default().timeout(Duration::from_secs(600)),
+    )
+    .await?;
+    let retried = enqueue(
+        &q,
+        sleep,
+        1,
+        JobOptions::default()
+            .timeout(Duration::from_secs(1))
+            .timeout_retry(true)
+            .max_attempts(2)
+            .backoff(Duration::ZERO, Duration::ZERO),
+    )
+    .await?;
+    // No limit of its own: the cap alone applies.
+    let plain = enqueue(&q, sleep, 1, JobOptions::default()).await?;
+    let t = Instant::now();
+    let all = [&own[0], &capped[0], &retried[0], &plain[0]];
+    wait_for("every job to end", Duration::from_secs(30), async || {
+        for id in all {
+            if q.info(id).await?.state != JobState::Dead {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    ensure!(
+        t.elapsed() < Duration::from_secs(20),
+        "limits of 1-3 s took {:?}",
+        t.elapsed()
+    );
+    let error = async |id: &spool_queue::JobId| -> Result<(String, u32)> {
+        let info = q.info(id).await?;
+        Ok((info.last_error.unwrap_or_default(), info.attempts))
+    };
+    let (e, _) = error(&own[0]).await?;
+    ensure!(
+        e.contains("timed out after 1s (the job's timeout option); not retried"),
+        "{e}"
+    );
+    let (e, _) = error(&capped[0]).await?;
+    ensure!(
+        e.contains("timed out after 3s (SPOOL_MAX_JOB_TIMEOUT)"),
+        "{e}"
+    );
+    let (e, attempts) = error(&plain[0]).await?;
+    ensure!(
+        e.contains("timed out after 3s (SPOOL_MAX_JOB_TIMEOUT)"),
+        "{e}"
+    );
+    ensure!(attempts == 1, "not retried: {attempts} attempts");
+    let (e, attempts) = error(&retried[0]).await?;
+    ensure!(attempts == 2, "timeout_retry: {attempts} attempts; {e}");
+    let info = q.info(&own[0]).await?;
+    ensure!(
+        info.timeout_ms == Some(1000) && info.timeout_retry.is_none(),
+        "{info:?}"
     );
     Ok(())
 }

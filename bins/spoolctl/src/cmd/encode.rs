@@ -54,6 +54,10 @@ pub(crate) struct EncodeArgs {
     /// Priority, -1000..=1000.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub(crate) priority: i32,
+    /// The encode's time limit (the spec's `timeout_s`: `2h`, `90s`), capped
+    /// by the worker's `SPOOL_MAX_JOB_TIMEOUT`.
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
 }
 
 /// Builds the typed encode spec from flags and validates it as the worker
@@ -97,6 +101,18 @@ pub(crate) fn encode_spec(a: &EncodeArgs) -> Result<serde_json::Value, Failure> 
         },
         hardware: a.hw,
         allow_truncated: a.allow_truncated,
+        timeout_s: match &a.timeout {
+            None => None,
+            Some(t) => Some(
+                spool_queue::parse_duration(t)
+                    .map(|d| d.as_secs().clamp(1, u32::MAX.into()) as u32)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "invalid --timeout {t:?}: use 2h, 30m, 90s or seconds"
+                        ))
+                    })?,
+            ),
+        },
     };
     spec.validate(&Limits::default())
         .map_err(|e| usage(e.to_string()))?;

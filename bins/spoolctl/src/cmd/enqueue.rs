@@ -26,6 +26,14 @@ pub(crate) struct EnqueueArgs {
     /// While a job with this key is live, enqueueing returns its id instead.
     #[arg(long)]
     pub(crate) dedup_key: Option<String>,
+    /// The job's time limit (`2h`, `90s`): past it the worker cancels the
+    /// handling and fails the job "timed out after …".
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
+    /// Retry a timed-out attempt (true) or not (false); unset: the worker's
+    /// `SPOOL_JOB_TIMEOUT_RETRY`.
+    #[arg(long)]
+    pub(crate) timeout_retry: Option<bool>,
 }
 
 pub(crate) fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
@@ -39,6 +47,14 @@ pub(crate) fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
     if let Some(k) = &args.dedup_key {
         o = o.dedup_key(k.clone());
     }
+    if let Some(t) = &args.timeout {
+        o = o.timeout(spool_queue::parse_duration(t).ok_or_else(|| {
+            usage(format!(
+                "invalid --timeout {t:?}: use 2h, 30m, 90s or seconds"
+            ))
+        })?);
+    }
+    o.timeout_retry = args.timeout_retry;
     o.validate()?;
     Ok(o)
 }

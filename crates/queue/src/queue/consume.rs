@@ -232,5 +232,12 @@ pub(crate) fn decode_reserved_row(row: &Value) -> Option<ReservedJob> {
         backoff_max: ms(int(9)?),
         token: text(10)?,
         deadline: from_ms(int(11)?),
+        // Absent from replies of scripts older than the time-limit options.
+        timeout: int(12).filter(|&t| t > 0).map(ms),
+        timeout_retry: match int(13) {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => None,
+        },
     })
 }

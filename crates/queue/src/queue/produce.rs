@@ -85,7 +85,13 @@ impl Queue {
                 .arg(o.backoff_max.as_millis() as u64)
                 .arg(o.lease.as_millis() as u64)
                 .arg(o.retention.as_secs())
-                .arg(o.dedup_key.as_deref().unwrap_or(""));
+                .arg(o.dedup_key.as_deref().unwrap_or(""))
+                .arg(o.timeout.map_or(0, |d| d.as_millis().max(1) as u64))
+                .arg(match o.timeout_retry {
+                    None => "",
+                    Some(false) => "0",
+                    Some(true) => "1",
+                });
         }
         self.invoke(&inv).await
     }

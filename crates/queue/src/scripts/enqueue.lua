@@ -1,9 +1,12 @@
 -- enqueue.lua: adds jobs to a queue, atomically, a batch per call.
 --
 -- KEYS: the common nine (lib.lua).
--- ARGV: [1] prefix, [2] queue name, [3] n, then n groups of 10:
+-- ARGV: [1] prefix, [2] queue name, [3] n, then n groups of 12:
 --       id, payload, priority, delay_ms, max_attempts, backoff_ms,
---       backoff_max_ms, lease_ms, retention_s, dedup_key ('' for none)
+--       backoff_max_ms, lease_ms, retention_s, dedup_key ('' for none),
+--       timeout_ms (0: the worker's limit), timeout_retry ('', '0' or '1';
+--       '': the worker's choice). Groups of 10 (without the last two, as
+--       producers written before the time-limit options send) are accepted.
 -- Returns: the n ids in input order. An id that already exists, or a dedup key
 --       still held by a live job, returns that job's id and changes nothing, so a
 --       producer may retry an enqueue whose reply it lost.
@@ -11,10 +14,16 @@
 --       docs/protocol.md); one bad entry refuses the whole call.
 -- Invariant: a job is either in `ready` and `outstanding` or in `scheduled`.
 
-local STRIDE = 10
 local queue = str_arg(ARGV[2], 'queue', 1, MAX_ID)
 local n = int_arg(ARGV[3], 'n', 0, MAX_BATCH)
+local STRIDE = 12
+if n > 0 and #ARGV == 3 + n * 10 then STRIDE = 10 end
 argc(3 + n * STRIDE)
+-- The time-limit options of entry `b` ('0' and '': unset).
+local function limits(b)
+  if STRIDE == 10 then return '0', '' end
+  return ARGV[b + 10], ARGV[b + 11]
+end
 for i = 0, n - 1 do
   local b = 4 + i * STRIDE
   local at = ' (entry ' .. (i + 1) .. ')'
@@ -27,6 +36,11 @@ for i = 0, n - 1 do
   int_arg(ARGV[b + 7], 'lease_ms' .. at, MIN_LEASE_MS, MAX_LEASE_MS)
   int_arg(ARGV[b + 8], 'retention_s' .. at, 0, MAX_RETENTION_S)
   str_arg(ARGV[b + 9], 'dedup_key' .. at, 0, MAX_ID)
+  local timeout_ms, timeout_retry = limits(b)
+  int_arg(timeout_ms, 'timeout_ms' .. at, 0, MAX_TIMEOUT_MS)
+  if not TIMEOUT_RETRY[timeout_retry] then
+    bad_arg('timeout_retry' .. at, timeout_retry, "must be '', '0' or '1'")
+  end
 end
 
 local now = now_ms()
@@ -66,6 +80,17 @@ for i = 0, n - 1 do
       'backoff_max_ms', ARGV[b + 6], 'lease_ms', ARGV[b + 7],
       'retention_s', ARGV[b + 8], 'dedup', dedup,
       'enqueued_at', now, 'run_at', run_at }
+    -- The time-limit options are stored only when set, so a job hash
+    -- carries no field it does not use.
+    local timeout_ms, timeout_retry = limits(b)
+    if tonumber(timeout_ms) > 0 then
+      fields[#fields + 1] = 'timeout_ms'
+      fields[#fields + 1] = timeout_ms
+    end
+    if timeout_retry ~= '' then
+      fields[#fields + 1] = 'timeout_retry'
+      fields[#fields + 1] = timeout_retry
+    end
     if delay > 0 then
       redis.call('HSET', jk, 'state', 'scheduled', unpack(fields))
       redis.call('ZADD', K_SCHED, run_at, id)
