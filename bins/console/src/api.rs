@@ -274,6 +274,30 @@ fn dead_ids(body: &axum::body::Bytes) -> ApiResult<(Vec<JobId>, bool)> {
     }
 }
 
+pub(crate) async fn pause(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
+    Ok(Json(
+        serde_json::to_value(queue.pause().await?).unwrap_or(Value::Null),
+    ))
+}
+
+pub(crate) async fn resume(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
+    Ok(Json(
+        serde_json::to_value(queue.resume().await?).unwrap_or(Value::Null),
+    ))
+}
+
 /// Dead jobs touched at most per call when acting on all of them.
 const DEAD_ALL: usize = 10_000;
 

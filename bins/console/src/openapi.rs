@@ -53,6 +53,8 @@ pub(crate) fn document() -> Value {
             "/api/queues/{queue}/jobs/{id}": { "get": op("One job", false, &qi, "200") },
             "/api/queues/{queue}/jobs/{id}/cancel": { "post": op("Cancel a job", true, &qi, "200") },
             "/api/queues/{queue}/jobs/{id}/events": { "get": op("Server-Sent Events: progress, then done with the final job", false, &qi, "200") },
+            "/api/queues/{queue}/pause": { "post": op("Pause the queue: nothing new starts, running jobs finish, enqueues are held, the KEDA keys read 0", true, &q, "200") },
+            "/api/queues/{queue}/resume": { "post": op("Resume a paused queue, its backlog in its order", true, &q, "200") },
             "/api/queues/{queue}/dead/retry": { "post": op("Retry dead jobs: {\"ids\":[…]} or {\"all\":true}", true, &q, "200") },
             "/api/queues/{queue}/dead": { "delete": op("Purge dead jobs: {\"ids\":[…]} or {\"all\":true}", true, &q, "200") },
             "/api/workers": { "get": op("The live worker registry", false, &[], "200") }

@@ -30,6 +30,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/queues/{queue}/jobs/{id}", get(api::get_job))
         .route("/api/queues/{queue}/jobs/{id}/cancel", post(api::cancel))
         .route("/api/queues/{queue}/jobs/{id}/events", get(api::events))
+        .route("/api/queues/{queue}/pause", post(api::pause))
+        .route("/api/queues/{queue}/resume", post(api::resume))
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/api/queues/{queue}/dead", delete(api::purge_dead))
         .route("/api/workers", get(api::workers))

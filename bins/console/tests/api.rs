@@ -366,6 +366,47 @@ async fn every_endpoint_with_auth_pagination_events_and_workers() -> Result<()> 
         .context("bulk")?;
     ensure!(bulk["ready"] == 10_000 && bulk["cancelled"] == 1, "{bulk}");
 
+    // Pause and resume: read tokens may not; the paused queue lists its
+    // held jobs as ready, in order, and the KEDA key reads 0.
+    let (s, _) = call(&c, M::POST, &u("/api/queues/bulk/pause"), Some(READ), None).await?;
+    ensure!(s == StatusCode::FORBIDDEN, "a read token paused: {s}");
+    let (s, p) = call(&c, M::POST, &u("/api/queues/bulk/pause"), Some(ADMIN), None).await?;
+    ensure!(
+        s == StatusCode::OK && p["paused"] == true && p["parked"] == 10_000 && p["ready"] == 0,
+        "{s} {p}"
+    );
+    let (_, qs) = call(&c, M::GET, &u("/api/queues"), Some(READ), None).await?;
+    ensure!(
+        qs.as_array()
+            .and_then(|a| a.iter().find(|q| q["queue"] == "bulk"))
+            .is_some_and(|b| b["paused"] == true && b["parked"] == 10_000 && b["ready"] == 0),
+        "{qs}"
+    );
+    let (_, held) = call(
+        &c,
+        M::GET,
+        &u("/api/queues/bulk/jobs?state=ready&limit=3"),
+        Some(READ),
+        None,
+    )
+    .await?;
+    ensure!(
+        held["jobs"].as_array().is_some_and(|j| j.len() == 3),
+        "{held}"
+    );
+    let (s, r) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/bulk/resume"),
+        Some(ADMIN),
+        None,
+    )
+    .await?;
+    ensure!(
+        s == StatusCode::OK && r["paused"] == false && r["ready"] == 10_000,
+        "{s} {r}"
+    );
+
     let log = std::fs::read_to_string(&con.log)?;
     ensure!(
         !log.contains(ADMIN) && !log.contains(READ),

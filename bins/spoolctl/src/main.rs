@@ -81,6 +81,20 @@ enum Command {
         /// The job id.
         id: String,
     },
+    /// Pause the queue: nothing new starts, running jobs finish, enqueues are
+    /// accepted, and both KEDA keys read 0 once the running jobs end (the
+    /// fleet scales to zero).
+    Pause {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused queue: its backlog comes back in its order.
+    Resume {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a job (at once when waiting, at its next heartbeat when running).
     Cancel {
         /// The job id.
@@ -211,6 +225,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             other => println!("{id}: {other:?}"),
         },
         Command::Dead { action } => dead(&queue, action).await?,
+        Command::Pause { json } => print_pause(&queue, queue.pause().await?, json),
+        Command::Resume { json } => print_pause(&queue, queue.resume().await?, json),
         Command::Check {
             repair,
             dry_run,

@@ -19,6 +19,7 @@ local state = f[1]
 if not state then return 'not_found' end
 if state == 'ready' then
   redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_PARKED, id)
   to_cancelled(jk, id, now)
   return 'cancelled'
 elseif state == 'scheduled' then

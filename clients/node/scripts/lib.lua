@@ -13,13 +13,17 @@
 --   KEYS[8] seq          STRING counter giving FIFO order within a priority
 --   KEYS[9] wake         LIST  wake-up tokens for blocked consumers
 -- and ARGV[1] is the queue's key prefix, "spool:{<queue>}:", from which job
--- hashes ("<prefix>job:<id>") and dedup keys ("<prefix>dedup:<key>") are built.
+-- hashes ("<prefix>job:<id>"), dedup keys ("<prefix>dedup:<key>"), the pause
+-- flag ("<prefix>paused") and the parked backlog ("<prefix>parked") are built.
 --
 -- Time is always the server's (TIME), never a client's clock.
 
 local K_READY, K_SCHED, K_ACTIVE, K_OUT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_DEAD, K_DONE, K_CANC, K_SEQ, K_WAKE = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local PREFIX = ARGV[1]
+-- A paused queue: the flag (STRING, the pause time in ms) and the backlog held
+-- while it is set (ZSET, scored as in `ready`). See `follow_pause`.
+local K_PAUSED, K_PARKED = PREFIX .. 'paused', PREFIX .. 'parked'
 
 -- Priorities run from -1000 to 1000 (higher first). Each priority owns a band of
 -- 2^41 scores; inside it the middle (2^40) separates jobs put at the front
@@ -123,6 +127,13 @@ local function read_job(jk, ...)
   return r
 end
 
+-- Whether the queue is paused, read once per script call.
+local paused_now = nil
+local function is_paused()
+  if paused_now == nil then paused_now = redis.call('EXISTS', K_PAUSED) == 1 end
+  return paused_now
+end
+
 local function wake(n)
   local room = WAKE_CAP - redis.call('LLEN', K_WAKE)
   local k = math.min(n, room)
@@ -134,14 +145,23 @@ local function wake(n)
 end
 
 -- Puts a job in the backlog: the only way into `ready`, so `outstanding` and
--- `ready` can never disagree. `fields` (optional) are more hash fields to set in
--- the same HSET, which saves a command per job on the hot paths.
+-- `ready` can never disagree. On a paused queue the job goes to `parked`
+-- instead (state still 'ready'), outside both KEDA keys. `fields` (optional)
+-- are more hash fields to set in the same HSET, which saves a command per job
+-- on the hot paths.
 local function make_ready(id, priority, front, fields)
   local seq = redis.call('INCR', K_SEQ)
   local score = (PRIORITY_MAX - priority) * BAND + MID
   if front then score = score - seq else score = score + seq end
-  redis.call('ZADD', K_READY, score, id)
-  redis.call('SADD', K_OUT, id)
+  if is_paused() then
+    -- A job coming back from `active` (released, its lease expired) leaves
+    -- `outstanding` too.
+    redis.call('ZADD', K_PARKED, score, id)
+    redis.call('SREM', K_OUT, id)
+  else
+    redis.call('ZADD', K_READY, score, id)
+    redis.call('SADD', K_OUT, id)
+  end
   if fields then
     redis.call('HSET', job_key(id), 'state', 'ready', unpack(fields))
   else
@@ -171,6 +191,36 @@ local function batched(cmd, key, args)
   for i = 1, #args, CHUNK do
     redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
   end
+end
+
+-- Moves up to `limit` jobs, best first and with their scores (so their
+-- order), between the backlog and `parked`, the way the pause flag says:
+-- while paused, `ready` drains into `parked` and leaves `outstanding`, so
+-- both keys KEDA reads count only running jobs, then nothing, and the fleet
+-- scales to zero; once resumed, `parked` goes back. Pause, resume, reserve
+-- and sweep call it, so a move cut short (a client killed between calls)
+-- finishes by itself. Returns how many moved.
+local function follow_pause(limit)
+  local paused = is_paused()
+  local from, to = K_PARKED, K_READY
+  if paused then from, to = K_READY, K_PARKED end
+  local r = redis.call('ZRANGE', from, 0, limit - 1, 'WITHSCORES')
+  if #r == 0 then return 0 end
+  local ids, adds = {}, {}
+  for i = 1, #r, 2 do
+    ids[#ids + 1] = r[i]
+    adds[#adds + 1] = r[i + 1]
+    adds[#adds + 1] = r[i]
+  end
+  batched('ZREM', from, ids)
+  batched('ZADD', to, adds)
+  if paused then
+    batched('SREM', K_OUT, ids)
+  else
+    batched('SADD', K_OUT, ids)
+    wake(#ids)
+  end
+  return #ids
 end
 
 -- Completed and cancelled jobs are kept `retention_s` seconds (0: deleted now).
@@ -205,6 +255,7 @@ end
 -- outstanding work); the caller puts it where its state says.
 local function unindex(id)
   redis.call('ZREM', K_READY, id)
+  redis.call('ZREM', K_PARKED, id)
   redis.call('ZREM', K_SCHED, id)
   redis.call('ZREM', K_ACTIVE, id)
   redis.call('SREM', K_OUT, id)

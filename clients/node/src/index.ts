@@ -45,6 +45,8 @@ export interface Job {
   finishedAtMs: number | null;
   cancelRequested: boolean;
   dedupKey: string | null;
+  timeoutMs: number | null;
+  timeoutRetry: boolean | null;
 }
 
 /** Jobs by state. */
@@ -57,7 +59,24 @@ export interface Stats {
   dead: number;
   completed: number;
   cancelled: number;
+  /** Whether the queue is paused (see `pause`). */
+  paused: boolean;
+  /** The backlog a paused queue holds. */
+  parked: number;
 }
+
+/** Where `pause` or `resume` left a queue. */
+export interface PauseState {
+  paused: boolean;
+  /** Since when (server clock, ms since the epoch); null when not paused. */
+  pausedAtMs: number | null;
+  parked: number;
+  ready: number;
+  active: number;
+}
+
+/** Backlog jobs one pause or resume script call moves (as crates/queue). */
+const PAUSE_CHUNK = 10_000;
 
 /** How a job is scheduled and retried. Durations in milliseconds. */
 export interface JobOptions {
@@ -70,6 +89,10 @@ export interface JobOptions {
   backoffMs?: number;
   backoffMaxMs?: number;
   jobId?: string;
+  /** The job's own time limit: past it the worker cancels the handling and fails the job "timed out after …" (unset: the worker's limit). */
+  timeoutMs?: number;
+  /** Retry a timed-out attempt (true) or not (false); unset: the worker's SPOOL_JOB_TIMEOUT_RETRY. */
+  timeoutRetry?: boolean;
 }
 
 export type Payload = Record<string, unknown> | unknown[] | string | Buffer | EncodeJob;
@@ -109,7 +132,11 @@ function optionArgs(o: JobOptions): (string | number)[] {
     throw new InvalidJob("dedupKey", "must be 1 to 256 bytes");
   if (o.jobId !== undefined && (!(Buffer.byteLength(o.jobId) >= 1 && Buffer.byteLength(o.jobId) <= 256) || /\s/.test(o.jobId)))
     throw new InvalidJob("jobId", "must be 1 to 256 bytes without whitespace");
-  return [priority, delay, attempts, backoff, backoffMax, lease, retentionS, o.dedupKey ?? ""];
+  const timeout = range("timeoutMs", o.timeoutMs, 1, 31 * day, 0);
+  if (o.timeoutRetry !== undefined && typeof o.timeoutRetry !== "boolean")
+    throw new InvalidJob("timeoutRetry", `${String(o.timeoutRetry)} must be true, false or unset`);
+  const retry = o.timeoutRetry === undefined ? "" : o.timeoutRetry ? "1" : "0";
+  return [priority, delay, attempts, backoff, backoffMax, lease, retentionS, o.dedupKey ?? "", timeout, retry];
 }
 
 function encodePayload(p: Payload, limit: number): Buffer {
@@ -147,6 +174,7 @@ type Client = (Redis | Cluster) & {
   spoolEnqueue(...args: (string | number | Buffer)[]): Promise<unknown>;
   spoolCancel(...args: (string | number)[]): Promise<unknown>;
   spoolDead(...args: (string | number)[]): Promise<unknown>;
+  spoolPause(...args: (string | number)[]): Promise<unknown>;
 };
 
 /** One spool queue, for producers. */
@@ -202,6 +230,7 @@ export class Queue {
     this.redis.defineCommand("spoolEnqueue", { numberOfKeys: 9, lua: script("enqueue.lua") });
     this.redis.defineCommand("spoolCancel", { numberOfKeys: 9, lua: script("cancel.lua") });
     this.redis.defineCommand("spoolDead", { numberOfKeys: 9, lua: script("dead.lua") });
+    this.redis.defineCommand("spoolPause", { numberOfKeys: 9, lua: script("pause.lua") });
   }
 
   /** Closes the connection. */
@@ -308,7 +337,7 @@ export class Queue {
 
   /** Jobs by state. */
   async stats(): Promise<Stats> {
-    const [ready, scheduled, active, outstanding, dead, completed, cancelled] = await this.run(async () => {
+    const [ready, scheduled, active, outstanding, dead, completed, cancelled, parked, paused] = await this.run(async () => {
       const k = (s: string) => this.prefix + s;
       const res = await this.redis
         .multi()
@@ -319,13 +348,46 @@ export class Queue {
         .zcard(k("dead"))
         .zcard(k("completed"))
         .zcard(k("cancelled"))
+        .zcard(k("parked"))
+        .exists(k("paused"))
         .exec();
       return (res ?? []).map(([err, v]) => {
         if (err) throw err;
         return Number(v);
       });
     });
-    return { queue: this.name, ready: ready ?? 0, scheduled: scheduled ?? 0, active: active ?? 0, outstanding: outstanding ?? 0, dead: dead ?? 0, completed: completed ?? 0, cancelled: cancelled ?? 0 };
+    return { queue: this.name, ready: ready ?? 0, scheduled: scheduled ?? 0, active: active ?? 0, outstanding: outstanding ?? 0, dead: dead ?? 0, completed: completed ?? 0, cancelled: cancelled ?? 0, paused: paused === 1, parked: parked ?? 0 };
+  }
+
+  /**
+   * Pauses the queue: nothing more starts, running jobs finish, enqueues are
+   * still accepted, and both keys KEDA reads stop counting the backlog (held
+   * aside in order), so the fleet scales to zero. Idempotent.
+   */
+  async pause(): Promise<PauseState> {
+    for (;;) {
+      const s = await this.pauseCall("pause");
+      if (!s.paused || s.ready === 0) return s;
+    }
+  }
+
+  /** Resumes a paused queue: its backlog comes back in its order. */
+  async resume(): Promise<PauseState> {
+    for (;;) {
+      const s = await this.pauseCall("resume");
+      if (s.paused || s.parked === 0) return s;
+    }
+  }
+
+  /** Whether the queue is paused, and how much it holds. */
+  async pauseState(): Promise<PauseState> {
+    return this.pauseCall("status");
+  }
+
+  private async pauseCall(action: string): Promise<PauseState> {
+    const reply = (await this.run(() => this.redis.spoolPause(...this.keys, this.prefix, action, PAUSE_CHUNK))) as number[];
+    const [paused, parked, ready, active, at] = reply.map(Number);
+    return { paused: paused === 1, pausedAtMs: at ? at : null, parked: parked ?? 0, ready: ready ?? 0, active: active ?? 0 };
   }
 
   /** Dead jobs, newest first: the ids, then every hash in one pipelined round trip. */
@@ -387,5 +449,7 @@ function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
     finishedAtMs: num("finished_at"),
     cancelRequested: h.cancel === "1",
     dedupKey: h.dedup || null,
+    timeoutMs: num("timeout_ms") || null,
+    timeoutRetry: h.timeout_retry === "1" ? true : h.timeout_retry === "0" ? false : null,
   };
 }

@@ -56,6 +56,8 @@ const asInspect = (j: Job) => ({
   finished_at_ms: j.finishedAtMs,
   cancel_requested: j.cancelRequested,
   dedup_key: j.dedupKey,
+  timeout_ms: j.timeoutMs,
+  timeout_retry: j.timeoutRetry,
 });
 
 test("Rust and Node read the same job the same way", async () => {

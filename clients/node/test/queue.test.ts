@@ -38,6 +38,9 @@ test("enqueue, get, and the options as stored", async () => {
   assert.equal(await raw.sismember("spool:queues", "renders"), 1);
   raw.disconnect();
   await assert.rejects(q.get("nope"), NotFound);
+  const limited = await q.get(await q.enqueue("x", { timeoutMs: 7_200_000, timeoutRetry: false }));
+  assert.equal(limited.timeoutMs, 7_200_000);
+  assert.equal(limited.timeoutRetry, false);
 });
 
 test("payloads are binary safe", async () => {
@@ -83,6 +86,30 @@ test("cancel a waiting job", async () => {
   assert.equal((await q.get(id)).state, "cancelled");
   assert.equal(await q.cancel(id), "finished:cancelled");
   await assert.rejects(q.cancel("missing"), NotFound);
+});
+
+test("pause holds the backlog outside the KEDA keys; resume restores its order", async () => {
+  const q = queue("paused");
+  const first = await q.enqueueMany(["a", "b", "c"]);
+  const urgent = await q.enqueue("u", { priority: 9 });
+  const s = await q.pause();
+  assert.ok(s.paused && s.parked === 4 && s.ready === 0 && s.pausedAtMs !== null, JSON.stringify(s));
+  const raw = new Redis(server.url);
+  try {
+    assert.equal(await raw.zcard("spool:{paused}:ready"), 0);
+    assert.equal(await raw.scard("spool:{paused}:outstanding"), 0);
+    const late = await q.enqueue("late");
+    assert.equal((await q.get(late)).state, "ready");
+    const st = await q.stats();
+    assert.ok(st.paused && st.parked === 5 && st.ready === 0, JSON.stringify(st));
+    assert.equal((await q.pause()).pausedAtMs, s.pausedAtMs);
+    const r = await q.resume();
+    assert.ok(!r.paused && r.ready === 5 && r.parked === 0, JSON.stringify(r));
+    assert.deepEqual(await raw.zrange("spool:{paused}:ready", 0, -1), [urgent, ...first, late]);
+    assert.equal((await q.pauseState()).paused, false);
+  } finally {
+    raw.disconnect();
+  }
 });
 
 test("bad jobs are refused before anything is sent", async () => {

@@ -20,6 +20,8 @@ def test_async_queue_round_trip(redis_url: str) -> None:
             assert await q.cancel(ids[0]) == "cancelled"
             assert await q.dead() == []
             assert await q.retry_dead() == 0
+            assert (await q.pause()).parked == 1 and (await q.stats()).paused
+            assert (await q.resume()).ready == 1
             with pytest.raises(NotFound):
                 await q.get("nope")
 

@@ -34,6 +34,9 @@ def test_enqueue_get_and_the_options_as_stored(redis_url: str) -> None:
     assert job.enqueued_at is not None and before - 1 <= job.enqueued_at <= time.time() + 1
     raw = redis.Redis.from_url(redis_url)
     assert raw.hget(f"spool:{{renders}}:job:{job_id}", "lease_ms") == b"120000"
+    assert job.timeout_ms is None and job.timeout_retry is None
+    limited = q.get(q.enqueue("x", timeout=timedelta(hours=2), timeout_retry=True))
+    assert limited.timeout_ms == 7_200_000 and limited.timeout_retry is True
     assert raw.sismember("spool:queues", "renders")
     with pytest.raises(NotFound, match="no job 'nope' in queue 'renders'"):
         q.get("nope")
@@ -55,6 +58,29 @@ def test_priority_then_fifo_order_of_the_backlog(redis_url: str) -> None:
     raw = redis.Redis.from_url(redis_url)
     ready = [x.decode() for x in raw.zrange("spool:{order}:ready", 0, -1)]
     assert ready == [high, *mid, *low]
+
+
+def test_pause_holds_the_backlog_and_resume_restores_its_order(redis_url: str) -> None:
+    q = Queue(redis_url, "paused")
+    first = q.enqueue_many(["a", "b", "c"])
+    urgent = q.enqueue("u", priority=9)
+    s = q.pause()
+    assert s.paused and s.parked == 4 and s.ready == 0 and s.paused_at_ms
+    raw = redis.Redis.from_url(redis_url)
+    # Both keys KEDA reads are empty while paused.
+    assert raw.zcard("spool:{paused}:ready") == 0
+    assert raw.scard("spool:{paused}:outstanding") == 0
+    late = q.enqueue("late")
+    assert q.get(late).state is JobState.READY
+    st = q.stats()
+    assert st.paused and st.parked == 5 and st.ready == 0
+    assert q.pause().paused_at_ms == s.paused_at_ms
+    r = q.resume()
+    assert not r.paused and r.ready == 5 and r.parked == 0
+    ready = [x.decode() for x in raw.zrange("spool:{paused}:ready", 0, -1)]
+    assert ready == [urgent, *first, late]
+    assert raw.scard("spool:{paused}:outstanding") == 5
+    assert not q.stats().paused and not q.pause_state().paused
 
 
 def test_delay_schedules_and_dedup_returns_the_live_job(redis_url: str) -> None:

@@ -36,6 +36,10 @@ pub struct Keys {
     pub seq: String,
     /// LIST of wake-up tokens that blocked consumers wait on.
     pub wake: String,
+    /// STRING present while the queue is paused (the pause time in ms).
+    pub paused: String,
+    /// ZSET of the backlog held while paused, scored as in `ready`.
+    pub parked: String,
 }
 
 impl Keys {
@@ -54,6 +58,8 @@ impl Keys {
             cancelled: k("cancelled"),
             seq: k("seq"),
             wake: k("wake"),
+            paused: k("paused"),
+            parked: k("parked"),
             prefix,
         })
     }

@@ -77,6 +77,6 @@ pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
     DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, Heartbeat, MAX_BATCH, MAX_MIN_REPLICAS,
-    Queue, QueueStats, Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle, SweepReport,
-    WorkerRecord,
+    PauseState, Queue, QueueStats, Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle,
+    SweepReport, WorkerRecord,
 };

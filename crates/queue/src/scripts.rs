@@ -26,3 +26,4 @@ script!(CANCEL, "scripts/cancel.lua");
 script!(SWEEP, "scripts/sweep.lua");
 script!(DEAD, "scripts/dead.lua");
 script!(CHECK, "scripts/check.lua");
+script!(PAUSE, "scripts/pause.lua");

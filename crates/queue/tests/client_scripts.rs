@@ -17,7 +17,13 @@ fn client_libraries_carry_the_crates_own_scripts() -> Result<(), String> {
         if !dir.is_dir() {
             continue;
         }
-        for name in ["lib.lua", "enqueue.lua", "cancel.lua", "dead.lua"] {
+        for name in [
+            "lib.lua",
+            "enqueue.lua",
+            "cancel.lua",
+            "dead.lua",
+            "pause.lua",
+        ] {
             let copy = std::fs::read_to_string(dir.join(name))
                 .map_err(|e| format!("{}/{name}: {e}", dir.display()))?;
             let original =

@@ -51,10 +51,16 @@ pub(crate) async fn sweep_loop(queue: Queue, every: Duration) {
                     ("scheduled", s.scheduled),
                     ("active", s.active),
                     ("dead", s.dead),
+                    ("parked", s.parked),
                 ] {
                     metrics::gauge!(m::QUEUE_DEPTH, "queue" => q.clone(), "state" => state)
                         .set(v as f64);
                 }
+                metrics::gauge!(m::QUEUE_PAUSED, "queue" => q).set(if s.paused {
+                    1.0
+                } else {
+                    0.0
+                });
             }
             Err(e) => tracing::warn!(error = %e, "cannot read queue depth"),
         }

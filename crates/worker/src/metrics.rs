@@ -7,6 +7,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Queue-wide counts by state (`queue`, `state`), read from Redis.
 pub const QUEUE_DEPTH: &str = "spool_queue_depth";
+/// 1 while the queue is paused (`queue`), read from Redis.
+pub const QUEUE_PAUSED: &str = "spool_queue_paused";
 /// Jobs this process runs now (`queue`).
 pub const ACTIVE_JOBS: &str = "spool_worker_active_jobs";
 /// This process's concurrency limit (`queue`).
@@ -114,6 +116,10 @@ pub fn render() -> Option<String> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(QUEUE_DEPTH, "Jobs in the queue by state, read from Redis.");
+    describe_gauge!(
+        QUEUE_PAUSED,
+        "1 while the queue is paused (spoolctl pause), read from Redis."
+    );
     describe_gauge!(ACTIVE_JOBS, "Jobs this worker process is running now.");
     describe_gauge!(CAPACITY, "Jobs this worker process runs at once at most.");
     describe_gauge!(DRAINING, "1 while the worker drains after SIGTERM.");

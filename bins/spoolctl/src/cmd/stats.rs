@@ -23,6 +23,27 @@ pub(crate) fn memory_line(m: &spool_queue::ServerMemory) -> String {
     format!("redis: maxmemory-policy {} ({verdict}); {limit}", m.policy)
 }
 
+/// What `spoolctl pause` and `resume` print.
+pub(crate) fn print_pause(queue: &Queue, s: spool_queue::PauseState, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    } else if s.paused {
+        println!(
+            "{} paused: {} jobs held, {} running (they finish; the KEDA keys read 0 once they end)",
+            queue.name(),
+            s.parked,
+            s.active
+        );
+    } else {
+        println!(
+            "{} resumed: {} jobs ready, {} running",
+            queue.name(),
+            s.ready,
+            s.active
+        );
+    }
+}
+
 pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Result<(), Failure> {
     let names = match only {
         Some(q) => vec![q.to_owned()],
@@ -36,7 +57,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
     };
     if !json {
         println!(
-            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}",
+            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}  STATE",
             "QUEUE",
             "READY",
             "SCHEDULED",
@@ -75,7 +96,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
             println!("{}", serde_json::to_string(&s).unwrap_or_default());
         } else {
             println!(
-                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}",
+                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}  {}",
                 s.queue,
                 s.ready,
                 s.scheduled,
@@ -83,7 +104,12 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
                 s.outstanding,
                 s.dead,
                 s.completed,
-                s.cancelled
+                s.cancelled,
+                if s.paused {
+                    format!("PAUSED, {} held", s.parked)
+                } else {
+                    "running".to_owned()
+                }
             );
         }
     }

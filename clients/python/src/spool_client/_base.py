@@ -52,6 +52,7 @@ class QueueBase:
         self._enqueue = self._redis.register_script(c.script("enqueue.lua"))
         self._cancel = self._redis.register_script(c.script("cancel.lua"))
         self._dead = self._redis.register_script(c.script("dead.lua"))
+        self._pause = self._redis.register_script(c.script("pause.lua"))
         self._registered = False
 
     @contextmanager

@@ -35,6 +35,7 @@ MAX_LEASE_MS = 86_400_000
 MAX_BACKOFF_MS = 86_400_000
 MAX_DELAY_MS = 366 * 86_400_000
 MAX_RETENTION_S = 366 * 86_400
+MAX_TIMEOUT_MS = 31 * 86_400_000
 SCRIPT_KEYS = (
     "ready",
     "scheduled",
@@ -152,9 +153,15 @@ class JobOptions:
     backoff: Duration | None = None
     backoff_max: Duration | None = None
     job_id: str | None = None
+    # The job's own time limit: past it the worker cancels the handling and
+    # fails the job "timed out after …" (None: the worker's limit).
+    timeout: Duration | None = None
+    # Retry a timed-out attempt (True) or not (False); None: the worker's
+    # SPOOL_JOB_TIMEOUT_RETRY.
+    timeout_retry: bool | None = None
 
     def args(self) -> list[Any]:
-        """The ten script arguments of one entry, after the payload's slot."""
+        """The twelve script arguments of one entry (the payload's slot empty)."""
         p = self.priority
         if isinstance(p, bool) or not isinstance(p, int) or not -PRIORITY_MAX <= p <= PRIORITY_MAX:
             raise InvalidJob("priority", f"{p!r} must be an integer within -1000..=1000")
@@ -183,6 +190,10 @@ class JobOptions:
             not 1 <= len(job_id.encode()) <= MAX_ID or any(c.isspace() for c in job_id)
         ):
             raise InvalidJob("job_id", f"must be 1 to {MAX_ID} bytes without whitespace")
+        timeout = to_ms("timeout", self.timeout, 1, MAX_TIMEOUT_MS) or 0
+        if self.timeout_retry is not None and not isinstance(self.timeout_retry, bool):
+            raise InvalidJob("timeout_retry", f"{self.timeout_retry!r} must be True, False or None")
+        retry = "" if self.timeout_retry is None else ("1" if self.timeout_retry else "0")
         return [
             job_id or uuid.uuid4().hex,
             None,  # the payload's slot
@@ -194,6 +205,8 @@ class JobOptions:
             lease,
             retention_s,
             dedup or "",
+            timeout,
+            retry,
         ]
 
 
@@ -232,6 +245,8 @@ class Job:
     finished_at: float | None
     cancel_requested: bool
     dedup_key: str | None
+    timeout_ms: int | None = None
+    timeout_retry: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -251,6 +266,56 @@ class Stats:
     dead: int
     completed: int
     cancelled: int
+    paused: bool = False
+    parked: int = 0
+
+
+def stats_from(name: str, counts: list[Any]) -> Stats:
+    """A Stats from the replies of the pipeline the queues send: ZCARD of
+    ready, scheduled, active; SCARD outstanding; ZCARD of dead, completed,
+    cancelled, parked; EXISTS paused."""
+    ready, scheduled, active, outstanding, dead, completed, cancelled, parked, paused = (
+        int(x) for x in counts
+    )
+    return Stats(
+        name,
+        ready,
+        scheduled,
+        active,
+        outstanding,
+        dead,
+        completed,
+        cancelled,
+        paused=paused == 1,
+        parked=parked,
+    )
+
+
+# Backlog jobs one pause or resume script call moves (as crates/queue).
+PAUSE_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class PauseState:
+    """Where pause() or resume() left a queue."""
+
+    paused: bool
+    paused_at_ms: int | None
+    parked: int
+    ready: int
+    active: int
+
+    def settled(self, action: str) -> bool:
+        """Whether `action` has nothing left to move (or another caller
+        reversed it meanwhile)."""
+        if action == "pause":
+            return not self.paused or self.ready == 0
+        return self.paused or self.parked == 0
+
+
+def pause_state(reply: list[Any]) -> PauseState:
+    paused, parked, ready, active, at = (int(x) for x in reply)
+    return PauseState(paused == 1, at or None, parked, ready, active)
 
 
 def _text(v: Any) -> str | None:
@@ -308,6 +373,8 @@ def decode_job(key: str, queue: str, h: dict[Any, Any]) -> Job:
         finished_at=secs("finished_at"),
         cancel_requested=_text(f.get("cancel")) == "1",
         dedup_key=_text(f.get("dedup")) or None,
+        timeout_ms=int(num("timeout_ms") or 0) or None,
+        timeout_retry={"1": True, "0": False}.get(_text(f.get("timeout_retry")) or ""),
     )
 
 
@@ -324,7 +391,7 @@ class Keys:
         return f"{self.prefix}job:{job_id}"
 
     def __getattr__(self, k: str) -> str:
-        if k in SCRIPT_KEYS:
+        if k in SCRIPT_KEYS or k in ("paused", "parked"):
             return self.prefix + k
         raise AttributeError(k)
 

@@ -63,12 +63,26 @@ class Queue(QueueBase):
         backoff: c.Duration | None = None,
         backoff_max: c.Duration | None = None,
         job_id: str | None = None,
+        timeout: c.Duration | None = None,
+        timeout_retry: bool | None = None,
     ) -> str:
         """Enqueues one job and returns its id (the live job's id for a
         `dedup_key` already held, or for a `job_id` that exists: retrying is
-        safe). Durations are seconds or `timedelta`s."""
+        safe). Durations are seconds or `timedelta`s. `timeout` is the job's
+        own time limit, `timeout_retry` whether a timed-out attempt is retried
+        (None: the worker's settings)."""
         opts = c.JobOptions(
-            priority, delay, dedup_key, max_attempts, lease, retention, backoff, backoff_max, job_id
+            priority,
+            delay,
+            dedup_key,
+            max_attempts,
+            lease,
+            retention,
+            backoff,
+            backoff_max,
+            job_id,
+            timeout,
+            timeout_retry,
         )
         return self.enqueue_many([payload], opts)[0]
 
@@ -147,10 +161,39 @@ class Queue(QueueBase):
             for key in (k.ready, k.scheduled, k.active):
                 p.zcard(key)
             p.scard(k.outstanding)
-            for key in (k.dead, k.completed, k.cancelled):
+            for key in (k.dead, k.completed, k.cancelled, k.parked):
                 p.zcard(key)
-            v = [int(x) for x in p.execute()]
-        return c.Stats(self.name, *v)
+            p.exists(k.paused)
+            v = p.execute()
+        return c.stats_from(self.name, v)
+
+    def pause(self) -> c.PauseState:
+        """Pauses the queue: nothing more starts, running jobs finish,
+        enqueues are still accepted, and both keys KEDA reads stop counting
+        the backlog (held aside in order), so the fleet scales to zero.
+        Idempotent."""
+        return self._pause_until_settled("pause")
+
+    def resume(self) -> c.PauseState:
+        """Resumes a paused queue: its backlog comes back in its order."""
+        return self._pause_until_settled("resume")
+
+    def pause_state(self) -> c.PauseState:
+        """Whether the queue is paused, and how much it holds."""
+        return self._pause_call("status")
+
+    def _pause_until_settled(self, action: str) -> c.PauseState:
+        while True:
+            s = self._pause_call(action)
+            if s.settled(action):
+                return s
+
+    def _pause_call(self, action: str) -> c.PauseState:
+        with self._errors():
+            reply = self._pause(
+                keys=self.keys.script_keys, args=[self.keys.prefix, action, c.PAUSE_CHUNK]
+            )
+        return c.pause_state(reply)
 
     def dead(self, limit: int = 100, offset: int = 0) -> list[c.Job]:
         """Dead jobs, newest first."""

@@ -4,6 +4,9 @@
 use super::*;
 use crate::JobId;
 
+/// Backlog jobs one pause or resume script call moves.
+const PAUSE_CHUNK: usize = 10_000;
+
 /// Jobs one check script call reconciles.
 const CHECK_CHUNK: usize = 500;
 
@@ -76,9 +79,10 @@ impl Queue {
             pipe.cmd("ZCARD").arg(key);
         }
         pipe.cmd("SCARD").arg(&k.outstanding);
-        for key in [&k.dead, &k.completed, &k.cancelled] {
+        for key in [&k.dead, &k.completed, &k.cancelled, &k.parked] {
             pipe.cmd("ZCARD").arg(key);
         }
+        pipe.cmd("EXISTS").arg(&k.paused);
         let mut conn = self.client.inner.conn.clone();
         let v: Vec<u64> = pipe
             .query_async(&mut conn)
@@ -92,6 +96,8 @@ impl Queue {
             dead,
             completed,
             cancelled,
+            parked,
+            paused,
         ] = v[..]
         else {
             return Err(self.corrupt("stats", &Value::Nil));
@@ -105,6 +111,54 @@ impl Queue {
             dead,
             completed,
             cancelled,
+            paused: paused == 1,
+            parked,
+        })
+    }
+
+    /// Pauses the queue: nothing more is reserved, running jobs finish,
+    /// enqueues are still accepted, and both keys KEDA reads (`ready`,
+    /// `outstanding`) stop counting the backlog, which is held aside in
+    /// order, so the fleet scales to zero once the running jobs end.
+    /// Idempotent; the first pause's time is kept.
+    pub async fn pause(&self) -> Result<PauseState> {
+        loop {
+            let s = self.pause_call("pause").await?;
+            // Another caller resumed meanwhile, or the backlog is all held.
+            if !s.paused || s.ready == 0 {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Resumes a paused queue: the held backlog comes back in its order
+    /// (priority, then FIFO) ahead of anything enqueued since at the same
+    /// priority, and workers are woken. Idempotent.
+    pub async fn resume(&self) -> Result<PauseState> {
+        loop {
+            let s = self.pause_call("resume").await?;
+            if s.paused || s.parked == 0 {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Whether the queue is paused, and how much it holds.
+    pub async fn pause_state(&self) -> Result<PauseState> {
+        self.pause_call("status").await
+    }
+
+    async fn pause_call(&self, action: &str) -> Result<PauseState> {
+        let mut inv = self.invocation(&scripts::PAUSE);
+        inv.arg(action).arg(PAUSE_CHUNK);
+        let (paused, parked, ready, active, at): (u8, u64, u64, u64, u64) =
+            self.invoke(&inv).await?;
+        Ok(PauseState {
+            paused: paused == 1,
+            paused_at_ms: (at > 0).then_some(at),
+            parked,
+            ready,
+            active,
         })
     }
 
@@ -119,7 +173,7 @@ impl Queue {
         let mut ids: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
         // Every index in one round trip (all keys share the queue's slot).
         let mut pipe = redis::pipe();
-        for key in [&k.ready, &k.active, &k.scheduled] {
+        for key in [&k.ready, &k.active, &k.scheduled, &k.parked] {
             pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1);
         }
         pipe.cmd("SMEMBERS").arg(&k.outstanding);
@@ -201,10 +255,26 @@ impl Queue {
             JobState::Cancelled => (&k.cancelled, "ZREVRANGE"),
         };
         let end = offset.saturating_add(limit - 1);
-        let ids: Vec<String> = self
+        let mut ids: Vec<String> = self
             .client
             .query(redis::cmd(cmd).arg(key).arg(offset).arg(end))
             .await?;
+        if state == JobState::Ready && ids.len() < limit {
+            // Ready jobs a paused queue holds come after the backlog, in
+            // their run order too.
+            let in_ready: usize = self.client.query(redis::cmd("ZCARD").arg(key)).await?;
+            let from = (offset + ids.len()).saturating_sub(in_ready);
+            let more: Vec<String> = self
+                .client
+                .query(
+                    redis::cmd("ZRANGE")
+                        .arg(&k.parked)
+                        .arg(from)
+                        .arg(from + (limit - ids.len()) - 1),
+                )
+                .await?;
+            ids.extend(more);
+        }
         if ids.is_empty() {
             // An empty pipeline is an error to Redis ("empty command").
             return Ok(Vec::new());

@@ -397,6 +397,26 @@ pub struct QueueStats {
     pub completed: u64,
     /// Cancelled and still retained.
     pub cancelled: u64,
+    /// Whether the queue is paused ([`Queue::pause`]).
+    pub paused: bool,
+    /// The backlog held while paused (ready jobs outside `ready`).
+    pub parked: u64,
+}
+
+/// Where a pause or resume left a queue ([`Queue::pause`], [`Queue::resume`],
+/// [`Queue::pause_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PauseState {
+    /// Whether the queue is paused.
+    pub paused: bool,
+    /// Since when, ms since the Unix epoch (server clock).
+    pub paused_at_ms: Option<u64>,
+    /// Backlog jobs held while paused.
+    pub parked: u64,
+    /// Jobs in the backlog (`ready`, a KEDA key).
+    pub ready: u64,
+    /// Jobs running now; they finish as usual while paused.
+    pub active: u64,
 }
 
 /// What one sweep did.

@@ -7,7 +7,8 @@
 --       mode is 'repair'); nothing when every job sits where its state says.
 -- Invariant kept (after a repair): `outstanding` = `ready` ∪ `active`, and a
 --       job with state ready, active or scheduled is in that index (and only
---       there); a finished or missing job is in none of the live indexes.
+--       there; a ready job may be in `parked` instead of `ready`); a finished
+--       or missing job is in none of the live indexes.
 
 local mode = ARGV[2]
 if mode ~= 'check' and mode ~= 'repair' then bad_arg('mode', mode, 'must be check or repair') end
@@ -29,6 +30,7 @@ for i = 3, #ARGV do
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'priority', 'deadline', 'run_at')
   local in_ready = score(K_READY, id)
+  local in_parked = score(K_PARKED, id)
   local in_active = score(K_ACTIVE, id)
   local in_sched = score(K_SCHED, id)
   local in_out = redis.call('SISMEMBER', K_OUT, id) == 1
@@ -36,7 +38,7 @@ for i = 3, #ARGV do
     note(id, 'its key holds a ' .. kind .. ', not a hash; moved aside and recorded dead')
     if fix then quarantine(id, now, kind) end
   elseif not f[1] then
-    if in_ready or in_active or in_sched or in_out then
+    if in_ready or in_parked or in_active or in_sched or in_out then
       note(id, 'indexed but its hash is gone; removed from the indexes')
       if fix then
         unindex(id)
@@ -45,7 +47,11 @@ for i = 3, #ARGV do
   else
     local state = f[1]
     if state == 'ready' then
-      if not in_ready or in_active or in_sched or not in_out then
+      -- In the backlog and outstanding, or parked and not outstanding (a
+      -- paused queue, or one being resumed).
+      local placed = (in_ready and in_out and not in_parked)
+        or (in_parked and not in_ready and not in_out)
+      if not placed or in_active or in_sched then
         note(id, 'ready but not (only) in the backlog; put back at the front')
         if fix then
           unindex(id)
@@ -54,7 +60,7 @@ for i = 3, #ARGV do
         end
       end
     elseif state == 'active' then
-      if not in_active or in_ready or in_sched or not in_out then
+      if not in_active or in_ready or in_parked or in_sched or not in_out then
         note(id, 'active but not (only) in the active set; its lease restored')
         if fix then
           unindex(id)
@@ -63,14 +69,14 @@ for i = 3, #ARGV do
         end
       end
     elseif state == 'scheduled' then
-      if not in_sched or in_ready or in_active or in_out then
+      if not in_sched or in_ready or in_parked or in_active or in_out then
         note(id, 'scheduled but not (only) in the schedule; rescheduled')
         if fix then
           unindex(id)
           redis.call('ZADD', K_SCHED, num_field(f[4], 0, 1e15) or now, id)
         end
       end
-    elseif in_ready or in_active or in_sched or in_out then
+    elseif in_ready or in_parked or in_active or in_sched or in_out then
       note(id, state .. ' but still in a live index; removed from it')
       if fix then
         unindex(id)

@@ -26,6 +26,11 @@ keep_working_when_full()
 
 promote_due(now, sweep_limit)
 recover_expired(now, sweep_limit)
+-- A paused queue leases nothing (its backlog is parked). After a resume, the
+-- best `n` parked jobs are back before any is picked, so jobs enqueued since
+-- never overtake better ones still parked.
+follow_pause(math.max(n, sweep_limit))
+if is_paused() then return { {}, -1 } end
 
 -- Candidates in backlog order; each is taken (ZREM) only once it is known
 -- to be a runnable job, and the byte budget stops the batch early (one job

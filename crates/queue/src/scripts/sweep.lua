@@ -11,6 +11,7 @@ keep_working_when_full()
 local now = now_ms()
 local promoted = promote_due(now, limit)
 local recovered = recover_expired(now, limit)
+follow_pause(limit)
 local pruned = redis.call('ZREMRANGEBYSCORE', K_DONE, '-inf', now)
   + redis.call('ZREMRANGEBYSCORE', K_CANC, '-inf', now)
 return { promoted, recovered, pruned }
