@@ -238,7 +238,7 @@ async fn pause_and_resume_racing_enqueues_and_a_sigkill_lose_nothing() -> Result
                             format!(r#"{{"sleep_ms": 15, "tag": {}}}"#, batch * 20 + i)
                                 .into_bytes(),
                             JobOptions::default()
-                                .priority((i % 3) as i32)
+                                .priority(i % 3)
                                 .lease(Duration::from_secs(1))
                                 .max_attempts(10),
                         )
