@@ -169,8 +169,14 @@ pub(crate) async fn get_job(
     Path((queue, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
-    let info = queue.info(job_id(&id)?).await?;
-    Ok(Json(serde_json::to_value(info).unwrap_or(Value::Null)))
+    let id = job_id(&id)?;
+    let info = queue.info(id).await?;
+    let log = queue.job_log(id).await?;
+    let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("log".into(), serde_json::to_value(log).unwrap_or_default());
+    }
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]

@@ -50,7 +50,7 @@ pub(crate) fn document() -> Value {
                 "get": op("List jobs of a state, paginated", false, &q, "200"),
                 "post": op("Enqueue one job (a JSON value) or many (an array); ?priority=", true, &q, "201")
             },
-            "/api/queues/{queue}/jobs/{id}": { "get": op("One job", false, &qi, "200") },
+            "/api/queues/{queue}/jobs/{id}": { "get": op("One job, with its log (`log`: `{at_ms, level, message}`, oldest first)", false, &qi, "200") },
             "/api/queues/{queue}/jobs/{id}/cancel": { "post": op("Cancel a job", true, &qi, "200") },
             "/api/queues/{queue}/jobs/{id}/events": { "get": op("Server-Sent Events: progress, then done with the final job", false, &qi, "200") },
             "/api/queues/{queue}/pause": { "post": op("Pause the queue: nothing new starts, running jobs finish, enqueues are held, the KEDA keys read 0", true, &q, "200") },

@@ -306,6 +306,18 @@ async fn every_endpoint_with_auth_pagination_events_and_workers() -> Result<()> 
     )
     .await?;
     ensure!(s == StatusCode::OK && r["outcome"] == "cancelled", "{r}");
+    let (_, j) = call(
+        &c,
+        M::GET,
+        &u(&format!("/api/queues/bulk/jobs/{wid}")),
+        Some(READ),
+        None,
+    )
+    .await?;
+    ensure!(
+        j["state"] == "cancelled" && j["log"].as_array().is_some_and(Vec::is_empty),
+        "a job comes with its (empty) log: {j}"
+    );
 
     // A SIGKILLed worker leaves the registry within two lease periods (4 s).
     worker.kill();

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use spool_encoder::{EncodeSpec, Encoder, EncoderConfig, Hardware, Limits, ObjectStorage};
-use spool_worker::{Handler, JobContext, JobError, LogFormat, Worker, WorkerArgs, WorkerConfig};
+use spool_worker::{
+    Handler, JobContext, JobError, LogFormat, LogLevel, Worker, WorkerArgs, WorkerConfig,
+};
 
 /// How often GPU telemetry is sampled into the `spool_gpu_*` gauges.
 const GPU_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -331,7 +333,25 @@ impl Handler for EncodeHandler {
         let cancel = ctx.cancellation_token();
         let progress_ctx = ctx.clone();
         let owner = ctx.id.clone();
+        // FFmpeg's warnings about this encode: into the job's log, and
+        // through `tracing` in the job's span.
+        let span = tracing::Span::current();
+        let log_ctx = ctx.clone();
+        let sink: spool_encoder::avlog::Sink = std::sync::Arc::new(move |level, message| {
+            let level = match level {
+                spool_encoder::avlog::Level::Error => {
+                    span.in_scope(|| tracing::error!(target: "ffmpeg", "{message}"));
+                    LogLevel::Error
+                }
+                spool_encoder::avlog::Level::Warning => {
+                    span.in_scope(|| tracing::warn!(target: "ffmpeg", "{message}"));
+                    LogLevel::Warning
+                }
+            };
+            log_ctx.log_quietly(level, message);
+        });
         let result = tokio::task::spawn_blocking(move || {
+            let _ffmpeg_log = spool_encoder::avlog::scope(sink);
             encoder.encode_as(
                 Some(&owner),
                 &spec,

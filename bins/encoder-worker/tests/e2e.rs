@@ -433,3 +433,140 @@ fn a_time_limit_stops_a_long_encode_and_leaves_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// Damages an MPEG-TS file's payload bytes (never its packet headers) in
+/// its middle third, deterministically: the H.264 decoder then warns about
+/// broken macroblocks and conceals them.
+fn damage_ts(path: &Path) -> Result<()> {
+    let mut data = std::fs::read(path)?;
+    let packets = data.len() / 188;
+    let mut x: u32 = 0x2545_f491;
+    for p in (packets / 3..2 * packets / 3).step_by(7) {
+        for b in &mut data[p * 188 + 20..p * 188 + 120] {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+    }
+    std::fs::write(path, data)?;
+    Ok(())
+}
+
+/// Two encodes at once in one worker, one of a damaged input: FFmpeg's
+/// warnings about it (from the decoder's frame threads too) are in that
+/// job's log (`spoolctl inspect --log`) and not in the other's.
+#[test]
+fn ffmpeg_warnings_reach_the_log_of_the_job_they_are_about() -> Result<()> {
+    let server = RedisServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    spool_testkit::lavfi_clip(&input.join("clean.mp4"), 640, 360, 25, 10)?;
+    let damaged = input.join("damaged.ts");
+    spool_testkit::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=10",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        &damaged.display().to_string(),
+    ])?;
+    damage_ts(&damaged)?;
+    let worker = ready_worker(
+        &server.url(),
+        &input,
+        &output,
+        &[("SPOOL_CONCURRENCY", "2")],
+    )?;
+    let mut ids = Vec::new();
+    for (file, out) in [("damaged.ts", "damaged"), ("clean.mp4", "clean")] {
+        let o = spoolctl(
+            &server.url(),
+            &[
+                "encode", file, "--out", out, "--height", "360", "--preset", "slow", "--hw", "cpu",
+                "--audio", "none",
+            ],
+        )?;
+        ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ids.push(String::from_utf8(o.stdout)?.trim().to_owned());
+    }
+    let inspect = |id: &str| -> Result<serde_json::Value> {
+        let o = spoolctl(&server.url(), &["inspect", id, "--json", "--log"])?;
+        Ok(serde_json::from_slice(&o.stdout)?)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let infos = loop {
+        let infos = ids
+            .iter()
+            .map(|id| inspect(id))
+            .collect::<Result<Vec<_>>>()?;
+        if infos
+            .iter()
+            .all(|i| i["state"] == "completed" || i["state"] == "dead")
+        {
+            break infos;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not ended in 120 s: {infos:?}\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // They ran at the same time, or the attribution proves nothing.
+    let span = |i: &serde_json::Value| {
+        (
+            i["started_at_ms"].as_u64().unwrap_or(0),
+            i["finished_at_ms"].as_u64().unwrap_or(0),
+        )
+    };
+    let ((s0, e0), (s1, e1)) = (span(&infos[0]), span(&infos[1]));
+    ensure!(s0 < e1 && s1 < e0, "the encodes did not overlap: {infos:?}");
+    let ffmpeg_lines = |i: &serde_json::Value| -> Vec<String> {
+        i["log"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|l| l["message"].as_str())
+                    .filter(|m| m.starts_with("[h264]"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let bad = ffmpeg_lines(&infos[0]);
+    ensure!(
+        !bad.is_empty(),
+        "no FFmpeg warning in the damaged job's log: {}",
+        infos[0]
+    );
+    ensure!(
+        infos[0]["log"][0]["level"] != "info",
+        "warnings and errors: {}",
+        infos[0]["log"][0]
+    );
+    let clean = ffmpeg_lines(&infos[1]);
+    ensure!(
+        clean.is_empty(),
+        "the clean job got FFmpeg's lines: {clean:?}"
+    );
+    println!(
+        "damaged job ({}): {} FFmpeg lines, e.g. {:?}; clean job ({}): none",
+        infos[0]["state"],
+        bad.len(),
+        bad[0],
+        infos[1]["state"]
+    );
+    // The human form prints them too.
+    let o = spoolctl(&server.url(), &["inspect", &ids[0], "--log"])?;
+    let text = String::from_utf8(o.stdout)?;
+    ensure!(text.contains("[h264]"), "{text}");
+    Ok(())
+}

@@ -75,6 +75,10 @@ enum Command {
         /// One JSON object.
         #[arg(long)]
         json: bool,
+        /// The job's log too (its handler's lines and FFmpeg's warnings);
+        /// with --json, as a `log` array of `{at_ms, level, message}`.
+        #[arg(long)]
+        log: bool,
     },
     /// Follow a job's progress until it ends; exits 1 unless it completed.
     Watch {
@@ -213,7 +217,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 println!("{}", memory_line(m));
             }
         }
-        Command::Inspect { id, json } => inspect(&queue, &id, json).await?,
+        Command::Inspect { id, json, log } => inspect(&queue, &id, json, log).await?,
         Command::Workers { json } => workers(&client, cli.queue.as_deref(), json).await?,
         Command::Watch { id } => return watch(&queue, &id).await,
         Command::Cancel { id } => match queue.cancel(&id).await? {

@@ -154,10 +154,11 @@ local function make_ready(id, priority, front, fields)
   local score = (PRIORITY_MAX - priority) * BAND + MID
   if front then score = score - seq else score = score + seq end
   if is_paused() then
-    -- A job coming back from `active` (released, its lease expired) leaves
-    -- `outstanding` too.
     redis.call('ZADD', K_PARKED, score, id)
-    redis.call('SREM', K_OUT, id)
+    -- A job put at the front is coming back (released, its lease expired,
+    -- repaired) and may still be in `outstanding`; a new one never is (and
+    -- a producer's ACL has no SREM).
+    if front then redis.call('SREM', K_OUT, id) end
   else
     redis.call('ZADD', K_READY, score, id)
     redis.call('SADD', K_OUT, id)
@@ -231,10 +232,13 @@ local function retain(jk, id, index_key, now, retention, zadds)
   local r = retention
   if r == nil then r = redis.call('HGET', jk, 'retention_s') end
   r = num_field(r, 0, MAX_RETENTION_S) or 0
+  -- The job's log (log.lua) goes with it.
+  local lk = PREFIX .. 'log:' .. id
   if r <= 0 then
-    redis.call('DEL', jk)
+    redis.call('DEL', jk, lk)
   else
     redis.call('EXPIRE', jk, r)
+    redis.call('EXPIRE', lk, r)
     if zadds then
       zadds[#zadds + 1] = now + r * 1000
       zadds[#zadds + 1] = id

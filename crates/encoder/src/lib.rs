@@ -14,6 +14,7 @@
 //! protocol whitelist (`file` unless http(s) inputs are enabled) and a demuxer
 //! whitelist without playlists, and checked against [`Limits`].
 
+pub mod avlog;
 pub mod backend;
 mod error;
 pub mod fetch;
@@ -107,6 +108,9 @@ impl Encoder {
             ));
         }
         ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Error);
+        // FFmpeg's warnings and errors go through `tracing`, or to the job
+        // whose encode logged them (`avlog::scope`), never to bare stderr.
+        avlog::install();
         let mut gpus = gpu::probe();
         // Sessions found, not assumed: each NVENC GPU is probed up to the
         // configured cap.

@@ -27,3 +27,4 @@ script!(SWEEP, "scripts/sweep.lua");
 script!(DEAD, "scripts/dead.lua");
 script!(CHECK, "scripts/check.lua");
 script!(PAUSE, "scripts/pause.lua");
+script!(LOG, "scripts/log.lua");

@@ -113,6 +113,22 @@ async fn each_documented_acl_user_can_do_its_job_and_nothing_more() -> Result<()
     let worker = worker_client.queue("encode")?;
     let job = worker.reserve(1, Duration::from_secs(2)).await?.remove(0);
     ensure!(job.id == id);
+    let line = spool_queue::LogLine::now(spool_queue::LogLevel::Warning, "a damaged frame");
+    ensure!(worker.append_log(&job.id, &[line]).await? == 1);
+    ensure!(worker.job_log(&job.id).await?.len() == 1);
+    worker.complete(&job, b"").await?;
+    // The worker's user pauses; a producer still enqueues into the paused
+    // queue, and the job waits until the resume.
+    ensure!(worker.pause().await?.paused);
+    let held = producer
+        .enqueue(b"{}".to_vec(), JobOptions::default())
+        .await?;
+    ensure!(producer.info(&held).await?.state == spool_queue::JobState::Ready);
+    ensure!(worker.try_reserve(1).await?.jobs.is_empty());
+    ensure!(producer.pause().await.is_err(), "a producer must not pause");
+    ensure!(worker.resume().await?.ready == 1);
+    let job = worker.reserve(1, Duration::from_secs(2)).await?.remove(0);
+    ensure!(job.id == held);
     worker.complete(&job, b"").await?;
     // Idle waits borrow a pooled connection again and again; reusing one must
     // need nothing outside the documented ACL (deadpool-redis checks a

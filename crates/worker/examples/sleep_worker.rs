@@ -4,7 +4,8 @@
 //! It reads the same `SPOOL_*` settings as `spool-encoder-worker` and handles
 //! payloads like `{"sleep_ms": 500, "fail_times": 0, "panic": false, "crash": false}`:
 //! sleep (cancellable), fail the first `fail_times` attempts, panic, or exit with
-//! code 137 half-way through to play a killed pod. When `SPOOL_SLEEP_RECORD`
+//! code 137 half-way through to play a killed pod; `"log": ["…"]` appends those
+//! lines to the job's log first, and `"log_flood": n` n more (`line <i>`). When `SPOOL_SLEEP_RECORD`
 //! names a file, each handler start, finish and stop (cancelled: drained or
 //! lease lost) is appended to it as a line `start|done|stop <job id> <attempt>
 //! <pid> <unix ms>`, the record the tests check exactly-once against.
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use spool_worker::{Handler, JobContext, JobError, Worker, WorkerConfig};
+use spool_worker::{Handler, JobContext, JobError, LogLevel, Worker, WorkerConfig};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +28,12 @@ struct SleepJob {
     panic: bool,
     #[serde(default)]
     crash: bool,
+    /// Lines for the job's log, written as the handler starts.
+    #[serde(default)]
+    log: Vec<String>,
+    /// That many more log lines, as fast as possible.
+    #[serde(default)]
+    log_flood: u32,
     /// Free-form tag, ignored (lets tests make payloads distinct).
     #[serde(default)]
     #[allow(dead_code)]
@@ -74,6 +81,12 @@ impl Handler for Sleeper {
         ctx: JobContext,
     ) -> Result<Option<serde_json::Value>, JobError> {
         self.note("start", &ctx);
+        for line in &job.log {
+            ctx.log(LogLevel::Info, line);
+        }
+        for i in 0..job.log_flood {
+            ctx.log(LogLevel::Warning, format_args!("line {i}"));
+        }
         let total = Duration::from_millis(job.sleep_ms);
         if job.crash {
             tokio::time::sleep(total / 2).await;

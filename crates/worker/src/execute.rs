@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
-use crate::handler::{Handler, JobContext, JobError};
+use crate::handler::{Handler, JobContext, JobError, JobLog};
 use crate::metrics::{self as m, Outcome};
 
 /// How often progress reaches Redis at most: a few updates a second would be
@@ -160,7 +160,10 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             (Outcome::Dead, Some(Settle::Dead(why)))
         }
         Ok(payload) => {
-            let (ended, reason, unsent) = supervise(&env, &job, payload).await;
+            let log = Arc::new(JobLog::default());
+            let (ended, reason, unsent) = supervise(&env, &job, payload, &log).await;
+            // What the handler logged last is stored before the job settles.
+            send_log(&env, &job, &log).await;
             // Progress the handler reported after the last beat (a short job's
             // final 100 %) is stored before the job leaves `active`.
             if let (Some(p), None) = (unsent, reason)
@@ -205,6 +208,7 @@ async fn supervise<H: Handler>(
     env: &JobEnv<H>,
     job: &ReservedJob,
     payload: H::Payload,
+    log: &Arc<JobLog>,
 ) -> (Ended, Option<StopReason>, Option<String>) {
     let cancel = CancellationToken::new();
     let (progress_tx, mut progress_rx) = watch::channel(None::<String>);
@@ -218,9 +222,12 @@ async fn supervise<H: Handler>(
         cancel: cancel.clone(),
         progress: Arc::new(progress_tx),
         time_limit: Arc::new(limit_tx),
+        log: log.clone(),
     };
     let handler = env.handler.clone();
-    let mut task = tokio::spawn(async move { handler.handle(payload, ctx).await });
+    // In the job's span, so what the handler logs is attributed to it.
+    let mut task =
+        tokio::spawn(async move { handler.handle(payload, ctx).await }.in_current_span());
 
     let reason: OnceLock<StopReason> = OnceLock::new();
     let stop = |why: StopReason| {
@@ -263,6 +270,7 @@ async fn supervise<H: Handler>(
                     sent = progress_rx.borrow_and_update().clone();
                     heartbeat(env, job, sent.as_deref(), &stop).await;
                 }
+                send_log(env, job, log).await;
             }
         }
     };
@@ -286,6 +294,18 @@ async fn supervise<H: Handler>(
     let latest = progress_rx.borrow().clone();
     let unsent = if latest != sent { latest } else { None };
     (ended, reason.get().copied(), unsent)
+}
+
+/// Sends the log lines that wait; a failure (Redis away or full) drops them
+/// with a warning: a log is never worth holding a job up.
+async fn send_log<H>(env: &JobEnv<H>, job: &ReservedJob, log: &JobLog) {
+    let lines = log.take();
+    if lines.is_empty() {
+        return;
+    }
+    if let Err(e) = env.queue.append_log(&job.id, &lines).await {
+        tracing::warn!(error = %e, lines = lines.len(), "job log lines not stored");
+    }
 }
 
 /// Sleeps until `deadline`; never wakes without one.

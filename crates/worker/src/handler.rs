@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
+use spool_queue::{LogLevel, LogLine};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +72,43 @@ pub struct JobContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Arc<watch::Sender<Option<String>>>,
     pub(crate) time_limit: Arc<watch::Sender<Option<Duration>>>,
+    pub(crate) log: Arc<JobLog>,
+}
+
+/// Log lines a handling has not yet sent to Redis. The runtime sends them
+/// about once a second and before the job settles; between two sends at most
+/// [`spool_queue::MAX_LOG_LINES`] − 1 wait, the oldest dropped past that and
+/// counted in a line sent first, so a handler logging in a loop cannot grow
+/// the worker's memory and the log says what it lost.
+#[derive(Debug, Default)]
+pub(crate) struct JobLog {
+    pending: std::sync::Mutex<(std::collections::VecDeque<LogLine>, u64)>,
+}
+
+impl JobLog {
+    fn push(&self, line: LogLine) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.0.len() >= spool_queue::MAX_LOG_LINES - 1 {
+            p.0.pop_front();
+            p.1 += 1;
+        }
+        p.0.push_back(line);
+    }
+
+    /// Takes what waits, with a line saying how many were dropped first.
+    pub(crate) fn take(&self) -> Vec<LogLine> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(p.0.len() + 1);
+        if p.1 > 0 {
+            out.push(LogLine::now(
+                LogLevel::Warning,
+                &format!("{} log lines dropped: logged faster than sent", p.1),
+            ));
+            p.1 = 0;
+        }
+        out.extend(p.0.drain(..));
+        out
+    }
 }
 
 impl JobContext {
@@ -89,6 +127,28 @@ impl JobContext {
     /// `SPOOL_JOB_TIMEOUT`.
     pub fn set_time_limit(&self, limit: Duration) {
         self.time_limit.send_replace(Some(limit));
+    }
+
+    /// Appends a line to the job's log (`spoolctl inspect <id> --log`, the
+    /// console), kept in Redis with the job: the latest 200 lines, each cut
+    /// to 1,000 bytes, gone when the job's retention ends. It is also logged
+    /// through `tracing` in the job's span. Cheap: lines are sent in batches
+    /// about once a second and before the job settles. Callable from any
+    /// thread (clone the context into a blocking task).
+    pub fn log(&self, level: LogLevel, message: impl std::fmt::Display) {
+        let message = message.to_string();
+        match level {
+            LogLevel::Info => tracing::info!(target: "spool::job_log", "{message}"),
+            LogLevel::Warning => tracing::warn!(target: "spool::job_log", "{message}"),
+            LogLevel::Error => tracing::error!(target: "spool::job_log", "{message}"),
+        }
+        self.log.push(LogLine::now(level, &message));
+    }
+
+    /// Appends a line to the job's log without logging it through `tracing`
+    /// (for lines the caller has logged already, like FFmpeg's).
+    pub fn log_quietly(&self, level: LogLevel, message: &str) {
+        self.log.push(LogLine::now(level, message));
     }
 
     /// Fires when the job must stop: a cancel was requested, the lease was

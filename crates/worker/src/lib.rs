@@ -111,3 +111,4 @@ pub use health::Health;
 pub use logging::init_logging;
 pub use runtime::{FORCE_WAIT, RELEASE_WAIT, RESERVE_GRACE, SHUTDOWN_MARGIN, Worker, WorkerError};
 pub use shutdown::Shutdown;
+pub use spool_queue::LogLevel;

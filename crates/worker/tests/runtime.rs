@@ -876,3 +876,80 @@ async fn a_jobs_own_time_limit_applies_within_the_workers_cap() -> Result<()> {
     );
     Ok(())
 }
+
+/// `ctx.log`: lines reach the job's log in order before it settles, expire
+/// with the job's retention (deleted with it at retention 0), and a flood is
+/// capped at the latest 200 lines with a note of how many were dropped.
+#[tokio::test]
+async fn handler_log_lines_are_kept_with_the_job_and_capped() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let _w = worker(&server, &[("SPOOL_CONCURRENCY", "3")])?;
+    let kept = enqueue(
+        &q,
+        r#"{"sleep_ms": 50, "log": ["reading input", "half way"]}"#,
+        1,
+        JobOptions::default().retention(Duration::from_secs(3)),
+    )
+    .await?;
+    let gone = enqueue(
+        &q,
+        r#"{"sleep_ms": 50, "log": ["x"]}"#,
+        1,
+        JobOptions::default().retention(Duration::ZERO),
+    )
+    .await?;
+    let flood = enqueue(
+        &q,
+        r#"{"sleep_ms": 50, "log_flood": 5000}"#,
+        1,
+        JobOptions::default(),
+    )
+    .await?;
+    wait_for("the jobs to end", Duration::from_secs(20), async || {
+        Ok(q.info(&kept[0]).await?.state == JobState::Completed
+            && q.info(&gone[0]).await.is_err()
+            && q.info(&flood[0]).await?.state == JobState::Completed)
+    })
+    .await?;
+    let log = q.job_log(&kept[0]).await?;
+    let text: Vec<&str> = log.iter().map(|l| l.message.as_str()).collect();
+    ensure!(text == ["reading input", "half way"], "{log:?}");
+    ensure!(
+        log.iter()
+            .all(|l| l.level == spool_queue::LogLevel::Info && l.at_ms > 0)
+    );
+    let mut conn = server.connection()?;
+    let key = |id: &str| format!("{}log:{id}", q.keys().prefix);
+    let ttl: i64 = redis::cmd("PTTL").arg(key(&kept[0])).query(&mut conn)?;
+    ensure!(
+        ttl > 0 && ttl <= 3000,
+        "the log expires with the job: PTTL {ttl}"
+    );
+    let exists: bool = redis::cmd("EXISTS").arg(key(&gone[0])).query(&mut conn)?;
+    ensure!(!exists, "retention 0 deletes the log with the job");
+    let flooded = q.job_log(&flood[0]).await?;
+    ensure!(
+        flooded.len() == spool_queue::MAX_LOG_LINES,
+        "{} lines kept",
+        flooded.len()
+    );
+    ensure!(
+        flooded.last().map(|l| l.message.as_str()) == Some("line 4999"),
+        "the latest lines are kept: {:?}",
+        flooded.last()
+    );
+    ensure!(
+        flooded[0]
+            .message
+            .ends_with("log lines dropped: logged faster than sent"),
+        "the log says what it lost: {:?}",
+        flooded[0]
+    );
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    ensure!(
+        q.job_log(&kept[0]).await?.is_empty() && q.info(&kept[0]).await.is_err(),
+        "the log outlived its job"
+    );
+    Ok(())
+}

@@ -2,10 +2,24 @@
 
 use crate::*;
 
-pub(crate) async fn inspect(queue: &Queue, id: &str, json: bool) -> Result<(), Failure> {
+pub(crate) async fn inspect(
+    queue: &Queue,
+    id: &str,
+    json: bool,
+    with_log: bool,
+) -> Result<(), Failure> {
     let info = queue.info(id).await?;
+    let log = if with_log {
+        Some(queue.job_log(id).await?)
+    } else {
+        None
+    };
     if json {
-        println!("{}", serde_json::to_string(&info).unwrap_or_default());
+        let mut v = serde_json::to_value(&info).unwrap_or_default();
+        if let (Some(log), Some(obj)) = (&log, v.as_object_mut()) {
+            obj.insert("log".into(), serde_json::to_value(log).unwrap_or_default());
+        }
+        println!("{v}");
         return Ok(());
     }
     let show = |v: &Option<serde_json::Value>| {
@@ -22,5 +36,28 @@ pub(crate) async fn inspect(queue: &Queue, id: &str, json: bool) -> Result<(), F
     println!("result       {}", show(&info.result));
     println!("last error   {}", info.last_error.as_deref().unwrap_or("-"));
     println!("payload      {}", info.payload);
+    if let Some(log) = log {
+        println!("log          {} lines", log.len());
+        for l in log {
+            let level = match l.level {
+                spool_queue::LogLevel::Info => "info",
+                spool_queue::LogLevel::Warning => "warn",
+                spool_queue::LogLevel::Error => "ERROR",
+            };
+            println!("  {} {level:<5} {}", format_ms(l.at_ms), l.message);
+        }
+    }
     Ok(())
+}
+
+/// `HH:MM:SS.mmm` UTC of a Unix time in ms (the date is in `--json`).
+fn format_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
 }

@@ -217,6 +217,7 @@ pub(super) fn probe_video(
         count: 0,
         ..Default::default()
     });
+    crate::avlog::tag(&mut vctx);
     let rotation = Rotation::of(&vst);
     let vcodec = ff::decoder::find(vctx.id()).ok_or_else(|| EncodeError::BadInput {
         path: display.into(),

@@ -253,6 +253,7 @@ pub(super) fn open_rendition(
         count: 0,
         ..Default::default()
     });
+    crate::avlog::tag(&mut ectx);
     let mut enc = ectx.encoder().video().map_err(|e| failed(name, e))?;
     enc.set_width(w);
     enc.set_height(h);

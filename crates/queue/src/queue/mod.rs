@@ -17,7 +17,9 @@ use crate::keys::{Keys, QUEUES_KEY};
 use crate::scripts;
 
 mod admin;
+pub use log::{LogLevel, LogLine, MAX_LOG_LINES, MAX_LOG_MESSAGE};
 mod consume;
+mod log;
 mod produce;
 mod registry;
 mod server;

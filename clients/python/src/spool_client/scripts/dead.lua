@@ -21,7 +21,7 @@ for _, id in ipairs(ids) do
   if redis.call('ZREM', K_DEAD, id) == 1 then
     local jk = job_key(id)
     if action == 'purge' then
-      redis.call('DEL', jk)
+      redis.call('DEL', jk, PREFIX .. 'log:' .. id)
       done = done + 1
     else
       local f = read_job(jk, 'state', 'priority', 'dedup')
