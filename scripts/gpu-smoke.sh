@@ -7,7 +7,9 @@
 #   3. an encode with hardware=auto through the encoder's tests, reporting
 #      the backend that ran (NVENC where it exists, else the CPU fallback
 #      and its reason);
-#   4. the encode benchmark (spool in-process against the ffmpeg CLI).
+#   4. the GPU decode stage (SPOOL_GPU_DECODE=on): where decode, scaling and
+#      encoding ran, and why;
+#   5. the encode benchmark (spool in-process against the ffmpeg CLI).
 # docs/gpu.md says what was verified on which hardware.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,11 @@ cargo nextest run -p spool-encoder --lib gpu --no-capture 2>&1 | grep -E "PASS|F
 cargo nextest run -p spool-encoder --test encode auto --no-capture 2>&1 \
   | grep -E "backend|fallback|PASS|FAIL" | head -20
 
-echo "== 4. encode benchmark (spool in-process vs the ffmpeg CLI)"
+echo "== 4. GPU decode (NVDEC): where each stage ran, and why"
+cargo nextest run -p spool-encoder --test encode gpu_decode --no-capture 2>&1 \
+  | grep -E "NVDEC|Stages|PASS|FAIL" | head -20
+
+echo "== 5. encode benchmark (spool in-process vs the ffmpeg CLI)"
 if [ "${SPOOL_SMOKE_BENCH:-1}" = 1 ]; then
   cargo bench -p spool-benches --bench encode 2>&1 | grep -vE "^\s*(Compiling|Finished|Running)"
 else

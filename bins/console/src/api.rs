@@ -286,10 +286,7 @@ pub(crate) async fn pause(
     method: Method,
     Path(queue): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
-    Ok(Json(
-        serde_json::to_value(queue.pause().await?).unwrap_or(Value::Null),
-    ))
+    pause_action(&st, &headers, &method, &queue, true).await
 }
 
 pub(crate) async fn resume(
@@ -298,10 +295,24 @@ pub(crate) async fn resume(
     method: Method,
     Path(queue): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
-    Ok(Json(
-        serde_json::to_value(queue.resume().await?).unwrap_or(Value::Null),
-    ))
+    pause_action(&st, &headers, &method, &queue, false).await
+}
+
+/// Pauses or resumes a queue; answers with where that left it.
+async fn pause_action(
+    st: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    queue: &str,
+    pause: bool,
+) -> ApiResult<Json<Value>> {
+    let queue = open(st, headers, method, Role::Admin, queue).await?;
+    let state = if pause {
+        queue.pause().await?
+    } else {
+        queue.resume().await?
+    };
+    Ok(Json(serde_json::to_value(state).unwrap_or(Value::Null)))
 }
 
 /// Dead jobs touched at most per call when acting on all of them.

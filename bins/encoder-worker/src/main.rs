@@ -77,6 +77,10 @@ struct Args {
     /// kept while a job runs (default: the temp dir, `TMPDIR`).
     #[arg(long, env = "SPOOL_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
+    /// Decode on the GPU (NVDEC): off (the default), auto (when a GPU was
+    /// found) or on (always try); each step falls back to the CPU.
+    #[arg(long, env = "SPOOL_GPU_DECODE")]
+    gpu_decode: Option<String>,
     /// NVENC sessions per GPU this process opens at most.
     #[arg(long, env = "SPOOL_NVENC_SESSIONS", default_value_t = spool_encoder::DEFAULT_NVENC_SESSIONS)]
     nvenc_sessions: usize,
@@ -242,6 +246,10 @@ fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>),
     }
     enc.storage = storage(a)?;
     enc.nvenc_sessions_per_gpu = a.nvenc_sessions;
+    if let Some(v) = &a.gpu_decode {
+        enc.gpu_decode = spool_encoder::GpuDecode::parse(v)
+            .ok_or_else(|| bad("SPOOL_GPU_DECODE", v, "must be off, auto or on"))?;
+    }
     enc.limits = limits(a)?;
     Ok((worker, enc, policy))
 }
@@ -403,6 +411,20 @@ fn gpu_report(cap: usize) -> ExitCode {
             serde_json::json!({"gpu": g.index, "sessions_opened": n, "cap": cap, "stopped_by": why})
         })
         .collect();
+    // A CUDA device context on each GPU found (GPU 0 when none was): what
+    // the NVDEC decode stage needs.
+    let indexes: Vec<u32> = if probe.gpus.is_empty() {
+        vec![0]
+    } else {
+        probe.gpus.iter().map(|g| g.index).collect()
+    };
+    let cuda: Vec<serde_json::Value> = indexes
+        .into_iter()
+        .map(|gpu| match spool_encoder::hw::check_cuda_device(gpu) {
+            Ok(()) => serde_json::json!({"gpu": gpu, "opens": true}),
+            Err(why) => serde_json::json!({"gpu": gpu, "opens": false, "why": why}),
+        })
+        .collect();
     let encoders: Vec<&str> = [
         "h264_nvenc",
         "hevc_nvenc",
@@ -420,6 +442,8 @@ fn gpu_report(cap: usize) -> ExitCode {
         "no_nvenc_reason": probe.reason,
         "nvenc_sessions": sessions,
         "encoders_in_ffmpeg": encoders,
+        "nvdec_decoders_in_ffmpeg": spool_encoder::hw::nvdec_codecs(),
+        "cuda_devices": cuda,
     });
     println!(
         "{}",

@@ -150,7 +150,7 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ok = dir.path().display().to_string();
     let missing = dir.path().join("missing").display().to_string();
-    let cases: [(&str, &str, &str); 13] = [
+    let cases: [(&str, &str, &str); 14] = [
         ("SPOOL_REDIS_URL", "http://nope", "SPOOL_REDIS_URL"),
         ("SPOOL_CONCURRENCY", "0", "SPOOL_CONCURRENCY"),
         ("SPOOL_HW", "quantum", "SPOOL_HW"),
@@ -164,6 +164,7 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
         ("SPOOL_IDLE_EXIT", "soonish", "SPOOL_IDLE_EXIT"),
         ("SPOOL_SCRATCH_DIR", &missing, "SPOOL_SCRATCH_DIR"),
         ("SPOOL_MAX_INPUT_BYTES", "50GB", "SPOOL_MAX_INPUT_BYTES"),
+        ("SPOOL_GPU_DECODE", "maybe", "SPOOL_GPU_DECODE"),
     ];
     for (k, v, named) in cases {
         let o = Command::new(WORKER)

@@ -20,6 +20,7 @@ mod error;
 pub mod fetch;
 mod ffi;
 pub mod gpu;
+pub mod hw;
 pub mod metrics;
 pub mod paths;
 mod pipeline;
@@ -67,6 +68,35 @@ pub struct EncoderConfig {
     pub limits: Limits,
     /// NVENC sessions this process opens per GPU at most.
     pub nvenc_sessions_per_gpu: usize,
+    /// Whether to decode on NVDEC (`SPOOL_GPU_DECODE`).
+    pub gpu_decode: GpuDecode,
+}
+
+/// `SPOOL_GPU_DECODE`: whether the video is decoded on the GPU (NVDEC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuDecode {
+    /// Always on the CPU (the default until this path has been verified on
+    /// hardware; docs/gpu.md).
+    #[default]
+    Off,
+    /// On NVDEC when GPU discovery found an NVIDIA GPU (the encode's GPU
+    /// for NVENC, else GPU 0), falling back to the CPU at each step.
+    Auto,
+    /// Always try (no discovery needed, e.g. where NVML is not visible),
+    /// falling back to the CPU at each step.
+    On,
+}
+
+impl GpuDecode {
+    /// Parses `off`, `auto` or `on`.
+    pub fn parse(v: &str) -> Option<Self> {
+        match v.trim() {
+            "off" => Some(GpuDecode::Off),
+            "auto" => Some(GpuDecode::Auto),
+            "on" => Some(GpuDecode::On),
+            _ => None,
+        }
+    }
 }
 
 impl EncoderConfig {
@@ -82,6 +112,7 @@ impl EncoderConfig {
             storage: ObjectStorage::default(),
             limits: Limits::default(),
             nvenc_sessions_per_gpu: DEFAULT_NVENC_SESSIONS,
+            gpu_decode: GpuDecode::Off,
         }
     }
 }
@@ -350,6 +381,8 @@ impl Encoder {
             target,
             owner,
             limits,
+            gpu_decode: self.config.gpu_decode,
+            gpu_found: self.gpus.gpus.first().map(|g| g.index),
         };
         let run = |backend: Backend, reason: String, progress: &mut dyn FnMut(Progress)| {
             pipeline::run(&job, backend, reason, progress, cancel)

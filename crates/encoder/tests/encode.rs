@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::{encoder, roots, spec};
-use spool_encoder::{Backend, CancellationToken, EncodeError, Limits};
+use spool_encoder::{
+    Backend, CancellationToken, EncodeError, Encoder, EncoderConfig, GpuDecode, Limits,
+};
 
 /// A test pattern with a tone at 30 fps (see `spool_testkit::lavfi_clip`).
 fn clip(path: &Path, w: u32, h: u32, secs: u32) -> Result<()> {
@@ -263,6 +265,87 @@ fn without_a_gpu_auto_falls_back_and_nvenc_fails_clearly() -> Result<()> {
         other => bail!("nvenc without a GPU must fail, got {other:?}"),
     }
     ensure!(!r.output.join("b.mp4").exists());
+    Ok(())
+}
+
+/// The GPU decode stage's fallback chain, each link with its reason in the
+/// result, on a machine without CUDA: off by default; `auto` without a GPU;
+/// `on` tries the CUDA device and gives FFmpeg's reason; a codec NVDEC has
+/// no decoder for (ProRes) says so before any device is opened. Each encode
+/// still completes on the CPU. On a machine with an NVIDIA GPU
+/// (`scripts/gpu-smoke.sh`) it checks the other side instead: H.264 decodes
+/// on NVDEC, every frame.
+#[test]
+fn gpu_decode_falls_back_to_the_cpu_saying_why_at_each_step() -> Result<()> {
+    let nvdec = spool_encoder::hw::nvdec_codecs();
+    eprintln!("NVDEC decoders in the linked FFmpeg: {nvdec:?}");
+    ensure!(
+        ["h264", "hevc"]
+            .iter()
+            .all(|c| nvdec.iter().any(|n| n == c))
+            && !nvdec.iter().any(|n| n == "prores"),
+        "{nvdec:?}"
+    );
+    let r = roots()?;
+    clip(&r.input.join("src.mp4"), 320, 240, 1)?;
+    spool_testkit::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=1",
+        "-c:v",
+        "prores_ks",
+        "-pix_fmt",
+        "yuv422p10le",
+        &r.input.join("src.mov").display().to_string(),
+    ])?;
+    let mut n = 0;
+    for (mode, input, want) in [
+        (GpuDecode::Off, "src.mp4", "SPOOL_GPU_DECODE=off"),
+        (GpuDecode::Auto, "src.mp4", "no NVIDIA GPU was found"),
+        (GpuDecode::On, "src.mp4", "no CUDA device 0: "),
+        (GpuDecode::On, "src.mov", "no NVDEC decoder for prores"),
+    ] {
+        let mut cfg = EncoderConfig::new(&r.input, &r.output);
+        cfg.gpu_decode = mode;
+        let enc = Encoder::new(cfg)?;
+        if !enc.gpus().gpus.is_empty() {
+            return gpu_decode_on_a_gpu(&r);
+        }
+        n += 1;
+        let s = spec(&format!(
+            r#"{{"input":"{input}","output":"gpu{n}.mp4","renditions":[{{"codec":"h264","preset":"fastest"}}]}}"#
+        ))?;
+        let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+        let st = &res.stages;
+        eprintln!("{mode:?} {input}: {st:?}");
+        ensure!(
+            st.decode.on == "cpu" && st.decode.why.contains(want),
+            "{mode:?} {input}: {st:?}"
+        );
+        ensure!(st.scale.on == "cpu" && st.encode.on == "cpu", "{st:?}");
+        ensure!(res.decoded_frames >= 25, "{}", res.decoded_frames);
+    }
+    Ok(())
+}
+
+/// On a machine with an NVIDIA GPU: `SPOOL_GPU_DECODE=on` decodes H.264 on
+/// NVDEC, every frame, and the result says so.
+fn gpu_decode_on_a_gpu(r: &common::Roots) -> Result<()> {
+    let mut cfg = EncoderConfig::new(&r.input, &r.output);
+    cfg.gpu_decode = GpuDecode::On;
+    let enc = Encoder::new(cfg)?;
+    let s = spec(
+        r#"{"input":"src.mp4","output":"on-gpu.mp4","renditions":[{"codec":"h264","preset":"fastest"}]}"#,
+    )?;
+    let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+    eprintln!("GPU machine: {:?}", res.stages);
+    ensure!(res.stages.decode.on == "gpu", "{:?}", res.stages);
+    ensure!(
+        !res.stages.decode.why.contains(" of "),
+        "some frames decoded on the CPU: {:?}",
+        res.stages.decode
+    );
     Ok(())
 }
 

@@ -23,6 +23,8 @@ pub(super) struct Decoded<'a> {
     tb: Rational,
     /// Video frames decoded.
     pub(super) frames: u64,
+    /// Of them, decoded on the GPU (NVDEC) and copied to memory.
+    pub(super) gpu_frames: u64,
     /// The first and latest timestamps seen, in `tb`.
     first_ts: Option<i64>,
     last_ts: Option<i64>,
@@ -56,6 +58,7 @@ impl<'a> Decoded<'a> {
             limits,
             tb,
             frames: 0,
+            gpu_frames: 0,
             first_ts: None,
             last_ts: None,
             max_frames: (limits.max_duration_s * MAX_PLAUSIBLE_FPS).ceil() as u64,
@@ -228,6 +231,8 @@ pub(super) fn read_all(
     let display = job.display;
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let mut decoded = frame::Video::empty();
+    // Where a GPU frame is copied to for the filters.
+    let mut downloaded = frame::Video::empty();
     let mut packet = Packet::empty();
     let mut eagain = 0u32;
     let mut read_error: Option<ff::Error> = None;
@@ -259,8 +264,7 @@ pub(super) fn read_all(
                 return Err(seen.decode_error(decoder, e));
             }
             while decoder.receive_frame(&mut decoded).is_ok() {
-                seen.frame(&mut decoded)?;
-                feed_all(outs, &decoded, graphs, display)?;
+                take(&mut decoded, &mut downloaded, seen, outs, graphs, display)?;
             }
         } else {
             audio_packet(audio, outs, si, &packet)?;
@@ -279,8 +283,29 @@ pub(super) fn read_all(
         return Err(seen.decode_error(decoder, e));
     }
     while decoder.receive_frame(&mut decoded).is_ok() {
-        seen.frame(&mut decoded)?;
-        feed_all(outs, &decoded, graphs, display)?;
+        take(&mut decoded, &mut downloaded, seen, outs, graphs, display)?;
     }
     Ok(read_error)
+}
+
+/// One decoded frame through every rendition; a GPU frame is copied to
+/// system memory first (the filters run on the CPU).
+fn take(
+    decoded: &mut frame::Video,
+    downloaded: &mut frame::Video,
+    seen: &mut Decoded<'_>,
+    outs: &mut [RenditionOut],
+    graphs: &mut GraphInput,
+    display: &str,
+) -> Result<(), EncodeError> {
+    let frame = if crate::hw::is_cuda(decoded) {
+        crate::hw::download(decoded, downloaded)
+            .map_err(|e| failed("copying a decoded frame from the GPU", e))?;
+        seen.gpu_frames += 1;
+        downloaded
+    } else {
+        decoded
+    };
+    seen.frame(frame)?;
+    feed_all(outs, frame, graphs, display)
 }

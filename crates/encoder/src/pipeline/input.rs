@@ -154,6 +154,8 @@ pub(super) struct VideoSource {
     pub(super) rotation: Rotation,
     /// The opened decoder.
     pub(super) decoder: codec::decoder::Video,
+    /// Where it decodes (GPU until the first frame says otherwise).
+    pub(super) decode: crate::hw::Stage,
     /// The displayed size (after rotation).
     pub(super) src_w: u32,
     pub(super) src_h: u32,
@@ -164,6 +166,7 @@ pub(super) fn probe_video(
     display: &str,
     limits: &Limits,
     spec: &EncodeSpec,
+    decode_gpu: Result<u32, String>,
 ) -> Result<VideoSource, EncodeError> {
     let over = |reason: String| EncodeError::LimitExceeded {
         path: display.to_owned(),
@@ -223,6 +226,26 @@ pub(super) fn probe_video(
         path: display.into(),
         reason: "no decoder for its video".into(),
     })?;
+    let decode = match decode_gpu {
+        Err(why) => crate::hw::Stage::cpu(why),
+        Ok(_) if !crate::hw::nvdec_decodes(&vcodec) => crate::hw::Stage::cpu(format!(
+            "this FFmpeg has no NVDEC decoder for {}",
+            vcodec.name()
+        )),
+        Ok(gpu) => match crate::hw::CudaDevice::open(gpu) {
+            Err(why) => crate::hw::Stage::cpu(why),
+            Ok(device) => {
+                crate::hw::attach(&mut vctx, &device);
+                // NVDEC decodes; CPU threads would only copy frames around.
+                vctx.set_threading(codec::threading::Config {
+                    kind: codec::threading::Type::None,
+                    count: 1,
+                    ..Default::default()
+                });
+                crate::hw::Stage::gpu(format!("NVDEC on GPU {gpu}"))
+            }
+        },
+    };
     // The decoder refuses to allocate frames over the resolution limit, so a
     // stream that grows mid-way cannot take the worker's memory with it.
     let mut dopts = Dictionary::new();
@@ -259,6 +282,7 @@ pub(super) fn probe_video(
         video_duration_s,
         rotation,
         decoder,
+        decode,
         src_w,
         src_h,
     })

@@ -125,6 +125,8 @@ pub struct EncodeResult {
     pub backend: Backend,
     /// Why it ran there (e.g. why not on NVENC).
     pub backend_reason: String,
+    /// Where each stage ran (decode, scale, encode), and why there.
+    pub stages: crate::hw::Stages,
     /// Wall time, seconds.
     pub wall_s: f64,
     /// Decoded frames per second of wall time.
@@ -157,6 +159,10 @@ pub(crate) struct Job<'a> {
     pub owner: Option<&'a str>,
     /// The worker's limits.
     pub limits: &'a Limits,
+    /// `SPOOL_GPU_DECODE`.
+    pub gpu_decode: crate::GpuDecode,
+    /// The first NVIDIA GPU discovery found, if any.
+    pub gpu_found: Option<u32>,
 }
 
 fn failed(what: impl std::fmt::Display, e: impl std::fmt::Display) -> EncodeError {
@@ -259,7 +265,16 @@ pub(crate) fn run(
     let started = Instant::now();
     let mut opened = open_input(job.input, display, limits, cancel)?;
     let ictx = &mut opened.ctx;
-    let mut src = probe_video(ictx, display, limits, spec)?;
+    let decode_gpu = match (job.gpu_decode, backend, job.gpu_found) {
+        (crate::GpuDecode::Off, ..) => Err("SPOOL_GPU_DECODE=off".to_owned()),
+        (_, Backend::Nvenc { gpu }, _) => Ok(gpu),
+        (crate::GpuDecode::Auto, Backend::Cpu, Some(gpu)) => Ok(gpu),
+        (crate::GpuDecode::Auto, Backend::Cpu, None) => {
+            Err("no NVIDIA GPU was found (SPOOL_GPU_DECODE=auto)".to_owned())
+        }
+        (crate::GpuDecode::On, Backend::Cpu, gpu) => Ok(gpu.unwrap_or(0)),
+    };
+    let mut src = probe_video(ictx, display, limits, spec, decode_gpu)?;
     let mut staging = Staging::new(job.target)?;
     let hls = matches!(spec.container, Container::Hls { .. });
     let names = output_names(spec, job.target);
@@ -416,6 +431,23 @@ pub(crate) fn run(
     Ok(EncodeResult {
         outputs,
         master_playlist: master,
+        stages: crate::hw::Stages {
+            decode: match (src.decode.on, seen.gpu_frames) {
+                ("gpu", 0) => crate::hw::Stage::cpu(
+                    "NVDEC did not take this stream (its profile or pixel format); decoded on the CPU",
+                ),
+                ("gpu", n) if n < seen.frames => crate::hw::Stage::gpu(format!(
+                    "{}, {n} of {} frames",
+                    src.decode.why, seen.frames
+                )),
+                _ => src.decode.clone(),
+            },
+            scale: crate::hw::Stage::cpu("scaling runs on the CPU (scale_cuda is not wired yet)"),
+            encode: match backend {
+                Backend::Cpu => crate::hw::Stage::cpu(backend_reason.clone()),
+                Backend::Nvenc { .. } => crate::hw::Stage::gpu(backend_reason.clone()),
+            },
+        },
         backend,
         backend_reason,
         wall_s: wall,

@@ -21,6 +21,8 @@ if redis.call('EXISTS', jk) == 0 then return 0 end
 local lines = {}
 for i = 3, #ARGV do lines[#lines + 1] = string.sub(ARGV[i], 1, MAX_LOG_BYTES) end
 local lk = PREFIX .. 'log:' .. id
+-- Tells lib.lua's `retain` that the job has a log to expire or delete.
+redis.call('HSET', jk, 'logged', '1')
 redis.call('RPUSH', lk, unpack(lines))
 redis.call('LTRIM', lk, -MAX_LOG_LINES, -1)
 local ttl = redis.call('PTTL', jk)

@@ -38,7 +38,7 @@ for i = 0, n - 1 do
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'settled_by', 'dedup', 'retention_s')
+    'priority', 'settled_by', 'dedup', 'retention_s', 'logged')
   local state, lease
   if f then state, lease = f[1], f[2] end
   local attempts = f and num_field(f[3] or 0, 0, 1e15)
@@ -72,7 +72,7 @@ for i = 0, n - 1 do
     done_active[#done_active + 1] = id
     done_out[#done_out + 1] = id
     release_dedup(jk, id, f[7] or '')
-    retain(jk, id, K_DONE, now, f[8] or 0, done_index)
+    retain(jk, id, K_DONE, now, f[8] or 0, done_index, f[9])
     out[#out + 1] = 'completed'
   else
     redis.call('ZREM', K_ACTIVE, id)

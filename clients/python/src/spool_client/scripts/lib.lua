@@ -225,20 +225,24 @@ local function follow_pause(limit)
 end
 
 -- Completed and cancelled jobs are kept `retention_s` seconds (0: deleted now).
--- `retention` is the job's retention_s field when the caller has read it.
+-- `retention` is the job's retention_s field when the caller has read it,
+-- and `logged` its `logged` field (log.lua sets it): the job's log goes with
+-- it, and a job without one costs no command for it.
 -- With `zadds`, the index entry is appended there (score, id) for the caller
 -- to send batched, instead of added now.
-local function retain(jk, id, index_key, now, retention, zadds)
+local function retain(jk, id, index_key, now, retention, zadds, logged)
   local r = retention
-  if r == nil then r = redis.call('HGET', jk, 'retention_s') end
+  if r == nil then
+    local f = redis.call('HMGET', jk, 'retention_s', 'logged')
+    r, logged = f[1], f[2]
+  end
   r = num_field(r, 0, MAX_RETENTION_S) or 0
-  -- The job's log (log.lua) goes with it.
-  local lk = PREFIX .. 'log:' .. id
+  local lk = logged == '1' and PREFIX .. 'log:' .. id
   if r <= 0 then
-    redis.call('DEL', jk, lk)
+    if lk then redis.call('DEL', jk, lk) else redis.call('DEL', jk) end
   else
     redis.call('EXPIRE', jk, r)
-    redis.call('EXPIRE', lk, r)
+    if lk then redis.call('EXPIRE', lk, r) end
     if zadds then
       zadds[#zadds + 1] = now + r * 1000
       zadds[#zadds + 1] = id
