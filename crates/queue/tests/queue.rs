@@ -1141,3 +1141,60 @@ async fn pause_holds_the_backlog_outside_the_keda_keys_and_resume_keeps_its_orde
     ensure!(got.iter().map(|j| &j.id).eq(ids.iter()), "FIFO kept");
     Ok(())
 }
+
+/// A job's log lives exactly as long as the job: kept with a dead job until
+/// it is purged, given a cancelled job's retention, deleted with a job of
+/// retention 0, and never written for a job that no longer exists.
+#[tokio::test]
+async fn a_jobs_log_ends_with_the_job() -> Result<()> {
+    let (server, queue) = setup().await?;
+    let mut conn = raw(&server)?;
+    let line = |m: &str| spool_queue::LogLine::now(spool_queue::LogLevel::Warning, m);
+    let log_key = |id: &str| format!("{}log:{id}", queue.keys().prefix);
+    let pttl = |conn: &mut redis::Connection, id: &str| -> Result<i64> {
+        Ok(redis::cmd("PTTL").arg(log_key(id)).query(conn)?)
+    };
+
+    let dead = queue.enqueue(b"{}".to_vec(), JobOptions::default()).await?;
+    let job = queue.try_reserve(1).await?.jobs.remove(0);
+    ensure!(queue.append_log(&dead, &[line("a"), line("b")]).await? == 2);
+    queue.fail_permanently(&job, "broken").await?;
+    ensure!(pttl(&mut conn, &dead)? == -1, "a dead job's log stays");
+    ensure!(queue.job_log(&dead).await?.len() == 2);
+    ensure!(queue.dead_purge(std::slice::from_ref(&dead), 10).await? == 1);
+    ensure!(pttl(&mut conn, &dead)? == -2, "purged with the job");
+
+    let cancelled = queue
+        .enqueue(
+            b"{}".to_vec(),
+            JobOptions::default().retention(Duration::from_secs(60)),
+        )
+        .await?;
+    queue.append_log(&cancelled, &[line("c")]).await?;
+    ensure!(queue.cancel(&cancelled).await? == CancelOutcome::Cancelled);
+    let ttl = pttl(&mut conn, &cancelled)?;
+    ensure!(
+        ttl > 0 && ttl <= 60_000,
+        "the cancelled job's retention: {ttl}"
+    );
+
+    let gone = queue
+        .enqueue(
+            b"{}".to_vec(),
+            JobOptions::default().retention(Duration::ZERO),
+        )
+        .await?;
+    let job = queue.try_reserve(1).await?.jobs.remove(0);
+    queue.append_log(&gone, &[line("d")]).await?;
+    queue.complete(&job, b"").await?;
+    ensure!(
+        pttl(&mut conn, &gone)? == -2,
+        "deleted with a job of retention 0"
+    );
+    ensure!(
+        queue.append_log(&gone, &[line("late")]).await? == 0,
+        "a log line for a job that is gone is not written"
+    );
+    ensure!(pttl(&mut conn, &gone)? == -2);
+    Ok(())
+}
