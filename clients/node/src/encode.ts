@@ -48,6 +48,8 @@ export interface EncodeJobInit {
   audio?: Audio;
   hardware?: Hardware;
   allowTruncated?: boolean;
+  /** The encode's own time limit in seconds (the worker's SPOOL_MAX_JOB_TIMEOUT caps it). */
+  timeoutS?: number;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -82,6 +84,7 @@ export class EncodeJob {
       container,
       hardware: j.hardware ?? "auto",
       allow_truncated: j.allowTruncated ?? false,
+      ...(j.timeoutS !== undefined ? { timeout_s: j.timeoutS } : {}),
     };
   }
 
@@ -92,6 +95,8 @@ export class EncodeJob {
   /** Throws `InvalidJob` naming the first impossible field. */
   validate(): void {
     const j = this.init;
+    if (j.timeoutS !== undefined && !(Number.isInteger(j.timeoutS) && j.timeoutS >= 1 && j.timeoutS <= 31 * 86_400))
+      throw new InvalidJob("timeoutS", `${String(j.timeoutS)} must be whole seconds within 1..=2678400`);
     for (const [name, v] of [
       ["input", j.input],
       ["output", j.output?.path],

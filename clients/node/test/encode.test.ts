@@ -20,7 +20,9 @@ test("built jobs use the schema's names", () => {
     audio: { mode: "copy" },
     hardware: "nvenc",
     allowTruncated: true,
+    timeoutS: 7200,
   }).toSpec();
+  assert.equal(spec.timeout_s, 7200);
   for (const k of Object.keys(spec)) assert.ok(k in schema.properties, k);
   const rendition = schema.$defs.Rendition.properties;
   for (const r of spec.renditions as Record<string, unknown>[]) for (const k of Object.keys(r)) assert.ok(k in rendition, k);
@@ -31,6 +33,7 @@ test("built jobs use the schema's names", () => {
 test("impossible jobs name their field", () => {
   const cases: [ConstructorParameters<typeof EncodeJob>[0], string][] = [
     [{ input: "", output: mp4("a") }, "input"],
+    [{ input: "a", output: mp4("a"), timeoutS: 1.5 }, "timeoutS"],
     [{ input: "a", output: mp4("a"), renditions: [] }, "renditions"],
     [{ input: "a", output: mp4("a"), renditions: [{ height: 721 }] }, "renditions[0].height"],
     [{ input: "a", output: mp4("a"), renditions: [{ height: 720 }, {}] }, "renditions[1].height"],

@@ -28,6 +28,7 @@ def test_built_jobs_match_the_schema() -> None:
             audio=Audio("copy"),
             hardware="nvenc",
             allow_truncated=True,
+            timeout_s=7200,
         ),
         EncodeJob(input="a.mov", output=Mp4("b"), audio=Audio("aac", 96)),
     ]
@@ -40,6 +41,7 @@ def test_built_jobs_match_the_schema() -> None:
     ("job", "field"),
     [
         (EncodeJob(input="", output=Mp4("a")), "input"),
+        (EncodeJob(input="a", output=Mp4("a"), timeout_s=0), "timeout_s"),
         (EncodeJob(input="a", output=Mp4("a"), renditions=[]), "renditions"),
         (
             EncodeJob(input="a", output=Mp4("a"), renditions=[Rendition(height=721)]),

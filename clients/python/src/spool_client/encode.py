@@ -83,6 +83,9 @@ class EncodeJob:
     audio: Audio = field(default_factory=Audio)
     hardware: Hardware = "auto"
     allow_truncated: bool = False
+    # The encode's own time limit in seconds (the worker's
+    # SPOOL_MAX_JOB_TIMEOUT caps it); None: the worker's.
+    timeout_s: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready data, after checking it."""
@@ -103,7 +106,7 @@ class EncodeJob:
             if isinstance(self.output, Hls)
             else {"format": "mp4"}
         )
-        return {
+        spec: dict[str, Any] = {
             "input": self.input,
             "output": self.output.path,
             "renditions": renditions,
@@ -112,6 +115,9 @@ class EncodeJob:
             "hardware": self.hardware,
             "allow_truncated": self.allow_truncated,
         }
+        if self.timeout_s is not None:
+            spec["timeout_s"] = self.timeout_s
+        return spec
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -119,6 +125,11 @@ class EncodeJob:
     def validate(self) -> None:
         """Raises `InvalidJob` naming the first impossible field (the worker's
         rules with its default limits; a worker may set tighter ones)."""
+        t = self.timeout_s
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 31 * 86_400
+        ):
+            raise InvalidJob("timeout_s", f"{t!r} must be whole seconds within 1..=2678400")
         for name, v in (("input", self.input), ("output", self.output.path)):
             if not isinstance(v, str) or not v.strip():
                 raise InvalidJob(name, "is empty")
