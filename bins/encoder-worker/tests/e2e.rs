@@ -466,19 +466,7 @@ fn ffmpeg_warnings_reach_the_log_of_the_job_they_are_about() -> Result<()> {
     std::fs::create_dir_all(&output)?;
     spool_testkit::lavfi_clip(&input.join("clean.mp4"), 640, 360, 25, 10)?;
     let damaged = input.join("damaged.ts");
-    spool_testkit::ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=25:duration=10",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        &damaged.display().to_string(),
-    ])?;
+    spool_testkit::lavfi_video(&damaged, 640, 360, 10.0, &[])?;
     damage_ts(&damaged)?;
     let worker = ready_worker(
         &server.url(),
