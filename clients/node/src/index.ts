@@ -65,6 +65,13 @@ export interface Stats {
   parked: number;
 }
 
+/** One line of a job's log: its handler's, or FFmpeg's about its input. */
+export interface LogLine {
+  atMs: number;
+  level: "info" | "warning" | "error";
+  message: string;
+}
+
 /** Where `pause` or `resume` left a queue. */
 export interface PauseState {
   paused: boolean;
@@ -300,6 +307,19 @@ export class Queue {
     const h = await this.run(() => this.redis.hgetall(key));
     if (Object.keys(h).length === 0) throw new NotFound(this.name, jobId);
     return decodeJob(key, this.name, h);
+  }
+
+  /** The job's log, oldest line first: what its handler logged and, for an encode, FFmpeg's warnings about its input (the latest 200). */
+  async log(jobId: string): Promise<LogLine[]> {
+    const raw = await this.run(() => this.redis.lrange(`${this.prefix}log:${jobId}`, 0, -1));
+    return raw.map((r) => {
+      try {
+        const d = JSON.parse(r) as { at_ms: number; level: LogLine["level"]; message: string };
+        return { atMs: Number(d.at_ms), level: d.level, message: String(d.message) };
+      } catch {
+        return { atMs: 0, level: "info" as const, message: r };
+      }
+    });
   }
 
   /**

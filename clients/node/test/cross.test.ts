@@ -20,8 +20,17 @@ test("Node enqueues, the Rust worker runs it, Node waits with progress", async (
   let bad = "";
   try {
     const seen: unknown[] = [];
-    const id = await q.enqueue({ sleep_ms: 800 });
+    const id = await q.enqueue({ sleep_ms: 800, log: ["reading", "half way"] });
     const job = await q.wait(id, { timeoutMs: 30_000, onProgress: (p) => seen.push(p), pollMs: 50 });
+    const log = await q.log(id);
+    assert.deepEqual(
+      log.map((l) => [l.level, l.message]),
+      [
+        ["info", "reading"],
+        ["info", "half way"],
+      ],
+    );
+    assert.ok(log.every((l) => l.atMs > 0));
     assert.equal(job.state, "completed", worker.output());
     assert.deepEqual(job.result, { slept_ms: 800 });
     assert.ok(seen.length > 0, "no progress seen");

@@ -29,8 +29,14 @@ def test_python_enqueues_the_rust_worker_runs_python_waits(redis_url: str) -> No
     worker = Worker("sleep_worker", redis_url, "xq", SPOOL_CONCURRENCY="2")
     try:
         seen: list[Any] = []
-        job_id = q.enqueue({"sleep_ms": 800})
+        job_id = q.enqueue({"sleep_ms": 800, "log": ["reading", "half way"]})
         job = q.wait(job_id, timeout=30, on_progress=seen.append, poll=0.05)
+        log = q.log(job_id)
+        assert [(line.level, line.message) for line in log] == [
+            ("info", "reading"),
+            ("info", "half way"),
+        ], log
+        assert all(line.at_ms > 0 for line in log)
         assert job.state is JobState.COMPLETED, worker.output()
         assert job.result == {"slept_ms": 800} and job.attempts == 1
         assert seen and all("percent" in p for p in seen), seen

@@ -7,7 +7,7 @@ worker built on `spool-worker`, and read back by `spoolctl`.
 """
 
 from ._async import AsyncQueue
-from ._core import Job, JobOptions, JobState, PauseState, Stats
+from ._core import Job, JobOptions, JobState, LogLine, PauseState, Stats
 from ._sync import Queue
 from .encode import Audio, EncodeJob, Hls, Mp4, Rendition
 from .errors import (
@@ -32,6 +32,7 @@ __all__ = [
     "JobOptions",
     "JobState",
     "LeaseLost",
+    "LogLine",
     "Mp4",
     "NotFound",
     "PauseState",

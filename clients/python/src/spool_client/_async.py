@@ -114,6 +114,13 @@ class AsyncQueue(QueueBase):
             raise NotFound(self.name, job_id)
         return c.decode_job(key, self.name, h)
 
+    async def log(self, job_id: str) -> list[c.LogLine]:
+        """The job's log, oldest line first: what its handler logged and,
+        for an encode, FFmpeg's warnings about its input (the latest 200)."""
+        with self._errors():
+            raw = await self._redis.lrange(f"{self.keys.prefix}log:{job_id}", 0, -1)
+        return c.decode_log(raw)
+
     async def wait(
         self,
         job_id: str,

@@ -318,6 +318,29 @@ def pause_state(reply: list[Any]) -> PauseState:
     return PauseState(paused == 1, at or None, parked, ready, active)
 
 
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a job's log: its handler's, or FFmpeg's about its input."""
+
+    at_ms: int
+    level: str  # "info", "warning" or "error"
+    message: str
+
+
+def decode_log(raw: list[Any]) -> list[LogLine]:
+    """The lines of `spool:{q}:log:<id>` (JSON objects; anything else is
+    kept as an info line of its text)."""
+    out = []
+    for r in raw:
+        t = _text(r) or ""
+        try:
+            d = json.loads(t)
+            out.append(LogLine(int(d["at_ms"]), str(d["level"]), str(d["message"])))
+        except (ValueError, KeyError, TypeError):
+            out.append(LogLine(0, "info", t))
+    return out
+
+
 def _text(v: Any) -> str | None:
     if v is None:
         return None
