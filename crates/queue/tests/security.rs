@@ -96,6 +96,15 @@ async fn each_documented_acl_user_can_do_its_job_and_nothing_more() -> Result<()
         ),
         other => bail!("a producer must not reserve: {other:?}"),
     }
+    // It cancels a job of its own that waits.
+    let waiting = producer
+        .enqueue(b"{}".to_vec(), JobOptions::default())
+        .await?;
+    ensure!(producer.cancel(&waiting).await? == spool_queue::CancelOutcome::Cancelled);
+    ensure!(
+        producer.sweep(10).await.is_err(),
+        "a producer must not sweep (recover leases)"
+    );
     // Nor touch another queue's keys.
     let elsewhere = Client::connect(&as_user("spool-producer"))
         .await?
