@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use spool_autoscale::Autoscaler;
 use spool_queue::{Client, JobOptions, NewJob, Queue};
-use spool_testkit::{Record, RedisServer, WorkerProcess, example_binary};
+use spool_testkit::{Record, RedisServer, WorkerProcess, example_binary, metric_value};
 
 const QUEUE: &str = "pz";
 
@@ -155,6 +155,23 @@ async fn a_paused_queue_starts_nothing_reads_empty_to_keda_and_resumes_in_order(
     );
     let stats = q.stats().await?;
     ensure!(stats.paused && stats.parked == 502, "{stats:?}");
+    // The workers' metrics say so at their next sweep (200 ms).
+    wait_until(
+        "spool_queue_paused = 1",
+        Duration::from_secs(10),
+        async || {
+            let (_, text) = workers[0].get("/metrics")?;
+            let m = |name, extra: &[(&str, &str)]| {
+                let mut labels = vec![("queue", QUEUE)];
+                labels.extend_from_slice(extra);
+                metric_value(&text, name, &labels)
+            };
+            Ok(m("spool_queue_paused", &[]) == Some(1.0)
+                && m("spool_queue_depth", &[("state", "parked")]) == Some(502.0)
+                && m("spool_queue_depth", &[("state", "ready")]) == Some(0.0))
+        },
+    )
+    .await?;
 
     // The model, fed what KEDA reads, takes 2 replicas to zero.
     let manifest = std::fs::read_to_string(
