@@ -58,7 +58,7 @@ impl RedisSentinel {
                     "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel-{i}.log\n\
                      sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} {quorum}\n\
                      sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
-                     sentinel failover-timeout {SENTINEL_MASTER} 4000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 2000\n\
                      sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
                     dir = set.dir.path().display(),
                     master = set.nodes[0].port(),
@@ -141,6 +141,35 @@ impl RedisSentinel {
             })
     }
 
+    /// What each sentinel says of the replicas (flags, link down time),
+    /// for a failure message.
+    fn replicas_seen(&self) -> String {
+        let mut out = Vec::new();
+        for (p, _) in &self.sentinels {
+            let seen = sentinel_query::<Vec<std::collections::HashMap<String, String>>>(
+                *p,
+                &["SENTINEL", "REPLICAS", SENTINEL_MASTER],
+            )
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        let f = |k: &str| r.get(k).map_or("?", String::as_str);
+                        format!(
+                            "{} {} link-down {} ms",
+                            f("port"),
+                            f("flags"),
+                            f("master-link-down-time")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|e| e.to_string());
+            out.push(format!("sentinel {p}: [{seen}]"));
+        }
+        out.join("; ")
+    }
+
     /// The data node listening on `port`.
     pub fn node_mut(&mut self, port: u16) -> Result<&mut RedisServer> {
         self.nodes
@@ -164,10 +193,14 @@ impl RedisSentinel {
             {
                 break p;
             }
-            if killed.elapsed() > Duration::from_secs(30) {
-                return Err(err(
-                    "no replica was promoted within 30 s of the master's death",
-                ));
+            // A sentinel starts no new failover of a master within twice
+            // the failover timeout of its last one, and skips replicas
+            // still resyncing: on a loaded machine that can take a while.
+            if killed.elapsed() > Duration::from_secs(60) {
+                return Err(err(format!(
+                    "no replica was promoted within 60 s of the master's death; the sentinels see: {}",
+                    self.replicas_seen()
+                )));
             }
             sleep(Duration::from_millis(50));
         };
