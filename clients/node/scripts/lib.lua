@@ -154,11 +154,10 @@ local function make_ready(id, priority, front, fields)
   local score = (PRIORITY_MAX - priority) * BAND + MID
   if front then score = score - seq else score = score + seq end
   if is_paused() then
+    -- A job coming back from `active` (released, its lease expired) is
+    -- still in `outstanding`: it leaves it here, for every caller.
     redis.call('ZADD', K_PARKED, score, id)
-    -- A job put at the front is coming back (released, its lease expired,
-    -- repaired) and may still be in `outstanding`; a new one never is (and
-    -- a producer's ACL has no SREM).
-    if front then redis.call('SREM', K_OUT, id) end
+    redis.call('SREM', K_OUT, id)
   else
     redis.call('ZADD', K_READY, score, id)
     redis.call('SADD', K_OUT, id)
