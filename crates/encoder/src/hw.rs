@@ -1,16 +1,19 @@
-//! The GPU decode stage: NVDEC through a CUDA hardware device context, the
-//! FFmpeg calls ffmpeg-next has no wrapper for. Each `unsafe` block says why
-//! it is sound.
+//! The GPU side of an encode: NVDEC, `scale_cuda` and NVENC from GPU memory
+//! through CUDA hardware device and frames contexts, the FFmpeg calls
+//! ffmpeg-next has no wrapper for. Each `unsafe` block says why it is sound.
 //!
-//! Decoded CUDA frames are copied to system memory for the filters (scaling
-//! stays on the CPU; `scale_cuda` is not wired yet), so what this stage saves
-//! is the decode's CPU time, which dominates on a high-resolution H.264 or
-//! HEVC input. Every step falls back on its own: no CUDA device, no NVDEC
-//! decoder for the codec, or a stream NVDEC refuses (FFmpeg then offers no
-//! CUDA format and decodes on the CPU) each leave the decode on the CPU, and
-//! the job's result says which and why ([`Stage`]).
+//! The GPU-resident pipeline: NVDEC decodes into CUDA frames, each
+//! rendition's filter graph scales them with `scale_cuda` (or copies them
+//! out and scales on the CPU), and NVENC encodes from GPU memory (or a CPU
+//! encoder takes the scaled frames copied out). Every step falls back on
+//! its own: no CUDA device, no NVDEC decoder for the codec, or a stream
+//! NVDEC refuses (FFmpeg then offers no CUDA format and decodes on the
+//! CPU) each leave the decode on the CPU; a rotated input, or a
+//! `scale_cuda` graph that does not configure, scales on the CPU. The
+//! job's result says where each stage ran and why ([`Stage`]).
 
-// FFI: hardware device contexts, the decoder's `get_format`, frame transfer.
+// FFI: hardware device and frames contexts, the decoder's `get_format`, the
+// filter graph's hardware source and device.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -204,27 +207,122 @@ pub(crate) fn is_cuda(f: &ff::frame::Video) -> bool {
     f.format() == ff::format::Pixel::CUDA
 }
 
-/// Copies a CUDA frame into `dst` in system memory (NV12, or P010 for
-/// 10-bit), with its timestamps and properties.
-pub(crate) fn download(
-    src: &ff::frame::Video,
-    dst: &mut ff::frame::Video,
-) -> Result<(), ff::Error> {
-    // SAFETY: both wrap live AVFrames owned by their `Video` values; `dst`
-    // is unreferenced first so the transfer allocates fresh buffers, and
-    // `src` is only read.
-    let ret = unsafe {
-        let d = dst.as_mut_ptr();
-        ffi::av_frame_unref(d);
-        let r = ffi::av_hwframe_transfer_data(d, src.as_ptr(), 0);
-        if r >= 0 {
-            ffi::av_frame_copy_props(d, src.as_ptr())
-        } else {
-            r
+/// The pixel format of the system-memory copy of a CUDA frame (NV12 for
+/// 8-bit 4:2:0, P010 for 10-bit), or `None` for a frame with no frames
+/// context.
+pub(crate) fn sw_format(f: &ff::frame::Video) -> Option<ff::format::Pixel> {
+    // SAFETY: `f` wraps a live AVFrame; a non-null `hw_frames_ctx` is a
+    // buffer reference whose data is an AVHWFramesContext (FFmpeg's
+    // contract for hardware frames), only read here.
+    unsafe {
+        let frames = (*f.as_ptr()).hw_frames_ctx;
+        if frames.is_null() || (*frames).data.is_null() {
+            return None;
         }
+        let ctx = (*frames).data as *const ffi::AVHWFramesContext;
+        Some(ff::format::Pixel::from((*ctx).sw_format))
+    }
+}
+
+/// Tells a filter graph's `buffer` source that its frames are CUDA frames
+/// from `f`'s frames context (the decoder's pool), as FFmpeg requires of a
+/// source of hardware frames before the graph is configured.
+pub(crate) fn source_frames(
+    src: &mut ff::filter::Context,
+    f: &ff::frame::Video,
+) -> Result<(), ff::Error> {
+    // SAFETY: `src` is a `buffer` filter of a graph not configured yet
+    // (the `&mut` borrow keeps it unshared); the parameters are allocated
+    // here, filled with a borrowed reference that
+    // `av_buffersrc_parameters_set` takes its own reference to, then freed
+    // (av_free leaves the borrowed frames context alone). `f` outlives the
+    // call.
+    let ret = unsafe {
+        let par = ffi::av_buffersrc_parameters_alloc();
+        if par.is_null() {
+            return Err(ff::Error::Other {
+                errno: ff::util::error::ENOMEM,
+            });
+        }
+        (*par).hw_frames_ctx = (*f.as_ptr()).hw_frames_ctx;
+        let r = ffi::av_buffersrc_parameters_set(src.as_mut_ptr(), par);
+        ffi::av_free(par.cast());
+        r
     };
     if ret < 0 {
         return Err(ff::Error::from(ret));
+    }
+    Ok(())
+}
+
+/// Gives every filter of a parsed, not yet configured graph the device to
+/// create hardware frames on (only `hwupload` uses it), as the CLI's
+/// `-filter_hw_device` does.
+pub(crate) fn filters_device(graph: &mut ff::filter::Graph, device: &CudaDevice) {
+    // SAFETY: the graph is live and unshared (`&mut`); `filters` holds
+    // `nb_filters` valid filter contexts. Each takes its own reference to
+    // the device, released with the filter (avfilter_free unrefs it); a
+    // filter that already has one keeps it.
+    unsafe {
+        let g = graph.as_mut_ptr();
+        for i in 0..(*g).nb_filters as usize {
+            let f = *(*g).filters.add(i);
+            if !f.is_null() && (*f).hw_device_ctx.is_null() {
+                (*f).hw_device_ctx = ffi::av_buffer_ref(device.buf);
+            }
+        }
+    }
+}
+
+/// Makes an encoder (before it opens) take CUDA frames of `sw` data on
+/// `device`: its pixel format becomes CUDA and it gets a frames context
+/// of that size and format. NVENC then encodes straight from GPU memory:
+/// it takes the CUDA context from this frames context and registers each
+/// frame from the frame's own (the filter's) context
+/// (`ff_nvenc_encode_init` and `nvenc_register_frame`, libavcodec/nvenc.c,
+/// FFmpeg 5.1), so the filter's pool need not be this one.
+pub(crate) fn encoder_frames(
+    enc: &mut ff::encoder::video::Video,
+    device: &CudaDevice,
+    width: u32,
+    height: u32,
+    sw: ff::format::Pixel,
+) -> Result<(), String> {
+    let (w, h) = (
+        i32::try_from(width).map_err(|e| e.to_string())?,
+        i32::try_from(height).map_err(|e| e.to_string())?,
+    );
+    // SAFETY: `device.buf` is a live CUDA device reference; the frames
+    // context allocated from it is filled before init and either handed
+    // to the encoder context (which unrefs it when freed) or unreffed here
+    // on failure. `enc` owns a live, unopened AVCodecContext, unshared
+    // through `&mut`; any frames context it held is released first.
+    let ret = unsafe {
+        let mut frames = ffi::av_hwframe_ctx_alloc(device.buf);
+        if frames.is_null() {
+            return Err("could not allocate a CUDA frames context".into());
+        }
+        let fc = (*frames).data as *mut ffi::AVHWFramesContext;
+        (*fc).format = ffi::AVPixelFormat::AV_PIX_FMT_CUDA;
+        (*fc).sw_format = sw.into();
+        (*fc).width = w;
+        (*fc).height = h;
+        let r = ffi::av_hwframe_ctx_init(frames);
+        if r < 0 {
+            ffi::av_buffer_unref(&mut frames);
+        } else {
+            let c = enc.as_mut_ptr();
+            ffi::av_buffer_unref(&mut (*c).hw_frames_ctx);
+            (*c).hw_frames_ctx = frames;
+            (*c).pix_fmt = ffi::AVPixelFormat::AV_PIX_FMT_CUDA;
+        }
+        r
+    };
+    if ret < 0 {
+        return Err(format!(
+            "no CUDA frames context for the encoder: {}",
+            ff::Error::from(ret)
+        ));
     }
     Ok(())
 }

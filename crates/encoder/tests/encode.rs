@@ -323,29 +323,80 @@ fn gpu_decode_falls_back_to_the_cpu_saying_why_at_each_step() -> Result<()> {
             st.decode.on == "cpu" && st.decode.why.contains(want),
             "{mode:?} {input}: {st:?}"
         );
-        ensure!(st.scale.on == "cpu" && st.encode.on == "cpu", "{st:?}");
+        ensure!(
+            st.scale.on == "cpu" && st.scale.why == "the frames were decoded on the CPU",
+            "{st:?}"
+        );
+        ensure!(st.encode.on == "cpu", "{st:?}");
         ensure!(res.decoded_frames >= 25, "{}", res.decoded_frames);
     }
     Ok(())
 }
 
 /// On a machine with an NVIDIA GPU: `SPOOL_GPU_DECODE=on` decodes H.264 on
-/// NVDEC, every frame, and the result says so.
+/// NVDEC, every frame, and scales each rung of a ladder with `scale_cuda`;
+/// the encode is NVENC from GPU memory where the GPU has NVENC, else a CPU
+/// encoder from the scaled frames copied out (an H100). A rotated input
+/// scales on the CPU and says why. Every output has every frame at its size.
 fn gpu_decode_on_a_gpu(r: &common::Roots) -> Result<()> {
     let mut cfg = EncoderConfig::new(&r.input, &r.output);
     cfg.gpu_decode = GpuDecode::On;
     let enc = Encoder::new(cfg)?;
+    let nvenc = enc.gpus().nvenc_gpus().next().is_some();
     let s = spec(
-        r#"{"input":"src.mp4","output":"on-gpu.mp4","renditions":[{"codec":"h264","preset":"fastest"}]}"#,
+        r#"{"input":"src.mp4","output":"on-gpu.mp4","renditions":[
+            {"codec":"h264","height":240,"preset":"fastest"},
+            {"codec":"h264","height":120,"preset":"fastest"}]}"#,
     )?;
     let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
-    eprintln!("GPU machine: {:?}", res.stages);
+    eprintln!("GPU machine (NVENC: {nvenc}): {:?}", res.stages);
+    let st = &res.stages;
+    ensure!(st.decode.on == "gpu", "{st:?}");
+    ensure!(
+        !st.decode.why.contains(" of "),
+        "some frames decoded on the CPU: {:?}",
+        st.decode
+    );
+    ensure!(
+        st.scale.on == "gpu" && st.scale.why.starts_with("scale_cuda on GPU"),
+        "{st:?}"
+    );
+    if nvenc {
+        ensure!(
+            st.encode.on == "gpu" && st.encode.why.contains("from frames in GPU memory"),
+            "{st:?}"
+        );
+    } else {
+        ensure!(st.encode.on == "cpu", "{st:?}");
+    }
+    for (o, h) in res.outputs.iter().zip([240, 120]) {
+        ensure!(o.height == h && o.frames == res.decoded_frames, "{o:?}");
+    }
+
+    spool_testkit::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=1",
+        "-c:v",
+        "libx264",
+        "-metadata:s:v",
+        "rotate=90",
+        &r.input.join("rotated.mp4").display().to_string(),
+    ])?;
+    let s = spec(
+        r#"{"input":"rotated.mp4","output":"rotated-gpu.mp4","renditions":[{"codec":"h264","preset":"fastest"}]}"#,
+    )?;
+    let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+    eprintln!("GPU machine, rotated input: {:?}", res.stages);
     ensure!(res.stages.decode.on == "gpu", "{:?}", res.stages);
     ensure!(
-        !res.stages.decode.why.contains(" of "),
-        "some frames decoded on the CPU: {:?}",
-        res.stages.decode
+        res.stages.scale.on == "cpu" && res.stages.scale.why.contains("rotated"),
+        "{:?}",
+        res.stages
     );
+    let o = &res.outputs[0];
+    ensure!((o.width, o.height) == (240, 320), "{o:?}");
     Ok(())
 }
 

@@ -231,8 +231,6 @@ pub(super) fn read_all(
     let display = job.display;
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let mut decoded = frame::Video::empty();
-    // Where a GPU frame is copied to for the filters.
-    let mut downloaded = frame::Video::empty();
     let mut packet = Packet::empty();
     let mut eagain = 0u32;
     let mut read_error: Option<ff::Error> = None;
@@ -264,7 +262,7 @@ pub(super) fn read_all(
                 return Err(seen.decode_error(decoder, e));
             }
             while decoder.receive_frame(&mut decoded).is_ok() {
-                take(&mut decoded, &mut downloaded, seen, outs, graphs, display)?;
+                take(&mut decoded, seen, outs, graphs, display)?;
             }
         } else {
             audio_packet(audio, outs, si, &packet)?;
@@ -283,29 +281,24 @@ pub(super) fn read_all(
         return Err(seen.decode_error(decoder, e));
     }
     while decoder.receive_frame(&mut decoded).is_ok() {
-        take(&mut decoded, &mut downloaded, seen, outs, graphs, display)?;
+        take(&mut decoded, seen, outs, graphs, display)?;
     }
     Ok(read_error)
 }
 
-/// One decoded frame through every rendition; a GPU frame is copied to
-/// system memory first (the filters run on the CPU).
+/// One decoded frame through every rendition. A CUDA frame stays on the
+/// GPU: each rendition's graph scales it there or copies it out
+/// ([`chain`]).
 fn take(
     decoded: &mut frame::Video,
-    downloaded: &mut frame::Video,
     seen: &mut Decoded<'_>,
     outs: &mut [RenditionOut],
     graphs: &mut GraphInput,
     display: &str,
 ) -> Result<(), EncodeError> {
-    let frame = if crate::hw::is_cuda(decoded) {
-        crate::hw::download(decoded, downloaded)
-            .map_err(|e| failed("copying a decoded frame from the GPU", e))?;
+    if crate::hw::is_cuda(decoded) {
         seen.gpu_frames += 1;
-        downloaded
-    } else {
-        decoded
-    };
-    seen.frame(frame)?;
-    feed_all(outs, frame, graphs, display)
+    }
+    seen.frame(decoded)?;
+    feed_all(outs, decoded, graphs, display)
 }

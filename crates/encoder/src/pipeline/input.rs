@@ -156,6 +156,8 @@ pub(super) struct VideoSource {
     pub(super) decoder: codec::decoder::Video,
     /// Where it decodes (GPU until the first frame says otherwise).
     pub(super) decode: crate::hw::Stage,
+    /// The CUDA device NVDEC decodes on, when it does.
+    pub(super) device: Option<crate::hw::CudaDevice>,
     /// The displayed size (after rotation).
     pub(super) src_w: u32,
     pub(super) src_h: u32,
@@ -226,6 +228,7 @@ pub(super) fn probe_video(
         path: display.into(),
         reason: "no decoder for its video".into(),
     })?;
+    let mut cuda = None;
     let decode = match decode_gpu {
         Err(why) => crate::hw::Stage::cpu(why),
         Ok(_) if !crate::hw::nvdec_decodes(&vcodec) => crate::hw::Stage::cpu(format!(
@@ -242,6 +245,7 @@ pub(super) fn probe_video(
                     count: 1,
                     ..Default::default()
                 });
+                cuda = Some(device);
                 crate::hw::Stage::gpu(format!("NVDEC on GPU {gpu}"))
             }
         },
@@ -283,6 +287,7 @@ pub(super) fn probe_video(
         rotation,
         decoder,
         decode,
+        device: cuda,
         src_w,
         src_h,
     })

@@ -183,6 +183,11 @@ struct GraphInput {
     shape: FrameShape,
     tb: Rational,
     rotation: Rotation,
+    /// The CUDA device the input is decoded on, when NVDEC decodes it:
+    /// where CUDA frames are scaled and uploaded.
+    device: Option<crate::hw::CudaDevice>,
+    /// The GPU `scale_cuda` would run on, or why it cannot.
+    scale_cuda: Result<u32, String>,
 }
 
 /// One rendition's filter, encoder and muxer.
@@ -193,6 +198,10 @@ struct RenditionOut {
     height: u32,
     encoder_name: &'static str,
     graph: filter::Graph,
+    /// Where the current graph scales.
+    scale: crate::hw::Stage,
+    /// Whether the encoder takes CUDA frames (NVENC from GPU memory).
+    gpu_in: bool,
     encoder: encoder::Video,
     enc_tb: Rational,
     octx: format::context::Output,
@@ -274,7 +283,7 @@ pub(crate) fn run(
         }
         (crate::GpuDecode::On, Backend::Cpu, gpu) => Ok(gpu.unwrap_or(0)),
     };
-    let mut src = probe_video(ictx, display, limits, spec, decode_gpu)?;
+    let mut src = probe_video(ictx, display, limits, spec, decode_gpu.clone())?;
     let mut staging = Staging::new(job.target)?;
     let hls = matches!(spec.container, Container::Hls { .. });
     let names = output_names(spec, job.target);
@@ -288,6 +297,21 @@ pub(crate) fn run(
             .map(|s| (s.index(), s.time_base(), s.parameters())),
     };
 
+    let device = src.device.take();
+    let scale_cuda = match (&device, decode_gpu) {
+        (None, _) | (_, Err(_)) => Err("the frames are not on the GPU".to_owned()),
+        (Some(_), Ok(_)) if filter::find("scale_cuda").is_none() => {
+            Err("the linked FFmpeg has no scale_cuda filter".to_owned())
+        }
+        (Some(_), Ok(gpu)) => Ok(gpu),
+    };
+    let mut graphs = GraphInput {
+        shape: FrameShape::of_decoder(&src.decoder),
+        tb: src.tb,
+        rotation: src.rotation,
+        device,
+        scale_cuda,
+    };
     let mut outs = Vec::with_capacity(spec.renditions.len());
     {
         let ctx = RenditionCtx {
@@ -296,6 +320,7 @@ pub(crate) fn run(
             hls,
             names: &names,
             src: &src,
+            graphs: &graphs,
         };
         for (i, r) in spec.renditions.iter().enumerate() {
             outs.push(open_rendition(i, r, &ctx, &mut staging)?);
@@ -356,11 +381,6 @@ pub(crate) fn run(
     // The main loop: read with `Packet::read` and decide per error (the
     // packet iterator would retry a failing read forever).
     let mut seen = Decoded::new(display, limits, src.tb, src.frame_rate, spec);
-    let mut graphs = GraphInput {
-        shape: FrameShape::of_decoder(&src.decoder),
-        tb: src.tb,
-        rotation: src.rotation,
-    };
     let read_error = read_all(
         ictx,
         src.index,
@@ -442,10 +462,21 @@ pub(crate) fn run(
                 )),
                 _ => src.decode.clone(),
             },
-            scale: crate::hw::Stage::cpu("scaling runs on the CPU (scale_cuda is not wired yet)"),
+            scale: outs
+                .iter()
+                .map(|o| &o.scale)
+                .find(|s| s.on == "cpu")
+                .or(outs.first().map(|o| &o.scale))
+                .cloned()
+                .unwrap_or_else(|| crate::hw::Stage::cpu("no rendition")),
             encode: match backend {
                 Backend::Cpu => crate::hw::Stage::cpu(backend_reason.clone()),
-                Backend::Nvenc { .. } => crate::hw::Stage::gpu(backend_reason.clone()),
+                Backend::Nvenc { .. } if outs.iter().all(|o| o.gpu_in) => {
+                    crate::hw::Stage::gpu(format!("{backend_reason}; from frames in GPU memory"))
+                }
+                Backend::Nvenc { .. } => crate::hw::Stage::gpu(format!(
+                    "{backend_reason}; frames uploaded from system memory"
+                )),
             },
         },
         backend,

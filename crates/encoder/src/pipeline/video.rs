@@ -2,6 +2,7 @@
 //! (rebuilt when the stream changes shape) and encoder into its muxer.
 
 use super::*;
+use crate::hw::Stage;
 
 impl FrameShape {
     pub(super) fn of_decoder(d: &codec::decoder::Video) -> Self {
@@ -23,12 +24,114 @@ impl FrameShape {
     }
 }
 
-pub(super) fn video_filter(
-    shape: FrameShape,
-    tb: Rational,
+/// The filter chain from a decoded frame to a rendition's encoder, and where
+/// its scaling runs.
+///
+/// `cuda` is the system-memory format of the input's CUDA frames (`None`:
+/// the frames are in system memory); `to_gpu` says the encoder takes CUDA
+/// frames (NVENC from GPU memory). CUDA frames are scaled by `scale_cuda`
+/// (into a pool of its own, `passthrough=0`, so NVENC never holds the
+/// decoder's few surfaces) unless `scale_cuda` says why not or the input is
+/// rotated; then they are copied to system memory and scaled there.
+/// Frames in system memory going to NVENC's GPU input are uploaded last.
+pub(super) fn chain(
+    cuda: Option<ff::format::Pixel>,
+    to_gpu: bool,
     rotation: Rotation,
     w: u32,
     h: u32,
+    scale_cuda: Result<u32, &str>,
+) -> (String, Stage) {
+    let cpu_out = if to_gpu {
+        "format=nv12,hwupload"
+    } else {
+        "format=yuv420p"
+    };
+    let rot = rotation.filters();
+    match (cuda, scale_cuda) {
+        (Some(_), Ok(gpu)) if rotation == Rotation::None => {
+            let (format, tail) = if to_gpu {
+                ("nv12", "")
+            } else {
+                ("yuv420p", ",hwdownload,format=yuv420p")
+            };
+            (
+                format!("scale_cuda=w={w}:h={h}:format={format}:passthrough=0{tail}"),
+                Stage::gpu(format!("scale_cuda on GPU {gpu}")),
+            )
+        }
+        (Some(sw), scale) => {
+            let why = match scale {
+                Err(why) => why.to_owned(),
+                Ok(_) => format!(
+                    "the input is rotated ({}) and the linked FFmpeg has no CUDA transpose filter",
+                    rot.trim_end_matches(',')
+                ),
+            };
+            let sw = sw.descriptor().map_or("nv12", |d| d.name());
+            (
+                format!("hwdownload,format={sw},{rot}scale={w}:{h},{cpu_out}"),
+                Stage::cpu(format!(
+                    "{why}; frames copied from the GPU and scaled on the CPU"
+                )),
+            )
+        }
+        (None, _) => (
+            format!("{rot}scale={w}:{h},{cpu_out}"),
+            Stage::cpu(if to_gpu {
+                "the frames were decoded on the CPU; scaled there and uploaded for NVENC"
+            } else {
+                "the frames were decoded on the CPU"
+            }),
+        ),
+    }
+}
+
+/// Builds a rendition's filter graph for frames of `shape` (`frame`: one of
+/// them, whose frames context a CUDA source needs), falling back to CPU
+/// scaling when the GPU chain does not configure.
+pub(super) fn video_filter(
+    shape: FrameShape,
+    frame: Option<&frame::Video>,
+    gi: &GraphInput,
+    w: u32,
+    h: u32,
+    to_gpu: bool,
+) -> Result<(filter::Graph, Stage), EncodeError> {
+    let cuda = if shape.format == ff::format::Pixel::CUDA {
+        let sw = frame.and_then(crate::hw::sw_format).ok_or_else(|| {
+            EncodeError::Failed("a CUDA frame came without its frames context".into())
+        })?;
+        Some(sw)
+    } else {
+        None
+    };
+    let scale_cuda = gi.scale_cuda.as_ref().map(|g| *g).map_err(String::as_str);
+    let (desc, stage) = chain(cuda, to_gpu, gi.rotation, w, h, scale_cuda);
+    let build = |desc: &str| {
+        let mut g = parse_graph(shape, gi.tb, frame, gi.device.as_ref(), desc)?;
+        g.validate().map_err(|e| failed("video filter", e))?;
+        Ok::<_, EncodeError>(g)
+    };
+    match build(&desc) {
+        Ok(g) => Ok((g, stage)),
+        Err(e) if stage.on == "gpu" => {
+            let why = format!("scale_cuda failed ({e})");
+            let (desc, stage) = chain(cuda, to_gpu, gi.rotation, w, h, Err(&why));
+            Ok((build(&desc)?, stage))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A graph `buffer` → `desc` → `buffersink`, every filter created and
+/// initialised with its options, not yet configured (linked formats).
+fn parse_graph(
+    shape: FrameShape,
+    tb: Rational,
+    frame: Option<&frame::Video>,
+    device: Option<&crate::hw::CudaDevice>,
+    desc: &str,
 ) -> Result<filter::Graph, EncodeError> {
     let mut g = filter::Graph::new();
     let sar = if shape.sar.numerator() > 0 && shape.sar.denominator() > 0 {
@@ -51,23 +154,27 @@ pub(super) fn video_filter(
     };
     g.add(&find("buffer")?, "in", &args)
         .map_err(|e| failed("video filter input", e))?;
+    if let Some(f) = frame.filter(|f| crate::hw::is_cuda(f)) {
+        let mut src = g
+            .get("in")
+            .ok_or_else(|| EncodeError::Failed("video filter input lost".into()))?;
+        crate::hw::source_frames(&mut src, f).map_err(|e| failed("video filter input", e))?;
+    }
     g.add(&find("buffersink")?, "out", "")
         .map_err(|e| failed("video filter output", e))?;
     g.output("in", 0)
         .and_then(|p| p.input("out", 0))
-        .and_then(|p| {
-            p.parse(&format!(
-                "{}scale={w}:{h},format=yuv420p",
-                rotation.filters()
-            ))
-        })
+        .and_then(|p| p.parse(desc))
         .map_err(|e| failed("video filter", e))?;
-    g.validate().map_err(|e| failed("video filter", e))?;
+    if let Some(device) = device {
+        crate::hw::filters_device(&mut g, device);
+    }
     Ok(g)
 }
 
 /// Feeds a decoded frame to every rendition. The filter source takes the
-/// frame's buffers, so every rendition but the last gets a copy.
+/// frame's buffers, so every rendition but the last gets a copy (of the
+/// reference: a CUDA frame stays where it is).
 pub(super) fn feed_all(
     outs: &mut [RenditionOut],
     f: &frame::Video,
@@ -83,15 +190,16 @@ pub(super) fn feed_all(
             });
         }
         for o in outs.iter_mut() {
-            o.graph = video_filter(shape, graphs.tb, graphs.rotation, o.width, o.height).map_err(
-                |e| EncodeError::BadInput {
+            let (graph, stage) = video_filter(shape, Some(f), graphs, o.width, o.height, o.gpu_in)
+                .map_err(|e| EncodeError::BadInput {
                     path: display.to_owned(),
                     reason: format!(
                         "its video changes to {}x{} {:?}, which cannot be scaled ({e})",
                         shape.width, shape.height, shape.format
                     ),
-                },
-            )?;
+                })?;
+            o.graph = graph;
+            o.scale = stage;
         }
         graphs.shape = shape;
     }
@@ -174,6 +282,7 @@ pub(super) struct RenditionCtx<'a> {
     pub(super) hls: bool,
     pub(super) names: &'a [(String, bool)],
     pub(super) src: &'a VideoSource,
+    pub(super) graphs: &'a GraphInput,
 }
 
 /// One rendition's output: its staged file (or HLS directory), encoder,
@@ -186,13 +295,7 @@ pub(super) fn open_rendition(
 ) -> Result<RenditionOut, EncodeError> {
     let (job, backend, hls, names) = (c.job, c.backend, c.hls, c.names);
     let (limits, display) = (job.limits, job.display);
-    let (src_w, src_h, v_tb, frame_rate, rotation) = (
-        c.src.src_w,
-        c.src.src_h,
-        c.src.tb,
-        c.src.frame_rate,
-        c.src.rotation,
-    );
+    let (src_w, src_h, v_tb, frame_rate) = (c.src.src_w, c.src.src_h, c.src.tb, c.src.frame_rate);
     let decoder = &c.src.decoder;
     let over = |reason: String| EncodeError::LimitExceeded {
         path: display.to_owned(),
@@ -258,6 +361,17 @@ pub(super) fn open_rendition(
     enc.set_width(w);
     enc.set_height(h);
     enc.set_format(ff::format::Pixel::YUV420P);
+    // NVENC takes the frames from GPU memory when they are decoded there
+    // (the CUDA device opened for NVDEC); else NVENC uploads them itself.
+    let mut gpu_in = false;
+    if let (Backend::Nvenc { .. }, Some(device)) = (backend, &c.graphs.device) {
+        match crate::hw::encoder_frames(&mut enc, device, w, h, ff::format::Pixel::NV12) {
+            Ok(()) => gpu_in = true,
+            Err(why) => {
+                tracing::warn!(rendition = %label, "{why}; NVENC takes frames from system memory")
+            }
+        }
+    }
     enc.set_time_base(v_tb);
     enc.set_frame_rate(Some(frame_rate));
     let fps = if frame_rate.denominator() > 0 {
@@ -308,7 +422,14 @@ pub(super) fn open_rendition(
         ost.set_parameters(&encoder);
         ost.set_time_base(enc_tb);
     }
-    let graph = video_filter(FrameShape::of_decoder(decoder), v_tb, rotation, w, h)?;
+    let (graph, scale) = video_filter(
+        FrameShape::of_decoder(decoder),
+        None,
+        c.graphs,
+        w,
+        h,
+        gpu_in,
+    )?;
     let frame_dur = if frame_rate.numerator() > 0 && enc_tb.numerator() > 0 {
         (f64::from(enc_tb.denominator()) * f64::from(frame_rate.denominator())
             / (f64::from(enc_tb.numerator()) * f64::from(frame_rate.numerator())))
@@ -321,6 +442,8 @@ pub(super) fn open_rendition(
         label,
         encoder_name: name,
         graph,
+        scale,
+        gpu_in,
         encoder,
         enc_tb,
         octx,
@@ -334,4 +457,115 @@ pub(super) fn open_rendition(
         height: h,
         frames: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROTATIONS: [Rotation; 4] = [
+        Rotation::None,
+        Rotation::Clock,
+        Rotation::UpsideDown,
+        Rotation::CounterClock,
+    ];
+
+    fn shape(format: ff::format::Pixel) -> FrameShape {
+        FrameShape {
+            width: 1920,
+            height: 1080,
+            format,
+            sar: Rational(1, 1),
+        }
+    }
+
+    /// Every chain the GPU path can build (CUDA frames of 8 and 10 bits or
+    /// system frames; to NVENC's GPU input or to system memory; every
+    /// rotation; with and without `scale_cuda`) names filters and options
+    /// the linked FFmpeg has: each filter is created and initialised with
+    /// its options. A CUDA source or `hwupload` cannot be configured without
+    /// a GPU, so this stops short of linking formats; the chains for system
+    /// frames to system memory configure fully.
+    #[test]
+    fn every_filter_chain_initialises_in_the_linked_ffmpeg() {
+        ff::init().expect("FFmpeg initialises");
+        let mut built = 0;
+        for cuda in [
+            Some(ff::format::Pixel::NV12),
+            Some(ff::format::Pixel::P010LE),
+            None,
+        ] {
+            for to_gpu in [true, false] {
+                for rotation in ROTATIONS {
+                    for scale_cuda in [Ok(0), Err("the linked FFmpeg has no scale_cuda filter")] {
+                        let (desc, stage) = chain(cuda, to_gpu, rotation, 1280, 720, scale_cuda);
+                        let format = if cuda.is_some() {
+                            ff::format::Pixel::CUDA
+                        } else {
+                            ff::format::Pixel::YUV420P
+                        };
+                        let mut g = parse_graph(shape(format), Rational(1, 25), None, None, &desc)
+                            .unwrap_or_else(|e| panic!("{desc}: {e}"));
+                        if cuda.is_none() && !to_gpu {
+                            g.validate().unwrap_or_else(|e| panic!("{desc}: {e}"));
+                        }
+                        assert_eq!(
+                            stage.on == "gpu",
+                            desc.starts_with("scale_cuda"),
+                            "{desc}: {stage:?}"
+                        );
+                        built += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(built, 3 * 2 * 4 * 2);
+    }
+
+    #[test]
+    fn cuda_frames_scale_on_the_gpu_unless_rotated_or_refused() {
+        let nv12 = Some(ff::format::Pixel::NV12);
+        let (desc, stage) = chain(nv12, true, Rotation::None, 1280, 720, Ok(1));
+        assert_eq!(desc, "scale_cuda=w=1280:h=720:format=nv12:passthrough=0");
+        assert_eq!(stage, Stage::gpu("scale_cuda on GPU 1"));
+
+        // A CPU encoder (an H100 node): scaled on the GPU, the small frame
+        // copied out.
+        let (desc, _) = chain(nv12, false, Rotation::None, 640, 360, Ok(0));
+        assert!(desc.ends_with(",hwdownload,format=yuv420p"), "{desc}");
+
+        let (desc, stage) = chain(nv12, true, Rotation::Clock, 720, 1280, Ok(0));
+        assert_eq!(
+            desc,
+            "hwdownload,format=nv12,transpose=clock,scale=720:1280,format=nv12,hwupload"
+        );
+        assert_eq!(stage.on, "cpu");
+        assert!(
+            stage.why.contains("rotated (transpose=clock)"),
+            "{}",
+            stage.why
+        );
+
+        let p010 = Some(ff::format::Pixel::P010LE);
+        let (desc, stage) = chain(
+            p010,
+            false,
+            Rotation::None,
+            640,
+            360,
+            Err("scale_cuda failed (x)"),
+        );
+        assert!(desc.starts_with("hwdownload,format=p010le,"), "{desc}");
+        assert!(
+            stage
+                .why
+                .starts_with("scale_cuda failed (x); frames copied from the GPU"),
+            "{}",
+            stage.why
+        );
+
+        let (desc, stage) = chain(None, true, Rotation::None, 640, 360, Ok(0));
+        assert_eq!(desc, "scale=640:360,format=nv12,hwupload");
+        assert!(stage.why.contains("uploaded for NVENC"), "{}", stage.why);
+    }
 }
