@@ -4,8 +4,19 @@
 //! `cargo bench -p spool-benches --bench encode`. Settings:
 //! `SPOOL_BENCH_SECONDS` (clip length, default 10), `SPOOL_BENCH_ROUNDS` (3;
 //! the best round of each side counts, which filters out noise from other
-//! work on a shared machine). With an NVENC GPU, NVENC is measured too.
-//! Target (issue 4): in-process fps / CLI fps at least 0.97.
+//! work on a shared machine). Cases, each against the CLI doing the same:
+//! - `cpu`: libx264, decode and scale on the CPU (every machine);
+//! - `nvenc`: NVENC from system memory (a GPU with NVENC);
+//! - `gpu_nvenc`: the GPU-resident pipeline, NVDEC → `scale_cuda` → NVENC,
+//!   against `-hwaccel cuda -hwaccel_output_format cuda … scale_cuda … h264_nvenc`
+//!   (a GPU with NVENC);
+//! - `gpu_x264`: NVDEC → `scale_cuda` → copy out → libx264 (a CUDA GPU
+//!   without NVENC, an H100).
+//!
+//! Each prints fps and CPU seconds per 1,000 frames for both sides (spool's
+//! own process, the CLI as a child, from `/proc/self/stat`). Target (issues
+//! 4 and 17): in-process fps / CLI fps at least 0.97, and no more CPU per
+//! frame than the CLI.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +24,24 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use spool_benches::setting;
-use spool_encoder::{CancellationToken, EncodeSpec, Encoder, EncoderConfig, Limits};
+use spool_encoder::{CancellationToken, EncodeSpec, Encoder, EncoderConfig, GpuDecode, Limits};
+
+/// CPU seconds used so far by this process and by its waited-for
+/// children: `/proc/self/stat` fields 14–17 (utime, stime, cutime,
+/// cstime), in clock ticks of 1/100 s (`USER_HZ` on Linux).
+fn cpu_seconds() -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may hold spaces; fields follow its ')'.
+    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse::<f64>().map(|t| t / 100.0))
+        .collect::<Result<_, _>>()?;
+    ensure!(f.len() == 4, "/proc/self/stat: {rest}");
+    Ok((f[0] + f[1], f[2] + f[3]))
+}
 
 fn ffmpeg(args: &[&str]) -> Result<()> {
     let out = Command::new("ffmpeg")
@@ -71,61 +99,129 @@ fn main() -> Result<()> {
         src.to_str().context("path")?,
     ])?;
     let n = frames(&src)?;
-    let encoder = Encoder::new(EncoderConfig::new(&input, &output))?;
-    let mut backends = vec![("cpu", "libx264", "veryfast")];
-    if encoder.gpus().reason.is_none() {
-        backends.push(("nvenc", "h264_nvenc", "p3"));
+    let cpu_decode = Encoder::new(EncoderConfig::new(&input, &output))?;
+    let mut gpu_cfg = EncoderConfig::new(&input, &output);
+    gpu_cfg.gpu_decode = GpuDecode::On;
+    let gpu_decode = Encoder::new(gpu_cfg)?;
+    let nvenc = cpu_decode.gpus().reason.is_none();
+    let cuda = spool_encoder::hw::check_cuda_device(0);
+    let cq = ["-rc", "vbr", "-cq", "23", "-b:v", "0"];
+    let hwaccel = ["-hwaccel", "cuda", "-hwaccel_output_format", "cuda"];
+    let mut cases: Vec<Case<'_>> = vec![Case {
+        name: "cpu",
+        encoder: &cpu_decode,
+        hardware: "cpu",
+        cli_in: vec![],
+        vf: "scale=1920:1080,format=yuv420p",
+        cli_out: vec!["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"],
+    }];
+    if nvenc {
+        let mut out = vec!["-c:v", "h264_nvenc", "-preset", "p3"];
+        out.extend(cq);
+        cases.push(Case {
+            name: "nvenc",
+            encoder: &cpu_decode,
+            hardware: "nvenc",
+            cli_in: vec![],
+            vf: "scale=1920:1080,format=yuv420p",
+            cli_out: out.clone(),
+        });
+        if cuda.is_ok() {
+            cases.push(Case {
+                name: "gpu_nvenc",
+                encoder: &gpu_decode,
+                hardware: "nvenc",
+                cli_in: hwaccel.to_vec(),
+                vf: "scale_cuda=w=1920:h=1080:format=nv12:passthrough=0",
+                cli_out: out,
+            });
+        }
+    }
+    match &cuda {
+        Ok(()) => cases.push(Case {
+            name: "gpu_x264",
+            encoder: &gpu_decode,
+            hardware: "cpu",
+            cli_in: hwaccel.to_vec(),
+            vf: "scale_cuda=w=1920:h=1080:format=yuv420p:passthrough=0,hwdownload,format=yuv420p",
+            cli_out: vec!["-c:v", "libx264", "-preset", "veryfast", "-crf", "23"],
+        }),
+        Err(why) => println!("GPU-resident cases skipped: {why}"),
+    }
+    if !nvenc {
+        println!("NVENC cases skipped: {:?}", cpu_decode.gpus().reason);
     }
     println!(
         "clip: 1920x1080, {n} frames; settings: h264, preset fast (x264 veryfast / nvenc p3), quality 23, gop 60, no audio"
     );
-    for (hw, cli_encoder, cli_preset) in backends {
-        let spec = EncodeSpec::from_json(
-            format!(
-                r#"{{"input":"src.mp4","output":"ours.mp4","hardware":"{hw}","audio":{{"mode":"none"}},
-                   "renditions":[{{"codec":"h264","height":1080,"quality":23,"preset":"fast","keyframe_interval_s":2}}]}}"#
-            )
-            .as_bytes(),
-            &Limits::default(),
-        )?;
-        let quality_flag = if hw == "cpu" { "-crf" } else { "-cq" };
-        let cli_out = output.join("cli.mp4");
-        let (mut ours_best, mut cli_best) = (f64::MAX, f64::MAX);
-        for _ in 0..rounds {
-            let t = Instant::now();
-            encoder.encode(&spec, &mut |_| {}, &CancellationToken::new())?;
-            ours_best = ours_best.min(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let mut args = vec![
-                "-i",
-                src.to_str().context("path")?,
-                "-vf",
-                "scale=1920:1080,format=yuv420p",
-                "-c:v",
-                cli_encoder,
-                "-preset",
-                cli_preset,
-                quality_flag,
-                "23",
-                "-g",
-                "60",
-                "-an",
-            ];
-            if hw == "nvenc" {
-                args.extend(["-rc", "vbr"]);
-            }
-            args.push(cli_out.to_str().context("path")?);
-            ffmpeg(&args)?;
-            cli_best = cli_best.min(t.elapsed().as_secs_f64());
-        }
-        let (ours_fps, cli_fps) = (n / ours_best, n / cli_best);
-        println!(
-            "{hw}: in-process {ours_fps:.1} fps, ffmpeg CLI {cli_fps:.1} fps (best of {rounds})"
-        );
-        println!(
-            "spool encode_{hw}_fps={ours_fps:.1} cli_fps={cli_fps:.1} ratio={:.3}",
-            ours_fps / cli_fps
-        );
+    for case in &cases {
+        run_case(case, &src, &output, n, rounds)?;
     }
+    Ok(())
+}
+
+/// One comparison: spool's `hardware` on `encoder` against the CLI with
+/// `cli_in` before its input, `vf`, and `cli_out`.
+struct Case<'a> {
+    name: &'static str,
+    encoder: &'a Encoder,
+    hardware: &'static str,
+    cli_in: Vec<&'static str>,
+    vf: &'static str,
+    cli_out: Vec<&'static str>,
+}
+
+fn run_case(case: &Case<'_>, src: &Path, output: &Path, n: f64, rounds: u64) -> Result<()> {
+    let spec = EncodeSpec::from_json(
+        format!(
+            r#"{{"input":"src.mp4","output":"ours.mp4","hardware":"{}","audio":{{"mode":"none"}},
+               "renditions":[{{"codec":"h264","height":1080,"quality":23,"preset":"fast","keyframe_interval_s":2}}]}}"#,
+            case.hardware
+        )
+        .as_bytes(),
+        &Limits::default(),
+    )?;
+    let cli_out = output.join("cli.mp4");
+    let mut args: Vec<&str> = case.cli_in.clone();
+    args.extend(["-i", src.to_str().context("path")?, "-vf", case.vf]);
+    args.extend(case.cli_out.iter().copied());
+    args.extend(["-g", "60", "-an", cli_out.to_str().context("path")?]);
+    let (mut ours_best, mut cli_best) = (f64::MAX, f64::MAX);
+    let (mut ours_cpu, mut cli_cpu) = (f64::MAX, f64::MAX);
+    let mut stages = String::new();
+    for _ in 0..rounds {
+        // A job may replace only its own outputs; this one has no id.
+        let _ = std::fs::remove_file(output.join("ours.mp4"));
+        let (c0, _) = cpu_seconds()?;
+        let t = Instant::now();
+        let res = case
+            .encoder
+            .encode(&spec, &mut |_| {}, &CancellationToken::new())?;
+        ours_best = ours_best.min(t.elapsed().as_secs_f64());
+        ours_cpu = ours_cpu.min(cpu_seconds()?.0 - c0);
+        stages = serde_json::to_string(&res.stages)?;
+        let (_, k0) = cpu_seconds()?;
+        let t = Instant::now();
+        ffmpeg(&args)?;
+        cli_best = cli_best.min(t.elapsed().as_secs_f64());
+        cli_cpu = cli_cpu.min(cpu_seconds()?.1 - k0);
+    }
+    let name = case.name;
+    let (ours_fps, cli_fps) = (n / ours_best, n / cli_best);
+    let per_k = |cpu: f64| 1000.0 * cpu / n;
+    println!("{name}: spool's stages {stages}");
+    println!("{name}: ffmpeg {}", args.join(" "));
+    println!(
+        "{name}: in-process {ours_fps:.1} fps, {:.2} CPU s per 1000 frames; ffmpeg CLI {cli_fps:.1} fps, {:.2} CPU s per 1000 frames (best of {rounds})",
+        per_k(ours_cpu),
+        per_k(cli_cpu)
+    );
+    println!(
+        "spool encode_{name}_fps={ours_fps:.1} cli_fps={cli_fps:.1} ratio={:.3} cpu_per_kframe={:.2} cli_cpu_per_kframe={:.2} cpu_ratio={:.3}",
+        ours_fps / cli_fps,
+        per_k(ours_cpu),
+        per_k(cli_cpu),
+        ours_cpu / cli_cpu.max(1e-9)
+    );
     Ok(())
 }
