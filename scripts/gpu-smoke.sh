@@ -7,9 +7,13 @@
 #   3. an encode with hardware=auto through the encoder's tests, reporting
 #      the backend that ran (NVENC where it exists, else the CPU fallback
 #      and its reason);
-#   4. the GPU decode stage (SPOOL_GPU_DECODE=on): where decode, scaling and
-#      encoding ran, and why;
-#   5. the encode benchmark (spool in-process against the ffmpeg CLI).
+#   4. the GPU-resident pipeline (SPOOL_GPU_DECODE=on): NVDEC decode, a
+#      ladder scaled with scale_cuda, NVENC from GPU memory (or libx264 from
+#      the scaled frames copied out, on a GPU without NVENC), and a rotated
+#      input that scales on the CPU: where each stage ran, and why;
+#   5. the encode benchmark: spool in-process against the ffmpeg CLI doing
+#      the same, on the CPU and, where the GPU allows, the CLI's GPU
+#      pipeline (-hwaccel cuda -hwaccel_output_format cuda, scale_cuda).
 # docs/gpu.md says what was verified on which hardware.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +36,10 @@ cargo nextest run -p spool-encoder --lib gpu --no-capture 2>&1 | grep -E "PASS|F
 cargo nextest run -p spool-encoder --test encode auto --no-capture 2>&1 \
   | grep -E "backend|fallback|PASS|FAIL" | head -20
 
-echo "== 4. GPU decode (NVDEC): where each stage ran, and why"
+echo "== 4. GPU-resident pipeline (NVDEC, scale_cuda, NVENC): where each stage ran, and why"
+cargo nextest run -p spool-encoder --lib every_filter_chain --no-capture 2>&1 | grep -E "PASS|FAIL"
 cargo nextest run -p spool-encoder --test encode gpu_decode --no-capture 2>&1 \
-  | grep -E "NVDEC|Stages|PASS|FAIL" | head -20
+  | grep -E "GPU machine|Stages|PASS|FAIL" | head -20
 
 echo "== 5. encode benchmark (spool in-process vs the ffmpeg CLI)"
 if [ "${SPOOL_SMOKE_BENCH:-1}" = 1 ]; then

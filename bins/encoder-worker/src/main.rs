@@ -77,8 +77,9 @@ struct Args {
     /// kept while a job runs (default: the temp dir, `TMPDIR`).
     #[arg(long, env = "SPOOL_SCRATCH_DIR")]
     scratch_dir: Option<PathBuf>,
-    /// Decode on the GPU (NVDEC): off (the default), auto (when a GPU was
-    /// found) or on (always try); each step falls back to the CPU.
+    /// Keep frames on the GPU (NVDEC decode, scale_cuda, NVENC from GPU
+    /// memory): off (the default), auto (when a GPU was found) or on
+    /// (always try); each stage falls back to the CPU on its own.
     #[arg(long, env = "SPOOL_GPU_DECODE")]
     gpu_decode: Option<String>,
     /// NVENC sessions per GPU this process opens at most.

@@ -68,11 +68,13 @@ pub struct EncoderConfig {
     pub limits: Limits,
     /// NVENC sessions this process opens per GPU at most.
     pub nvenc_sessions_per_gpu: usize,
-    /// Whether to decode on NVDEC (`SPOOL_GPU_DECODE`).
+    /// Whether frames are kept on the GPU: decoded on NVDEC, scaled with
+    /// `scale_cuda`, encoded by NVENC from GPU memory (`SPOOL_GPU_DECODE`).
     pub gpu_decode: GpuDecode,
 }
 
-/// `SPOOL_GPU_DECODE`: whether the video is decoded on the GPU (NVDEC).
+/// `SPOOL_GPU_DECODE`: whether the video is decoded on the GPU (NVDEC), and
+/// so scaled there (`scale_cuda`) and handed to NVENC in GPU memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GpuDecode {
     /// Always on the CPU (the default until this path has been verified on
