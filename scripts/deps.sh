@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what spool needs on Debian 12 / Ubuntu: Redis (the tests start their
 # own servers), FFmpeg's libraries and headers (the encoder), clang (bindgen for
-# ffmpeg-sys), and a Rust toolchain when none is on PATH. Idempotent: installs
-# only what is missing.
+# ffmpeg-sys), Mesa's software Vulkan device (lavapipe: the encoder's tests of
+# frames in device memory, where there is no GPU), and a Rust toolchain when
+# none is on PATH. Idempotent: installs only what is missing.
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   openssl ca-certificates curl
   python3 python3-venv prometheus
   chromium chromium-driver
+  mesa-vulkan-drivers
 )
 
 missing=()

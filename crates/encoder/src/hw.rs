@@ -60,17 +60,38 @@ pub struct Stages {
     pub encode: Stage,
 }
 
-/// A CUDA hardware device context (one GPU), released on drop. The decoder
-/// holds its own reference, so this may drop before the decoder does.
-pub(crate) struct CudaDevice {
+/// A hardware device context (one GPU), released on drop: CUDA in the
+/// pipeline; the tests also open a Vulkan one on Mesa's software
+/// rasteriser, which stands in for a GPU where there is none. The decoder,
+/// filters and encoder each hold their own reference, so this may drop
+/// before they do.
+pub(crate) struct HwDevice {
     buf: *mut ffi::AVBufferRef,
 }
 
-impl CudaDevice {
+impl HwDevice {
     /// Opens GPU `gpu` through FFmpeg's CUDA hwcontext (which loads
     /// libcuda); the error says why not, in FFmpeg's words.
-    pub(crate) fn open(gpu: u32) -> Result<Self, String> {
-        let name = CString::new(gpu.to_string()).map_err(|e| e.to_string())?;
+    pub(crate) fn cuda(gpu: u32) -> Result<Self, String> {
+        Self::open(
+            ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_CUDA,
+            &gpu.to_string(),
+            &format!("no CUDA device {gpu}"),
+        )
+    }
+
+    /// Opens the first Vulkan device (in tests: Mesa's lavapipe).
+    #[cfg(test)]
+    pub(crate) fn vulkan() -> Result<Self, String> {
+        Self::open(
+            ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_VULKAN,
+            "0",
+            "no Vulkan device",
+        )
+    }
+
+    fn open(kind: ffi::AVHWDeviceType, name: &str, what: &str) -> Result<Self, String> {
+        let name = CString::new(name).map_err(|e| e.to_string())?;
         let mut buf: *mut ffi::AVBufferRef = ptr::null_mut();
         // FFmpeg says why in its log (`Cannot load libcuda.so.1`), not in
         // the error code: keep those lines for the reason.
@@ -86,13 +107,7 @@ impl CudaDevice {
         // failure FFmpeg leaves `buf` null, on success it owns one reference
         // that Drop releases.
         let ret = unsafe {
-            ffi::av_hwdevice_ctx_create(
-                &mut buf,
-                ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_CUDA,
-                name.as_ptr(),
-                ptr::null_mut(),
-                0,
-            )
+            ffi::av_hwdevice_ctx_create(&mut buf, kind, name.as_ptr(), ptr::null_mut(), 0)
         };
         drop(scope);
         if ret < 0 || buf.is_null() {
@@ -102,22 +117,19 @@ impl CudaDevice {
             } else {
                 format!(" ({said})")
             };
-            return Err(format!(
-                "no CUDA device {gpu}: {}{detail}",
-                ff::Error::from(ret)
-            ));
+            return Err(format!("{what}: {}{detail}", ff::Error::from(ret)));
         }
-        Ok(CudaDevice { buf })
+        Ok(HwDevice { buf })
     }
 }
 
 /// Whether a CUDA device context opens on GPU `gpu` (for reports): `Err`
 /// says why not, in FFmpeg's words.
 pub fn check_cuda_device(gpu: u32) -> Result<(), String> {
-    CudaDevice::open(gpu).map(drop)
+    HwDevice::cuda(gpu).map(drop)
 }
 
-impl Drop for CudaDevice {
+impl Drop for HwDevice {
     fn drop(&mut self) {
         // SAFETY: `buf` holds the one reference `open` got; unref nulls it.
         unsafe { ffi::av_buffer_unref(&mut self.buf) }
@@ -171,7 +183,7 @@ pub fn nvdec_codecs() -> Vec<String> {
 /// Makes a decoder context (before it opens) decode on `device`: frames
 /// come out as CUDA frames when NVDEC takes the stream, as software frames
 /// when it does not.
-pub(crate) fn attach(ctx: &mut ff::codec::Context, device: &CudaDevice) {
+pub(crate) fn attach(ctx: &mut ff::codec::Context, device: &HwDevice) {
     // SAFETY: `ctx` owns a live, not yet opened AVCodecContext (the `&mut`
     // borrow keeps it unshared); it takes its own reference to the device
     // (freed with the context), and `get_cuda` is a plain function valid
@@ -205,6 +217,22 @@ unsafe extern "C" fn get_cuda(
 /// Whether `f` lives in GPU memory.
 pub(crate) fn is_cuda(f: &ff::frame::Video) -> bool {
     f.format() == ff::format::Pixel::CUDA
+}
+
+/// A new reference to `f`'s buffers (`av_frame_ref`): no copy, and a
+/// CUDA frame stays a CUDA frame with its frames context. ffmpeg-next's
+/// `Clone` instead copies the pixels into a new system-memory frame, which
+/// for a hardware frame yields a frame with no picture at all.
+pub(crate) fn share(f: &ff::frame::Video) -> Result<ff::frame::Video, ff::Error> {
+    let mut out = ff::frame::Video::empty();
+    // SAFETY: `out` is a freshly allocated, empty AVFrame (as av_frame_ref
+    // requires of its destination) owned by `out`; `f` is a live frame,
+    // only read. On failure `out` is left empty and freed on drop.
+    let ret = unsafe { ffi::av_frame_ref(out.as_mut_ptr(), f.as_ptr()) };
+    if ret < 0 {
+        return Err(ff::Error::from(ret));
+    }
+    Ok(out)
 }
 
 /// The pixel format of the system-memory copy of a CUDA frame (NV12 for
@@ -258,7 +286,7 @@ pub(crate) fn source_frames(
 /// Gives every filter of a parsed, not yet configured graph the device to
 /// create hardware frames on (only `hwupload` uses it), as the CLI's
 /// `-filter_hw_device` does.
-pub(crate) fn filters_device(graph: &mut ff::filter::Graph, device: &CudaDevice) {
+pub(crate) fn filters_device(graph: &mut ff::filter::Graph, device: &HwDevice) {
     // SAFETY: the graph is live and unshared (`&mut`); `filters` holds
     // `nb_filters` valid filter contexts. Each takes its own reference to
     // the device, released with the filter (avfilter_free unrefs it); a
@@ -283,7 +311,7 @@ pub(crate) fn filters_device(graph: &mut ff::filter::Graph, device: &CudaDevice)
 /// FFmpeg 5.1), so the filter's pool need not be this one.
 pub(crate) fn encoder_frames(
     enc: &mut ff::encoder::video::Video,
-    device: &CudaDevice,
+    device: &HwDevice,
     width: u32,
     height: u32,
     sw: ff::format::Pixel,

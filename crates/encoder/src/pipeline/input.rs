@@ -157,7 +157,7 @@ pub(super) struct VideoSource {
     /// Where it decodes (GPU until the first frame says otherwise).
     pub(super) decode: crate::hw::Stage,
     /// The CUDA device NVDEC decodes on, when it does.
-    pub(super) device: Option<crate::hw::CudaDevice>,
+    pub(super) device: Option<crate::hw::HwDevice>,
     /// The displayed size (after rotation).
     pub(super) src_w: u32,
     pub(super) src_h: u32,
@@ -235,7 +235,7 @@ pub(super) fn probe_video(
             "this FFmpeg has no NVDEC decoder for {}",
             vcodec.name()
         )),
-        Ok(gpu) => match crate::hw::CudaDevice::open(gpu) {
+        Ok(gpu) => match crate::hw::HwDevice::cuda(gpu) {
             Err(why) => crate::hw::Stage::cpu(why),
             Ok(device) => {
                 crate::hw::attach(&mut vctx, &device);

@@ -185,7 +185,7 @@ struct GraphInput {
     rotation: Rotation,
     /// The CUDA device the input is decoded on, when NVDEC decodes it:
     /// where CUDA frames are scaled and uploaded.
-    device: Option<crate::hw::CudaDevice>,
+    device: Option<crate::hw::HwDevice>,
     /// The GPU `scale_cuda` would run on, or why it cannot.
     scale_cuda: Result<u32, String>,
 }

@@ -98,14 +98,14 @@ pub(super) fn video_filter(
     h: u32,
     to_gpu: bool,
 ) -> Result<(filter::Graph, Stage), EncodeError> {
-    let cuda = if shape.format == ff::format::Pixel::CUDA {
-        let sw = frame.and_then(crate::hw::sw_format).ok_or_else(|| {
-            EncodeError::Failed("a CUDA frame came without its frames context".into())
-        })?;
-        Some(sw)
-    } else {
-        None
-    };
+    // Frames on a device (CUDA in the pipeline) carry a frames context
+    // saying what their system-memory copy is.
+    let cuda = frame.and_then(crate::hw::sw_format);
+    if cuda.is_none() && shape.format == ff::format::Pixel::CUDA {
+        return Err(EncodeError::Failed(
+            "a CUDA frame came without its frames context".into(),
+        ));
+    }
     let scale_cuda = gi.scale_cuda.as_ref().map(|g| *g).map_err(String::as_str);
     let (desc, stage) = chain(cuda, to_gpu, gi.rotation, w, h, scale_cuda);
     let build = |desc: &str| {
@@ -130,7 +130,7 @@ fn parse_graph(
     shape: FrameShape,
     tb: Rational,
     frame: Option<&frame::Video>,
-    device: Option<&crate::hw::CudaDevice>,
+    device: Option<&crate::hw::HwDevice>,
     desc: &str,
 ) -> Result<filter::Graph, EncodeError> {
     let mut g = filter::Graph::new();
@@ -154,7 +154,7 @@ fn parse_graph(
     };
     g.add(&find("buffer")?, "in", &args)
         .map_err(|e| failed("video filter input", e))?;
-    if let Some(f) = frame.filter(|f| crate::hw::is_cuda(f)) {
+    if let Some(f) = frame.filter(|f| crate::hw::sw_format(f).is_some()) {
         let mut src = g
             .get("in")
             .ok_or_else(|| EncodeError::Failed("video filter input lost".into()))?;
@@ -173,8 +173,8 @@ fn parse_graph(
 }
 
 /// Feeds a decoded frame to every rendition. The filter source takes the
-/// frame's buffers, so every rendition but the last gets a copy (of the
-/// reference: a CUDA frame stays where it is).
+/// frame's buffers, so every rendition but the last gets a new reference to
+/// them ([`crate::hw::share`]: no copy, and a CUDA frame stays on the GPU).
 pub(super) fn feed_all(
     outs: &mut [RenditionOut],
     f: &frame::Video,
@@ -206,7 +206,9 @@ pub(super) fn feed_all(
     let last = outs.len().saturating_sub(1);
     for (i, o) in outs.iter_mut().enumerate() {
         if i < last {
-            push_video(o, Some(&f.clone()))?;
+            let shared =
+                crate::hw::share(f).map_err(|e| failed("referencing a decoded frame", e))?;
+            push_video(o, Some(&shared))?;
         } else {
             push_video(o, Some(f))?;
         }
@@ -567,5 +569,117 @@ mod tests {
         let (desc, stage) = chain(None, true, Rotation::None, 640, 360, Ok(0));
         assert_eq!(desc, "scale=640:360,format=nv12,hwupload");
         assert!(stage.why.contains("uploaded for NVENC"), "{}", stage.why);
+    }
+
+    /// Frames in device memory through the chains that do not need CUDA,
+    /// configured and run for real: a Vulkan device on Mesa's software
+    /// rasteriser (lavapipe) stands in for the GPU. System frames go up
+    /// through the NVENC-input chain (`…,format=nv12,hwupload`, the device
+    /// given to the graph's filters); each device frame then comes down
+    /// through two rungs' CPU-scaling chains (the graph's source given the
+    /// frames' context): one with `scale_cuda` refused by name, one through
+    /// the runtime fallback when the `scale_cuda` graph cannot configure
+    /// (Vulkan frames are not CUDA frames). Every frame comes out at the
+    /// rung's size with the picture it went in with.
+    ///
+    /// Each frame comes down before the next goes up, as decoded frames do
+    /// in the pipeline. With ten frames uploaded before any came down, FFmpeg
+    /// 5.1's Vulkan upload on lavapipe left a frame holding the next one's
+    /// picture in 3 of 6 runs (its staging copy not yet done); interleaved,
+    /// 0 of 90 runs (60 of them four at once). A CUDA decoder's frames do
+    /// not go through that upload.
+    #[test]
+    fn device_frames_go_up_and_come_down_through_the_fallback_chains() {
+        ff::init().expect("FFmpeg initialises");
+        let device = match crate::hw::HwDevice::vulkan() {
+            Ok(d) => d,
+            Err(why) => {
+                spool_testkit::skipped(&format!(
+                    "{why}: install mesa-vulkan-drivers (scripts/deps.sh does)"
+                ))
+                .expect("a device-memory test must run here");
+                return;
+            }
+        };
+        let mut gi = GraphInput {
+            shape: shape(ff::format::Pixel::YUV420P),
+            tb: Rational(1, 25),
+            rotation: Rotation::None,
+            device: Some(device),
+            scale_cuda: Err("the linked FFmpeg has no scale_cuda filter".into()),
+        };
+        // Up: 1920x1080 system frames to 1280x720 device frames.
+        let src = shape(ff::format::Pixel::YUV420P);
+        let (mut up, stage) = video_filter(src, None, &gi, 1280, 720, true).expect("upload graph");
+        assert_eq!(stage.on, "cpu");
+        let mut downs: Vec<(filter::Graph, u8)> = Vec::new();
+        let pull = |g: &mut filter::Graph, name: &str| {
+            let mut out = frame::Video::empty();
+            let mut sink = g.get(name).expect("sink");
+            sink.sink().frame(&mut out).ok().map(|()| out)
+        };
+        for i in 0..10u8 {
+            let mut f = frame::Video::new(ff::format::Pixel::YUV420P, 1920, 1080);
+            for plane in 0..3 {
+                f.data_mut(plane)
+                    .fill(if plane == 0 { 40 + 10 * i } else { 128 });
+            }
+            f.set_pts(Some(i64::from(i)));
+            up.get("in")
+                .expect("in")
+                .source()
+                .add(&f)
+                .expect("frame in");
+            let on_device = pull(&mut up, "out").expect("an uploaded frame per frame");
+            assert_eq!((on_device.width(), on_device.height()), (1280, 720));
+            assert_eq!(
+                crate::hw::sw_format(&on_device),
+                Some(ff::format::Pixel::NV12)
+            );
+            if downs.is_empty() {
+                // Down: one graph with scale_cuda refused by name, one with
+                // scale_cuda allowed, whose graph fails and falls back.
+                let dshape = FrameShape::of_frame(&on_device);
+                for (scale_cuda, why) in [
+                    (
+                        Err("the linked FFmpeg has no scale_cuda filter".to_owned()),
+                        "no scale_cuda filter",
+                    ),
+                    (Ok(0), "scale_cuda failed ("),
+                ] {
+                    gi.scale_cuda = scale_cuda;
+                    let (down, stage) =
+                        video_filter(dshape, Some(&on_device), &gi, 640, 360, false)
+                            .expect("download graph");
+                    assert_eq!(stage.on, "cpu", "{stage:?}");
+                    assert!(stage.why.contains(why), "{stage:?}");
+                    downs.push((down, 0));
+                }
+            }
+            for (down, got) in &mut downs {
+                // The source takes the frame's buffers: each graph gets its
+                // own reference, as in `feed_all`.
+                let f = crate::hw::share(&on_device).expect("a reference");
+                down.get("in")
+                    .expect("in")
+                    .source()
+                    .add(&f)
+                    .expect("frame in");
+                while let Some(out) = pull(down, "out") {
+                    assert_eq!(out.format(), ff::format::Pixel::YUV420P);
+                    assert_eq!((out.width(), out.height()), (640, 360));
+                    let luma = out.data(0)[out.stride(0) * 180 + 320];
+                    let want = 40 + 10 * *got;
+                    assert!(
+                        luma.abs_diff(want) <= 2,
+                        "frame {got}: luma {luma}, sent {want}"
+                    );
+                    *got += 1;
+                }
+            }
+        }
+        for (_, got) in &downs {
+            assert_eq!(*got, 10);
+        }
     }
 }
