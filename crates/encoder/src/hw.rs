@@ -67,6 +67,8 @@ pub struct Stages {
 /// before they do.
 pub(crate) struct HwDevice {
     buf: *mut ffi::AVBufferRef,
+    /// The pixel format of frames in its memory (`CUDA`, `VULKAN`).
+    format: ffi::AVPixelFormat,
 }
 
 impl HwDevice {
@@ -75,6 +77,7 @@ impl HwDevice {
     pub(crate) fn cuda(gpu: u32) -> Result<Self, String> {
         Self::open(
             ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_CUDA,
+            ffi::AVPixelFormat::AV_PIX_FMT_CUDA,
             &gpu.to_string(),
             &format!("no CUDA device {gpu}"),
         )
@@ -85,12 +88,18 @@ impl HwDevice {
     pub(crate) fn vulkan() -> Result<Self, String> {
         Self::open(
             ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_VULKAN,
+            ffi::AVPixelFormat::AV_PIX_FMT_VULKAN,
             "0",
             "no Vulkan device",
         )
     }
 
-    fn open(kind: ffi::AVHWDeviceType, name: &str, what: &str) -> Result<Self, String> {
+    fn open(
+        kind: ffi::AVHWDeviceType,
+        format: ffi::AVPixelFormat,
+        name: &str,
+        what: &str,
+    ) -> Result<Self, String> {
         let name = CString::new(name).map_err(|e| e.to_string())?;
         let mut buf: *mut ffi::AVBufferRef = ptr::null_mut();
         // FFmpeg says why in its log (`Cannot load libcuda.so.1`), not in
@@ -119,7 +128,7 @@ impl HwDevice {
             };
             return Err(format!("{what}: {}{detail}", ff::Error::from(ret)));
         }
-        Ok(HwDevice { buf })
+        Ok(HwDevice { buf, format })
     }
 }
 
@@ -302,13 +311,14 @@ pub(crate) fn filters_device(graph: &mut ff::filter::Graph, device: &HwDevice) {
     }
 }
 
-/// Makes an encoder (before it opens) take CUDA frames of `sw` data on
-/// `device`: its pixel format becomes CUDA and it gets a frames context
-/// of that size and format. NVENC then encodes straight from GPU memory:
-/// it takes the CUDA context from this frames context and registers each
-/// frame from the frame's own (the filter's) context
-/// (`ff_nvenc_encode_init` and `nvenc_register_frame`, libavcodec/nvenc.c,
-/// FFmpeg 5.1), so the filter's pool need not be this one.
+/// Makes an encoder (before it opens) take frames in `device`'s memory
+/// (CUDA) holding `sw` data: its pixel format becomes the device's and it
+/// gets a frames context of that size and format. NVENC then encodes
+/// straight from GPU memory: it takes the CUDA context from this frames
+/// context and registers each frame from the frame's own (the filter's)
+/// context (`ff_nvenc_encode_init` and `nvenc_register_frame`,
+/// libavcodec/nvenc.c, FFmpeg 5.1), so the filter's pool need not be this
+/// one.
 pub(crate) fn encoder_frames(
     enc: &mut ff::encoder::video::Video,
     device: &HwDevice,
@@ -320,7 +330,7 @@ pub(crate) fn encoder_frames(
         i32::try_from(width).map_err(|e| e.to_string())?,
         i32::try_from(height).map_err(|e| e.to_string())?,
     );
-    // SAFETY: `device.buf` is a live CUDA device reference; the frames
+    // SAFETY: `device.buf` is a live device reference; the frames
     // context allocated from it is filled before init and either handed
     // to the encoder context (which unrefs it when freed) or unreffed here
     // on failure. `enc` owns a live, unopened AVCodecContext, unshared
@@ -328,10 +338,10 @@ pub(crate) fn encoder_frames(
     let ret = unsafe {
         let mut frames = ffi::av_hwframe_ctx_alloc(device.buf);
         if frames.is_null() {
-            return Err("could not allocate a CUDA frames context".into());
+            return Err("could not allocate a frames context on the GPU".into());
         }
         let fc = (*frames).data as *mut ffi::AVHWFramesContext;
-        (*fc).format = ffi::AVPixelFormat::AV_PIX_FMT_CUDA;
+        (*fc).format = device.format;
         (*fc).sw_format = sw.into();
         (*fc).width = w;
         (*fc).height = h;
@@ -342,15 +352,75 @@ pub(crate) fn encoder_frames(
             let c = enc.as_mut_ptr();
             ffi::av_buffer_unref(&mut (*c).hw_frames_ctx);
             (*c).hw_frames_ctx = frames;
-            (*c).pix_fmt = ffi::AVPixelFormat::AV_PIX_FMT_CUDA;
+            (*c).pix_fmt = device.format;
         }
         r
     };
     if ret < 0 {
         return Err(format!(
-            "no CUDA frames context for the encoder: {}",
+            "no frames context on the GPU for the encoder: {}",
             ff::Error::from(ret)
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encoder's frames context, made on a real device (Mesa's
+    /// software Vulkan, lavapipe, standing in for a GPU): the context takes
+    /// the device's pixel format, a second call replaces the first context
+    /// (released, not leaked or freed twice), a size the device refuses is
+    /// an error that leaves the encoder as it was, and everything is freed
+    /// with the encoder, before and after the device.
+    #[test]
+    fn an_encoder_gets_a_frames_context_on_the_device_and_frees_it() {
+        ff::init().expect("FFmpeg initialises");
+        let device = match HwDevice::vulkan() {
+            Ok(d) => d,
+            Err(why) => {
+                spool_testkit::skipped(&format!(
+                    "{why}: install mesa-vulkan-drivers (scripts/deps.sh does)"
+                ))
+                .expect("a device-memory test must run here");
+                return;
+            }
+        };
+        let size = |enc: &mut ff::encoder::video::Video| {
+            // SAFETY: test-only read of the frames context just set.
+            unsafe {
+                let frames = (*enc.as_mut_ptr()).hw_frames_ctx;
+                let fc = (*frames).data as *const ffi::AVHWFramesContext;
+                ((*fc).width, (*fc).height)
+            }
+        };
+        let codec = ff::encoder::find_by_name("libx264").expect("libx264");
+        let mut kept = Vec::new();
+        for round in 0..3 {
+            let mut enc = ff::codec::context::Context::new_with_codec(codec)
+                .encoder()
+                .video()
+                .expect("a video encoder context");
+            enc.set_format(ff::format::Pixel::YUV420P);
+            let err = encoder_frames(&mut enc, &device, 0, 0, ff::format::Pixel::NV12)
+                .expect_err("a 0x0 frames context is refused");
+            assert!(err.starts_with("no frames context on the GPU"), "{err}");
+            assert_eq!(enc.format(), ff::format::Pixel::YUV420P);
+            encoder_frames(&mut enc, &device, 1280, 720, ff::format::Pixel::NV12)
+                .expect("a frames context");
+            encoder_frames(&mut enc, &device, 640, 360, ff::format::Pixel::NV12)
+                .expect("a second one replaces it");
+            assert_eq!(enc.format(), ff::format::Pixel::VULKAN);
+            assert_eq!(size(&mut enc), (640, 360));
+            if round == 2 {
+                kept.push(enc);
+            }
+        }
+        // The last encoder outlives the device handle: it holds its own
+        // reference through the frames context.
+        drop(device);
+        assert_eq!(size(&mut kept[0]), (640, 360));
+    }
 }
