@@ -6,7 +6,8 @@
 #   2. the encoder-option checks against the linked FFmpeg (no GPU needed);
 #   3. an encode with hardware=auto through the encoder's tests, reporting
 #      the backend that ran (NVENC where it exists, else the CPU fallback
-#      and its reason);
+#      and its reason), then the same through spool-encoder-worker and Redis
+#      (the quick start, with SPOOL_GPU_DECODE=on), with where each stage ran;
 #   4. the GPU-resident pipeline (SPOOL_GPU_DECODE=on): NVDEC decode, a
 #      ladder scaled with scale_cuda, NVENC from GPU memory (or libx264 from
 #      the scaled frames copied out, on a GPU without NVENC), and a rotated
@@ -35,6 +36,9 @@ echo "== 3. an encode with hardware=auto (which backend ran, and why)"
 cargo nextest run -p spool-encoder --lib gpu --no-capture 2>&1 | grep -E "PASS|FAIL"
 cargo nextest run -p spool-encoder --test encode auto --no-capture 2>&1 \
   | grep -E "backend|fallback|PASS|FAIL" | head -20
+
+echo "== 3b. the quick start on this machine: spool-encoder-worker, a job through Redis, hardware=auto and SPOOL_GPU_DECODE=on"
+SPOOL_GPU_DECODE=on scripts/quickstart.sh 2>&1 | grep -E "encoder:|decode:|scale:|encode:|drained" || echo "quick start failed"
 
 echo "== 4. GPU-resident pipeline (NVDEC, scale_cuda, NVENC): where each stage ran, and why"
 cargo nextest run -p spool-encoder --lib every_filter_chain --no-capture 2>&1 | grep -E "PASS|FAIL"

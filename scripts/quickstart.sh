@@ -60,6 +60,14 @@ echo "enqueued encode job $id"
 field() { grep -o "\"$1\":\"[^\"]*\"" "$work/job.json" | head -1 | cut -d'"' -f4; }
 echo "output:  $(field path)"
 echo "encoder: $(field encoder) ($(field backend_reason))"
+# Where decoding, scaling and encoding ran, and why (docs/gpu.md).
+python3 -c '
+import json, sys
+stages = (json.load(open(sys.argv[1])).get("result") or {}).get("stages") or {}
+for k in ("decode", "scale", "encode"):
+    v = stages.get(k) or {}
+    print("  %s: %s (%s)" % (k, v.get("on"), v.get("why")))
+' "$work/job.json"
 echo "worker metrics:"
 curl -fsS "http://127.0.0.1:$metrics_port/metrics" \
   | grep -E '^spool_(jobs_total|encode_frames_total|encode_fps|worker_capacity|job_duration_seconds_sum)' \

@@ -423,4 +423,79 @@ mod tests {
         drop(device);
         assert_eq!(size(&mut kept[0]), (640, 360));
     }
+
+    /// A decoder given a device its hardware decoder cannot use decodes on
+    /// the CPU, every frame, without an error: `get_cuda` picks CUDA, FFmpeg
+    /// refuses the setup (the device is Vulkan's, standing in for a GPU
+    /// NVDEC will not take a stream on: "Invalid setup for format cuda: does
+    /// not match the type of the provided device context"), drops CUDA from
+    /// the list and asks again, and `get_cuda` takes the software format.
+    /// That is the path a stream NVDEC refuses (4:2:2, an unsupported
+    /// profile) takes on a GPU, and what the result then reports as
+    /// `NVDEC did not take this stream`.
+    #[test]
+    fn a_decoder_whose_hwaccel_will_not_start_decodes_on_the_cpu() {
+        ff::init().expect("FFmpeg initialises");
+        let device = match HwDevice::vulkan() {
+            Ok(d) => d,
+            Err(why) => {
+                spool_testkit::skipped(&format!(
+                    "{why}: install mesa-vulkan-drivers (scripts/deps.sh does)"
+                ))
+                .expect("a device-memory test must run here");
+                return;
+            }
+        };
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let clip = dir.path().join("clip.mp4");
+        spool_testkit::ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25:duration=1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            &clip.display().to_string(),
+        ])
+        .expect("a clip");
+        let mut ictx = ff::format::input(&clip).expect("the clip opens");
+        let stream = ictx
+            .streams()
+            .best(ff::media::Type::Video)
+            .expect("a video stream");
+        let index = stream.index();
+        let mut ctx = ff::codec::context::Context::from_parameters(stream.parameters())
+            .expect("decoder parameters");
+        let codec = ff::decoder::find(ctx.id()).expect("an H.264 decoder");
+        assert!(nvdec_decodes(&codec), "this FFmpeg decodes H.264 on NVDEC");
+        attach(&mut ctx, &device);
+        drop(device);
+        let mut decoder = ctx
+            .decoder()
+            .open_as(codec)
+            .and_then(|o| o.video())
+            .expect("the decoder opens");
+        let mut frame = ff::frame::Video::empty();
+        let (mut frames, mut on_device) = (0, 0);
+        let mut take = |d: &mut ff::decoder::Video| {
+            while d.receive_frame(&mut frame).is_ok() {
+                frames += 1;
+                if is_cuda(&frame) || sw_format(&frame).is_some() {
+                    on_device += 1;
+                }
+                assert_eq!(frame.format(), ff::format::Pixel::YUV420P);
+            }
+        };
+        for (s, packet) in ictx.packets() {
+            if s.index() == index {
+                decoder.send_packet(&packet).expect("a packet decodes");
+                take(&mut decoder);
+            }
+        }
+        decoder.send_eof().expect("the decoder flushes");
+        take(&mut decoder);
+        assert_eq!((frames, on_device), (25, 0));
+    }
 }

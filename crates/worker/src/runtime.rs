@@ -38,12 +38,15 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// How long a reserve already in flight when the drain starts may still take
 /// to answer (its jobs are handed straight back) before the loop gives up on
-/// it; a job it leased then comes back when its lease expires.
-pub const RESERVE_GRACE: Duration = Duration::from_secs(1);
+/// it; a job it leased then comes back when its lease expires. Longer than
+/// an idle reserve takes with Redis answering (`RESERVE_WAIT`, plus the
+/// blocking pop's overshoot at Redis's 100 ms timer and one script call),
+/// so a plain drain of an idle worker does not give up on one.
+pub const RESERVE_GRACE: Duration = Duration::from_secs(2);
 /// The most a shutdown can take beyond `drain_timeout`, whatever Redis does:
 /// the reserve grace plus the release wait. Keep
 /// `terminationGracePeriodSeconds` at least `drain_timeout` + this.
-pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(3);
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(4);
 /// After SIGINT or a second SIGTERM, how long releases may take.
 pub const FORCE_WAIT: Duration = Duration::from_secs(1);
 

@@ -191,12 +191,24 @@ pub(super) fn feed_all(
         }
         for o in outs.iter_mut() {
             let (graph, stage) = video_filter(shape, Some(f), graphs, o.width, o.height, o.gpu_in)
-                .map_err(|e| EncodeError::BadInput {
-                    path: display.to_owned(),
-                    reason: format!(
-                        "its video changes to {}x{} {:?}, which cannot be scaled ({e})",
-                        shape.width, shape.height, shape.format
-                    ),
+                .map_err(|e| {
+                    if crate::hw::sw_format(f).is_some() {
+                        // Frames in GPU memory that neither scale_cuda nor
+                        // the copy out could take: the GPU's fault, not the
+                        // input's (retryable, maybe on another node).
+                        EncodeError::Failed(format!(
+                            "scaling the frames NVDEC decoded for rendition {}: {e}",
+                            o.label
+                        ))
+                    } else {
+                        EncodeError::BadInput {
+                            path: display.to_owned(),
+                            reason: format!(
+                                "its video changes to {}x{} {:?}, which cannot be scaled ({e})",
+                                shape.width, shape.height, shape.format
+                            ),
+                        }
+                    }
                 })?;
             o.graph = graph;
             o.scale = stage;
