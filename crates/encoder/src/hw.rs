@@ -94,6 +94,22 @@ impl HwDevice {
         )
     }
 
+    /// The Vulkan device for a test, or `None` after saying why it cannot
+    /// run here (a failure where every test must run).
+    #[cfg(test)]
+    pub(crate) fn vulkan_or_skip() -> Option<Self> {
+        match Self::vulkan() {
+            Ok(d) => Some(d),
+            Err(why) => {
+                spool_testkit::skipped(&format!(
+                    "{why}: install mesa-vulkan-drivers (scripts/deps.sh does)"
+                ))
+                .expect("a device-memory test must run here");
+                None
+            }
+        }
+    }
+
     fn open(
         kind: ffi::AVHWDeviceType,
         format: ffi::AVPixelFormat,
@@ -378,15 +394,8 @@ mod tests {
     #[test]
     fn an_encoder_gets_a_frames_context_on_the_device_and_frees_it() {
         ff::init().expect("FFmpeg initialises");
-        let device = match HwDevice::vulkan() {
-            Ok(d) => d,
-            Err(why) => {
-                spool_testkit::skipped(&format!(
-                    "{why}: install mesa-vulkan-drivers (scripts/deps.sh does)"
-                ))
-                .expect("a device-memory test must run here");
-                return;
-            }
+        let Some(device) = HwDevice::vulkan_or_skip() else {
+            return;
         };
         let size = |enc: &mut ff::encoder::video::Video| {
             // SAFETY: test-only read of the frames context just set.
@@ -436,30 +445,12 @@ mod tests {
     #[test]
     fn a_decoder_whose_hwaccel_will_not_start_decodes_on_the_cpu() {
         ff::init().expect("FFmpeg initialises");
-        let device = match HwDevice::vulkan() {
-            Ok(d) => d,
-            Err(why) => {
-                spool_testkit::skipped(&format!(
-                    "{why}: install mesa-vulkan-drivers (scripts/deps.sh does)"
-                ))
-                .expect("a device-memory test must run here");
-                return;
-            }
+        let Some(device) = HwDevice::vulkan_or_skip() else {
+            return;
         };
         let dir = tempfile::tempdir().expect("a temp dir");
         let clip = dir.path().join("clip.mp4");
-        spool_testkit::ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25:duration=1",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            &clip.display().to_string(),
-        ])
-        .expect("a clip");
+        spool_testkit::lavfi_video(&clip, 320, 240, 1.0, &[]).expect("a clip");
         let mut ictx = ff::format::input(&clip).expect("the clip opens");
         let stream = ictx
             .streams()

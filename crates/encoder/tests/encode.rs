@@ -373,14 +373,13 @@ fn gpu_decode_on_a_gpu(r: &common::Roots) -> Result<()> {
         ensure!(o.height == h && o.frames == res.decoded_frames, "{o:?}");
     }
 
+    // A display matrix, written on a stream copy (an encode drops `rotate`).
     spool_testkit::ffmpeg(&[
-        "-f",
-        "lavfi",
         "-i",
-        "testsrc2=size=320x240:rate=25:duration=1",
-        "-c:v",
-        "libx264",
-        "-metadata:s:v",
+        &r.input.join("src.mp4").display().to_string(),
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
         "rotate=90",
         &r.input.join("rotated.mp4").display().to_string(),
     ])?;
