@@ -37,7 +37,22 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/workers", get(api::workers))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(close_after_refused_body))
         .with_state(state)
+}
+
+/// A body over the limit is refused before it is read to the end, and the
+/// server then closes the connection: say so (`Connection: close`), or a
+/// client puts the connection back in its pool and its next request fails
+/// with "connection closed before message completed".
+async fn close_after_refused_body(mut r: Response) -> Response {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 async fn index() -> Response {
