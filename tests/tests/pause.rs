@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use spool_autoscale::Autoscaler;
@@ -53,22 +53,6 @@ fn keda_reads(conn: &mut redis::Connection, q: &Queue) -> Result<(u64, u64)> {
     Ok((ready, outstanding))
 }
 
-async fn wait_until(
-    what: &str,
-    limit: Duration,
-    mut f: impl AsyncFnMut() -> Result<bool>,
-) -> Result<()> {
-    let t = Instant::now();
-    while !f().await? {
-        ensure!(
-            t.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_queue_starts_nothing_reads_empty_to_keda_and_resumes_in_order() -> Result<()> {
     let server = RedisServer::start()?;
@@ -90,7 +74,7 @@ async fn a_paused_queue_starts_nothing_reads_empty_to_keda_and_resumes_in_order(
         })
         .collect();
     let long_ids = q.enqueue_batch(long).await?;
-    wait_until("8 running jobs", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("8 running jobs", Duration::from_secs(10), async || {
         Ok(q.stats().await?.active == 8)
     })
     .await?;
@@ -129,7 +113,7 @@ async fn a_paused_queue_starts_nothing_reads_empty_to_keda_and_resumes_in_order(
             .await?;
         waiting.push((prio, i, id.to_string()));
     }
-    wait_until(
+    spool_testkit::wait_for(
         "the running jobs to finish",
         Duration::from_secs(15),
         async || Ok(q.stats().await?.active == 0),
@@ -156,7 +140,7 @@ async fn a_paused_queue_starts_nothing_reads_empty_to_keda_and_resumes_in_order(
     let stats = q.stats().await?;
     ensure!(stats.paused && stats.parked == 502, "{stats:?}");
     // The workers' metrics say so at their next sweep (200 ms).
-    wait_until(
+    spool_testkit::wait_for(
         "spool_queue_paused = 1",
         Duration::from_secs(10),
         async || {
@@ -203,7 +187,7 @@ async fn a_paused_queue_starts_nothing_reads_empty_to_keda_and_resumes_in_order(
         !resumed.paused && resumed.ready == 502 && resumed.parked == 0,
         "{resumed:?}"
     );
-    wait_until("the backlog to run", Duration::from_secs(60), async || {
+    spool_testkit::wait_for("the backlog to run", Duration::from_secs(60), async || {
         Ok(q.stats().await?.completed >= 510)
     })
     .await?;
@@ -286,7 +270,7 @@ async fn pause_and_resume_racing_enqueues_and_a_sigkill_lose_nothing() -> Result
         })
     };
     // SIGKILL worker `a` once it runs something, then start another.
-    wait_until(
+    spool_testkit::wait_for(
         "worker a to run a job",
         Duration::from_secs(20),
         async || {
@@ -303,7 +287,7 @@ async fn pause_and_resume_racing_enqueues_and_a_sigkill_lose_nothing() -> Result
     let ids = producer.await.context("producer")??;
     let pauses = toggler.await.context("toggler")??;
     ensure!(pauses > 0, "the toggler never paused");
-    wait_until(
+    spool_testkit::wait_for(
         "every job to finish",
         Duration::from_secs(120),
         async || {

@@ -85,6 +85,24 @@ fn err(msg: impl Into<String>) -> Error {
     Error(msg.into())
 }
 
+/// Waits, in an async test, until `ok` says yes, asking every 20 ms; fails
+/// with what it waited for once `timeout` passes. `ok`'s own error ends the
+/// wait at once.
+pub async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !ok().await? {
+        if start.elapsed() > timeout {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// A free TCP port on 127.0.0.1 (free when probed).
 ///
 /// Ports come from 20000..32000, below Linux's ephemeral range (32768 and

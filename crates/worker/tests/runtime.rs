@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use spool_queue::{Client, JobOptions, JobState, NewJob, Queue};
 use spool_testkit::{Record, RedisServer, WorkerProcess, example_binary, metric_value};
 
@@ -38,21 +38,6 @@ async fn enqueue(
     Ok(q.enqueue_batch(jobs).await?)
 }
 
-async fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut ok: impl AsyncFnMut() -> Result<bool>,
-) -> Result<()> {
-    let start = Instant::now();
-    while !ok().await? {
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
 /// A worker with two slots, both busy with `sleep_ms` jobs: the start of
 /// every drain and outage test. `drain` sets SPOOL_DRAIN_TIMEOUT when given.
 async fn two_busy(
@@ -68,7 +53,7 @@ async fn two_busy(
     let w = worker(server, &env)?;
     let payload = format!(r#"{{"sleep_ms": {sleep_ms}}}"#);
     let ids = enqueue(q, &payload, 2, JobOptions::default()).await?;
-    wait_for("2 active jobs", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("2 active jobs", Duration::from_secs(10), async || {
         Ok(q.stats().await?.active == 2)
     })
     .await?;
@@ -96,7 +81,7 @@ async fn drain_lets_short_jobs_finish_and_exits_zero() -> Result<()> {
         &[("SPOOL_CONCURRENCY", "4"), ("SPOOL_SLEEP_RECORD", &rec_s)],
     )?;
     let ids = enqueue(&q, r#"{"sleep_ms": 800}"#, 4, JobOptions::default()).await?;
-    wait_for("4 active jobs", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("4 active jobs", Duration::from_secs(10), async || {
         Ok(q.stats().await?.active == 4)
     })
     .await?;
@@ -141,7 +126,7 @@ async fn drain_deadline_releases_long_jobs_to_the_next_worker() -> Result<()> {
         JobOptions::default().lease(Duration::from_secs(60)),
     )
     .await?;
-    wait_for("2 active jobs", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("2 active jobs", Duration::from_secs(10), async || {
         Ok(q.stats().await?.active == 2)
     })
     .await?;
@@ -177,7 +162,7 @@ async fn drain_deadline_releases_long_jobs_to_the_next_worker() -> Result<()> {
     let second = worker(&server, &env)?;
     let pid2 = second.pid().context("pid")?;
     let started = Instant::now();
-    wait_for(
+    spool_testkit::wait_for(
         "the second worker to start both jobs",
         Duration::from_secs(10),
         async || {
@@ -206,7 +191,7 @@ async fn second_sigterm_releases_at_once() -> Result<()> {
     let t = Instant::now();
     w.signal("TERM")?;
     // The second signal must reach a worker that is already draining.
-    wait_for("/readyz 503", Duration::from_secs(5), async || {
+    spool_testkit::wait_for("/readyz 503", Duration::from_secs(5), async || {
         Ok(matches!(w.get("/readyz"), Ok((503, _))))
     })
     .await?;
@@ -235,13 +220,13 @@ async fn sigkill_mid_job_is_recovered_by_another_worker() -> Result<()> {
         JobOptions::default().lease(Duration::from_secs(1)),
     )
     .await?;
-    wait_for("the job to start", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("the job to start", Duration::from_secs(10), async || {
         Ok(q.stats().await?.active == 1)
     })
     .await?;
     a.kill();
     let _b = worker(&server, &[])?;
-    wait_for("the job to complete", Duration::from_secs(20), async || {
+    spool_testkit::wait_for("the job to complete", Duration::from_secs(20), async || {
         Ok(q.info(&ids[0]).await?.state == JobState::Completed)
     })
     .await?;
@@ -332,7 +317,7 @@ async fn redis_outage_under_load_loses_nothing() -> Result<()> {
     let env = [("SPOOL_CONCURRENCY", "4")];
     let mut w1 = worker(&server, &env)?;
     let mut w2 = worker(&server, &env)?;
-    wait_for("both workers busy", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("both workers busy", Duration::from_secs(10), async || {
         Ok(q.stats().await?.completed > 0 && q.stats().await?.active >= 4)
     })
     .await?;
@@ -356,7 +341,7 @@ async fn redis_outage_under_load_loses_nothing() -> Result<()> {
     server.restart()?;
 
     let q = queue(&server).await?;
-    wait_for(
+    spool_testkit::wait_for(
         "every job to complete",
         Duration::from_secs(60),
         async || Ok(q.stats().await?.completed == ids.len() as u64),
@@ -377,14 +362,14 @@ async fn metrics_report_depth_capacity_and_outcomes() -> Result<()> {
     let q = queue(&server).await?;
     let w = worker(&server, &[("SPOOL_CONCURRENCY", "3")])?;
     enqueue(&q, r#"{"sleep_ms": 2000}"#, 5, JobOptions::default()).await?;
-    wait_for("3 active", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("3 active", Duration::from_secs(10), async || {
         Ok(q.stats().await?.active == 3)
     })
     .await?;
     // The sweep (200 ms) refreshes the depth gauges: wait until they show
     // the three active jobs.
     let stats = q.stats().await?;
-    wait_for("the depth gauges", Duration::from_secs(10), async || {
+    spool_testkit::wait_for("the depth gauges", Duration::from_secs(10), async || {
         let (_, text) = w.get("/metrics")?;
         Ok(metric_value(
             &text,
@@ -413,12 +398,12 @@ async fn metrics_report_depth_capacity_and_outcomes() -> Result<()> {
         ) == Some(stats.active as f64)
     );
 
-    wait_for("all 5 completed", Duration::from_secs(15), async || {
+    spool_testkit::wait_for("all 5 completed", Duration::from_secs(15), async || {
         Ok(q.stats().await?.completed == 5)
     })
     .await?;
     // The counter moves when the settle returns, a moment after Redis saw it.
-    wait_for(
+    spool_testkit::wait_for(
         "5 completions counted",
         Duration::from_secs(10),
         async || {
@@ -608,7 +593,7 @@ async fn the_registry_shows_live_workers_and_loses_killed_ones() -> Result<()> {
     let mut a = worker(&server, &env)?;
     let mut b = worker(&server, &env)?;
     let ids = enqueue(&q, r#"{"sleep_ms": 3000}"#, 2, JobOptions::default()).await?;
-    wait_for(
+    spool_testkit::wait_for(
         "both workers registered, the two jobs shown",
         Duration::from_secs(10),
         async || {
@@ -636,7 +621,7 @@ async fn the_registry_shows_live_workers_and_loses_killed_ones() -> Result<()> {
     let killed_pid = a.pid().context("pid")?;
     a.kill();
     let killed = Instant::now();
-    wait_for(
+    spool_testkit::wait_for(
         "the killed worker gone",
         Duration::from_secs(10),
         async || Ok(q.workers().await?.len() == 1),
@@ -654,7 +639,7 @@ async fn the_registry_shows_live_workers_and_loses_killed_ones() -> Result<()> {
     );
     // SIGTERM the other: it shows draining, then removes itself at exit.
     b.signal("TERM")?;
-    wait_for("the draining flag", Duration::from_secs(5), async || {
+    spool_testkit::wait_for("the draining flag", Duration::from_secs(5), async || {
         Ok(q.workers().await?.first().is_none_or(|w| w.draining))
     })
     .await?;
@@ -740,7 +725,7 @@ async fn a_job_over_its_time_limit_is_stopped_and_failed() -> Result<()> {
     let w = worker(&server, &[("SPOOL_JOB_TIMEOUT", "1s")])?;
     let t = Instant::now();
     let ids = enqueue(&q, r#"{"sleep_ms": 30000}"#, 1, JobOptions::default()).await?;
-    wait_for("the job to end", Duration::from_secs(15), async || {
+    spool_testkit::wait_for("the job to end", Duration::from_secs(15), async || {
         Ok(q.info(&ids[0]).await?.state == JobState::Dead)
     })
     .await?;
@@ -777,7 +762,7 @@ async fn a_job_over_its_time_limit_is_stopped_and_failed() -> Result<()> {
         JobOptions::default().max_attempts(2),
     )
     .await?;
-    wait_for(
+    spool_testkit::wait_for(
         "the retried job to die",
         Duration::from_secs(30),
         async || Ok(q.info(&ids[0]).await?.state == JobState::Dead),
@@ -833,7 +818,7 @@ async fn a_jobs_own_time_limit_applies_within_the_workers_cap() -> Result<()> {
     let plain = enqueue(&q, sleep, 1, JobOptions::default()).await?;
     let t = Instant::now();
     let all = [&own[0], &capped[0], &retried[0], &plain[0]];
-    wait_for("every job to end", Duration::from_secs(30), async || {
+    spool_testkit::wait_for("every job to end", Duration::from_secs(30), async || {
         for id in all {
             if q.info(id).await?.state != JobState::Dead {
                 return Ok(false);
@@ -906,7 +891,7 @@ async fn handler_log_lines_are_kept_with_the_job_and_capped() -> Result<()> {
         JobOptions::default(),
     )
     .await?;
-    wait_for("the jobs to end", Duration::from_secs(20), async || {
+    spool_testkit::wait_for("the jobs to end", Duration::from_secs(20), async || {
         Ok(q.info(&kept[0]).await?.state == JobState::Completed
             && q.info(&gone[0]).await.is_err()
             && q.info(&flood[0]).await?.state == JobState::Completed)

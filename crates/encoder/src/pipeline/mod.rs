@@ -298,12 +298,11 @@ pub(crate) fn run(
     };
 
     let device = src.device.take();
+    // A device is open only where NVDEC decodes, on the GPU `decode_gpu` names.
     let scale_cuda = match (&device, decode_gpu) {
-        (None, _) | (_, Err(_)) => Err("the frames are not on the GPU".to_owned()),
-        (Some(_), Ok(_)) if filter::find("scale_cuda").is_none() => {
-            Err("the linked FFmpeg has no scale_cuda filter".to_owned())
-        }
-        (Some(_), Ok(gpu)) => Ok(gpu),
+        (Some(_), Ok(gpu)) if filter::find("scale_cuda").is_some() => Ok(gpu),
+        (Some(_), Ok(_)) => Err("the linked FFmpeg has no scale_cuda filter".to_owned()),
+        _ => Err("the frames are not on the GPU".to_owned()),
     };
     let mut graphs = GraphInput {
         shape: FrameShape::of_decoder(&src.decoder),

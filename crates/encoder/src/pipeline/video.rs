@@ -106,7 +106,7 @@ pub(super) fn video_filter(
             "a CUDA frame came without its frames context".into(),
         ));
     }
-    let scale_cuda = gi.scale_cuda.as_ref().map(|g| *g).map_err(String::as_str);
+    let scale_cuda = gi.scale_cuda.as_ref().copied().map_err(String::as_str);
     let (desc, stage) = chain(cuda, to_gpu, gi.rotation, w, h, scale_cuda);
     let build = |desc: &str| {
         let mut g = parse_graph(shape, gi.tb, frame, gi.device.as_ref(), desc)?;
