@@ -209,37 +209,48 @@ def check_overlay(overlay, docs, schemas, settings, spoolctl, probes):
 
 
 def served_paths(worker_bin, redis_url, port):
-    """Starts the worker and asks which probe paths answer."""
+    """Starts the worker and asks which probe paths answer 200, until all do
+    or 20 s pass. Returns them, and what the worker printed if it exited."""
     env = dict(os.environ, SPOOL_REDIS_URL=redis_url, SPOOL_METRICS_ADDR=f"127.0.0.1:{port}",
                SPOOL_INPUT_ROOT="/tmp", SPOOL_OUTPUT_ROOT=os.environ.get("CHECK_OUT", "/tmp"),
                SPOOL_QUEUE="deploy-check", RUST_LOG="error")
-    proc = subprocess.Popen([worker_bin], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        served = set()
-        import time
-        deadline = time.time() + 20
-        while time.time() < deadline and not served:
-            for path in ("/readyz", "/healthz", "/metrics"):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
-                        if r.status == 200:
-                            served.add(path)
-                except Exception:
-                    pass
-            time.sleep(0.2)
-        return served
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    import tempfile
+    import time
+    paths = {"/readyz", "/healthz", "/metrics"}
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([worker_bin], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            served = set()
+            deadline = time.time() + 20
+            # /readyz answers 503 until the worker's first ping of Redis: ask
+            # until every path has answered, not only the first.
+            while time.time() < deadline and served != paths and proc.poll() is None:
+                for path in sorted(paths - served):
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+                            if r.status == 200:
+                                served.add(path)
+                    except Exception:
+                        pass
+                time.sleep(0.2)
+            exited = proc.poll()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        said = ""
+        if exited is not None:
+            err.seek(0)
+            said = f"the worker exited {exited}: " + err.read().decode(errors="replace")[-2000:]
+        return served, said
 
 
 def main():
     rendered_dir, spoolctl, worker_bin, redis_url, port = sys.argv[1:6]
     schemas = keda_schemas()
     settings = worker_settings(worker_bin)
-    probes = served_paths(worker_bin, redis_url, int(port))
+    probes, said = served_paths(worker_bin, redis_url, int(port))
     if probes != {"/readyz", "/healthz", "/metrics"}:
-        problems.append(f"worker served only {sorted(probes)}")
+        problems.append(f"worker served only {sorted(probes)} {said}".rstrip())
     rules = []
     for name in sorted(os.listdir(rendered_dir)):
         overlay = name.removesuffix(".yaml")

@@ -24,8 +24,10 @@ fi
   || "$venv/bin/pip" install -q kubernetes-validate==1.34.* jsonschema pyyaml
 
 cargo build -q -p spoolctl -p spool-encoder-worker
-port=$((30000 + RANDOM % 20000))
-rport=$((30000 + RANDOM % 20000))
+# Below Linux's ephemeral range (32768 and up), where an outgoing
+# connection can hold a port between the draw and the bind.
+port=$((20000 + RANDOM % 6000))
+rport=$((26000 + RANDOM % 6000))
 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null &
 redis_pid=$!
 trap 'kill $redis_pid 2>/dev/null || true' EXIT
