@@ -167,6 +167,27 @@ def check_overlay(overlay, docs, schemas, settings, spoolctl, probes):
             if t["type"] == "redis" and "SPOOL_CONCURRENCY" in config and t["metadata"].get("listLength") != config["SPOOL_CONCURRENCY"]:
                 problem(overlay, f"listLength {t['metadata'].get('listLength')} differs from SPOOL_CONCURRENCY {config['SPOOL_CONCURRENCY']}: jobs per pod must match")
 
+    # Scale to zero strands due work unless something promotes it: a
+    # ScaledJob, or a ScaledObject that may reach 0 replicas, needs the
+    # promoter (docs/autoscaling.md).
+    at_zero = bool(scaled_jobs) or any(
+        so["spec"].get("minReplicaCount", 0) == 0 for so in by_kind.get("ScaledObject", []))
+    promoter = deployments.get("spool-promoter")
+    if at_zero and promoter is None:
+        problem(overlay, "the workers can scale to zero but no spool-promoter Deployment runs: delayed and retried jobs would never reach the KEDA keys (add components/promoter)")
+    if promoter is not None:
+        pc = promoter["spec"]["template"]["spec"]["containers"][0]
+        cmd = pc.get("command", [])
+        if cmd[1:3] != ["promote", "--every"]:
+            problem(overlay, f"spool-promoter runs {cmd}, not `spoolctl promote --every …`")
+        if not pc.get("resources", {}).get("limits"):
+            problem(overlay, "spool-promoter has no resource limits")
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            if pc.get(probe, {}).get("httpGet", {}).get("path") != path:
+                problem(overlay, f"spool-promoter {probe} must GET {path}")
+        if promoter["spec"].get("replicas", 1) < 2:
+            problem(overlay, "spool-promoter should run 2 replicas (a drained node must not stop promotion)")
+
     spec = pod_spec
     grace = spec.get("terminationGracePeriodSeconds", 30)
     drain = duration_s(config.get("SPOOL_DRAIN_TIMEOUT", "25s"))

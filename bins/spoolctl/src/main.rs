@@ -109,6 +109,10 @@ enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// Move due delayed and retried jobs into the backlog (and hand back
+    /// expired leases) on every known queue, or --queue: what keeps a fleet
+    /// at zero from stranding due work. `--every 1s` repeats until SIGTERM.
+    Promote(PromoteArgs),
     /// Replay a load profile against a ScaledObject's settings (needs no Redis).
     Simulate(SimulateArgs),
     /// Find jobs out of place (a deleted or damaged index, a job in no index);
@@ -236,6 +240,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             dry_run,
             json,
         } => return check(&queue, repair && !dry_run, json).await,
+        Command::Promote(args) => return promote(&client, cli.queue.as_deref(), args).await,
         Command::Keys { .. } | Command::Simulate(_) => {}
     }
     Ok(ExitCode::SUCCESS)

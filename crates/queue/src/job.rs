@@ -324,9 +324,22 @@ pub struct ReservedJob {
     pub timeout: Option<Duration>,
     /// The job's own choice on retrying a timeout ([`JobOptions::timeout_retry`]).
     pub timeout_retry: Option<bool>,
+    /// When the reserve's reply was read (this process's monotonic clock):
+    /// with `lease`, a deadline no server or local wall clock can skew.
+    pub(crate) reserved_at: std::time::Instant,
 }
 
 impl ReservedJob {
+    /// Whether the lease taken at reserve has run out by this process's
+    /// monotonic clock, counting no heartbeat. A worker stalled between
+    /// reserve and start (every thread blocked, a stopped process) must not
+    /// start a handler then: the sweep may already have handed the job to
+    /// another worker. Counted from when the reply was read, so it errs late
+    /// by one network trip; use it before the first heartbeat only.
+    pub fn lease_expired_before_start(&self) -> bool {
+        self.reserved_at.elapsed() >= self.lease
+    }
+
     /// The lease token (for logs and protocol-level tooling).
     pub fn token(&self) -> &str {
         &self.token

@@ -4,10 +4,12 @@
 //! It reads the same `SPOOL_*` settings as `spool-encoder-worker` and handles
 //! payloads like `{"sleep_ms": 500, "fail_times": 0, "panic": false, "crash": false}`:
 //! sleep (cancellable), fail the first `fail_times` attempts, panic, or exit with
-//! code 137 half-way through to play a killed pod; `"log": ["…"]` appends those
+//! code 137 half-way through to play a killed pod; `"block_ms": n` first blocks a
+//! thread for n ms ignoring cancellation (through `JobContext::run_blocking`, then
+//! recorded as `unblocked`), as a handler that outlives its stop would; `"log": ["…"]` appends those
 //! lines to the job's log first, and `"log_flood": n` n more (`line <i>`). When `SPOOL_SLEEP_RECORD`
-//! names a file, each handler start, finish and stop (cancelled: drained or
-//! lease lost) is appended to it as a line `start|done|stop <job id> <attempt>
+//! names a file, each handler start, finish, stop (cancelled: drained or
+//! lease lost) and unblocking is appended to it as a line `start|done|stop <job id> <attempt>
 //! <pid> <unix ms>`, the record the tests check exactly-once against.
 
 use std::io::Write;
@@ -34,6 +36,11 @@ struct SleepJob {
     /// That many more log lines, as fast as possible.
     #[serde(default)]
     log_flood: u32,
+    /// Milliseconds of blocking sleep before the cancellable one, through
+    /// `run_blocking`, ignoring cancellation: reproduces a handler that
+    /// outlives its stop (the slot must stay taken until it returns).
+    #[serde(default)]
+    block_ms: u64,
     /// Free-form tag, ignored (lets tests make payloads distinct).
     #[serde(default)]
     #[allow(dead_code)]
@@ -86,6 +93,12 @@ impl Handler for Sleeper {
         }
         for i in 0..job.log_flood {
             ctx.log(LogLevel::Warning, format_args!("line {i}"));
+        }
+        if job.block_ms > 0 {
+            let block = Duration::from_millis(job.block_ms);
+            ctx.run_blocking(move |_ignored| std::thread::sleep(block))
+                .await?;
+            self.note("unblocked", &ctx);
         }
         let total = Duration::from_millis(job.sleep_ms);
         if job.crash {

@@ -1,6 +1,14 @@
 //! Running one leased job: decode, call the handler, heartbeat while it runs,
 //! and settle it from what happened. One task per job; the run loop only
 //! starts them.
+//!
+//! A slot is a slot: the job's task (and with it its concurrency permit and
+//! its entry among the running jobs) ends only when the handler's code has
+//! returned. A handler that ignores cancellation past [`STOP_GRACE`] is not
+//! aborted (aborting a future frees nothing its blocking code holds, and a
+//! GPU would then run more encodes than `SPOOL_CONCURRENCY` allows): its job
+//! is settled at once, so another worker can take it, and the task waits for
+//! the handler, counted as a leftover and keeping the worker not ready.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +22,7 @@ use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::handler::{Handler, JobContext, JobError, JobLog};
+use crate::health::Health;
 use crate::metrics::{self as m, Outcome};
 
 /// How often progress reaches Redis at most: a few updates a second would be
@@ -73,6 +82,9 @@ impl TimeLimit {
     }
 }
 
+/// The handler's own task, still running after it was told to stop.
+type Leftover = tokio::task::JoinHandle<Result<Option<serde_json::Value>, JobError>>;
+
 /// How the handler's run ended.
 enum Ended {
     Returned(Result<Option<serde_json::Value>, JobError>),
@@ -93,6 +105,11 @@ pub(crate) struct JobEnv<H> {
     pub(crate) running: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Batches settlements into shared script calls.
     pub(crate) settler: Settler,
+    /// Readiness: not ready while a leftover handler holds a slot.
+    pub(crate) health: Arc<Health>,
+    /// Ids of the jobs among `running` that are settled already and wait only
+    /// for a handler that ignored its stop (nothing of theirs is unsettled).
+    pub(crate) leftovers: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl<H> Clone for JobEnv<H> {
@@ -104,6 +121,8 @@ impl<H> Clone for JobEnv<H> {
             release_all: self.release_all.clone(),
             running: self.running.clone(),
             settler: self.settler.clone(),
+            health: self.health.clone(),
+            leftovers: self.leftovers.clone(),
         }
     }
 }
@@ -113,22 +132,42 @@ impl<H> JobEnv<H> {
     /// (A job reclaimed from this worker and reserved by it again runs twice
     /// for a moment: ids are counted, not just listed.)
     fn track(&self, id: &str, starts: bool) -> usize {
-        let mut ids = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if starts {
-            *ids.entry(id.to_owned()).or_default() += 1;
-        } else if let Some(n) = ids.get_mut(id) {
-            *n -= 1;
-            if *n == 0 {
-                ids.remove(id);
-            }
-        }
-        ids.values().sum()
+        count_id(&self.running, id, starts)
+    }
+
+    /// Ids of the jobs running whose results have not reached Redis yet.
+    pub(crate) fn unsettled(&self) -> Vec<String> {
+        let leftovers = self.leftovers.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .iter()
+            .filter(|(id, n)| leftovers.get(*id).copied().unwrap_or(0) < **n)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// How many jobs run now.
     pub(crate) fn running_count(&self) -> usize {
         self.running.lock().map_or(0, |ids| ids.values().sum())
     }
+}
+
+/// Adds (`true`) or removes one count of `id`; returns the total count.
+fn count_id(
+    ids: &std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    id: &str,
+    add: bool,
+) -> usize {
+    let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
+    if add {
+        *ids.entry(id.to_owned()).or_default() += 1;
+    } else if let Some(n) = ids.get_mut(id) {
+        *n -= 1;
+        if *n == 0 {
+            ids.remove(id);
+        }
+    }
+    ids.values().sum()
 }
 
 /// Runs one job to its end and settles it.
@@ -148,11 +187,25 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
         .duration_since(job.run_at)
         .unwrap_or_default();
     metrics::histogram!(m::JOB_WAIT, "queue" => queue_label.clone()).record(wait.as_secs_f64());
+    if job.lease_expired_before_start() {
+        // Reserved, then stalled (every runtime thread blocked, the process
+        // stopped) past the lease: a sweep may have handed the job to another
+        // worker already. Running it here could run it twice at once; the
+        // lease's owner, or the next sweep, settles it.
+        tracing::warn!(
+            lease_ms = job.lease.as_millis() as u64,
+            "not starting: the lease ran out between reserve and start (was this process stalled?)"
+        );
+        metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label, "outcome" => Outcome::LeaseLost.as_str())
+            .increment(1);
+        return;
+    }
     let running = env.track(&job.id, true);
     metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(running as f64);
     tracing::info!(wait_ms = wait.as_millis() as u64, "job started");
 
     let started = Instant::now();
+    let mut leftover: Option<Leftover> = None;
     let (outcome, settle) = match serde_json::from_slice::<H::Payload>(&job.payload) {
         Err(e) => {
             let why = format!("payload is not valid for this worker: {e}");
@@ -161,7 +214,8 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
         }
         Ok(payload) => {
             let log = Arc::new(JobLog::default());
-            let (ended, reason, unsent) = supervise(&env, &job, payload, &log).await;
+            let (ended, reason, unsent, left) = supervise(&env, &job, payload, &log).await;
+            leftover = left;
             // What the handler logged last is stored before the job settles.
             send_log(&env, &job, &log).await;
             // Progress the handler reported after the last beat (a short job's
@@ -189,16 +243,43 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             .await
             .unwrap_or(Outcome::LeaseLost),
     };
-    let left = env.track(&job.id, false);
-    metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(left as f64);
     metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
         .increment(1);
-    metrics::histogram!(m::JOB_DURATION, "queue" => queue_label, "outcome" => outcome.as_str())
+    metrics::histogram!(m::JOB_DURATION, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
         .record(handler_time.as_secs_f64());
     tracing::info!(
         outcome = outcome.as_str(),
         duration_ms = handler_time.as_millis() as u64,
         "job finished"
+    );
+    if let Some(task) = leftover {
+        count_id(&env.leftovers, &job.id, true);
+        wait_for_leftover(&env, &queue_label, task).await;
+        count_id(&env.leftovers, &job.id, false);
+    }
+    let left = env.track(&job.id, false);
+    metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label).set(left as f64);
+}
+
+/// Holds the job's slot until a handler that ignored its stop returns: the
+/// job is settled already, but the handler's code still runs (and may hold a
+/// GPU session, memory, a thread). Logged once, counted, and the worker is
+/// not ready meanwhile.
+async fn wait_for_leftover<H>(env: &JobEnv<H>, queue_label: &str, task: Leftover) {
+    let since = Instant::now();
+    let n = env.health.set_leftover(true);
+    metrics::counter!(m::LEFTOVER_HANDLERS_TOTAL, "queue" => queue_label.to_owned()).increment(1);
+    metrics::gauge!(m::LEFTOVER_HANDLERS, "queue" => queue_label.to_owned()).set(n as f64);
+    tracing::warn!(
+        grace_ms = STOP_GRACE.as_millis() as u64,
+        "the handler ignored cancellation and still runs after its job ended; its slot stays taken (and the worker not ready) until it returns: check it with JobContext::is_cancelled, or run blocking code through JobContext::run_blocking"
+    );
+    let _ = task.await;
+    let n = env.health.set_leftover(false);
+    metrics::gauge!(m::LEFTOVER_HANDLERS, "queue" => queue_label.to_owned()).set(n as f64);
+    tracing::info!(
+        after_ms = since.elapsed().as_millis() as u64,
+        "the leftover handler returned; its slot is free"
     );
 }
 
@@ -209,7 +290,7 @@ async fn supervise<H: Handler>(
     job: &ReservedJob,
     payload: H::Payload,
     log: &Arc<JobLog>,
-) -> (Ended, Option<StopReason>, Option<String>) {
+) -> (Ended, Option<StopReason>, Option<String>, Option<Leftover>) {
     let cancel = CancellationToken::new();
     let (progress_tx, mut progress_rx) = watch::channel(None::<String>);
     let (limit_tx, mut limit_rx) = watch::channel(None::<Duration>);
@@ -274,13 +355,16 @@ async fn supervise<H: Handler>(
             }
         }
     };
+    let mut leftover = None;
     let joined = match joined {
         Some(res) => Some(res),
-        // Stopped: give the handler a moment to return by itself and clean up.
+        // Stopped: give the handler a moment to return by itself and clean
+        // up. One that does not is left running, never aborted (see the
+        // module docs): the caller settles the job and then waits for it.
         None => match tokio::time::timeout(STOP_GRACE, &mut task).await {
             Ok(res) => Some(res),
             Err(_) => {
-                task.abort();
+                leftover = Some(task);
                 None
             }
         },
@@ -293,7 +377,7 @@ async fn supervise<H: Handler>(
     };
     let latest = progress_rx.borrow().clone();
     let unsent = if latest != sent { latest } else { None };
-    (ended, reason.get().copied(), unsent)
+    (ended, reason.get().copied(), unsent, leftover)
 }
 
 /// Sends the log lines that wait; a failure (Redis away or full) drops them
@@ -407,6 +491,14 @@ async fn settle_with_retry<H>(
             Err(SettleFailure::LeaseLost) => {
                 tracing::warn!("lease lost before the job could be settled");
                 return None;
+            }
+            Err(SettleFailure::Unreplicated { state, error }) => {
+                tracing::warn!(
+                    state = %state,
+                    error = %error,
+                    "settled, but its replication was not confirmed: the job is {state} on the master; a failover now could undo that and run it again"
+                );
+                return Some(Outcome::Unreplicated);
             }
             Err(SettleFailure::Transient(e)) if Instant::now() < give_up => {
                 tracing::warn!(error = %e, "cannot settle yet; retrying");

@@ -21,6 +21,22 @@ use tokio_util::sync::CancellationToken;
 /// A panic counts as a retryable failure and never takes the process down.
 /// Delivery is at-least-once: a job may run again after a crash, so the work
 /// must be safe to repeat (write outputs to temporary names, rename at the end).
+///
+/// # Cancellation and blocking code
+///
+/// When the job must stop (cancel requested, lease lost, time limit, drain
+/// deadline) `ctx.cancelled()` fires and the handler has 250 ms to return.
+/// A handler that does not is **not** aborted: its job is settled at once
+/// (released, failed or cancelled, so another worker can take it), but its
+/// concurrency slot stays taken until its code returns, the worker reports
+/// not ready, and `spool_worker_leftover_handlers_total` counts it. So:
+///
+/// - never block an async handler's thread (it also stalls heartbeats and
+///   time limits of other jobs): run blocking work through
+///   [`JobContext::run_blocking`], which hands the closure the cancellation
+///   token to poll;
+/// - check [`JobContext::is_cancelled`] (or select on `ctx.cancelled()`)
+///   often enough to stop within the grace.
 pub trait Handler: Send + Sync + 'static {
     /// The payload type, decoded from the job's JSON.
     type Payload: DeserializeOwned + Send + 'static;
@@ -165,5 +181,23 @@ impl JobContext {
     /// The token itself, to hand to code that takes a `CancellationToken`.
     pub fn cancellation_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// Runs blocking code (FFmpeg, a render, file I/O) on tokio's blocking
+    /// pool and waits for it, the blessed way to block inside a handler.
+    /// `work` gets the job's cancellation token: poll
+    /// [`CancellationToken::is_cancelled`] between units of work and return
+    /// early when it is set. Until `work` returns, the handler has not
+    /// returned, so the job's slot stays taken however long it runs (see
+    /// [`Handler`]). A panic in `work` becomes a retryable error.
+    pub async fn run_blocking<T, F>(&self, work: F) -> Result<T, JobError>
+    where
+        F: FnOnce(CancellationToken) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let token = self.cancel.clone();
+        tokio::task::spawn_blocking(move || work(token))
+            .await
+            .map_err(|e| JobError::retryable(format!("blocking work panicked: {e}")))
     }
 }

@@ -1,9 +1,10 @@
 //! The worker's HTTP face: `/metrics` (Prometheus text), `/healthz` (the process
-//! lives) and `/readyz` (it wants work: not draining and Redis reachable).
+//! lives) and `/readyz` (it wants work: not draining, Redis reachable, and no
+//! slot held by a handler that outlived its job).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -17,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 pub struct Health {
     draining: AtomicBool,
     redis_down: AtomicBool,
+    /// Handlers still running after their job was settled without them (they
+    /// ignored cancellation): each holds a slot with no job, so the pod is
+    /// not ready while any does, and the autoscaler sees why it is slow.
+    leftover: AtomicUsize,
 }
 
 impl Health {
@@ -43,9 +48,27 @@ impl Health {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Records a handler that outlived its job (`true`) or its return.
+    pub(crate) fn set_leftover(&self, starts: bool) -> usize {
+        if starts {
+            self.leftover.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.leftover
+                .fetch_sub(1, Ordering::SeqCst)
+                .saturating_sub(1)
+        }
+    }
+
+    /// Handlers still running after their job ended without them.
+    pub fn leftover_handlers(&self) -> usize {
+        self.leftover.load(Ordering::SeqCst)
+    }
+
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && !self.redis_down.load(Ordering::SeqCst)
+        !self.is_draining()
+            && !self.redis_down.load(Ordering::SeqCst)
+            && self.leftover_handlers() == 0
     }
 }
 
@@ -67,6 +90,11 @@ async fn metrics_page() -> impl IntoResponse {
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     if health.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if health.leftover_handlers() > 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a handler that ignored cancellation still holds a slot\n",
+        )
     } else if !health.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n")
     } else {

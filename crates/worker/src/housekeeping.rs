@@ -56,6 +56,8 @@ pub(crate) async fn sweep_loop(queue: Queue, every: Duration) {
                     metrics::gauge!(m::QUEUE_DEPTH, "queue" => q.clone(), "state" => state)
                         .set(v as f64);
                 }
+                metrics::gauge!(m::QUEUE_LATENESS, "queue" => q.clone())
+                    .set(s.lateness_ms as f64 / 1000.0);
                 metrics::gauge!(m::QUEUE_PAUSED, "queue" => q).set(if s.paused {
                     1.0
                 } else {

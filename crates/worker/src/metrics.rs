@@ -21,6 +21,16 @@ pub const JOBS_TOTAL: &str = "spool_jobs_total";
 pub const JOB_DURATION: &str = "spool_job_duration_seconds";
 /// Enqueue (or run-at) to start (`queue`).
 pub const JOB_WAIT: &str = "spool_job_wait_seconds";
+/// How late the oldest due job is (`queue`): seconds since the earliest
+/// run-at still waiting in `scheduled`, 0 when nothing due waits. Above a few
+/// seconds it means nothing promotes due work (no worker, no promoter).
+pub const QUEUE_LATENESS: &str = "spool_queue_lateness_seconds";
+/// Handlers still running after their job was settled without them (`queue`):
+/// each holds a slot with no job.
+pub const LEFTOVER_HANDLERS: &str = "spool_worker_leftover_handlers";
+/// Handlers that outlived their job (ignored cancellation past the grace),
+/// counted once each (`queue`).
+pub const LEFTOVER_HANDLERS_TOTAL: &str = "spool_worker_leftover_handlers_total";
 
 /// How a handling ended: the `outcome` label of `spool_jobs_total` and
 /// `spool_job_duration_seconds`, and what the settle logic decided.
@@ -41,11 +51,15 @@ pub enum Outcome {
     /// Stopped at `SPOOL_JOB_TIMEOUT`; dead, or retried with
     /// `SPOOL_JOB_TIMEOUT_RETRY`.
     TimedOut,
+    /// Settled on the master, but `SPOOL_REDIS_MIN_REPLICAS` replicas did not
+    /// confirm it in time: the settlement happened, a failover now could
+    /// undo it (the job would then run again).
+    Unreplicated,
 }
 
 impl Outcome {
     /// Every outcome, so each counter series exists from the start.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Completed,
         Outcome::Retried,
         Outcome::Dead,
@@ -53,6 +67,7 @@ impl Outcome {
         Outcome::LeaseLost,
         Outcome::Cancelled,
         Outcome::TimedOut,
+        Outcome::Unreplicated,
     ];
 
     /// The label value.
@@ -65,6 +80,7 @@ impl Outcome {
             Outcome::LeaseLost => "lease_lost",
             Outcome::Cancelled => "cancelled",
             Outcome::TimedOut => "timed_out",
+            Outcome::Unreplicated => "unreplicated",
         }
     }
 }
@@ -130,4 +146,17 @@ fn describe() {
         "Handler time by outcome."
     );
     describe_histogram!(JOB_WAIT, metrics::Unit::Seconds, "Time from due to start.");
+    describe_gauge!(
+        QUEUE_LATENESS,
+        metrics::Unit::Seconds,
+        "How late the oldest due job waiting in scheduled is, read from Redis."
+    );
+    describe_gauge!(
+        LEFTOVER_HANDLERS,
+        "Handlers still running after their job ended without them (each holds a slot)."
+    );
+    describe_counter!(
+        LEFTOVER_HANDLERS_TOTAL,
+        "Handlers that ignored cancellation and outlived their job."
+    );
 }

@@ -235,6 +235,8 @@ impl<H: Handler> Worker<H> {
             release_all: CancellationToken::new(),
             running: Arc::default(),
             settler: crate::settler::Settler::start(queue.clone()),
+            health: health.clone(),
+            leftovers: Arc::default(),
         };
         let registry = crate::registry::Registry::start(
             queue.clone(),
@@ -388,18 +390,22 @@ impl<H: Handler> Worker<H> {
         env.release_all.cancel();
         // Releases are bounded too: Redis may not answer at all.
         let wait = if forced { FORCE_WAIT } else { RELEASE_WAIT };
-        let settled = tokio::select! {
+        let _ = tokio::select! {
             r = tokio::time::timeout(wait, tracker.wait()) => r.is_ok(),
             _ = shutdown.force.cancelled(), if !forced => {
                 tokio::time::timeout(FORCE_WAIT, tracker.wait()).await.is_ok()
             }
         };
+        let unsettled = env.unsettled();
+        let settled = unsettled.is_empty();
+        let leftover = health.leftover_handlers();
+        if leftover > 0 {
+            tracing::warn!(
+                leftover,
+                "exiting with handlers that ignored cancellation still running; their jobs were settled (their code ends with the process)"
+            );
+        }
         if !settled {
-            let unsettled: Vec<String> = env
-                .running
-                .lock()
-                .map(|ids| ids.keys().cloned().collect())
-                .unwrap_or_default();
             tracing::error!(
                 ?unsettled,
                 "exiting with jobs whose results could not reach Redis; their leases will expire and they will run again"

@@ -17,6 +17,10 @@ pub(crate) enum SettleFailure {
     LeaseLost,
     /// Redis did not answer; retrying is safe (settling is idempotent).
     Transient(String),
+    /// Redis applied the settlement (the job is in `state` now) but fewer
+    /// replicas than `SPOOL_REDIS_MIN_REPLICAS` confirmed it in time. Not
+    /// worth retrying: a second settle finds the lease already spent.
+    Unreplicated { state: JobState, error: String },
 }
 
 type Request = (
@@ -64,15 +68,22 @@ async fn batch_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Request>) {
             .iter()
             .map(|(job, how, _)| (job, how.clone()))
             .collect();
-        match queue.settle_many(items).await {
-            Ok(results) => {
+        match queue.settle_many_applied(items).await {
+            Ok((results, replicated)) => {
+                let unconfirmed = replicated.err().map(|e| e.to_string());
                 for ((_, _, reply), r) in batch.drain(..).zip(results) {
-                    let _ = reply.send(r.map_err(|e| match e {
-                        QueueError::LeaseLost { .. } | QueueError::NotFound { .. } => {
-                            SettleFailure::LeaseLost
+                    let answer = match (r, &unconfirmed) {
+                        (Ok(state), None) => Ok(state),
+                        (Ok(state), Some(error)) => Err(SettleFailure::Unreplicated {
+                            state,
+                            error: error.clone(),
+                        }),
+                        (Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }), _) => {
+                            Err(SettleFailure::LeaseLost)
                         }
-                        other => SettleFailure::Transient(other.to_string()),
-                    }));
+                        (Err(other), _) => Err(SettleFailure::Transient(other.to_string())),
+                    };
+                    let _ = reply.send(answer);
                 }
             }
             Err(e) => {

@@ -938,3 +938,166 @@ async fn handler_log_lines_are_kept_with_the_job_and_capped() -> Result<()> {
     );
     Ok(())
 }
+
+/// Finds the time of the first `kind` event of job `id` in the record.
+fn event_ms(rec: &Record, kind: &str, id: &str) -> Option<u64> {
+    rec.0
+        .iter()
+        .find(|e| e.kind == kind && e.id == id)
+        .map(|e| e.ms)
+}
+
+/// A slot is a slot: a handler that blocks its thread ignoring cancellation
+/// (`block_ms`, through `run_blocking`) keeps its slot after its 1 s time
+/// limit ends the job. With concurrency 1, the next job starts only after the
+/// blocked handler returned; meanwhile the worker is not ready, and the
+/// leftover is counted once. (Before: the slot was given away at the stop
+/// grace and the next job ran beside the blocked one.)
+#[tokio::test]
+async fn a_handler_that_ignores_cancellation_keeps_its_slot_until_it_returns() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let dir = tempfile::tempdir()?;
+    let rec = dir.path().join("record");
+    let rec_s = rec.display().to_string();
+    let w = worker(
+        &server,
+        &[
+            ("SPOOL_CONCURRENCY", "1"),
+            ("SPOOL_JOB_TIMEOUT", "1s"),
+            ("SPOOL_SLEEP_RECORD", &rec_s),
+        ],
+    )?;
+    let blocked = enqueue(
+        &q,
+        r#"{"block_ms": 6000, "sleep_ms": 10}"#,
+        1,
+        JobOptions::default(),
+    )
+    .await?;
+    let next = enqueue(&q, r#"{"sleep_ms": 10}"#, 1, JobOptions::default()).await?;
+    // The time limit settles the blocked job (dead: timed out) long before
+    // its handler returns; the worker must say it is not ready meanwhile.
+    spool_testkit::wait_for(
+        "the blocked job to time out",
+        Duration::from_secs(20),
+        async || Ok(q.info(&blocked[0]).await?.state == JobState::Dead),
+    )
+    .await?;
+    let (code, body) = w.get("/readyz")?;
+    let unblocked_yet = event_ms(&Record::read(&rec), "unblocked", &blocked[0]).is_some();
+    ensure!(
+        unblocked_yet || code == 503,
+        "ready ({code} {body}) while a leftover handler holds the only slot"
+    );
+    spool_testkit::wait_for(
+        "the next job to complete",
+        Duration::from_secs(40),
+        async || Ok(q.info(&next[0]).await?.state == JobState::Completed),
+    )
+    .await?;
+    let record = Record::read_required(&rec)?;
+    let unblocked = event_ms(&record, "unblocked", &blocked[0]).context("no unblocked event")?;
+    let next_start = event_ms(&record, "start", &next[0]).context("next job never started")?;
+    ensure!(
+        next_start >= unblocked,
+        "the next job started {} ms before the blocked handler returned: two handlers ran in one slot",
+        unblocked - next_start
+    );
+    let err = q.info(&blocked[0]).await?.last_error.unwrap_or_default();
+    ensure!(err.contains("timed out after 1s"), "{err}");
+    let (_, metrics) = w.get("/metrics")?;
+    let leftovers = metric_value(
+        &metrics,
+        "spool_worker_leftover_handlers_total",
+        &[("queue", QUEUE)],
+    );
+    ensure!(leftovers == Some(1.0), "leftover counter {leftovers:?}");
+    let holding = metric_value(
+        &metrics,
+        "spool_worker_leftover_handlers",
+        &[("queue", QUEUE)],
+    );
+    ensure!(
+        holding == Some(0.0),
+        "leftover gauge {holding:?} after it returned"
+    );
+    ensure!(
+        w.log().contains("ignored cancellation"),
+        "the leftover is not logged:\n{}",
+        w.log()
+    );
+    println!(
+        "blocked handler returned at +{} ms; next job started {} ms after it",
+        unblocked.saturating_sub(event_ms(&record, "start", &blocked[0]).unwrap_or(unblocked)),
+        next_start - unblocked
+    );
+    Ok(())
+}
+
+/// `SPOOL_REDIS_MIN_REPLICAS=1` with no replica: each settle is applied on
+/// the master but not confirmed. The worker reports that (outcome
+/// `unreplicated`), frees the slot at once and moves on, instead of retrying a
+/// settle that already happened until its lease ran out and counting it
+/// `lease_lost`.
+#[tokio::test]
+async fn an_unreplicated_settle_frees_the_slot_and_is_not_lease_lost() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let w = worker(
+        &server,
+        &[
+            ("SPOOL_CONCURRENCY", "1"),
+            ("SPOOL_LEASE", "30s"),
+            ("SPOOL_REDIS_MIN_REPLICAS", "1"),
+        ],
+    )?;
+    let t = Instant::now();
+    let ids = enqueue(&q, r#"{"sleep_ms": 10}"#, 3, JobOptions::default()).await?;
+    // Held for a lease each, three jobs would take 90 s; freed at once, about
+    // a second each (the WAIT for the missing replica).
+    spool_testkit::wait_for("3 jobs completed", Duration::from_secs(25), async || {
+        Ok(q.stats().await?.completed == 3)
+    })
+    .await?;
+    // The state is visible at once; the worker counts the outcome when the
+    // WAIT for the missing replica gives up, a second later.
+    spool_testkit::wait_for("3 settles counted", Duration::from_secs(10), async || {
+        let (_, metrics) = w.get("/metrics")?;
+        let n = metric_value(
+            &metrics,
+            "spool_jobs_total",
+            &[("queue", QUEUE), ("outcome", "unreplicated")],
+        );
+        Ok(n == Some(3.0))
+    })
+    .await?;
+    let took = t.elapsed();
+    let st = states(&q, &ids).await?;
+    ensure!(st.iter().all(|s| *s == (JobState::Completed, 1)), "{st:?}");
+    let (_, metrics) = w.get("/metrics")?;
+    let count = |outcome| {
+        metric_value(
+            &metrics,
+            "spool_jobs_total",
+            &[("queue", QUEUE), ("outcome", outcome)],
+        )
+    };
+    ensure!(
+        count("unreplicated") == Some(3.0),
+        "unreplicated {:?}",
+        count("unreplicated")
+    );
+    ensure!(
+        count("lease_lost") == Some(0.0),
+        "lease_lost {:?}",
+        count("lease_lost")
+    );
+    ensure!(
+        !w.log().contains("the lease will expire and the job rerun"),
+        "{}",
+        w.log()
+    );
+    println!("3 unreplicated settles took {took:?} in all");
+    Ok(())
+}

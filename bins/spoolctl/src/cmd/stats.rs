@@ -57,7 +57,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
     };
     if !json {
         println!(
-            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}  STATE",
+            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8}  STATE",
             "QUEUE",
             "READY",
             "SCHEDULED",
@@ -65,7 +65,8 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
             "OUTSTANDING",
             "DEAD",
             "COMPLETED",
-            "CANCELLED"
+            "CANCELLED",
+            "LATE_S"
         );
     }
     // One queue that cannot be read (a bad name registered by hand, a
@@ -96,7 +97,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
             println!("{}", serde_json::to_string(&s).unwrap_or_default());
         } else {
             println!(
-                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9}  {}",
+                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8.1}  {}",
                 s.queue,
                 s.ready,
                 s.scheduled,
@@ -105,6 +106,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
                 s.dead,
                 s.completed,
                 s.cancelled,
+                s.lateness_ms as f64 / 1000.0,
                 if s.paused {
                     format!("PAUSED, {} held", s.parked)
                 } else {

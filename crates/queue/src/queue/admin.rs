@@ -83,11 +83,28 @@ impl Queue {
             pipe.cmd("ZCARD").arg(key);
         }
         pipe.cmd("EXISTS").arg(&k.paused);
+        pipe.cmd("ZRANGE")
+            .arg(&k.scheduled)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
+        pipe.cmd("TIME");
         let mut conn = self.client.inner.conn.clone();
-        let v: Vec<u64> = pipe
+        let mut v: Vec<Value> = pipe
             .query_async(&mut conn)
             .await
             .map_err(|e| self.client.err(e))?;
+        let (Some(time), Some(first)) = (v.pop(), v.pop()) else {
+            return Err(self.corrupt("stats", &Value::Nil));
+        };
+        let lateness_ms = lateness_ms(first, time);
+        let Some(v) = v
+            .into_iter()
+            .map(|x| redis::from_redis_value::<u64>(x).ok())
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return Err(self.corrupt("stats", &Value::Nil));
+        };
         let [
             ready,
             scheduled,
@@ -113,6 +130,7 @@ impl Queue {
             cancelled,
             paused: paused == 1,
             parked,
+            lateness_ms,
         })
     }
 
@@ -321,11 +339,33 @@ impl Queue {
     pub async fn sweep(&self, limit: usize) -> Result<SweepReport> {
         let mut inv = self.invocation(&scripts::SWEEP);
         inv.arg(limit.max(1));
-        let (promoted, recovered, pruned): (u64, u64, u64) = self.invoke(&inv).await?;
+        let (promoted, recovered, pruned, lateness_ms, next_due): (u64, u64, u64, u64, i64) =
+            self.invoke(&inv).await?;
         Ok(SweepReport {
             promoted,
             recovered,
             pruned,
+            lateness_ms,
+            next_due_in_ms: u64::try_from(next_due).ok(),
         })
+    }
+}
+
+/// How late the first entry of `scheduled` (`ZRANGE … 0 0 WITHSCORES`) is at
+/// the server's `TIME`, in ms; 0 when it is not due yet or there is none.
+fn lateness_ms(first: Value, time: Value) -> u64 {
+    let run_at: Option<f64> = match first {
+        Value::Array(mut a) if a.len() == 2 => {
+            a.pop().and_then(|s| redis::from_redis_value(s).ok())
+        }
+        _ => None,
+    };
+    let now: Option<(u64, u64)> = redis::from_redis_value(time).ok();
+    match (run_at, now) {
+        (Some(run_at), Some((s, us))) => {
+            let now_ms = s.saturating_mul(1000) + us / 1000;
+            now_ms.saturating_sub(run_at.max(0.0) as u64)
+        }
+        _ => 0,
     }
 }

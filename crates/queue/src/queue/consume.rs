@@ -153,6 +153,22 @@ impl Queue {
         &self,
         items: Vec<(&ReservedJob, Settle)>,
     ) -> Result<Vec<Result<JobState>>> {
+        let (out, replicated) = self.settle_many_applied(items).await?;
+        replicated?;
+        Ok(out)
+    }
+
+    /// [`Queue::settle_many`] that keeps what Redis applied apart from whether
+    /// it was replicated: the per-job outcomes, and separately
+    /// [`Error::NotReplicated`] when `min_replicas` replicas did not confirm
+    /// them in time. A worker uses it to tell "settled, replication not
+    /// confirmed" (the job is done; a failover now could undo it) from "not
+    /// settled" (retry), instead of retrying a settle that already happened
+    /// until its lease runs out.
+    pub async fn settle_many_applied(
+        &self,
+        items: Vec<(&ReservedJob, Settle)>,
+    ) -> Result<(Vec<Result<JobState>>, Result<()>)> {
         let mut out = Vec::with_capacity(items.len());
         for chunk in items.chunks(SETTLE_CHUNK) {
             let mut inv = self.invocation(&scripts::SETTLE);
@@ -175,8 +191,8 @@ impl Queue {
                 out.push(self.decode_settled(&job.id, &reply));
             }
         }
-        self.client.replicated().await?;
-        Ok(out)
+        let replicated = self.client.replicated().await;
+        Ok((out, replicated))
     }
 
     fn decode_settled(&self, id: &str, reply: &str) -> Result<JobState> {
@@ -220,6 +236,7 @@ pub(crate) fn decode_reserved_row(row: &Value) -> Option<ReservedJob> {
     let text = |i: usize| bytes(i).map(|b| String::from_utf8_lossy(&b).into_owned());
     let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
     Some(ReservedJob {
+        reserved_at: std::time::Instant::now(),
         id: JobId::from(text(0)?),
         payload: bytes(1)?,
         attempt: int(2)?.clamp(0, u32::MAX as i64) as u32,

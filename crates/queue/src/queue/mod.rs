@@ -403,6 +403,11 @@ pub struct QueueStats {
     pub paused: bool,
     /// The backlog held while paused (ready jobs outside `ready`).
     pub parked: u64,
+    /// How late the oldest due job still in `scheduled` is, in ms (0 when
+    /// none is due). Due jobs leave `scheduled` at the next reserve, sweep or
+    /// promotion pass; a value above a few seconds means nothing promotes
+    /// them (no worker and no promoter), and the autoscaler cannot see them.
+    pub lateness_ms: u64,
 }
 
 /// Where a pause or resume left a queue ([`Queue::pause`], [`Queue::resume`],
@@ -422,7 +427,7 @@ pub struct PauseState {
 }
 
 /// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
     /// Scheduled jobs that became ready.
     pub promoted: u64,
@@ -430,6 +435,12 @@ pub struct SweepReport {
     pub recovered: u64,
     /// Retention index entries dropped.
     pub pruned: u64,
+    /// How late the oldest due job that this pass left in `scheduled` is
+    /// (more were due than one pass moves), in ms; 0 when none.
+    pub lateness_ms: u64,
+    /// When the next scheduled job is due, in ms from now (server clock);
+    /// `None` when nothing is scheduled. A promoter sleeps until then.
+    pub next_due_in_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for Queue {
