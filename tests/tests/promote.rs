@@ -239,3 +239,110 @@ async fn promote_once_moves_due_jobs_of_every_queue() -> Result<()> {
     ensure!(String::from_utf8_lossy(&bad.stderr).contains("--every"));
     Ok(())
 }
+
+/// The fleet from zero, driven by the KEDA model (`minReplicaCount: 0`)
+/// reading the real outstanding key, with the promoter running: jobs come
+/// due after the fleet went back to zero (a delay, and a retry whose backoff
+/// outlasts the cooldown), the model starts pods for them, and each job runs
+/// exactly once; the fleet ends at zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_at_zero_starts_for_due_work_through_the_promoter() -> Result<()> {
+    use spool_autoscale::{Autoscaler, ScalerSpec};
+    let server = RedisServer::start()?;
+    let client = Client::connect(&server.url()).await?;
+    let q = client.queue("fleet0")?;
+    let dir = tempfile::tempdir()?;
+    let rec = dir.path().join("record");
+    let rec_s = rec.display().to_string();
+    let bin = example_binary("spool-worker", "sleep_worker")?;
+    let env = [
+        ("SPOOL_QUEUE", "fleet0"),
+        ("SPOOL_CONCURRENCY", "2"),
+        ("SPOOL_SWEEP_INTERVAL", "500ms"),
+        ("SPOOL_SLEEP_RECORD", rec_s.as_str()),
+    ];
+    let mut fleet = spool_tests::Fleet::new(&bin, &server.url(), &env, Duration::from_secs(3));
+    let mut scaler = Autoscaler::new(
+        ScalerSpec {
+            min: 0,
+            max: 3,
+            polling_s: 1.0,
+            cooldown_s: 3.0,
+            target: 2.0,
+            ..ScalerSpec::default()
+        },
+        0,
+    );
+    let spoolctl = workspace_binary("spoolctl", "spoolctl")?;
+    let _promoter = Promoter(
+        Command::new(&spoolctl)
+            .args(["promote", "--every", "500ms", "--queue", "fleet0"])
+            .env("SPOOL_REDIS_URL", server.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start spoolctl promote")?,
+    );
+    let mut ids = q
+        .enqueue_batch(
+            (0..3)
+                .map(|_| NewJob::new(br#"{"sleep_ms": 300}"#.to_vec()))
+                .collect(),
+        )
+        .await?;
+    // Due long after the first burst is done and the fleet is back at 0.
+    ids.push(
+        q.enqueue(
+            br#"{"sleep_ms": 100}"#.to_vec(),
+            JobOptions::default().delay(Duration::from_secs(14)),
+        )
+        .await?,
+    );
+    // Fails once; its retry comes due after the cooldown too.
+    ids.push(
+        q.enqueue(
+            br#"{"sleep_ms": 100, "fail_times": 1}"#.to_vec(),
+            JobOptions::default()
+                .backoff(Duration::from_secs(10), Duration::from_secs(10))
+                .max_attempts(3),
+        )
+        .await?,
+    );
+    let start = Instant::now();
+    let mut replicas_seen: Vec<usize> = Vec::new();
+    loop {
+        let s = q.stats().await?;
+        let n = scaler.step(start.elapsed().as_secs_f64(), s.outstanding as f64) as usize;
+        fleet.scale_to(n)?;
+        fleet.reap()?;
+        replicas_seen.push(fleet.replicas());
+        if s.completed == ids.len() as u64 && fleet.replicas() == 0 {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(90),
+            "not done in 90 s: {s:?}, replicas {replicas_seen:?}\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    fleet.wait_all_gone(Duration::from_secs(10))?;
+    // Up, down to zero, up again for the due work, down again.
+    let mut phases: Vec<bool> = replicas_seen.iter().map(|&r| r > 0).collect();
+    phases.dedup();
+    println!("replicas per poll: {replicas_seen:?}");
+    ensure!(
+        phases.iter().filter(|&&up| up).count() >= 2,
+        "the fleet never went back to zero and up again for the due work: {replicas_seen:?}"
+    );
+    let record = Record::read_required(&rec)?;
+    let done = record.done_counts();
+    for id in &ids {
+        ensure!(
+            done.get(id.as_str()) == Some(&1),
+            "{id} done {:?}",
+            done.get(id.as_str())
+        );
+    }
+    Ok(())
+}

@@ -69,6 +69,26 @@ pub struct FleetSpec {
     pub drain_s: f64,
     /// Pods at the start.
     pub initial: u32,
+    /// How arrivals become visible to the trigger ([`DueWork`]).
+    pub due: DueWork,
+}
+
+/// How the load's jobs reach the keys the trigger reads. A job enqueued
+/// ready is counted at once; a delayed job or a retry waits in `scheduled`,
+/// which no KEDA key counts, until something promotes it once it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum DueWork {
+    /// Every arrival is enqueued ready (the load's jobs have no delay).
+    #[default]
+    Ready,
+    /// Every arrival is a delayed job or retry due at its arrival time, and a
+    /// promoter (`spoolctl promote --every`) passes this often, in seconds:
+    /// it is counted at the first pass after it is due.
+    Promoter(f64),
+    /// Every arrival is due at its arrival time and nothing but a live
+    /// worker promotes it: with no pod running it stays invisible, and a
+    /// fleet at zero never starts for it (what the promoter prevents).
+    WorkersOnly,
 }
 
 /// One sample per second.
@@ -99,6 +119,8 @@ pub struct Report {
     pub released: u64,
     /// Jobs finished.
     pub completed: u64,
+    /// Due jobs never promoted by the horizon: stranded in `scheduled`.
+    pub stranded: u64,
 }
 
 impl Report {
@@ -144,13 +166,36 @@ pub fn simulate(
         direction_changes: 0,
         released: 0,
         completed: 0,
+        stranded: 0,
     };
+    // Due jobs not promoted yet: (due time, duration).
+    let mut scheduled: VecDeque<(f64, f64)> = VecDeque::new();
     let mut next_poll = 0.0;
     let mut t = 0.0;
     while t <= horizon_s {
         while next_arrival < load.len() && load[next_arrival].at_s <= t {
-            backlog.push_back((load[next_arrival].at_s, load[next_arrival].duration_s));
+            let job = (load[next_arrival].at_s, load[next_arrival].duration_s);
+            match fleet.due {
+                DueWork::Ready => backlog.push_back(job),
+                DueWork::Promoter(_) | DueWork::WorkersOnly => scheduled.push_back(job),
+            }
             next_arrival += 1;
+        }
+        // Promotion: at the promoter's passes, or only while a worker runs
+        // (its reserves and sweeps promote).
+        let promotes = match fleet.due {
+            DueWork::Ready => false,
+            DueWork::Promoter(every) => {
+                let every = every.max(1e-3);
+                // A pass falls in this second of the timeline.
+                (t / every).floor() != ((t - 1.0) / every).floor() || every <= 1.0
+            }
+            DueWork::WorkersOnly => pods
+                .iter()
+                .any(|p| p.draining_since.is_none() && p.ready_at <= t),
+        };
+        if promotes {
+            backlog.extend(scheduled.drain(..));
         }
         // Work for one second.
         for pod in &mut pods {
@@ -230,6 +275,7 @@ pub fn simulate(
         .map(|s| f64::from(s.replicas))
         .collect();
     report.direction_changes = direction_changes(&replicas);
+    report.stranded = scheduled.len() as u64;
     report
 }
 
@@ -355,6 +401,7 @@ mod tests {
             pod_start_s: 30.0,
             drain_s: 25.0,
             initial: 1,
+            due: DueWork::Ready,
         };
         let (load, horizon) = profile("burst").unwrap_or_default();
         let r = simulate(spec(), &fleet, Metric::Outstanding, &load, horizon);
@@ -371,6 +418,7 @@ mod tests {
             pod_start_s: 30.0,
             drain_s: 25.0,
             initial: 1,
+            due: DueWork::Ready,
         };
         let (load, horizon) = profile("burst").unwrap_or_default();
         let mut s = spec();
@@ -379,5 +427,50 @@ mod tests {
         let back = simulate(s, &fleet, Metric::Backlog, &load, horizon);
         assert!(back.released > 0 && back.direction_changes > out.direction_changes);
         assert!(back.replica_minutes > out.replica_minutes * 0.5);
+    }
+
+    /// A fleet at zero runs delayed work only when something promotes it:
+    /// with the promoter every job runs; with workers alone, jobs that come
+    /// due while the fleet is at zero stay stranded.
+    #[test]
+    fn a_fleet_at_zero_runs_due_work_only_with_a_promoter() {
+        let mut s = spec();
+        s.min = 0;
+        s.cooldown_s = 60.0;
+        let load: Vec<Arrival> = [0.0, 5.0, 600.0, 1200.0]
+            .iter()
+            .map(|&at_s| Arrival {
+                at_s,
+                duration_s: 30.0,
+            })
+            .collect();
+        let fleet = |due| FleetSpec {
+            slots: 4,
+            pod_start_s: 10.0,
+            drain_s: 25.0,
+            initial: 0,
+            due,
+        };
+        let with = simulate(
+            s.clone(),
+            &fleet(DueWork::Promoter(1.0)),
+            Metric::Outstanding,
+            &load,
+            1800.0,
+        );
+        assert_eq!((with.completed, with.stranded), (4, 0));
+        assert!(
+            with.wait_quantile(1.0) <= 10.0 + 10.0 + 2.0,
+            "{:?}",
+            with.waits_s
+        );
+        let without = simulate(
+            s,
+            &fleet(DueWork::WorkersOnly),
+            Metric::Outstanding,
+            &load,
+            1800.0,
+        );
+        assert_eq!((without.completed, without.stranded), (0, 4));
     }
 }

@@ -39,6 +39,15 @@ pub(crate) struct SimulateArgs {
     /// ScaledJob: override the scaling strategy (default, accurate, eager).
     #[arg(long)]
     pub(crate) strategy: Option<String>,
+    /// Model every job as delayed (or a retry) that comes due at its arrival
+    /// time: it waits in `scheduled`, which no KEDA key counts, until promoted.
+    #[arg(long)]
+    pub(crate) delayed: bool,
+    /// With --delayed: the promoter's interval, seconds (`spoolctl promote
+    /// --every`); 0 models a cluster without the promoter, where only a
+    /// running worker promotes (a fleet at zero strands due work).
+    #[arg(long, default_value_t = 1.0, requires = "delayed")]
+    pub(crate) promoter_every: f64,
 }
 
 /// The load the flags name.
@@ -174,6 +183,13 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         pod_start_s: a.pod_start,
         drain_s: a.drain_timeout.unwrap_or((scaling.grace_s - 5.0).max(0.0)),
         initial: scaling.spec.min,
+        due: if !a.delayed {
+            sim::DueWork::Ready
+        } else if a.promoter_every > 0.0 && a.promoter_every.is_finite() {
+            sim::DueWork::Promoter(a.promoter_every)
+        } else {
+            sim::DueWork::WorkersOnly
+        },
     };
     let r = sim::simulate(scaling.spec.clone(), &fleet, metric, &load, horizon);
     let peak_backlog = r.samples.iter().map(|s| s.backlog).max().unwrap_or(0);
@@ -183,10 +199,23 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         metric, fleet.slots, fleet.pod_start_s, fleet.drain_s
     );
     println!(
-        "jobs {} completed {} released {}",
+        "jobs {} completed {} released {}{}",
         load.len(),
         r.completed,
-        r.released
+        r.released,
+        if a.delayed {
+            format!(
+                ", stranded in scheduled {} ({})",
+                r.stranded,
+                if a.promoter_every > 0.0 {
+                    format!("promoter every {} s", a.promoter_every)
+                } else {
+                    "no promoter: only running workers promote".to_owned()
+                }
+            )
+        } else {
+            String::new()
+        }
     );
     println!(
         "peak backlog {peak_backlog}, peak replicas {peak_replicas}, direction changes {}",
