@@ -40,6 +40,11 @@ struct Args {
     /// A PEM CA bundle to trust for `rediss://`.
     #[arg(long, env = "SPOOL_REDIS_CA_FILE")]
     redis_ca_file: Option<std::path::PathBuf>,
+    /// Writes (enqueue, cancel, retries, pause) are acknowledged only once
+    /// this many replicas have them (Redis `WAIT`), as the workers do.
+    #[arg(long, env = "SPOOL_REDIS_MIN_REPLICAS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=spool_queue::MAX_MIN_REPLICAS as i64))]
+    redis_min_replicas: u32,
     /// Where to listen.
     #[arg(long, env = "SPOOL_CONSOLE_ADDR", default_value = "127.0.0.1:8080")]
     addr: String,
@@ -91,7 +96,7 @@ async fn main() -> ExitCode {
     if let Err(e) = Client::check_url(&args.redis_url) {
         return fail(format!("invalid SPOOL_REDIS_URL: {e}"));
     }
-    let mut options = ClientOptions::default();
+    let mut options = ClientOptions::default().with_min_replicas(args.redis_min_replicas);
     if let Some(path) = &args.redis_ca_file {
         match std::fs::read(path) {
             Ok(pem) => options = options.with_tls_ca_pem(Some(pem)),

@@ -528,7 +528,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");
-            ExitCode::from(1)
+            ExitCode::from(if e.is_bad_setting() { 2 } else { 1 })
         }
     }
 }

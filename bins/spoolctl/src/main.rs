@@ -42,6 +42,12 @@ struct Cli {
     /// A PEM CA bundle to trust for `rediss://` (a private CA).
     #[arg(long, env = "SPOOL_REDIS_CA_FILE", global = true)]
     redis_ca_file: Option<std::path::PathBuf>,
+    /// Writes (enqueue, cancel, dead-letter retries, pause, promote…) are
+    /// acknowledged only once this many replicas have them (Redis `WAIT`),
+    /// as the workers do: set it to what the workers use (docs/operations.md).
+    #[arg(long, env = "SPOOL_REDIS_MIN_REPLICAS", default_value_t = 0, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=spool_queue::MAX_MIN_REPLICAS as i64))]
+    redis_min_replicas: u32,
     /// The queue (default `encode`; `stats` without it shows every queue).
     #[arg(long, short, env = "SPOOL_QUEUE", global = true)]
     queue: Option<String>,
@@ -191,7 +197,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         _ => {}
     }
-    let mut options = spool_queue::ClientOptions::default();
+    let mut options =
+        spool_queue::ClientOptions::default().with_min_replicas(cli.redis_min_replicas);
     if let Some(ca) = &cli.redis_ca_file {
         options.tls_ca_pem =
             Some(std::fs::read(ca).map_err(|e| {

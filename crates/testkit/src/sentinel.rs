@@ -183,8 +183,25 @@ impl RedisSentinel {
     /// sentinels make it a replica of the new master) and returns how long
     /// the promotion took.
     pub fn fail_over(&mut self) -> Result<Duration> {
+        self.fail_over_with(false)
+    }
+
+    /// [`RedisSentinel::fail_over`] with the master frozen (SIGSTOP, as a
+    /// network partition looks to everyone else) instead of killed, and
+    /// thawed once another node is promoted: it comes back believing it is
+    /// still the master, with every connection it had, until the sentinels
+    /// demote it.
+    pub fn fail_over_frozen(&mut self) -> Result<Duration> {
+        self.fail_over_with(true)
+    }
+
+    fn fail_over_with(&mut self, freeze: bool) -> Result<Duration> {
         let old = self.master_port()?;
-        self.node_mut(old)?.kill();
+        if freeze {
+            self.node_mut(old)?.pause()?;
+        } else {
+            self.node_mut(old)?.kill();
+        }
         let killed = Instant::now();
         let new = loop {
             if let Ok(p) = self.master_port()
@@ -205,7 +222,11 @@ impl RedisSentinel {
             sleep(Duration::from_millis(50));
         };
         let took = killed.elapsed();
-        self.node_mut(old)?.restart()?;
+        if freeze {
+            self.node_mut(old)?.resume()?;
+        } else {
+            self.node_mut(old)?.restart()?;
+        }
         // Back as a replica of the new master (the sentinels reconfigure it).
         let back = Instant::now();
         while !role(old).is_ok_and(|r| r == "slave") {

@@ -158,6 +158,6 @@ async fn main() {
     };
     if let Err(e) = worker.run().await {
         tracing::error!(error = %e, "worker failed");
-        std::process::exit(1);
+        std::process::exit(if e.is_bad_setting() { 2 } else { 1 });
     }
 }

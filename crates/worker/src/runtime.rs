@@ -85,6 +85,18 @@ pub enum WorkerError {
     },
 }
 
+impl WorkerError {
+    /// Whether the error is a setting to fix (exit code 2 in the binaries),
+    /// not a failure of the moment: a bad value, or a Redis URL naming a
+    /// Sentinel master no sentinel knows.
+    pub fn is_bad_setting(&self) -> bool {
+        matches!(
+            self,
+            WorkerError::Config(_) | WorkerError::Queue(spool_queue::Error::InvalidUrl { .. })
+        )
+    }
+}
+
 /// A worker: a handler and the settings to run it with.
 pub struct Worker<H> {
     /// The settings, shared with every job task.

@@ -155,7 +155,14 @@ struct ClientInner {
     /// Dedicated connections for blocked consumers.
     blocking: Arc<BlockingPool>,
     options: ClientOptions,
+    /// With `min_replicas`: the replicas the master had at the last look
+    /// (`ROLE`), and when that was. See [`Client::replicated`].
+    replicas: std::sync::Mutex<(u32, Option<std::time::Instant>)>,
 }
+
+/// How long the master's replica count is trusted before `ROLE` is asked
+/// again (one extra round trip a second at most, whatever the load).
+const REPLICAS_TTL: Duration = Duration::from_secs(1);
 
 /// Raw Redis access for benchmarks and tests (feature `testing`): not part
 /// of the supported API, which keeps redis types out of its signatures.
@@ -203,6 +210,7 @@ impl Client {
                 conn,
                 blocking,
                 options,
+                replicas: std::sync::Mutex::new((0, None)),
             }),
         })
     }
@@ -235,6 +243,7 @@ impl Client {
                 conn,
                 blocking: BlockingPool::from_deadpool(pool),
                 options,
+                replicas: std::sync::Mutex::new((0, None)),
             }),
         })
     }
@@ -286,30 +295,66 @@ impl Client {
     }
 
     /// With [`ClientOptions::min_replicas`] set: waits until the writes made
-    /// so far on the shared connection reached that many replicas (`WAIT`
-    /// covers every earlier write of the connection, so concurrent callers
-    /// each wait for at least their own).
+    /// so far on the shared connection reached that many replicas **and
+    /// every replica the master has** (`WAIT`, which covers every earlier
+    /// write of the connection, so concurrent callers each wait for at least
+    /// their own).
+    ///
+    /// Why every replica: Sentinel promotes whichever replica its last look
+    /// said had the most data, which is not always the one that acknowledged
+    /// a write (its offsets are seconds old under load, and a replica still
+    /// resyncing can be chosen). A write acknowledged by one of two replicas
+    /// was lost when the other was promoted; acknowledged by all of them, it
+    /// is on whichever is promoted. `min_replicas` stays the floor: with
+    /// fewer replicas attached than that, nothing is acknowledged.
     pub(crate) async fn replicated(&self) -> Result<()> {
         let o = &self.inner.options;
         if o.min_replicas == 0 {
             return Ok(());
         }
+        let attached = self.attached_replicas().await;
+        let wanted = o.min_replicas.max(attached);
         let got: u32 = self
             .query(
                 redis::cmd("WAIT")
-                    .arg(o.min_replicas)
+                    .arg(wanted)
                     .arg(o.replica_timeout.as_millis() as u64),
             )
             .await?;
-        if got < o.min_replicas {
+        if got < wanted {
+            // The count may be stale (a replica left): look again next time.
+            if let Ok(mut r) = self.inner.replicas.lock() {
+                r.1 = None;
+            }
             return Err(Error::NotReplicated {
                 addr: self.addr().to_owned(),
-                wanted: o.min_replicas,
+                wanted,
                 got,
                 timeout: o.replica_timeout,
             });
         }
         Ok(())
+    }
+
+    /// The replicas attached to the master (`ROLE`), cached for
+    /// [`REPLICAS_TTL`]; 0 when it cannot be read (then `min_replicas`
+    /// alone applies).
+    async fn attached_replicas(&self) -> u32 {
+        if let Ok(r) = self.inner.replicas.lock()
+            && let (n, Some(at)) = *r
+            && at.elapsed() < REPLICAS_TTL
+        {
+            return n;
+        }
+        let role: Result<Vec<redis::Value>> = self.query(&redis::cmd("ROLE")).await;
+        let n = match role.as_deref() {
+            Ok([_, _, redis::Value::Array(replicas), ..]) => replicas.len() as u32,
+            _ => 0,
+        };
+        if let Ok(mut r) = self.inner.replicas.lock() {
+            *r = (n, Some(std::time::Instant::now()));
+        }
+        n
     }
 
     fn err(&self, e: redis::RedisError) -> Error {
