@@ -19,8 +19,8 @@ failed=0
 for i in $(seq 1 "$runs"); do
   filter='binary(redis_ha) & test(/with_min_replicas/)'
   [ "${SPOOL_STRESS_ALL:-0}" = 1 ] && filter='binary(redis_ha) & test(/sentinel_failover|frozen_master/)'
-  cargo nextest run -q -p spool-tests -E "$filter" \
-    --no-capture --test-threads 1 > "$log" 2>&1
+  cargo nextest run -p spool-tests -E "$filter" \
+    --no-capture --test-threads 1 --cargo-quiet > "$log" 2>&1
   rc=$?
   echo "run $i (exit $rc):"
   grep -E "^(Kill|Freeze), min_replicas=" "$log" | sed 's/; promotions.*longest/; longest/' | sed 's/^/  /'

@@ -190,6 +190,14 @@ async fn run(min_replicas: u32, failure: Failure) -> Result<Outcome> {
     for w in &mut workers {
         w.kill();
     }
+    if !out.lost.is_empty()
+        && let Ok(s) = sentinel.lock()
+    {
+        // What happened, for whoever reads the failure: each node's role and
+        // size, and the sentinels' own account of the failovers.
+        println!("nodes: {}", s.nodes_seen());
+        println!("{}", s.sentinel_logs());
+    }
     println!(
         "{failure:?}, min_replicas={min_replicas}: {} acknowledged, {} completed, {} lost, other {states:?}; promotions {:?}; longest producer stall {:?}",
         out.acked,

@@ -157,9 +157,12 @@ pub(crate) async fn list_jobs(
             )
         })?,
     };
-    let jobs = queue.jobs_in(state, offset, limit).await?;
-    let next = (jobs.len() == limit).then(|| (offset + limit).to_string());
-    Ok(Json(json!({ "jobs": jobs, "next_cursor": next })))
+    // One unreadable job is reported beside the page, never fails it.
+    let page = queue.jobs_page(state, offset, limit).await?;
+    let next = (page.ids_read == limit).then(|| (offset + limit).to_string());
+    Ok(Json(
+        json!({ "jobs": page.jobs, "unreadable": page.unreadable, "next_cursor": next }),
+    ))
 }
 
 pub(crate) async fn get_job(

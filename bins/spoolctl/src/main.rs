@@ -178,7 +178,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("spoolctl: {}", f.message);
+            eprintln!("spoolctl: {}", safe(&f.message));
             ExitCode::from(f.code)
         }
     }

@@ -75,11 +75,26 @@ local function bad_arg(name, v, why)
   error({ err = 'ERR spool: invalid ' .. name .. ' "' .. printable(v) .. '": ' .. why })
 end
 
+-- The integer a decimal string (or a Lua integer) holds: an optional '-'
+-- and 1 to 16 digits, nothing else; nil otherwise.
+local function decimal(v)
+  if type(v) == 'number' then
+    if v ~= v or v ~= math.floor(v) then return nil end
+    return v
+  end
+  if type(v) ~= 'string' or not string.match(v, '^%-?%d%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?$') then
+    return nil
+  end
+  return tonumber(v)
+end
+
 -- An integer in lo..hi (no NaN, no infinity, no fraction).
 local function int_arg(v, name, lo, hi)
-  local x = tonumber(v)
-  if x == nil or x ~= x or x ~= math.floor(x) or x < lo or x > hi then
-    bad_arg(name, v, 'must be an integer in ' .. lo .. '..' .. hi)
+  -- Decimal digits only, as docs/protocol.md specifies: `tonumber` alone
+  -- also takes "0x2", "1e3" and " 5", which the readers then refuse.
+  local x = decimal(v)
+  if x == nil or x < lo or x > hi then
+    bad_arg(name, v, 'must be a decimal integer in ' .. lo .. '..' .. hi)
   end
   return x
 end
@@ -103,9 +118,37 @@ end
 -- be damaged by hand or by another tool: a job's corruption, never a reason
 -- to fail the other jobs of a call).
 local function num_field(v, lo, hi)
-  local x = tonumber(v)
-  if x == nil or x ~= x or x ~= math.floor(x) or x < lo or x > hi then return nil end
+  local x = decimal(v)
+  if x == nil or x < lo or x > hi then return nil end
   return x
+end
+
+-- Refuses the call, before its first write, when a queue key holds the
+-- wrong type (or `seq` something that is not a counter): Redis does not
+-- undo a script's earlier writes when a later command fails, so a script
+-- that met a damaged key half way would leave a job in no index, or
+-- enqueued while the producer was told it failed. Checked once per call
+-- (one TYPE per key, well under a microsecond each), whatever the batch.
+local QUEUE_KEY_TYPES = {
+  { K_READY, 'zset' }, { K_SCHED, 'zset' }, { K_ACTIVE, 'zset' }, { K_OUT, 'set' },
+  { K_DEAD, 'zset' }, { K_DONE, 'zset' }, { K_CANC, 'zset' }, { K_SEQ, 'string' },
+  { K_WAKE, 'list' }, { K_PARKED, 'zset' }, { K_PAUSED, 'string' },
+}
+local function damaged_key(key, what)
+  error({ err = 'WRONGTYPE spool: ' .. printable(key) .. ' ' .. what
+    .. '; nothing was changed: delete or repair that key (docs/operations.md, Troubleshooting), then retry' })
+end
+local function guard_keys()
+  for _, e in ipairs(QUEUE_KEY_TYPES) do
+    local t = redis.call('TYPE', e[1]).ok
+    if t ~= 'none' and t ~= e[2] then
+      damaged_key(e[1], 'holds a ' .. t .. ', not a ' .. e[2])
+    end
+  end
+  local seq = redis.call('GET', K_SEQ)
+  if seq and not string.match(seq, '^%-?%d+$') then
+    damaged_key(K_SEQ, 'holds "' .. printable(seq) .. '", not a counter')
+  end
 end
 
 local function now_ms()

@@ -76,7 +76,7 @@ pub use keys::Keys;
 pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, Heartbeat, LogLevel, LogLine, MAX_BATCH,
-    MAX_LOG_LINES, MAX_LOG_MESSAGE, MAX_MIN_REPLICAS, PauseState, Queue, QueueStats, Reservation,
-    SAFE_EVICTION_POLICY, ServerMemory, Settle, SweepReport, WorkerRecord,
+    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, Heartbeat, JobPage, LogLevel, LogLine,
+    MAX_BATCH, MAX_LOG_LINES, MAX_LOG_MESSAGE, MAX_MIN_REPLICAS, PauseState, Queue, QueueStats,
+    Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle, SweepReport, Unreadable, WorkerRecord,
 };

@@ -9,7 +9,10 @@
 //! - every job the test did not damage whose state is ready, active or
 //!   scheduled is in that index (no job is ever stranded outside them);
 //! - at the end, working the queue empties it: every job reaches a terminal
-//!   state.
+//!   state;
+//! - a script that meets a damaged queue key (any of them replaced by
+//!   another type, `seq` by a non-number) either succeeds or changes
+//!   nothing at all: never a partial write.
 //!
 //! `SPOOL_FUZZ_STEPS` (default 1500) and `SPOOL_FUZZ_SEED` set the run's size
 //! and its seed; CI runs the default, a soak sets more.
@@ -37,6 +40,7 @@ struct Scripts {
     dead: redis::Script,
     check: redis::Script,
     pause: redis::Script,
+    log: redis::Script,
 }
 
 impl Scripts {
@@ -51,10 +55,11 @@ impl Scripts {
             dead: script(include_str!("../src/scripts/dead.lua")),
             check: script(include_str!("../src/scripts/check.lua")),
             pause: script(include_str!("../src/scripts/pause.lua")),
+            log: script(include_str!("../src/scripts/log.lua")),
         }
     }
 
-    fn all(&self) -> [&redis::Script; 9] {
+    fn all(&self) -> [&redis::Script; 10] {
         [
             &self.enqueue,
             &self.reserve,
@@ -65,6 +70,7 @@ impl Scripts {
             &self.dead,
             &self.check,
             &self.pause,
+            &self.log,
         ]
     }
 }
@@ -248,7 +254,7 @@ impl Fuzz {
 
     /// Any script, with an argument vector of random length and content.
     fn random_call(&mut self) {
-        let which = self.rng.below(9);
+        let which = self.rng.below(10);
         let len = self.rng.below(14);
         let mut args = Vec::with_capacity(len);
         for _ in 0..len {
@@ -308,6 +314,173 @@ impl Fuzz {
             _ => redis::cmd("DEL").arg(&jk).exec(&mut self.conn)?,
         }
         self.damaged.insert(id);
+        Ok(())
+    }
+
+    /// Every key of the queue, by name.
+    fn queue_keys(&self) -> Vec<String> {
+        let k = &self.keys;
+        let mut v: Vec<String> = k.script_keys().iter().map(|s| s.to_string()).collect();
+        v.push(k.parked.clone());
+        v.push(k.paused.clone());
+        v
+    }
+
+    /// Every key under the queue's prefix with its DUMP, sorted: what a
+    /// refused call must leave exactly as it was.
+    fn snapshot(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let pattern = format!(
+            "{}*",
+            self.keys.prefix.replace('{', "\\{").replace('}', "\\}")
+        );
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut self.conn)?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Retained jobs expire by themselves (retention of a second or
+            // two here): only keys without a TTL can be compared.
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut self.conn)?;
+            if ttl != -1 {
+                continue;
+            }
+            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query(&mut self.conn)?;
+            out.push((key, dump));
+        }
+        Ok(out)
+    }
+
+    /// Replaces one queue key with a value of the wrong type (or `seq` with
+    /// a non-number), runs a valid call of every script, and requires each
+    /// to succeed or leave every key as it was; then puts the key back.
+    fn damage_queue_key(&mut self, step: usize) -> Result<()> {
+        let keys = self.queue_keys();
+        let key = keys[self.rng.below(keys.len())].clone();
+        let saved: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query(&mut self.conn)?;
+        redis::cmd("DEL").arg(&key).exec(&mut self.conn)?;
+        let seq_like = key == self.keys.seq || key == self.keys.paused;
+        if key == self.keys.seq && self.rng.chance(50) {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg("abc")
+                .exec(&mut self.conn)?;
+        } else if seq_like {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg("f")
+                .arg("v")
+                .exec(&mut self.conn)?;
+        } else {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg("not the right type")
+                .exec(&mut self.conn)?;
+        }
+        let id = self.some_id();
+        let calls: Vec<(usize, Vec<Vec<u8>>)> = vec![
+            (0, {
+                let mut a: Vec<Vec<u8>> = vec![b"q".to_vec(), b"3".to_vec()];
+                for i in 0..3 {
+                    for v in [
+                        format!("dmg-{step}-{i}"),
+                        "{}".into(),
+                        "0".into(),
+                        if i == 1 { "5".into() } else { "0".into() },
+                        "3".into(),
+                        "0".into(),
+                        "0".into(),
+                        "1000".into(),
+                        "0".into(),
+                        String::new(),
+                        "0".into(),
+                        String::new(),
+                    ] {
+                        a.push(v.into_bytes());
+                    }
+                }
+                a
+            }),
+            (
+                1,
+                [
+                    b"3".to_vec(),
+                    b"tok".to_vec(),
+                    b"100".to_vec(),
+                    b"0".to_vec(),
+                ]
+                .to_vec(),
+            ),
+            (5, vec![b"1000".to_vec()]),
+            (4, vec![id.clone().into_bytes()]),
+            (6, vec![b"retry".to_vec(), b"10".to_vec()]),
+            (8, vec![b"pause".to_vec(), b"10".to_vec()]),
+            (8, vec![b"resume".to_vec(), b"10".to_vec()]),
+            (
+                9,
+                vec![
+                    id.clone().into_bytes(),
+                    br#"{"at_ms":1,"level":"info","message":"m"}"#.to_vec(),
+                ],
+            ),
+        ];
+        let leases = std::mem::take(&mut self.leases);
+        let mut settles: Vec<(usize, Vec<Vec<u8>>)> = leases
+            .iter()
+            .take(2)
+            .map(|(id, token)| {
+                (
+                    2,
+                    ["1", id, token, "retry", "x", "5"]
+                        .map(|s| s.as_bytes().to_vec())
+                        .to_vec(),
+                )
+            })
+            .collect();
+        self.leases = leases;
+        let mut calls = calls;
+        calls.append(&mut settles);
+        for (which, args) in calls {
+            let before = self.snapshot()?;
+            if let Err(e) = self.invoke(which, &args) {
+                let after = self.snapshot()?;
+                let changed: Vec<String> = before
+                    .iter()
+                    .filter(|kv| !after.contains(kv))
+                    .chain(after.iter().filter(|kv| !before.contains(kv)))
+                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                    .collect();
+                ensure!(
+                    changed.is_empty(),
+                    "step {step}: script {which} failed ({e}) with {key} damaged but changed keys: {changed:?}"
+                );
+            } else if which == 1 {
+                // Leases handed out while damaged are settled later as usual.
+                self.leases.clear();
+            }
+        }
+        redis::cmd("DEL").arg(&key).exec(&mut self.conn)?;
+        if let Some(dump) = saved {
+            redis::cmd("RESTORE")
+                .arg(&key)
+                .arg(0)
+                .arg(dump)
+                .exec(&mut self.conn)?;
+        }
         Ok(())
     }
 
@@ -472,6 +645,7 @@ fn scripts_keep_the_invariants_under_random_arguments_and_damaged_jobs() -> Resu
                 f.random_call();
                 refused += 1;
             }
+            8 if f.rng.chance(15) => f.damage_queue_key(step)?,
             8 if f.rng.chance(70) => f.damage()?,
             8 => f.valid_pause()?,
             _ => {

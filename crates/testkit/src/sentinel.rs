@@ -141,6 +141,33 @@ impl RedisSentinel {
             })
     }
 
+    /// The sentinels' own logs (switches, promotions, conversions), for a
+    /// failure message.
+    pub fn sentinel_logs(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.sentinels.len() {
+            let path = self.dir.path().join(format!("sentinel-{i}.log"));
+            out += &format!("--- sentinel {i}\n");
+            out += &std::fs::read_to_string(path).unwrap_or_default();
+        }
+        out
+    }
+
+    /// Each data node's port, `ROLE` and key count, for a failure message.
+    pub fn nodes_seen(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let p = n.port();
+                let role = role(p).unwrap_or_else(|e| e.to_string());
+                let keys: String = sentinel_query::<i64>(p, &["DBSIZE"])
+                    .map_or_else(|e| e.to_string(), |k| k.to_string());
+                format!("{p}: {role}, {keys} keys")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// What each sentinel says of the replicas (flags, link down time),
     /// for a failure message.
     fn replicas_seen(&self) -> String {

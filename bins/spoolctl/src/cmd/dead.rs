@@ -34,17 +34,41 @@ pub(crate) enum DeadAction {
 pub(crate) async fn dead(queue: &Queue, action: DeadAction) -> Result<(), Failure> {
     match action {
         DeadAction::List { limit, json } => {
-            for job in queue.dead_list(0, limit).await? {
+            let page = queue
+                .jobs_page(spool_queue::JobState::Dead, 0, limit)
+                .await?;
+            for job in page.jobs {
                 if json {
                     println!("{}", serde_json::to_string(&job).unwrap_or_default());
                 } else {
                     println!(
                         "{}  attempts {}  {}",
-                        job.id,
+                        safe(&job.id),
                         job.attempts,
-                        job.last_error.unwrap_or_default()
+                        safe(&job.last_error.unwrap_or_default())
                     );
                 }
+            }
+            // Listed after the others, and the exit code says so: one
+            // damaged job never hides the rest.
+            for bad in &page.unreadable {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "id": bad.id, "error": bad.reason })
+                    );
+                } else {
+                    println!("{}  UNREADABLE  {}", safe(&bad.id), safe(&bad.reason));
+                }
+            }
+            if !page.unreadable.is_empty() {
+                return Err(Failure {
+                    code: 1,
+                    message: format!(
+                        "{} dead jobs could not be read (listed above); `spoolctl check` finds damaged jobs",
+                        page.unreadable.len()
+                    ),
+                });
             }
         }
         DeadAction::Retry { ids, limit } => {

@@ -27,15 +27,20 @@ pub(crate) async fn inspect(
             .map(|v| v.to_string())
             .unwrap_or_else(|| "-".into())
     };
-    println!("id           {}", info.id);
-    println!("queue        {}", info.queue);
+    // Everything below may come from producers, handlers or FFmpeg's
+    // messages about untrusted media: escaped for the terminal (terminal.rs).
+    println!("id           {}", safe(&info.id));
+    println!("queue        {}", safe(&info.queue));
     println!("state        {}", info.state);
     println!("attempts     {} of {}", info.attempts, info.max_attempts);
     println!("priority     {}", info.priority);
-    println!("progress     {}", show(&info.progress));
-    println!("result       {}", show(&info.result));
-    println!("last error   {}", info.last_error.as_deref().unwrap_or("-"));
-    println!("payload      {}", info.payload);
+    println!("progress     {}", safe(&show(&info.progress)));
+    println!("result       {}", safe(&show(&info.result)));
+    println!(
+        "last error   {}",
+        safe(info.last_error.as_deref().unwrap_or("-"))
+    );
+    println!("payload      {}", safe(&info.payload));
     if let Some(log) = log {
         println!("log          {} lines", log.len());
         for l in log {
@@ -44,7 +49,7 @@ pub(crate) async fn inspect(
                 spool_queue::LogLevel::Warning => "warn",
                 spool_queue::LogLevel::Error => "ERROR",
             };
-            println!("  {} {level:<5} {}", format_ms(l.at_ms), l.message);
+            println!("  {} {level:<5} {}", format_ms(l.at_ms), safe(&l.message));
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ mod keys;
 mod promote;
 mod simulate;
 mod stats;
+mod terminal;
 mod watch;
 mod workers;
 
@@ -21,5 +22,6 @@ pub(crate) use keys::*;
 pub(crate) use promote::*;
 pub(crate) use simulate::*;
 pub(crate) use stats::*;
+pub(crate) use terminal::safe;
 pub(crate) use watch::*;
 pub(crate) use workers::*;

@@ -94,7 +94,7 @@ pub(crate) async fn promote(
         // A failed pass (Redis away, a failover) is reported and retried at
         // the next tick; only the health endpoint turns it into a restart.
         if let Err(f) = pass(client, only, args.json, &state).await {
-            eprintln!("spoolctl promote: pass failed: {}", f.message);
+            eprintln!("spoolctl promote: pass failed: {}", safe(&f.message));
         }
     }
     eprintln!("spoolctl promote: stopped");
@@ -154,7 +154,8 @@ async fn pass(
             println!("{v}");
         } else if once || total.promoted > 0 || total.recovered > 0 {
             println!(
-                "{name}: promoted {}, leases recovered {}, still late {} ms, next due {}",
+                "{}: promoted {}, leases recovered {}, still late {} ms, next due {}",
+                safe(&name),
                 total.promoted,
                 total.recovered,
                 total.lateness_ms,

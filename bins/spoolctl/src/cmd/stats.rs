@@ -87,7 +87,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
                         serde_json::json!({ "queue": name, "error": e.to_string() })
                     );
                 } else {
-                    println!("{name:<24} error: {e}");
+                    println!("{:<24} error: {}", safe(&name), safe(&e.to_string()));
                 }
                 failed.push(name);
                 continue;

@@ -58,15 +58,17 @@ pub(crate) async fn watch(queue: &Queue, id: &str) -> Result<ExitCode, Failure> 
             return Ok(match info.state {
                 JobState::Completed => {
                     println!(
-                        "{id} completed: {}",
-                        info.result.map(|r| r.to_string()).unwrap_or_default()
+                        "{} completed: {}",
+                        safe(id),
+                        safe(&info.result.map(|r| r.to_string()).unwrap_or_default())
                     );
                     ExitCode::SUCCESS
                 }
                 other => {
                     eprintln!(
-                        "spoolctl: job {id} ended {other}: {}",
-                        info.last_error.unwrap_or_default()
+                        "spoolctl: job {} ended {other}: {}",
+                        safe(id),
+                        safe(&info.last_error.unwrap_or_default())
                     );
                     ExitCode::from(1)
                 }

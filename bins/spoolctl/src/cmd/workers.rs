@@ -32,13 +32,14 @@ pub(crate) async fn workers(
     for w in &all {
         println!(
             "{:<36} {:<16} {:>7} {:>8} {:<9} {:>8}s  {}",
-            w.id,
-            w.queue,
+            // Registry records are anyone's writes: escaped (terminal.rs).
+            safe(&w.id),
+            safe(&w.queue),
             w.active.len(),
             w.concurrency,
             if w.draining { "draining" } else { "working" },
             now.saturating_sub(w.last_seen_ms) / 1000,
-            w.active.join(",")
+            safe(&w.active.join(","))
         );
     }
     if all.is_empty() {

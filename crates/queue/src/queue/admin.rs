@@ -226,42 +226,112 @@ impl Queue {
             }
         }
         let ids: Vec<Vec<u8>> = ids.into_iter().filter(|id| !id.is_empty()).collect();
+        let examined = ids.len();
         let mut findings = Vec::new();
+        let mut found_ids: Vec<(Vec<u8>, bool)> = Vec::new();
         for chunk in ids.chunks(CHECK_CHUNK) {
             let mut inv = self.invocation(&scripts::CHECK);
-            inv.arg(if repair { "repair" } else { "check" });
+            inv.arg("check");
             for id in chunk {
                 inv.arg(&id[..]);
             }
             let found: Vec<String> = self.invoke(&inv).await?;
+            for line in &found {
+                // "<id>: <what>"; the id is whichever of this chunk's ids
+                // the line starts with (ids may hold ": " themselves).
+                if let Some(id) = chunk
+                    .iter()
+                    .filter(|id| {
+                        line.as_bytes().starts_with(id)
+                            && line.as_bytes()[id.len()..].starts_with(b": ")
+                    })
+                    .max_by_key(|id| id.len())
+                {
+                    found_ids.push((id.clone(), line[id.len()..].starts_with(": ready but")));
+                }
+            }
             findings.extend(found);
+        }
+        if repair && !found_ids.is_empty() {
+            // A repaired ready job goes back to the front of the backlog;
+            // repaired newest first, the oldest ends frontmost, so the
+            // jobs keep their first-in, first-out order.
+            let ready: Vec<&Vec<u8>> = found_ids
+                .iter()
+                .filter(|(_, r)| *r)
+                .map(|(id, _)| id)
+                .collect();
+            let job_prefix = format!("{}job:", k.prefix).into_bytes();
+            let mut pipe = redis::pipe();
+            for id in &ready {
+                pipe.cmd("HGET")
+                    .arg([&job_prefix[..], &id[..]].concat())
+                    .arg("enqueued_at");
+            }
+            let enqueued: Vec<Option<u64>> = if ready.is_empty() {
+                Vec::new()
+            } else {
+                self.client
+                    .query_pipe(pipe.ignore_errors())
+                    .await
+                    .unwrap_or_default()
+            };
+            let mut order: Vec<(Option<u64>, &Vec<u8>)> = enqueued
+                .into_iter()
+                .chain(std::iter::repeat(None))
+                .zip(ready.iter().copied())
+                .collect();
+            order.sort_by(|a, b| b.cmp(a));
+            let mut repair_ids: Vec<&Vec<u8>> = order.into_iter().map(|(_, id)| id).collect();
+            repair_ids.extend(found_ids.iter().filter(|(_, r)| !*r).map(|(id, _)| id));
+            findings.clear();
+            for chunk in repair_ids.chunks(CHECK_CHUNK) {
+                let mut inv = self.invocation(&scripts::CHECK);
+                inv.arg("repair");
+                for id in chunk {
+                    inv.arg(&id[..]);
+                }
+                let found: Vec<String> = self.invoke(&inv).await?;
+                findings.extend(found);
+            }
         }
         Ok(CheckReport {
             queue: self.name.to_string(),
-            examined: ids.len(),
+            examined,
             keys_scanned: scanned,
             findings,
             repaired: repair,
         })
     }
 
-    /// Dead jobs, newest first.
+    /// Dead jobs, newest first. A job whose hash cannot be read is left
+    /// out; [`Queue::jobs_page`] reports it.
     pub async fn dead_list(&self, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
         self.jobs_in(JobState::Dead, offset, limit).await
     }
 
-    /// A page of the jobs in `state`: `ready` in the order they will run,
-    /// every other state newest first (by run-at, lease deadline, time of
-    /// death or retention expiry). One round trip for the ids and one for
-    /// the hashes, whatever the queue's size: O(page + offset).
+    /// [`Queue::jobs_page`]'s readable jobs alone.
     pub async fn jobs_in(
         &self,
         state: JobState,
         offset: usize,
         limit: usize,
     ) -> Result<Vec<JobInfo>> {
+        Ok(self.jobs_page(state, offset, limit).await?.jobs)
+    }
+
+    /// A page of the jobs in `state`: `ready` in the order they will run,
+    /// every other state newest first (by run-at, lease deadline, time of
+    /// death or retention expiry). One round trip for the ids and one for
+    /// the hashes, whatever the queue's size: O(page + offset).
+    ///
+    /// One job whose hash cannot be read (a field damaged by hand or by
+    /// another tool) is reported in [`JobPage::unreadable`] and the page
+    /// goes on: one bad job never hides the others from an operator.
+    pub async fn jobs_page(&self, state: JobState, offset: usize, limit: usize) -> Result<JobPage> {
+        let mut page = JobPage::default();
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(page);
         }
         let k = &self.keys;
         let (key, cmd) = match state {
@@ -293,24 +363,43 @@ impl Queue {
                 .await?;
             ids.extend(more);
         }
+        page.ids_read = ids.len();
         if ids.is_empty() {
             // An empty pipeline is an error to Redis ("empty command").
-            return Ok(Vec::new());
+            return Ok(page);
         }
         // One round trip for every hash, not one per job.
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.cmd("HGETALL").arg(self.keys.job(id));
         }
-        let hashes: Vec<HashMap<String, Vec<u8>>> = self.client.query_pipe(&pipe).await?;
-        let mut jobs = Vec::with_capacity(ids.len());
+        // Each hash on its own: a key of the wrong type fails its own read.
+        let hashes: Vec<Value> = self.client.query_pipe(pipe.ignore_errors()).await?;
         for (id, h) in ids.iter().zip(hashes) {
+            let key = self.keys.job(id);
+            let h: HashMap<String, Vec<u8>> = match redis::from_redis_value(h) {
+                Ok(h) => h,
+                Err(e) => {
+                    page.unreadable.push(Unreadable {
+                        id: id.clone(),
+                        reason: format!("{key} cannot be read as a job hash: {e}"),
+                    });
+                    continue;
+                }
+            };
             // Purged or expired between the two reads: nothing to show.
-            if !h.is_empty() {
-                jobs.push(JobInfo::from_hash(&self.keys.job(id), &self.name, h)?);
+            if h.is_empty() {
+                continue;
+            }
+            match JobInfo::from_hash(&key, &self.name, h) {
+                Ok(job) => page.jobs.push(job),
+                Err(e) => page.unreadable.push(Unreadable {
+                    id: id.clone(),
+                    reason: e.to_string(),
+                }),
             }
         }
-        Ok(jobs)
+        Ok(page)
     }
 
     /// Puts dead jobs back in the backlog with fresh attempts: the given ids, or

@@ -471,6 +471,26 @@ pub struct PauseState {
     pub active: u64,
 }
 
+/// A page of jobs ([`Queue::jobs_page`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobPage {
+    /// The jobs that could be read, in the page's order.
+    pub jobs: Vec<JobInfo>,
+    /// The jobs whose hash could not be read, and why.
+    pub unreadable: Vec<Unreadable>,
+    /// How many ids the page's index range held (for the next cursor).
+    pub ids_read: usize,
+}
+
+/// A job that could not be read ([`JobPage::unreadable`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreadable {
+    /// The job's id.
+    pub id: String,
+    /// What is wrong with its hash.
+    pub reason: String,
+}
+
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {

@@ -9,6 +9,7 @@
 argc(2)
 local id = str_arg(ARGV[2], 'id', 1, MAX_ID)
 local jk = job_key(id)
+guard_keys()
 local now = now_ms()
 local f, kind = read_job(jk, 'state')
 if not f then

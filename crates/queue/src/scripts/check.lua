@@ -14,6 +14,7 @@ local mode = ARGV[2]
 if mode ~= 'check' and mode ~= 'repair' then bad_arg('mode', mode, 'must be check or repair') end
 for i = 3, #ARGV do str_arg(ARGV[i], 'id', 1, MAX_ID) end
 local fix = mode == 'repair'
+guard_keys()
 local now = now_ms()
 local out = {}
 
@@ -37,6 +38,14 @@ for i = 3, #ARGV do
   if not f then
     note(id, 'its key holds a ' .. kind .. ', not a hash; moved aside and recorded dead')
     if fix then quarantine(id, now, kind) end
+  elseif not f[1] and redis.call('EXISTS', jk) == 1 then
+    -- A hash without its state field (deleted by hand or another tool): no
+    -- script would ever index or settle it again, so it would sit unseen.
+    note(id, 'its hash has no state field; recorded dead (retry it from the dead letters)')
+    if fix then
+      unindex(id)
+      corrupt(jk, id, now, 'state', '')
+    end
   elseif not f[1] then
     if in_ready or in_parked or in_active or in_sched or in_out then
       note(id, 'indexed but its hash is gone; removed from the indexes')

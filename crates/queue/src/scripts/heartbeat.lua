@@ -18,6 +18,7 @@ if not f then return { 'lease_lost', 'corrupt' } end
 if not f[1] then return { 'not_found' } end
 if f[1] ~= 'active' or f[2] ~= token then return { 'lease_lost', f[1] } end
 if ext <= 0 then ext = num_field(f[3], MIN_LEASE_MS, MAX_LEASE_MS) or 30000 end
+guard_keys()
 local deadline = now_ms() + ext
 keep_working_when_full()
 redis.call('HSET', jk, 'deadline', deadline)

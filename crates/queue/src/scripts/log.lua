@@ -2,8 +2,9 @@
 -- warnings), kept capped and expiring with the job.
 --
 -- KEYS: the common nine (lib.lua).
--- ARGV: [1] prefix, [2] id, then 1..=200 lines (each cut to 2048 bytes;
---       spool-queue sends JSON objects of at most 1,000 bytes of message)
+-- ARGV: [1] prefix, [2] id, then 1..=200 lines (JSON objects; spool's
+--       producers keep each at most 1,100 bytes; a line over 2,048 bytes is
+--       replaced by a warning line, never cut into invalid JSON)
 -- Returns: the log's length after the call, or 0 when the job is gone (a log
 --       never outlives its job, so nothing is written then).
 -- Invariant: `<prefix>log:<id>` holds at most the last 200 lines and has the
@@ -19,8 +20,21 @@ local id = str_arg(ARGV[2], 'id', 1, MAX_ID)
 local jk = job_key(id)
 if redis.call('EXISTS', jk) == 0 then return 0 end
 local lines = {}
-for i = 3, #ARGV do lines[#lines + 1] = string.sub(ARGV[i], 1, MAX_LOG_BYTES) end
+for i = 3, #ARGV do
+  local line = ARGV[i]
+  if #line > MAX_LOG_BYTES then
+    -- Cut JSON is broken JSON: a line over the limit (spool's own producers
+    -- never send one) is replaced by a valid line saying so.
+    line = cjson.encode({ at_ms = now_ms(), level = 'warning',
+      message = '(a log line of ' .. #line .. ' bytes was dropped: the limit is ' .. MAX_LOG_BYTES .. ')' })
+  end
+  lines[#lines + 1] = line
+end
 local lk = PREFIX .. 'log:' .. id
+-- Both keys checked before the first write (no log marked without lines).
+local jt, lt = redis.call('TYPE', jk).ok, redis.call('TYPE', lk).ok
+if jt ~= 'hash' then damaged_key(jk, 'holds a ' .. jt .. ', not a hash') end
+if lt ~= 'none' and lt ~= 'list' then damaged_key(lk, 'holds a ' .. lt .. ', not a list') end
 -- Tells lib.lua's `retain` that the job has a log to expire or delete.
 redis.call('HSET', jk, 'logged', '1')
 redis.call('RPUSH', lk, unpack(lines))

@@ -18,6 +18,7 @@ if action ~= 'pause' and action ~= 'resume' and action ~= 'status' then
   bad_arg('action', action, 'must be pause, resume or status')
 end
 local limit = int_arg(ARGV[3], 'limit', 1, MAX_BATCH)
+guard_keys()
 if action == 'pause' then
   redis.call('SET', K_PAUSED, now_ms(), 'NX')
   paused_now = true

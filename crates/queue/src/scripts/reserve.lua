@@ -21,6 +21,7 @@ local token_base = str_arg(ARGV[3], 'token', 1, MAX_ID)
 local sweep_limit = int_arg(ARGV[4], 'sweep limit', 1, 100000)
 local budget = int_arg(ARGV[5], 'byte budget', 0, 1e15)
 argc(5)
+guard_keys()
 local now = now_ms()
 keep_working_when_full()
 

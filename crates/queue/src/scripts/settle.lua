@@ -23,6 +23,7 @@ for i = 0, n - 1 do
   if not MODES[ARGV[b + 2]] then bad_arg('mode' .. at, ARGV[b + 2], 'must be complete, retry, dead, release or cancelled') end
   int_arg(ARGV[b + 4], 'delay_ms' .. at, 0, MAX_DELAY_MS)
 end
+guard_keys()
 local now = now_ms()
 local out = {}
 local woken = 0

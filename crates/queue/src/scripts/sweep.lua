@@ -14,6 +14,7 @@
 
 argc(2)
 local limit = int_arg(ARGV[2], 'limit', 1, 100000)
+guard_keys()
 keep_working_when_full()
 local now = now_ms()
 local promoted = promote_due(now, limit)

@@ -10,6 +10,7 @@ local action = ARGV[2]
 if action ~= 'retry' and action ~= 'purge' then bad_arg('action', action, 'must be retry or purge') end
 local limit = int_arg(ARGV[3], 'limit', 1, MAX_BATCH)
 for i = 4, #ARGV do str_arg(ARGV[i], 'id', 1, MAX_ID) end
+guard_keys()
 local ids = {}
 if #ARGV > 3 then
   for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end

@@ -43,6 +43,7 @@ for i = 0, n - 1 do
   end
 end
 
+guard_keys()
 local now = now_ms()
 local out = {}
 local woken = 0
