@@ -480,3 +480,59 @@ fn workers_lists_the_registry_and_forgets_expired_records() -> Result<()> {
     );
     Ok(())
 }
+
+/// Escape sequences in a job (payload, error, log: FFmpeg's messages about
+/// untrusted media reach logs) and in the worker registry are printed
+/// escaped, never raw, so a job cannot retitle or clear the operator's
+/// terminal; `--json` stays exact.
+#[test]
+fn terminal_escapes_from_a_job_are_shown_not_obeyed() -> Result<()> {
+    let server = RedisServer::start()?;
+    let evil = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}";
+    let payload = serde_json::json!({ "x": evil }).to_string();
+    let o = spoolctl(&server, &["enqueue", "-"], Some(&format!("{payload}\n")))?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let id = out(&o).trim().to_owned();
+    let mut c = server.connection()?;
+    redis::cmd("HSET")
+        .arg(format!("spool:{{encode}}:job:{id}"))
+        .arg("last_error")
+        .arg(format!("bad {evil}\nforged line"))
+        .exec(&mut c)?;
+    redis::cmd("SET")
+        .arg("spool:{encode}:worker:w1")
+        .arg(
+            serde_json::json!({
+                "id": format!("w1{evil}"), "host": "h", "version": "1", "queue": "encode",
+                "concurrency": 1, "active": [], "draining": false,
+                "started_at_ms": 0, "last_seen_ms": 0
+            })
+            .to_string(),
+        )
+        .exec(&mut c)?;
+    redis::cmd("ZADD")
+        .arg("spool:{encode}:workers")
+        .arg(u64::MAX / 4)
+        .arg("w1")
+        .exec(&mut c)?;
+    for args in [vec!["inspect", id.as_str()], vec!["workers"]] {
+        let o = spoolctl(&server, &args, None)?;
+        ensure!(o.status.success(), "{args:?}: {}", err(&o));
+        let text = out(&o);
+        ensure!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+            "{args:?} printed raw control characters: {text:?}"
+        );
+        ensure!(text.contains("\\x1b]0;pwned"), "{args:?}: {text}");
+    }
+    let o = spoolctl(&server, &["inspect", &id], None)?;
+    ensure!(!out(&o).contains("\nforged line"), "{}", out(&o));
+    // JSON output is exact: the same bytes come back after parsing.
+    let o = spoolctl(&server, &["inspect", &id, "--json"], None)?;
+    let v: serde_json::Value = serde_json::from_str(&out(&o))?;
+    ensure!(
+        v["last_error"].as_str().unwrap_or_default().contains(evil),
+        "{v}"
+    );
+    Ok(())
+}

@@ -5,7 +5,10 @@ use super::*;
 
 /// Lines a job's log keeps: the latest, older ones are trimmed.
 pub const MAX_LOG_LINES: usize = 200;
-/// Bytes of one line's message kept; longer ones are cut (with `…`).
+/// Bytes of one line's message kept, counted as stored (JSON-escaped: a
+/// control character costs six); longer ones are cut (with `…`). With the
+/// line's other fields a stored line stays under 1,100 bytes, so a full log
+/// is at most about 220 KB.
 pub const MAX_LOG_MESSAGE: usize = 1000;
 
 /// How serious a log line is.
@@ -37,19 +40,10 @@ impl LogLine {
         let at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let message = if message.len() > MAX_LOG_MESSAGE {
-            let mut end = MAX_LOG_MESSAGE - '…'.len_utf8();
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}…", &message[..end])
-        } else {
-            message.to_owned()
-        };
         LogLine {
             at_ms,
             level,
-            message,
+            message: bounded(message),
         }
     }
 
@@ -65,6 +59,36 @@ impl LogLine {
     }
 }
 
+/// How many bytes `c` takes inside a JSON string.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// `message` cut so that its JSON-escaped form is at most
+/// [`MAX_LOG_MESSAGE`] bytes, ending in `…` when cut. Cutting the raw text
+/// first and escaping after let a line of control characters grow sixfold
+/// past the script's bound, which then cut it into broken JSON.
+fn bounded(message: &str) -> String {
+    if message.chars().map(escaped_len).sum::<usize>() <= MAX_LOG_MESSAGE {
+        return message.to_owned();
+    }
+    let room = MAX_LOG_MESSAGE - '…'.len_utf8();
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in message.char_indices() {
+        used += escaped_len(c);
+        if used > room {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    format!("{}…", &message[..end])
+}
+
 impl Queue {
     /// Appends lines to job `id`'s log (at most [`MAX_LOG_LINES`] a call; the
     /// log keeps the latest [`MAX_LOG_LINES`]). Returns the log's length, or
@@ -75,7 +99,12 @@ impl Queue {
             let mut inv = self.invocation(&scripts::LOG);
             inv.arg(id);
             for line in chunk {
-                inv.arg(serde_json::to_string(line).unwrap_or_default());
+                // A line built by hand may be longer: bounded here too.
+                let line = LogLine {
+                    message: bounded(&line.message),
+                    ..line.clone()
+                };
+                inv.arg(serde_json::to_string(&line).unwrap_or_default());
             }
             total = self.invoke(&inv).await?;
         }
@@ -107,6 +136,20 @@ mod tests {
         assert!(l.message.len() <= MAX_LOG_MESSAGE, "{}", l.message.len());
         assert!(l.message.ends_with('…'));
         assert_eq!(LogLine::now(LogLevel::Info, "short").message, "short");
+    }
+
+    /// Control characters cost six bytes each once escaped: a line of them
+    /// is cut by its stored size, stays valid JSON, and reads back whole.
+    #[test]
+    fn control_characters_are_counted_as_stored() {
+        let l = LogLine::now(LogLevel::Warning, &"\u{1}".repeat(1000));
+        let json = serde_json::to_string(&l).unwrap_or_default();
+        assert!(json.len() <= 1100, "{} bytes stored", json.len());
+        assert!(l.message.ends_with('…'));
+        assert_eq!(LogLine::parse(json.as_bytes()), l);
+        let quotes = LogLine::now(LogLevel::Info, &"\"".repeat(999));
+        let json = serde_json::to_string(&quotes).unwrap_or_default();
+        assert!(json.len() <= 1100, "{}", json.len());
     }
 
     #[test]

@@ -87,8 +87,13 @@ impl Queue {
     }
 
     /// Writes (or refreshes) `record`, which expires after `ttl` unless
-    /// refreshed; forgets workers not seen for `ttl`. `last_seen_ms` is set
-    /// to now.
+    /// refreshed, and forgets the workers whose own records expired.
+    /// `last_seen_ms` is set to the Redis server's time.
+    ///
+    /// The index is scored by each record's expiry on the server's clock:
+    /// a worker never trims another by its own TTL (a 1 s-lease worker used
+    /// to hide a 60 s-lease one) nor by its own clock (one 10 minutes ahead
+    /// hid every other).
     pub async fn register_worker(&self, record: &WorkerRecord, ttl: Duration) -> Result<()> {
         if record.id.is_empty()
             || record.id.len() > MAX_WORKER_ID
@@ -100,7 +105,9 @@ impl Queue {
             });
         }
         let mut rec = record.clone();
-        rec.last_seen_ms = now_ms();
+        let (secs, micros): (u64, u64) = self.client.query(&redis::cmd("TIME")).await?;
+        let server_now = secs * 1000 + micros / 1000;
+        rec.last_seen_ms = server_now;
         let json = serde_json::to_string(&rec).map_err(|e| Error::InvalidOption {
             field: "worker record",
             reason: e.to_string(),
@@ -115,13 +122,13 @@ impl Queue {
             .ignore();
         pipe.cmd("ZADD")
             .arg(self.workers_key())
-            .arg(rec.last_seen_ms)
+            .arg(server_now.saturating_add(ttl_ms))
             .arg(&rec.id)
             .ignore();
         pipe.cmd("ZREMRANGEBYSCORE")
             .arg(self.workers_key())
             .arg("-inf")
-            .arg(format!("({}", rec.last_seen_ms.saturating_sub(ttl_ms)))
+            .arg(format!("({server_now}"))
             .ignore();
         self.client.query_pipe::<()>(&pipe).await
     }
