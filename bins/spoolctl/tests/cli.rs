@@ -536,3 +536,71 @@ fn terminal_escapes_from_a_job_are_shown_not_obeyed() -> Result<()> {
     );
     Ok(())
 }
+
+/// Redis frozen while `spoolctl enqueue -` streams: the call in flight may
+/// run after the client gave up, so its jobs are reported as uncertain, not
+/// as "not enqueued", and the message names the `--id-prefix` that makes a
+/// re-send enqueue exactly what is missing. After the re-send the queue
+/// holds every line once.
+#[test]
+fn a_send_cut_short_by_a_frozen_redis_can_be_resent_without_duplicates() -> Result<()> {
+    let server = RedisServer::start()?;
+    let lines: String = (0..20_000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
+        .args(["-q", "freeze", "enqueue", "-"])
+        .env("SPOOL_REDIS_URL", server.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut pipe = child.stdin.take().context("stdin")?;
+    pipe.write_all(lines.as_bytes())?;
+    drop(pipe);
+    let mut c = server.connection()?;
+    let started = std::time::Instant::now();
+    loop {
+        let n: u64 = redis::cmd("ZCARD")
+            .arg("spool:{freeze}:ready")
+            .query(&mut c)?;
+        if n >= 2000 {
+            break;
+        }
+        ensure!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "nothing enqueued in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    server.pause()?;
+    let o = child.wait_with_output()?;
+    server.resume()?;
+    let e = err(&o);
+    let printed = out(&o).lines().count();
+    if o.status.success() {
+        // It finished before the freeze took hold: nothing to re-send.
+        ensure!(printed == 20_000, "{printed}");
+        return Ok(());
+    }
+    ensure!(e.contains("may or may not have been"), "{e}");
+    let prefix = e
+        .split("--id-prefix ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .context("no --id-prefix in the message")?
+        .to_owned();
+    let o = spoolctl(
+        &server,
+        &["-q", "freeze", "enqueue", "-", "--id-prefix", &prefix],
+        Some(&lines),
+    )?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let mut c = server.connection()?;
+    let n: u64 = redis::cmd("ZCARD")
+        .arg("spool:{freeze}:ready")
+        .query(&mut c)?;
+    ensure!(
+        n == 20_000,
+        "{n} jobs after the re-send (printed {printed} before)"
+    );
+    Ok(())
+}

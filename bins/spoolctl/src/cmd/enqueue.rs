@@ -34,6 +34,12 @@ pub(crate) struct EnqueueArgs {
     /// `SPOOL_JOB_TIMEOUT_RETRY`.
     #[arg(long)]
     pub(crate) timeout_retry: Option<bool>,
+    /// With `-`: the job read from line N gets the id `PREFIX-N`, so sending
+    /// the same input again with the same prefix enqueues only what is
+    /// missing (an enqueue of an existing id returns it). Without it, a
+    /// random prefix is drawn and printed when a send fails part-way.
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) id_prefix: Option<String>,
 }
 
 pub(crate) fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
@@ -57,6 +63,18 @@ pub(crate) fn options(args: &EnqueueArgs) -> Result<JobOptions, Failure> {
     o.timeout_retry = args.timeout_retry;
     o.validate()?;
     Ok(o)
+}
+
+/// A random 64-bit number from the OS (the default id prefix).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 pub(crate) fn parse_delay(v: &str) -> Result<Duration, Failure> {
@@ -104,6 +122,18 @@ pub(crate) async fn enqueue(queue: &Queue, args: EnqueueArgs) -> Result<(), Fail
     }
     // Check every line (JSON, size, options) before sending any, so bad
     // input enqueues nothing.
+    // Every job gets its id before anything is sent: a call that times out
+    // may still have run on Redis, and only a re-send with the same ids is
+    // safe (docs/operations.md).
+    let prefix = match &args.id_prefix {
+        Some(p) if !p.is_empty() && p.len() <= 200 && !p.contains(char::is_whitespace) => p.clone(),
+        Some(p) => {
+            return Err(usage(format!(
+                "invalid --id-prefix {p:?}: 1 to 200 bytes without whitespace"
+            )));
+        }
+        None => format!("{:016x}", rand_u64()),
+    };
     let mut jobs = Vec::new();
     for (i, line) in stdin.lock().lines().enumerate() {
         let line = line.map_err(|e| usage(format!("cannot read stdin: {e}")))?;
@@ -112,7 +142,7 @@ pub(crate) async fn enqueue(queue: &Queue, args: EnqueueArgs) -> Result<(), Fail
         }
         let what = format!("line {}", i + 1);
         let payload = check_json(&line, &what)?;
-        let job = NewJob::with_options(payload, opts.clone());
+        let job = NewJob::with_options(payload, opts.clone().id(format!("{prefix}-{}", i + 1)));
         queue
             .check_job(&job)
             .map_err(|e| usage(format!("{what}: {e}; nothing was enqueued")))?;
@@ -129,9 +159,14 @@ pub(crate) async fn enqueue(queue: &Queue, args: EnqueueArgs) -> Result<(), Fail
                 sent += chunk.len();
             }
             Err(e) => {
+                // The call in flight may have run on Redis after we gave up
+                // (a frozen or failing-over server): its jobs are uncertain,
+                // never reported as not enqueued.
+                let uncertain = if e.is_transient() { chunk.len() } else { 0 };
                 eprintln!(
-                    "spoolctl: {sent} of {} jobs were enqueued (their ids are printed above); the rest were not",
-                    jobs.len()
+                    "spoolctl: {sent} of {} jobs were enqueued (their ids are printed above); {uncertain} more may or may not have been (the call in flight failed: {}); the rest were not. Send the same input again with --id-prefix {prefix} to enqueue exactly what is missing, with no duplicate",
+                    jobs.len(),
+                    safe(&e.to_string()),
                 );
                 return Err(e.into());
             }
