@@ -129,6 +129,9 @@ const GARBAGE: &[&str] = &[
     "\n",
 ];
 
+/// Every key with its DUMP (see [`Fuzz::snapshot`]).
+type Snapshot = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 struct Fuzz {
     rng: Rng,
     conn: redis::Connection,
@@ -328,7 +331,7 @@ impl Fuzz {
 
     /// Every key under the queue's prefix with its DUMP, sorted: what a
     /// refused call must leave exactly as it was.
-    fn snapshot(&mut self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    fn snapshot(&mut self) -> Result<Snapshot> {
         let pattern = format!(
             "{}*",
             self.keys.prefix.replace('{', "\\{").replace('}', "\\}")
