@@ -142,12 +142,14 @@ fn limits(a: &Args) -> Result<Limits, BadSetting> {
         l.max_streams = positive("SPOOL_MAX_STREAMS", n as u64)? as usize;
     }
     if let Some(n) = a.probe_size {
-        // FFmpeg refuses probe sizes under 32 bytes.
-        if n < 32 {
+        // FFmpeg takes 32 bytes and up, but below a few tens of kilobytes
+        // it cannot find the streams of an ordinary MP4 (32 failed every
+        // job); refused at start instead.
+        if n < MIN_PROBE_SIZE {
             return Err(bad(
                 "SPOOL_PROBE_SIZE",
                 &n.to_string(),
-                "must be at least 32 bytes",
+                "must be at least 65536 bytes (FFmpeg needs that much to find the streams of an ordinary file; the default is 5000000)",
             ));
         }
         l.probe_size = n;
@@ -533,9 +535,38 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The smallest `SPOOL_PROBE_SIZE` accepted: 64 KiB holds the headers of
+/// every ordinary container the tests encode, with room to spare.
+const MIN_PROBE_SIZE: u64 = 65_536;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_size_too_small_for_any_file_is_refused_at_start() {
+        let dir = std::env::temp_dir();
+        let root = dir.to_string_lossy();
+        for (v, ok) in [
+            ("32", false),
+            ("65535", false),
+            ("65536", true),
+            ("5000000", true),
+        ] {
+            let argv = [
+                "spool-encoder-worker",
+                "--input-root",
+                &root,
+                "--output-root",
+                &root,
+                "--probe-size",
+                v,
+            ];
+            let args = Args::try_parse_from(argv).map_err(|e| e.to_string());
+            let parsed = args.map(|a| settings(&a).is_ok());
+            assert_eq!(parsed, Ok(ok), "--probe-size {v}");
+        }
+    }
 
     proptest::proptest! {
         /// Every encoder-worker flag, given any string: settings or an error

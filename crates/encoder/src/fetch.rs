@@ -125,9 +125,23 @@ pub fn is_public(ip: IpAddr) -> bool {
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link-local.
+                // ::/96, IPv4-compatible (deprecated): any embedded address.
+                || s[..6].iter().all(|x| *x == 0)
+                // ::ffff:0:0:0/96, IPv4-translated (SIIT).
+                || (s[..4].iter().all(|x| *x == 0) && s[4] == 0xffff && s[5] == 0)
+                // 64:ff9b:1::/48, local-use NAT64 (RFC 8215).
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                // 2002::/16 6to4 and 2001::/32 Teredo tunnel to IPv4 hosts
+                // that may be anywhere, private ones included.
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0)
+                // 100::/64 discard-only.
+                || (s[0] == 0x100 && s[1..4].iter().all(|x| *x == 0))
+                // fc00::/7 unique local, fe80::/10 link-local, fec0::/10
+                // site-local (deprecated, still routed inside some sites).
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
                 // 2001:db8::/32 documentation.
                 || (s[0] == 0x2001 && s[1] == 0x0db8))
         }
@@ -374,6 +388,14 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
             "224.0.0.1",
+            // Forms that embed or route to IPv4 or site-internal hosts.
+            "::a9fe:a9fe",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(!p.allows(denied.parse()?), "{denied} allowed");
         }

@@ -67,6 +67,9 @@ pub(crate) struct Endpoint {
     sentinel: Option<SentinelSpec>,
     /// A PEM CA bundle to trust for `rediss://` instead of the public roots.
     tls_ca: Option<Vec<u8>>,
+    /// Through Sentinel: acknowledge nothing while the sentinels that answer
+    /// disagree on the master (set with `min_replicas`, see [`Sentinel`]).
+    unanimous: bool,
     /// `host:port/db` for messages; never contains the password.
     pub(crate) display: String,
     cluster: bool,
@@ -99,6 +102,7 @@ impl Endpoint {
                 nodes: Vec::new(),
                 sentinel: Some(spec),
                 tls_ca: None,
+                unanimous: false,
                 display,
                 cluster: false,
             });
@@ -149,6 +153,7 @@ impl Endpoint {
             nodes,
             sentinel: None,
             tls_ca: None,
+            unanimous: false,
             display,
             cluster,
         })
@@ -157,6 +162,14 @@ impl Endpoint {
     /// Trusts this PEM CA bundle for `rediss://` connections.
     pub(crate) fn with_ca(mut self, pem: Option<Vec<u8>>) -> Self {
         self.tls_ca = pem;
+        self
+    }
+
+    /// Through Sentinel, require every sentinel that answers to name the
+    /// same master (a failover still settling otherwise): for clients that
+    /// asked for durable acknowledgements (`min_replicas`).
+    pub(crate) fn with_unanimous_sentinels(mut self, on: bool) -> Self {
+        self.unanimous = on;
         self
     }
 
@@ -192,7 +205,7 @@ impl Endpoint {
         install_crypto_provider();
         let err = |e| Error::from_redis(&self.display, e);
         if let Some(spec) = &self.sentinel {
-            let sentinel = Arc::new(Sentinel::new(spec, self.certs()));
+            let sentinel = Arc::new(Sentinel::new(spec, self.certs(), self.unanimous));
             if let Err(e) = sentinel.shared().await {
                 // A master name no sentinel knows is a setting to fix, not a
                 // failover to wait out.
@@ -488,6 +501,9 @@ fn percent_decode(s: &str) -> Option<String> {
 /// when it resyncs.
 pub(crate) struct Sentinel {
     spec: SentinelSpec,
+    /// Refuse a master some answering sentinel does not name (see
+    /// [`Endpoint::with_unanimous_sentinels`]).
+    unanimous: bool,
     /// Set when a majority of the sentinels that answered know no master
     /// of this name (a typo in the URL, not a failover).
     pub(crate) unknown_master: std::sync::atomic::AtomicBool,
@@ -524,9 +540,10 @@ fn in_failover(what: String) -> redis::RedisError {
 }
 
 impl Sentinel {
-    fn new(spec: &SentinelSpec, certs: Option<redis::TlsCertificates>) -> Self {
+    fn new(spec: &SentinelSpec, certs: Option<redis::TlsCertificates>, unanimous: bool) -> Self {
         Sentinel {
             spec: spec.clone(),
+            unanimous,
             unknown_master: std::sync::atomic::AtomicBool::new(false),
             left: tokio::sync::watch::Sender::new(0),
             last_used: Mutex::new(std::time::Instant::now()),
@@ -630,6 +647,21 @@ impl Sentinel {
             }
         }
         let need = sentinels.len() / 2 + 1;
+        if self.unanimous && votes.len() > 1 {
+            // A failover not every sentinel has taken in yet: a sentinel
+            // still naming the old master can demote the new one (after its
+            // own 8 s wait), wiping what it acknowledged. Nothing is
+            // acknowledged until they agree.
+            return Err(in_failover(format!(
+                "the sentinels disagree on the master of {:?} ({}): a failover is settling; retry",
+                self.spec.master,
+                votes
+                    .iter()
+                    .map(|((h, p), n)| format!("{h}:{p} by {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         if unknown >= need {
             self.unknown_master
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -682,7 +714,20 @@ impl Sentinel {
                 let (Some(addr), true) = (addr, busy) else {
                     continue;
                 };
-                if let Ok(now) = this.resolve().await
+                let named = this.resolve().await;
+                if this.unanimous
+                    && let Err(e) = &named
+                    && e.to_string().contains("sentinels disagree")
+                {
+                    tracing::warn!(error = %e, "leaving the master until the sentinels agree");
+                    let mut current = this.current.lock().unwrap_or_else(|p| p.into_inner());
+                    if current.as_ref().is_some_and(|(a, _)| *a == addr) {
+                        *current = None;
+                        this.left.send_modify(|g| *g += 1);
+                    }
+                    continue;
+                }
+                if let Ok(now) = named
                     && now != addr
                 {
                     tracing::warn!(

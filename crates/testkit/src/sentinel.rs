@@ -206,9 +206,9 @@ impl RedisSentinel {
     }
 
     /// SIGKILLs the current master, waits until the sentinels name another
-    /// node that answers as a master, restarts the killed node (the
-    /// sentinels make it a replica of the new master) and returns how long
-    /// the promotion took.
+    /// node that answers as a master, restarts the killed node as a replica
+    /// of the new master (the restart policy docs/operations.md requires)
+    /// and returns how long the promotion took.
     pub fn fail_over(&mut self) -> Result<Duration> {
         self.fail_over_with(false)
     }
@@ -252,7 +252,11 @@ impl RedisSentinel {
         if freeze {
             self.node_mut(old)?.resume()?;
         } else {
-            self.node_mut(old)?.restart()?;
+            // The restart policy docs/operations.md requires: a failed master
+            // rejoins as a replica of the master the sentinels name now.
+            // Restarted as a master on its AOF (which lacks up to its last
+            // second), it can lead replicas back to that older data set.
+            self.node_mut(old)?.restart_as_replica_of(new)?;
         }
         // Back as a replica of the new master (the sentinels reconfigure it).
         let back = Instant::now();

@@ -188,6 +188,23 @@ impl RedisServer {
         self.spawn()
     }
 
+    /// Restarts the server on its data as a replica of the node on
+    /// `master_port` (on loopback): how a failed master must come back under
+    /// Sentinel (docs/operations.md), never as a master with its own,
+    /// possibly older, data set.
+    pub fn restart_as_replica_of(&mut self, master_port: u16) -> Result<()> {
+        let args = &mut self.options.extra_args;
+        if let Some(i) = args.iter().position(|a| a == "--replicaof") {
+            args.drain(i..(i + 3).min(args.len()));
+        }
+        args.extend([
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master_port.to_string(),
+        ]);
+        self.restart()
+    }
+
     /// Freezes the server (SIGSTOP): connections stay open but nothing answers,
     /// as in a network partition. [`RedisServer::resume`] undoes it.
     pub fn pause(&self) -> Result<()> {

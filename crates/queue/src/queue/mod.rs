@@ -200,7 +200,9 @@ impl Client {
     /// TLS; a comma-separated list of node URLs, or `redis+cluster://`, for a
     /// Redis Cluster). Fails with [`Error::Unavailable`] when Redis does not answer.
     pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client> {
-        let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
+        let endpoint = Endpoint::parse(url)?
+            .with_ca(options.tls_ca_pem.clone())
+            .with_unanimous_sentinels(options.min_replicas > 0);
         check_replication(&endpoint, &options)?;
         let conn = endpoint.connect().await?;
         let blocking = BlockingPool::new(endpoint.clone(), &conn)?;
@@ -229,7 +231,9 @@ impl Client {
         options: ClientOptions,
         pool: deadpool_redis::Pool,
     ) -> Result<Client> {
-        let endpoint = Endpoint::parse(url)?.with_ca(options.tls_ca_pem.clone());
+        let endpoint = Endpoint::parse(url)?
+            .with_ca(options.tls_ca_pem.clone())
+            .with_unanimous_sentinels(options.min_replicas > 0);
         check_replication(&endpoint, &options)?;
         if endpoint.is_cluster() || endpoint.is_sentinel() {
             return Err(Error::InvalidUrl {
