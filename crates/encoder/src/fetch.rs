@@ -158,9 +158,49 @@ impl HttpPolicy {
     }
 }
 
+/// `url` as it may appear in a job's error: scheme, host, port and path
+/// only. User info, query and fragment are dropped (a presigned URL's
+/// signature, a password), and control characters are escaped, so neither
+/// a secret nor a forged line reaches `last_error`, logs or a terminal.
+pub(crate) fn shown_url(url: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(300)
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect()
+    };
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let hidden = if u.username().is_empty() && u.password().is_none() && u.query().is_none()
+            {
+                ""
+            } else {
+                " (credentials and query hidden)"
+            };
+            clean(&format!(
+                "{}://{}{port}{}{hidden}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.path()
+            ))
+        }
+        Err(_) => format!(
+            "{} (not a URL)",
+            clean(url.split(['@', '?', '#']).last().unwrap_or(""))
+        ),
+    }
+}
+
 fn refused(url: &str, reason: impl Into<String>) -> EncodeError {
     EncodeError::PathRefused {
-        path: url.to_owned(),
+        path: shown_url(url),
         reason: reason.into(),
     }
 }
@@ -226,14 +266,14 @@ async fn fetch(
                 .ok_or_else(|| bad(url, format!("HTTP {status} without a Location")))?;
             current = current
                 .join(loc)
-                .map_err(|e| bad(url, format!("a redirect to {loc:?}: {e}")))?;
+                .map_err(|e| bad(url, format!("a redirect to {}: {e}", shown_url(loc))))?;
             continue;
         }
         if !status.is_success() {
             let msg = format!("the server answered HTTP {status}");
             // 5xx and 429 may pass; anything else will answer the same again.
             return Err(if status.is_server_error() || status.as_u16() == 429 {
-                EncodeError::Failed(format!("downloading {url}: {msg}"))
+                EncodeError::Failed(format!("downloading {}: {msg}", shown_url(url)))
             } else {
                 bad(url, msg)
             });
@@ -266,11 +306,13 @@ async fn body(
         if total > max_bytes {
             return Err(too_big(url, max_bytes));
         }
-        out.write_all(&chunk)
-            .map_err(|e| EncodeError::Failed(format!("writing the download of {url}: {e}")))?;
+        out.write_all(&chunk).map_err(|e| {
+            EncodeError::Failed(format!("writing the download of {}: {e}", shown_url(url)))
+        })?;
     }
-    out.flush()
-        .map_err(|e| EncodeError::Failed(format!("writing the download of {url}: {e}")))?;
+    out.flush().map_err(|e| {
+        EncodeError::Failed(format!("writing the download of {}: {e}", shown_url(url)))
+    })?;
     Ok(())
 }
 
@@ -298,7 +340,10 @@ async fn client_for(
                 .await
                 .map_err(|_| timed_out(url, policy))?
                 .map_err(|e| {
-                    EncodeError::Failed(format!("downloading {url}: cannot resolve {name}: {e}"))
+                    EncodeError::Failed(format!(
+                        "downloading {}: cannot resolve {name}: {e}",
+                        shown_url(url)
+                    ))
                 })?
                 .collect()
         }
@@ -332,21 +377,22 @@ async fn client_for(
 
 fn bad(url: &str, reason: String) -> EncodeError {
     EncodeError::BadInput {
-        path: url.to_owned(),
+        path: shown_url(url),
         reason,
     }
 }
 
 fn too_big(url: &str, max_bytes: u64) -> EncodeError {
     EncodeError::LimitExceeded {
-        path: url.to_owned(),
+        path: shown_url(url),
         reason: format!("larger than {max_bytes} bytes (SPOOL_MAX_INPUT_BYTES)"),
     }
 }
 
 fn timed_out(url: &str, policy: &HttpPolicy) -> EncodeError {
     EncodeError::Failed(format!(
-        "downloading {url}: no answer within {:?} (SPOOL_HTTP_TIMEOUT)",
+        "downloading {}: no answer within {:?} (SPOOL_HTTP_TIMEOUT)",
+        shown_url(url),
         policy.io_timeout
     ))
 }
@@ -355,6 +401,8 @@ fn transport(url: &str, policy: &HttpPolicy, e: reqwest::Error) -> EncodeError {
     if e.is_timeout() {
         return timed_out(url, policy);
     }
+    // reqwest names the URL in its message, credentials and all.
+    let e = e.without_url();
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
@@ -362,12 +410,32 @@ fn transport(url: &str, policy: &HttpPolicy, e: reqwest::Error) -> EncodeError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    EncodeError::Failed(format!("downloading {url}: {msg}"))
+    EncodeError::Failed(format!("downloading {}: {msg}", shown_url(url)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_errors_carry_no_secret_and_no_line_break() {
+        let shown =
+            shown_url("https://user:hunter2@media.example/a%0Ab.mp4?X-Amz-Signature=s3cr3t#f");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t") && !shown.contains("user"),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("https://media.example/a%0Ab.mp4"),
+            "{shown}"
+        );
+        let raw = shown_url("http://a\nb@x y");
+        assert!(!raw.contains('\n') && !raw.contains("a\nb"), "{raw}");
+        assert_eq!(
+            shown_url("http://h.example:8080/v.mp4"),
+            "http://h.example:8080/v.mp4"
+        );
+    }
 
     #[test]
     fn only_public_addresses_pass_by_default() -> Result<(), Box<dyn std::error::Error>> {
