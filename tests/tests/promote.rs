@@ -346,3 +346,107 @@ async fn a_fleet_at_zero_starts_for_due_work_through_the_promoter() -> Result<()
     }
     Ok(())
 }
+
+/// The ScaledJob mode (`components/keda-scaledjob`, KEDA's default
+/// strategy on the outstanding key, one job per Job): a retry and a delayed
+/// job come due after every Job has exited; the promoter makes them visible
+/// and a Job is started for each. Without the promoter both waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaledjob_starts_jobs_for_work_that_comes_due_after_every_job_exited() -> Result<()> {
+    use spool_autoscale::jobs::{JobStrategy, new_jobs};
+    let server = RedisServer::start()?;
+    let client = Client::connect(&server.url()).await?;
+    let q = client.queue("sj0")?;
+    let dir = tempfile::tempdir()?;
+    let rec = dir.path().join("record");
+    let rec_s = rec.display().to_string();
+    let bin = example_binary("spool-worker", "sleep_worker")?;
+    let env = [
+        ("SPOOL_QUEUE", "sj0"),
+        ("SPOOL_MAX_JOBS", "1"),
+        ("SPOOL_CONCURRENCY", "1"),
+        ("SPOOL_IDLE_EXIT", "2s"),
+        ("SPOOL_SWEEP_INTERVAL", "200ms"),
+        ("SPOOL_SLEEP_RECORD", rec_s.as_str()),
+    ];
+    let spoolctl = workspace_binary("spoolctl", "spoolctl")?;
+    let _promoter = Promoter(
+        Command::new(&spoolctl)
+            .args(["promote", "--every", "500ms", "--queue", "sj0"])
+            .env("SPOOL_REDIS_URL", server.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start spoolctl promote")?,
+    );
+    let ids = vec![
+        q.enqueue(
+            br#"{"sleep_ms": 50, "fail_times": 1}"#.to_vec(),
+            JobOptions::default()
+                .backoff(Duration::from_secs(8), Duration::from_secs(8))
+                .max_attempts(3),
+        )
+        .await?,
+        q.enqueue(
+            br#"{"sleep_ms": 50}"#.to_vec(),
+            JobOptions::default().delay(Duration::from_secs(10)),
+        )
+        .await?,
+    ];
+    let mut alive: Vec<WorkerProcess> = Vec::new();
+    let mut alive_per_poll = Vec::new();
+    let started = Instant::now();
+    loop {
+        let mut i = 0;
+        while i < alive.len() {
+            if let Some(status) = alive[i].try_wait()? {
+                ensure!(
+                    status.success(),
+                    "a Job exited {status}:\n{}",
+                    alive[i].log()
+                );
+                alive.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let s = q.stats().await?;
+        let n = new_jobs(
+            JobStrategy::Default,
+            s.outstanding as f64,
+            1.0,
+            4,
+            alive.len() as u32,
+            0,
+        );
+        for _ in 0..n {
+            alive.push(WorkerProcess::spawn(&bin, &server.url(), &env)?);
+        }
+        alive_per_poll.push(alive.len());
+        if s.completed == 2 && alive.is_empty() {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(90),
+            "not done in 90 s: {s:?}, Jobs alive per poll {alive_per_poll:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("Jobs alive per poll: {alive_per_poll:?}");
+    let mut phases: Vec<bool> = alive_per_poll.iter().map(|&n| n > 0).collect();
+    phases.dedup();
+    ensure!(
+        phases.iter().filter(|&&up| up).count() >= 2,
+        "the due work never found the ScaledJob at zero: {alive_per_poll:?}"
+    );
+    let record = Record::read_required(&rec)?;
+    let done = record.done_counts();
+    for id in &ids {
+        ensure!(
+            done.get(id.as_str()) == Some(&1),
+            "{id} done {:?}",
+            done.get(id.as_str())
+        );
+    }
+    Ok(())
+}
