@@ -191,10 +191,12 @@ pub(crate) fn shown_url(url: &str) -> String {
                 u.path()
             ))
         }
-        Err(_) => format!(
-            "{} (not a URL)",
-            clean(url.split(['@', '?', '#']).last().unwrap_or(""))
-        ),
+        Err(_) => {
+            // What follows the last '@' (no user info), up to any query.
+            let no_user = url.rsplit('@').next().unwrap_or("");
+            let no_query = no_user.split(['?', '#']).next().unwrap_or("");
+            format!("{} (not a URL)", clean(no_query))
+        }
     }
 }
 
