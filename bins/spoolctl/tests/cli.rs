@@ -604,3 +604,25 @@ fn a_send_cut_short_by_a_frozen_redis_can_be_resent_without_duplicates() -> Resu
     );
     Ok(())
 }
+
+/// `SPOOL_REDIS_MIN_REPLICAS` holds for spoolctl too: against a master with
+/// no replica, an enqueue is not acknowledged (exit 1, NotReplicated) where
+/// it used to print an id no replica had.
+#[test]
+fn enqueue_honours_min_replicas() -> Result<()> {
+    let server = RedisServer::start()?;
+    let o = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
+        .args(["enqueue", "--payload", "{}"])
+        .env("SPOOL_REDIS_URL", server.url())
+        .env("SPOOL_REDIS_MIN_REPLICAS", "1")
+        .output()?;
+    ensure!(o.status.code() == Some(1), "{:?}: {}", o.status, err(&o));
+    ensure!(err(&o).contains("replicas"), "{}", err(&o));
+    let bad = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
+        .args(["stats"])
+        .env("SPOOL_REDIS_URL", server.url())
+        .env("SPOOL_REDIS_MIN_REPLICAS", "99")
+        .output()?;
+    ensure!(bad.status.code() == Some(2), "{:?}", bad.status);
+    Ok(())
+}
