@@ -17,6 +17,13 @@ pub struct RedisSentinel {
     dir: tempfile::TempDir,
 }
 
+/// How long a node may not answer before the sentinels call it down. Far
+/// below production's 30 s so the tests fail over in seconds, but not 1 s:
+/// on a loaded 2-core CI machine a node that is merely slow for a second
+/// then triggered a spurious failover, which promoted a replica still
+/// resyncing after its restart and lost acknowledged jobs.
+const DOWN_AFTER_MS: u64 = 3000;
+
 impl RedisSentinel {
     /// Starts a master, `replicas` replicas of it and `sentinels` sentinels
     /// (quorum: a majority), and waits until every sentinel sees every
@@ -57,7 +64,7 @@ impl RedisSentinel {
                 format!(
                     "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile sentinel-{i}.log\n\
                      sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} {quorum}\n\
-                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}\n\
                      sentinel failover-timeout {SENTINEL_MASTER} 2000\n\
                      sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
                     dir = set.dir.path().display(),
@@ -258,12 +265,16 @@ impl RedisSentinel {
             // second), it can lead replicas back to that older data set.
             self.node_mut(old)?.restart_as_replica_of(new)?;
         }
-        // Back as a replica of the new master (the sentinels reconfigure it).
+        // Back as a replica of the new master, and in sync with it: a replica
+        // still loading or resyncing after its restart holds an older data
+        // set, and a failover that promoted it then would lose what it
+        // lacks (seen in CI: a spurious failover promoted a replica one
+        // second after its restart). The next failure waits for it.
         let back = Instant::now();
-        while !role(old).is_ok_and(|r| r == "slave") {
-            if back.elapsed() > Duration::from_secs(30) {
+        while !(role(old).is_ok_and(|r| r == "slave") && link_up(old)) {
+            if back.elapsed() > Duration::from_secs(60) {
                 return Err(err(format!(
-                    "the old master (port {old}) did not become a replica of {new} within 30 s"
+                    "the old master (port {old}) did not become an in-sync replica of {new} within 60 s"
                 )));
             }
             sleep(Duration::from_millis(100));
@@ -289,6 +300,13 @@ fn sentinel_query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::
         cmd.arg(*a);
     }
     cmd.query(&mut c)
+}
+
+/// Whether a replica's link to its master is up (`INFO replication`:
+/// `master_link_status:up`, so its initial sync is done).
+fn link_up(port: u16) -> bool {
+    sentinel_query::<String>(port, &["INFO", "replication"])
+        .is_ok_and(|info| info.contains("master_link_status:up"))
 }
 
 /// `ROLE`'s first field on a data node: `master` or `slave`.
