@@ -27,6 +27,22 @@ impl Drop for Promoter {
     }
 }
 
+impl Promoter {
+    /// `spoolctl promote --every 500ms` against `server`, with `extra` args.
+    fn start(server: &RedisServer, extra: &[&str]) -> Result<Self> {
+        Ok(Promoter(
+            Command::new(workspace_binary("spoolctl", "spoolctl")?)
+                .args(["promote", "--every", "500ms"])
+                .args(extra)
+                .env("SPOOL_REDIS_URL", server.url())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start spoolctl promote")?,
+        ))
+    }
+}
+
 fn ms_since_epoch() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -102,17 +118,8 @@ async fn due_work_reaches_the_autoscaler_keys_with_no_worker_running() -> Result
 
     // The promoter: both due jobs reach `outstanding` and `ready` at once.
     let promoter_port = spool_testkit::free_port()?;
-    let spoolctl = workspace_binary("spoolctl", "spoolctl")?;
-    let _promoter = Promoter(
-        Command::new(&spoolctl)
-            .args(["promote", "--every", "500ms", "--health-addr"])
-            .arg(format!("127.0.0.1:{promoter_port}"))
-            .env("SPOOL_REDIS_URL", server.url())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start spoolctl promote")?,
-    );
+    let health = format!("127.0.0.1:{promoter_port}");
+    let _promoter = Promoter::start(&server, &["--health-addr", &health])?;
     let t = Instant::now();
     spool_testkit::wait_for("both due jobs in outstanding", VISIBLE_WITHIN, async || {
         let n: u64 = redis::cmd("SCARD")
@@ -273,16 +280,7 @@ async fn a_fleet_at_zero_starts_for_due_work_through_the_promoter() -> Result<()
         },
         0,
     );
-    let spoolctl = workspace_binary("spoolctl", "spoolctl")?;
-    let _promoter = Promoter(
-        Command::new(&spoolctl)
-            .args(["promote", "--every", "500ms", "--queue", "fleet0"])
-            .env("SPOOL_REDIS_URL", server.url())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start spoolctl promote")?,
-    );
+    let _promoter = Promoter::start(&server, &["--queue", "fleet0"])?;
     let mut ids = q
         .enqueue_batch(
             (0..3)
@@ -369,16 +367,7 @@ async fn a_scaledjob_starts_jobs_for_work_that_comes_due_after_every_job_exited(
         ("SPOOL_SWEEP_INTERVAL", "200ms"),
         ("SPOOL_SLEEP_RECORD", rec_s.as_str()),
     ];
-    let spoolctl = workspace_binary("spoolctl", "spoolctl")?;
-    let _promoter = Promoter(
-        Command::new(&spoolctl)
-            .args(["promote", "--every", "500ms", "--queue", "sj0"])
-            .env("SPOOL_REDIS_URL", server.url())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start spoolctl promote")?,
-    );
+    let _promoter = Promoter::start(&server, &["--queue", "sj0"])?;
     let ids = vec![
         q.enqueue(
             br#"{"sleep_ms": 50, "fail_times": 1}"#.to_vec(),

@@ -43,12 +43,31 @@ pub(crate) struct PromoteArgs {
 }
 
 /// What the health endpoint reports, updated after each pass.
-#[derive(Default)]
 struct State {
+    /// When the promoter started: the first pass gets as long as any other
+    /// to succeed before `/healthz` fails.
+    started: Instant,
     /// When the last pass over every queue succeeded.
     last_ok: Option<Instant>,
     /// Per queue: lateness after the pass (ms) and jobs promoted so far.
     queues: BTreeMap<String, (u64, u64)>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            started: Instant::now(),
+            last_ok: None,
+            queues: BTreeMap::new(),
+        }
+    }
+}
+
+impl State {
+    /// Whether a pass succeeded within `stale`.
+    fn fresh(&self, stale: Duration) -> bool {
+        self.last_ok.is_some_and(|t| t.elapsed() <= stale)
+    }
 }
 
 pub(crate) async fn promote(
@@ -185,57 +204,33 @@ async fn serve(addr: SocketAddr, state: Arc<Mutex<State>>, every: Duration) -> R
         .await
         .map_err(|e| usage(format!("cannot listen on {addr} (--health-addr): {e}")))?;
     let stale = every * STALE_INTERVALS;
-    let fresh = {
-        let state = state.clone();
+    // Alive until passes have failed for STALE_INTERVALS (a restart then
+    // may help: a wedged connection); the first pass gets the same time.
+    // Ready only while passes succeed.
+    let probe = |state: Arc<Mutex<State>>, liveness: bool, ok_text: &'static str| {
         move || {
-            state
+            let ok = state
                 .lock()
-                .ok()
-                .and_then(|s| s.last_ok)
-                .is_some_and(|t| t.elapsed() <= stale)
+                .is_ok_and(|s| s.fresh(stale) || (liveness && s.started.elapsed() <= stale));
+            async move {
+                if ok {
+                    (StatusCode::OK, ok_text)
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no successful pass lately\n",
+                    )
+                }
+            }
         }
     };
-    let alive = fresh.clone();
-    let metrics_state = state.clone();
     let app = axum::Router::new()
-        // Alive until passes have failed for STALE_INTERVALS (a restart then
-        // may help: a wedged connection); the first pass gets the same time.
-        .route(
-            "/healthz",
-            get(move || {
-                let ok = alive() || metrics_state_started_recently(&state, stale);
-                async move {
-                    if ok {
-                        (StatusCode::OK, "ok\n")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "no successful pass lately\n",
-                        )
-                    }
-                }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let ok = fresh();
-                async move {
-                    if ok {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "no successful pass lately\n",
-                        )
-                    }
-                }
-            }),
-        )
+        .route("/healthz", get(probe(state.clone(), true, "ok\n")))
+        .route("/readyz", get(probe(state.clone(), false, "ready\n")))
         .route(
             "/metrics",
             get(move || {
-                let body = render_metrics(&metrics_state);
+                let body = render_metrics(&state);
                 async move { body }
             }),
         );
@@ -245,13 +240,6 @@ async fn serve(addr: SocketAddr, state: Arc<Mutex<State>>, every: Duration) -> R
         }
     });
     Ok(())
-}
-
-/// Whether the process started less than `stale` ago (no pass has had time
-/// to succeed yet).
-fn metrics_state_started_recently(_state: &Arc<Mutex<State>>, stale: Duration) -> bool {
-    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    STARTED.get_or_init(Instant::now).elapsed() <= stale
 }
 
 /// The Prometheus text of the promoter's metrics.
