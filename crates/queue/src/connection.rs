@@ -507,6 +507,9 @@ pub(crate) struct Sentinel {
     /// Set when a majority of the sentinels that answered know no master
     /// of this name (a typo in the URL, not a failover).
     pub(crate) unknown_master: std::sync::atomic::AtomicBool,
+    /// Set when the last resolution found the answering sentinels naming
+    /// different masters (with `unanimous`); read by the re-check.
+    disagreed: std::sync::atomic::AtomicBool,
     /// Bumped each time a re-check leaves a master the sentinels no longer
     /// name: calls in flight on the old connection end at once (transient)
     /// instead of waiting for an answer that may come from a demoted node.
@@ -545,6 +548,7 @@ impl Sentinel {
             spec: spec.clone(),
             unanimous,
             unknown_master: std::sync::atomic::AtomicBool::new(false),
+            disagreed: std::sync::atomic::AtomicBool::new(false),
             left: tokio::sync::watch::Sender::new(0),
             last_used: Mutex::new(std::time::Instant::now()),
             rechecking: std::sync::atomic::AtomicBool::new(false),
@@ -647,7 +651,10 @@ impl Sentinel {
             }
         }
         let need = sentinels.len() / 2 + 1;
-        if self.unanimous && votes.len() > 1 {
+        let disagree = self.unanimous && votes.len() > 1;
+        self.disagreed
+            .store(disagree, std::sync::atomic::Ordering::Relaxed);
+        if disagree {
             // A failover not every sentinel has taken in yet: a sentinel
             // still naming the old master can demote the new one (after its
             // own 8 s wait), wiping what it acknowledged. Nothing is
@@ -715,9 +722,8 @@ impl Sentinel {
                     continue;
                 };
                 let named = this.resolve().await;
-                if this.unanimous
-                    && let Err(e) = &named
-                    && e.to_string().contains("sentinels disagree")
+                if let Err(e) = &named
+                    && this.disagreed.load(std::sync::atomic::Ordering::Relaxed)
                 {
                     tracing::warn!(error = %e, "leaving the master until the sentinels agree");
                     let mut current = this.current.lock().unwrap_or_else(|p| p.into_inner());
