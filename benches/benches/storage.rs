@@ -62,12 +62,13 @@ fn best_pair(
     cancel: &CancellationToken,
 ) -> Result<(f64, f64)> {
     let (mut local_best, mut s3_best) = (f64::MAX, f64::MAX);
+    let owner = spool_encoder::OutputOwner::named("bench");
     for _ in 0..rounds {
         let t = Instant::now();
-        encoder.encode_as(Some("bench"), local, &mut |_| {}, cancel)?;
+        encoder.encode_as(Some(&owner), local, &mut |_| {}, cancel)?;
         local_best = local_best.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        encoder.encode_as(Some("bench"), remote, &mut |_| {}, cancel)?;
+        encoder.encode_as(Some(&owner), remote, &mut |_| {}, cancel)?;
         s3_best = s3_best.min(t.elapsed().as_secs_f64());
     }
     Ok((local_best, s3_best))
@@ -186,7 +187,12 @@ fn main() -> Result<()> {
     let base = S3Uri::parse("s3://media/blob/blob.bin").map_err(anyhow::Error::msg)?;
     let url = format!("{}/media/blob/curl.bin", s3.endpoint());
     let up_spool = best(rounds, || {
-        client.upload(&up_dir, &base, Some("bench"), &cancel)?;
+        client.upload(
+            &up_dir,
+            &base,
+            Some(&spool_encoder::OutputOwner::named("bench")),
+            &cancel,
+        )?;
         Ok(())
     })?;
     let up_curl = best(rounds, || {

@@ -343,7 +343,13 @@ impl Handler for EncodeHandler {
         let encoder = self.encoder.clone();
         let cancel = ctx.cancellation_token();
         let progress_ctx = ctx.clone();
-        let owner = ctx.id.clone();
+        // The owner of the outputs: this enqueue of this job, this attempt.
+        let owner = spool_encoder::OutputOwner::job(
+            &ctx.queue,
+            ctx.id.as_str(),
+            ctx.enqueued_at,
+            ctx.reserved_at,
+        );
         // FFmpeg's warnings about this encode: into the job's log, and
         // through `tracing` in the job's span.
         let span = tracing::Span::current();

@@ -111,6 +111,8 @@ export class EncodeJob {
       const f = `renditions[${i}]`;
       const codec = r.codec ?? "h264";
       if (!["h264", "hevc", "av1"].includes(codec)) throw new InvalidJob(`${f}.codec`, `${codec} is not h264, hevc or av1`);
+      if (codec === "av1" && j.output.format === "hls")
+        throw new InvalidJob(`${f}.codec`, "av1 cannot go in HLS (its segments are MPEG-TS): use h264 or hevc, or mp4");
       if (r.width === undefined && r.height === undefined && rs.length > 1)
         throw new InvalidJob(`${f}.height`, "is required in a ladder");
       for (const [dim, v, hi] of [

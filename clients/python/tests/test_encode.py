@@ -23,7 +23,7 @@ def test_built_jobs_match_the_schema() -> None:
             renditions=[
                 Rendition(codec="h264", height=1080, bitrate_kbps=5000, preset="slow"),
                 Rendition(codec="hevc", height=720, quality=28, keyframe_interval_s=2),
-                Rendition(codec="av1", height=360, name="low-av1"),
+                Rendition(codec="hevc", height=360, name="low-hevc"),
             ],
             audio=Audio("copy"),
             hardware="nvenc",
@@ -62,6 +62,10 @@ def test_built_jobs_match_the_schema() -> None:
         (
             EncodeJob(input="a", output=Mp4("a"), renditions=[Rendition(codec="av1", quality=64)]),
             "renditions[0].quality",
+        ),
+        (
+            EncodeJob(input="a", output=Hls("a"), renditions=[Rendition(codec="av1", height=360)]),
+            "renditions[0].codec",
         ),
         (
             EncodeJob(

@@ -395,6 +395,14 @@ impl EncodeSpec {
                 }
                 _ => {}
             }
+            // spool's HLS output is MPEG-TS segments, and no player plays
+            // AV1 in MPEG-TS: the segments would publish but never play.
+            if r.codec == Codec::Av1 && matches!(self.container, Container::Hls { .. }) {
+                return Err(SpecError::new(
+                    f("codec"),
+                    "av1 cannot go in HLS here (spool's HLS segments are MPEG-TS, which players do not play AV1 from): use h264 or hevc for HLS, or an mp4 container for av1",
+                ));
+            }
             if let Some(k) = r.keyframe_interval_s
                 && !(0.1..=60.0).contains(&k)
             {

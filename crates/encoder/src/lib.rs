@@ -22,6 +22,7 @@ mod ffi;
 pub mod gpu;
 pub mod hw;
 pub mod metrics;
+mod owner;
 pub mod paths;
 mod pipeline;
 pub mod spec;
@@ -32,6 +33,7 @@ use std::path::PathBuf;
 pub use backend::Backend;
 pub use error::EncodeError;
 pub use fetch::HttpPolicy;
+pub use owner::OutputOwner;
 pub use pipeline::{EncodeResult, OutputInfo, Phase, Progress};
 pub use spec::{Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition};
 pub use spool_encode_spec::S3Uri;
@@ -216,13 +218,14 @@ impl Encoder {
         self.encode_as(None, spec, progress, cancel)
     }
 
-    /// Encodes `spec` for the job `owner` (its queue id): outputs that an
+    /// Encodes `spec` for the attempt `owner` of a job: outputs that an
     /// earlier attempt of the same job published are replaced; anything else
     /// already at an output name fails the job with
-    /// [`EncodeError::OutputExists`] before any work. Blocking.
+    /// [`EncodeError::OutputExists`] before any work, and is never replaced
+    /// or removed later either (see [`OutputOwner`]). Blocking.
     pub fn encode_as(
         &self,
-        owner: Option<&str>,
+        owner: Option<&OutputOwner>,
         spec: &EncodeSpec,
         progress: &mut dyn FnMut(Progress),
         cancel: &CancellationToken,
@@ -230,7 +233,7 @@ impl Encoder {
         spec.validate(&self.config.limits)?;
         if !S3Uri::is_s3(&spec.output) {
             let target = paths::open_output(&self.config.output_root, &spec.output)?;
-            self.check_names(spec, &target, |name, dir| {
+            self.check_names(spec, &target, None, |name, dir| {
                 target.existing(name, dir, owner).map(drop)
             })?;
             return self.encode_into(owner, spec, &target, progress, cancel);
@@ -248,14 +251,14 @@ impl Encoder {
                 ))
             })?;
         let target = paths::open_output(scratch.path(), uri.file_name())?;
-        let names = self.check_names(spec, &target, |_, _| Ok(()))?;
-        storage::check_owner(stores, &uri, &names, owner, cancel)?;
+        let names = self.check_names(spec, &target, Some(&uri), |_, _| Ok(()))?;
+        let known = storage::check_owner(stores, &uri, &names, owner, cancel)?;
         let hls_dirs: Vec<String> = names
             .iter()
             .filter(|(_, dir)| *dir)
             .map(|(n, _)| n.clone())
             .collect();
-        let session = storage::Session::new(stores, &uri, owner)?;
+        let session = storage::Session::new(stores, &uri, owner, &names, known)?;
         // HLS segments go up as FFmpeg finishes them; a failed upload stops
         // the encode through its own cancel.
         let encode_cancel = cancel.child_token();
@@ -298,14 +301,7 @@ impl Encoder {
                 out_time_s: 0.0,
             })
         };
-        let up = storage::upload(
-            stores,
-            session,
-            scratch.path(),
-            &hls_dirs,
-            &mut report,
-            cancel,
-        )?;
+        let up = storage::upload(stores, session, scratch.path(), &mut report, cancel)?;
         // Report where the outputs are now, not where they were encoded.
         let remote = |p: &std::path::Path| -> std::path::PathBuf {
             match p.strip_prefix(scratch.path()) {
@@ -328,23 +324,57 @@ impl Encoder {
     }
 
     /// The output files (or HLS directories) `spec` will write at `target`,
-    /// each name checked for length and passed to `existing`.
+    /// each passed to `existing`. Every name the encode derives from them
+    /// is checked first (the MP4's ownership marker, the HLS playlists and
+    /// the last possible segment; the whole key too when `s3` is the
+    /// output), so a name that cannot be written fails before any work.
     fn check_names(
         &self,
         spec: &EncodeSpec,
         target: &paths::OutputTarget,
+        s3: Option<&S3Uri>,
         mut existing: impl FnMut(&str, bool) -> Result<(), EncodeError>,
     ) -> Result<Vec<(String, bool)>, EncodeError> {
         let names = pipeline::output_names(spec, target);
+        let last_segment = format!(
+            "seg_{:05}.ts",
+            self.config.limits.max_hls_segments.max(1) - 1
+        );
         for (name, dir) in &names {
-            if name.len() > paths::MAX_COMPONENT_BYTES {
-                return Err(EncodeError::PathRefused {
-                    path: spec.output.clone(),
-                    reason: format!(
-                        "the output file {name:?} would be longer than {} bytes",
-                        paths::MAX_COMPONENT_BYTES
-                    ),
-                });
+            let mut derived: Vec<(String, usize)> = Vec::new();
+            if *dir {
+                derived.push((name.clone(), paths::MAX_COMPONENT_BYTES));
+                derived.push((format!("{name}/master.m3u8"), usize::MAX));
+                for r in &spec.renditions {
+                    let label = r.label();
+                    derived.push((label.clone(), paths::MAX_COMPONENT_BYTES));
+                    derived.push((format!("{name}/{label}/{last_segment}"), usize::MAX));
+                }
+            } else {
+                derived.push((
+                    name.clone(),
+                    paths::MAX_COMPONENT_BYTES - paths::MARKER_OVERHEAD,
+                ));
+            }
+            for (d, max_component) in derived {
+                if !d.contains('/') && d.len() > max_component {
+                    return Err(EncodeError::PathRefused {
+                        path: spec.output.clone(),
+                        reason: format!(
+                            "the output name {d:?} is {} bytes; at most {max_component} (a file name is at most {} bytes, and spool adds its marker beside an MP4)",
+                            d.len(),
+                            paths::MAX_COMPONENT_BYTES
+                        ),
+                    });
+                }
+                if let Some(base) = s3 {
+                    let key = format!("s3://{}/{}{d}", base.bucket, base.parent_prefix());
+                    if d.contains('/') || d == *name {
+                        S3Uri::parse(&key).map_err(|r| {
+                            EncodeError::spec("output", format!("the derived object {d:?} {r}"))
+                        })?;
+                    }
+                }
             }
             existing(name, *dir)?;
         }
@@ -368,7 +398,7 @@ impl Encoder {
     /// backend by the spec's hardware policy.
     fn encode_into(
         &self,
-        owner: Option<&str>,
+        owner: Option<&OutputOwner>,
         spec: &EncodeSpec,
         target: &paths::OutputTarget,
         progress: &mut dyn FnMut(Progress),

@@ -25,3 +25,13 @@ pub const ENCODER_SESSIONS: &str = "spool_gpu_encoder_sessions";
 pub const NVENC_SESSIONS_MAX: &str = "spool_gpu_nvenc_sessions_max";
 /// NVENC sessions this process holds on the GPU now (`gpu`).
 pub const NVENC_SESSIONS_IN_USE: &str = "spool_gpu_nvenc_sessions_in_use";
+
+/// Object storage requests (`op`: `get`, `head`, `list`, `put`,
+/// `put_part`, `create_multipart`, `complete_multipart`, `abort_multipart`,
+/// `delete`; `outcome`: `ok`, `error`, `timeout`). Retries inside one
+/// request are not counted apart.
+pub const STORAGE_REQUESTS: &str = "spool_storage_requests_total";
+/// Object storage request latency, seconds (`op`).
+pub const STORAGE_SECONDS: &str = "spool_storage_request_seconds";
+/// Bytes moved to and from object storage (`op`: `get`, `put`).
+pub const STORAGE_BYTES: &str = "spool_storage_bytes_total";

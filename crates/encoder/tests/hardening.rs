@@ -52,7 +52,8 @@ fn run(
     owner: Option<&str>,
     s: &EncodeSpec,
 ) -> Result<spool_encoder::EncodeResult, EncodeError> {
-    enc.encode_as(owner, s, &mut |_| {}, &CancellationToken::new())
+    let owner = owner.map(spool_encoder::OutputOwner::named);
+    enc.encode_as(owner.as_ref(), s, &mut |_| {}, &CancellationToken::new())
 }
 
 /// Every entry under `dir`, relative, sorted: what a test compares before
@@ -135,7 +136,7 @@ fn a_job_never_removes_or_replaces_what_it_did_not_publish() -> Result<()> {
         exists,
         "tenantA",
     )?;
-    ensure!(e.to_string().contains("not written by spool"), "{e}");
+    ensure!(e.to_string().contains("not written by"), "{e}");
     expect_err(
         "MP4 onto a foreign file",
         run(&enc, Some("job-1"), &small_spec("clip.mp4", "film", MP4)?),
@@ -165,7 +166,7 @@ fn a_job_never_removes_or_replaces_what_it_did_not_publish() -> Result<()> {
             "another job onto job-7's output",
             run(&enc, Some("job-8"), &s),
             exists,
-            "job job-7 wrote it",
+            "another spool job wrote it",
         )?;
         ensure!(e.to_string().contains("mine"), "{e}");
         expect_err(
@@ -243,8 +244,24 @@ fn output_names_are_literal_and_never_pass_through_symlinks() -> Result<()> {
         "an output file name over NAME_MAX",
         run(&enc, Some("job"), &small_spec("clip.mp4", &near, MP4)?),
         path_refused,
-        "longer than 255 bytes",
+        "at most 242",
     )?;
+    // Names of 239-242 bytes fit with the marker beside them (13 bytes
+    // longer), and publish; 243 bytes is refused before any work, not
+    // after the encode.
+    let fits = "f".repeat(238);
+    run(&enc, Some("job"), &small_spec("clip.mp4", &fits, MP4)?)
+        .context("a 242-byte output file name")?;
+    ensure!(r.output.join(format!("{fits}.mp4")).is_file());
+    let over = "o".repeat(239);
+    let before = tree(&r.output)?;
+    expect_err(
+        "a 243-byte output file name",
+        run(&enc, Some("job"), &small_spec("clip.mp4", &over, MP4)?),
+        path_refused,
+        "marker",
+    )?;
+    ensure!(tree(&r.output)? == before, "a refused name left something");
     Ok(())
 }
 

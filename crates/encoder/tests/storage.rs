@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail, ensure};
 use common::{Roots, roots};
 use spool_encoder::storage::parse_buckets;
 use spool_encoder::{
-    CancellationToken, EncodeError, EncodeResult, Encoder, EncoderConfig, ObjectStorage, Phase,
+    CancellationToken, EncodeError, EncodeResult, Encoder, EncoderConfig, ObjectStorage,
+    OutputOwner, Phase,
 };
 use spool_testkit::{PUBLIC_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 
@@ -65,7 +66,7 @@ fn encode(
             reason: e.reason,
         },
     )?;
-    enc.encode_as(Some(owner), &s, on_progress, cancel)
+    enc.encode_as(Some(&OutputOwner::named(owner)), &s, on_progress, cancel)
 }
 
 /// ffprobe's view of a local file: (frames, duration s, codec).
@@ -161,7 +162,11 @@ fn s3_to_s3_mp4_and_hls_ladder_read_back_and_play_over_http() -> Result<()> {
         "{frames} {dur} {codec}"
     );
     let (ct, owner) = s3.head(MEDIA, "out/clip.mp4")?;
-    ensure!(ct.as_deref() == Some("video/mp4") && owner.as_deref() == Some("job-mp4"));
+    ensure!(
+        ct.as_deref() == Some("video/mp4")
+            && owner.as_deref() == Some(OutputOwner::named("job-mp4").key()),
+        "{ct:?} {owner:?}"
+    );
 
     // A three-rung HLS ladder into the publicly readable bucket.
     let res = encode(
@@ -438,7 +443,9 @@ fn another_jobs_objects_are_never_replaced_and_a_retry_replaces_its_own() -> Res
         &mut |_| {},
         &cancel,
     ) {
-        Err(e @ EncodeError::OutputExists { .. }) => ensure!(e.to_string().contains("j1"), "{e}"),
+        Err(e @ EncodeError::OutputExists { .. }) => {
+            ensure!(e.to_string().contains("another spool job"), "{e}")
+        }
         other => bail!("another job's output must not be replaced: {other:?}"),
     }
     Ok(())
@@ -718,7 +725,7 @@ fn a_cancel_during_a_multipart_upload_aborts_it() -> Result<()> {
     // Completed, for contrast: one object, and the pending list is empty,
     // so an empty list below means "aborted", not "never listed".
     let cancel = CancellationToken::new();
-    let done = client.upload(&dir, &base, Some("j"), &cancel)?;
+    let done = client.upload(&dir, &base, Some(&OutputOwner::named("j")), &cancel)?;
     ensure!(done.len() == 1 && done[0].size_bytes == bytes.len() as u64);
     ensure!(s3.pending_multipart_uploads(MEDIA)?.is_empty());
     s3.delete(MEDIA, "mp/big.mp4")?;
@@ -731,7 +738,7 @@ fn a_cancel_during_a_multipart_upload_aborts_it() -> Result<()> {
         .upload_with_progress(
             &dir,
             &base,
-            Some("j"),
+            Some(&OutputOwner::named("j")),
             &mut |sent, total| {
                 if sent > 0 && sent < total && !mid_upload {
                     mid_upload = true;

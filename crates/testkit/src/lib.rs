@@ -14,6 +14,7 @@
 //! until ready).
 
 mod cluster;
+mod faults;
 mod media;
 mod process;
 mod record;
@@ -23,6 +24,7 @@ mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
+pub use faults::{Fault, FaultProxy, Gate, Rule};
 pub use media::{Tmpfs, ffmpeg, lavfi_clip, lavfi_video};
 pub use s3::{PUBLIC_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, weed_binary};
 pub use sentinel::{RedisSentinel, SENTINEL_MASTER};

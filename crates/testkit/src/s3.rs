@@ -224,7 +224,7 @@ impl S3Server {
         block_on(async move { Ok(store.get(&key).await?.bytes().await?.to_vec()) })
     }
 
-    /// The `Content-Type` and `spool-job` metadata of `bucket/key`.
+    /// The `Content-Type` and `spool-owner` metadata of `bucket/key`.
     pub fn head(&self, bucket: &str, key: &str) -> Result<(Option<String>, Option<String>)> {
         let store = self.store(bucket)?;
         let key = ObjectPath::from(key);
@@ -242,7 +242,7 @@ impl S3Server {
             Ok((
                 a.get(&object_store::Attribute::ContentType)
                     .map(|v| v.to_string()),
-                a.get(&object_store::Attribute::Metadata("spool-job".into()))
+                a.get(&object_store::Attribute::Metadata("spool-owner".into()))
                     .map(|v| v.to_string()),
             ))
         })

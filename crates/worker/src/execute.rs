@@ -300,6 +300,7 @@ async fn supervise<H: Handler>(
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         enqueued_at: job.enqueued_at,
+        reserved_at: job.deadline.checked_sub(job.lease).unwrap_or(job.deadline),
         cancel: cancel.clone(),
         progress: Arc::new(progress_tx),
         time_limit: Arc::new(limit_tx),

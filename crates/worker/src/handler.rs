@@ -85,6 +85,9 @@ pub struct JobContext {
     pub max_attempts: u32,
     /// When the job was enqueued (server clock).
     pub enqueued_at: SystemTime,
+    /// When this attempt was reserved (server clock): later for every later
+    /// attempt of the job, also after a retry from the dead letters.
+    pub reserved_at: SystemTime,
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Arc<watch::Sender<Option<String>>>,
     pub(crate) time_limit: Arc<watch::Sender<Option<Duration>>>,

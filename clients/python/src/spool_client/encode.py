@@ -144,6 +144,11 @@ class EncodeJob:
             f = f"renditions[{i}]"
             if r.codec not in ("h264", "hevc", "av1"):
                 raise InvalidJob(f"{f}.codec", f"{r.codec!r} is not h264, hevc or av1")
+            if r.codec == "av1" and isinstance(self.output, Hls):
+                raise InvalidJob(
+                    f"{f}.codec",
+                    "av1 cannot go in HLS (its segments are MPEG-TS): use h264 or hevc, or Mp4",
+                )
             if r.preset not in ("fastest", "fast", "medium", "slow", "slowest"):
                 raise InvalidJob(f"{f}.preset", f"{r.preset!r} is not a preset")
             if r.width is None and r.height is None and len(self.renditions) > 1:

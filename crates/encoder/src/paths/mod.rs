@@ -61,6 +61,9 @@ pub const FORBIDDEN_OUTPUT_CHARS: &[char] = &['%', '#', '?', ':', '\\', '|'];
 const STAGING_PREFIX: &str = ".spool-partial-";
 /// The ownership marker inside a published HLS directory.
 const OWNER_MARKER: &str = ".spool-owner";
+/// Bytes an MP4's ownership marker (`.<name>.spool-owner`) adds to its name:
+/// an output file name may be at most [`MAX_COMPONENT_BYTES`] less this.
+pub const MARKER_OVERHEAD: usize = 13;
 /// Directories spool creates: readable by the services that serve them.
 const DIR_MODE: u32 = 0o755;
 

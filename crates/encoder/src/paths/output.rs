@@ -3,6 +3,18 @@
 //! did not write (ownership markers, `renameat2`).
 
 use super::*;
+use crate::owner::{OutputOwner, Writer};
+
+/// A file [`Staging::publish_files`] published, to take back if a later
+/// one fails.
+#[derive(Debug)]
+struct Published {
+    file: String,
+    name: String,
+    /// An earlier attempt's file was swapped into the staging directory.
+    swapped: bool,
+    earlier_marker: Option<String>,
+}
 
 /// What is at an output name now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,13 +116,14 @@ impl OutputTarget {
         self.display.with_file_name(name)
     }
 
-    /// What is at `name` in the output's directory, for a job whose id is
-    /// `owner`. Anything not published by the same job is an error naming it.
+    /// What is at `name` in the output's directory, for the attempt
+    /// `owner`. Anything not published by an earlier attempt of the same
+    /// job is an error naming it.
     pub(crate) fn existing(
         &self,
         name: &str,
         dir: bool,
-        owner: Option<&str>,
+        owner: Option<&OutputOwner>,
     ) -> Result<Existing, EncodeError> {
         let shown = self.display_of(name).display().to_string();
         let st = match rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -149,10 +162,14 @@ impl OutputTarget {
         } else {
             read_marker(&self.dir, &file_marker(name))
         };
-        match marker {
-            Some(m) if m == owner => Ok(Existing::Own),
-            Some(m) => Err(exists(&format!("job {m} wrote it"))),
-            None => Err(exists("it was not written by spool")),
+        let writer = match marker {
+            Some(m) => Writer::of_marker(&m, Some(owner)),
+            None => Writer::Unknown,
+        };
+        if writer.replaceable_by(owner) {
+            Ok(Existing::Own)
+        } else {
+            Err(exists(&writer.refusal()))
         }
     }
 }
@@ -273,11 +290,14 @@ impl<'t> Staging<'t> {
     /// Publishes the staging directory itself as the output directory `name`
     /// (HLS). `owner` goes in the marker; an earlier attempt's directory is
     /// swapped out atomically and removed.
-    pub(crate) fn publish_dir(mut self, owner: Option<&str>) -> Result<PathBuf, EncodeError> {
+    pub(crate) fn publish_dir(
+        mut self,
+        owner: Option<&OutputOwner>,
+    ) -> Result<PathBuf, EncodeError> {
         let t = self.target;
         let state = t.existing(&t.name, true, owner)?;
         if let Some(o) = owner {
-            self.write(OWNER_MARKER, o.as_bytes())?;
+            self.write(OWNER_MARKER, o.marker().as_bytes())?;
         }
         match state {
             Existing::Free => {
@@ -299,29 +319,164 @@ impl<'t> Staging<'t> {
         Ok(t.display_of(&t.name))
     }
 
-    /// Publishes the staged file `file` as `name` in the output's directory
-    /// (MP4), with its ownership marker first.
-    pub(crate) fn publish_file(
+    /// Publishes the staged files (`(staged name, final name)`) in the
+    /// output's directory (MP4s) as one unit: every name is checked first,
+    /// and if any cannot be published, the ones this call already published
+    /// are taken back (an earlier attempt's file it replaced is put back).
+    pub(crate) fn publish_files(
+        &self,
+        files: &[(&str, &str)],
+        owner: Option<&OutputOwner>,
+    ) -> Result<Vec<PathBuf>, EncodeError> {
+        let t = self.target;
+        let states = files
+            .iter()
+            .map(|(_, name)| t.existing(name, false, owner))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut done: Vec<Published> = Vec::new();
+        for ((file, name), state) in files.iter().zip(states) {
+            match self.publish_one(file, name, state, owner) {
+                Ok(p) => done.push(p),
+                Err(e) => {
+                    for p in done.iter().rev() {
+                        self.take_back(p, owner);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(files.iter().map(|(_, name)| t.display_of(name)).collect())
+    }
+
+    /// Publishes one staged file with its marker. The marker goes first and
+    /// never replaces another job's: of two jobs racing for a free name,
+    /// the one whose marker lands wins, and the other stops before its
+    /// file is moved.
+    fn publish_one(
         &self,
         file: &str,
         name: &str,
-        owner: Option<&str>,
-    ) -> Result<PathBuf, EncodeError> {
+        state: Existing,
+        owner: Option<&OutputOwner>,
+    ) -> Result<Published, EncodeError> {
         let t = self.target;
-        let state = t.existing(name, false, owner)?;
+        let marker = file_marker(name);
+        let mut earlier_marker = None;
         if let Some(o) = owner {
             let tmp = format!("{file}.owner");
-            self.write(&tmp, o.as_bytes())?;
-            rustix::fs::renameat(&self.dir, &tmp, &t.dir, file_marker(name))
-                .map_err(|e| io_error(&t.given, "cannot write the ownership marker", e))?;
+            self.write(&tmp, o.marker().as_bytes())?;
+            let placed = match state {
+                Existing::Free => rename_noreplace_between(&self.dir, &tmp, &t.dir, &marker),
+                Existing::Own => {
+                    earlier_marker = read_marker(&t.dir, &marker);
+                    rustix::fs::renameat(&self.dir, &tmp, &t.dir, &marker)
+                }
+            };
+            match placed {
+                Ok(()) => {}
+                // A marker without its file: an attempt that died between
+                // the two renames. Its own job's may be replaced.
+                Err(Errno::EXIST) => {
+                    let stale = read_marker(&t.dir, &marker)
+                        .map(|m| Writer::of_marker(&m, Some(o)))
+                        .unwrap_or(Writer::Unknown);
+                    if !stale.replaceable_by(o) {
+                        let _ = rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty());
+                        return Err(EncodeError::OutputExists {
+                            path: t.display_of(name).display().to_string(),
+                            reason: format!("another job is publishing it ({})", stale.refusal()),
+                        });
+                    }
+                    rustix::fs::renameat(&self.dir, &tmp, &t.dir, &marker)
+                        .map_err(|e| io_error(&t.given, "cannot write the ownership marker", e))?;
+                }
+                Err(e) => return Err(io_error(&t.given, "cannot write the ownership marker", e)),
+            }
         }
-        match state {
-            Existing::Free => rename_noreplace_between(&self.dir, file, &t.dir, name)
-                .map_err(|e| publish_error(t, name, e))?,
-            Existing::Own => rustix::fs::renameat(&self.dir, file, &t.dir, name)
-                .map_err(|e| io_error(&t.given, "cannot replace the earlier output", e))?,
+        let moved = match state {
+            Existing::Free => rename_noreplace_between(&self.dir, file, &t.dir, name),
+            // Swapped, so the earlier attempt's file waits in the staging
+            // directory until this publish is complete (or is put back).
+            Existing::Own => {
+                match rustix::fs::renameat_with(
+                    &self.dir,
+                    file,
+                    &t.dir,
+                    name,
+                    RenameFlags::EXCHANGE,
+                ) {
+                    Err(Errno::NOENT) => rename_noreplace_between(&self.dir, file, &t.dir, name),
+                    other => other,
+                }
+            }
+        };
+        let swapped = state == Existing::Own && self.exists_here(file);
+        match moved {
+            Ok(()) => Ok(Published {
+                file: file.to_owned(),
+                name: name.to_owned(),
+                swapped,
+                earlier_marker,
+            }),
+            Err(e) => {
+                // Only the marker this call placed is removed.
+                if let Some(o) = owner
+                    && read_marker(&t.dir, &marker).as_deref() == Some(o.marker().as_str())
+                {
+                    match &earlier_marker {
+                        Some(m) => {
+                            let _ = self.restore_marker(&marker, m);
+                        }
+                        None => {
+                            let _ = rustix::fs::unlinkat(&t.dir, &marker, AtFlags::empty());
+                        }
+                    }
+                }
+                Err(publish_error(t, name, e))
+            }
         }
-        Ok(t.display_of(name))
+    }
+
+    fn exists_here(&self, file: &str) -> bool {
+        rustix::fs::statat(&self.dir, file, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    fn restore_marker(&self, marker: &str, text: &str) -> Result<(), EncodeError> {
+        let tmp = format!("{marker}.restore");
+        self.write(&tmp, text.as_bytes())?;
+        rustix::fs::renameat(&self.dir, &tmp, &self.target.dir, marker)
+            .map_err(|e| io_error(&self.target.given, "cannot restore a marker", e))
+    }
+
+    /// Undoes [`Staging::publish_one`], as far as the files are still ours.
+    fn take_back(&self, p: &Published, owner: Option<&OutputOwner>) {
+        let t = self.target;
+        let marker = file_marker(&p.name);
+        let ours = owner
+            .is_some_and(|o| read_marker(&t.dir, &marker).as_deref() == Some(o.marker().as_str()));
+        if owner.is_some() && !ours {
+            return;
+        }
+        if p.swapped {
+            let _ = rustix::fs::renameat_with(
+                &self.dir,
+                &p.file,
+                &t.dir,
+                &p.name,
+                RenameFlags::EXCHANGE,
+            );
+        } else {
+            let _ = rustix::fs::unlinkat(&t.dir, &p.name, AtFlags::empty());
+        }
+        match &p.earlier_marker {
+            Some(m) => {
+                let _ = self.restore_marker(&marker, m);
+            }
+            None if ours => {
+                let _ = rustix::fs::unlinkat(&t.dir, &marker, AtFlags::empty());
+            }
+            None => {}
+        }
     }
 
     /// Marks the staging directory's job as done: it is removed on drop (MP4:

@@ -27,6 +27,7 @@ mod decode;
 mod input;
 mod output;
 mod rotation;
+mod verify;
 mod video;
 
 use audio::*;
@@ -155,8 +156,9 @@ pub(crate) struct Job<'a> {
     pub display: &'a str,
     /// The output's directory and name.
     pub target: &'a OutputTarget,
-    /// The job id that owns the outputs (replaces its own earlier ones).
-    pub owner: Option<&'a str>,
+    /// The attempt that owns the outputs (replaces its own job's earlier
+    /// ones).
+    pub owner: Option<&'a crate::OutputOwner>,
     /// The worker's limits.
     pub limits: &'a Limits,
     /// `SPOOL_GPU_DECODE`.
@@ -424,6 +426,7 @@ pub(crate) fn run(
             .map_err(|e| failed(format!("finishing rendition {}", o.label), e))?;
     }
     seen.segments(&outs)?;
+    verify::outputs(&outs, &|o| staging.path(&o.stage_name))?;
 
     // Publish: move the staged outputs to their final names.
     let master = if hls {
@@ -434,9 +437,11 @@ pub(crate) fn run(
         let dir = staging.publish_dir(job.owner)?;
         Some(dir.join("master.m3u8"))
     } else {
-        for o in &outs {
-            staging.publish_file(&o.stage_name, &o.final_name, job.owner)?;
-        }
+        let files: Vec<(&str, &str)> = outs
+            .iter()
+            .map(|o| (o.stage_name.as_str(), o.final_name.as_str()))
+            .collect();
+        staging.publish_files(&files, job.owner)?;
         staging.finish();
         None
     };

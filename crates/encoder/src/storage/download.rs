@@ -53,9 +53,8 @@ pub(crate) fn download(
             let fetch = async {
                 // One GET: its headers carry the size, checked before a
                 // byte of the body is read (dropping the stream closes it).
-                let got = tokio::time::timeout(io, store.get(&path))
-                    .await
-                    .map_err(|_| stalled(&uri, io))?
+                let got = super::timed("get", io, &uri, store.get(&path))
+                    .await?
                     .map_err(|e| classify(&uri, &e, &secrets))?;
                 let total = got.meta.size;
                 if total > max_bytes {
@@ -69,17 +68,37 @@ pub(crate) fn download(
                         dir.display()
                     )));
                 }
+                // A stall is `io` without a byte; a trickle that never
+                // stalls is bounded by the whole download's budget.
+                let budget = super::transfer_budget(io, total);
+                let deadline = tokio::time::Instant::now() + budget;
                 let mut stream = got.into_stream();
                 let mut out = tokio::fs::File::from_std(out);
                 let mut done: u64 = 0;
                 report.report(0, total, true);
                 loop {
-                    let chunk = tokio::time::timeout(io, stream.next())
-                        .await
-                        .map_err(|_| stalled(&uri, io))?;
+                    let next = tokio::time::timeout_at(
+                        deadline.min(tokio::time::Instant::now() + io),
+                        stream.next(),
+                    )
+                    .await;
+                    let chunk = match next {
+                        Ok(c) => c,
+                        Err(_) if tokio::time::Instant::now() >= deadline => {
+                            return Err(EncodeError::StorageUnavailable {
+                                uri: uri.to_string(),
+                                reason: format!(
+                                    "the download took longer than {budget:?} ({done} of {total} bytes): slower than {} KiB/s",
+                                    super::SLOWEST_BYTES_PER_S >> 10
+                                ),
+                            });
+                        }
+                        Err(_) => return Err(stalled(&uri, io)),
+                    };
                     let Some(chunk) = chunk else { break };
                     let chunk = chunk.map_err(|e| classify(&uri, &e, &secrets))?;
                     done += chunk.len() as u64;
+                    super::count_bytes("get", chunk.len() as u64);
                     if done > max_bytes {
                         return Err(too_big(&uri, max_bytes));
                     }

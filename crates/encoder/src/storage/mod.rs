@@ -19,9 +19,17 @@
 //!   the rendition playlists, and the master playlist last, so a reader
 //!   never sees a playlist naming a missing object. Files over the part
 //!   size ([`MULTIPART_THRESHOLD`] by default) go up in parts.
-//! - Each object carries its job's id (`x-amz-meta-spool-job`): a retried
-//!   job replaces its own objects and nothing else; a failed or cancelled
-//!   upload deletes what this attempt wrote and aborts its multipart upload.
+//! - Each object carries its owner (`x-amz-meta-spool-owner`, a hash of the
+//!   queue, job id and enqueue time: [`crate::OutputOwner`]) and its
+//!   attempt's stamp. Every write is conditional (`If-None-Match: *` for a
+//!   new key, `If-Match` on the ETag last seen for one of this job's), so
+//!   two jobs never interleave in one output, and a retried job replaces
+//!   its own objects and nothing else. A failed or cancelled upload removes
+//!   its job's objects (master playlist first), never another job's or a
+//!   later attempt's, and aborts its multipart upload.
+//! - Every request has a deadline (the I/O timeout, plus time for the bytes
+//!   it moves) and the cleanup after a failure has its own budget, so no
+//!   storage call can hold a job, or the process's shutdown, forever.
 //!
 //! docs/storage.md has the operator's side: credentials per cloud, bucket
 //! policy, lifecycle rules.
@@ -55,14 +63,23 @@ pub const MIN_PART_SIZE: usize = 5 << 20;
 pub const MAX_PART_SIZE: usize = 5 << 30;
 /// Parts of one multipart upload in flight at once.
 const PART_CONCURRENCY: usize = 4;
-/// Object metadata key naming the job that wrote an object
-/// (`x-amz-meta-spool-job`).
-pub const OWNER_METADATA: &str = "spool-job";
+/// Object metadata key naming the owner that wrote an object
+/// (`x-amz-meta-spool-owner`): [`crate::OutputOwner::key`], a hash.
+pub const OWNER_METADATA: &str = "spool-owner";
+/// Object metadata key holding the writing attempt's stamp
+/// (`x-amz-meta-spool-attempt`, ms since the epoch).
+pub const STAMP_METADATA: &str = "spool-attempt";
+/// What spool before 0.8 wrote instead: the bare job id. Such objects are
+/// treated as another job's.
+pub const LEGACY_OWNER_METADATA: &str = "spool-job";
 /// Retries of one request inside `object_store` before the job fails
 /// (retryably): the queue's own retry, with its backoff, takes over after.
 const REQUEST_RETRIES: usize = 3;
 /// The I/O timeout when the operator sets none.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Throughput assumed when bounding a transfer's time: a request (or a
+/// whole download) moving slower than this, after the I/O timeout, fails.
+pub const SLOWEST_BYTES_PER_S: u64 = 1 << 20;
 /// Longest error text kept from the server, so a job's `last_error` stays
 /// readable.
 const MAX_REASON: usize = 400;
@@ -232,7 +249,7 @@ impl StorageClient {
         &self,
         dir: &std::path::Path,
         base: &S3Uri,
-        owner: Option<&str>,
+        owner: Option<&crate::OutputOwner>,
         cancel: &CancellationToken,
     ) -> Result<Vec<StoredObject>, EncodeError> {
         self.upload_with_progress(dir, base, owner, &mut |_, _| {}, cancel)
@@ -244,12 +261,12 @@ impl StorageClient {
         &self,
         dir: &std::path::Path,
         base: &S3Uri,
-        owner: Option<&str>,
+        owner: Option<&crate::OutputOwner>,
         progress: &mut dyn FnMut(u64, u64),
         cancel: &CancellationToken,
     ) -> Result<Vec<StoredObject>, EncodeError> {
-        let session = Session::new(&self.stores, base, owner)?;
-        upload(&self.stores, session, dir, &[], progress, cancel).map(|u| u.objects)
+        let session = Session::new(&self.stores, base, owner, &[], HashMap::new())?;
+        upload(&self.stores, session, dir, progress, cancel).map(|u| u.objects)
     }
 }
 
@@ -487,12 +504,76 @@ pub(crate) fn redact(msg: &str, secrets: &[String]) -> String {
     m
 }
 
+/// How long a transfer of `bytes` may take in all: the I/O timeout plus
+/// the bytes at [`SLOWEST_BYTES_PER_S`].
+pub(crate) fn transfer_budget(io: Duration, bytes: u64) -> Duration {
+    io + Duration::from_secs(bytes / SLOWEST_BYTES_PER_S)
+}
+
 /// A request that made no progress for `io`.
 pub(crate) fn stalled(uri: &S3Uri, io: Duration) -> EncodeError {
     EncodeError::StorageUnavailable {
         uri: uri.to_string(),
-        reason: format!("no progress for {io:?}"),
+        reason: format!("no answer within {io:?}"),
     }
+}
+
+/// Runs one storage request (`op`: `get`, `put`, `head`, ...) within
+/// `limit`, recording it in the storage metrics: requests by outcome and
+/// their latency. A request past its limit is dropped and is an error.
+pub(crate) async fn timed<T, E>(
+    op: &'static str,
+    limit: Duration,
+    uri: &S3Uri,
+    fut: impl Future<Output = T>,
+) -> Result<T, EncodeError>
+where
+    T: Outcome<E>,
+{
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(limit, fut).await;
+    let outcome = match &r {
+        Err(_) => "timeout",
+        Ok(v) if v.failed() => "error",
+        Ok(_) => "ok",
+    };
+    metrics::counter!(crate::metrics::STORAGE_REQUESTS, "op" => op, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(crate::metrics::STORAGE_SECONDS, "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    r.map_err(|_| stalled(uri, limit))
+}
+
+/// Whether a request's answer is a failure, for the metrics.
+pub(crate) trait Outcome<E> {
+    /// `true` for an error answer.
+    fn failed(&self) -> bool;
+}
+
+impl<T> Outcome<object_store::Error> for object_store::Result<T> {
+    fn failed(&self) -> bool {
+        match self {
+            Ok(_) => false,
+            // Absent objects and lost conditions are answers, not failures.
+            Err(
+                object_store::Error::NotFound { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => false,
+            Err(_) => true,
+        }
+    }
+}
+
+impl<T> Outcome<object_store::Error> for Option<object_store::Result<T>> {
+    fn failed(&self) -> bool {
+        self.as_ref().is_some_and(|r| r.failed())
+    }
+}
+
+/// Counts bytes moved (`op`: `get` or `put`).
+pub(crate) fn count_bytes(op: &'static str, n: u64) {
+    metrics::counter!(crate::metrics::STORAGE_BYTES, "op" => op).increment(n);
 }
 
 /// The key as an `object_store` path (the spec crate has checked its shape).
@@ -522,11 +603,29 @@ pub(crate) fn classify(uri: &S3Uri, e: &object_store::Error, secrets: &[String])
             "InvalidBucketName",
             "AccessDenied",
             "InvalidAccessKeyId",
+            "KeyTooLongError",
+            "MetadataTooLarge",
+            "EntityTooLarge",
         ]
         .iter()
         .any(|c| text.contains(c)) =>
         {
             refused(text)
+        }
+        // A request the store calls malformed fails the same way every
+        // time (a key too long, a bad argument): retrying re-runs the whole
+        // encode for nothing. S3's 400s that are about the moment (a slow
+        // socket, a credential that just expired) are the exception.
+        _ if ["status code: 400", "status code: 411", "status code: 413"]
+            .iter()
+            .any(|c| text.contains(c))
+            && !["RequestTimeout", "ExpiredToken", "TokenRefreshRequired"]
+                .iter()
+                .any(|c| text.contains(c)) =>
+        {
+            refused(format!(
+                "the store refused the request as malformed: {text}"
+            ))
         }
         _ => EncodeError::StorageUnavailable {
             uri: uri.to_string(),

@@ -11,19 +11,19 @@ use futures::StreamExt;
 use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, WriteMultipart,
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, UpdateVersion,
 };
 use spool_encode_spec::S3Uri;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{OWNER_METADATA, PART_CONCURRENCY, Stores, classify, object_path, stalled};
+use super::{
+    LEGACY_OWNER_METADATA, OWNER_METADATA, PART_CONCURRENCY, STAMP_METADATA, Stores, classify,
+    object_path,
+};
 use crate::error::EncodeError;
-
-/// Upload throughput assumed when bounding one request's time: a request
-/// that moves slower than this, after the I/O timeout, counts as stalled.
-const SLOWEST_BYTES_PER_S: u64 = 1 << 20;
+use crate::owner::{OutputOwner, Writer};
 
 /// One object an encode wrote.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -72,9 +72,21 @@ fn rank(rel: &str) -> u8 {
     }
 }
 
-/// Whose an object is, from its metadata; `None` when it names no job.
-async fn owner_of(store: &AmazonS3, path: &ObjectPath) -> object_store::Result<Option<String>> {
-    let head = store
+/// What is stored at a key: its ETag and who wrote it.
+#[derive(Debug, Clone)]
+struct Found {
+    etag: Option<String>,
+    writer: Writer,
+}
+
+/// Who wrote the object at `path`, from its metadata; `None` when there is
+/// no object.
+async fn head(
+    store: &AmazonS3,
+    path: &ObjectPath,
+    me: Option<&OutputOwner>,
+) -> object_store::Result<Option<Found>> {
+    let got = store
         .get_opts(
             path,
             GetOptions {
@@ -82,23 +94,69 @@ async fn owner_of(store: &AmazonS3, path: &ObjectPath) -> object_store::Result<O
                 ..GetOptions::default()
             },
         )
-        .await?;
-    Ok(head
-        .attributes
-        .get(&Attribute::Metadata(OWNER_METADATA.into()))
-        .map(|v| v.as_ref().to_owned()))
+        .await;
+    let head = match got {
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        other => other?,
+    };
+    let meta = |k: &str| {
+        head.attributes
+            .get(&Attribute::Metadata(k.to_owned().into()))
+            .map(|v| v.as_ref().to_owned())
+    };
+    let writer = match (meta(OWNER_METADATA), meta(LEGACY_OWNER_METADATA)) {
+        (Some(key), _) => Writer::of(Some(&key), meta(STAMP_METADATA).as_deref(), me),
+        // Written by an earlier spool, whose owners were bare job ids.
+        (None, Some(id)) => Writer::Other(format!("legacy:{id}")),
+        (None, None) => Writer::Unknown,
+    };
+    Ok(Some(Found {
+        etag: head.meta.e_tag,
+        writer,
+    }))
+}
+
+/// [`head`] bounded by `io`, its errors sorted.
+async fn head_within(
+    store: &AmazonS3,
+    uri: &S3Uri,
+    path: &ObjectPath,
+    me: Option<&OutputOwner>,
+    io: Duration,
+    secrets: &[String],
+) -> Result<Option<Found>, EncodeError> {
+    let r = super::timed("head", io, uri, head(store, path, me)).await?;
+    r.map_err(|e| classify(uri, &e, secrets))
+}
+
+/// Every key under `dir` (a `/`-ended prefix), each page bounded by `io`.
+async fn list_within(
+    store: &AmazonS3,
+    dir: &S3Uri,
+    io: Duration,
+    secrets: &[String],
+) -> Result<Vec<ObjectPath>, EncodeError> {
+    let path = object_path(dir)?;
+    let mut list = store.list(Some(&path));
+    let mut found = Vec::new();
+    while let Some(meta) = super::timed("list", io, dir, list.next()).await? {
+        found.push(meta.map_err(|e| classify(dir, &e, secrets))?.location);
+    }
+    Ok(found)
 }
 
 /// Refuses an encode whose outputs would replace objects that are not its
 /// own: `names` are the output files (or, `true`, HLS directories) beside
-/// `base`'s last segment. Runs before any work.
+/// `base`'s last segment. Runs before any work. Returns the objects under
+/// them that earlier attempts of the same job wrote (key → ETag), which
+/// this attempt may replace.
 pub(crate) fn check_owner(
     stores: &Stores,
     base: &S3Uri,
     names: &[(String, bool)],
-    owner: Option<&str>,
+    owner: Option<&OutputOwner>,
     cancel: &CancellationToken,
-) -> Result<(), EncodeError> {
+) -> Result<HashMap<String, Option<String>>, EncodeError> {
     let store = stores.store(base)?;
     let secrets = stores.secrets.clone();
     let io = stores.io_timeout();
@@ -114,44 +172,43 @@ pub(crate) fn check_owner(
             )
         })
         .collect();
-    let owner = owner.map(str::to_owned);
+    let owner = owner.cloned();
     stores.run(cancel, async move {
+        let mut own = HashMap::new();
         for (uri, dir) in targets {
-            let path = object_path(&uri)?;
             let existing: Vec<ObjectPath> = if dir {
-                let mut list = store.list(Some(&path));
-                let mut found = Vec::new();
-                while let Some(meta) = tokio::time::timeout(io, list.next())
-                    .await
-                    .map_err(|_| stalled(&uri, io))?
-                {
-                    found.push(meta.map_err(|e| classify(&uri, &e, &secrets))?.location);
-                }
-                found
+                let prefix = S3Uri {
+                    bucket: uri.bucket.clone(),
+                    key: format!("{}/", uri.key),
+                };
+                list_within(&store, &prefix, io, &secrets).await?
             } else {
-                vec![path]
+                vec![object_path(&uri)?]
             };
             for p in existing {
-                let whose = match tokio::time::timeout(io, owner_of(&store, &p))
-                    .await
-                    .map_err(|_| stalled(&uri, io))?
-                {
-                    Err(object_store::Error::NotFound { .. }) => continue,
-                    Err(e) => return Err(classify(&uri, &e, &secrets)),
-                    Ok(w) => w,
+                let at = S3Uri {
+                    bucket: uri.bucket.clone(),
+                    key: p.to_string(),
                 };
-                if whose.is_none() || whose != owner {
-                    return Err(EncodeError::OutputExists {
-                        path: format!("s3://{}/{p}", uri.bucket),
-                        reason: match whose {
-                            Some(j) => format!("job {j} wrote it"),
-                            None => "an object no spool job wrote".into(),
-                        },
-                    });
+                let Some(found) =
+                    head_within(&store, &at, &p, owner.as_ref(), io, &secrets).await?
+                else {
+                    continue;
+                };
+                match &owner {
+                    Some(me) if found.writer.replaceable_by(me) => {
+                        own.insert(p.to_string(), found.etag);
+                    }
+                    _ => {
+                        return Err(EncodeError::OutputExists {
+                            path: at.to_string(),
+                            reason: found.writer.refusal(),
+                        });
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(own)
     })
 }
 
@@ -163,35 +220,54 @@ pub(crate) struct Session {
     bucket: String,
     /// The key prefix the output names are relative to.
     prefix: String,
-    owner: Option<String>,
+    owner: Option<OutputOwner>,
     secrets: Vec<String>,
     io: Duration,
     part_size: usize,
+    /// Keys this job's attempts are known to hold, with the ETag last seen:
+    /// the next write of each is conditional on it (`If-Match`); any other
+    /// key is written only if absent (`If-None-Match: *`).
+    known: HashMap<String, Option<String>>,
     /// Every object a request was sent for, in order (a failed or cancelled
-    /// request may still have created its object).
-    written: Vec<(S3Uri, ObjectPath)>,
+    /// request may still have created its object), with the ETag it
+    /// answered when it succeeded.
+    written: Vec<(S3Uri, ObjectPath, Option<String>)>,
+    /// The output names (HLS directories `true`), relative to `prefix`.
+    outputs: Vec<(String, bool)>,
     /// Files uploaded while the encode ran, by output-relative name, with
     /// the staging directory they were read from.
     early: HashMap<String, StoredObject>,
     early_from: Option<String>,
 }
 
+/// How a conditional write ended.
+enum Put {
+    Done(Option<String>),
+    /// The object is not in the state the condition named.
+    Conflict,
+}
+
 impl Session {
-    /// A session for outputs named relative to `base`'s parent prefix.
+    /// A session for the outputs `outputs`, named relative to `base`'s
+    /// parent prefix; `known` is what [`check_owner`] found of this job's.
     pub(crate) fn new(
         stores: &Stores,
         base: &S3Uri,
-        owner: Option<&str>,
+        owner: Option<&OutputOwner>,
+        outputs: &[(String, bool)],
+        known: HashMap<String, Option<String>>,
     ) -> Result<Session, EncodeError> {
         Ok(Session {
             store: stores.store(base)?,
             bucket: base.bucket.clone(),
             prefix: base.parent_prefix().to_owned(),
-            owner: owner.map(str::to_owned),
+            owner: owner.cloned(),
             secrets: stores.secrets.clone(),
             io: stores.io_timeout(),
             part_size: stores.part_size(),
+            known,
             written: Vec::new(),
+            outputs: outputs.to_vec(),
             early: HashMap::new(),
             early_from: None,
         })
@@ -204,12 +280,13 @@ impl Session {
         }
     }
 
-    /// Uploads the open file `file` (`size` bytes) as `rel`; `sent` hears
-    /// the bytes sent so far of a multipart upload.
+    /// Uploads the open file `file` (`size` bytes) as `rel`, never over
+    /// another job's object or a later attempt's; `sent` hears the bytes
+    /// sent so far of a multipart upload.
     async fn put(
         &mut self,
         rel: &str,
-        file: tokio::fs::File,
+        mut file: tokio::fs::File,
         size: u64,
         sent: &mut (dyn FnMut(u64) + Send),
         cancel: &CancellationToken,
@@ -217,26 +294,196 @@ impl Session {
         let uri = self.uri(rel);
         let path = object_path(&uri)?;
         let ct = content_type(rel);
-        let attrs = attributes(ct, self.owner.as_deref());
         // Recorded before the request: a failed or cancelled one may still
         // have created the object.
-        self.written.push((uri.clone(), path.clone()));
-        let etag = put_file(self, &uri, &path, file, size, attrs, sent, cancel).await?;
-        Ok(StoredObject {
+        self.written.push((uri.clone(), path.clone(), None));
+        let slot = self.written.len() - 1;
+        for _ in 0..4 {
+            let expect = self.known.get(&uri.key).cloned();
+            let attrs = attributes(ct, self.owner.as_ref());
+            match put_file(
+                self, &uri, &path, &mut file, size, attrs, expect, sent, cancel,
+            )
+            .await?
+            {
+                Put::Done(etag) => {
+                    self.known.insert(uri.key.clone(), etag.clone());
+                    self.written[slot].2 = etag.clone();
+                    return Ok(StoredObject {
+                        uri: uri.to_string(),
+                        size_bytes: size,
+                        etag,
+                        content_type: ct,
+                    });
+                }
+                Put::Conflict => {
+                    let found = head_within(
+                        &self.store,
+                        &uri,
+                        &path,
+                        self.owner.as_ref(),
+                        self.io,
+                        &self.secrets,
+                    )
+                    .await?;
+                    match (found, &self.owner) {
+                        (None, _) => {
+                            self.known.remove(&uri.key);
+                        }
+                        (Some(f), Some(me)) if f.writer.replaceable_by(me) => {
+                            self.known.insert(uri.key.clone(), f.etag);
+                        }
+                        (Some(f), _) => {
+                            return Err(EncodeError::OutputExists {
+                                path: uri.to_string(),
+                                reason: format!(
+                                    "it was written while this job ran: {}",
+                                    f.writer.refusal()
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Err(EncodeError::StorageUnavailable {
             uri: uri.to_string(),
-            size_bytes: size,
-            etag,
-            content_type: ct,
+            reason: "the object kept changing while it was written".into(),
         })
     }
 
-    /// Deletes everything this attempt wrote (best effort: a server that
-    /// is down leaves it to the retry, which replaces its own objects).
+    /// Removes this job's objects after a failed or cancelled attempt, so a
+    /// failed encode leaves nothing: when this attempt wrote anything,
+    /// every object under its outputs that this attempt or an earlier one
+    /// of its job wrote (never another job's, never a later attempt's),
+    /// master playlist first, then the rendition playlists, then media, so
+    /// a playlist never names a missing object. An attempt that wrote
+    /// nothing leaves an earlier attempt's complete output alone. Bounded
+    /// by [`cleanup_budget`] whatever the storage does (what is left then
+    /// is the retry's to replace).
     pub(crate) async fn remove_written(&self) {
-        for (uri, path) in self.written.iter().rev() {
-            let gone = tokio::time::timeout(self.io, self.store.delete(path)).await;
-            if !matches!(gone, Ok(Ok(()) | Err(object_store::Error::NotFound { .. }))) {
+        if self.written.is_empty() {
+            return;
+        }
+        let budget = cleanup_budget(self.io);
+        if tokio::time::timeout(budget, self.remove_owned(&HashSet::new(), true))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                output = %self.uri(""),
+                "cleanup of a failed upload ran out of time; the retry replaces what is left"
+            );
+        }
+    }
+
+    /// Deletes every object of this job under the outputs (see
+    /// [`Session::remove_written`]) except `keep`, in three phases; with
+    /// `stop_on_failure`, a playlist that cannot be removed keeps the media
+    /// it may name. Deletes run in parallel within a phase.
+    async fn remove_owned(&self, keep: &HashSet<String>, stop_on_failure: bool) -> bool {
+        let mut keys: Vec<(S3Uri, ObjectPath)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut listed_all = true;
+        for (name, dir) in &self.outputs {
+            let uri = self.uri(name);
+            if *dir {
+                let prefix = S3Uri {
+                    bucket: self.bucket.clone(),
+                    key: format!("{}/", uri.key),
+                };
+                match list_within(&self.store, &prefix, self.io, &self.secrets).await {
+                    Ok(found) => {
+                        for p in found {
+                            let u = S3Uri {
+                                bucket: self.bucket.clone(),
+                                key: p.to_string(),
+                            };
+                            if seen.insert(u.key.clone()) {
+                                keys.push((u, p));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // What this attempt wrote is still known, and
+                        // still removed, master playlist first.
+                        tracing::warn!(output = %uri, error = %e, "cannot list an output");
+                        listed_all = false;
+                    }
+                }
+            } else if let Ok(p) = object_path(&uri)
+                && seen.insert(uri.key.clone())
+            {
+                keys.push((uri, p));
+            }
+        }
+        for (uri, path, _) in &self.written {
+            if seen.insert(uri.key.clone()) {
+                keys.push((uri.clone(), path.clone()));
+            }
+        }
+        keys.retain(|(u, _)| !keep.contains(&u.to_string()));
+        let mut all_gone = listed_all;
+        for phase in [2u8, 1, 0] {
+            // Futures built first: a closure inside the stream trips the
+            // compiler's proof that the task is `Send`.
+            let mut batch = Vec::new();
+            for (u, p) in keys.iter().filter(|(u, _)| rank(&u.key) == phase) {
+                batch.push(self.remove_if_ours(u, p));
+            }
+            let gone: Vec<bool> = futures::stream::iter(batch)
+                .buffer_unordered(8)
+                .collect()
+                .await;
+            if gone.iter().any(|g| !g) {
+                all_gone = false;
+                if stop_on_failure && phase > 0 {
+                    return false;
+                }
+            }
+        }
+        all_gone
+    }
+
+    /// Deletes `path` if this job may remove it: an earlier or this
+    /// attempt's object (for an encode without an owner, only the version
+    /// this attempt wrote). `false` when it may still be there.
+    async fn remove_if_ours(&self, uri: &S3Uri, path: &ObjectPath) -> bool {
+        let found = match head_within(
+            &self.store,
+            uri,
+            path,
+            self.owner.as_ref(),
+            self.io,
+            &self.secrets,
+        )
+        .await
+        {
+            Ok(None) => return true,
+            Ok(Some(f)) => f,
+            Err(e) => {
+                tracing::warn!(object = %uri, error = %e, "cannot check a partial output");
+                return false;
+            }
+        };
+        let ours = match &self.owner {
+            Some(me) => found.writer.replaceable_by(me),
+            None => {
+                found.etag.is_some()
+                    && self
+                        .written
+                        .iter()
+                        .any(|(u, _, e)| u == uri && *e == found.etag)
+            }
+        };
+        if !ours {
+            return true;
+        }
+        match super::timed("delete", self.io, uri, self.store.delete(path)).await {
+            Ok(Ok(()) | Err(object_store::Error::NotFound { .. })) => true,
+            _ => {
                 tracing::warn!(object = %uri, "could not remove a partial output");
+                false
             }
         }
     }
@@ -384,16 +631,16 @@ impl SegmentUploads {
 
 /// Uploads every file under `local` (the encode's published outputs, named
 /// as their keys are beside `base`'s last segment) that `session` has not
-/// already uploaded. `hls_dirs` are the HLS directories among them: once
-/// everything is up, objects of this job under them that are not among the
-/// outputs (an earlier attempt's) are removed. On failure or cancel, what
-/// this attempt wrote is deleted again. A cancel takes effect between
-/// objects (and between the parts of a large one).
+/// already uploaded. Once everything is up, objects of this job under the
+/// outputs that are not among them (an earlier attempt's) are removed. On
+/// failure or cancel, this job's objects are removed again (see
+/// [`Session::remove_written`]). A cancel takes effect between objects (and
+/// between the parts of a large one): a single PUT dropped midway could
+/// still land after the cleanup's DELETE.
 pub(crate) fn upload(
     stores: &Stores,
     mut session: Session,
     local: &Path,
-    hls_dirs: &[String],
     progress: &mut dyn FnMut(u64, u64),
     cancel: &CancellationToken,
 ) -> Result<Uploaded, EncodeError> {
@@ -407,10 +654,6 @@ pub(crate) fn upload(
         .filter(|f| early.get(&f.0).is_none_or(|o| o.size_bytes != f.2))
         .map(|f| f.2)
         .sum();
-    let hls_dirs: Vec<String> = hls_dirs
-        .iter()
-        .map(|d| format!("{}{d}", session.prefix))
-        .collect();
     let cancel = cancel.clone();
     stores.drive(progress, move |mut report| async move {
         let mut objects = Vec::new();
@@ -421,8 +664,6 @@ pub(crate) fn upload(
                     objects.push(o.clone());
                     continue;
                 }
-                // A cancel stops between objects: a single PUT dropped midway
-                // could still land after the cleanup's DELETE.
                 if cancel.is_cancelled() {
                     return Err(EncodeError::Cancelled);
                 }
@@ -443,39 +684,21 @@ pub(crate) fn upload(
                 report.report(done, total, false);
                 objects.push(obj);
             }
-            // Objects of this job under our HLS directories that are not
-            // outputs: an earlier attempt's, or an early upload whose encode
+            if cancel.is_cancelled() {
+                return Err(EncodeError::Cancelled);
+            }
+            // Objects of this job under the outputs that are not outputs
+            // now: an earlier attempt's, or an early upload whose encode
             // attempt was replaced by a fallback.
             let ours: HashSet<String> = objects.iter().map(|o| o.uri.clone()).collect();
-            let (store, secrets) = (session.store.clone(), session.secrets.clone());
-            for (uri, path) in &session.written {
-                if !ours.contains(&uri.to_string()) {
-                    let _ = store.delete(path).await;
-                }
-            }
-            for dir in &hls_dirs {
-                let dir_uri = S3Uri {
-                    bucket: session.bucket.clone(),
-                    key: dir.clone(),
-                };
-                let dir_path = object_path(&dir_uri)?;
-                let listed: Vec<_> = store.list(Some(&dir_path)).collect().await;
-                for meta in listed {
-                    let meta = meta.map_err(|e| classify(&dir_uri, &e, &secrets))?;
-                    let uri = format!("s3://{}/{}", session.bucket, meta.location);
-                    if ours.contains(&uri) {
-                        continue;
-                    }
-                    let whose = owner_of(&store, &meta.location)
-                        .await
-                        .map_err(|e| classify(&dir_uri, &e, &secrets))?;
-                    if whose.is_some() && whose == session.owner {
-                        store
-                            .delete(&meta.location)
-                            .await
-                            .map_err(|e| classify(&dir_uri, &e, &secrets))?;
-                    }
-                }
+            let budget = cleanup_budget(session.io);
+            let tidy = tokio::time::timeout(budget, session.remove_owned(&ours, false));
+            if !tidy.await.unwrap_or(false) {
+                return Err(EncodeError::StorageUnavailable {
+                    uri: session.uri("").to_string(),
+                    reason: "could not remove an earlier attempt's objects beside the outputs"
+                        .into(),
+                });
             }
             report.report(done, total, true);
             Ok(())
@@ -484,106 +707,194 @@ pub(crate) fn upload(
             Ok(()) => Ok(Uploaded { objects }),
             Err(e) => {
                 session.remove_written().await;
-                Err(e)
+                // A request that failed because it was cut short by the
+                // cancel reports the cancel.
+                Err(if cancel.is_cancelled() {
+                    EncodeError::Cancelled
+                } else {
+                    e
+                })
             }
         }
     })
 }
 
-fn attributes(content_type: &'static str, owner: Option<&str>) -> Attributes {
+/// How long the cleanup after a failed attempt may take in all: the
+/// listing, then three rounds of parallel checks and deletes.
+pub(crate) fn cleanup_budget(io: Duration) -> Duration {
+    io.saturating_mul(4)
+}
+
+fn attributes(content_type: &'static str, owner: Option<&OutputOwner>) -> Attributes {
     let mut a = Attributes::new();
     a.insert(Attribute::ContentType, AttributeValue::from(content_type));
     if let Some(o) = owner {
         a.insert(
             Attribute::Metadata(OWNER_METADATA.into()),
-            AttributeValue::from(o.to_owned()),
+            AttributeValue::from(o.key().to_owned()),
+        );
+        a.insert(
+            Attribute::Metadata(STAMP_METADATA.into()),
+            AttributeValue::from(o.stamp().to_string()),
         );
     }
     a
 }
 
-/// How long one request moving `bytes` may take before it counts as stalled.
 fn request_budget(io: Duration, bytes: u64) -> Duration {
-    io + Duration::from_secs(bytes / SLOWEST_BYTES_PER_S)
+    super::transfer_budget(io, bytes)
 }
 
-/// Uploads one open file: a single PUT, or a multipart upload (aborted on
-/// any failure or cancel) when it is larger than a part. Returns the ETag.
+fn conflict(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
+/// Uploads one open file (from its start): a single conditional PUT
+/// (`If-None-Match: *` when `expect` is `None`, else `If-Match` on its
+/// ETag), or, when it is larger than a part, a multipart upload whose
+/// completion is preceded by the same check (object_store offers no
+/// conditional completion: see docs/storage.md for the window that leaves).
+/// A multipart upload is aborted on any failure, timeout or cancel.
 #[allow(clippy::too_many_arguments)]
 async fn put_file(
     s: &Session,
     uri: &S3Uri,
     path: &ObjectPath,
-    mut file: tokio::fs::File,
+    file: &mut tokio::fs::File,
     size: u64,
     attributes: Attributes,
+    expect: Option<Option<String>>,
     sent: &mut (dyn FnMut(u64) + Send),
     cancel: &CancellationToken,
-) -> Result<Option<String>, EncodeError> {
+) -> Result<Put, EncodeError> {
     let (io, secrets, part) = (s.io, &s.secrets[..], s.part_size);
     let read_err =
         |e: std::io::Error| EncodeError::Failed(format!("reading output {uri} to upload: {e}"));
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(read_err)?;
     if size <= part as u64 {
         let mut bytes = Vec::with_capacity(size as usize);
         file.read_to_end(&mut bytes).await.map_err(read_err)?;
+        let mode = match expect {
+            None => PutMode::Create,
+            Some(etag) => PutMode::Update(UpdateVersion {
+                e_tag: etag,
+                version: None,
+            }),
+        };
         let opts = PutOptions {
             attributes,
+            mode,
             ..PutOptions::default()
         };
-        let put = tokio::time::timeout(
+        let put = super::timed(
+            "put",
             request_budget(io, size),
+            uri,
             s.store.put_opts(path, PutPayload::from(bytes), opts),
         )
-        .await
-        .map_err(|_| stalled(uri, io))?
-        .map_err(|e| classify(uri, &e, secrets))?;
-        return Ok(put.e_tag);
+        .await?;
+        return match put {
+            Ok(r) => {
+                super::count_bytes("put", size);
+                Ok(Put::Done(r.e_tag))
+            }
+            Err(e) if conflict(&e) => Ok(Put::Conflict),
+            // An ETag the store does not compare (a conditional write it
+            // does not support) reads as "not implemented".
+            Err(e) => Err(classify(uri, &e, secrets)),
+        };
     }
     let opts = PutMultipartOptions {
         attributes,
         ..PutMultipartOptions::default()
     };
-    let upload = tokio::time::timeout(io, s.store.put_multipart_opts(path, opts))
-        .await
-        .map_err(|_| stalled(uri, io))?
-        .map_err(|e| classify(uri, &e, secrets))?;
-    let mut parts = WriteMultipart::new_with_chunk_size(upload, part);
-    let budget = request_budget(io, part as u64 * PART_CONCURRENCY as u64);
-    let sending = async {
-        let mut buf = vec![0u8; part];
-        let mut total = 0u64;
-        loop {
-            tokio::time::timeout(budget, parts.wait_for_capacity(PART_CONCURRENCY))
-                .await
-                .map_err(|_| stalled(uri, io))?
-                .map_err(|e| classify(uri, &e, secrets))?;
-            let n = file.read(&mut buf).await.map_err(read_err)?;
-            if n == 0 {
-                return Ok(());
+    let mut upload = super::timed(
+        "create_multipart",
+        io,
+        uri,
+        s.store.put_multipart_opts(path, opts),
+    )
+    .await?
+    .map_err(|e| classify(uri, &e, secrets))?;
+    let budget = request_budget(io, part as u64);
+    let outcome = {
+        let sending = async {
+            let mut inflight = futures::stream::FuturesUnordered::new();
+            let mut total = 0u64;
+            let mut buf = vec![0u8; part];
+            loop {
+                while inflight.len() >= PART_CONCURRENCY {
+                    part_done(&mut inflight, budget, uri, secrets).await?;
+                }
+                // Parts but the last must be full: read until the buffer
+                // is, or the file ends.
+                let mut n = 0;
+                while n < part {
+                    let got = file.read(&mut buf[n..]).await.map_err(read_err)?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                }
+                if n == 0 {
+                    break;
+                }
+                inflight.push(upload.put_part(PutPayload::from(buf[..n].to_vec())));
+                total += n as u64;
+                sent(total);
+                if n < part {
+                    break;
+                }
             }
-            parts.write(&buf[..n]);
-            total += n as u64;
-            sent(total);
+            while !inflight.is_empty() {
+                part_done(&mut inflight, budget, uri, secrets).await?;
+            }
+            // The condition a single PUT would have carried, checked just
+            // before the object appears.
+            let now = head_within(&s.store, uri, path, s.owner.as_ref(), io, secrets).await?;
+            let holds = match (&expect, &now) {
+                (None, None) => true,
+                (Some(etag), Some(f)) => etag.is_some() && f.etag == *etag,
+                _ => false,
+            };
+            if !holds {
+                return Ok(Put::Conflict);
+            }
+            let done = super::timed("complete_multipart", budget, uri, upload.complete())
+                .await?
+                .map_err(|e| classify(uri, &e, secrets))?;
+            super::count_bytes("put", size);
+            Ok(Put::Done(done.e_tag))
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => Err(EncodeError::Cancelled),
+            r = sending => r,
         }
     };
-    let sending: Result<(), EncodeError> = tokio::select! {
-        _ = cancel.cancelled() => Err(EncodeError::Cancelled),
-        r = sending => r,
-    };
-    match sending {
-        Ok(()) => {
-            let done = tokio::time::timeout(budget, parts.finish())
-                .await
-                .map_err(|_| stalled(uri, io))?
-                .map_err(|e| classify(uri, &e, secrets))?;
-            Ok(done.e_tag)
+    if !matches!(outcome, Ok(Put::Done(_))) {
+        let aborted = super::timed("abort_multipart", io, uri, upload.abort()).await;
+        if !matches!(aborted, Ok(Ok(()))) {
+            tracing::warn!(object = %uri, "could not abort a multipart upload (a bucket lifecycle rule removes it: docs/storage.md)");
         }
-        Err(e) => {
-            if tokio::time::timeout(io, parts.abort()).await.is_err() {
-                tracing::warn!(object = %uri, "could not abort a multipart upload");
-            }
-            Err(e)
-        }
+    }
+    outcome
+}
+
+/// Waits for one in-flight part, bounded by `budget`.
+async fn part_done(
+    inflight: &mut futures::stream::FuturesUnordered<object_store::UploadPart>,
+    budget: Duration,
+    uri: &S3Uri,
+    secrets: &[String],
+) -> Result<(), EncodeError> {
+    match super::timed("put_part", budget, uri, inflight.next()).await? {
+        Some(r) => r.map_err(|e| classify(uri, &e, secrets)),
+        None => Ok(()),
     }
 }
 
