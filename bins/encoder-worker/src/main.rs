@@ -257,35 +257,61 @@ fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>),
     Ok((worker, enc, policy))
 }
 
+/// An S3 endpoint: `http(s)://host[:port][/path]`, without credentials, a
+/// query or a fragment, returned in its normal form (lower-case scheme and
+/// host). The value is never echoed in full: it may hold a password.
+fn check_endpoint(var: &str, e: &str) -> Result<String, BadSetting> {
+    let shown = spool_encoder::fetch::shown_url(e);
+    let url =
+        url::Url::parse(e).map_err(|err| bad(var, &shown, &format!("is not a URL: {err}")))?;
+    let usable = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !usable {
+        return Err(bad(
+            var,
+            &shown,
+            "must be http(s)://host[:port] without credentials, a query or a fragment",
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 /// Object storage settings, each checked.
 fn storage(a: &Args) -> Result<ObjectStorage, BadSetting> {
     let buckets = spool_encoder::storage::parse_buckets(&a.s3_buckets)
         .map_err(|e| bad("SPOOL_S3_BUCKETS", &a.s3_buckets, &e))?;
+    // The AWS variables object_store reads on its own are held to the same
+    // rules as spool's setting.
+    for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            check_endpoint(var, v.trim())?;
+        }
+    }
     let endpoint = match a.s3_endpoint.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(e) => {
-            let url = url::Url::parse(e)
-                .map_err(|err| bad("SPOOL_S3_ENDPOINT", e, &format!("is not a URL: {err}")))?;
-            let usable = matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some()
-                && url.username().is_empty()
-                && url.password().is_none()
-                && url.query().is_none();
-            if !usable {
-                return Err(bad(
-                    "SPOOL_S3_ENDPOINT",
-                    e,
-                    "must be http(s)://host[:port] without credentials or a query",
-                ));
-            }
-            Some(e.trim_end_matches('/').to_owned())
-        }
+        Some(e) => Some(check_endpoint("SPOOL_S3_ENDPOINT", e)?),
     };
     let region = match a.s3_region.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(r) => {
-            if r.len() > 64 || !r.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
-                return Err(bad("SPOOL_S3_REGION", r, "must look like us-east-1"));
+            let ok = (2..=32).contains(&r.len())
+                && r.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
+                && r.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !r.ends_with('-')
+                && !r.contains("--");
+            if !ok {
+                return Err(bad(
+                    "SPOOL_S3_REGION",
+                    r,
+                    "must look like us-east-1 (lower-case letters, digits and single '-')",
+                ));
             }
             Some(r.to_owned())
         }

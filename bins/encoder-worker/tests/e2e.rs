@@ -150,7 +150,7 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ok = dir.path().display().to_string();
     let missing = dir.path().join("missing").display().to_string();
-    let cases: [(&str, &str, &str); 14] = [
+    let cases: [(&str, &str, &str); 18] = [
         ("SPOOL_REDIS_URL", "http://nope", "SPOOL_REDIS_URL"),
         ("SPOOL_CONCURRENCY", "0", "SPOOL_CONCURRENCY"),
         ("SPOOL_HW", "quantum", "SPOOL_HW"),
@@ -159,6 +159,18 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
         ("SPOOL_S3_BUCKETS", "Media_Bucket", "SPOOL_S3_BUCKETS"),
         ("SPOOL_S3_ENDPOINT", "ftp://minio:9000", "SPOOL_S3_ENDPOINT"),
         ("SPOOL_S3_REGION", "us east 1", "SPOOL_S3_REGION"),
+        ("SPOOL_S3_REGION", "US-EAST-1", "SPOOL_S3_REGION"),
+        (
+            "SPOOL_S3_ENDPOINT",
+            "http://minio:9000/#frag",
+            "SPOOL_S3_ENDPOINT",
+        ),
+        ("AWS_ENDPOINT_URL", "ftp://minio:9000", "AWS_ENDPOINT_URL"),
+        (
+            "AWS_ENDPOINT_URL",
+            "http://u:p@minio:9000",
+            "AWS_ENDPOINT_URL",
+        ),
         ("SPOOL_S3_PART_SIZE", "1024", "SPOOL_S3_PART_SIZE"),
         ("SPOOL_MAX_JOBS", "0", "SPOOL_MAX_JOBS"),
         ("SPOOL_IDLE_EXIT", "soonish", "SPOOL_IDLE_EXIT"),
@@ -180,6 +192,17 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
             "{k}={v}: {err}"
         );
     }
+    // An endpoint's password never reaches the message.
+    let o = Command::new(WORKER)
+        .env("SPOOL_S3_ENDPOINT", "http://key:s3cr3t@minio:9000")
+        .env("SPOOL_INPUT_ROOT", &ok)
+        .env("SPOOL_OUTPUT_ROOT", &ok)
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(
+        o.status.code() == Some(2) && !err.contains("s3cr3t") && err.contains("SPOOL_S3_ENDPOINT"),
+        "{err}"
+    );
     // The password never reaches the message.
     let o = Command::new(WORKER)
         .env("SPOOL_REDIS_URL", "redis://u:s3cr3t@h:notaport")

@@ -162,7 +162,7 @@ impl HttpPolicy {
 /// only. User info, query and fragment are dropped (a presigned URL's
 /// signature, a password), and control characters are escaped, so neither
 /// a secret nor a forged line reaches `last_error`, logs or a terminal.
-pub(crate) fn shown_url(url: &str) -> String {
+pub fn shown_url(url: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .take(300)
