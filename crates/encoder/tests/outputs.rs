@@ -149,16 +149,15 @@ fn a_ladder_publishes_all_of_its_renditions_or_none() -> Result<()> {
     enc.encode_as(Some(&owner), &s, &mut |_| {}, &CancellationToken::new())?;
     let first = std::fs::read(r.output.join("film_120p.mp4"))?;
     let retry = owner.clone().with_stamp(owner.stamp() + 1000);
+    // A different first rendition, so a replaced file shows.
+    let mut retry_spec = mp4_spec("film", &[120, 96])?;
+    retry_spec.renditions[0].preset = spool_encoder::Preset::Fast;
     let other = OutputOwner::named("other");
     let mut swapped = false;
     let e = enc
         .encode_as(
             Some(&retry),
-            &mp4_spec("film", &[120, 96]).and_then(|mut s| {
-                // A different first rendition, so a replaced file shows.
-                s.renditions[0].preset = spool_encoder::Preset::Fast;
-                Ok(s)
-            })?,
+            &retry_spec,
             &mut |p| {
                 if p.phase == Phase::Encode && !swapped {
                     swapped = true;
