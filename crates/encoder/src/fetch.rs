@@ -218,7 +218,7 @@ pub(crate) fn download(
     cancel: &CancellationToken,
 ) -> Result<tempfile::NamedTempFile, EncodeError> {
     let mut file = tempfile::Builder::new()
-        .prefix("spool-input-")
+        .prefix(&crate::scratch::prefix(crate::scratch::INPUT))
         .tempfile_in(dir)
         .map_err(|e| {
             EncodeError::Failed(format!(

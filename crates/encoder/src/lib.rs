@@ -25,6 +25,7 @@ pub mod metrics;
 mod owner;
 pub mod paths;
 mod pipeline;
+mod scratch;
 pub mod spec;
 pub mod storage;
 
@@ -172,6 +173,8 @@ impl Encoder {
             None => tracing::info!(gpus = ?gpus.gpus, "NVENC available"),
         }
         let sessions = gpu::SessionCap::with_limits(limits);
+        // What a killed worker left in the scratch directory.
+        scratch::sweep(&config.scratch_dir);
         let stores = if config.storage.enabled() {
             Some(storage::Stores::new(&config.storage)?)
         } else {
@@ -242,7 +245,7 @@ impl Encoder {
         let uri = S3Uri::parse(&spec.output).map_err(|r| EncodeError::spec("output", r))?;
         let stores = self.stores_for(&uri)?;
         let scratch = tempfile::Builder::new()
-            .prefix("spool-out-")
+            .prefix(&scratch::prefix(scratch::OUTPUT))
             .tempdir_in(&self.config.scratch_dir)
             .map_err(|e| {
                 EncodeError::Failed(format!(

@@ -35,3 +35,6 @@ pub const STORAGE_REQUESTS: &str = "spool_storage_requests_total";
 pub const STORAGE_SECONDS: &str = "spool_storage_request_seconds";
 /// Bytes moved to and from object storage (`op`: `get`, `put`).
 pub const STORAGE_BYTES: &str = "spool_storage_bytes_total";
+/// Tries of a storage request or download repeated while object storage
+/// was unavailable, within one attempt's outage budget.
+pub const STORAGE_OUTAGE_RETRIES: &str = "spool_storage_outage_retries_total";

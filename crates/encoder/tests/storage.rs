@@ -29,7 +29,10 @@ fn encoder_as(s3: &S3Server, r: &Roots, buckets: &str, key: &str, secret: &str) 
         .with_buckets(parse_buckets(buckets).map_err(anyhow::Error::msg)?)
         .with_endpoint(Some(s3.endpoint()))
         .with_region(Some("us-east-1".into()))
-        .with_credentials(key, secret);
+        .with_credentials(key, secret)
+        // These tests see each failure at once; outages waited out are
+        // storage_faults.rs's.
+        .with_outage_budget(Some(std::time::Duration::ZERO));
     Ok(Encoder::new(cfg)?)
 }
 

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 use spool_encode_spec::S3Uri;
 use std::path::Path;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{Stores, classify, object_path, stalled};
@@ -31,7 +31,7 @@ pub(crate) fn download(
     let store = stores.store(uri)?;
     let path = object_path(uri)?;
     let file = tempfile::Builder::new()
-        .prefix("spool-input-")
+        .prefix(&crate::scratch::prefix(crate::scratch::INPUT))
         .tempfile_in(dir)
         .map_err(|e| {
             EncodeError::Failed(format!(
@@ -44,13 +44,25 @@ pub(crate) fn download(
         .try_clone()
         .map_err(|e| EncodeError::Failed(format!("cannot reopen the download file: {e}")))?;
     let io = stores.io_timeout();
+    let budget = stores.outage_budget();
     let secrets = stores.secrets.clone();
     let uri = uri.clone();
     let dir = dir.to_path_buf();
     let cancel = cancel.clone();
     stores
         .drive(progress, move |mut report| async move {
-            let fetch = async {
+            let mut out = tokio::fs::File::from_std(out);
+            // A storage outage is waited out within its budget: the
+            // download starts over (the file emptied) after each.
+            let mut outage = super::Outage::new(budget);
+            let fetch = async { loop {
+                let once = async {
+                out.set_len(0).await.map_err(|e| {
+                    EncodeError::Failed(format!("emptying the download file: {e}"))
+                })?;
+                out.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| {
+                    EncodeError::Failed(format!("rewinding the download file: {e}"))
+                })?;
                 // One GET: its headers carry the size, checked before a
                 // byte of the body is read (dropping the stream closes it).
                 let got = super::timed("get", io, &uri, store.get(&path))
@@ -73,7 +85,6 @@ pub(crate) fn download(
                 let budget = super::transfer_budget(io, total);
                 let deadline = tokio::time::Instant::now() + budget;
                 let mut stream = got.into_stream();
-                let mut out = tokio::fs::File::from_std(out);
                 let mut done: u64 = 0;
                 report.report(0, total, true);
                 loop {
@@ -121,7 +132,12 @@ pub(crate) fn download(
                 }
                 report.report(done, total, true);
                 Ok(())
-            };
+                };
+                match once.await {
+                    Ok(()) => break Ok(()),
+                    Err(e) => outage.pause(e, &cancel, &uri).await?,
+                }
+            } };
             tokio::select! {
                 _ = cancel.cancelled() => Err(EncodeError::Cancelled),
                 r = fetch => r,

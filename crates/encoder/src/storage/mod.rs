@@ -106,6 +106,9 @@ pub struct ObjectStorage {
     /// size; `None` is [`MULTIPART_THRESHOLD`]. Clamped to
     /// [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`].
     pub part_size: Option<usize>,
+    /// How long an outage is waited out inside one attempt; `None` is
+    /// [`OUTAGE_BUDGET`], zero fails at the first unavailable answer.
+    pub outage_budget: Option<Duration>,
 }
 
 /// An access key and its secret. `Debug` shows neither.
@@ -160,6 +163,12 @@ impl ObjectStorage {
     /// This value with `part_size` set to `v`.
     pub fn with_part_size(mut self, v: Option<usize>) -> Self {
         self.part_size = v;
+        self
+    }
+
+    /// This value with `outage_budget` set to `v`.
+    pub fn with_outage_budget(mut self, v: Option<Duration>) -> Self {
+        self.outage_budget = v;
         self
     }
 
@@ -279,6 +288,7 @@ pub(crate) struct Stores {
     /// Values that must never appear in a message (the credentials).
     secrets: Vec<String>,
     part_size: usize,
+    outage_budget: Duration,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -374,6 +384,7 @@ impl Stores {
                 .part_size
                 .unwrap_or(MULTIPART_THRESHOLD)
                 .clamp(MIN_PART_SIZE, MAX_PART_SIZE),
+            outage_budget: cfg.outage_budget.unwrap_or(OUTAGE_BUDGET),
             rt: Some(rt),
         })
     }
@@ -397,6 +408,10 @@ impl Stores {
 
     pub(crate) fn part_size(&self) -> usize {
         self.part_size
+    }
+
+    pub(crate) fn outage_budget(&self) -> Duration {
+        self.outage_budget
     }
 
     /// Runs `fut` on the storage runtime without waiting for it.
@@ -488,11 +503,18 @@ impl Reporter {
     }
 }
 
+/// `msg` with the known `secrets` and anything shaped like a credential
+/// replaced by `***`: credentials from web identity (IRSA), Pod Identity or
+/// instance metadata are fetched at run time and never in `secrets`, so
+/// AWS access key ids (`AKIA…`, `ASIA…`), signed-URL and SigV4 parameters,
+/// and long mixed-case base64 runs (session tokens, signatures) are hidden
+/// by shape.
 pub(crate) fn redact(msg: &str, secrets: &[String]) -> String {
     let mut m = msg.to_owned();
     for s in secrets {
         m = m.replace(s.as_str(), "***");
     }
+    let mut m = scrub_credential_shapes(&m);
     if m.len() > MAX_REASON {
         let mut cut = MAX_REASON;
         while !m.is_char_boundary(cut) {
@@ -508,6 +530,107 @@ pub(crate) fn redact(msg: &str, secrets: &[String]) -> String {
 /// the bytes at [`SLOWEST_BYTES_PER_S`].
 pub(crate) fn transfer_budget(io: Duration, bytes: u64) -> Duration {
     io + Duration::from_secs(bytes / SLOWEST_BYTES_PER_S)
+}
+
+/// See [`redact`]: hides tokens that look like credentials.
+fn scrub_credential_shapes(msg: &str) -> String {
+    const KEY_PREFIXES: [&str; 6] = ["AKIA", "ASIA", "AROA", "AIDA", "ANPA", "ABIA"];
+    const PARAMS: [&str; 6] = [
+        "x-amz-security-token=",
+        "x-amz-credential=",
+        "x-amz-signature=",
+        "signature=",
+        "credential=",
+        "token=",
+    ];
+    let is_b64 =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '%' | '-' | '_');
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(c) = rest.chars().next() {
+        if !is_b64(c) {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let end = rest.find(|c: char| !is_b64(c)).unwrap_or(rest.len());
+        let word = &rest[..end];
+        let lower = word.to_ascii_lowercase();
+        let key_id = KEY_PREFIXES.iter().any(|p| word.starts_with(p))
+            && word.len() >= 16
+            && word[..20.min(word.len())]
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if let Some(p) = PARAMS.iter().find(|p| lower.starts_with(*p)) {
+            out.push_str(&word[..p.len()]);
+            out.push_str("***");
+        } else if key_id
+            || (word.len() >= 40
+                && word.chars().any(|c| c.is_ascii_uppercase())
+                && word.chars().any(|c| c.is_ascii_lowercase())
+                && word.chars().any(|c| c.is_ascii_digit()))
+        {
+            out.push_str("***");
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// How long a storage outage is waited out inside one attempt (an S3
+/// restart, a brief network partition) before the job fails retryably: the
+/// queue's own backoff is tuned for encodes, and a 24 s restart would
+/// otherwise use up every attempt of the jobs it hits.
+pub const OUTAGE_BUDGET: Duration = Duration::from_secs(60);
+/// The longest pause between two tries during an outage.
+const OUTAGE_MAX_PAUSE: Duration = Duration::from_secs(8);
+
+/// An outage being waited out: after each try that failed with
+/// [`EncodeError::StorageUnavailable`], [`Outage::pause`] waits 1, 2, 4, 8,
+/// 8, ... s and says to try again, until the outage has lasted
+/// its budget ([`OUTAGE_BUDGET`] by default) or the job is cancelled.
+pub(crate) struct Outage {
+    budget: Duration,
+    started: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+impl Outage {
+    /// An outage to wait out for at most `budget`.
+    pub(crate) fn new(budget: Duration) -> Outage {
+        Outage {
+            budget,
+            started: None,
+            pause: Duration::from_secs(1),
+        }
+    }
+
+    /// `Ok(())` once it is time to try again after `e`; `Err` with the
+    /// error to report when not.
+    pub(crate) async fn pause(
+        &mut self,
+        e: EncodeError,
+        cancel: &CancellationToken,
+        uri: &S3Uri,
+    ) -> Result<(), EncodeError> {
+        let EncodeError::StorageUnavailable { reason, .. } = &e else {
+            return Err(e);
+        };
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        if started.elapsed() + self.pause >= self.budget || cancel.is_cancelled() {
+            return Err(e);
+        }
+        metrics::counter!(crate::metrics::STORAGE_OUTAGE_RETRIES).increment(1);
+        tracing::warn!(object = %uri, %reason, pause_s = self.pause.as_secs(), "object storage unavailable; trying again");
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(EncodeError::Cancelled),
+            _ = tokio::time::sleep(self.pause) => {}
+        }
+        self.pause = (self.pause * 2).min(OUTAGE_MAX_PAUSE);
+        Ok(())
+    }
 }
 
 /// A request that made no progress for `io`.
@@ -664,5 +787,23 @@ mod tests {
         );
         assert!(!m.contains("AKIASECRETKEY") && m.contains("***"), "{m}");
         assert!(redact(&"é".repeat(1000), &[]).len() <= MAX_REASON + 4);
+        // Credentials the process never held as settings (IRSA, IMDS).
+        let token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQD";
+        let m = redact(
+            &format!(
+                "403 for ASIAY34FZKBOKMUTVV7A: <Token>{token}</Token> ?X-Amz-Security-Token=abc&X-Amz-Credential=ASIA%2F"
+            ),
+            &[],
+        );
+        for leaked in ["ASIAY34FZKBOKMUTVV7A", token, "abc&", "ASIA%2F"] {
+            assert!(!m.contains(leaked), "{leaked} in {m}");
+        }
+        // Keys, buckets and ordinary words stay readable.
+        for plain in [
+            "no such key out/film_720p.mp4 in bucket media-out (status 404)",
+            "s3://media-out/renders/2026/customer-videos/very-long-name-of-a-film_720p/seg_00001.ts",
+        ] {
+            assert_eq!(redact(plain, &[]), plain);
+        }
     }
 }

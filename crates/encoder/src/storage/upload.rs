@@ -224,6 +224,8 @@ pub(crate) struct Session {
     secrets: Vec<String>,
     io: Duration,
     part_size: usize,
+    /// How long an outage is waited out.
+    outage: Duration,
     /// Keys this job's attempts are known to hold, with the ETag last seen:
     /// the next write of each is conditional on it (`If-Match`); any other
     /// key is written only if absent (`If-None-Match: *`).
@@ -265,6 +267,7 @@ impl Session {
             secrets: stores.secrets.clone(),
             io: stores.io_timeout(),
             part_size: stores.part_size(),
+            outage: stores.outage_budget(),
             known,
             written: Vec::new(),
             outputs: outputs.to_vec(),
@@ -300,12 +303,27 @@ impl Session {
         let slot = self.written.len() - 1;
         for _ in 0..4 {
             let expect = self.known.get(&uri.key).cloned();
-            let attrs = attributes(ct, self.owner.as_ref());
-            match put_file(
-                self, &uri, &path, &mut file, size, attrs, expect, sent, cancel,
-            )
-            .await?
-            {
+            // A storage outage is waited out within its budget.
+            let mut outage = super::Outage::new(self.outage);
+            let put = loop {
+                let attrs = attributes(ct, self.owner.as_ref());
+                let once = put_file(
+                    self,
+                    &uri,
+                    &path,
+                    &mut file,
+                    size,
+                    attrs,
+                    expect.clone(),
+                    sent,
+                    cancel,
+                );
+                match once.await {
+                    Ok(p) => break p,
+                    Err(e) => outage.pause(e, cancel, &uri).await?,
+                }
+            };
+            match put {
                 Put::Done(etag) => {
                     self.known.insert(uri.key.clone(), etag.clone());
                     self.written[slot].2 = etag.clone();
