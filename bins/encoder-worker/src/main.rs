@@ -487,8 +487,30 @@ fn gpu_report(cap: usize) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the exit waits for encode threads still running once the
+/// worker has settled every job (a storage request in flight, an encode
+/// between two cancel checks): they are left behind, not waited for, so the
+/// process keeps its shutdown bound whatever FFmpeg or the storage does.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spool-encoder-worker: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(run());
+    // Dropping the runtime would wait for every blocking thread.
+    rt.shutdown_timeout(EXIT_WAIT);
+    code
+}
+
+async fn run() -> ExitCode {
     let args = Args::parse();
     if args.gpu_report {
         return gpu_report(args.nvenc_sessions);

@@ -155,3 +155,101 @@ fn the_worker_encodes_s3_to_s3_and_never_shows_the_credentials() -> Result<()> {
     );
     Ok(())
 }
+
+/// SIGTERM while an upload request hangs (a store that accepts the
+/// connection and never answers): the worker still exits within its
+/// shutdown bound (`SPOOL_DRAIN_TIMEOUT` + 4 s, plus the 1 s it gives encode
+/// threads), with the job released for another worker (before: it waited
+/// for the hung request's deadline, and without one, forever).
+#[test]
+fn sigterm_during_a_hung_upload_exits_within_the_shutdown_bound() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let s3 = S3Server::start()?;
+    s3.put("media", "seed", b"x".to_vec())?;
+    let proxy = spool_testkit::FaultProxy::start(&s3.endpoint())?;
+    // Every write hangs; reads (the ownership check) answer.
+    proxy.add(spool_testkit::Rule::new(
+        Some("PUT"),
+        "/media/",
+        spool_testkit::Fault::Stall,
+    ));
+    let dir = tempfile::tempdir()?;
+    let (input, output, scratch) = (
+        dir.path().join("in"),
+        dir.path().join("out"),
+        dir.path().join("scratch"),
+    );
+    for d in [&input, &output, &scratch] {
+        std::fs::create_dir_all(d)?;
+    }
+    spool_testkit::lavfi_clip(&input.join("clip.mp4"), 320, 180, 25, 4)?;
+    let (ins, outs, scr) = (
+        input.display().to_string(),
+        output.display().to_string(),
+        scratch.display().to_string(),
+    );
+    let mut s3_env = s3.worker_env("media");
+    for (k, v) in &mut s3_env {
+        if k == "SPOOL_S3_ENDPOINT" {
+            *v = proxy.endpoint();
+        }
+    }
+    let mut env: Vec<(&str, &str)> = s3_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.extend([
+        ("SPOOL_QUEUE", "encode"),
+        ("SPOOL_INPUT_ROOT", ins.as_str()),
+        ("SPOOL_OUTPUT_ROOT", outs.as_str()),
+        ("SPOOL_SCRATCH_DIR", scr.as_str()),
+        ("SPOOL_DRAIN_TIMEOUT", "1s"),
+    ]);
+    let url = redis.url();
+    let mut worker = WorkerProcess::spawn(Path::new(WORKER), &url, &env)?;
+    worker.wait_ready(Duration::from_secs(30))?;
+    let o = spoolctl(
+        &url,
+        &[
+            "encode",
+            "clip.mp4",
+            "--out",
+            "s3://media/hung.mp4",
+            "--height",
+            "180",
+            "--preset",
+            "fastest",
+        ],
+    )?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout)?.trim().to_owned();
+    // Wait until the upload's PUT is hanging in the proxy.
+    let start = Instant::now();
+    let test_start = start;
+    while !proxy.seen().iter().any(|r| r.starts_with("PUT ")) {
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "the upload never started: {}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("the upload hung {:?} after the enqueue", start.elapsed());
+    let signalled = Instant::now();
+    worker.signal("TERM")?;
+    let status = worker.wait_exit(Duration::from_secs(30))?;
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM with a hung upload");
+    ensure!(status.success(), "{status:?}\n{}", worker.log());
+    // Generous over the documented 1 + 4 + 1 s: the machine may be loaded.
+    ensure!(
+        took < Duration::from_secs(15),
+        "took {took:?} to exit\n{}",
+        worker.log()
+    );
+    let o = spoolctl(&url, &["inspect", &id, "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    ensure!(v["state"] == "ready", "the job must be released: {v}");
+    eprintln!("checked {:?} after the enqueue", test_start.elapsed());
+    Ok(())
+}
