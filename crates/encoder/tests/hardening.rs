@@ -531,3 +531,58 @@ fn a_fifo_or_device_in_the_input_root_is_refused_without_blocking() -> Result<()
     }
     Ok(())
 }
+
+/// One second of video with twenty minutes of audio, written to a pipe (no
+/// duration in the header), under a 60 s limit: refused while decoding,
+/// permanently (before: the job completed with a 1,200 s output).
+#[test]
+fn audio_counts_against_the_duration_limit() -> Result<()> {
+    let r = roots()?;
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=1",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=8000:duration=1200",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "pcm_s16le", "-f", "matroska", "pipe:1"])
+        .stdout(Stdio::piped())
+        .output()?;
+    ensure!(out.status.success(), "ffmpeg to a pipe failed");
+    std::fs::write(r.input.join("long-audio.mkv"), out.stdout)?;
+    let enc = encoder(&r, Limits::default().with_max_duration_s(60.0))?;
+    let e = expect_err(
+        "20 minutes of audio under a 60 s limit",
+        run(
+            &enc,
+            Some("j"),
+            &spec(
+                r#"{"input":"long-audio.mkv","output":"o","hardware":"cpu",
+                    "renditions":[{"codec":"h264","height":120,"preset":"fastest"}]}"#,
+            )?,
+        ),
+        limit,
+        "SPOOL_MAX_DURATION",
+    )?;
+    ensure!(!e.is_retryable() && e.to_string().contains("audio"), "{e}");
+    ensure!(
+        std::fs::read_dir(&r.output)?.next().is_none(),
+        "something was published"
+    );
+    Ok(())
+}

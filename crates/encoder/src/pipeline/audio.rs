@@ -104,6 +104,16 @@ pub(super) fn aac_setup(
     })
 }
 
+impl AudioOut {
+    /// The input stream that goes to the outputs, if any.
+    pub(super) fn input(&self) -> Option<usize> {
+        match self {
+            AudioOut::None => None,
+            AudioOut::Copy { ist, .. } | AudioOut::Aac { ist, .. } => Some(*ist),
+        }
+    }
+}
+
 pub(super) fn audio_packet(
     audio: &mut AudioOut,
     outs: &mut [RenditionOut],

@@ -36,6 +36,12 @@ pub(super) struct Decoded<'a> {
     /// One frame at the nominal rate in `tb`: the step for frames that come
     /// without a timestamp (raw streams).
     frame_step: i64,
+    /// The audio stream's first timestamp and latest end, in its own time
+    /// base, and the sum of its packets' durations, seconds: audio counts
+    /// against `SPOOL_MAX_DURATION` like video.
+    audio_first: Option<i64>,
+    audio_end: Option<i64>,
+    audio_sum_s: f64,
 }
 
 impl<'a> Decoded<'a> {
@@ -62,6 +68,9 @@ impl<'a> Decoded<'a> {
             first_ts: None,
             last_ts: None,
             max_frames: (limits.max_duration_s * MAX_PLAUSIBLE_FPS).ceil() as u64,
+            audio_first: None,
+            audio_end: None,
+            audio_sum_s: 0.0,
             segment_s: match spec.container {
                 Container::Hls { segment_s } => Some(segment_s),
                 Container::Mp4 => None,
@@ -122,6 +131,36 @@ impl<'a> Decoded<'a> {
             return Err(self.over(format!(
                 "more than {} frames, over {:.0} s even at {MAX_PLAUSIBLE_FPS} fps (SPOOL_MAX_DURATION)",
                 self.max_frames, l.max_duration_s
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts an audio packet of the stream that goes to the outputs
+    /// against `SPOOL_MAX_DURATION` (a second of video with twenty minutes
+    /// of audio is twenty minutes of output): by its timestamps, and by the
+    /// sum of its durations, whichever is longer.
+    pub(super) fn audio(&mut self, p: &Packet, tb: Rational) -> Result<(), EncodeError> {
+        let unit = if tb.numerator() > 0 && tb.denominator() > 0 {
+            f64::from(tb)
+        } else {
+            0.0
+        };
+        let dur = p.duration().max(0);
+        self.audio_sum_s += dur as f64 * unit;
+        let mut span = 0.0;
+        if let Some(t) = p.pts().or(p.dts()) {
+            let first = *self.audio_first.get_or_insert(t);
+            let end = t.saturating_add(dur);
+            let last = self.audio_end.map_or(end, |m| m.max(end));
+            self.audio_end = Some(last);
+            span = last.saturating_sub(first) as f64 * unit;
+        }
+        let t = span.max(self.audio_sum_s);
+        if t > self.limits.max_duration_s {
+            return Err(self.over(format!(
+                "the audio runs past {t:.0} s; at most {:.0} s (SPOOL_MAX_DURATION)",
+                self.limits.max_duration_s
             )));
         }
         Ok(())
@@ -265,6 +304,11 @@ pub(super) fn read_all(
                 take(&mut decoded, seen, outs, graphs, display)?;
             }
         } else {
+            if audio.input() == Some(si)
+                && let Some(st) = ictx.stream(si)
+            {
+                seen.audio(&packet, st.time_base())?;
+            }
             audio_packet(audio, outs, si, &packet)?;
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
