@@ -217,6 +217,11 @@ pub enum Hardware {
     Cpu,
 }
 
+/// The smallest width or height the av1 encoder (SVT-AV1) takes.
+pub const AV1_MIN_SIDE: u32 = 64;
+/// The highest bitrate the av1 encoder (SVT-AV1) takes, kbit/s.
+pub const AV1_MAX_KBPS: u32 = 100_000;
+
 /// Bounds on what one job may ask for or feed in; each has a worker setting.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -394,6 +399,29 @@ impl EncodeSpec {
                     }
                 }
                 _ => {}
+            }
+            // SVT-AV1 (libsvtav1) takes frames of 64 px and more on each
+            // side and at most 100 Mbit/s: refused here, not after a
+            // download and a failed encoder open.
+            if r.codec == Codec::Av1 {
+                for (name, v) in [("width", r.width), ("height", r.height)] {
+                    if let Some(v) = v
+                        && v < AV1_MIN_SIDE
+                    {
+                        return Err(SpecError::new(
+                            f(name),
+                            format!("{v} is below {AV1_MIN_SIDE}, the smallest side av1 encodes"),
+                        ));
+                    }
+                }
+                if let Some(b) = r.bitrate_kbps
+                    && b > AV1_MAX_KBPS
+                {
+                    return Err(SpecError::new(
+                        f("bitrate_kbps"),
+                        format!("{b} is above {AV1_MAX_KBPS}, the most av1 encodes at"),
+                    ));
+                }
             }
             // spool's HLS output is MPEG-TS segments, and no player plays
             // AV1 in MPEG-TS: the segments would publish but never play.

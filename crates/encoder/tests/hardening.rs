@@ -586,3 +586,102 @@ fn audio_counts_against_the_duration_limit() -> Result<()> {
     );
     Ok(())
 }
+
+/// What a retry cannot fix is fixed or refused, never retried: audio at
+/// rates AAC does not take is resampled (192 kHz is an ordinary studio
+/// rate), timestamps that repeat are repaired, and av1 settings its
+/// encoder cannot take are refused at validation.
+#[test]
+fn what_no_retry_can_fix_is_repaired_or_refused_at_once() -> Result<()> {
+    let r = roots()?;
+    let enc = encoder(&r, Limits::default())?;
+    // Audio at 192 kHz, 384 kHz and 44,056 Hz.
+    for (rate, want) in [(192_000, 48_000), (384_000, 48_000), (44_056, 44_100)] {
+        let name = format!("a{rate}.mkv");
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=160x120:rate=25:duration=1",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=sample_rate={rate}:duration=1"),
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "pcm_s16le",
+            ])
+            .arg(r.input.join(&name))
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = spec(&format!(
+            r#"{{"input":{name:?},"output":"a{rate}","hardware":"cpu",
+                "renditions":[{{"codec":"h264","height":120,"preset":"fastest"}}]}}"#
+        ))?;
+        run(&enc, Some("j"), &s).with_context(|| format!("audio at {rate} Hz"))?;
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "a:0"])
+            .args(["-show_entries", "stream=sample_rate", "-of", "csv=p=0"])
+            .arg(r.output.join(format!("a{rate}.mp4")))
+            .output()?;
+        let got = String::from_utf8_lossy(&probe.stdout).trim().to_owned();
+        ensure!(got == want.to_string(), "{rate} Hz became {got} Hz");
+    }
+    // The same timestamp four times in a row (frames 9 to 12).
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=2",
+        ])
+        .args(["-c:v", "libx264", "-bf", "0", "-preset", "ultrafast"])
+        .args([
+            "-bsf:v",
+            "setts=ts='if(between(N,10,12),STARTPTS+10*DURATION,PTS)'",
+        ])
+        .arg(r.input.join("repeats.mkv"))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = spec(
+        r#"{"input":"repeats.mkv","output":"repeats","hardware":"cpu","audio":{"mode":"none"},
+            "renditions":[{"codec":"h264","height":120,"preset":"fastest"}]}"#,
+    )?;
+    let res = run(&enc, Some("j"), &s).context("repeated timestamps")?;
+    ensure!(res.outputs[0].frames == 50, "{:?}", res.outputs[0]);
+    // av1 settings its encoder cannot take: refused by the spec.
+    for (field, rendition) in [
+        ("height", r#"{"codec":"av1","height":48}"#),
+        ("width", r#"{"codec":"av1","width":32,"height":64}"#),
+        (
+            "bitrate_kbps",
+            r#"{"codec":"av1","height":240,"bitrate_kbps":200000}"#,
+        ),
+    ] {
+        let e = spec(&format!(
+            r#"{{"input":"clip.mp4","output":"o","renditions":[{rendition}]}}"#
+        ))
+        .err()
+        .with_context(|| format!("{rendition} must be refused"))?;
+        ensure!(e.to_string().contains(field), "{rendition}: {e}");
+    }
+    Ok(())
+}

@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// The sample rates FFmpeg's AAC encoder takes.
+const AAC_RATES: [u32; 12] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000,
+];
+
+/// The rate AAC is encoded at for an input at `rate`: the same when AAC
+/// takes it, else 48 kHz above that, else the nearest AAC rate (the filter
+/// graph resamples). 192 kHz and 384 kHz studio audio, or a stray 44,056 Hz,
+/// would otherwise fail every attempt with "sample rate not supported".
+pub(super) fn aac_rate(rate: u32) -> u32 {
+    if AAC_RATES.contains(&rate) {
+        rate
+    } else if rate > 48000 {
+        48000
+    } else {
+        AAC_RATES
+            .iter()
+            .copied()
+            .min_by_key(|r| r.abs_diff(rate))
+            .unwrap_or(48000)
+    }
+}
+
 pub(super) fn aac_setup(
     outs: &mut [RenditionOut],
     ist: usize,
@@ -41,20 +64,31 @@ pub(super) fn aac_setup(
     if global {
         enc.set_flags(codec::Flags::GLOBAL_HEADER);
     }
-    enc.set_rate(decoder.rate() as i32);
+    let rate = aac_rate(decoder.rate());
+    enc.set_rate(rate as i32);
     enc.set_channel_layout(layout);
     enc.set_channels(layout.channels());
     enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Planar));
     enc.set_bit_rate(kbps as usize * 1000);
-    enc.set_time_base((1, decoder.rate() as i32));
-    let encoder = enc.open_as(codec).map_err(|e| failed("opening AAC", e))?;
+    enc.set_time_base((1, rate as i32));
+    // The same audio is refused the same way every time: permanent.
+    let encoder = enc.open_as(codec).map_err(|e| {
+        EncodeError::spec(
+            "audio",
+            format!(
+                "the AAC encoder refused the input's audio ({} Hz, {} channels): {e}; use \"audio\": {{\"mode\": \"none\"}} or \"copy\"",
+                decoder.rate(),
+                layout.channels()
+            ),
+        )
+    })?;
     for o in outs.iter_mut() {
         let mut ost = o
             .octx
             .add_stream(codec)
             .map_err(|e| failed("adding the audio stream", e))?;
         ost.set_parameters(&encoder);
-        ost.set_time_base((1, decoder.rate() as i32));
+        ost.set_time_base((1, rate as i32));
     }
     let mut g = filter::Graph::new();
     let in_layout = if decoder.channel_layout().bits() != 0 {
@@ -101,6 +135,7 @@ pub(super) fn aac_setup(
         graph: g,
         encoder,
         enc_tb,
+        next_ts: None,
     })
 }
 
@@ -122,7 +157,19 @@ pub(super) fn audio_packet(
 ) -> Result<(), EncodeError> {
     match audio {
         AudioOut::None => Ok(()),
-        AudioOut::Copy { ist, ist_tb } if *ist == si => {
+        AudioOut::Copy {
+            ist,
+            ist_tb,
+            last_dts,
+        } if *ist == si => {
+            // Timestamps that do not move forward: the packet is dropped
+            // (a few milliseconds of audio) rather than the job failed.
+            if let Some(d) = packet.dts().or(packet.pts()) {
+                if last_dts.is_some_and(|l| d <= l) {
+                    return Ok(());
+                }
+                *last_dts = Some(d);
+            }
             for o in outs.iter_mut() {
                 let Some(tb) = o.audio_tb else { continue };
                 let mut p = packet.clone();
@@ -141,6 +188,7 @@ pub(super) fn audio_packet(
             graph,
             encoder,
             enc_tb,
+            next_ts,
         } if *ist == si => {
             let mut p = packet.clone();
             p.rescale_ts(*ist_tb, decoder.time_base());
@@ -148,7 +196,7 @@ pub(super) fn audio_packet(
                 // A damaged audio packet loses a few milliseconds, not the job.
                 return Ok(());
             }
-            aac_pump(decoder, graph, encoder, *enc_tb, outs, false)
+            aac_pump(decoder, next_ts, graph, encoder, *enc_tb, outs, false)
         }
         _ => Ok(()),
     }
@@ -163,17 +211,20 @@ pub(super) fn audio_flush(
         graph,
         encoder,
         enc_tb,
+        next_ts,
         ..
     } = audio
     {
         let _ = decoder.send_eof();
-        aac_pump(decoder, graph, encoder, *enc_tb, outs, true)?;
+        aac_pump(decoder, next_ts, graph, encoder, *enc_tb, outs, true)?;
     }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn aac_pump(
     decoder: &mut codec::decoder::Audio,
+    next_ts: &mut Option<i64>,
     graph: &mut filter::Graph,
     encoder: &mut encoder::Audio,
     enc_tb: Rational,
@@ -182,7 +233,20 @@ pub(super) fn aac_pump(
 ) -> Result<(), EncodeError> {
     let mut decoded = frame::Audio::empty();
     while decoder.receive_frame(&mut decoded).is_ok() {
-        let ts = decoded.timestamp();
+        // Timestamps that do not move forward follow the previous frame.
+        let tb = decoder.time_base();
+        let ts = match (decoded.timestamp(), *next_ts) {
+            (Some(t), Some(n)) if t < n => Some(n),
+            (t, _) => t,
+        };
+        if let Some(t) = ts
+            && tb.numerator() > 0
+            && decoder.rate() > 0
+        {
+            let step = decoded.samples() as i64 * i64::from(tb.denominator())
+                / (i64::from(decoder.rate()) * i64::from(tb.numerator()));
+            *next_ts = Some(t.saturating_add(step));
+        }
         decoded.set_pts(ts);
         if let Some(mut src) = graph.get("in") {
             src.source()

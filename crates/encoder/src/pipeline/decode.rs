@@ -108,13 +108,18 @@ impl<'a> Decoded<'a> {
             )));
         }
         self.frames += 1;
-        // A frame without a timestamp (a raw stream) follows the last one.
-        let ts = f.timestamp().or_else(|| {
-            Some(
-                self.last_ts
-                    .map_or(0, |t| t.saturating_add(self.frame_step)),
-            )
-        });
+        // A frame without a timestamp (a raw stream) follows the last one,
+        // and so does one whose timestamp does not move forward (the same
+        // timestamp three times in a damaged stream): the muxer refuses
+        // timestamps that go backwards, and no retry would change that.
+        let next = self
+            .last_ts
+            .map_or(0, |t| t.saturating_add(self.frame_step));
+        let ts = match (f.timestamp(), self.last_ts) {
+            (Some(t), Some(last)) if t <= last => Some(next),
+            (Some(t), _) => Some(t),
+            (None, _) => Some(next),
+        };
         f.set_pts(ts);
         if let Some(t) = ts {
             self.first_ts.get_or_insert(t);

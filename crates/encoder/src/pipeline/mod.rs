@@ -230,6 +230,9 @@ enum AudioOut {
     Copy {
         ist: usize,
         ist_tb: Rational,
+        /// The last dts written, in `ist_tb`: a packet that does not move
+        /// forward is dropped (the muxer would refuse it).
+        last_dts: Option<i64>,
     },
     Aac {
         ist: usize,
@@ -238,6 +241,8 @@ enum AudioOut {
         graph: filter::Graph,
         encoder: encoder::Audio,
         enc_tb: Rational,
+        /// Where the next decoded frame starts, in the decoder's time base.
+        next_ts: Option<i64>,
     },
 }
 
@@ -340,7 +345,11 @@ pub(crate) fn run(
                 ost.set_parameters(par.clone());
                 clear_codec_tag(&mut ost);
             }
-            AudioOut::Copy { ist, ist_tb }
+            AudioOut::Copy {
+                ist,
+                ist_tb,
+                last_dts: None,
+            }
         }
         (Audio::Aac { bitrate_kbps }, Some((ist, ist_tb, par))) => {
             aac_setup(&mut outs, ist, ist_tb, par, *bitrate_kbps)?

@@ -426,7 +426,12 @@ pub(super) fn open_rendition(
             Backend::Nvenc { .. } => {
                 EncodeError::NvencUnavailable(format!("{name} refused the session: {e}"))
             }
-            Backend::Cpu => failed(format!("opening {name}"), e),
+            // A CPU encoder refuses the same settings every time: no retry
+            // can help (a size or bitrate outside what it supports).
+            Backend::Cpu => EncodeError::spec(
+                "renditions",
+                format!("{name} refused the settings of rendition {label} ({w}x{h}): {e}"),
+            ),
         })?;
     let enc_tb = encoder.time_base();
     {
