@@ -16,26 +16,115 @@ extern "C" fn interrupted(opaque: *mut std::ffi::c_void) -> std::ffi::c_int {
     std::ffi::c_int::from(token.is_cancelled())
 }
 
+/// Decoders FFmpeg may open while probing an input, and the only codecs an
+/// input's streams may have: what media services upload (camera, phone,
+/// screen and editing formats). Image codecs (PNG, TIFF, EXR, ...) are left
+/// out: their headers declare any frame size and their decoders allocate it
+/// whole before anything checks it.
+pub(super) const DECODERS: &str = "h264,hevc,av1,libdav1d,vp8,vp9,libvpx,libvpx-vp9,mpeg1video,mpeg2video,mpeg4,msmpeg4v2,msmpeg4v3,h263,mjpeg,prores,dnxhd,vc1,wmv3,theora,rawvideo,ffv1,aac,aac_fixed,mp3,mp3float,mp2,mp2float,ac3,ac3_fixed,eac3,opus,libopus,vorbis,flac,alac,pcm_s16le,pcm_s16be,pcm_s24le,pcm_s24be,pcm_s32le,pcm_s32be,pcm_f32le,pcm_f32be,pcm_f64le,pcm_u8,pcm_s8,pcm_mulaw,pcm_alaw,adpcm_ima_qt,adpcm_ms";
+
+/// Why an input could not be opened.
+pub(super) enum OpenError {
+    /// FFmpeg's error.
+    Ff(ff::Error),
+    /// Over a limit the header shows, found before any decoder opened.
+    Limit(String),
+    /// A stream of a codec spool does not decode.
+    Codec(String),
+}
+
+/// What an input's header may declare before any decoder is opened for it.
+pub(super) struct HeaderLimits {
+    pub(super) max_width: u32,
+    pub(super) max_height: u32,
+    pub(super) max_streams: usize,
+}
+
+/// Checks the streams the container declared, before `find_stream_info`
+/// opens a decoder for any of them: the frame size a header declares is
+/// what a probing decoder allocates.
+#[allow(unsafe_code)]
+fn check_declared(ps: *mut ff::ffi::AVFormatContext, lim: &HeaderLimits) -> Result<(), OpenError> {
+    use ff::ffi;
+    let allowed: Vec<&str> = DECODERS.split(',').collect();
+    // SAFETY: `ps` is an open format context; its `streams` array holds
+    // `nb_streams` valid stream pointers, each with codec parameters.
+    unsafe {
+        let n = (*ps).nb_streams as usize;
+        if n > lim.max_streams {
+            return Err(OpenError::Limit(format!(
+                "{n} streams; at most {} (SPOOL_MAX_STREAMS)",
+                lim.max_streams
+            )));
+        }
+        for i in 0..n {
+            let st = *(*ps).streams.add(i);
+            let par = (*st).codecpar;
+            if par.is_null() {
+                continue;
+            }
+            let kind = (*par).codec_type;
+            if kind != ffi::AVMediaType::AVMEDIA_TYPE_VIDEO
+                && kind != ffi::AVMediaType::AVMEDIA_TYPE_AUDIO
+            {
+                continue;
+            }
+            let (w, h) = ((*par).width, (*par).height);
+            if w < 0 || h < 0 || w as u32 > lim.max_width || h as u32 > lim.max_height {
+                return Err(OpenError::Limit(format!(
+                    "stream {i} declares {w}x{h} frames; at most {}x{} (SPOOL_MAX_RESOLUTION)",
+                    lim.max_width, lim.max_height
+                )));
+            }
+            let id = (*par).codec_id;
+            if id == ffi::AVCodecID::AV_CODEC_ID_NONE {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(ffi::avcodec_get_name(id))
+                .to_string_lossy()
+                .into_owned();
+            // A codec is allowed when some allowed decoder decodes it.
+            let ok = allowed.iter().any(|d| {
+                std::ffi::CString::new(*d).is_ok_and(|c| {
+                    let dec = ffi::avcodec_find_decoder_by_name(c.as_ptr());
+                    !dec.is_null() && (*dec).id == id
+                })
+            });
+            if !ok && kind == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO {
+                return Err(OpenError::Codec(format!(
+                    "stream {i} is {name}, which spool does not decode (video: H.264, HEVC, AV1, VP8/9, MPEG-1/2/4, ProRes, DNxHD, MJPEG, VC-1, Theora, raw)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `avformat_open_input` with options and an interrupt callback tied to
-/// `cancel` (ffmpeg-next offers one or the other, and leaks the callback).
+/// `cancel` (ffmpeg-next offers one or the other, and leaks the callback);
+/// then the declared streams checked against `lim`, and the probe run with
+/// only [`DECODERS`] and `max_pixels` on every decoder it opens, so probing
+/// cannot allocate more than a frame at the resolution limit.
 #[allow(unsafe_code)]
 pub(super) fn open_interruptible(
     path: &str,
     opts: Dictionary,
+    lim: &HeaderLimits,
     cancel: &CancellationToken,
-) -> Result<OpenedInput, ff::Error> {
+) -> Result<OpenedInput, OpenError> {
     use ff::ffi;
     let token = Box::new(cancel.clone());
-    let c_path = std::ffi::CString::new(path).map_err(|_| ff::Error::InvalidData)?;
+    let c_path = std::ffi::CString::new(path).map_err(|_| OpenError::Ff(ff::Error::InvalidData))?;
     // SAFETY: the pointers passed are valid for the calls; on failure
     // avformat_open_input frees the context itself, and on success the
-    // context is owned by the returned `Input`, which closes it on drop.
+    // context is owned by the returned `Input`, which closes it on drop
+    // (and is closed here on every early return).
     unsafe {
         let mut ps = ffi::avformat_alloc_context();
         if ps.is_null() {
-            return Err(ff::Error::Other {
+            return Err(OpenError::Ff(ff::Error::Other {
                 errno: ff::util::error::ENOMEM,
-            });
+            }));
         }
         (*ps).interrupt_callback = ffi::AVIOInterruptCB {
             callback: Some(interrupted),
@@ -45,12 +134,30 @@ pub(super) fn open_interruptible(
         let res = ffi::avformat_open_input(&mut ps, c_path.as_ptr(), std::ptr::null(), &mut dict);
         drop(Dictionary::own(dict));
         if res < 0 {
-            return Err(ff::Error::from(res));
+            return Err(OpenError::Ff(ff::Error::from(res)));
         }
-        let r = ffi::avformat_find_stream_info(ps, std::ptr::null_mut());
+        if let Err(e) = check_declared(ps, lim) {
+            ffi::avformat_close_input(&mut ps);
+            return Err(e);
+        }
+        // One options dictionary per stream for the probing decoders.
+        let n = (*ps).nb_streams as usize;
+        let pixels = (u64::from(lim.max_width) * u64::from(lim.max_height)).to_string();
+        let mut per_stream: Vec<*mut ffi::AVDictionary> = vec![std::ptr::null_mut(); n];
+        let (k, v) = (
+            std::ffi::CString::new("max_pixels").unwrap_or_default(),
+            std::ffi::CString::new(pixels).unwrap_or_default(),
+        );
+        for d in &mut per_stream {
+            ffi::av_dict_set(d, k.as_ptr(), v.as_ptr(), 0);
+        }
+        let r = ffi::avformat_find_stream_info(ps, per_stream.as_mut_ptr());
+        for d in &mut per_stream {
+            ffi::av_dict_free(d);
+        }
         if r < 0 {
             ffi::avformat_close_input(&mut ps);
-            return Err(ff::Error::from(r));
+            return Err(OpenError::Ff(ff::Error::from(r)));
         }
         Ok(OpenedInput {
             ctx: format::context::Input::wrap(ps),
@@ -83,14 +190,24 @@ pub(crate) fn open_input(
     opts.set("protocol_whitelist", "file");
     opts.set("format_whitelist", INPUT_FORMATS);
     opts.set("probesize", &limits.probe_size.to_string());
-    let opened = open_interruptible(&input.ffmpeg_path(), opts, cancel).map_err(|e| {
-        if cancel.is_cancelled() {
-            return EncodeError::Cancelled;
-        }
-        bad(format!(
-            "{e} (not a supported media file, or it is corrupt or truncated)"
-        ))
-    })?;
+    opts.set("codec_whitelist", DECODERS);
+    let lim = HeaderLimits {
+        max_width: limits.max_width,
+        max_height: limits.max_height,
+        max_streams: limits.max_streams,
+    };
+    let opened =
+        open_interruptible(&input.ffmpeg_path(), opts, &lim, cancel).map_err(|e| match e {
+            _ if cancel.is_cancelled() => EncodeError::Cancelled,
+            OpenError::Limit(reason) => EncodeError::LimitExceeded {
+                path: display.to_owned(),
+                reason,
+            },
+            OpenError::Codec(reason) => bad(reason),
+            OpenError::Ff(e) => bad(format!(
+                "{e} (not a supported media file, or it is corrupt or truncated)"
+            )),
+        })?;
     let ictx = &opened.ctx;
     let over = |reason: String| EncodeError::LimitExceeded {
         path: display.to_owned(),
