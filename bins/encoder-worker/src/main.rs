@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod stderr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -522,7 +524,12 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    spool_worker::init_logging(worker_cfg.log_format);
+    // What encoder libraries print to stderr goes through the logger.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match stderr::capture() {
+        Some(original) => spool_worker::init_logging_to(worker_cfg.log_format, original, ansi),
+        None => spool_worker::init_logging(worker_cfg.log_format),
+    }
     let encoder = match Encoder::new(enc_cfg) {
         Ok(e) => Arc::new(e),
         Err(e) => {

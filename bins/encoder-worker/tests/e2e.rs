@@ -582,3 +582,55 @@ fn ffmpeg_warnings_reach_the_log_of_the_job_they_are_about() -> Result<()> {
     ensure!(text.contains("[h264]"), "{text}");
     Ok(())
 }
+
+/// What encoder libraries print to stderr themselves (x265's banner and
+/// settings) comes through the logger: with JSON logs, every line the
+/// worker writes is a JSON object, and x265's lines are among them as
+/// events (before: plain lines broke the JSON stream).
+#[test]
+fn encoder_library_output_keeps_json_logs_json() -> Result<()> {
+    let server = RedisServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    spool_testkit::lavfi_clip(&input.join("clip.mp4"), 160, 120, 25, 1)?;
+    let mut worker = ready_worker(
+        &server.url(),
+        &input,
+        &output,
+        &[("SPOOL_LOG_FORMAT", "json")],
+    )?;
+    let o = spoolctl(
+        &server.url(),
+        &[
+            "encode", "clip.mp4", "--out", "hevc", "--codec", "hevc", "--height", "120",
+            "--preset", "fastest",
+        ],
+    )?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout)?.trim().to_owned();
+    let w = spoolctl(&server.url(), &["watch", &id])?;
+    ensure!(w.status.success(), "{}", worker.log());
+    // The library's lines reach the log a moment later, from its thread.
+    let start = Instant::now();
+    while !worker.log().contains("x265") && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    worker.signal("TERM")?;
+    worker.wait_exit(Duration::from_secs(30))?;
+    let log = worker.log();
+    let mut lib_lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("a log line that is not JSON: {line:?}"))?;
+        if v["target"] == "encoder_lib" {
+            lib_lines += 1;
+        }
+    }
+    ensure!(
+        lib_lines > 0 && log.contains("x265"),
+        "x265's output never reached the log:\n{log}"
+    );
+    Ok(())
+}

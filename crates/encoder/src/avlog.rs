@@ -163,23 +163,105 @@ unsafe extern "C" fn callback(
     let _ = std::panic::catch_unwind(|| dispatch(id, lvl, &raw));
 }
 
+/// Messages one scope (or the unscoped rest) may log per
+/// [`RATE_WINDOW`]; the rest are counted and reported in one line.
+const RATE_LIMIT: u32 = 20;
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Per scope: the window's start, messages logged in it, and how many were
+/// dropped (or repeated the previous message) since the last report.
+struct Rate {
+    window: std::time::Instant,
+    logged: u32,
+    dropped: u64,
+    last: String,
+}
+
+static RATES: Mutex<Option<HashMap<u64, Rate>>> = Mutex::new(None);
+
+/// Whether `message` may be logged now for scope `id`; with a line saying
+/// how many were held back before it, when any were.
+fn admit(id: u64, message: &str) -> (bool, Option<String>) {
+    let mut guard = RATES.lock().unwrap_or_else(|p| p.into_inner());
+    let rates = guard.get_or_insert_with(HashMap::new);
+    // Scopes come and go: forget them when the map grows.
+    if rates.len() > 1024 {
+        rates.retain(|_, r| r.window.elapsed() < RATE_WINDOW * 60);
+    }
+    let now = std::time::Instant::now();
+    let r = rates.entry(id).or_insert_with(|| Rate {
+        window: now,
+        logged: 0,
+        dropped: 0,
+        last: String::new(),
+    });
+    if now.duration_since(r.window) >= RATE_WINDOW {
+        r.window = now;
+        r.logged = 0;
+    }
+    if message == r.last || r.logged >= RATE_LIMIT {
+        r.dropped += 1;
+        return (false, None);
+    }
+    r.logged += 1;
+    r.last = message.to_owned();
+    let held = std::mem::take(&mut r.dropped);
+    (
+        true,
+        (held > 0).then(|| {
+            format!("({held} FFmpeg messages repeated or over {RATE_LIMIT}/s were not logged)")
+        }),
+    )
+}
+
+/// Scope id for lines encoder libraries print to stderr themselves.
+const LIBRARY: u64 = u64::MAX;
+
+/// Logs one line an encoder library printed to stderr (see the encoder
+/// worker's stderr capture): made inert, rate-limited with FFmpeg's own
+/// messages' rules, and logged through `tracing` (target `encoder_lib`).
+pub fn library_line(raw: &str) {
+    let line = tidy(raw);
+    if line.is_empty() {
+        return;
+    }
+    let (admitted, held) = admit(LIBRARY, &line);
+    if let Some(h) = held {
+        tracing::warn!(target: "encoder_lib", "{h}");
+    }
+    if admitted {
+        tracing::warn!(target: "encoder_lib", "{line}");
+    }
+}
+
 fn dispatch(id: u64, lvl: c_int, raw: &str) {
     let message = tidy(raw);
     if message.is_empty() {
         return;
+    }
+    let (admitted, held) = admit(id, &message);
+    if !admitted {
+        return;
+    }
+    if let Some(h) = held {
+        deliver(id, Level::Warning, &h);
     }
     let level = if lvl <= ff::ffi::AV_LOG_ERROR {
         Level::Error
     } else {
         Level::Warning
     };
+    deliver(id, level, &message);
+}
+
+fn deliver(id: u64, level: Level, message: &str) {
     let sink = if id == 0 {
         None
     } else {
         sinks(|m| m.get(&id).cloned())
     };
     match sink {
-        Some(sink) => sink(level, &message),
+        Some(sink) => sink(level, message),
         None => match level {
             Level::Error => tracing::error!(target: "ffmpeg", "{message}"),
             Level::Warning => tracing::warn!(target: "ffmpeg", "{message}"),
@@ -187,17 +269,39 @@ fn dispatch(id: u64, lvl: c_int, raw: &str) {
     }
 }
 
-/// One line without its newline, and `[h264 @ 0x55d0…] ` shortened to
-/// `[h264] ` (the address means nothing to a reader).
-fn tidy(raw: &str) -> String {
-    let line = raw.trim_end();
-    if let Some(rest) = line.strip_prefix('[')
-        && let Some((name, after)) = rest.split_once(" @ 0x")
-        && let Some((_, tail)) = after.split_once(']')
-    {
-        return format!("[{name}]{tail}");
+/// One line without its newline, `[h264 @ 0x55d0…] ` shortened to
+/// `[h264] ` (the address means nothing to a reader), and every control
+/// character escaped (`\n`, `\r`, `\u{1b}`): FFmpeg prints container
+/// metadata (an MKV DocType, a title) into its messages, and a newline or
+/// an escape sequence there would forge a log line or reach a terminal.
+pub fn tidy(raw: &str) -> String {
+    let line = raw.trim_end_matches(['\n', '\r', ' ']);
+    let line = match line.strip_prefix('[') {
+        Some(rest) => match rest
+            .split_once(" @ 0x")
+            .and_then(|(name, after)| after.split_once(']').map(|(_, tail)| (name, tail)))
+        {
+            Some((name, tail)) => format!("[{name}]{tail}"),
+            None => line.to_owned(),
+        },
+        None => line.to_owned(),
+    };
+    sanitize(&line)
+}
+
+/// `s` with control characters (C0, DEL, C1) and bidirectional overrides
+/// escaped, so it is one inert line.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    line.to_owned()
+    out
 }
 
 #[cfg(test)]
@@ -212,6 +316,30 @@ mod tests {
         );
         assert_eq!(tidy("plain message\n"), "plain message");
         assert_eq!(tidy("[broken @ 0x12"), "[broken @ 0x12");
+        // Metadata with a newline, a CR and an escape sequence stays one
+        // inert line.
+        let forged = tidy("[matroska @ 0x1] DocType webm\nERROR forged line\r\u{1b}[31mred\n");
+        assert!(!forged.contains(['\n', '\r', '\u{1b}']), "{forged}");
+        assert!(
+            forged.contains("\\n") && forged.contains("\\u{1b}"),
+            "{forged}"
+        );
+    }
+
+    #[test]
+    fn repeats_and_floods_are_held_back_and_counted() {
+        let id = 9_999_999;
+        assert_eq!(admit(id, "a"), (true, None));
+        for _ in 0..1000 {
+            assert!(!admit(id, "a").0, "a repeat is held back");
+        }
+        let (ok, held) = admit(id, "b");
+        assert!(ok && held.is_some_and(|h| h.contains("1000")));
+        let admitted = (0..100).filter(|i| admit(id, &format!("m{i}")).0).count();
+        assert!(
+            admitted < 100 && admitted as u32 <= RATE_LIMIT,
+            "{admitted}"
+        );
     }
 
     #[test]
