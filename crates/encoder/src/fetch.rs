@@ -46,6 +46,10 @@ pub struct HttpPolicy {
     pub allow_nets: Vec<ipnet::IpNet>,
     /// Timeout for connecting and for each read.
     pub io_timeout: Duration,
+    /// The slowest average a download may keep after its first
+    /// `io_timeout`, bytes a second: a body sent a byte every few seconds
+    /// never stalls a read, and must still end.
+    pub min_bytes_per_s: u64,
 }
 
 impl HttpPolicy {
@@ -60,13 +64,23 @@ impl HttpPolicy {
         self.io_timeout = v;
         self
     }
+
+    /// This value with `min_bytes_per_s` set to `v`.
+    pub fn with_min_bytes_per_s(mut self, v: u64) -> Self {
+        self.min_bytes_per_s = v;
+        self
+    }
 }
+
+/// [`HttpPolicy::min_bytes_per_s`] by default: 64 KiB/s.
+pub const DEFAULT_MIN_BYTES_PER_S: u64 = 64 << 10;
 
 impl Default for HttpPolicy {
     fn default() -> Self {
         HttpPolicy {
             allow_nets: Vec::new(),
             io_timeout: DEFAULT_IO_TIMEOUT,
+            min_bytes_per_s: DEFAULT_MIN_BYTES_PER_S,
         }
     }
 }
@@ -210,11 +224,13 @@ fn refused(url: &str, reason: impl Into<String>) -> EncodeError {
 /// Downloads `url` into a new temporary file in `dir`, refusing a body over
 /// `max_bytes`. Blocking; runs its own
 /// small async runtime on a scoped thread so it works from any caller.
+/// `progress` hears (bytes so far, bytes in all when the server said).
 pub(crate) fn download(
     url: &str,
     policy: &HttpPolicy,
     max_bytes: u64,
     dir: &Path,
+    progress: &mut dyn FnMut(u64, Option<u64>),
     cancel: &CancellationToken,
 ) -> Result<tempfile::NamedTempFile, EncodeError> {
     let mut file = tempfile::Builder::new()
@@ -226,8 +242,10 @@ pub(crate) fn download(
                 dir.display()
             ))
         })?;
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let out = file.as_file_mut();
+        let worker = s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -235,21 +253,30 @@ pub(crate) fn download(
             rt.block_on(async {
                 tokio::select! {
                     _ = cancel.cancelled() => Err(EncodeError::Cancelled),
-                    r = fetch(url, policy, max_bytes, file.as_file_mut()) => r,
+                    r = fetch(url, policy, max_bytes, out, &tx) => r,
                 }
             })
-        })
-        .join()
-        .unwrap_or_else(|_| Err(EncodeError::Failed("the downloader panicked".into())))
+        });
+        // The channel closes when the downloader ends.
+        for (done, total) in rx {
+            progress(done, total);
+        }
+        worker
+            .join()
+            .unwrap_or_else(|_| Err(EncodeError::Failed("the downloader panicked".into())))
     })?;
     Ok(file)
 }
+
+/// Progress reports from the downloader's thread.
+type Reports = std::sync::mpsc::Sender<(u64, Option<u64>)>;
 
 async fn fetch(
     url: &str,
     policy: &HttpPolicy,
     max_bytes: u64,
     out: &mut std::fs::File,
+    reports: &Reports,
 ) -> Result<(), EncodeError> {
     let mut current =
         reqwest::Url::parse(url).map_err(|e| refused(url, format!("not a URL: {e}")))?;
@@ -285,7 +312,7 @@ async fn fetch(
         {
             return Err(too_big(url, max_bytes));
         }
-        return body(url, resp, policy, max_bytes, out).await;
+        return body(url, resp, policy, max_bytes, out, reports).await;
     }
     Err(bad(url, format!("more than {MAX_REDIRECTS} redirects")))
 }
@@ -296,17 +323,39 @@ async fn body(
     policy: &HttpPolicy,
     max_bytes: u64,
     out: &mut std::fs::File,
+    reports: &Reports,
 ) -> Result<(), EncodeError> {
     let mut total: u64 = 0;
+    let expected = resp.content_length();
+    let started = tokio::time::Instant::now();
+    let mut last_report = started;
+    let _ = reports.send((0, expected));
     loop {
-        let chunk = tokio::time::timeout(policy.io_timeout, resp.chunk())
-            .await
-            .map_err(|_| timed_out(url, policy))?
-            .map_err(|e| transport(url, policy, e))?;
+        // A read may wait `io_timeout`; the download as a whole must keep
+        // `min_bytes_per_s` on average after its first `io_timeout`.
+        let allowed =
+            policy.io_timeout + Duration::from_secs(total / policy.min_bytes_per_s.max(1));
+        let deadline = started + allowed;
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(too_slow(url, policy, total, started.elapsed()));
+        }
+        let wait = policy.io_timeout.min(deadline - now);
+        let chunk = match tokio::time::timeout(wait, resp.chunk()).await {
+            Ok(c) => c.map_err(|e| transport(url, policy, e))?,
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(too_slow(url, policy, total, started.elapsed()));
+            }
+            Err(_) => return Err(timed_out(url, policy)),
+        };
         let Some(chunk) = chunk else { break };
         total += chunk.len() as u64;
         if total > max_bytes {
             return Err(too_big(url, max_bytes));
+        }
+        if last_report.elapsed() >= Duration::from_millis(250) {
+            last_report = tokio::time::Instant::now();
+            let _ = reports.send((total, expected));
         }
         out.write_all(&chunk).map_err(|e| {
             EncodeError::Failed(format!("writing the download of {}: {e}", shown_url(url)))
@@ -315,7 +364,19 @@ async fn body(
     out.flush().map_err(|e| {
         EncodeError::Failed(format!("writing the download of {}: {e}", shown_url(url)))
     })?;
+    let _ = reports.send((total, expected));
     Ok(())
+}
+
+/// A download slower on average than the policy allows (retryable: the
+/// server may be faster later).
+fn too_slow(url: &str, policy: &HttpPolicy, total: u64, took: Duration) -> EncodeError {
+    EncodeError::Failed(format!(
+        "downloading {}: {total} bytes in {:.0} s, slower than {} KiB/s on average",
+        shown_url(url),
+        took.as_secs_f64(),
+        policy.min_bytes_per_s >> 10
+    ))
 }
 
 /// A client that reaches `hop`'s host only at checked addresses.

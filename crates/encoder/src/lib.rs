@@ -502,11 +502,22 @@ impl Encoder {
                     reason: "http(s) inputs are disabled on this worker".into(),
                 });
             }
+            let mut report = |done: u64, total: Option<u64>| {
+                progress(Progress {
+                    phase: Phase::Download,
+                    bytes: done,
+                    frames: 0,
+                    percent: total.map_or(0.0, |t| percent(done, t)),
+                    fps: 0.0,
+                    out_time_s: 0.0,
+                })
+            };
             fetch::download(
                 input,
                 &self.config.http,
                 self.config.max_input_bytes,
                 scratch,
+                &mut report,
                 cancel,
             )?
         } else if input.contains("://") || lower.starts_with("file:") {

@@ -24,6 +24,8 @@ enum Behaviour {
     Redirect(String),
     /// Reads the request and never answers; reports when the client closes.
     Silent(mpsc::Sender<Instant>),
+    /// Answers 200 with these bytes, one byte every this long.
+    Drip(Arc<Vec<u8>>, Duration),
 }
 
 struct Server {
@@ -77,6 +79,19 @@ fn handle(mut s: TcpStream, b: Behaviour) {
                 s,
                 "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
+        }
+        Behaviour::Drip(body, every) => {
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: video/mp4\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            for b in body.iter() {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(every);
+            }
         }
         Behaviour::Silent(closed) => {
             // Blocks until the client goes away.
@@ -261,5 +276,53 @@ fn a_server_that_never_answers_is_dropped_on_cancel_and_on_timeout() -> Result<(
         .context("the socket stayed open after the timeout")?;
     let left: Vec<_> = std::fs::read_dir(&s.output)?.collect();
     ensure!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
+/// A body sent one byte every 200 ms never stalls a read (the I/O timeout
+/// is 1 s) but must still end: the download as a whole keeps a minimum
+/// average rate (before: it ran for hours), and it reports its progress.
+#[test]
+fn a_dripping_body_is_bounded_as_a_whole_and_reports_progress() -> Result<()> {
+    let s = setup()?;
+    let drip = server(
+        "127.0.0.1",
+        Behaviour::Drip(s.clip.clone(), Duration::from_millis(200)),
+    )?;
+    let url = format!("http://127.0.0.1:{}/drip.mp4", drip.addr.port());
+    let enc = encoder(
+        &s,
+        loopback_allowed()?
+            .with_io_timeout(Duration::from_secs(1))
+            .with_min_bytes_per_s(1024),
+    )?;
+    let started = Instant::now();
+    let mut downloaded = Vec::new();
+    let r = enc.encode(
+        &spec(&url)?,
+        &mut |p| {
+            if p.phase == spool_encoder::Phase::Download {
+                downloaded.push(p.bytes);
+            }
+        },
+        &CancellationToken::new(),
+    );
+    let took = started.elapsed();
+    match r {
+        Err(e @ EncodeError::Failed(_)) => {
+            ensure!(e.to_string().contains("slower than"), "{e}");
+            ensure!(e.is_retryable(), "{e}");
+        }
+        other => bail!("a dripping body: {other:?}"),
+    }
+    // The clip would take minutes at 5 B/s; the bound is about 1 s + 5/1024 s.
+    ensure!(
+        s.clip.len() > 2_000 && took < Duration::from_secs(20),
+        "took {took:?}"
+    );
+    ensure!(
+        downloaded.iter().any(|b| *b > 0),
+        "no download progress: {downloaded:?}"
+    );
     Ok(())
 }
