@@ -105,7 +105,20 @@ struct Args {
     /// Most HLS segments per rendition.
     #[arg(long, env = "SPOOL_MAX_HLS_SEGMENTS")]
     max_hls_segments: Option<u64>,
+    /// How far a rendition may be scaled up from its input, per side
+    /// (default 2).
+    #[arg(long, env = "SPOOL_MAX_UPSCALE")]
+    max_upscale: Option<String>,
+    /// Memory one job's CPU encoders may be estimated to need, in bytes
+    /// (default 8 GiB).
+    #[arg(long, env = "SPOOL_MAX_ENCODE_MEMORY")]
+    max_encode_memory: Option<String>,
 }
+
+/// The encoder worker's `SPOOL_JOB_TIMEOUT` when none is set: an encode
+/// that runs longer than this is stuck or absurd (6 h of input at the
+/// slowest preset finishes well within it on a node sized for it).
+const DEFAULT_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 /// The encoder's limits: defaults, overridden by the settings given.
 fn limits(a: &Args) -> Result<Limits, BadSetting> {
@@ -156,6 +169,28 @@ fn limits(a: &Args) -> Result<Limits, BadSetting> {
         }
         l.probe_size = n;
     }
+    if let Some(v) = &a.max_upscale {
+        l.max_upscale = v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && (1.0..=16.0).contains(f))
+            .ok_or_else(|| bad("SPOOL_MAX_UPSCALE", v, "must be a number from 1 to 16"))?;
+    }
+    if let Some(v) = &a.max_encode_memory {
+        l.max_encode_memory = v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 64 << 20)
+            .ok_or_else(|| {
+                bad(
+                    "SPOOL_MAX_ENCODE_MEMORY",
+                    v,
+                    "must be a whole number of bytes, at least 67108864 (64 MiB)",
+                )
+            })?;
+    }
     if let Some(n) = a.max_hls_segments {
         l.max_hls_segments = positive("SPOOL_MAX_HLS_SEGMENTS", n)?;
     }
@@ -189,7 +224,16 @@ fn check_root(setting: &str, p: &std::path::Path, write: bool) -> Result<(), Bad
 /// Builds the runtime and encoder settings, checking each.
 fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>), BadSetting> {
     // WorkerConfig::validate checks the Redis URL too, naming the setting.
-    let worker = a.worker.config().map_err(|e| BadSetting(e.to_string()))?;
+    let mut worker = a.worker.config().map_err(|e| BadSetting(e.to_string()))?;
+    // An encode always has a time limit: the operator's, the job's own
+    // (`timeout_s`, or the producer's `timeout` option), or this one.
+    if worker.job_timeout.is_none() {
+        worker.job_timeout = Some(
+            worker
+                .max_job_timeout
+                .map_or(DEFAULT_JOB_TIMEOUT, |m| m.min(DEFAULT_JOB_TIMEOUT)),
+        );
+    }
     let policy = match a.hw.trim().to_ascii_lowercase().as_str() {
         "auto" => None,
         "cpu" => Some(Hardware::Cpu),

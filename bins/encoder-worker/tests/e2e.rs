@@ -150,7 +150,7 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ok = dir.path().display().to_string();
     let missing = dir.path().join("missing").display().to_string();
-    let cases: [(&str, &str, &str); 18] = [
+    let cases: [(&str, &str, &str); 20] = [
         ("SPOOL_REDIS_URL", "http://nope", "SPOOL_REDIS_URL"),
         ("SPOOL_CONCURRENCY", "0", "SPOOL_CONCURRENCY"),
         ("SPOOL_HW", "quantum", "SPOOL_HW"),
@@ -172,6 +172,8 @@ fn bad_settings_exit_2_naming_the_setting() -> Result<()> {
             "AWS_ENDPOINT_URL",
         ),
         ("SPOOL_S3_PART_SIZE", "1024", "SPOOL_S3_PART_SIZE"),
+        ("SPOOL_MAX_UPSCALE", "0.5", "SPOOL_MAX_UPSCALE"),
+        ("SPOOL_MAX_ENCODE_MEMORY", "1GB", "SPOOL_MAX_ENCODE_MEMORY"),
         ("SPOOL_MAX_JOBS", "0", "SPOOL_MAX_JOBS"),
         ("SPOOL_IDLE_EXIT", "soonish", "SPOOL_IDLE_EXIT"),
         ("SPOOL_SCRATCH_DIR", &missing, "SPOOL_SCRATCH_DIR"),

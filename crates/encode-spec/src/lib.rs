@@ -240,6 +240,14 @@ pub struct Limits {
     pub probe_size: u64,
     /// Most HLS segments per rendition.
     pub max_hls_segments: u64,
+    /// How far a rendition may be scaled up from the input, per side
+    /// (`SPOOL_MAX_UPSCALE`): a 320x240 upload asked for in 8K is cost, not
+    /// quality.
+    pub max_upscale: f64,
+    /// The memory the CPU encoders of one job may be estimated to need, in
+    /// bytes (`SPOOL_MAX_ENCODE_MEMORY`): each rendition's frame size times
+    /// the frames its preset keeps in flight (see [`encode_memory`]).
+    pub max_encode_memory: u64,
 }
 
 impl Limits {
@@ -284,6 +292,51 @@ impl Limits {
         self.max_hls_segments = v;
         self
     }
+
+    /// This value with `max_upscale` set to `v`.
+    pub fn with_max_upscale(mut self, v: f64) -> Self {
+        self.max_upscale = v;
+        self
+    }
+
+    /// This value with `max_encode_memory` set to `v`.
+    pub fn with_max_encode_memory(mut self, v: u64) -> Self {
+        self.max_encode_memory = v;
+        self
+    }
+}
+
+/// Frames a CPU encoder keeps in flight at `preset` (lookahead, reference
+/// frames and frame threads; x264's `slowest` looks 60 frames ahead with 16
+/// references): the multiplier of a rendition's frame size in
+/// [`encode_memory`].
+pub fn frames_in_flight(preset: Preset) -> u64 {
+    match preset {
+        Preset::Fastest => 8,
+        Preset::Fast => 24,
+        Preset::Medium => 48,
+        Preset::Slow => 72,
+        Preset::Slowest => 96,
+    }
+}
+
+/// The memory a CPU encode of `renditions` at these output sizes is
+/// estimated to need, in bytes: for each, a YUV 4:2:0 frame (1.5 bytes a
+/// pixel) times [`frames_in_flight`], HEVC 1.5 times and AV1 2 times that.
+/// An 8K x264 `slowest` rendition comes to 4.8 GB (6.4 GB measured).
+pub fn encode_memory(renditions: &[(&Rendition, u32, u32)]) -> u64 {
+    renditions
+        .iter()
+        .map(|(r, w, h)| {
+            let frame = u64::from(*w) * u64::from(*h) * 3 / 2;
+            let codec = match r.codec {
+                Codec::H264 => 2,
+                Codec::Hevc => 3,
+                Codec::Av1 => 4,
+            };
+            frame * frames_in_flight(r.preset) * codec / 2
+        })
+        .sum()
 }
 
 impl Default for Limits {
@@ -297,6 +350,12 @@ impl Default for Limits {
             // Six hours: a feature film with margin.
             max_duration_s: 6.0 * 3600.0,
             max_streams: 16,
+            // Twice the input's size per side: enough for a ladder's top
+            // rung over a slightly smaller source.
+            max_upscale: 2.0,
+            // 8 GiB: one 8K `slowest` rendition, or a 1080p ladder of six
+            // at any preset.
+            max_encode_memory: 8 << 30,
             // FFmpeg's default probe size (5 MB) is enough for every sane file.
             probe_size: 5_000_000,
             max_hls_segments: 20_000,

@@ -685,3 +685,55 @@ fn what_no_retry_can_fix_is_repaired_or_refused_at_once() -> Result<()> {
     }
     Ok(())
 }
+
+/// What a spec may cost is the operator's call: a rendition scaled up past
+/// `SPOOL_MAX_UPSCALE`, or CPU encodes estimated over
+/// `SPOOL_MAX_ENCODE_MEMORY`, are refused before any encoder opens (before:
+/// one 8K `slowest` rendition of a 48 KB clip took 6.4 GB).
+#[test]
+fn upscaling_and_encode_memory_are_bounded_before_encoding() -> Result<()> {
+    let r = roots()?;
+    clip(&r.input.join("small.mp4"), 160, 120, 0.5, &[])?;
+    let enc = encoder(&r, Limits::default())?;
+    let e = expect_err(
+        "160x120 asked for at 4320p",
+        run(
+            &enc,
+            Some("j"),
+            &spec(
+                r#"{"input":"small.mp4","output":"big","hardware":"cpu",
+                    "renditions":[{"codec":"h264","height":4320,"preset":"slowest"}]}"#,
+            )?,
+        ),
+        limit,
+        "SPOOL_MAX_UPSCALE",
+    )?;
+    ensure!(!e.is_retryable(), "{e}");
+    // Within the upscale limit, but over a small memory budget.
+    clip(&r.input.join("hd.mp4"), 1280, 720, 0.5, &[])?;
+    let tight = encoder(&r, Limits::default().with_max_encode_memory(48 << 20))?;
+    expect_err(
+        "720p medium within 48 MiB",
+        run(
+            &tight,
+            Some("j"),
+            &spec(
+                r#"{"input":"hd.mp4","output":"hd","hardware":"cpu",
+                    "renditions":[{"codec":"h264","height":720,"preset":"medium"}]}"#,
+            )?,
+        ),
+        limit,
+        "SPOOL_MAX_ENCODE_MEMORY",
+    )?;
+    // The same at the fastest preset fits, and encodes.
+    run(
+        &tight,
+        Some("j"),
+        &spec(
+            r#"{"input":"hd.mp4","output":"hd2","hardware":"cpu",
+                "renditions":[{"codec":"h264","height":720,"preset":"fastest"}]}"#,
+        )?,
+    )?;
+    ensure!(std::fs::read_dir(&r.output)?.count() >= 1);
+    Ok(())
+}

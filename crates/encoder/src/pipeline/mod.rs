@@ -264,6 +264,50 @@ pub(crate) fn output_names(spec: &EncodeSpec, target: &OutputTarget) -> Vec<(Str
         .collect()
 }
 
+/// Refuses what a spec asks for beyond the operator's cost limits, before
+/// any encoder opens: a rendition scaled up more than `max_upscale` per
+/// side, and CPU encodes whose estimated memory is over
+/// `max_encode_memory` (a 48 KB upload asked for as eight 8K `slowest`
+/// renditions would need about 40 GB).
+fn check_cost(
+    spec: &EncodeSpec,
+    src_w: u32,
+    src_h: u32,
+    limits: &Limits,
+    display: &str,
+    backend: Backend,
+) -> Result<(), EncodeError> {
+    let over = |reason: String| EncodeError::LimitExceeded {
+        path: display.to_owned(),
+        reason,
+    };
+    let mut sized = Vec::with_capacity(spec.renditions.len());
+    for r in &spec.renditions {
+        let (w, h) = r.size_for(src_w, src_h);
+        let up =
+            (f64::from(w) / f64::from(src_w.max(1))).max(f64::from(h) / f64::from(src_h.max(1)));
+        if up > limits.max_upscale {
+            return Err(over(format!(
+                "rendition {} would be {w}x{h} from a {src_w}x{src_h} input, {up:.1}x per side; at most {}x (SPOOL_MAX_UPSCALE)",
+                r.label(),
+                limits.max_upscale
+            )));
+        }
+        sized.push((r, w, h));
+    }
+    if backend == Backend::Cpu {
+        let need = spool_encode_spec::encode_memory(&sized);
+        if need > limits.max_encode_memory {
+            return Err(over(format!(
+                "these renditions would need about {} MiB to encode on the CPU (frame sizes times the frames their presets keep in flight); at most {} MiB (SPOOL_MAX_ENCODE_MEMORY): use smaller sizes, faster presets or fewer renditions",
+                need >> 20,
+                limits.max_encode_memory >> 20
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs one encode on `backend`.
 pub(crate) fn run(
     job: &Job<'_>,
@@ -318,6 +362,7 @@ pub(crate) fn run(
         device,
         scale_cuda,
     };
+    check_cost(spec, src.src_w, src.src_h, limits, display, backend)?;
     let mut outs = Vec::with_capacity(spec.renditions.len());
     {
         let ctx = RenditionCtx {
