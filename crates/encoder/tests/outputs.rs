@@ -250,3 +250,51 @@ fn av1_in_hls_is_refused_at_validation() -> Result<()> {
     ensure!(e.to_string().contains("codec"), "{e}");
     Ok(())
 }
+
+/// An output volume remounted read-only (a disk error, a storage failover)
+/// fails the job retryably, naming the cause: another worker, or this one
+/// once the volume is back, can write (before: dead at once).
+#[test]
+fn a_read_only_output_volume_is_retryable() -> Result<()> {
+    let r = roots()?;
+    clip(&r.input.join("clip.mp4"), 64, 48, 0.2, &[])?;
+    let Some(_tmpfs) = spool_testkit::Tmpfs::mount(&r.output, "16m") else {
+        return Ok(spool_testkit::skipped(
+            "cannot mount a tmpfs here (not root): the read-only volume test did not run",
+        )?);
+    };
+    let remount = |mode: &str| -> Result<()> {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&r.output)
+            .status()?
+            .success();
+        ensure!(ok, "remount {mode} failed");
+        Ok(())
+    };
+    remount("ro")?;
+    let enc = encoder(&r, Limits::default())?;
+    let s = mp4_spec("ro", &[48])?;
+    let e = enc
+        .encode_as(
+            Some(&OutputOwner::named("j")),
+            &s,
+            &mut |_| {},
+            &CancellationToken::new(),
+        )
+        .err()
+        .context("a read-only volume cannot take an output")?;
+    ensure!(
+        e.is_retryable() && e.to_string().contains("read-only"),
+        "{e}"
+    );
+    remount("rw")?;
+    enc.encode_as(
+        Some(&OutputOwner::named("j")),
+        &s,
+        &mut |_| {},
+        &CancellationToken::new(),
+    )
+    .context("the retry once the volume is writable")?;
+    Ok(())
+}

@@ -81,6 +81,12 @@ fn io_error(path: &str, what: &str, e: Errno) -> EncodeError {
         Errno::NOSPC | Errno::DQUOT | Errno::IO | Errno::AGAIN | Errno::INTR => {
             EncodeError::Failed(format!("{what} {path:?}: {e}"))
         }
+        // A volume remounted read-only (an I/O error on the disk, a storage
+        // failover) is the node's trouble, not the job's: another worker, or
+        // this one later, can write.
+        Errno::ROFS => EncodeError::Failed(format!(
+            "{what} {path:?}: {e} (the output volume is read-only on this node)"
+        )),
         Errno::NAMETOOLONG => refused(path, format!("{what}: the name is too long ({e})")),
         _ => refused(path, format!("{what}: {e}")),
     }
