@@ -737,3 +737,60 @@ fn upscaling_and_encode_memory_are_bounded_before_encoding() -> Result<()> {
     ensure!(std::fs::read_dir(&r.output)?.count() >= 1);
     Ok(())
 }
+
+/// A source whose timestamps start at 10 h (a broadcast capture) gives an
+/// output that starts at 0 and declares its real length (before: a 1 s clip
+/// made an MP4 declaring 36,002 s).
+#[test]
+fn a_source_starting_at_ten_hours_gives_an_output_of_its_real_length() -> Result<()> {
+    let r = roots()?;
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=1",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=duration=1"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
+        .args(["-output_ts_offset", "36000"])
+        .args(["-f", "mpegts"])
+        .arg(r.input.join("late.ts"))
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let enc = encoder(&r, Limits::default())?;
+    for (audio, name) in [
+        (r#"{"mode":"aac"}"#, "late-aac"),
+        (r#"{"mode":"copy"}"#, "late-copy"),
+    ] {
+        let s = spec(&format!(
+            r#"{{"input":"late.ts","output":{name:?},"hardware":"cpu","audio":{audio},
+                "renditions":[{{"codec":"h264","height":120,"preset":"fastest"}}]}}"#
+        ))?;
+        run(&enc, Some("j"), &s).with_context(|| name.to_owned())?;
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format=duration,start_time"])
+            .args(["-of", "default=nw=1"])
+            .arg(r.output.join(format!("{name}.mp4")))
+            .output()?;
+        let text = String::from_utf8_lossy(&probe.stdout).into_owned();
+        let field = |k: &str| -> Result<f64> {
+            Ok(text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .with_context(|| format!("no {k} in {text}"))?
+                .parse()?)
+        };
+        let (start, duration) = (field("start_time")?, field("duration")?);
+        ensure!(
+            start.abs() < 0.5 && (duration - 1.0).abs() < 0.3,
+            "{name}: starts at {start} s, declares {duration} s"
+        );
+    }
+    Ok(())
+}

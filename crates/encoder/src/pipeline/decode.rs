@@ -278,6 +278,7 @@ pub(super) fn read_all(
     let mut packet = Packet::empty();
     let mut eagain = 0u32;
     let mut read_error: Option<ff::Error> = None;
+    let origins = origins(ictx, v_index, audio.input());
     loop {
         if cancel.is_cancelled() {
             return Err(EncodeError::Cancelled);
@@ -301,6 +302,13 @@ pub(super) fn read_all(
             }
         }
         let si = packet.stream();
+        // Timestamps counted from the input's start: a source starting at
+        // 10 h (a broadcast capture) or before 0 (an edit list) still gives
+        // outputs that start at 0 and declare their real length.
+        if let Some(o) = origins.get(si).copied().filter(|o| *o != 0) {
+            packet.set_pts(packet.pts().map(|t| t.saturating_sub(o)));
+            packet.set_dts(packet.dts().map(|t| t.saturating_sub(o)));
+        }
         if si == v_index {
             if let Err(e) = decoder.send_packet(&packet) {
                 return Err(seen.decode_error(decoder, e));
@@ -350,4 +358,32 @@ fn take(
     }
     seen.frame(decoded)?;
     feed_all(outs, decoded, graphs, display)
+}
+
+/// Per stream, in its own time base, the time outputs start from: the
+/// earliest start of the video and the audio that go to the outputs (0 when
+/// neither declares one).
+pub(super) fn origins(
+    ictx: &format::context::Input,
+    video: usize,
+    audio: Option<usize>,
+) -> Vec<i64> {
+    use ff::Rescale;
+    let base = ff::rescale::TIME_BASE;
+    let start_us = ictx
+        .streams()
+        .filter(|s| s.index() == video || Some(s.index()) == audio)
+        .filter(|s| s.start_time() != ff::ffi::AV_NOPTS_VALUE)
+        .map(|s| s.start_time().rescale(s.time_base(), base))
+        .min()
+        .unwrap_or(0);
+    ictx.streams()
+        .map(|s| {
+            if s.time_base().numerator() > 0 && s.time_base().denominator() > 0 {
+                start_us.rescale(base, s.time_base())
+            } else {
+                0
+            }
+        })
+        .collect()
 }
