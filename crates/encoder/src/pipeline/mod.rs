@@ -480,7 +480,7 @@ pub(crate) fn run(
             .map_err(|e| failed(format!("finishing rendition {}", o.label), e))?;
     }
     seen.segments(&outs)?;
-    verify::outputs(&outs, &|o| staging.path(&o.stage_name))?;
+    let facts = verify::outputs(&outs, &|o| staging.path(&o.stage_name))?;
 
     // Publish: move the staged outputs to their final names.
     let master = if hls {
@@ -504,7 +504,8 @@ pub(crate) fn run(
     progress(report(seen.frames, src.duration_s, src.duration_s, started));
     let outputs = outs
         .iter()
-        .map(|o| describe(o, hls))
+        .zip(&facts)
+        .map(|(o, f)| describe(o, *f))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(EncodeResult {
         outputs,

@@ -38,45 +38,23 @@ pub(super) fn master_playlist(
 }
 
 /// Reads an output back with the library: what a player would see.
-pub(super) fn describe(o: &RenditionOut, hls: bool) -> Result<OutputInfo, EncodeError> {
-    let path = &o.final_path;
-    let ictx =
-        format::input(path).map_err(|e| failed(format!("reading back {}", path.display()), e))?;
-    let duration_s = if ictx.duration() > 0 {
-        ictx.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE)
-    } else {
-        0.0
-    };
-    let v = ictx
-        .streams()
-        .best(media::Type::Video)
-        .ok_or_else(|| EncodeError::Failed(format!("{} has no video", path.display())))?;
-    let par = v.parameters();
-    let dec = codec::context::Context::from_parameters(par)
-        .and_then(|c| c.decoder().video())
-        .map_err(|e| failed("reading back", e))?;
-    let codec_name = dec.id().name().to_owned();
-    let size_bytes = if hls {
-        std::fs::read_dir(path.parent().unwrap_or(std::path::Path::new(".")))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
-    } else {
-        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-    };
+pub(super) fn describe(
+    o: &RenditionOut,
+    facts: super::verify::Facts,
+) -> Result<OutputInfo, EncodeError> {
+    // What was encoded and what the check before publishing read: the
+    // published files are not opened again (by FFmpeg's demuxers or at all).
+    let duration_s = facts.duration_s;
     Ok(OutputInfo {
         rendition: o.label.clone(),
-        path: path.clone(),
-        size_bytes,
+        path: o.final_path.clone(),
+        size_bytes: facts.size_bytes,
         duration_s,
-        codec: codec_name,
-        width: dec.width(),
-        height: dec.height(),
+        codec: o.encoder.id().name().to_owned(),
+        width: o.encoder.width(),
+        height: o.encoder.height(),
         bitrate_bps: if duration_s > 0.0 {
-            (size_bytes as f64 * 8.0 / duration_s) as u64
+            (facts.size_bytes as f64 * 8.0 / duration_s) as u64
         } else {
             0
         },

@@ -22,24 +22,34 @@ fn bad(label: &str, what: String) -> EncodeError {
     ))
 }
 
+/// What the check read of one rendition's output: its bytes (an HLS
+/// rendition's segments and playlist together) and its duration (the MP4's
+/// `mvhd`, or the playlist's `#EXTINF` sum). The result reports these, so
+/// nothing published is opened again (an output's name may have been
+/// swapped for a symlink since).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Facts {
+    pub(super) size_bytes: u64,
+    pub(super) duration_s: f64,
+}
+
 /// Checks the staged outputs of every rendition (`mp4` gives each MP4's
-/// staged path).
+/// staged path); returns what it read of each, in order.
 pub(super) fn outputs(
     outs: &[RenditionOut],
     mp4: &dyn Fn(&RenditionOut) -> String,
-) -> Result<(), EncodeError> {
-    for o in outs {
-        match &o.seg_dir {
-            Some(dir) => hls(&o.label, dir)?,
-            None => mp4_file(&o.label, &mp4(o))?,
-        }
-    }
-    Ok(())
+) -> Result<Vec<Facts>, EncodeError> {
+    outs.iter()
+        .map(|o| match &o.seg_dir {
+            Some(dir) => hls(&o.label, dir),
+            None => mp4_file(&o.label, &mp4(o)),
+        })
+        .collect()
 }
 
 /// A complete MP4: top-level boxes that add up to the file, with `moov`
 /// and `mdat` among them.
-pub(super) fn mp4_file(label: &str, path: &str) -> Result<(), EncodeError> {
+pub(super) fn mp4_file(label: &str, path: &str) -> Result<Facts, EncodeError> {
     let mut f =
         std::fs::File::open(path).map_err(|e| bad(label, format!("cannot reopen the MP4: {e}")))?;
     let len = f
@@ -47,6 +57,7 @@ pub(super) fn mp4_file(label: &str, path: &str) -> Result<(), EncodeError> {
         .map_err(|e| bad(label, format!("cannot read the MP4's size: {e}")))?
         .len();
     let (mut at, mut moov, mut mdat) = (0u64, false, false);
+    let mut duration_s = 0.0;
     let mut head = [0u8; 16];
     use std::io::Seek;
     while at < len {
@@ -70,18 +81,62 @@ pub(super) fn mp4_file(label: &str, path: &str) -> Result<(), EncodeError> {
                 format!("the MP4's box at byte {at} runs past its end ({len} bytes)"),
             ));
         }
-        moov |= &kind == b"moov";
+        if &kind == b"moov" {
+            moov = true;
+            duration_s = movie_duration(&mut f, at + 8, size - 8).unwrap_or(0.0);
+        }
         mdat |= &kind == b"mdat";
         at += size;
     }
     if !(moov && mdat) {
         return Err(bad(label, "the MP4 has no moov or no mdat box".into()));
     }
-    Ok(())
+    Ok(Facts {
+        size_bytes: len,
+        duration_s,
+    })
+}
+
+/// The duration in the `mvhd` box among the `len` bytes of `moov` children
+/// at `at`.
+fn movie_duration(f: &mut std::fs::File, at: u64, len: u64) -> Option<f64> {
+    use std::io::Seek;
+    let mut pos = at;
+    let end = at + len;
+    let mut head = [0u8; 8];
+    while pos + 8 <= end {
+        f.seek(std::io::SeekFrom::Start(pos)).ok()?;
+        f.read_exact(&mut head).ok()?;
+        let size = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+        if &head[4..8] == b"mvhd" {
+            let mut body = [0u8; 32];
+            f.read_exact(&mut body).ok()?;
+            let (scale, dur) = if body[0] == 1 {
+                (
+                    u32::from_be_bytes([body[20], body[21], body[22], body[23]]),
+                    u64::from_be_bytes([
+                        body[24], body[25], body[26], body[27], body[28], body[29], body[30],
+                        body[31],
+                    ]),
+                )
+            } else {
+                (
+                    u32::from_be_bytes([body[12], body[13], body[14], body[15]]),
+                    u64::from(u32::from_be_bytes([body[16], body[17], body[18], body[19]])),
+                )
+            };
+            return (scale > 0).then(|| dur as f64 / f64::from(scale));
+        }
+        if size < 8 {
+            return None;
+        }
+        pos += size;
+    }
+    None
 }
 
 /// A complete rendition playlist naming exactly the whole segments in `dir`.
-pub(super) fn hls(label: &str, dir: &str) -> Result<(), EncodeError> {
+pub(super) fn hls(label: &str, dir: &str) -> Result<Facts, EncodeError> {
     let dir = std::path::Path::new(dir);
     let text = std::fs::read_to_string(dir.join("index.m3u8"))
         .map_err(|e| bad(label, format!("cannot read its playlist: {e}")))?;
@@ -99,6 +154,13 @@ pub(super) fn hls(label: &str, dir: &str) -> Result<(), EncodeError> {
     if listed.is_empty() {
         return Err(bad(label, "its playlist lists no segment".into()));
     }
+    let duration_s: f64 = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("#EXTINF:"))
+        .filter_map(|v| v.split(',').next()?.trim().parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .sum();
+    let mut size_bytes = text.len() as u64;
     let mut on_disk: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| bad(label, format!("cannot list its segments: {e}")))?
         .filter_map(Result::ok)
@@ -139,8 +201,12 @@ pub(super) fn hls(label: &str, dir: &str) -> Result<(), EncodeError> {
                 format!("segment {seg} does not start with a TS packet"),
             ));
         }
+        size_bytes += size;
     }
-    Ok(())
+    Ok(Facts {
+        size_bytes,
+        duration_s,
+    })
 }
 
 #[cfg(test)]
@@ -160,7 +226,7 @@ mod tests {
         }
         std::fs::write(&p, &mp4)?;
         let ps = p.to_string_lossy().into_owned();
-        mp4_file("x", &ps)?;
+        assert_eq!(mp4_file("x", &ps)?.size_bytes, 40);
         std::fs::write(&p, &mp4[..30])?;
         assert!(mp4_file("x", &ps).is_err(), "a cut MP4");
         std::fs::write(&p, b"")?;
@@ -181,7 +247,8 @@ mod tests {
         let pl =
             "#EXTM3U\n#EXTINF:1.0,\nseg_00000.ts\n#EXTINF:1.0,\nseg_00001.ts\n#EXT-X-ENDLIST\n";
         std::fs::write(h.join("index.m3u8"), pl)?;
-        hls("x", &hs)?;
+        let facts = hls("x", &hs)?;
+        assert!((facts.duration_s - 2.0).abs() < 1e-9, "{facts:?}");
         std::fs::write(h.join("seg_00001.ts"), b"")?;
         assert!(hls("x", &hs).is_err(), "a 0-byte segment");
         std::fs::write(h.join("seg_00001.ts"), &seg(376)[..300])?;
