@@ -9,7 +9,9 @@
 mod api;
 mod auth;
 mod events;
+mod gate;
 mod openapi;
+mod serve;
 mod web;
 
 use std::net::SocketAddr;
@@ -63,6 +65,8 @@ pub(crate) struct AppState {
     pub(crate) auth: auth::Tokens,
     /// One poller per followed job, shared by its event streams.
     pub(crate) events: events::Hub,
+    /// The address the console listens on.
+    pub(crate) bound: SocketAddr,
 }
 
 fn fail(msg: String) -> ExitCode {
@@ -121,16 +125,17 @@ async fn main() -> ExitCode {
             }
         }
     };
-    let state = Arc::new(AppState {
-        client,
-        auth: tokens,
-        events: events::Hub::default(),
-    });
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
     };
     let bound = listener.local_addr().map_or(addr, |a| a);
+    let state = Arc::new(AppState {
+        client,
+        auth: tokens,
+        events: events::Hub::default(),
+        bound,
+    });
     tracing::info!(%bound, redis = %spool_queue::mask_password(&args.redis_url), auth = state.auth.enabled(), "spool-console serving");
     let app = web::router(state);
     let shutdown = async {
@@ -145,14 +150,6 @@ async fn main() -> ExitCode {
     let stop = async {
         tokio::select! { _ = shutdown => {}, _ = term => {} }
     };
-    match axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "server failed");
-            ExitCode::from(1)
-        }
-    }
+    serve::serve(listener, app, stop).await;
+    ExitCode::SUCCESS
 }

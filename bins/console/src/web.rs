@@ -14,11 +14,17 @@ use crate::auth::{CSRF_COOKIE, Role, SESSION_COOKIE};
 use crate::{AppState, MAX_BODY};
 
 const INDEX: &str = include_str!("../assets/index.html");
+/// Largest login body: a token is at most a few hundred bytes, and nothing
+/// larger is read from someone not yet authenticated.
+const LOGIN_BODY: usize = 4 << 10;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/login", post(login))
+        .route(
+            "/login",
+            post(login).layer(DefaultBodyLimit::max(LOGIN_BODY)),
+        )
         .route("/logout", post(logout))
         .route("/healthz", get(api::healthz))
         .route("/api/openapi.json", get(openapi))
@@ -29,14 +35,26 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/queues/{queue}/jobs/{id}", get(api::get_job))
         .route("/api/queues/{queue}/jobs/{id}/cancel", post(api::cancel))
-        .route("/api/queues/{queue}/jobs/{id}/events", get(api::events))
         .route("/api/queues/{queue}/pause", post(api::pause))
         .route("/api/queues/{queue}/resume", post(api::resume))
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/api/queues/{queue}/dead", delete(api::purge_dead))
         .route("/api/workers", get(api::workers))
         .fallback(api::not_found)
+        // Every request but an event stream is answered in bounded time.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::serve::REQUEST_TIMEOUT,
+        ))
+        .route("/api/queues/{queue}/jobs/{id}/events", get(api::events))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            crate::serve::BODY_TIMEOUT,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::gate::gate,
+        ))
         .layer(axum::middleware::map_response(close_after_refused_body))
         .with_state(state)
 }
@@ -101,10 +119,16 @@ async fn login(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Resp
         Role::Admin
     };
     let csrf = uuid::Uuid::new_v4().simple().to_string();
-    let session = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-    let csrf_cookie = format!("{CSRF_COOKIE}={csrf}; SameSite=Strict; Path=/");
+    let mut cookies = vec![format!("{CSRF_COOKIE}={csrf}; SameSite=Strict; Path=/")];
+    // Without tokens there is no session: nothing the request sent is
+    // echoed into a cookie.
+    if st.auth.enabled() {
+        cookies.push(format!(
+            "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        ));
+    }
     let mut headers = HeaderMap::new();
-    for c in [session, csrf_cookie] {
+    for c in cookies {
         if let Ok(v) = c.parse() {
             headers.append(header::SET_COOKIE, v);
         }

@@ -62,8 +62,12 @@ fn console(redis_url: &str, env: &[(&str, &str)]) -> Result<Console> {
 }
 
 fn http() -> Result<reqwest::Client> {
+    // The console closes keep-alive connections idle for 10 s: a client
+    // pools them for less (this test blocks its runtime while workers
+    // start, so the client would not see the close before reusing one).
     Ok(reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()?)
 }
 
@@ -74,12 +78,16 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Result<(StatusCode, Value)> {
+    let write = method != reqwest::Method::GET;
     let mut r = c.request(method, url);
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
     if let Some(b) = body {
         r = r.json(&b);
+    } else if write {
+        // Writes are JSON, also when they carry no body.
+        r = r.header("content-type", "application/json");
     }
     let resp = r.send().await?;
     let status = resp.status();
