@@ -55,8 +55,24 @@ impl From<Error> for ApiError {
             Error::InvalidOption { .. }
             | Error::PayloadTooLarge { .. }
             | Error::InvalidQueueName { .. } => ApiError::new(400, "invalid", e.to_string()),
-            _ if e.is_transient() => ApiError::new(503, "redis_unavailable", e.to_string()),
-            _ => ApiError::new(500, "internal", e.to_string()),
+            // Redis' own errors name its host and port: logged here, not
+            // shown to whoever sent the request.
+            _ if e.is_transient() => {
+                tracing::warn!(error = %e, "Redis unavailable");
+                ApiError::new(
+                    503,
+                    "redis_unavailable",
+                    "Redis is not answering; try again (the console's log has the details)",
+                )
+            }
+            _ => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::new(
+                    500,
+                    "internal",
+                    "internal error (the console's log has the details)",
+                )
+            }
         }
     }
 }
@@ -149,13 +165,19 @@ pub(crate) async fn list_jobs(
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let offset: usize = match q.cursor.as_deref() {
         None | Some("") => 0,
-        Some(c) => c.parse().map_err(|_| {
-            ApiError::new(
-                400,
-                "invalid_cursor",
-                "use the next_cursor of the previous page",
-            )
-        })?,
+        // A cursor is a position Redis can take (LRANGE/ZRANGE take a
+        // signed 64-bit index): a larger one is not a cursor.
+        Some(c) => c
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= i64::MAX as usize / 2)
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "invalid_cursor",
+                    "use the next_cursor of the previous page",
+                )
+            })?,
     };
     // One unreadable job is reported beside the page, never fails it.
     let page = queue.jobs_page(state, offset, limit).await?;

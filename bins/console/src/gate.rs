@@ -110,6 +110,24 @@ pub(crate) fn check(
     if path.starts_with("/api/") && path != "/api/openapi.json" {
         st.auth.check(headers, method, Role::Read)?;
     }
+    // A body announced over the limit is refused before any of it is read.
+    let limit = if path == "/login" {
+        crate::web::LOGIN_BODY
+    } else {
+        crate::MAX_BODY
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(ApiError::new(
+            413,
+            "too_large",
+            format!("the body is over {limit} bytes"),
+        ));
+    }
     Ok(())
 }
 

@@ -481,7 +481,17 @@ async fn the_browser_session_needs_its_csrf_token() -> Result<()> {
         .and_then(|c| c.split(';').next())
         .context("csrf cookie")?
         .to_owned();
-    let jar = format!("spool_session={ADMIN}; spool_csrf={csrf}");
+    // The session cookie is a random id, never the token itself.
+    let session_id = session
+        .strip_prefix("spool_session=")
+        .and_then(|c| c.split(';').next())
+        .context("session id")?
+        .to_owned();
+    ensure!(
+        !session_id.contains(ADMIN) && session_id.len() >= 32,
+        "{session}"
+    );
+    let jar = format!("spool_session={session_id}; spool_csrf={csrf}");
     // Reads with the cookie work; a POST without the CSRF header does not.
     let r = c
         .get(u("/api/queues"))
@@ -512,6 +522,22 @@ async fn the_browser_session_needs_its_csrf_token() -> Result<()> {
         .send()
         .await?;
     ensure!(r.status() == StatusCode::CREATED, "{}", r.status());
+    // Logout ends the session on the server: the same cookie is refused
+    // afterwards.
+    let r = c
+        .post(u("/logout"))
+        .header("cookie", &jar)
+        .header("x-csrf-token", &csrf)
+        .header("content-type", "application/json")
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::NO_CONTENT, "{}", r.status());
+    let r = c
+        .get(u("/api/queues"))
+        .header("cookie", &jar)
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::UNAUTHORIZED, "{}", r.status());
     // A forged session cookie is refused.
     let r = c
         .get(u("/api/queues"))
@@ -525,6 +551,28 @@ async fn the_browser_session_needs_its_csrf_token() -> Result<()> {
         .send()
         .await?;
     ensure!(r.status() == StatusCode::UNAUTHORIZED);
+    // Failed logins are throttled: ten a minute, then 429 even for the
+    // right token until the minute is over.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = c
+            .post(u("/login"))
+            .json(&json!({"token": "guess-guess-guess-guess"}))
+            .send()
+            .await?;
+        statuses.push(r.status().as_u16());
+    }
+    ensure!(statuses.contains(&429), "{statuses:?}");
+    let r = c
+        .post(u("/login"))
+        .json(&json!({"token": ADMIN}))
+        .send()
+        .await?;
+    ensure!(
+        r.status() == StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        r.status()
+    );
     Ok(())
 }
 

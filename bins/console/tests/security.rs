@@ -280,3 +280,94 @@ fn unfinished_requests_are_closed_and_cannot_starve_health_checks() -> Result<()
     );
     Ok(())
 }
+
+/// Every error is `{"error", "code"}` (also the framework's own: an unknown
+/// method, a bad query, a body over the limit), none shows Redis' address,
+/// and the page runs under a CSP with no inline script.
+#[test]
+fn errors_have_one_shape_and_the_page_a_strict_policy() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let con = console(&redis.url(), Some(ADMIN))?;
+    let p = con.port;
+    let auth = format!("Authorization: Bearer {ADMIN}\r\n");
+    let redis_addr = redis.url().trim_start_matches("redis://").to_owned();
+    let (status, text) = raw(
+        p,
+        &format!(
+            "POST /api/queues/q/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        ),
+    )?;
+    ensure!(status == 201, "{text}");
+    let cases = [
+        (
+            405,
+            format!(
+                "PUT /api/queues HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            400,
+            format!(
+                "GET /api/queues/q/jobs?limit=lots HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            400,
+            format!(
+                "GET /api/queues/q/jobs?cursor=99999999999999999999999 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            400,
+            format!(
+                "GET /api/queues/q/jobs?cursor=18446744073709551615 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+            ),
+        ),
+        (
+            413,
+            format!(
+                "POST /api/queues/q/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                9 << 20
+            ),
+        ),
+        (
+            404,
+            format!("GET /nope HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+        ),
+    ];
+    for (want, req) in &cases {
+        let (status, text) = raw(p, req)?;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let v: serde_json::Value =
+            serde_json::from_str(body).with_context(|| format!("{req:?} answered {text:?}"))?;
+        ensure!(
+            status == *want && v["error"].is_string() && v["code"].is_string(),
+            "{req:?} -> {status} {body}"
+        );
+        ensure!(!text.contains(&redis_addr), "Redis' address shown: {text}");
+        ensure!(
+            text.to_ascii_lowercase()
+                .contains("x-content-type-options: nosniff"),
+            "{text}"
+        );
+    }
+    let (status, page) = raw(p, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    ensure!(status == 200);
+    let csp = page
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-security-policy:")
+                .map(str::to_owned)
+        })
+        .context("no CSP")?;
+    for needed in ["script-src 'self'", "form-action 'self'", "base-uri 'none'"] {
+        ensure!(csp.contains(needed), "{csp}");
+    }
+    ensure!(!csp.contains("unsafe-inline"), "{csp}");
+    ensure!(
+        !page.contains("<script>") && page.contains("src=\"/app.js\""),
+        "{page}"
+    );
+    Ok(())
+}
