@@ -166,7 +166,66 @@ function jsonOrText(v: string | undefined): unknown {
   }
 }
 
+/** A parsed `redis+sentinel://[user:password@]host1[:port],host2[:port]/<master>[/db]`. */
+export interface SentinelUrl {
+  sentinels: { host: string; port: number }[];
+  master: string;
+  db: number;
+  username?: string;
+  password?: string;
+  tls: boolean;
+}
+
+const SENTINEL_EXPECTED = "expected redis+sentinel://[user:password@]host1:26379,host2:26379/<master-name>[/db]";
+
+/** Whether `url` names a master through Redis Sentinel. */
+export function isSentinel(url: string): boolean {
+  return /^rediss?\+sentinel:\/\//.test(url);
+}
+
+/** Parses a Sentinel URL as the Rust client does; `InvalidJob("url", …)` says what is wrong. */
+export function parseSentinelUrl(url: string): SentinelUrl {
+  const tls = url.startsWith("rediss+");
+  let rest = url.replace(/^rediss?\+sentinel:\/\//, "");
+  const shown = url.replace(/\/\/[^@/]*@/, "//***@");
+  let auth: string | undefined;
+  const at = rest.split("/")[0]?.lastIndexOf("@") ?? -1;
+  if (at >= 0) {
+    auth = rest.slice(0, at);
+    rest = rest.slice(at + 1);
+  }
+  const [hosts = "", ...path] = rest.split("/");
+  const parts = path.filter((p) => p !== "");
+  if (hosts === "" || parts.length === 0 || parts.length > 2) throw new InvalidJob("url", `${shown}: no master name (${SENTINEL_EXPECTED})`);
+  const sentinels = hosts.split(",").map((h) => {
+    const m = /^\[?([^\]]*?)\]?(?::([^:\]]*))?$/.exec(h.trim());
+    const host = m?.[1] ?? "";
+    const port = m?.[2] === undefined ? 26379 : Number(m[2]);
+    if (host === "") throw new InvalidJob("url", `${shown}: an empty sentinel address (${SENTINEL_EXPECTED})`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidJob("url", `${shown}: bad port in ${h} (${SENTINEL_EXPECTED})`);
+    return { host, port };
+  });
+  const db = parts.length === 2 ? Number(parts[1]) : 0;
+  if (!Number.isInteger(db) || db < 0) throw new InvalidJob("url", `${shown}: bad database ${parts[1] ?? ""} (${SENTINEL_EXPECTED})`);
+  let username: string | undefined;
+  let password: string | undefined;
+  if (auth !== undefined) {
+    const i = auth.indexOf(":");
+    username = decodeURIComponent(i >= 0 ? auth.slice(0, i) : auth) || undefined;
+    password = i >= 0 ? decodeURIComponent(auth.slice(i + 1)) : undefined;
+  }
+  return { sentinels, master: decodeURIComponent(parts[0] ?? ""), db, username, password, tls };
+}
+
 function maskedAddr(url: string): string {
+  if (isSentinel(url)) {
+    try {
+      const s = parseSentinelUrl(url);
+      return `sentinel ${s.sentinels.map((x) => `${x.host}:${x.port}`).join(",")} master ${s.master}/${s.db}`;
+    } catch {
+      return "(malformed Sentinel URL)";
+    }
+  }
   try {
     const first = url.split(",")[0] ?? url;
     const u = new URL(first.replace(/^rediss?\+cluster:/, "redis:"));
@@ -210,8 +269,22 @@ export class Queue {
       lazyConnect: true,
       retryStrategy: (times: number) => Math.min(times * 100, 1000),
     };
-    const isCluster = /^rediss?\+cluster:\/\//.test(url) || url.includes(",");
-    if (isCluster) {
+    const isCluster = !isSentinel(url) && (/^rediss?\+cluster:\/\//.test(url) || url.includes(","));
+    if (isSentinel(url)) {
+      // The master the sentinels name, asked again on every reconnect.
+      const s = parseSentinelUrl(url);
+      this.password = s.password;
+      this.redis = new Redis({
+        ...common,
+        sentinels: s.sentinels,
+        name: s.master,
+        db: s.db,
+        username: s.username,
+        password: s.password,
+        ...(s.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+        sentinelRetryStrategy: (times: number) => (times > 3 ? null : times * 100),
+      }) as Client;
+    } else if (isCluster) {
       const rest = url.replace(/^rediss?\+cluster:\/\//, "");
       const nodes = rest.split(",").map((part) => {
         const u = new URL(`redis://${part.replace(/^rediss?:\/\//, "")}`);

@@ -2,7 +2,7 @@
 // mock) and the Rust binaries (SPOOL_BIN_DIR, default target/debug).
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -84,6 +84,31 @@ export async function startCluster(): Promise<{ url: string; stop: () => void }>
     await new Promise((r) => setTimeout(r, 100));
   }
   return { url: `redis+cluster://${addrs.join(",")}`, stop: () => nodes.forEach((n) => n.stop()) };
+}
+
+/** A master and one sentinel watching it, as `redis+sentinel://`. */
+export async function startSentinel(): Promise<{ url: string; stop: () => void }> {
+  const master = await RedisProcess.start();
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "spool-node-sentinel-"));
+  const conf = join(dir, "sentinel.conf");
+  writeFileSync(conf, `port ${port}\nbind 127.0.0.1\nsentinel monitor spoolmaster 127.0.0.1 ${master.port} 1\n`);
+  const proc = spawn("redis-server", [conf, "--sentinel"], { stdio: "ignore" });
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const out = spawnSync("redis-cli", ["-p", String(port), "sentinel", "get-master-addr-by-name", "spoolmaster"], { encoding: "utf8" }).stdout;
+    if (out.includes(String(master.port))) break;
+    if (Date.now() > deadline) throw new Error(`the sentinel never knew the master: ${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `redis+sentinel://127.0.0.1:${port}/spoolmaster`,
+    stop: () => {
+      proc.kill("SIGKILL");
+      master.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export function binary(name: string): string {

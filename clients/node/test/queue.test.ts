@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
 
 import { InvalidJob, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
-import { ROOT, RedisProcess, freePort, startCluster } from "./helpers.js";
+import { ROOT, RedisProcess, freePort, startCluster, startSentinel } from "./helpers.js";
 
 let server: RedisProcess;
 const open: Queue[] = [];
@@ -164,6 +164,31 @@ test("a cluster URL works", async () => {
     await q.close();
   } finally {
     c.stop();
+  }
+});
+
+test("a Sentinel URL finds the master, and a malformed one says what is wrong", async () => {
+  const s = await startSentinel();
+  try {
+    const q = queue("sentineled", s.url);
+    const ids = await q.enqueueMany(["a", "b"]);
+    assert.equal((await q.get(ids[1] as string)).payload, "b");
+    assert.equal((await q.stats()).ready, 2);
+    assert.ok(q.addr.includes("spoolmaster"), q.addr);
+    await q.close();
+  } finally {
+    s.stop();
+  }
+  for (const url of [
+    "redis+sentinel://127.0.0.1:26379",
+    "redis+sentinel://127.0.0.1:notaport/m",
+    "redis+sentinel://127.0.0.1:26379/m/notadb",
+  ]) {
+    assert.throws(
+      () => new Queue(url, "x"),
+      (e: unknown) => e instanceof InvalidJob && e.field === "url" && e.message.includes("redis+sentinel://"),
+      url,
+    );
   }
 });
 

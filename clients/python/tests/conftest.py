@@ -88,6 +88,38 @@ def redis_password() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
+def sentinel_url() -> Iterator[str]:
+    """A master and one sentinel watching it, as `redis+sentinel://`."""
+    master = RedisProcess()
+    port = free_port()
+    conf = Path(tempfile.mkdtemp(prefix="spool-py-sentinel-")) / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor spoolmaster 127.0.0.1 {master.port} 1\n"
+    )
+    proc = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), "sentinel", "get-master-addr-by-name", "spoolmaster"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        if str(master.port) in out:
+            break
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"the sentinel never knew the master: {out!r}")
+        time.sleep(0.05)
+    yield f"redis+sentinel://127.0.0.1:{port}/spoolmaster"
+    proc.kill()
+    proc.wait()
+    master.stop()
+
+
+@pytest.fixture
 def cluster_url() -> Iterator[str]:
     nodes = [
         RedisProcess("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")

@@ -174,3 +174,43 @@ def test_the_lua_scripts_are_the_crates_own() -> None:
         assert f.read_text() == (ROOT / "crates/queue/src/scripts" / f.name).read_text(), (
             f"{f.name} differs from crates/queue: run scripts/sync-client-scripts.sh"
         )
+
+
+def test_a_sentinel_url_finds_the_master(sentinel_url: str) -> None:
+    q = Queue(sentinel_url, "sentineled")
+    ids = q.enqueue_many(["a", "b"])
+    assert q.get(ids[1]).payload == "b" and q.stats().ready == 2
+    assert "spoolmaster" in q.addr
+
+
+def test_malformed_sentinel_urls_name_what_is_wrong() -> None:
+    for url in [
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:notaport/m",
+        "redis+sentinel://127.0.0.1:26379/m/notadb",
+        "redis+sentinel:///m",
+    ]:
+        with pytest.raises(InvalidJob) as e:
+            Queue(url, "x")
+        assert e.value.field == "url" and "redis+sentinel://" in str(e.value), url
+
+
+def test_payload_errors_are_spool_errors(redis_url: str) -> None:
+    from dataclasses import dataclass
+
+    q = Queue(redis_url, "payloads")
+    with pytest.raises(InvalidJob, match="not JSON"):
+        q.enqueue({"tags": {1, 2}})
+    with pytest.raises(InvalidJob, match="not JSON"):
+        q.enqueue({"x": float("nan")})
+    with pytest.raises(InvalidJob) as e:
+        q.enqueue("x", delay=float("inf"))
+    assert e.value.field == "delay"
+
+    @dataclass
+    class Render:
+        input: str
+        height: int
+
+    job = q.get(q.enqueue(Render("a.mov", 720)))
+    assert json.loads(job.payload) == {"input": "a.mov", "height": 720}

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import redis.asyncio as aredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from . import _core as c
 from ._base import QueueBase
@@ -39,6 +40,7 @@ class AsyncQueue(QueueBase):
             single=aredis.Redis,
             cluster=RedisCluster,
             node=ClusterNode,
+            sentinel=Sentinel,
         )
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ class QueueBase:
         single: Any,
         cluster: Any,
         node: Any,
+        sentinel: Any = None,
     ) -> None:
         self.keys = c.Keys(name)
         self.name = name
@@ -36,7 +37,28 @@ class QueueBase:
         self._password = _password_of(url)
         self.max_payload_bytes = max_payload_bytes
         self._redis: Any
-        if c.is_cluster(url):
+        if c.is_sentinel(url):
+            # The master the sentinels name, asked again on every reconnect
+            # (redis-py's SentinelConnectionPool).
+            su = c.sentinel_url(url)
+            if sentinel is None:
+                raise InvalidJob("url", "this client has no Sentinel support")
+            finder = sentinel(
+                su.sentinels,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+            )
+            self._password = su.password
+            self._redis = finder.master_for(
+                su.master,
+                db=su.db,
+                username=su.username,
+                password=su.password,
+                ssl=su.tls,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=timeout,
+            )
+        elif c.is_cluster(url):
             nodes, scheme, password = c.cluster_nodes(url)
             self._redis = cluster(
                 startup_nodes=[node(h, p) for h, p in nodes],

@@ -7,16 +7,34 @@ import enum
 import json
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
-from typing import Any, Union
+from typing import Any, ClassVar, Protocol, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import CorruptJob, InvalidJob, PayloadTooLarge
 
 Duration = Union[float, int, timedelta]
-Payload = Union[dict[str, Any], list[Any], str, bytes]
+
+
+class SupportsToJson(Protocol):
+    """A payload that writes itself as JSON (`EncodeJob` does)."""
+
+    def to_json(self) -> str: ...
+
+
+class DataclassInstance(Protocol):
+    """Any dataclass instance (sent as its fields)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+# What `enqueue` takes: JSON values (dicts, TypedDicts, lists), a dataclass
+# (sent as its fields), text or bytes sent as they are, or anything with
+# `to_json()` (an `EncodeJob`).
+Payload = Union[Mapping[str, Any], Sequence[Any], str, bytes, SupportsToJson, DataclassInstance]
 
 QUEUES_KEY = "spool:queues"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -68,6 +86,13 @@ def mask_password(url: str) -> str:
 
 def display_addr(url: str) -> str:
     """host:port/db of a URL, for messages (never the password)."""
+    if is_sentinel(url):
+        try:
+            su = sentinel_url(url)
+        except InvalidJob:
+            return "(malformed Sentinel URL)"
+        hosts = ",".join(f"{h}:{p}" for h, p in su.sentinels)
+        return f"sentinel {hosts} master {su.master}/{su.db}"
     try:
         parts = urlsplit(url.split(",")[0])
         db = parts.path.lstrip("/") or "0"
@@ -76,8 +101,68 @@ def display_addr(url: str) -> str:
         return "(malformed URL)"
 
 
+def is_sentinel(url: str) -> bool:
+    return url.startswith(("redis+sentinel://", "rediss+sentinel://"))
+
+
 def is_cluster(url: str) -> bool:
-    return url.startswith(("redis+cluster://", "rediss+cluster://")) or "," in url
+    return not is_sentinel(url) and (
+        url.startswith(("redis+cluster://", "rediss+cluster://")) or "," in url
+    )
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """`redis+sentinel://[user:password@]host1[:port],host2[:port]/<master>[/db]`
+    (`rediss+sentinel://` for TLS), as the Rust client reads it."""
+
+    sentinels: list[tuple[str, int]]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def sentinel_url(url: str) -> SentinelUrl:
+    """Parses a Sentinel URL; `InvalidJob("url", ...)` says what is wrong."""
+    expected = (
+        "expected redis+sentinel://[user:password@]host1:26379,host2:26379/<master-name>[/db]"
+    )
+    tls = url.startswith("rediss+")
+    rest = url.split("://", 1)[1]
+    auth = None
+    if "@" in rest.split("/", 1)[0]:
+        auth, rest = rest.split("@", 1)
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts or len(parts) > 2:
+        raise InvalidJob("url", f"{mask_password(url)}: no master name ({expected})")
+    sentinels: list[tuple[str, int]] = []
+    for h in hosts.split(","):
+        host, _, port = h.strip().rpartition(":") if ":" in h else (h.strip(), "", "")
+        if not host:
+            raise InvalidJob("url", f"{mask_password(url)}: an empty sentinel address ({expected})")
+        try:
+            sentinels.append((host.strip("[]"), int(port) if port else 26379))
+        except ValueError:
+            raise InvalidJob(
+                "url", f"{mask_password(url)}: bad port {port!r} ({expected})"
+            ) from None
+    try:
+        db = int(parts[1]) if len(parts) == 2 else 0
+    except ValueError:
+        raise InvalidJob(
+            "url", f"{mask_password(url)}: bad database {parts[1]!r} ({expected})"
+        ) from None
+    from urllib.parse import unquote
+
+    username = password = None
+    if auth is not None:
+        user, sep, pw = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if sep else None
+    return SentinelUrl(sentinels, unquote(parts[0]), db, username, password, tls)
 
 
 def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str, str | None]:
@@ -116,8 +201,8 @@ def to_ms(field: str, v: Duration | None, lo: int, hi: int) -> int | None:
         secs = float(v)
     else:
         raise InvalidJob(field, f"{v!r} is not a number of seconds or a timedelta")
-    if secs != secs or secs < 0:  # NaN or negative
-        raise InvalidJob(field, f"{v!r} must be a non-negative duration")
+    if secs != secs or secs < 0 or secs == float("inf"):  # NaN, negative, infinite
+        raise InvalidJob(field, f"{v!r} must be a finite, non-negative duration")
     ms = round(secs * 1000)
     if ms < lo or ms > hi:
         raise InvalidJob(field, f"{secs:g} s is outside {lo / 1000:g}..={hi / 1000:g} s")
@@ -125,19 +210,33 @@ def to_ms(field: str, v: Duration | None, lo: int, hi: int) -> int | None:
 
 
 def encode_payload(payload: Payload, limit: int) -> bytes:
-    if isinstance(payload, bytes):
-        data = payload
+    import dataclasses
+
+    if isinstance(payload, (bytes, bytearray)):
+        data = bytes(payload)
     elif isinstance(payload, str):
         data = payload.encode()
     elif hasattr(payload, "to_json"):
         data = payload.to_json().encode()
-    elif isinstance(payload, (dict, list)):
-        data = json.dumps(payload, separators=(",", ":")).encode()
+    elif dataclasses.is_dataclass(payload) and not isinstance(payload, type):
+        data = _json(dataclasses.asdict(payload))
+    elif isinstance(payload, (Mapping, list, tuple)):
+        data = _json(dict(payload) if isinstance(payload, Mapping) else list(payload))
     else:
-        raise InvalidJob("payload", f"a {type(payload).__name__} is not a dict, list, str or bytes")
+        raise InvalidJob(
+            "payload",
+            f"a {type(payload).__name__} is not a dict, list, dataclass, str or bytes",
+        )
     if len(data) > limit:
         raise PayloadTooLarge(len(data), limit)
     return data
+
+
+def _json(value: Any) -> bytes:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise InvalidJob("payload", f"is not JSON: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 
 from . import _core as c
 from ._base import QueueBase
@@ -38,6 +39,7 @@ class Queue(QueueBase):
             single=redis.Redis,
             cluster=RedisCluster,
             node=ClusterNode,
+            sentinel=Sentinel,
         )
 
     def close(self) -> None:
