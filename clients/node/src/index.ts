@@ -102,7 +102,12 @@ export interface JobOptions {
   timeoutRetry?: boolean;
 }
 
-export type Payload = Record<string, unknown> | unknown[] | string | Buffer | EncodeJob;
+/**
+ * What `enqueue` takes: any object (an `interface` value, a class
+ * instance, an array) sent as JSON, a string or Buffer sent as it is, or an
+ * `EncodeJob`.
+ */
+export type Payload = object | string | Buffer | EncodeJob;
 
 export interface QueueOptions {
   maxPayloadBytes?: number;
@@ -151,7 +156,16 @@ function encodePayload(p: Payload, limit: number): Buffer {
   if (Buffer.isBuffer(p)) data = p;
   else if (typeof p === "string") data = Buffer.from(p);
   else if (p instanceof EncodeJob) data = Buffer.from(JSON.stringify(p.toSpec()));
-  else if (typeof p === "object" && p !== null) data = Buffer.from(JSON.stringify(p));
+  else if (typeof p === "object" && p !== null) {
+    let text: string;
+    try {
+      text = JSON.stringify(p);
+    } catch (e) {
+      // A BigInt, a cycle: not JSON.
+      throw new InvalidJob("payload", `is not JSON: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    data = Buffer.from(text);
+  }
   else throw new InvalidJob("payload", "must be an object, array, string, Buffer or EncodeJob");
   if (data.length > limit) throw new PayloadTooLarge(data.length, limit);
   return data;

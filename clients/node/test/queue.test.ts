@@ -192,6 +192,21 @@ test("a Sentinel URL finds the master, and a malformed one says what is wrong", 
   }
 });
 
+test("interface payloads type-check and non-JSON payloads are InvalidJob", async () => {
+  interface Render {
+    input: string;
+    height: number;
+  }
+  const r: Render = { input: "a.mov", height: 720 };
+  const q = queue("payloads");
+  const id = await q.enqueue(r);
+  assert.deepEqual(JSON.parse((await q.get(id)).payload as string), r);
+  await assert.rejects(q.enqueue({ n: 10n }), (e: unknown) => e instanceof InvalidJob && e.field === "payload");
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  await assert.rejects(q.enqueue(cyclic), (e: unknown) => e instanceof InvalidJob && e.field === "payload");
+});
+
 test("the Lua scripts are the crate's own", () => {
   const ours = join(ROOT, "clients", "node", "scripts");
   for (const f of readdirSync(ours)) {
