@@ -126,7 +126,28 @@ function range(field: string, v: number | undefined, lo: number, hi: number, dfl
   return Math.round(v);
 }
 
+const OPTION_KEYS = new Set([
+  "priority", "delayMs", "dedupKey", "maxAttempts", "leaseMs", "retentionMs",
+  "backoffMs", "backoffMaxMs", "jobId", "timeoutMs", "timeoutRetry",
+]);
+/** BullMQ's names for what spool calls otherwise: a silent mismatch would drop a delay. */
+const BULLMQ_NAMES: Record<string, string> = {
+  delay: "delayMs",
+  attempts: "maxAttempts",
+  backoff: "backoffMs",
+  removeOnComplete: "retentionMs",
+  removeOnFail: "retentionMs",
+  timeout: "timeoutMs",
+  lifo: "priority",
+};
+
 function optionArgs(o: JobOptions): (string | number)[] {
+  for (const k of Object.keys(o)) {
+    if (!OPTION_KEYS.has(k)) {
+      const hint = BULLMQ_NAMES[k] ? ` (spool's is ${BULLMQ_NAMES[k]})` : "";
+      throw new InvalidJob(k, `is not a job option${hint}`);
+    }
+  }
   const priority = o.priority ?? 0;
   if (!Number.isInteger(priority) || priority < -1000 || priority > 1000)
     throw new InvalidJob("priority", `${priority} must be an integer within -1000..=1000`);
@@ -257,6 +278,14 @@ type Client = (Redis | Cluster) & {
   spoolPause(...args: (string | number)[]): Promise<unknown>;
 };
 
+/** One job of `enqueueMany` with options of its own (BullMQ's `addBulk` entries). */
+export class BulkJob {
+  constructor(
+    readonly payload: Payload,
+    readonly options?: JobOptions,
+  ) {}
+}
+
 /** One spool queue, for producers. */
 export class Queue {
   readonly addr: string;
@@ -356,10 +385,19 @@ export class Queue {
   }
 
   /** Enqueues many jobs with the same options, a thousand per script call; ids in input order. */
-  async enqueueMany(payloads: Payload[], options: JobOptions = {}): Promise<string[]> {
-    if (options.jobId !== undefined && payloads.length > 1) throw new InvalidJob("jobId", "one id cannot name several jobs");
-    const opts = optionArgs(options);
-    const entries = payloads.map((p) => encodePayload(p, this.maxPayloadBytes));
+  async enqueueMany(payloads: (Payload | BulkJob)[], options: JobOptions = {}): Promise<string[]> {
+    const sharing = payloads.filter((p) => !(p instanceof BulkJob)).length;
+    if (options.jobId !== undefined && sharing > 1) throw new InvalidJob("jobId", "one id cannot name several jobs");
+    if (options.dedupKey !== undefined && sharing > 1)
+      throw new InvalidJob("dedupKey", "one dedup key cannot name several jobs (they would be one job): give each its own in a BulkJob");
+    const shared = optionArgs(options);
+    // Every job checked (and encoded) before anything is sent.
+    const jobs = payloads.map((p) =>
+      p instanceof BulkJob
+        ? { data: encodePayload(p.payload, this.maxPayloadBytes), opts: optionArgs(p.options ?? options), id: (p.options ?? options).jobId }
+        : { data: encodePayload(p, this.maxPayloadBytes), opts: shared, id: options.jobId },
+    );
+    const entries = jobs.map((j) => j.data);
     return this.run(async () => {
       if (!this.registered) {
         await this.redis.sadd("spool:queues", this.name);
@@ -378,7 +416,8 @@ export class Queue {
         }
         const args: (string | number | Buffer)[] = [...this.keys, this.prefix, this.name, end - start];
         for (let i = start; i < end; i++) {
-          args.push(options.jobId ?? randomUUID().replaceAll("-", ""), entries[i] as Buffer, ...opts);
+          const j = jobs[i] as (typeof jobs)[number];
+          args.push(j.id ?? randomUUID().replaceAll("-", ""), j.data, ...j.opts);
         }
         const reply = (await this.redis.spoolEnqueue(...args)) as unknown[];
         ids.push(...reply.map((x) => String(x)));

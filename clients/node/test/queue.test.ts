@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
 
-import { InvalidJob, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
+import { BulkJob, InvalidJob, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
 import { ROOT, RedisProcess, freePort, startCluster, startSentinel } from "./helpers.js";
 
 let server: RedisProcess;
@@ -205,6 +205,29 @@ test("interface payloads type-check and non-JSON payloads are InvalidJob", async
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
   await assert.rejects(q.enqueue(cyclic), (e: unknown) => e instanceof InvalidJob && e.field === "payload");
+});
+
+test("bulk jobs carry their own options", async () => {
+  const q = queue("bulk-options");
+  const ids = await q.enqueueMany(
+    [new BulkJob("a", { priority: 9, dedupKey: "k-a" }), new BulkJob("b", { jobId: "fixed-b" }), new BulkJob("c", { delayMs: 60_000 }), "d"],
+    { priority: -3 },
+  );
+  assert.equal(new Set(ids).size, 4);
+  assert.equal(ids[1], "fixed-b");
+  const jobs = await Promise.all(ids.map((i) => q.get(i)));
+  assert.deepEqual(
+    jobs.map((j) => j.priority),
+    [9, 0, 0, -3],
+  );
+  assert.equal(jobs[2]?.state, "scheduled");
+  await assert.rejects(q.enqueueMany(["x", "y", "z"], { dedupKey: "same" }), (e: unknown) => e instanceof InvalidJob && e.field === "dedupKey");
+  assert.equal((await q.stats()).ready, 3);
+  // BullMQ's option names are refused by name, not ignored.
+  await assert.rejects(
+    q.enqueue("x", { delay: 5 } as never),
+    (e: unknown) => e instanceof InvalidJob && e.field === "delay" && e.message.includes("delayMs"),
+  );
 });
 
 test("the Lua scripts are the crate's own", () => {

@@ -214,3 +214,27 @@ def test_payload_errors_are_spool_errors(redis_url: str) -> None:
 
     job = q.get(q.enqueue(Render("a.mov", 720)))
     assert json.loads(job.payload) == {"input": "a.mov", "height": 720}
+
+
+def test_bulk_jobs_carry_their_own_options(redis_url: str) -> None:
+    from spool_client import BulkJob
+
+    q = Queue(redis_url, "bulk")
+    ids = q.enqueue_many(
+        [
+            BulkJob("a", JobOptions(priority=9, dedup_key="k-a")),
+            BulkJob("b", JobOptions(job_id="fixed-b")),
+            BulkJob("c", JobOptions(delay=60)),
+            "d",
+        ],
+        JobOptions(priority=-3),
+    )
+    assert len(set(ids)) == 4 and ids[1] == "fixed-b"
+    jobs = [q.get(i) for i in ids]
+    assert [j.priority for j in jobs] == [9, 0, 0, -3]
+    assert jobs[2].state is JobState.SCHEDULED
+    # A shared dedup key would make one job of three: refused, nothing sent.
+    with pytest.raises(InvalidJob) as e:
+        q.enqueue_many(["x", "y", "z"], JobOptions(dedup_key="same"))
+    assert e.value.field == "dedup_key"
+    assert q.stats().ready == 3 and q.stats().scheduled == 1

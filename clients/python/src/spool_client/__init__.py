@@ -7,7 +7,7 @@ worker built on `spool-worker`, and read back by `spoolctl`.
 """
 
 from ._async import AsyncQueue
-from ._core import Job, JobOptions, JobState, LogLine, PauseState, Stats
+from ._core import BulkJob, Job, JobOptions, JobState, LogLine, PauseState, Stats
 from ._sync import Queue
 from .encode import Audio, EncodeJob, Hls, Mp4, Rendition
 from .errors import (
@@ -24,6 +24,7 @@ from .errors import (
 __all__ = [
     "AsyncQueue",
     "Audio",
+    "BulkJob",
     "CorruptJob",
     "EncodeJob",
     "Hls",

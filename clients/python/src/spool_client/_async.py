@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import redis.asyncio as aredis
@@ -90,10 +91,13 @@ class AsyncQueue(QueueBase):
         return (await self.enqueue_many([payload], opts))[0]
 
     async def enqueue_many(
-        self, payloads: list[c.Payload], options: c.JobOptions | None = None
+        self,
+        payloads: Sequence[c.Payload | c.BulkJob],
+        options: c.JobOptions | None = None,
     ) -> list[str]:
-        """Enqueues many jobs with the same options, a thousand per script
-        call; returns their ids in input order. Every job is checked first."""
+        """Enqueues many jobs, a thousand per script call; returns their ids
+        in input order. Every job is checked first. Payloads share
+        `options`; a `BulkJob` has its own."""
         batches = self._entries(payloads, options)
         ids: list[str] = []
         with self._errors():

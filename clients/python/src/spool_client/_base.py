@@ -4,7 +4,7 @@ into spool's (never showing the password)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,16 +92,26 @@ class QueueBase:
             raise SpoolError(_scrub(str(e), self._password)) from None
 
     def _entries(
-        self, payloads: list[c.Payload], options: c.JobOptions | None
+        self, payloads: Sequence[c.Payload | c.BulkJob], options: c.JobOptions | None
     ) -> list[list[tuple[bytes, list[Any]]]]:
-        """The script batches for `enqueue_many`, every job checked first."""
+        """The script batches for `enqueue_many`, every job checked first.
+        A `BulkJob` carries its own options; the rest share `options`."""
         opts = options or c.JobOptions()
-        if opts.job_id is not None and len(payloads) > 1:
+        sharing = sum(1 for p in payloads if not isinstance(p, c.BulkJob))
+        if sharing > 1 and opts.job_id is not None:
             raise InvalidJob("job_id", "one id cannot name several jobs")
-        # `args()` per job: it draws each job's own id.
-        return c.chunks(
-            [(c.encode_payload(p, self.max_payload_bytes), opts.args()) for p in payloads]
-        )
+        if sharing > 1 and opts.dedup_key is not None:
+            raise InvalidJob(
+                "dedup_key",
+                "one dedup key cannot name several jobs (they would be one job): "
+                "give each its own in a BulkJob",
+            )
+        entries = []
+        for p in payloads:
+            payload, o = (p.payload, p.options or opts) if isinstance(p, c.BulkJob) else (p, opts)
+            # `args()` per job: it draws each job's own id.
+            entries.append((c.encode_payload(payload, self.max_payload_bytes), o.args()))
+        return c.chunks(entries)
 
 
 def _password_of(url: str) -> str | None:

@@ -232,6 +232,15 @@ def encode_payload(payload: Payload, limit: int) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class BulkJob:
+    """One job of `enqueue_many` with options of its own (BullMQ's
+    `addBulk` entries): its own priority, delay, dedup key or id."""
+
+    payload: Payload
+    options: JobOptions | None = None
+
+
 def _json(value: Any) -> bytes:
     try:
         return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()

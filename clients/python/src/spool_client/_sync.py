@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import redis
@@ -89,10 +90,13 @@ class Queue(QueueBase):
         return self.enqueue_many([payload], opts)[0]
 
     def enqueue_many(
-        self, payloads: list[c.Payload], options: c.JobOptions | None = None
+        self,
+        payloads: Sequence[c.Payload | c.BulkJob],
+        options: c.JobOptions | None = None,
     ) -> list[str]:
-        """Enqueues many jobs with the same options, a thousand per script
-        call; returns their ids in input order. Every job is checked first."""
+        """Enqueues many jobs, a thousand per script call; returns their ids
+        in input order. Every job is checked first. Payloads share
+        `options`; a `BulkJob` has its own."""
         batches = self._entries(payloads, options)
         ids: list[str] = []
         with self._errors():
