@@ -75,3 +75,14 @@ export class WaitTimeout extends SpoolError {
 export class CorruptJob extends SpoolError {
   override name = "CorruptJob";
 }
+
+/** `wait(…, { raiseOnFailure: true })` found the job dead: its attempts are used up, or it failed permanently. */
+export class JobFailed extends SpoolError {
+  override name = "JobFailed";
+  constructor(
+    readonly jobId: string,
+    readonly error: string | null,
+  ) {
+    super(`job '${jobId}' failed: ${error ?? "no error recorded"}`);
+  }
+}

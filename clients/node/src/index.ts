@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { Cluster, Redis } from "ioredis";
 
 import { EncodeJob } from "./encode.js";
-import { CorruptJob, InvalidJob, NotFound, PayloadTooLarge, RedisUnavailable, SpoolError, WaitTimeout } from "./errors.js";
+import { CorruptJob, InvalidJob, JobFailed, NotFound, PayloadTooLarge, RedisUnavailable, SpoolError, WaitTimeout } from "./errors.js";
 
 export * from "./encode.js";
 export * from "./errors.js";
@@ -451,24 +451,38 @@ export class Queue {
   /**
    * Waits until the job is completed, dead or cancelled and returns it,
    * calling `onProgress` with each new progress value. Throws `WaitTimeout`
-   * after `timeoutMs` (the job goes on).
+   * after `timeoutMs` (the job goes on), and with `raiseOnFailure`
+   * `JobFailed` (with its last error) for a dead job. Redis restarting or
+   * unreachable meanwhile is waited out until the deadline.
    */
   async wait(
     jobId: string,
-    opts: { timeoutMs?: number; onProgress?: (p: unknown) => void; pollMs?: number } = {},
+    opts: { timeoutMs?: number; onProgress?: (p: unknown) => void; pollMs?: number; raiseOnFailure?: boolean } = {},
   ): Promise<Job> {
     const timeoutMs = opts.timeoutMs ?? 600_000;
     const deadline = Date.now() + timeoutMs;
     const key = `${this.prefix}job:${jobId}`;
     let last: string | null = null;
     for (;;) {
-      const [state, progress] = await this.run(() => this.redis.hmget(key, "state", "progress"));
+      let state: string | null | undefined;
+      let progress: string | null | undefined;
+      try {
+        [state, progress] = await this.run(() => this.redis.hmget(key, "state", "progress"));
+      } catch (e) {
+        if (!(e instanceof RedisUnavailable) || Date.now() >= deadline) throw e;
+        await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
+        continue;
+      }
       if (state === null || state === undefined) throw new NotFound(this.name, jobId);
       if (progress !== null && progress !== undefined && progress !== last) {
         last = progress;
         opts.onProgress?.(jsonOrText(progress));
       }
-      if (FINISHED.has(state as JobState)) return this.get(jobId);
+      if (FINISHED.has(state as JobState)) {
+        const job = await this.get(jobId);
+        if (opts.raiseOnFailure && job.state === "dead") throw new JobFailed(job.id, job.lastError);
+        return job;
+      }
       if (Date.now() >= deadline) throw new WaitTimeout(jobId, timeoutMs, state);
       await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
     }

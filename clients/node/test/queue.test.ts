@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
 
-import { BulkJob, InvalidJob, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
+import { BulkJob, InvalidJob, JobFailed, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
 import { ROOT, RedisProcess, freePort, startCluster, startSentinel } from "./helpers.js";
 
 let server: RedisProcess;
@@ -228,6 +228,16 @@ test("bulk jobs carry their own options", async () => {
     q.enqueue("x", { delay: 5 } as never),
     (e: unknown) => e instanceof InvalidJob && e.field === "delay" && e.message.includes("delayMs"),
   );
+});
+
+test("wait can throw JobFailed for a dead job", async () => {
+  const q = queue("waits");
+  const id = await q.enqueue("x");
+  const raw = new Redis(server.url);
+  await raw.hset(`spool:{waits}:job:${id}`, "state", "dead", "last_error", "boom");
+  raw.disconnect();
+  await assert.rejects(q.wait(id, { timeoutMs: 5000, raiseOnFailure: true }), (e: unknown) => e instanceof JobFailed && e.message.includes("boom"));
+  assert.equal((await q.wait(id, { timeoutMs: 5000 })).state, "dead");
 });
 
 test("the Lua scripts are the crate's own", () => {

@@ -238,3 +238,63 @@ def test_bulk_jobs_carry_their_own_options(redis_url: str) -> None:
         q.enqueue_many(["x", "y", "z"], JobOptions(dedup_key="same"))
     assert e.value.field == "dedup_key"
     assert q.stats().ready == 3 and q.stats().scheduled == 1
+
+
+def test_wait_rides_out_a_redis_restart_and_can_raise_on_failure() -> None:
+    import threading
+
+    from conftest import RedisProcess
+
+    from spool_client import JobFailed
+
+    r = RedisProcess("--appendonly", "yes")
+    try:
+        q = Queue(r.url, "waits", timeout=1.0, connect_timeout=0.5)
+        job_id = q.enqueue("x")
+        raw = redis.Redis.from_url(r.url)
+        # The job dies while Redis restarts under the waiter.
+        port = r.port
+
+        def restart_and_kill_the_job() -> None:
+            time.sleep(0.3)
+            r.proc.kill()
+            r.proc.wait()
+            time.sleep(0.3)
+            import subprocess
+
+            r.proc = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--dir",
+                    r.dir,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    raw.hset(
+                        f"spool:{{waits}}:job:{job_id}",
+                        mapping={"state": "dead", "last_error": "boom"},
+                    )
+                    return
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.05)
+
+        t = threading.Thread(target=restart_and_kill_the_job)
+        t.start()
+        with pytest.raises(JobFailed, match="boom"):
+            q.wait(job_id, timeout=20, raise_on_failure=True)
+        t.join()
+        assert q.wait(job_id, timeout=5).state is JobState.DEAD
+    finally:
+        r.stop()

@@ -13,6 +13,7 @@ from .encode import Audio, EncodeJob, Hls, Mp4, Rendition
 from .errors import (
     CorruptJob,
     InvalidJob,
+    JobFailed,
     LeaseLost,
     NotFound,
     PayloadTooLarge,
@@ -30,6 +31,7 @@ __all__ = [
     "Hls",
     "InvalidJob",
     "Job",
+    "JobFailed",
     "JobOptions",
     "JobState",
     "LeaseLost",

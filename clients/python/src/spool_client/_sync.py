@@ -12,7 +12,7 @@ from redis.sentinel import Sentinel
 
 from . import _core as c
 from ._base import QueueBase
-from .errors import NotFound, WaitTimeout
+from .errors import JobFailed, NotFound, RedisUnavailable, WaitTimeout
 
 
 class Queue(QueueBase):
@@ -132,16 +132,26 @@ class Queue(QueueBase):
         timeout: float | None = 600,
         on_progress: Callable[[Any], None] | None = None,
         poll: float = 0.2,
+        raise_on_failure: bool = False,
     ) -> c.Job:
         """Waits until the job is completed, dead or cancelled and returns it,
         calling `on_progress` with each new progress value. Raises
-        `WaitTimeout` after `timeout` seconds (the job goes on)."""
+        `WaitTimeout` after `timeout` seconds (the job goes on), and with
+        `raise_on_failure` `JobFailed` (with the job and its last error)
+        for a dead job, as Celery's `get()` does. Redis restarting or
+        unreachable meanwhile is waited out until the deadline."""
         deadline = None if timeout is None else time.monotonic() + timeout
         last: Any = None
         key = self.keys.job(job_id)
         while True:
-            with self._errors():
-                state, progress = self._redis.hmget(key, ["state", "progress"])
+            try:
+                with self._errors():
+                    state, progress = self._redis.hmget(key, ["state", "progress"])
+            except RedisUnavailable:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                time.sleep(poll)
+                continue
             if state is None:
                 raise NotFound(self.name, job_id)
             if progress is not None and progress != last:
@@ -149,7 +159,10 @@ class Queue(QueueBase):
                 if on_progress is not None:
                     on_progress(c.json_or_text(progress))
             if c.JobState(state.decode()).finished:
-                return self.get(job_id)
+                job = self.get(job_id)
+                if raise_on_failure and job.state is c.JobState.DEAD:
+                    raise JobFailed(job.id, job.last_error)
+                return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(job_id, timeout or 0, state.decode())
             time.sleep(poll)

@@ -65,3 +65,13 @@ class WaitTimeout(SpoolError):
 
 class CorruptJob(SpoolError):
     """A job hash that does not have spool's shape (another program wrote it)."""
+
+
+class JobFailed(SpoolError):
+    """`wait(..., raise_on_failure=True)` found the job dead: its attempts
+    are used up, or it failed permanently."""
+
+    def __init__(self, job_id: str, error: str | None) -> None:
+        super().__init__(f"job {job_id!r} failed: {error or 'no error recorded'}")
+        self.job_id = job_id
+        self.error = error
