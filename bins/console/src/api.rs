@@ -89,8 +89,9 @@ async fn open(
     name: &str,
 ) -> ApiResult<Queue> {
     st.auth.check(headers, method, need)?;
-    let queue = st.client.queue(name)?;
-    let known = st.client.queues().await?;
+    let client = st.client()?;
+    let queue = client.queue(name)?;
+    let known = client.queues().await?;
     if !known.iter().any(|q| q == name) {
         return Err(ApiError::new(
             404,
@@ -115,7 +116,11 @@ fn job_id(id: &str) -> ApiResult<&str> {
 }
 
 pub(crate) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
-    match st.client.ping().await {
+    let client = match st.client() {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match client.ping().await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
         Err(e) => ApiError::new(503, "redis_unavailable", e.to_string()).into_response(),
     }
@@ -128,8 +133,9 @@ pub(crate) async fn queues(
 ) -> ApiResult<Json<Value>> {
     st.auth.check(&headers, &method, Role::Read)?;
     let mut out = Vec::new();
-    for name in st.client.queues().await? {
-        let Ok(q) = st.client.queue(&name) else {
+    let client = st.client()?;
+    for name in client.queues().await? {
+        let Ok(q) = client.queue(&name) else {
             continue;
         };
         match q.stats().await {
@@ -219,7 +225,7 @@ pub(crate) async fn enqueue(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     st.auth.check(&headers, &method, Role::Admin)?;
     // Enqueueing may create a queue: no existence check here.
-    let queue = st.client.queue(&queue)?;
+    let queue = st.client()?.queue(&queue)?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(400, "invalid_json", format!("the body is not JSON: {e}")))?;
     let opts = JobOptions::default().priority(q.priority.unwrap_or(0));
@@ -389,8 +395,9 @@ pub(crate) async fn workers(
 ) -> ApiResult<Json<Value>> {
     st.auth.check(&headers, &method, Role::Read)?;
     let mut out = Vec::new();
-    for name in st.client.queues().await? {
-        if let Ok(q) = st.client.queue(&name) {
+    let client = st.client()?;
+    for name in client.queues().await? {
+        if let Ok(q) = client.queue(&name) {
             out.extend(q.workers().await?);
         }
     }

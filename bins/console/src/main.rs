@@ -61,12 +61,27 @@ struct Args {
 /// What every handler shares.
 #[derive(Debug)]
 pub(crate) struct AppState {
-    pub(crate) client: Client,
+    /// Set once Redis has answered: the console listens (and answers 503)
+    /// before that, so a liveness probe never kills it for Redis' sake.
+    pub(crate) redis: tokio::sync::OnceCell<Client>,
     pub(crate) auth: auth::Tokens,
     /// One poller per followed job, shared by its event streams.
     pub(crate) events: events::Hub,
     /// The address the console listens on.
     pub(crate) bound: SocketAddr,
+}
+
+impl AppState {
+    /// The Redis client, or 503 while the console has not reached Redis yet.
+    pub(crate) fn client(&self) -> Result<&Client, api::ApiError> {
+        self.redis.get().ok_or_else(|| {
+            api::ApiError::new(
+                503,
+                "redis_unavailable",
+                "the console has not reached Redis yet; retrying",
+            )
+        })
+    }
 }
 
 fn fail(msg: String) -> ExitCode {
@@ -112,29 +127,41 @@ async fn main() -> ExitCode {
             }
         }
     }
-    let client = loop {
-        match Client::connect_with(&args.redis_url, options.clone()).await {
-            Ok(c) => break c,
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "Redis not reachable yet; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot connect to Redis");
-                return ExitCode::from(1);
-            }
-        }
-    };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {addr}: {e}")),
     };
     let bound = listener.local_addr().map_or(addr, |a| a);
     let state = Arc::new(AppState {
-        client,
+        redis: tokio::sync::OnceCell::new(),
         auth: tokens,
         events: events::Hub::default(),
         bound,
+    });
+    // Redis is reached in the background: the console serves (503 from the
+    // API and /healthz) until it is.
+    let connecting = state.clone();
+    let url = args.redis_url.clone();
+    tokio::spawn(async move {
+        loop {
+            match Client::connect_with(&url, options.clone()).await {
+                Ok(c) => {
+                    let _ = connecting.redis.set(c);
+                    tracing::info!("connected to Redis");
+                    return;
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "Redis not reachable yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    // A wrong password or URL does not fix itself: say so
+                    // every so often, and keep answering 503.
+                    tracing::error!(error = %e, "cannot connect to Redis");
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                }
+            }
+        }
     });
     tracing::info!(%bound, redis = %spool_queue::mask_password(&args.redis_url), auth = state.auth.enabled(), "spool-console serving");
     let app = web::router(state);

@@ -371,3 +371,34 @@ fn errors_have_one_shape_and_the_page_a_strict_policy() -> Result<()> {
     );
     Ok(())
 }
+
+/// A console started while Redis is down listens at once (the shipped
+/// liveness probe is a TCP check), answers 503 in the documented shape,
+/// and serves as soon as Redis is up (before: it did not listen at all).
+#[test]
+fn a_console_started_before_redis_listens_and_serves_once_redis_is_up() -> Result<()> {
+    let mut redis = RedisServer::start()?;
+    redis.kill();
+    let con = console(&redis.url(), Some(ADMIN))?;
+    let p = con.port;
+    let health = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, text) = raw(p, health)?;
+    ensure!(
+        status == 503 && text.contains("redis_unavailable"),
+        "{text}"
+    );
+    redis.restart()?;
+    let start = Instant::now();
+    loop {
+        let (status, _) = raw(p, health)?;
+        if status == 200 {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "the console never reached Redis"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
