@@ -110,17 +110,19 @@ pub(crate) fn check(
     if path.starts_with("/api/") && path != "/api/openapi.json" {
         st.auth.check(headers, method, Role::Read)?;
     }
-    // A body announced over the limit is refused before any of it is read.
-    let limit = if path == "/login" {
-        crate::web::LOGIN_BODY
-    } else {
-        crate::MAX_BODY
-    };
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > limit as u64)
+    // A login (from someone not yet authenticated) announcing a body over
+    // its small limit is refused before any of it is read. An
+    // authenticated request over the API's limit is refused by the body
+    // limit while it is read: refusing it unread would reset the
+    // connection under a client still sending, which then never sees the
+    // 413.
+    let limit = crate::web::LOGIN_BODY;
+    if path == "/login"
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
     {
         return Err(ApiError::new(
             413,

@@ -326,8 +326,8 @@ fn errors_have_one_shape_and_the_page_a_strict_policy() -> Result<()> {
         (
             413,
             format!(
-                "POST /api/queues/q/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                9 << 20
+                "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                1 << 20
             ),
         ),
         (
