@@ -27,8 +27,9 @@ use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::Role;
 
-/// The host names a loopback console answers to, with its port.
-fn loopback_hosts(bound: SocketAddr) -> Vec<String> {
+/// The host names a loopback console answers to, with its port (kept in
+/// [`AppState::hosts`], made once at start).
+pub(crate) fn loopback_hosts(bound: SocketAddr) -> Vec<String> {
     let port = bound.port();
     let mut hosts = vec![
         format!("127.0.0.1:{port}"),
@@ -51,7 +52,7 @@ pub(crate) fn check(
 ) -> Result<(), ApiError> {
     let write = method != Method::GET && method != Method::HEAD;
     if !st.auth.enabled() {
-        let hosts = loopback_hosts(st.bound);
+        let hosts = &st.hosts;
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())

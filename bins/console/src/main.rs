@@ -67,8 +67,8 @@ pub(crate) struct AppState {
     pub(crate) auth: auth::Tokens,
     /// One poller per followed job, shared by its event streams.
     pub(crate) events: events::Hub,
-    /// The address the console listens on.
-    pub(crate) bound: SocketAddr,
+    /// The `Host` values a console without tokens answers to.
+    pub(crate) hosts: Vec<String>,
 }
 
 impl AppState {
@@ -136,7 +136,7 @@ async fn main() -> ExitCode {
         redis: tokio::sync::OnceCell::new(),
         auth: tokens,
         events: events::Hub::default(),
-        bound,
+        hosts: gate::loopback_hosts(bound),
     });
     // Redis is reached in the background: the console serves (503 from the
     // API and /healthz) until it is.

@@ -38,28 +38,25 @@ fn settled(url: &str, id: &str) -> Result<serde_json::Value> {
     }
 }
 
-#[test]
-fn the_worker_encodes_s3_to_s3_and_never_shows_the_credentials() -> Result<()> {
-    let redis = RedisServer::start()?;
-    let s3 = S3Server::start()?;
+/// Input, output and scratch directories under a new temporary directory.
+fn roots() -> Result<(tempfile::TempDir, [std::path::PathBuf; 3])> {
     let dir = tempfile::tempdir()?;
-    let (input, output, scratch) = (
-        dir.path().join("in"),
-        dir.path().join("out"),
-        dir.path().join("scratch"),
-    );
-    for d in [&input, &output, &scratch] {
+    let roots = ["in", "out", "scratch"].map(|d| dir.path().join(d));
+    for d in &roots {
         std::fs::create_dir_all(d)?;
     }
-    let clip = dir.path().join("clip.mp4");
-    spool_testkit::lavfi_clip(&clip, 640, 360, 25, 2)?;
-    s3.put("media", "src/clip.mp4", std::fs::read(&clip)?)?;
-    let (ins, outs, scr) = (
-        input.display().to_string(),
-        output.display().to_string(),
-        scratch.display().to_string(),
-    );
-    let s3_env = s3.worker_env("media");
+    Ok((dir, roots))
+}
+
+/// The worker on `url` with `roots`, the object storage settings `s3_env`
+/// and `extra` settings, ready.
+fn ready_worker(
+    url: &str,
+    roots: &[std::path::PathBuf; 3],
+    s3_env: &[(String, String)],
+    extra: &[(&str, &str)],
+) -> Result<WorkerProcess> {
+    let [ins, outs, scr] = roots.each_ref().map(|p| p.display().to_string());
     let mut env: Vec<(&str, &str)> = s3_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -69,12 +66,28 @@ fn the_worker_encodes_s3_to_s3_and_never_shows_the_credentials() -> Result<()> {
         ("SPOOL_INPUT_ROOT", ins.as_str()),
         ("SPOOL_OUTPUT_ROOT", outs.as_str()),
         ("SPOOL_SCRATCH_DIR", scr.as_str()),
-        ("SPOOL_LOG_FORMAT", "json"),
-        ("RUST_LOG", "debug"),
     ]);
-    let url = redis.url();
-    let mut worker = WorkerProcess::spawn(Path::new(WORKER), &url, &env)?;
+    env.extend_from_slice(extra);
+    let mut worker = WorkerProcess::spawn(Path::new(WORKER), url, &env)?;
     worker.wait_ready(Duration::from_secs(30))?;
+    Ok(worker)
+}
+
+#[test]
+fn the_worker_encodes_s3_to_s3_and_never_shows_the_credentials() -> Result<()> {
+    let redis = RedisServer::start()?;
+    let s3 = S3Server::start()?;
+    let (dir, roots) = roots()?;
+    let clip = dir.path().join("clip.mp4");
+    spool_testkit::lavfi_clip(&clip, 640, 360, 25, 2)?;
+    s3.put("media", "src/clip.mp4", std::fs::read(&clip)?)?;
+    let url = redis.url();
+    let mut worker = ready_worker(
+        &url,
+        &roots,
+        &s3.worker_env("media"),
+        &[("SPOOL_LOG_FORMAT", "json"), ("RUST_LOG", "debug")],
+    )?;
     let mut seen = String::new();
 
     // A two-rung HLS ladder from s3 to s3.
@@ -173,41 +186,16 @@ fn sigterm_during_a_hung_upload_exits_within_the_shutdown_bound() -> Result<()> 
         "/media/",
         spool_testkit::Fault::Stall,
     ));
-    let dir = tempfile::tempdir()?;
-    let (input, output, scratch) = (
-        dir.path().join("in"),
-        dir.path().join("out"),
-        dir.path().join("scratch"),
-    );
-    for d in [&input, &output, &scratch] {
-        std::fs::create_dir_all(d)?;
-    }
-    spool_testkit::lavfi_clip(&input.join("clip.mp4"), 320, 180, 25, 4)?;
-    let (ins, outs, scr) = (
-        input.display().to_string(),
-        output.display().to_string(),
-        scratch.display().to_string(),
-    );
+    let (_dir, roots) = roots()?;
+    spool_testkit::lavfi_clip(&roots[0].join("clip.mp4"), 320, 180, 25, 4)?;
     let mut s3_env = s3.worker_env("media");
     for (k, v) in &mut s3_env {
         if k == "SPOOL_S3_ENDPOINT" {
             *v = proxy.endpoint();
         }
     }
-    let mut env: Vec<(&str, &str)> = s3_env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.extend([
-        ("SPOOL_QUEUE", "encode"),
-        ("SPOOL_INPUT_ROOT", ins.as_str()),
-        ("SPOOL_OUTPUT_ROOT", outs.as_str()),
-        ("SPOOL_SCRATCH_DIR", scr.as_str()),
-        ("SPOOL_DRAIN_TIMEOUT", "1s"),
-    ]);
     let url = redis.url();
-    let mut worker = WorkerProcess::spawn(Path::new(WORKER), &url, &env)?;
-    worker.wait_ready(Duration::from_secs(30))?;
+    let mut worker = ready_worker(&url, &roots, &s3_env, &[("SPOOL_DRAIN_TIMEOUT", "1s")])?;
     let o = spoolctl(
         &url,
         &[

@@ -36,6 +36,10 @@ class RedisProcess:
     def __init__(self, *extra: str) -> None:
         self.dir = tempfile.mkdtemp(prefix="spool-py-redis-")
         self.port = free_port(55536 if "--cluster-enabled" in extra else 65536)
+        self.extra = extra
+        self._spawn()
+
+    def _spawn(self) -> None:
         self.proc = subprocess.Popen(
             [
                 "redis-server",
@@ -47,7 +51,7 @@ class RedisProcess:
                 "",
                 "--dir",
                 self.dir,
-                *extra,
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -61,6 +65,15 @@ class RedisProcess:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError(f"redis-server on {self.port} did not start") from None
                 time.sleep(0.02)
+
+    def kill(self) -> None:
+        """Kills the server (SIGKILL); `restart` brings it back."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """Starts it again on the same port and data."""
+        self._spawn()
 
     @property
     def url(self) -> str:

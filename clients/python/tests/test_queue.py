@@ -253,32 +253,12 @@ def test_wait_rides_out_a_redis_restart_and_can_raise_on_failure() -> None:
         job_id = q.enqueue("x")
         raw = redis.Redis.from_url(r.url)
         # The job dies while Redis restarts under the waiter.
-        port = r.port
 
         def restart_and_kill_the_job() -> None:
             time.sleep(0.3)
-            r.proc.kill()
-            r.proc.wait()
+            r.kill()
             time.sleep(0.3)
-            import subprocess
-
-            r.proc = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--dir",
-                    r.dir,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            r.restart()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 try:

@@ -598,35 +598,24 @@ fn what_no_retry_can_fix_is_repaired_or_refused_at_once() -> Result<()> {
     // Audio at 192 kHz, 384 kHz and 44,056 Hz.
     for (rate, want) in [(192_000, 48_000), (384_000, 48_000), (44_056, 44_100)] {
         let name = format!("a{rate}.mkv");
-        let out = Command::new("ffmpeg")
-            .args(["-v", "error", "-y"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=160x120:rate=25:duration=1",
-            ])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("sine=sample_rate={rate}:duration=1"),
-            ])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-c:a",
-                "pcm_s16le",
-            ])
-            .arg(r.input.join(&name))
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let input = r.input.join(&name);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=1",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=sample_rate={rate}:duration=1"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "pcm_s16le",
+            &input.to_string_lossy(),
+        ])?;
         let s = spec(&format!(
             r#"{{"input":{name:?},"output":"a{rate}","hardware":"cpu",
                 "renditions":[{{"codec":"h264","height":120,"preset":"fastest"}}]}}"#
@@ -641,26 +630,21 @@ fn what_no_retry_can_fix_is_repaired_or_refused_at_once() -> Result<()> {
         ensure!(got == want.to_string(), "{rate} Hz became {got} Hz");
     }
     // The same timestamp four times in a row (frames 9 to 12).
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x120:rate=25:duration=2",
-        ])
-        .args(["-c:v", "libx264", "-bf", "0", "-preset", "ultrafast"])
-        .args([
-            "-bsf:v",
-            "setts=ts='if(between(N,10,12),STARTPTS+10*DURATION,PTS)'",
-        ])
-        .arg(r.input.join("repeats.mkv"))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=2",
+        "-c:v",
+        "libx264",
+        "-bf",
+        "0",
+        "-preset",
+        "ultrafast",
+        "-bsf:v",
+        "setts=ts='if(between(N,10,12),STARTPTS+10*DURATION,PTS)'",
+        &r.input.join("repeats.mkv").to_string_lossy(),
+    ])?;
     let s = spec(
         r#"{"input":"repeats.mkv","output":"repeats","hardware":"cpu","audio":{"mode":"none"},
             "renditions":[{"codec":"h264","height":120,"preset":"fastest"}]}"#,
@@ -744,25 +728,27 @@ fn upscaling_and_encode_memory_are_bounded_before_encoding() -> Result<()> {
 #[test]
 fn a_source_starting_at_ten_hours_gives_an_output_of_its_real_length() -> Result<()> {
     let r = roots()?;
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x120:rate=25:duration=1",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=duration=1"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
-        .args(["-output_ts_offset", "36000"])
-        .args(["-f", "mpegts"])
-        .arg(r.input.join("late.ts"))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-output_ts_offset",
+        "36000",
+        "-f",
+        "mpegts",
+        &r.input.join("late.ts").to_string_lossy(),
+    ])?;
     let enc = encoder(&r, Limits::default())?;
     for (audio, name) in [
         (r#"{"mode":"aac"}"#, "late-aac"),

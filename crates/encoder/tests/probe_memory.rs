@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use anyhow::{Context, Result, ensure};
 use common::{encoder, roots, spec};
 use spool_encoder::{CancellationToken, EncodeError, Limits, OutputOwner};
@@ -47,31 +45,26 @@ fn a_header_declaring_a_huge_image_is_refused_before_probing_allocates() -> Resu
     let enc = encoder(&r, Limits::default())?;
     for tracks in [1usize, 3] {
         let small = r.dir.path().join(format!("small{tracks}.mov"));
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-v", "error", "-y"]);
+        let mut args: Vec<String> = Vec::new();
         for c in ["red", "green", "blue"].iter().take(tracks) {
-            cmd.args(["-f", "lavfi", "-i"])
-                .arg(format!("color=c={c}:size=64x64:rate=1:duration=1"));
+            args.extend(["-f".into(), "lavfi".into(), "-i".into()]);
+            args.push(format!("color=c={c}:size=64x64:rate=1:duration=1"));
         }
         for t in 0..tracks {
-            cmd.args(["-map", &format!("{t}:v")]);
+            args.extend(["-map".into(), format!("{t}:v")]);
         }
-        let out = cmd
-            .args([
-                "-c:v",
-                "png",
-                "-pix_fmt",
-                "rgba64be",
-                "-movflags",
-                "+faststart",
-            ])
-            .arg(&small)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for a in [
+            "-c:v",
+            "png",
+            "-pix_fmt",
+            "rgba64be",
+            "-movflags",
+            "+faststart",
+        ] {
+            args.push(a.into());
+        }
+        args.push(small.to_string_lossy().into_owned());
+        spool_testkit::ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mut bytes = std::fs::read(&small)?;
         // The PNG header (IHDR: width, height) and the sample entry
         // (width, height 28 bytes after the `png ` type) say 16000x16000.
@@ -126,17 +119,15 @@ fn a_header_declaring_a_huge_image_is_refused_before_probing_allocates() -> Resu
 fn an_image_codec_track_is_refused_by_name() -> Result<()> {
     let r = roots()?;
     let enc = encoder(&r, Limits::default())?;
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("color=c=red:size=64x64:rate=5:duration=1")
-        .args(["-c:v", "png"])
-        .arg(r.input.join("png.mov"))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    spool_testkit::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:size=64x64:rate=5:duration=1",
+        "-c:v",
+        "png",
+        &r.input.join("png.mov").to_string_lossy(),
+    ])?;
     let s = spec(
         r#"{"input":"png.mov","output":"o","hardware":"cpu",
             "renditions":[{"codec":"h264","height":64,"preset":"fastest"}]}"#,

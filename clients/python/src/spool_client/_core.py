@@ -3,6 +3,7 @@ and the decoding of replies. Mirrors crates/queue (keys.rs, job.rs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import re
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from typing import Any, ClassVar, Protocol, Union
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import CorruptJob, InvalidJob, PayloadTooLarge
 
@@ -155,8 +156,6 @@ def sentinel_url(url: str) -> SentinelUrl:
         raise InvalidJob(
             "url", f"{mask_password(url)}: bad database {parts[1]!r} ({expected})"
         ) from None
-    from urllib.parse import unquote
-
     username = password = None
     if auth is not None:
         user, sep, pw = auth.partition(":")
@@ -210,8 +209,6 @@ def to_ms(field: str, v: Duration | None, lo: int, hi: int) -> int | None:
 
 
 def encode_payload(payload: Payload, limit: int) -> bytes:
-    import dataclasses
-
     if isinstance(payload, (bytes, bytearray)):
         data = bytes(payload)
     elif isinstance(payload, str):

@@ -644,15 +644,12 @@ pub(crate) fn stalled(uri: &S3Uri, io: Duration) -> EncodeError {
 /// Runs one storage request (`op`: `get`, `put`, `head`, ...) within
 /// `limit`, recording it in the storage metrics: requests by outcome and
 /// their latency. A request past its limit is dropped and is an error.
-pub(crate) async fn timed<T, E>(
+pub(crate) async fn timed<T: Outcome>(
     op: &'static str,
     limit: Duration,
     uri: &S3Uri,
     fut: impl Future<Output = T>,
-) -> Result<T, EncodeError>
-where
-    T: Outcome<E>,
-{
+) -> Result<T, EncodeError> {
     let started = std::time::Instant::now();
     let r = tokio::time::timeout(limit, fut).await;
     let outcome = match &r {
@@ -668,12 +665,12 @@ where
 }
 
 /// Whether a request's answer is a failure, for the metrics.
-pub(crate) trait Outcome<E> {
+pub(crate) trait Outcome {
     /// `true` for an error answer.
     fn failed(&self) -> bool;
 }
 
-impl<T> Outcome<object_store::Error> for object_store::Result<T> {
+impl<T> Outcome for object_store::Result<T> {
     fn failed(&self) -> bool {
         match self {
             Ok(_) => false,
@@ -688,7 +685,7 @@ impl<T> Outcome<object_store::Error> for object_store::Result<T> {
     }
 }
 
-impl<T> Outcome<object_store::Error> for Option<object_store::Result<T>> {
+impl<T> Outcome for Option<object_store::Result<T>> {
     fn failed(&self) -> bool {
         self.as_ref().is_some_and(|r| r.failed())
     }

@@ -759,10 +759,6 @@ fn attributes(content_type: &'static str, owner: Option<&OutputOwner>) -> Attrib
     a
 }
 
-fn request_budget(io: Duration, bytes: u64) -> Duration {
-    super::transfer_budget(io, bytes)
-}
-
 fn conflict(e: &object_store::Error) -> bool {
     matches!(
         e,
@@ -811,7 +807,7 @@ async fn put_file(
         };
         let put = super::timed(
             "put",
-            request_budget(io, size),
+            super::transfer_budget(io, size),
             uri,
             s.store.put_opts(path, PutPayload::from(bytes), opts),
         )
@@ -839,7 +835,7 @@ async fn put_file(
     )
     .await?
     .map_err(|e| classify(uri, &e, secrets))?;
-    let budget = request_budget(io, part as u64);
+    let budget = super::transfer_budget(io, part as u64);
     let outcome = {
         let sending = async {
             let mut inflight = futures::stream::FuturesUnordered::new();
