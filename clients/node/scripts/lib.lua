@@ -294,6 +294,62 @@ local function retain(jk, id, index_key, now, retention, zadds, logged)
   end
 end
 
+-- History for the console's charts (docs/console.md, docs/protocol.md): a
+-- ring of 1,440 one-minute slots, one hash field per slot,
+-- "<prefix>minutes" slot -> "minute completed failed dead started wait_ms",
+-- where `minute` is the slot's minute since the epoch (a stale slot is
+-- reset on its first write), `failed` counts failed attempts (retried,
+-- dead, or lease expired), `started` counts leases and `wait_ms` sums their
+-- time from due to start. Two commands per call, however many jobs it
+-- moves; the hash never holds more than 1,440 fields.
+local K_MINUTES = PREFIX .. 'minutes'
+local MINUTE_FIELDS = { completed = 2, failed = 3, dead = 4, started = 5, wait_ms = 6 }
+local function count_minute(now, adds)
+  local minute = math.floor(now / 60000)
+  local slot = minute % 1440
+  local v = { minute, 0, 0, 0, 0, 0 }
+  local old = redis.call('HGET', K_MINUTES, slot)
+  if old then
+    local parts = {}
+    for p in string.gmatch(old, '%d+') do parts[#parts + 1] = tonumber(p) end
+    if #parts == 6 and parts[1] == minute then v = parts end
+  end
+  for name, n in pairs(adds) do
+    local i = MINUTE_FIELDS[name]
+    v[i] = v[i] + n
+  end
+  redis.call('HSET', K_MINUTES, slot, string.format('%d %d %d %d %d %d', v[1], v[2], v[3], v[4], v[5], v[6]))
+end
+
+-- Each failed attempt of a job, kept in its hash ("failures": a JSON array
+-- of {attempt, started_at_ms, at_ms, error}, the last 20, each error cut at
+-- 2,000 bytes on a UTF-8 boundary) for the console's job page. Only the
+-- failure paths pay for it.
+local MAX_FAILURES = 20
+local MAX_FAILURE_BYTES = 2000
+local function record_failure(jk, attempt, started, now, reason, old)
+  local list = {}
+  if old and old ~= '' then
+    local ok, decoded = pcall(cjson.decode, old)
+    if ok and type(decoded) == 'table' then list = decoded end
+  end
+  local text = tostring(reason or '')
+  if #text > MAX_FAILURE_BYTES then
+    local cut = MAX_FAILURE_BYTES
+    -- Back off continuation bytes (10xxxxxx) so the cut is whole characters.
+    while cut > 0 do
+      local b = string.byte(text, cut + 1)
+      if not b or b < 128 or b >= 192 then break end
+      cut = cut - 1
+    end
+    text = string.sub(text, 1, cut) .. '...'
+  end
+  list[#list + 1] = { attempt = tonumber(attempt) or 0, started_at_ms = tonumber(started) or 0,
+    at_ms = now, error = text }
+  while #list > MAX_FAILURES do table.remove(list, 1) end
+  redis.call('HSET', jk, 'failures', cjson.encode(list))
+end
+
 local function to_dead(jk, id, now, reason)
   redis.call('HSET', jk, 'state', 'dead', 'last_error', reason, 'finished_at', now)
   redis.call('ZADD', K_DEAD, now, id)
@@ -368,10 +424,12 @@ end
 local function recover_expired(now, limit)
   local ids = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, limit)
   local back = 0
+  local expired_failed, expired_dead = 0, 0
   for _, id in ipairs(ids) do
     redis.call('ZREM', K_ACTIVE, id)
     local jk = job_key(id)
-    local f, kind = read_job(jk, 'attempts', 'max_attempts', 'priority', 'cancel', 'state')
+    local f, kind = read_job(jk, 'attempts', 'max_attempts', 'priority', 'cancel', 'state',
+      'started_at', 'failures')
     local attempts, max_attempts, prio
     if f then
       attempts = num_field(f[1] or 0, 0, 1e15)
@@ -393,7 +451,10 @@ local function recover_expired(now, limit)
     else
       local reason = 'lease expired during attempt ' .. attempts .. ' of ' .. max_attempts
         .. ': the worker died, was killed or stopped heartbeating'
+      record_failure(jk, attempts, f[6], now, reason, f[7])
+      expired_failed = expired_failed + 1
       if attempts >= max_attempts then
+        expired_dead = expired_dead + 1
         to_dead(jk, id, now, reason)
       else
         make_ready(id, prio, true, { 'last_error', reason })
@@ -402,6 +463,9 @@ local function recover_expired(now, limit)
     end
   end
   if back > 0 then wake(back) end
+  if expired_failed > 0 then
+    count_minute(now, { failed = expired_failed, dead = expired_dead })
+  end
   return #ids
 end
 

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::JobId;
@@ -385,6 +385,23 @@ pub struct JobInfo {
     pub timeout_ms: Option<u64>,
     /// Its own choice on retrying a timeout ([`JobOptions::timeout_retry`]).
     pub timeout_retry: Option<bool>,
+    /// Its failed attempts, oldest first (the last 20; each error cut at
+    /// 2,000 bytes). The latest attempt, when it did not fail, is
+    /// `started_at_ms`..`finished_at_ms`.
+    pub failures: Vec<Failure>,
+}
+
+/// One failed attempt of a job, as [`JobInfo::failures`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Which attempt (1 for the first).
+    pub attempt: u32,
+    /// When the attempt started, ms since the Unix epoch (0 if unknown).
+    pub started_at_ms: u64,
+    /// When it failed (the worker's report or the lease's expiry).
+    pub at_ms: u64,
+    /// Why.
+    pub error: String,
 }
 
 impl JobInfo {
@@ -442,6 +459,12 @@ impl JobInfo {
                 Some("0") => Some(false),
                 _ => None,
             },
+            // Advisory history: a damaged field reads as none, never fails
+            // the job's page.
+            failures: h
+                .get("failures")
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or_default(),
         })
     }
 }

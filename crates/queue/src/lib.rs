@@ -68,15 +68,16 @@ pub use error::{Error, Result};
 pub use id::JobId;
 pub use job::{
     DEFAULT_BACKOFF, DEFAULT_BACKOFF_MAX, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION,
-    JobInfo, JobOptions, JobState, MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, MAX_LEASE, MAX_RETENTION,
-    MAX_TIMEOUT, NewJob, PRIORITY_RANGE, ReservedJob,
+    Failure, JobInfo, JobOptions, JobState, MAX_ATTEMPTS, MAX_BACKOFF, MAX_DELAY, MAX_LEASE,
+    MAX_RETENTION, MAX_TIMEOUT, NewJob, PRIORITY_RANGE, ReservedJob,
 };
 pub use keys::Keys;
 #[doc(hidden)]
 pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, Heartbeat, JobPage, LogLevel, LogLine,
-    MAX_BATCH, MAX_LOG_LINES, MAX_LOG_MESSAGE, MAX_MIN_REPLICAS, PauseState, Queue, QueueStats,
-    Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle, SweepReport, Unreadable, WorkerRecord,
+    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, HISTORY_MINUTES, Heartbeat, JobPage,
+    LogLevel, LogLine, MAX_BATCH, MAX_LOG_LINES, MAX_LOG_MESSAGE, MAX_MIN_REPLICAS, Minute,
+    PauseState, Queue, QueueStats, Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle,
+    SweepReport, Unreadable, WorkerRecord,
 };

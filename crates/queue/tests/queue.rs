@@ -1198,3 +1198,92 @@ async fn a_jobs_log_ends_with_the_job() -> Result<()> {
     ensure!(pttl(&mut conn, &gone)? == -2);
     Ok(())
 }
+
+#[tokio::test]
+async fn every_failed_attempt_and_every_minute_is_recorded() -> Result<()> {
+    let (server, queue) = setup().await?;
+    let opts = JobOptions::default()
+        .max_attempts(3)
+        .lease(Duration::from_secs(2))
+        .backoff(Duration::from_millis(1), Duration::from_millis(1));
+    let id = queue.enqueue(b"{}".to_vec(), opts).await?;
+    let ok = queue.enqueue(b"{}".to_vec(), JobOptions::default()).await?;
+
+    let job = queue.reserve(1, Duration::from_secs(1)).await?.remove(0);
+    ensure!(job.id == id);
+    ensure!(queue.fail(&job, "boom 1").await? == JobState::Scheduled);
+    // A long error of two-byte characters: cut on a character boundary.
+    let long = "é".repeat(3000);
+    let mut job = Vec::new();
+    for _ in 0..50 {
+        job = queue.reserve(2, Duration::from_millis(200)).await?;
+        if job.iter().any(|j| j.id == id) {
+            break;
+        }
+    }
+    for j in &job {
+        if j.id == ok {
+            queue.complete(j, b"{}").await?;
+        }
+    }
+    let second = job.iter().find(|j| j.id == id).context("second attempt")?;
+    ensure!(second.attempt == 2);
+    ensure!(queue.fail(second, &long).await? == JobState::Scheduled);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let third = queue.reserve(1, Duration::from_secs(2)).await?.remove(0);
+    ensure!(third.attempt == 3);
+    // The third attempt's worker vanishes: its lease expires.
+    drop(third);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    ensure!(queue.sweep(100).await?.recovered == 1);
+
+    let info = queue.info(&id).await?;
+    ensure!(info.state == JobState::Dead, "state {}", info.state);
+    let f = &info.failures;
+    ensure!(f.len() == 3, "{f:?}");
+    ensure!(
+        f.iter().map(|x| x.attempt).collect::<Vec<_>>() == [1, 2, 3],
+        "{f:?}"
+    );
+    ensure!(f[0].error == "boom 1", "{:?}", f[0].error);
+    ensure!(
+        f[1].error.len() <= 2003 && f[1].error.ends_with("é...") && f[1].error.starts_with("éé"),
+        "cut at {} bytes",
+        f[1].error.len()
+    );
+    ensure!(f[2].error.contains("lease expired during attempt 3 of 3"));
+    for x in f {
+        ensure!(x.started_at_ms > 0 && x.started_at_ms <= x.at_ms, "{x:?}");
+    }
+    ensure!(queue.info(&ok).await?.failures.is_empty());
+
+    let minutes = queue.history().await?;
+    let sum = |g: fn(&spool_queue::Minute) -> u64| minutes.iter().map(g).sum::<u64>();
+    ensure!(sum(|m| m.completed) == 1, "{minutes:?}");
+    ensure!(sum(|m| m.failed) == 3, "{minutes:?}");
+    ensure!(sum(|m| m.dead) == 1, "{minutes:?}");
+    ensure!(sum(|m| m.started) == 4, "{minutes:?}");
+    ensure!(minutes.iter().all(|m| m.at_ms % 60_000 == 0), "{minutes:?}");
+
+    // Damaged history reads as none; the next failure starts it afresh.
+    let mut conn = raw(&server)?;
+    let jk = queue.keys().job(&id);
+    redis::cmd("HSET")
+        .arg(&jk)
+        .arg("failures")
+        .arg("not json")
+        .query::<()>(&mut conn)?;
+    redis::cmd("HSET")
+        .arg(format!("{}minutes", queue.keys().prefix))
+        .arg("7")
+        .arg("garbage")
+        .query::<()>(&mut conn)?;
+    ensure!(queue.info(&id).await?.failures.is_empty());
+    ensure!(queue.history().await? == minutes);
+    ensure!(queue.dead_retry(std::slice::from_ref(&id), 0).await? == 1);
+    let again = queue.reserve(1, Duration::from_secs(2)).await?.remove(0);
+    queue.fail_permanently(&again, "still broken").await?;
+    let f = queue.info(&id).await?.failures;
+    ensure!(f.len() == 1 && f[0].error == "still broken", "{f:?}");
+    Ok(())
+}

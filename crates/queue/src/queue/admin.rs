@@ -134,6 +134,33 @@ impl Queue {
         })
     }
 
+    /// The queue's last 24 hours minute by minute, oldest first: only
+    /// minutes in which something happened are listed. Counted by the
+    /// scripts as jobs move (docs/protocol.md, `minutes`), whatever their
+    /// retention, at two commands per reserve or settle call.
+    pub async fn history(&self) -> Result<Vec<Minute>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg(format!("{}minutes", self.keys.prefix));
+        pipe.cmd("TIME");
+        let mut conn = self.client.inner.conn.clone();
+        let (slots, (secs, _micros)): (HashMap<String, String>, (u64, u64)) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.client.err(e))?;
+        let now_minute = secs / 60;
+        let mut out: Vec<Minute> = slots
+            .values()
+            .filter_map(|v| Minute::parse(v))
+            .filter(|m| {
+                let minute = m.at_ms / 60_000;
+                minute <= now_minute && now_minute - minute < HISTORY_MINUTES
+            })
+            .collect();
+        out.sort_by_key(|m| m.at_ms);
+        Ok(out)
+    }
+
     /// Pauses the queue: nothing more is reserved, running jobs finish,
     /// enqueues are still accepted, and both keys KEDA reads (`ready`,
     /// `outstanding`) stop counting the backlog, which is held aside in

@@ -429,6 +429,50 @@ pub enum CancelOutcome {
     AlreadyFinished(JobState),
 }
 
+/// Minutes of history a queue keeps ([`Queue::history`]).
+pub const HISTORY_MINUTES: u64 = 1440;
+
+/// One minute of a queue's history ([`Queue::history`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Minute {
+    /// The minute's start, ms since the Unix epoch (server clock).
+    pub at_ms: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts that failed (retried, dead, or whose lease expired).
+    pub failed: u64,
+    /// Jobs that went dead (out of attempts, or a permanent failure).
+    pub dead: u64,
+    /// Attempts started.
+    pub started: u64,
+    /// Their summed wait from due to start, in ms: `wait_ms / started`
+    /// is the minute's mean queue latency.
+    pub wait_ms: u64,
+}
+
+impl Minute {
+    /// A slot as the scripts store it: "minute completed failed dead
+    /// started wait_ms"; anything else (a damaged slot) is skipped.
+    fn parse(v: &str) -> Option<Minute> {
+        let n: Vec<u64> = v
+            .split(' ')
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .ok()?;
+        let [minute, completed, failed, dead, started, wait_ms] = n[..] else {
+            return None;
+        };
+        Some(Minute {
+            at_ms: minute.checked_mul(60_000)?,
+            completed,
+            failed,
+            dead,
+            started,
+            wait_ms,
+        })
+    }
+}
+
 /// Queue depth by state, each an O(1) read.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QueueStats {

@@ -49,6 +49,7 @@ local CHECKS = {
   { 9, 'backoff_max_ms', 0, MAX_BACKOFF_MS, 60000 } }
 -- Ids taken off the backlog and (score, id) pairs leased, sent batched.
 local taken, leased = {}, {}
+local waited = 0
 for _, id in ipairs(cand) do
   local jk = job_key(id)
   local f, kind = read_job(jk, 'payload', 'attempts', 'max_attempts', 'lease_ms',
@@ -88,6 +89,8 @@ for _, id in ipairs(cand) do
       'deadline', deadline, 'started_at', now)
     leased[#leased + 1] = deadline
     leased[#leased + 1] = id
+    -- Waited from due (enqueue, delay or retry time) to this start.
+    waited = waited + math.max(0, now - math.max(v[5], v[6]))
     bytes = bytes + size
     -- The time-limit options are advisory: a damaged value reads as unset.
     local retry = -1
@@ -101,6 +104,7 @@ end
 -- each (lib.lua's `batched`).
 batched('ZREM', K_READY, taken)
 batched('ZADD', K_ACTIVE, leased)
+if #jobs > 0 then count_minute(now, { started = #jobs, wait_ms = waited }) end
 
 if #jobs > 0 then
   -- More waiting than this consumer took: wake another.

@@ -32,6 +32,8 @@ keep_working_when_full()
 -- `batched`). Only a job that was active under this call's token lands in
 -- them, and no later entry of this call reads them.
 local done_active, done_out, done_index = {}, {}, {}
+-- This call's counts for the per-minute history (lib.lua's `count_minute`).
+local n_failed, n_dead = 0, 0
 
 for i = 0, n - 1 do
   local b = 3 + i * STRIDE
@@ -39,7 +41,7 @@ for i = 0, n - 1 do
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'settled_by', 'dedup', 'retention_s', 'logged')
+    'priority', 'settled_by', 'dedup', 'retention_s', 'logged', 'started_at', 'failures')
   local state, lease
   if f then state, lease = f[1], f[2] end
   local attempts = f and num_field(f[3] or 0, 0, 1e15)
@@ -88,6 +90,8 @@ for i = 0, n - 1 do
       out[#out + 1] = 'cancelled'
     elseif mode == 'retry' and attempts < max_attempts then
       local run_at = now + delay
+      record_failure(jk, attempts, f[10], now, data, f[11])
+      n_failed = n_failed + 1
       redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at,
         'settled_by', token)
       redis.call('ZADD', K_SCHED, run_at, id)
@@ -98,6 +102,8 @@ for i = 0, n - 1 do
       if mode == 'retry' then
         reason = data .. ' (attempt ' .. attempts .. ' of ' .. max_attempts .. ', no retries left)'
       end
+      record_failure(jk, attempts, f[10], now, data, f[11])
+      n_failed, n_dead = n_failed + 1, n_dead + 1
       redis.call('HSET', jk, 'settled_by', token)
       to_dead(jk, id, now, reason)
       out[#out + 1] = 'dead'
@@ -109,4 +115,7 @@ batched('ZREM', K_ACTIVE, done_active)
 batched('SREM', K_OUT, done_out)
 batched('ZADD', K_DONE, done_index)
 if woken > 0 then wake(woken) end
+if #done_active > 0 or n_failed > 0 then
+  count_minute(now, { completed = #done_active, failed = n_failed, dead = n_dead })
+end
 return out
