@@ -79,6 +79,24 @@ impl From<Error> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Runs a read, and once more when the first try met a broken connection:
+/// the first command after Redis comes back may still be sent on the dead
+/// one, and a read is safe to repeat. Writes are never repeated here.
+async fn read<T, F, Fut>(f: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    match f().await {
+        Err(e) if e.is_transient() => {
+            tracing::debug!(error = %e, "a read failed; trying once more");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            f().await
+        }
+        other => other,
+    }
+}
+
 /// Checks the caller, then opens a queue that exists (one that was ever
 /// enqueued to): an unknown name is a 404, not an empty queue.
 async fn open(
@@ -91,7 +109,7 @@ async fn open(
     st.auth.check(headers, method, need)?;
     let client = st.client()?;
     let queue = client.queue(name)?;
-    let known = client.queues().await?;
+    let known = read(|| client.queues()).await?;
     if !known.iter().any(|q| q == name) {
         return Err(ApiError::new(
             404,
@@ -120,7 +138,7 @@ pub(crate) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    match client.ping().await {
+    match read(|| client.ping()).await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
         Err(e) => ApiError::new(503, "redis_unavailable", e.to_string()).into_response(),
     }
@@ -134,11 +152,11 @@ pub(crate) async fn queues(
     st.auth.check(&headers, &method, Role::Read)?;
     let mut out = Vec::new();
     let client = st.client()?;
-    for name in client.queues().await? {
+    for name in read(|| client.queues()).await? {
         let Ok(q) = client.queue(&name) else {
             continue;
         };
-        match q.stats().await {
+        match read(|| q.stats()).await {
             Ok(s) => out.push(serde_json::to_value(s).unwrap_or(Value::Null)),
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => out.push(json!({ "queue": name, "error": e.to_string() })),
@@ -186,7 +204,7 @@ pub(crate) async fn list_jobs(
             })?,
     };
     // One unreadable job is reported beside the page, never fails it.
-    let page = queue.jobs_page(state, offset, limit).await?;
+    let page = read(|| queue.jobs_page(state, offset, limit)).await?;
     let next = (page.ids_read == limit).then(|| (offset + limit).to_string());
     Ok(Json(
         json!({ "jobs": page.jobs, "unreadable": page.unreadable, "next_cursor": next }),
@@ -201,8 +219,8 @@ pub(crate) async fn get_job(
 ) -> ApiResult<Json<Value>> {
     let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
     let id = job_id(&id)?;
-    let info = queue.info(id).await?;
-    let log = queue.job_log(id).await?;
+    let info = read(|| queue.info(id)).await?;
+    let log = read(|| queue.job_log(id)).await?;
     let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("log".into(), serde_json::to_value(log).unwrap_or_default());
@@ -379,14 +397,41 @@ async fn dead_action(
     done: &'static str,
 ) -> ApiResult<Json<Value>> {
     let queue = open(st, headers, method, Role::Admin, queue).await?;
-    let (ids, _all) = dead_ids(body)?;
-    let n = if done == "retried" {
-        queue.dead_retry(&ids, DEAD_ALL).await?
-    } else {
-        queue.dead_purge(&ids, DEAD_ALL).await?
+    let (ids, all) = dead_ids(body)?;
+    let act = |ids: Vec<JobId>| {
+        let queue = queue.clone();
+        async move {
+            if done == "retried" {
+                queue.dead_retry(&ids, DEAD_ALL).await
+            } else {
+                queue.dead_purge(&ids, DEAD_ALL).await
+            }
+        }
     };
-    Ok(Json(json!({ done: n })))
+    let mut n = 0u64;
+    if all {
+        // Every job dead when the call came, in batches; jobs that die
+        // again meanwhile are not chased, and a call that runs out of time
+        // says how many are left rather than stopping silently.
+        let target = queue.stats().await?.dead;
+        let until = tokio::time::Instant::now() + ALL_BUDGET;
+        while n < target && tokio::time::Instant::now() < until {
+            let moved = act(Vec::new()).await?;
+            n += moved;
+            if moved < DEAD_ALL as u64 {
+                break;
+            }
+        }
+    } else {
+        n = act(ids).await?;
+    }
+    let remaining = queue.stats().await?.dead;
+    Ok(Json(json!({ done: n, "remaining_dead": remaining })))
 }
+
+/// How long one "all" action keeps going before it answers with what is
+/// left (the request timeout is 60 s).
+const ALL_BUDGET: std::time::Duration = std::time::Duration::from_secs(40);
 
 pub(crate) async fn workers(
     State(st): State<Arc<AppState>>,
@@ -396,12 +441,35 @@ pub(crate) async fn workers(
     st.auth.check(&headers, &method, Role::Read)?;
     let mut out = Vec::new();
     let client = st.client()?;
-    for name in client.queues().await? {
-        if let Ok(q) = client.queue(&name) {
-            out.extend(q.workers().await?);
+    let mut glanced = 0;
+    for name in read(|| client.queues()).await? {
+        let Ok(q) = client.queue(&name) else {
+            continue;
+        };
+        for w in read(|| q.workers()).await? {
+            // Each running job's progress (two fields each, read together),
+            // for the first MAX_PAGE running jobs of the fleet.
+            let ids: Vec<String> = w
+                .active
+                .iter()
+                .take(MAX_PAGE.saturating_sub(glanced))
+                .cloned()
+                .collect();
+            glanced += ids.len();
+            let seen = futures::future::join_all(ids.iter().map(|id| q.glance(id))).await;
+            let progress: serde_json::Map<String, Value> = ids
+                .into_iter()
+                .zip(seen)
+                .filter_map(|(id, g)| Some((id, g.ok()?.1?)))
+                .collect();
+            let mut v = serde_json::to_value(&w).unwrap_or(Value::Null);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("progress".into(), Value::Object(progress));
+            }
+            out.push(v);
         }
     }
-    Ok(Json(serde_json::to_value(out).unwrap_or(Value::Null)))
+    Ok(Json(Value::Array(out)))
 }
 
 /// Server-Sent Events for one job: `progress` with each new progress value,
@@ -414,13 +482,116 @@ pub(crate) async fn events(
     Path((queue, id)): Path<(String, String)>,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>> {
     let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
+    let role = st.auth.check(&headers, &method, Role::Read)?;
+    let caller = st.auth.caller(&headers, role);
     let id = job_id(&id)?.to_owned();
-    let first = queue.info(&id).await?;
-    let rx = st.events.subscribe(queue, id, first);
-    Ok(Sse::new(crate::events::stream(rx)).keep_alive(KeepAlive::default()))
+    let first = read(|| queue.info(&id)).await?;
+    let (rx, ticket) = st.events.subscribe(&caller, queue, id, first)?;
+    Ok(Sse::new(crate::events::stream(rx, ticket)).keep_alive(KeepAlive::default()))
 }
 
 /// The queue-name form of an error for unknown routes.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(404, "no_route", "no such endpoint; see /api/openapi.json")
+}
+
+/// `GET /api/whoami`: the caller's role, for the page to show only the
+/// buttons it may use.
+pub(crate) async fn whoami(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+) -> ApiResult<Json<Value>> {
+    let role = st.auth.check(&headers, &method, Role::Read)?;
+    let role = if role == Role::Admin { "admin" } else { "read" };
+    Ok(Json(json!({ "role": role, "auth": st.auth.enabled() })))
+}
+
+/// `GET /api/queues/{queue}/history`: the last day, minute by minute.
+pub(crate) async fn history(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
+    let minutes = read(|| queue.history()).await?;
+    Ok(Json(json!({
+        "window_minutes": spool_queue::HISTORY_MINUTES,
+        "minutes": minutes,
+    })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SearchQuery {
+    q: Option<String>,
+}
+
+/// Jobs a search reads at most, newest first, per state searched.
+const SEARCH_SCAN: usize = 2000;
+
+/// `GET /api/queues/{queue}/search?q=`: the job with that id, and the dead,
+/// scheduled (waiting for a retry) and active jobs whose errors contain the
+/// text (case-insensitive), newest first; the answer says how many jobs it
+/// read and whether it stopped at its limit.
+pub(crate) async fn search(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+    Path(queue): Path<String>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Json<Value>> {
+    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
+    let text = q.q.unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() || text.len() > 256 {
+        return Err(ApiError::new(
+            400,
+            "invalid_query",
+            "q is 1 to 256 bytes of a job id or error text",
+        ));
+    }
+    let mut by_id = None;
+    if job_id(text).is_ok() {
+        match read(|| queue.info(text)).await {
+            Ok(j) => by_id = Some(j),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let needle = text.to_lowercase();
+    let mut matches = Vec::new();
+    let mut scanned = 0usize;
+    let mut truncated = false;
+    for state in [JobState::Dead, JobState::Scheduled, JobState::Active] {
+        let mut offset = 0;
+        while offset < SEARCH_SCAN {
+            let page = read(|| queue.jobs_page(state, offset, MAX_PAGE)).await?;
+            scanned += page.jobs.len();
+            for job in page.jobs {
+                let hit = job
+                    .last_error
+                    .as_deref()
+                    .into_iter()
+                    .chain(job.failures.iter().map(|f| f.error.as_str()))
+                    .any(|e| e.to_lowercase().contains(&needle));
+                if hit && matches.len() < MAX_PAGE {
+                    matches.push(job);
+                }
+            }
+            if page.ids_read < MAX_PAGE {
+                break;
+            }
+            offset += MAX_PAGE;
+            if offset >= SEARCH_SCAN {
+                truncated = true;
+            }
+        }
+    }
+    Ok(Json(json!({
+        "job": by_id,
+        "matches": matches,
+        "scanned": scanned,
+        "truncated": truncated,
+    })))
 }

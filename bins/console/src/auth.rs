@@ -230,6 +230,23 @@ impl Tokens {
     }
 }
 
+impl Tokens {
+    /// Who a checked request comes from, for per-caller limits: its
+    /// session, else the role its bearer token grants (a token is shared by
+    /// whoever holds it), else the local user of a console without tokens.
+    pub(crate) fn caller(&self, headers: &HeaderMap, role: Role) -> String {
+        if !self.enabled() {
+            return "local".to_owned();
+        }
+        match cookie(headers, SESSION_COOKIE) {
+            Some(id) if headers.get(axum::http::header::AUTHORIZATION).is_none() => {
+                format!("session:{id}")
+            }
+            _ => format!("token:{role:?}"),
+        }
+    }
+}
+
 /// Compares without an early exit, so timing says nothing about the token.
 fn eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

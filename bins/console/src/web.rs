@@ -47,6 +47,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/queues/{queue}/dead/retry", post(api::retry_dead))
         .route("/api/queues/{queue}/dead", delete(api::purge_dead))
         .route("/api/workers", get(api::workers))
+        .route("/api/whoami", get(api::whoami))
+        .route("/api/queues/{queue}/history", get(api::history))
+        .route("/api/queues/{queue}/search", get(api::search))
         .fallback(api::not_found)
         // Every request but an event stream is answered in bounded time.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -603,3 +603,371 @@ fn without_tokens_it_refuses_to_serve_beyond_loopback() -> Result<()> {
     }
     Ok(())
 }
+
+/// Checks `v` against an OpenAPI 3.0 schema of the console's own document:
+/// `$ref`, `allOf`, `oneOf`, `nullable`, `type`, `properties`,
+/// `additionalProperties: false`, `required`, `items`.
+fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<()> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap_or_default();
+        return conforms(doc, &doc["components"]["schemas"][name], v, at);
+    }
+    if v.is_null() && schema["nullable"] == true {
+        return Ok(());
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            conforms(doc, s, v, at)?;
+        }
+        return Ok(());
+    }
+    if let Some(any) = schema["oneOf"].as_array() {
+        ensure!(
+            any.iter().any(|s| conforms(doc, s, v, at).is_ok()),
+            "{at}: {v} matches none of {any:?}"
+        );
+        return Ok(());
+    }
+    let ok = match schema["type"].as_str() {
+        None => true,
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        Some(t) => bail!("{at}: unknown type {t}"),
+    };
+    ensure!(ok, "{at}: {v} is not {}", schema["type"]);
+    if let (Some(props), Some(o)) = (schema["properties"].as_object(), v.as_object()) {
+        for req in schema["required"].as_array().into_iter().flatten() {
+            let req = req.as_str().unwrap_or_default();
+            ensure!(o.contains_key(req), "{at}: no required field {req} in {v}");
+        }
+        for (k, x) in o {
+            match props.get(k) {
+                Some(s) => conforms(doc, s, x, &format!("{at}.{k}"))?,
+                None => ensure!(
+                    schema["additionalProperties"] != false,
+                    "{at}: field {k} is not in the schema"
+                ),
+            }
+        }
+    }
+    if let (Some(items), Some(a)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in a.iter().enumerate() {
+            conforms(doc, items, x, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The schema the document gives for `method path`'s answer `status`.
+fn answer_schema(doc: &Value, method: &str, path: &str, status: u16) -> Value {
+    let r = &doc["paths"][path][method]["responses"][status.to_string()];
+    if let Some(name) = r["$ref"].as_str() {
+        let name = name.rsplit('/').next().unwrap_or_default();
+        return doc["components"]["responses"][name]["content"]["application/json"]["schema"]
+            .clone();
+    }
+    r["content"]["application/json"]["schema"].clone()
+}
+
+#[tokio::test]
+async fn answers_match_the_openapi_document_and_a_job_tells_its_whole_story() -> Result<()> {
+    use reqwest::Method as M;
+    let redis = RedisServer::start()?;
+    let con = console(&redis.url(), &[])?;
+    let c = http()?;
+    let u = |p: &str| format!("{}{p}", con.base);
+    let (_, doc) = call(&c, M::GET, &u("/api/openapi.json"), None, None).await?;
+    // Every answer below is checked against the document.
+    let checked = |method: &str, path: &str, s: StatusCode, v: &Value| -> Result<()> {
+        let schema = answer_schema(&doc, method, path, s.as_u16());
+        ensure!(
+            !schema.is_null(),
+            "{method} {path} answered {s}, which the document does not list"
+        );
+        conforms(&doc, &schema, v, &format!("{method} {path} {s}"))
+    };
+
+    // A job that fails once then completes, and one that dies.
+    let (s, one) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/story/jobs"),
+        Some(ADMIN),
+        Some(json!({"sleep_ms": 10, "fail_times": 1})),
+    )
+    .await?;
+    checked("post", "/api/queues/{queue}/jobs", s, &one)?;
+    let (s, many) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/story/jobs"),
+        Some(ADMIN),
+        Some(json!([{"sleep_ms": 10, "fail_times": 99}])),
+    )
+    .await?;
+    checked("post", "/api/queues/{queue}/jobs", s, &many)?;
+    let id = one["id"].as_str().context("id")?.to_owned();
+    let dead_id = many["ids"][0].as_str().context("ids")?.to_owned();
+    let _worker = sleep_worker(&redis, "story")?;
+    let start = Instant::now();
+    let (job, dead) = loop {
+        let (s, j) = call(
+            &c,
+            M::GET,
+            &u(&format!("/api/queues/story/jobs/{id}")),
+            Some(READ),
+            None,
+        )
+        .await?;
+        checked("get", "/api/queues/{queue}/jobs/{id}", s, &j)?;
+        let (_, d) = call(
+            &c,
+            M::GET,
+            &u(&format!("/api/queues/story/jobs/{dead_id}")),
+            Some(READ),
+            None,
+        )
+        .await?;
+        if j["state"] == "completed" && d["state"] == "dead" {
+            break (j, d);
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(90),
+            "never finished: {j} {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The story: each failed attempt with its times and error, then the
+    // successful one in started/finished.
+    let f = job["failures"].as_array().context("failures")?;
+    ensure!(f.len() == 1 && f[0]["attempt"] == 1, "{job}");
+    ensure!(
+        f[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("failing attempt 1 of the first 1")),
+        "{job}"
+    );
+    let (enq, started, finished) = (
+        job["enqueued_at_ms"].as_u64().context("enqueued")?,
+        job["started_at_ms"].as_u64().context("started")?,
+        job["finished_at_ms"].as_u64().context("finished")?,
+    );
+    let first_start = f[0]["started_at_ms"].as_u64().context("first start")?;
+    ensure!(
+        enq <= first_start && first_start < started && started <= finished,
+        "{job}"
+    );
+    let tries = dead["failures"].as_array().map(Vec::len).unwrap_or(0) as u64;
+    ensure!(
+        tries >= 1 && Some(tries) == dead["attempts"].as_u64(),
+        "{dead}"
+    );
+
+    // History counts every job, whatever its retention.
+    let (s, h) = call(
+        &c,
+        M::GET,
+        &u("/api/queues/story/history"),
+        Some(READ),
+        None,
+    )
+    .await?;
+    checked("get", "/api/queues/{queue}/history", s, &h)?;
+    let total = |f: &str| {
+        h["minutes"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter_map(|x| x[f].as_u64()).sum::<u64>())
+    };
+    ensure!(total("completed") == 1 && total("dead") == 1, "{h}");
+    ensure!(
+        total("failed") == 1 + tries && total("started") == 2 + tries,
+        "{h}"
+    );
+
+    // Search: by id, and by text in errors (case-insensitive).
+    let (s, r) = call(
+        &c,
+        M::GET,
+        &u("/api/queues/story/search?q=FAILING%20ATTEMPT"),
+        Some(READ),
+        None,
+    )
+    .await?;
+    checked("get", "/api/queues/{queue}/search", s, &r)?;
+    ensure!(
+        r["matches"].as_array().map(Vec::len) == Some(1)
+            && r["matches"][0]["id"] == dead_id.as_str(),
+        "{r}"
+    );
+    let (s, r) = call(
+        &c,
+        M::GET,
+        &u(&format!("/api/queues/story/search?q={id}")),
+        Some(READ),
+        None,
+    )
+    .await?;
+    ensure!(s == StatusCode::OK && r["job"]["id"] == id.as_str(), "{r}");
+    let (s, e) = call(
+        &c,
+        M::GET,
+        &u("/api/queues/story/search?q="),
+        Some(READ),
+        None,
+    )
+    .await?;
+    checked("get", "/api/queues/{queue}/search", s, &e)?;
+    ensure!(s == StatusCode::BAD_REQUEST, "{e}");
+
+    // The rest of the read side, each against the document.
+    for (path, real) in [
+        ("/api/whoami", "/api/whoami"),
+        ("/api/queues", "/api/queues"),
+        ("/api/workers", "/api/workers"),
+        (
+            "/api/queues/{queue}/jobs",
+            "/api/queues/story/jobs?state=dead",
+        ),
+        (
+            "/api/queues/{queue}/jobs",
+            "/api/queues/story/jobs?state=completed",
+        ),
+        ("/api/queues/{queue}/jobs", "/api/queues/nope/jobs"),
+    ] {
+        let (s, v) = call(&c, M::GET, &u(real), Some(READ), None).await?;
+        checked("get", path, s, &v)?;
+    }
+    let (s, me) = call(&c, M::GET, &u("/api/whoami"), Some(READ), None).await?;
+    ensure!(
+        s == StatusCode::OK && me["role"] == "read" && me["auth"] == true,
+        "{me}"
+    );
+    for (method, path, real) in [
+        (
+            M::POST,
+            "/api/queues/{queue}/pause",
+            "/api/queues/story/pause",
+        ),
+        (
+            M::POST,
+            "/api/queues/{queue}/resume",
+            "/api/queues/story/resume",
+        ),
+    ] {
+        let (s, v) = call(&c, method.clone(), &u(real), Some(ADMIN), None).await?;
+        checked(&method.as_str().to_lowercase(), path, s, &v)?;
+    }
+
+    // "All" means all: more dead jobs than one batch (10,000), each moved,
+    // and the answer says how many and how many are left.
+    let client = spool_queue::Client::connect(&redis.url()).await?;
+    let q = client.queue("graveyard")?;
+    let n = 10_050;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let jobs = chunk
+            .iter()
+            .map(|i| spool_queue::NewJob::new(format!("{{\"n\":{i}}}").into_bytes()))
+            .collect();
+        q.enqueue_batch(jobs).await?;
+    }
+    let mut died = 0;
+    while died < n {
+        let got = q.reserve(1_000, Duration::from_secs(1)).await?;
+        ensure!(!got.is_empty(), "only {died} reserved");
+        let settles = got
+            .iter()
+            .map(|j| (j, spool_queue::Settle::Dead("corrupt input".into())))
+            .collect();
+        for r in q.settle_many(settles).await? {
+            r?;
+        }
+        died += got.len();
+    }
+    let (s, r) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/graveyard/dead/retry"),
+        Some(ADMIN),
+        Some(json!({"all": true})),
+    )
+    .await?;
+    checked("post", "/api/queues/{queue}/dead/retry", s, &r)?;
+    ensure!(r["retried"] == n as u64 && r["remaining_dead"] == 0, "{r}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn event_streams_are_capped_per_caller_and_reads_survive_a_redis_restart() -> Result<()> {
+    use reqwest::Method as M;
+    let mut redis = RedisServer::start()?;
+    let con = console(&redis.url(), &[])?;
+    let c = http()?;
+    let u = |p: &str| format!("{}{p}", con.base);
+    let (_, one) = call(
+        &c,
+        M::POST,
+        &u("/api/queues/watched/jobs"),
+        Some(ADMIN),
+        Some(json!({"sleep_ms": 1})),
+    )
+    .await?;
+    let id = one["id"].as_str().context("id")?;
+    let events = u(&format!("/api/queues/watched/jobs/{id}/events"));
+    // Each stream on its own connection, held open.
+    let open = |token: &'static str| {
+        let url = events.clone();
+        async move {
+            reqwest::Client::builder()
+                .build()?
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
+    let mut held = Vec::new();
+    for i in 0..32 {
+        let r = open(READ).await?;
+        ensure!(r.status() == StatusCode::OK, "stream {i}: {}", r.status());
+        held.push(r);
+    }
+    let r = open(READ).await?;
+    ensure!(
+        r.status() == StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        r.status()
+    );
+    let e: Value = r.json().await?;
+    ensure!(e["code"] == "too_many_streams", "{e}");
+    // Another caller has its own allowance; a closed stream frees a place.
+    ensure!(open(ADMIN).await?.status() == StatusCode::OK);
+    drop(held.pop());
+    let start = Instant::now();
+    loop {
+        let r = open(READ).await?;
+        if r.status() == StatusCode::OK {
+            held.push(r);
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "a closed stream never freed its place"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(held);
+
+    // Redis restarts (its data kept): the very next read answers.
+    redis.restart()?;
+    let (s, qs) = call(&c, M::GET, &u("/api/queues"), Some(READ), None).await?;
+    ensure!(
+        s == StatusCode::OK && qs[0]["queue"] == "watched",
+        "the first read after a Redis restart: {s} {qs}"
+    );
+    Ok(())
+}

@@ -71,6 +71,30 @@ impl Queue {
         JobInfo::from_hash(&key, &self.name, h)
     }
 
+    /// A job's state and last progress, and nothing else (two fields, never
+    /// the payload or result): what something that follows a job polls.
+    /// [`Error::NotFound`] once the job is gone.
+    pub async fn glance(&self, id: &str) -> Result<(JobState, Option<serde_json::Value>)> {
+        let key = self.keys.job(id);
+        let (state, progress): (Option<String>, Option<Vec<u8>>) = self
+            .client
+            .query(redis::cmd("HMGET").arg(&key).arg("state").arg("progress"))
+            .await?;
+        let Some(state) = state else {
+            return Err(self.not_found(id));
+        };
+        let state = state.parse::<JobState>().map_err(|reason| Error::Corrupt {
+            key: key.clone(),
+            reason,
+        })?;
+        let progress = progress.filter(|p| !p.is_empty()).map(|p| {
+            serde_json::from_slice(&p).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&p).into_owned())
+            })
+        });
+        Ok((state, progress))
+    }
+
     /// The depth of every state, read in one round trip of O(1) commands.
     pub async fn stats(&self) -> Result<QueueStats> {
         let k = &self.keys;
