@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the screenshots in docs/console.md: runs the headless-Chromium
-# test of the dashboard (clients/python/tests/test_console_browser.py), which
-# saves them under target/console-screenshots/, and copies them to docs/img/.
+# test of the dashboard (bins/console/tests/browser.rs), which saves them
+# under $SPOOL_SCREENSHOTS, and copies them to docs/img/console-*.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/test-clients.sh >/dev/null
-for f in overview job dead workers; do
-  cp "target/console-screenshots/$f.png" "docs/img/console-$f.png"
+shots="target/console-screenshots-rs"
+rm -rf "$shots"
+SPOOL_SCREENSHOTS="$PWD/$shots" SPOOL_REQUIRE_ALL_TESTS=1 \
+  cargo nextest run --locked -p spool-console --test browser >/dev/null
+for f in overview job dead workers phone dark; do
+  cp "$shots/$f.png" "docs/img/console-$f.png"
 done
 echo "console-screenshots: docs/img/console-*.png updated"

@@ -82,7 +82,7 @@ document.getElementById("logout").onclick = async () => { await fetch("/logout",
 
 // A bar chart of per-minute counts: `series` is [{cls, label, values}],
 // stacked; values are over `minutes` slots ending now.
-function chart(title, series, slots, unit = "") {
+function chart(title, series, slots, unit = "", per = "") {
   const w = 480, h = 80, n = slots.length, bw = w / Math.max(1, n);
   const totals = slots.map((_, i) => series.reduce((a, s) => a + (s.values[i] || 0), 0));
   const max = Math.max(1, ...totals);
@@ -97,16 +97,29 @@ function chart(title, series, slots, unit = "") {
       bars += `<rect class="${s.cls}" x="${(i * bw).toFixed(2)}" y="${y.toFixed(2)}" width="${Math.max(1, bw - 0.5).toFixed(2)}" height="${bh.toFixed(2)}"><title>${esc(new Date(slots[i]).toISOString().slice(11, 16))} ${esc(s.label)} ${num(v)}${unit}</title></rect>`;
     }
   });
-  const sums = series.map((s) => `${esc(s.label)} ${num(s.values.reduce((a, b) => a + b, 0))}${unit}`).join(", ");
+  // Read out: counts as totals, durations as their peak.
+  const sums = series.map((s) => unit ? `${esc(s.label)} peak ${num(Math.max(0, ...s.values))}${unit}` : `${esc(s.label)} ${num(s.values.reduce((a, b) => a + b, 0))} in all`).join(", ");
   const legend = series.map((s) => `<span class="key ${s.cls}"></span>${esc(s.label)}`).join(" ");
-  return `<figure class="chart"><figcaption>${esc(title)} <span class="legend">${legend}</span></figcaption><svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="${esc(title)}: ${sums}">${bars}</svg><div class="axis"><span>${esc(new Date(slots[0]).toISOString().slice(11, 16))}</span><span>max ${num(max)}${unit}/min</span><span>now</span></div></figure>`;
+  return `<figure class="chart"><figcaption>${esc(title)} <span class="legend">${legend}</span></figcaption><svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="${esc(title)}: ${sums}">${bars}</svg><div class="axis"><span>${esc(new Date(slots[0]).toISOString().slice(11, 16))}</span><span>max ${num(max)}${unit}${per}</span><span>now</span></div></figure>`;
 }
-// The history's minutes laid out on `count` one-minute slots ending now.
-function slotsOf(hist, count) {
-  const now = Math.floor(Date.now() / 60000) * 60000;
-  const slots = Array.from({ length: count }, (_, i) => now - (count - 1 - i) * 60000);
-  const at = new Map(hist.minutes.map((m) => [m.at_ms, m]));
-  return { slots, get: (f) => slots.map((t) => (at.get(t) ? f(at.get(t)) : 0)) };
+// The history's minutes summed into `count` slots of `width` minutes each,
+// ending now; `get(f)` gives f's sum per slot.
+function slotsOf(hist, count, width = 1) {
+  const step = width * 60000;
+  const now = Math.floor(Date.now() / step) * step;
+  const slots = Array.from({ length: count }, (_, i) => now - (count - 1 - i) * step);
+  const first = slots[0];
+  return {
+    slots,
+    get: (f) => {
+      const out = new Array(count).fill(0);
+      for (const m of hist.minutes) {
+        const i = Math.floor((m.at_ms - first) / step);
+        if (i >= 0 && i < count) out[i] += f(m);
+      }
+      return out;
+    },
+  };
 }
 
 async function overview() {
@@ -145,16 +158,17 @@ async function queuePage(name, state, cursor) {
   ]);
   const stats = all.find((s) => s.queue === name) || {};
   const tabs = ["ready", "scheduled", "active", "dead", "completed", "cancelled"].map((s) => `<a href="#/q/${q}/${s}" class="${s === state ? "on" : ""}" ${s === state ? `aria-current="page"` : ""}>${s} <span class="count">${num(stats[s] ?? 0)}</span></a>`).join("");
-  const day = slotsOf(hist, 1440);
+  // The day in 144 bars of ten minutes each.
+  const day = slotsOf(hist, 144, 10);
   const started = day.get((m) => m.started), waited = day.get((m) => m.wait_ms);
-  const latency = waited.map((w, i) => (started[i] ? Math.round(w / started[i] / 1000) : 0));
+  const latency = waited.map((w, i) => (started[i] ? Math.round(w / started[i] / 100) / 10 : 0));
   const dead = state === "dead";
   main.innerHTML = `<h1>Queue ${esc(name)}</h1>
     <p>${stats.paused ? `<strong>Paused</strong>: nothing new starts; ${num(stats.parked)} jobs held.` : "Running."}
       ${admin() ? (stats.paused ? ` <button id="resume">Resume</button>` : ` <button id="pause" class="danger">Pause queue…</button>`) : ""}</p>
     <div class="charts">
-      ${chart("Jobs per minute, last 24 h", [{ cls: "done", label: "completed", values: day.get((m) => m.completed) }, { cls: "failed", label: "failed attempts", values: day.get((m) => m.failed) }], day.slots)}
-      ${chart("Mean wait before start (s), last 24 h", [{ cls: "wait", label: "mean wait", values: latency }], day.slots, " s")}
+      ${chart("Jobs per 10 minutes, last 24 h", [{ cls: "done", label: "completed", values: day.get((m) => m.completed) }, { cls: "failed", label: "failed attempts", values: day.get((m) => m.failed) }], day.slots, "", " per 10 min")}
+      ${chart("Mean wait before start, last 24 h", [{ cls: "wait", label: "mean wait", values: latency }], day.slots, " s")}
     </div>
     <form id="find" role="search"><label>Find a job by id, or jobs by error text <input name="q" required maxlength="256"> <button>Search</button></label></form>
     <div id="results"></div>
@@ -215,7 +229,7 @@ function attempts(j) {
 async function jobPage(name, id) {
   const q = encodeURIComponent(name), i = encodeURIComponent(id);
   const draw = (j) => {
-    const pct = Number(j.progress?.percent ?? (j.state === "completed" ? 100 : 0));
+    const pct = j.state === "completed" ? 100 : Number(j.progress?.percent ?? 0);
     const runs = attempts(j);
     const first = runs[0]?.start;
     const outputs = (j.result?.outputs || []).map((o) => `<li><code>${esc(o.path)}</code> ${esc(o.width)}×${esc(o.height)} ${esc(o.codec)}</li>`).join("");
@@ -227,7 +241,7 @@ async function jobPage(name, id) {
       <h2>Times</h2>
       <dl class="times">
         <dt>Enqueued</dt><dd>${when(j.enqueued_at_ms)}</dd>
-        ${j.run_at_ms && j.run_at_ms !== j.enqueued_at_ms ? `<dt>Due</dt><dd>${when(j.run_at_ms)}</dd>` : ""}
+        ${j.run_at_ms > j.enqueued_at_ms && !(j.failures || []).length ? `<dt>Delayed until</dt><dd>${when(j.run_at_ms)}</dd>` : ""}
         <dt>First start</dt><dd>${when(first)}${first && j.enqueued_at_ms ? ` (waited ${dur(first - j.enqueued_at_ms)})` : ""}</dd>
         <dt>Finished</dt><dd>${when(j.finished_at_ms)}${j.finished_at_ms && j.enqueued_at_ms ? ` (${dur(j.finished_at_ms - j.enqueued_at_ms)} after enqueue)` : ""}</dd>
       </dl>

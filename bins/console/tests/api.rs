@@ -3,62 +3,19 @@
 //! pagination, SSE to completion, the worker registry, and bad input.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use spool_testkit::{RedisServer, WorkerProcess, example_binary, free_port};
+use spool_testkit::{RedisServer, WorkerProcess, example_binary};
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const READ: &str = "read-token-0123456789abcdef";
-
-struct Console {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{ADMIN, Console, READ};
 
 fn console(redis_url: &str, env: &[(&str, &str)]) -> Result<Console> {
-    let port = free_port()?;
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("console.log");
-    let out = std::fs::File::create(&log)?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spool-console"));
-    cmd.env("SPOOL_REDIS_URL", redis_url)
-        .env("SPOOL_CONSOLE_ADDR", format!("127.0.0.1:{port}"))
-        .env("SPOOL_CONSOLE_TOKEN", ADMIN)
-        .env("SPOOL_CONSOLE_READ_TOKEN", READ)
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn()?;
-    let c = Console {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-        _dir: dir,
-    };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(
-            start.elapsed() < Duration::from_secs(20),
-            "the console never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(c)
+    common::console(redis_url, Some(ADMIN), Some(READ), env)
 }
 
 fn http() -> Result<reqwest::Client> {

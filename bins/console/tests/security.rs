@@ -6,53 +6,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use spool_testkit::{RedisServer, free_port};
+use spool_testkit::RedisServer;
 
-const ADMIN: &str = "admin-token-0123456789abcdef";
-
-struct Console {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{ADMIN, Console};
 
 fn console(redis_url: &str, token: Option<&str>) -> Result<Console> {
-    let port = free_port()?;
-    let dir = tempfile::tempdir()?;
-    let out = std::fs::File::create(dir.path().join("console.log"))?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spool-console"));
-    cmd.env("SPOOL_REDIS_URL", redis_url)
-        .env("SPOOL_CONSOLE_ADDR", format!("127.0.0.1:{port}"))
-        .env_remove("SPOOL_CONSOLE_TOKEN")
-        .env_remove("SPOOL_CONSOLE_READ_TOKEN")
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    if let Some(t) = token {
-        cmd.env("SPOOL_CONSOLE_TOKEN", t);
-    }
-    let child = cmd.spawn()?;
-    let c = Console {
-        child,
-        port,
-        _dir: dir,
-    };
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(start.elapsed() < Duration::from_secs(20), "never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(c)
+    common::console(redis_url, token, None, &[])
 }
 
 /// One raw HTTP/1.1 request; the status and the whole answer.

@@ -89,7 +89,7 @@ def test_the_dashboard_in_headless_chromium(redis_url: str) -> None:
             cells = browser.find_elements(
                 By.CSS_SELECTOR, "tr[data-queue=renders] td[data-state=completed]"
             )
-            return int(cells[0].text) if cells else -1
+            return int(cells[0].text.replace(",", "")) if cells else -1
 
         before = completed()
         q.enqueue_many([{"sleep_ms": 10}] * 5)

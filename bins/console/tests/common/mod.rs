@@ -1,0 +1,78 @@
+//! What the console's test files share: the console as a child process on
+//! a free loopback port, logging to a file the test can read.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use spool_testkit::free_port;
+
+/// The admin token the tests give a console with tokens.
+pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef";
+/// The read token.
+pub(crate) const READ: &str = "read-token-0123456789abcdef";
+
+/// A running `spool-console`, killed when dropped.
+pub(crate) struct Console {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) base: String,
+    pub(crate) log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a console on `redis_url` with the given tokens (none: the
+/// loopback-only mode) and extra environment, and waits until it listens.
+pub(crate) fn console(
+    redis_url: &str,
+    admin: Option<&str>,
+    read: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<Console> {
+    let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("console.log");
+    let out = std::fs::File::create(&log)?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spool-console"));
+    cmd.env("SPOOL_REDIS_URL", redis_url)
+        .env("SPOOL_CONSOLE_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("SPOOL_CONSOLE_TOKEN")
+        .env_remove("SPOOL_CONSOLE_READ_TOKEN")
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    if let Some(t) = admin {
+        cmd.env("SPOOL_CONSOLE_TOKEN", t);
+    }
+    if let Some(t) = read {
+        cmd.env("SPOOL_CONSOLE_READ_TOKEN", t);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn()?;
+    let c = Console {
+        child,
+        port,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        _dir: dir,
+    };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(20),
+            "the console never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(c)
+}
