@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 for dest in clients/python/src/spool_client/scripts clients/node/scripts; do
   [ -d "$(dirname "$dest")" ] || continue
   mkdir -p "$dest"
-  for f in lib.lua enqueue.lua cancel.lua dead.lua pause.lua; do
+  for f in lib.lua enqueue.lua cancel.lua dead.lua pause.lua watch.lua; do
     cp "crates/queue/src/scripts/$f" "$dest/$f"
   done
 done

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
-cargo build -q -p spool-encoder-worker -p spoolctl -p spool-console -p spool-worker --example sleep_worker
+# (Two builds: with --example, cargo builds only the example, not the bins.)
+cargo build -q -p spool-encoder-worker -p spoolctl -p spool-console
+cargo build -q -p spool-worker --example sleep_worker
 export SPOOL_BIN_DIR="$root/target/debug"
 
 # Python

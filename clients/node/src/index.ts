@@ -47,6 +47,31 @@ export interface Job {
   dedupKey: string | null;
   timeoutMs: number | null;
   timeoutRetry: boolean | null;
+  /** Every failed attempt, oldest first (the last 20). */
+  failures: Failure[];
+}
+
+/** One failed attempt of a job (times in ms since the epoch). */
+export interface Failure {
+  attempt: number;
+  startedAtMs: number;
+  atMs: number;
+  error: string;
+}
+
+function decodeFailures(raw: string | undefined): Failure[] {
+  try {
+    const items = raw ? (JSON.parse(raw) as Record<string, unknown>[]) : [];
+    return items.map((x) => ({
+      attempt: Number(x.attempt),
+      startedAtMs: Number(x.started_at_ms),
+      atMs: Number(x.at_ms),
+      error: String(x.error),
+    }));
+  } catch {
+    // A damaged field reads as none.
+    return [];
+  }
 }
 
 /** Jobs by state. */
@@ -272,6 +297,7 @@ function maskedAddr(url: string): string {
 }
 
 type Client = (Redis | Cluster) & {
+  spoolWatch(...args: (string | number)[]): Promise<unknown>;
   spoolEnqueue(...args: (string | number | Buffer)[]): Promise<unknown>;
   spoolCancel(...args: (string | number)[]): Promise<unknown>;
   spoolDead(...args: (string | number)[]): Promise<unknown>;
@@ -295,6 +321,12 @@ export class Queue {
   private readonly password: string | undefined;
   private readonly maxPayloadBytes: number;
   private registered = false;
+  private closed = false;
+  /** The blocking connection that reads the events stream for every `wait`. */
+  private reader: (Redis | Cluster) | undefined;
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private reading = false;
+  private readPos = "0-0";
 
   constructor(
     url: string,
@@ -354,10 +386,13 @@ export class Queue {
     this.redis.defineCommand("spoolCancel", { numberOfKeys: 9, lua: script("cancel.lua") });
     this.redis.defineCommand("spoolDead", { numberOfKeys: 9, lua: script("dead.lua") });
     this.redis.defineCommand("spoolPause", { numberOfKeys: 9, lua: script("pause.lua") });
+    this.redis.defineCommand("spoolWatch", { numberOfKeys: 9, lua: script("watch.lua") });
   }
 
-  /** Closes the connection. */
+  /** Closes the connections (waits in progress end with `RedisUnavailable`). */
   async close(): Promise<void> {
+    this.closed = true;
+    this.reader?.disconnect();
     this.redis.disconnect();
   }
 
@@ -455,40 +490,180 @@ export class Queue {
    * `JobFailed` (with its last error) for a dead job. Redis restarting or
    * unreachable meanwhile is waited out until the deadline.
    */
+  /**
+   * Waits until the job is completed, dead or cancelled and returns it.
+   * Events, not polling: the job is marked watched and its events come over
+   * the queue's events stream (one blocking connection reads it for every
+   * `wait` of this `Queue`). A job deleted as it completes (`retention: 0`)
+   * still returns, with the result its event carried. Redis restarting is
+   * waited out until the deadline. `raiseOnFailure` throws `JobFailed` for a
+   * dead job; `WaitTimeout` after `timeoutMs` (the job goes on).
+   */
   async wait(
     jobId: string,
     opts: { timeoutMs?: number; onProgress?: (p: unknown) => void; pollMs?: number; raiseOnFailure?: boolean } = {},
   ): Promise<Job> {
     const timeoutMs = opts.timeoutMs ?? 600_000;
     const deadline = Date.now() + timeoutMs;
-    const key = `${this.prefix}job:${jobId}`;
-    let last: string | null = null;
-    for (;;) {
-      let state: string | null | undefined;
-      let progress: string | null | undefined;
-      try {
-        [state, progress] = await this.run(() => this.redis.hmget(key, "state", "progress"));
-      } catch (e) {
-        if (!(e instanceof RedisUnavailable) || Date.now() >= deadline) throw e;
-        await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
-        continue;
+    const pause = () => new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
+    let ended: JobEvent | null = null;
+    let wake: () => void = () => undefined;
+    const waiter: Waiter = {
+      onEvent: (ev) => {
+        if (ev.event === "progress") opts.onProgress?.(ev.data);
+        else if (ev.event === "completed" || ev.event === "dead" || ev.event === "cancelled") {
+          ended = ev;
+          wake();
+        }
+      },
+      quiet: () => wake(),
+    };
+    let set = this.waiters.get(jobId);
+    if (!set) this.waiters.set(jobId, (set = new Set()));
+    set.add(waiter);
+    try {
+      // Watched first, then read: every event after the watch is the reader's.
+      let state = "";
+      for (;;) {
+        try {
+          const reply = (await this.run(() => this.redis.spoolWatch(...this.keys, this.prefix, jobId))) as [string, string];
+          state = String(reply[0] ?? "");
+          if (state && opts.onProgress) {
+            const p = await this.run(() => this.redis.hget(`${this.prefix}job:${jobId}`, "progress"));
+            if (p !== null && p !== undefined) opts.onProgress(jsonOrText(p));
+          }
+          if (!this.reading) this.readPos = String(reply[1] ?? "0-0");
+          break;
+        } catch (e) {
+          if (!(e instanceof RedisUnavailable) || Date.now() >= deadline) throw e;
+          await pause();
+        }
       }
-      if (state === null || state === undefined) throw new NotFound(this.name, jobId);
-      if (progress !== null && progress !== undefined && progress !== last) {
-        last = progress;
-        opts.onProgress?.(jsonOrText(progress));
+      if (!state) throw new NotFound(this.name, jobId);
+      if (FINISHED.has(state as JobState)) return await this.ended(jobId, null, opts.raiseOnFailure);
+      this.startReading();
+      for (;;) {
+        if (ended) return await this.ended(jobId, ended, opts.raiseOnFailure);
+        const left = deadline - Date.now();
+        if (left <= 0) throw new WaitTimeout(jobId, timeoutMs, state);
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, Math.min(left, 2000));
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        if (ended) return await this.ended(jobId, ended, opts.raiseOnFailure);
+        if (this.closed) throw new RedisUnavailable(this.addr, "the queue was closed");
+        // Quiet: ask the job itself, in case its event was lost (a Redis
+        // restart without persistence).
+        try {
+          const s = await this.run(() => this.redis.hget(`${this.prefix}job:${jobId}`, "state"));
+          if (s === null || s === undefined) throw new NotFound(this.name, jobId);
+          state = s;
+          if (FINISHED.has(s as JobState)) return await this.ended(jobId, null, opts.raiseOnFailure);
+        } catch (e) {
+          if (!(e instanceof RedisUnavailable)) throw e;
+        }
       }
-      if (FINISHED.has(state as JobState)) {
-        const job = await this.get(jobId);
-        if (opts.raiseOnFailure && job.state === "dead") throw new JobFailed(job.id, job.lastError);
-        return job;
-      }
-      if (Date.now() >= deadline) throw new WaitTimeout(jobId, timeoutMs, state);
-      await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
+    } finally {
+      set.delete(waiter);
+      if (set.size === 0) this.waiters.delete(jobId);
     }
   }
 
-  /** Cancels a waiting job (`"cancelled"`), or asks a running one to stop (`"requested"`); `"finished:<state>"` otherwise. */
+  /** The finished job: read whole, or from its end event once deleted. */
+  private async ended(jobId: string, ev: JobEvent | null, raise?: boolean): Promise<Job> {
+    let job: Job;
+    try {
+      job = await this.get(jobId);
+    } catch (e) {
+      if (!(e instanceof NotFound) || !ev) throw e;
+      job = jobFromEvent(this.name, ev);
+    }
+    if (raise && job.state === "dead") throw new JobFailed(job.id, job.lastError);
+    return job;
+  }
+
+  /** Reads the events stream for the waiters until none is left. */
+  private startReading(): void {
+    if (this.reading) return;
+    this.reading = true;
+    if (!this.reader) {
+      this.reader = this.redis.duplicate();
+      this.reader.on("error", () => undefined);
+    }
+    const reader = this.reader;
+    const key = `${this.prefix}events`;
+    void (async () => {
+      try {
+        while (this.waiters.size > 0 && !this.closed) {
+          let reply: unknown;
+          try {
+            reply = await reader.xread("COUNT", 500, "BLOCK", 2000, "STREAMS", key, this.readPos);
+          } catch {
+            await new Promise((r) => setTimeout(r, 200));
+            continue;
+          }
+          const events = decodeEvents(reply);
+          for (const ev of events) {
+            this.readPos = ev.id;
+            for (const w of this.waiters.get(ev.jobId) ?? []) w.onEvent(ev);
+          }
+          if (events.length === 0) for (const set of this.waiters.values()) for (const w of set) w.quiet();
+        }
+      } finally {
+        this.reading = false;
+        if (this.waiters.size > 0 && !this.closed) this.startReading();
+      }
+    })();
+  }
+
+  /**
+   * Every job event of the queue as it happens (completed, failed, dead,
+   * cancelled, progress), after `lastId` (default: from now on; give an
+   * event's `id` to resume after it), like BullMQ's `QueueEvents`. While it
+   * is iterated the queue's scripts write every job's events; 30 s after it
+   * stops they stop. Ends when `signal` aborts. Redis restarting is waited
+   * out, resuming where it left off.
+   */
+  async *events(opts: { lastId?: string; signal?: AbortSignal } = {}): AsyncGenerator<JobEvent> {
+    const conn = this.redis.duplicate();
+    conn.on("error", () => undefined);
+    const key = `${this.prefix}events`;
+    let last = opts.lastId ?? "$";
+    let renewed = 0;
+    const stop = () => conn.disconnect();
+    opts.signal?.addEventListener("abort", stop);
+    try {
+      while (!opts.signal?.aborted && !this.closed) {
+        let reply: unknown;
+        try {
+          if (Date.now() - renewed > LISTENING_MS / 3) {
+            await conn.set(`${this.prefix}listening`, "1", "PX", LISTENING_MS);
+            if (last === "$") {
+              const top = (await conn.xrevrange(key, "+", "-", "COUNT", 1)) as [string, string[]][];
+              last = top[0]?.[0] ?? "0-0";
+            }
+            renewed = Date.now();
+          }
+          reply = await conn.xread("COUNT", 500, "BLOCK", 1000, "STREAMS", key, last);
+        } catch {
+          if (opts.signal?.aborted) break;
+          await new Promise((r) => setTimeout(r, 200));
+          continue;
+        }
+        for (const ev of decodeEvents(reply)) {
+          last = ev.id;
+          yield ev;
+        }
+      }
+    } finally {
+      opts.signal?.removeEventListener("abort", stop);
+      conn.disconnect();
+    }
+  }
+
   async cancel(jobId: string): Promise<string> {
     const reply = String(await this.run(() => this.redis.spoolCancel(...this.keys, this.prefix, jobId)));
     if (reply === "not_found") throw new NotFound(this.name, jobId);
@@ -611,5 +786,79 @@ function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
     dedupKey: h.dedup || null,
     timeoutMs: num("timeout_ms") || null,
     timeoutRetry: h.timeout_retry === "1" ? true : h.timeout_retry === "0" ? false : null,
+    failures: decodeFailures(h.failures),
+  };
+}
+
+/**
+ * One job event (docs/protocol.md, "Events"): `completed` (data: the
+ * result), `failed` (an attempt failed and the job runs again; data: the
+ * error), `dead` (data: the error), `cancelled`, or `progress` (data: the
+ * progress). `id` is the stream entry's: pass it as `lastId` to resume.
+ */
+export interface JobEvent {
+  id: string;
+  jobId: string;
+  event: "completed" | "failed" | "dead" | "cancelled" | "progress";
+  attempt: number;
+  data: unknown;
+  /** A result over 64 KiB is not carried (`data` is null): read the job. */
+  big: boolean;
+}
+
+interface Waiter {
+  onEvent(ev: JobEvent): void;
+  quiet(): void;
+}
+
+/** How long the queue's events stay on after a `events()` iteration stops. */
+const LISTENING_MS = 30_000;
+
+function decodeEvents(reply: unknown): JobEvent[] {
+  const out: JobEvent[] = [];
+  for (const stream of (reply as [string, [string, string[]][]][] | null) ?? []) {
+    for (const [id, flat] of stream[1] ?? []) {
+      const f: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const k = flat[i];
+        const v = flat[i + 1];
+        if (k !== undefined && v !== undefined) f[k] = v;
+      }
+      out.push({
+        id,
+        jobId: f.job ?? "",
+        event: (f.event ?? "") as JobEvent["event"],
+        attempt: Number(f.attempt ?? 0) || 0,
+        data: f.data === undefined ? null : jsonOrText(f.data),
+        big: f.big === "1",
+      });
+    }
+  }
+  return out;
+}
+
+/** What an end event tells of a job already deleted (retention 0). */
+function jobFromEvent(queue: string, ev: JobEvent): Job {
+  const state: JobState = ev.event === "completed" ? "completed" : ev.event === "dead" ? "dead" : "cancelled";
+  return {
+    id: ev.jobId,
+    queue,
+    state,
+    attempts: ev.attempt,
+    maxAttempts: ev.attempt,
+    priority: 0,
+    payload: "",
+    progress: null,
+    result: ev.event === "completed" ? ev.data : null,
+    lastError: ev.event === "dead" ? String(ev.data ?? "") : null,
+    enqueuedAtMs: null,
+    runAtMs: null,
+    startedAtMs: null,
+    finishedAtMs: null,
+    cancelRequested: ev.event === "cancelled",
+    dedupKey: null,
+    timeoutMs: null,
+    timeoutRetry: null,
+    failures: [],
   };
 }

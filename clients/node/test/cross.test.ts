@@ -67,6 +67,7 @@ const asInspect = (j: Job) => ({
   dedup_key: j.dedupKey,
   timeout_ms: j.timeoutMs,
   timeout_retry: j.timeoutRetry,
+  failures: j.failures.map((f) => ({ attempt: f.attempt, started_at_ms: f.startedAtMs, at_ms: f.atMs, error: f.error })),
 });
 
 test("Rust and Node read the same job the same way", async () => {
@@ -101,5 +102,43 @@ test("an encode job built here is encoded by the Rust worker", async () => {
     await worker.stop();
     await q.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("waits follow events: many at once, a deleted job's result, and a queue-wide feed", async () => {
+  const q = new Queue(server.url, "evn");
+  // The feed first: it turns the queue's events on.
+  const abort = new AbortController();
+  const feed: { jobId: string; event: string; data: unknown }[] = [];
+  const following = (async () => {
+    for await (const ev of q.events({ signal: abort.signal })) feed.push(ev);
+  })();
+  const worker = new Worker("sleep_worker", server.url, "evn");
+  try {
+    // Ten waits share one reader; each gets its own job's end.
+    const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => q.enqueue({ sleep_ms: 20 * i }, { retentionMs: 0 })));
+    const jobs = await Promise.all(ids.map((id) => q.wait(id, { timeoutMs: 60_000 })));
+    jobs.forEach((j, i) => {
+      assert.equal(j.id, ids[i]);
+      assert.equal(j.state, "completed");
+      // Deleted as it completed (retention 0): the result came with its event.
+      assert.deepEqual(j.result, { slept_ms: 20 * i });
+    });
+    const bad = await q.enqueue({ sleep_ms: 10, fail_times: 1 }, { maxAttempts: 1 });
+    await assert.rejects(q.wait(bad, { timeoutMs: 30_000, raiseOnFailure: true }), /on purpose/);
+    const deadline = Date.now() + 10_000;
+    while (feed.filter((e) => e.event === "completed").length < 10 || !feed.some((e) => e.event === "dead")) {
+      assert.ok(Date.now() < deadline, JSON.stringify(feed));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(
+      new Set(feed.filter((e) => e.event === "completed").map((e) => e.jobId)),
+      new Set(ids),
+    );
+  } finally {
+    abort.abort();
+    await following;
+    await worker.stop();
+    await q.close();
   }
 });

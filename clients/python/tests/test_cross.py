@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,95 @@ def test_an_encode_job_built_here_is_encoded_by_the_rust_worker(redis_url: str) 
         )
         stream = json.loads(probe.stdout)["streams"][0]
         assert stream["height"] == 120 and stream["nb_read_frames"] == "25"
+
+
+def test_wait_follows_events_not_polls_and_keeps_a_deleted_jobs_result(redis_url: str) -> None:
+    import redis as redis_py
+
+    q = Queue(redis_url, "evq")
+    raw = redis_py.Redis.from_url(redis_url)
+    worker = Worker("sleep_worker", redis_url, "evq")
+    try:
+        # Warm: the worker is up before the clock starts.
+        assert q.wait(q.enqueue({"sleep_ms": 1}), timeout=30).state is JobState.COMPLETED
+
+        def reads() -> int:
+            stats = raw.info("commandstats")
+            return sum(
+                int(stats.get(f"cmdstat_{c}", {}).get("calls", 0))
+                for c in ("hget", "hmget", "xread")
+            )
+
+        # The worker's own reads for a 3 s job, with nobody waiting.
+        quiet = q.enqueue({"sleep_ms": 3000})
+        before = reads()
+        time.sleep(3.6)
+        assert q.get(quiet).state is JobState.COMPLETED
+        worker_reads = reads() - before - 1
+
+        seen: list[Any] = []
+        job_id = q.enqueue({"sleep_ms": 3000}, retention=0)
+        before = reads()
+        job = q.wait(job_id, timeout=30, on_progress=seen.append)
+        waiter_reads = reads() - before - worker_reads
+        # Deleted as it completed, yet its result came with its event.
+        assert job.state is JobState.COMPLETED and job.result == {"slept_ms": 3000}, job
+        assert seen and all("percent" in p for p in seen), seen
+        # Polling every 200 ms would have read the job at least 15 times; the
+        # wait reads once up front, once per event batch and once per quiet
+        # 2 s (the worker's heartbeats vary by one or two between the runs).
+        assert waiter_reads <= 8 + len(seen) and waiter_reads < 15, (
+            waiter_reads,
+            len(seen),
+            worker_reads,
+        )
+
+        # A dead job raises with its error, found through its event too.
+        from spool_client import JobFailed
+
+        bad = q.enqueue({"sleep_ms": 10, "fail_times": 1}, max_attempts=1, retention=0)
+        try:
+            q.wait(bad, timeout=30, raise_on_failure=True)
+            raise AssertionError("a dead job must raise")
+        except JobFailed as e:
+            assert "on purpose" in str(e), e
+    finally:
+        worker.stop()
+
+
+def test_events_follow_every_job_and_resume_after_the_last_seen(redis_url: str) -> None:
+    import threading
+
+    q = Queue(redis_url, "evall")
+    got: list[Any] = []
+    ready = threading.Event()
+
+    def follow() -> None:
+        for ev in q.events(timeout=5):
+            ready.set()
+            got.append(ev)
+            if sum(1 for e in got if e.event == "completed") == 3:
+                return
+
+    # The subscription turns the queue's events on before any job runs.
+    t = threading.Thread(target=follow)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not q._redis.exists(q.keys.listening):
+        assert time.monotonic() < deadline, "the subscription never started"
+        time.sleep(0.02)
+    worker = Worker("sleep_worker", redis_url, "evall")
+    try:
+        ids = [q.enqueue({"sleep_ms": 50}) for _ in range(3)]
+        t.join(timeout=60)
+        assert not t.is_alive(), got
+    finally:
+        worker.stop()
+    done = [e.job_id for e in got if e.event == "completed"]
+    assert sorted(done) == sorted(ids), got
+    assert all(e.data == {"slept_ms": 50} for e in got if e.event == "completed"), got
+    # Resuming after the first event gives the rest, in order.
+    rest = []
+    for ev in q.events(last_id=got[0].id, timeout=1):
+        rest.append(ev)
+    assert [e.id for e in rest] == [e.id for e in got[1:]], (rest, got)

@@ -28,3 +28,4 @@ script!(DEAD, "scripts/dead.lua");
 script!(CHECK, "scripts/check.lua");
 script!(PAUSE, "scripts/pause.lua");
 script!(LOG, "scripts/log.lua");
+script!(WATCH, "scripts/watch.lua");

@@ -23,6 +23,7 @@ fn client_libraries_carry_the_crates_own_scripts() -> Result<(), String> {
             "cancel.lua",
             "dead.lua",
             "pause.lua",
+            "watch.lua",
         ] {
             let copy = std::fs::read_to_string(dir.join(name))
                 .map_err(|e| format!("{}/{name}: {e}", dir.display()))?;

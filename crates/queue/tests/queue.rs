@@ -1287,3 +1287,120 @@ async fn every_failed_attempt_and_every_minute_is_recorded() -> Result<()> {
     ensure!(f.len() == 1 && f[0].error == "still broken", "{f:?}");
     Ok(())
 }
+
+/// The events stream's entries as (job, event, data).
+fn events(conn: &mut redis::Connection, queue: &Queue) -> Result<Vec<(String, String, String)>> {
+    let key = format!("{}events", queue.keys().prefix);
+    let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query(conn)?;
+    Ok(raw
+        .into_iter()
+        .map(|(_, fields)| {
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(f, _)| f == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (get("job"), get("event"), get("data"))
+        })
+        .collect())
+}
+
+#[tokio::test]
+async fn events_are_written_only_while_someone_listens() -> Result<()> {
+    let (server, queue) = setup().await?;
+    let mut conn = raw(&server)?;
+    let quick = JobOptions::default().backoff(Duration::from_millis(1), Duration::from_millis(1));
+    let reserve_one = async |id: &spool_queue::JobId| -> Result<spool_queue::ReservedJob> {
+        for _ in 0..100 {
+            if let Some(j) = queue
+                .reserve(1, Duration::from_millis(100))
+                .await?
+                .into_iter()
+                .next()
+            {
+                ensure!(&j.id == id, "reserved {} instead of {id}", j.id);
+                return Ok(j);
+            }
+        }
+        bail!("{id} never came")
+    };
+
+    // Nobody listens: a job fails once and completes, and nothing is written.
+    let a = queue.enqueue(b"{}".to_vec(), quick.clone()).await?;
+    let j = reserve_one(&a).await?;
+    queue.fail(&j, "flaky").await?;
+    let j = reserve_one(&a).await?;
+    queue.complete(&j, b"{\"ok\":1}").await?;
+    ensure!(events(&mut conn, &queue)?.is_empty());
+
+    // A watched job (notify=1, as watch.lua sets it): its own events only.
+    let b = queue.enqueue(b"{}".to_vec(), quick.clone()).await?;
+    let (state, last) = queue.watch(&b).await?;
+    ensure!(state == JobState::Ready && last == "0-0", "{state} {last}");
+    ensure!(matches!(
+        queue.watch("no-such-job").await,
+        Err(Error::NotFound { .. })
+    ));
+    let jb = reserve_one(&b).await?;
+    queue.heartbeat(&jb, Some("{\"percent\":50}")).await?;
+    queue.fail(&jb, "flaky").await?;
+    let jb = reserve_one(&b).await?;
+    queue.complete(&jb, b"{\"out\":\"b.mp4\"}").await?;
+    let c = queue.enqueue(b"{}".to_vec(), quick.clone()).await?;
+    let jc = reserve_one(&c).await?;
+    queue.complete(&jc, b"{}").await?;
+    let got = events(&mut conn, &queue)?;
+    let want = [
+        (b.to_string(), "progress", "{\"percent\":50}"),
+        (b.to_string(), "failed", "flaky"),
+        (b.to_string(), "completed", "{\"out\":\"b.mp4\"}"),
+    ];
+    ensure!(
+        got.len() == want.len()
+            && got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.0 == w.0 && g.1 == w.1 && g.2 == w.2),
+        "{got:?}"
+    );
+
+    // A queue subscriber: every job's end, also a cancel and a death, and
+    // a result deleted with its job (retention 0) is still in its event.
+    redis::cmd("SET")
+        .arg(format!("{}listening", queue.keys().prefix))
+        .arg("1")
+        .arg("PX")
+        .arg(30_000)
+        .query::<()>(&mut conn)?;
+    let d = queue.enqueue(b"{}".to_vec(), quick.clone()).await?;
+    let jd = reserve_one(&d).await?;
+    queue.fail_permanently(&jd, "corrupt input").await?;
+    let e = queue.enqueue(b"{}".to_vec(), quick.clone()).await?;
+    queue.cancel(&e).await?;
+    let f = queue
+        .enqueue(b"{}".to_vec(), quick.clone().retention(Duration::ZERO))
+        .await?;
+    let jf = reserve_one(&f).await?;
+    queue.complete(&jf, b"{\"gone\":true}").await?;
+    ensure!(matches!(queue.info(&f).await, Err(Error::NotFound { .. })));
+    let got = events(&mut conn, &queue)?;
+    let tail: Vec<_> = got[3..]
+        .iter()
+        .map(|(j, e, d)| (j.as_str(), e.as_str(), d.as_str()))
+        .collect();
+    ensure!(
+        tail == [
+            (d.as_str(), "dead", "corrupt input"),
+            (e.as_str(), "cancelled", ""),
+            (f.as_str(), "completed", "{\"gone\":true}"),
+        ],
+        "{tail:?}"
+    );
+    Ok(())
+}

@@ -7,7 +7,7 @@ worker built on `spool-worker`, and read back by `spoolctl`.
 """
 
 from ._async import AsyncQueue
-from ._core import BulkJob, Job, JobOptions, JobState, LogLine, PauseState, Stats
+from ._core import BulkJob, Event, Failure, Job, JobOptions, JobState, LogLine, PauseState, Stats
 from ._sync import Queue
 from .encode import Audio, EncodeJob, Hls, Mp4, Rendition
 from .errors import (
@@ -28,6 +28,8 @@ __all__ = [
     "BulkJob",
     "CorruptJob",
     "EncodeJob",
+    "Event",
+    "Failure",
     "Hls",
     "InvalidJob",
     "Job",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Callable
 
 import redis.asyncio as aredis
@@ -13,6 +13,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from . import _core as c
 from ._base import QueueBase
+from ._sync import _block_ms
 from .errors import JobFailed, NotFound, RedisUnavailable, WaitTimeout
 
 
@@ -136,37 +137,100 @@ class AsyncQueue(QueueBase):
         raise_on_failure: bool = False,
     ) -> c.Job:
         """Waits until the job is completed, dead or cancelled and returns it,
-        calling `on_progress` with each new progress value. Raises
-        `WaitTimeout` after `timeout` seconds (the job goes on), and with
-        `raise_on_failure` `JobFailed` (with the job and its last error)
-        for a dead job, as Celery's `get()` does. Redis restarting or
-        unreachable meanwhile is waited out until the deadline."""
+        over the queue's events stream; see `Queue.wait`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        last: Any = None
-        key = self.keys.job(job_id)
+        last_id: str | None = None
+        state = "ready"
         while True:
             try:
+                if last_id is None:
+                    with self._errors():
+                        state, last_id = c.watch_reply(
+                            await self._watch(
+                                keys=self.keys.script_keys, args=[self.keys.prefix, job_id]
+                            )
+                        )
+                        if state and on_progress is not None:
+                            progress = await self._redis.hget(self.keys.job(job_id), "progress")
+                            if progress is not None:
+                                on_progress(c.json_or_text(progress))
+                    if not state:
+                        raise NotFound(self.name, job_id)
+                    if c.JobState(state).finished:
+                        return await self._ended(job_id, None, raise_on_failure)
+                block = _block_ms(deadline, self._block_cap_ms)
                 with self._errors():
-                    state, progress = await self._redis.hmget(key, ["state", "progress"])
+                    reply = await self._redis.xread(
+                        {self.keys.events: last_id}, count=100, block=block
+                    )
+                events = c.decode_events(reply)
+                for ev in events:
+                    last_id = ev.id
+                    if ev.job_id != job_id:
+                        continue
+                    if ev.event == "progress" and on_progress is not None:
+                        on_progress(ev.data)
+                    elif ev.event in ("completed", "dead", "cancelled"):
+                        return await self._ended(job_id, ev, raise_on_failure)
+                if not events:
+                    with self._errors():
+                        raw = await self._redis.hget(self.keys.job(job_id), "state")
+                    if raw is None:
+                        raise NotFound(self.name, job_id)
+                    state = raw.decode()
+                    if c.JobState(state).finished:
+                        return await self._ended(job_id, None, raise_on_failure)
             except RedisUnavailable:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(poll)
                 continue
-            if state is None:
-                raise NotFound(self.name, job_id)
-            if progress is not None and progress != last:
-                last = progress
-                if on_progress is not None:
-                    on_progress(c.json_or_text(progress))
-            if c.JobState(state.decode()).finished:
-                job = await self.get(job_id)
-                if raise_on_failure and job.state is c.JobState.DEAD:
-                    raise JobFailed(job.id, job.last_error)
-                return job
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(job_id, timeout or 0, state.decode())
-            await asyncio.sleep(poll)
+                raise WaitTimeout(job_id, timeout or 0, state)
+
+    async def _ended(self, job_id: str, ev: c.Event | None, raise_on_failure: bool) -> c.Job:
+        try:
+            job = await self.get(job_id)
+        except NotFound:
+            if ev is None:
+                raise
+            job = c.job_from_event(self.name, ev)
+        if raise_on_failure and job.state is c.JobState.DEAD:
+            raise JobFailed(job.id, job.last_error)
+        return job
+
+    async def events(
+        self, last_id: str = "$", timeout: float | None = None
+    ) -> AsyncIterator[c.Event]:
+        """Every job event of the queue as it happens; see `Queue.events`."""
+        key = self.keys.events
+        renewed = 0.0
+        quiet_since = time.monotonic()
+        while True:
+            try:
+                now = time.monotonic()
+                if now - renewed > c.LISTENING_MS / 3000:
+                    with self._errors():
+                        await self._redis.set(self.keys.listening, b"1", px=c.LISTENING_MS)
+                        if last_id == "$":
+                            last = await self._redis.xrevrange(key, count=1)
+                            last_id = c.decode_events([[key, last]])[0].id if last else "0-0"
+                    renewed = now
+                with self._errors():
+                    reply = await self._redis.xread(
+                        {key: last_id}, count=500, block=self._block_cap_ms
+                    )
+            except RedisUnavailable:
+                await asyncio.sleep(0.2)
+                continue
+            events = c.decode_events(reply)
+            for ev in events:
+                last_id = ev.id
+                yield ev
+            if events:
+                quiet_since = time.monotonic()
+            elif timeout is not None and time.monotonic() - quiet_since >= timeout:
+                return
 
     async def cancel(self, job_id: str) -> str:
         """Cancels a waiting job at once (`"cancelled"`), or asks a running

@@ -36,6 +36,9 @@ class QueueBase:
         self.addr = c.display_addr(url)
         self._password = _password_of(url)
         self.max_payload_bytes = max_payload_bytes
+        # A blocking read waits at most half the socket timeout (and 2 s),
+        # so it always answers before the socket gives up on it.
+        self._block_cap_ms = max(1, min(2000, int(timeout * 500)))
         self._redis: Any
         if c.is_sentinel(url):
             # The master the sentinels name, asked again on every reconnect
@@ -75,6 +78,7 @@ class QueueBase:
         self._cancel = self._redis.register_script(c.script("cancel.lua"))
         self._dead = self._redis.register_script(c.script("dead.lua"))
         self._pause = self._redis.register_script(c.script("pause.lua"))
+        self._watch = self._redis.register_script(c.script("watch.lua"))
         self._registered = False
 
     @contextmanager

@@ -331,6 +331,28 @@ class JobState(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Failure:
+    """One failed attempt of a job (`Job.failures`), times in ms since the epoch."""
+
+    attempt: int
+    started_at_ms: int
+    at_ms: int
+    error: str
+
+
+def decode_failures(raw: Any) -> list[Failure]:
+    """The job hash's `failures` field; a damaged one reads as none."""
+    try:
+        items = json.loads(raw) if raw else []
+        return [
+            Failure(int(x["attempt"]), int(x["started_at_ms"]), int(x["at_ms"]), str(x["error"]))
+            for x in items
+        ]
+    except (ValueError, TypeError, KeyError):
+        return []
+
+
+@dataclass(frozen=True)
 class Job:
     """A job as `spoolctl inspect --json` shows it."""
 
@@ -352,10 +374,13 @@ class Job:
     dedup_key: str | None
     timeout_ms: int | None = None
     timeout_retry: bool | None = None
+    #: Every failed attempt, oldest first (the last 20).
+    failures: list[Failure] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["state"] = self.state.value
+        d["failures"] = [dataclasses.asdict(f) for f in self.failures]
         return d
 
 
@@ -503,6 +528,7 @@ def decode_job(key: str, queue: str, h: dict[Any, Any]) -> Job:
         dedup_key=_text(f.get("dedup")) or None,
         timeout_ms=int(num("timeout_ms") or 0) or None,
         timeout_retry={"1": True, "0": False}.get(_text(f.get("timeout_retry")) or ""),
+        failures=decode_failures(f.get("failures")),
     )
 
 
@@ -519,7 +545,7 @@ class Keys:
         return f"{self.prefix}job:{job_id}"
 
     def __getattr__(self, k: str) -> str:
-        if k in SCRIPT_KEYS or k in ("paused", "parked"):
+        if k in SCRIPT_KEYS or k in ("paused", "parked", "events", "listening"):
             return self.prefix + k
         raise AttributeError(k)
 
@@ -558,3 +584,95 @@ def dead_args(keys: Keys, action: str, ids: list[str] | None, limit: int) -> lis
     if limit < 1:
         raise InvalidJob("limit", "must be at least 1")
     return [keys.prefix, action, min(limit, 10_000), *(ids or [])]
+
+
+# Job events (docs/protocol.md, "Events"): the queue's capped stream, which
+# the scripts write only while someone listens (a waiter's job, or every job
+# while a QueueEvents subscriber keeps `<prefix>listening` alive).
+EVENT_KINDS = ("completed", "failed", "dead", "cancelled", "progress")
+#: How long a QueueEvents subscription keeps the queue's events on without
+#: renewing it (it renews every third of this).
+LISTENING_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Event:
+    """One job event: `completed` (data: the result), `failed` (an attempt
+    failed and the job runs again; data: the error), `dead` (data: the
+    error), `cancelled`, or `progress` (data: the progress). `id` is the
+    stream entry's id: give it back as `last_id` to resume after it."""
+
+    id: str
+    job_id: str
+    event: str
+    attempt: int
+    data: Any
+    #: A result over 64 KiB is not carried (`data` is None): read the job.
+    big: bool = False
+
+
+def decode_events(reply: Any) -> list[Event]:
+    """An XREAD or XRANGE reply as events, oldest first."""
+    entries: list[Any] = []
+    if isinstance(reply, dict):
+        for v in reply.values():
+            entries.extend(v[0] if v and isinstance(v[0], list) else v)
+    else:
+        for stream in reply or []:
+            entries.extend(stream[1])
+    out = []
+    for entry in entries:
+        eid, fields = entry[0], entry[1]
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2]))
+        f = {_text(k): v for k, v in fields.items()}
+        kind = _text(f.get("event")) or ""
+        try:
+            attempt = int(_text(f.get("attempt")) or 0)
+        except ValueError:
+            attempt = 0
+        data = f.get("data")
+        out.append(
+            Event(
+                id=_text(eid) or "0-0",
+                job_id=_text(f.get("job")) or "",
+                event=kind,
+                attempt=attempt,
+                data=None if data is None else json_or_text(data),
+                big=_text(f.get("big")) == "1",
+            )
+        )
+    return out
+
+
+def job_from_event(queue: str, ev: Event) -> Job:
+    """What an end event tells of a job already deleted (retention 0): its
+    state, attempts and result or error; the rest is unknown."""
+    state = {"completed": JobState.COMPLETED, "dead": JobState.DEAD}.get(
+        ev.event, JobState.CANCELLED
+    )
+    error = ev.data if ev.event == "dead" else None
+    return Job(
+        id=ev.job_id,
+        queue=queue,
+        state=state,
+        attempts=ev.attempt,
+        max_attempts=ev.attempt,
+        priority=0,
+        payload="",
+        progress=None,
+        result=ev.data if ev.event == "completed" else None,
+        last_error=None if error is None else str(error),
+        enqueued_at=None,
+        run_at=None,
+        started_at=None,
+        finished_at=None,
+        cancel_requested=ev.event == "cancelled",
+        dedup_key=None,
+    )
+
+
+def watch_reply(reply: Any) -> tuple[str, str]:
+    """watch.lua's answer: the job's state ('' when there is none) and the
+    stream's last id."""
+    return _text(reply[0]) or "", _text(reply[1]) or "0-0"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 import redis
@@ -13,6 +13,14 @@ from redis.sentinel import Sentinel
 from . import _core as c
 from ._base import QueueBase
 from .errors import JobFailed, NotFound, RedisUnavailable, WaitTimeout
+
+
+def _block_ms(deadline: float | None, cap_ms: int) -> int:
+    """How long one XREAD may block: at most `cap_ms` (a quiet stream is
+    followed by a look at the job), never past the deadline."""
+    if deadline is None:
+        return cap_ms
+    return max(1, min(cap_ms, int((deadline - time.monotonic()) * 1000)))
 
 
 class Queue(QueueBase):
@@ -138,34 +146,109 @@ class Queue(QueueBase):
         calling `on_progress` with each new progress value. Raises
         `WaitTimeout` after `timeout` seconds (the job goes on), and with
         `raise_on_failure` `JobFailed` (with the job and its last error)
-        for a dead job, as Celery's `get()` does. Redis restarting or
-        unreachable meanwhile is waited out until the deadline."""
+        for a dead job, as Celery's `get()` does.
+
+        Events, not polling: the job is marked watched, and its events come
+        over the queue's events stream (docs/protocol.md, "Events") as they
+        happen. A job deleted as it completes (`retention=0`) still returns,
+        with the result its event carried. Redis restarting or unreachable
+        meanwhile is waited out until the deadline (retried every `poll`
+        seconds), resuming the stream where it left off."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        last: Any = None
-        key = self.keys.job(job_id)
+        last_id: str | None = None
+        state = "ready"
         while True:
             try:
+                if last_id is None:
+                    with self._errors():
+                        state, last_id = c.watch_reply(
+                            self._watch(keys=self.keys.script_keys, args=[self.keys.prefix, job_id])
+                        )
+                        if state and on_progress is not None:
+                            progress = self._redis.hget(self.keys.job(job_id), "progress")
+                            if progress is not None:
+                                on_progress(c.json_or_text(progress))
+                    if not state:
+                        raise NotFound(self.name, job_id)
+                    if c.JobState(state).finished:
+                        return self._ended(job_id, None, raise_on_failure)
+                block = _block_ms(deadline, self._block_cap_ms)
                 with self._errors():
-                    state, progress = self._redis.hmget(key, ["state", "progress"])
+                    reply = self._redis.xread({self.keys.events: last_id}, count=100, block=block)
+                events = c.decode_events(reply)
+                for ev in events:
+                    last_id = ev.id
+                    if ev.job_id != job_id:
+                        continue
+                    if ev.event == "progress" and on_progress is not None:
+                        on_progress(ev.data)
+                    elif ev.event in ("completed", "dead", "cancelled"):
+                        return self._ended(job_id, ev, raise_on_failure)
+                if not events:
+                    # A quiet stream: ask the job itself, in case its event
+                    # was lost (a Redis restart without persistence).
+                    with self._errors():
+                        raw = self._redis.hget(self.keys.job(job_id), "state")
+                    if raw is None:
+                        raise NotFound(self.name, job_id)
+                    state = raw.decode()
+                    if c.JobState(state).finished:
+                        return self._ended(job_id, None, raise_on_failure)
             except RedisUnavailable:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
                 time.sleep(poll)
                 continue
-            if state is None:
-                raise NotFound(self.name, job_id)
-            if progress is not None and progress != last:
-                last = progress
-                if on_progress is not None:
-                    on_progress(c.json_or_text(progress))
-            if c.JobState(state.decode()).finished:
-                job = self.get(job_id)
-                if raise_on_failure and job.state is c.JobState.DEAD:
-                    raise JobFailed(job.id, job.last_error)
-                return job
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(job_id, timeout or 0, state.decode())
-            time.sleep(poll)
+                raise WaitTimeout(job_id, timeout or 0, state)
+
+    def _ended(self, job_id: str, ev: c.Event | None, raise_on_failure: bool) -> c.Job:
+        """The finished job: read whole, or from its end event when it is
+        already deleted."""
+        try:
+            job = self.get(job_id)
+        except NotFound:
+            if ev is None:
+                raise
+            job = c.job_from_event(self.name, ev)
+        if raise_on_failure and job.state is c.JobState.DEAD:
+            raise JobFailed(job.id, job.last_error)
+        return job
+
+    def events(self, last_id: str = "$", timeout: float | None = None) -> Iterator[c.Event]:
+        """Every job event of the queue as it happens (completed, failed,
+        dead, cancelled, progress), after `last_id` (default: from now on;
+        give an event's `id` to resume after it), like BullMQ's
+        QueueEvents. While it runs the queue's scripts write each job's
+        events to the stream; when nothing iterates for 30 s they stop.
+        Ends after `timeout` seconds without an event (never by default).
+        Redis restarting is waited out, resuming where it left off."""
+        key = self.keys.events
+        renewed = 0.0
+        quiet_since = time.monotonic()
+        while True:
+            try:
+                now = time.monotonic()
+                if now - renewed > c.LISTENING_MS / 3000:
+                    with self._errors():
+                        self._redis.set(self.keys.listening, b"1", px=c.LISTENING_MS)
+                        if last_id == "$":
+                            last = self._redis.xrevrange(key, count=1)
+                            last_id = c.decode_events([[key, last]])[0].id if last else "0-0"
+                    renewed = now
+                with self._errors():
+                    reply = self._redis.xread({key: last_id}, count=500, block=self._block_cap_ms)
+            except RedisUnavailable:
+                time.sleep(0.2)
+                continue
+            events = c.decode_events(reply)
+            for ev in events:
+                last_id = ev.id
+                yield ev
+            if events:
+                quiet_since = time.monotonic()
+            elif timeout is not None and time.monotonic() - quiet_since >= timeout:
+                return
 
     def cancel(self, job_id: str) -> str:
         """Cancels a waiting job at once (`"cancelled"`), or asks a running

@@ -71,6 +71,25 @@ impl Queue {
         JobInfo::from_hash(&key, &self.name, h)
     }
 
+    /// Marks a job watched before waiting for its end over the queue's
+    /// events stream (`spool:{q}:events`, docs/protocol.md, "Events"):
+    /// from now on each of its events is written there, after the id this
+    /// returns. Returns the job's state and that id; [`Error::NotFound`]
+    /// when there is no such job. A job that has ended is not marked.
+    pub async fn watch(&self, id: &str) -> Result<(JobState, String)> {
+        let mut inv = self.invocation(&scripts::WATCH);
+        inv.arg(id);
+        let (state, last): (String, String) = self.invoke(&inv).await?;
+        if state.is_empty() {
+            return Err(self.not_found(id));
+        }
+        let state = state.parse::<JobState>().map_err(|reason| Error::Corrupt {
+            key: self.keys.job(id),
+            reason,
+        })?;
+        Ok((state, last))
+    }
+
     /// A job's state and last progress, and nothing else (two fields, never
     /// the payload or result): what something that follows a job polls.
     /// [`Error::NotFound`] once the job is gone.

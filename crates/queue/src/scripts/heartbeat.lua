@@ -13,7 +13,7 @@ local id = str_arg(ARGV[2], 'id', 1, MAX_ID)
 local token = str_arg(ARGV[3], 'token', 1, 2 * MAX_ID)
 local ext = int_arg(ARGV[4], 'extension_ms', 0, MAX_LEASE_MS)
 local jk = job_key(id)
-local f = read_job(jk, 'state', 'lease', 'lease_ms', 'cancel')
+local f = read_job(jk, 'state', 'lease', 'lease_ms', 'cancel', 'notify', 'attempts')
 if not f then return { 'lease_lost', 'corrupt' } end
 if not f[1] then return { 'not_found' } end
 if f[1] ~= 'active' or f[2] ~= token then return { 'lease_lost', f[1] } end
@@ -22,7 +22,10 @@ guard_keys()
 local deadline = now_ms() + ext
 keep_working_when_full()
 redis.call('HSET', jk, 'deadline', deadline)
-if ARGV[5] ~= '' then redis.call('HSET', jk, 'progress', ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', jk, 'progress', ARGV[5])
+  emit(id, f[5], 'progress', tonumber(f[6]) or 0, ARGV[5])
+end
 redis.call('ZADD', K_ACTIVE, deadline, id)
 local cancel = 0
 if f[4] == '1' then cancel = 1 end

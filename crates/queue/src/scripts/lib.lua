@@ -324,10 +324,13 @@ end
 -- Each failed attempt of a job, kept in its hash ("failures": a JSON array
 -- of {attempt, started_at_ms, at_ms, error}, the last 20, each error cut at
 -- 2,000 bytes on a UTF-8 boundary) for the console's job page. Only the
--- failure paths pay for it.
+-- failure paths pay for it (the fields are read here, not by the callers'
+-- common path).
 local MAX_FAILURES = 20
 local MAX_FAILURE_BYTES = 2000
-local function record_failure(jk, attempt, started, now, reason, old)
+local function record_failure(jk, attempt, now, reason)
+  local h = redis.call('HMGET', jk, 'started_at', 'failures')
+  local started, old = h[1], h[2]
   local list = {}
   if old and old ~= '' then
     local ok, decoded = pcall(cjson.decode, old)
@@ -348,6 +351,34 @@ local function record_failure(jk, attempt, started, now, reason, old)
     at_ms = now, error = text }
   while #list > MAX_FAILURES do table.remove(list, 1) end
   redis.call('HSET', jk, 'failures', cjson.encode(list))
+end
+
+-- Job events (docs/protocol.md, "Events"): a capped stream,
+-- "<prefix>events", entries {job, event, attempt, data}, written only while
+-- someone listens: a job whose hash has notify=1 (a producer waits on it),
+-- or every job while "<prefix>listening" exists (a QueueEvents subscriber
+-- keeps it alive). Nobody listening costs one EXISTS per script call.
+-- `event` is completed (data: the result), failed (an attempt failed and
+-- the job will run again; data: the error), dead (data: the error),
+-- cancelled, or progress (data: the progress). A result over 64 KiB is
+-- sent as `big`=1 without data (read it from the job).
+local K_EVENTS, K_LISTENING = PREFIX .. 'events', PREFIX .. 'listening'
+local MAX_EVENTS = 10000
+local MAX_EVENT_DATA = 65536
+local listened = nil
+local function emit(id, notify, event, attempt, data)
+  if notify ~= '1' then
+    if listened == nil then listened = redis.call('EXISTS', K_LISTENING) == 1 end
+    if not listened then return end
+  end
+  data = data or ''
+  if #data > MAX_EVENT_DATA then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAX_EVENTS, '*', 'job', id, 'event', event,
+      'attempt', attempt or 0, 'big', '1')
+  else
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAX_EVENTS, '*', 'job', id, 'event', event,
+      'attempt', attempt or 0, 'data', data)
+  end
 end
 
 local function to_dead(jk, id, now, reason)
@@ -388,6 +419,8 @@ local function corrupt(jk, id, now, field, value)
 end
 
 local function to_cancelled(jk, id, now)
+  local w = redis.call('HMGET', jk, 'notify', 'attempts')
+  emit(id, w[1], 'cancelled', tonumber(w[2]) or 0, '')
   redis.call('HSET', jk, 'state', 'cancelled', 'finished_at', now)
   redis.call('SREM', K_OUT, id)
   release_dedup(jk, id)
@@ -429,7 +462,7 @@ local function recover_expired(now, limit)
     redis.call('ZREM', K_ACTIVE, id)
     local jk = job_key(id)
     local f, kind = read_job(jk, 'attempts', 'max_attempts', 'priority', 'cancel', 'state',
-      'started_at', 'failures')
+      'notify')
     local attempts, max_attempts, prio
     if f then
       attempts = num_field(f[1] or 0, 0, 1e15)
@@ -451,12 +484,14 @@ local function recover_expired(now, limit)
     else
       local reason = 'lease expired during attempt ' .. attempts .. ' of ' .. max_attempts
         .. ': the worker died, was killed or stopped heartbeating'
-      record_failure(jk, attempts, f[6], now, reason, f[7])
+      record_failure(jk, attempts, now, reason)
       expired_failed = expired_failed + 1
       if attempts >= max_attempts then
         expired_dead = expired_dead + 1
+        emit(id, f[6], 'dead', attempts, reason)
         to_dead(jk, id, now, reason)
       else
+        emit(id, f[6], 'failed', attempts, reason)
         make_ready(id, prio, true, { 'last_error', reason })
         back = back + 1
       end

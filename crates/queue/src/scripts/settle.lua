@@ -41,7 +41,7 @@ for i = 0, n - 1 do
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'settled_by', 'dedup', 'retention_s', 'logged', 'started_at', 'failures')
+    'priority', 'settled_by', 'dedup', 'retention_s', 'logged', 'notify')
   local state, lease
   if f then state, lease = f[1], f[2] end
   local attempts = f and num_field(f[3] or 0, 0, 1e15)
@@ -70,6 +70,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 'dead'
   elseif mode == 'complete' then
     -- The common path, with its index updates batched.
+    emit(id, f[10], 'completed', attempts, data)
     redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now,
       'settled_by', token)
     done_active[#done_active + 1] = id
@@ -90,8 +91,9 @@ for i = 0, n - 1 do
       out[#out + 1] = 'cancelled'
     elseif mode == 'retry' and attempts < max_attempts then
       local run_at = now + delay
-      record_failure(jk, attempts, f[10], now, data, f[11])
+      record_failure(jk, attempts, now, data)
       n_failed = n_failed + 1
+      emit(id, f[10], 'failed', attempts, data)
       redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at,
         'settled_by', token)
       redis.call('ZADD', K_SCHED, run_at, id)
@@ -102,8 +104,9 @@ for i = 0, n - 1 do
       if mode == 'retry' then
         reason = data .. ' (attempt ' .. attempts .. ' of ' .. max_attempts .. ', no retries left)'
       end
-      record_failure(jk, attempts, f[10], now, data, f[11])
+      record_failure(jk, attempts, now, data)
       n_failed, n_dead = n_failed + 1, n_dead + 1
+      emit(id, f[10], 'dead', attempts, reason)
       redis.call('HSET', jk, 'settled_by', token)
       to_dead(jk, id, now, reason)
       out[#out + 1] = 'dead'
