@@ -320,24 +320,41 @@ export class Queue {
   private readonly redis: Client;
   private readonly password: string | undefined;
   private readonly maxPayloadBytes: number;
-  private registered = false;
+  /** When the queue was last added to the queue index. */
+  private registeredAt = -Infinity;
   private closed = false;
+  /** Whether the connection is this queue's own (else the caller's). */
+  private owned = true;
   /** The blocking connection that reads the events stream for every `wait`. */
   private reader: (Redis | Cluster) | undefined;
   private readonly waiters = new Map<string, Set<Waiter>>();
   private reading = false;
   private readPos = "0-0";
 
+  /**
+   * `url`: `redis://`, `rediss://`, `redis+sentinel://` or a cluster URL; or
+   * an ioredis `Redis` / `Cluster` of your own, which `close()` leaves open.
+   */
   constructor(
-    url: string,
+    url: string | Redis | Cluster,
     readonly name = "encode",
     options: QueueOptions = {},
   ) {
     if (!QUEUE_NAME.test(name)) throw new InvalidJob("queue", `'${name}': use 1 to 100 ASCII letters, digits and - _ . :`);
-    this.addr = maskedAddr(url);
     this.prefix = `spool:{${name}}:`;
     this.keys = SCRIPT_KEYS.map((k) => this.prefix + k);
     this.maxPayloadBytes = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
+    if (typeof url !== "string") {
+      // The caller's client: used as it is, never closed here.
+      this.owned = false;
+      this.redis = url as Client;
+      const o = url instanceof Cluster ? undefined : url.options;
+      this.addr = o ? `${o.host ?? "127.0.0.1"}:${o.port ?? 6379}/${o.db ?? 0}` : "cluster";
+      this.password = o?.password;
+      this.defineScripts();
+      return;
+    }
+    this.addr = maskedAddr(url);
     const common = {
       connectTimeout: options.connectTimeoutMs ?? 3000,
       maxRetriesPerRequest: 1,
@@ -382,6 +399,10 @@ export class Queue {
     }
     // A dead connection must not print to stderr: errors reach the caller.
     this.redis.on("error", () => undefined);
+    this.defineScripts();
+  }
+
+  private defineScripts(): void {
     this.redis.defineCommand("spoolEnqueue", { numberOfKeys: 9, lua: script("enqueue.lua") });
     this.redis.defineCommand("spoolCancel", { numberOfKeys: 9, lua: script("cancel.lua") });
     this.redis.defineCommand("spoolDead", { numberOfKeys: 9, lua: script("dead.lua") });
@@ -389,11 +410,14 @@ export class Queue {
     this.redis.defineCommand("spoolWatch", { numberOfKeys: 9, lua: script("watch.lua") });
   }
 
-  /** Closes the connections (waits in progress end with `RedisUnavailable`). */
+  /**
+   * Closes the connections (waits in progress end with `RedisUnavailable`);
+   * a client passed in stays open.
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.reader?.disconnect();
-    this.redis.disconnect();
+    if (this.owned) this.redis.disconnect();
   }
 
   private async run<T>(f: () => Promise<T>): Promise<T> {
@@ -434,9 +458,11 @@ export class Queue {
     );
     const entries = jobs.map((j) => j.data);
     return this.run(async () => {
-      if (!this.registered) {
+      // Again every 10 s: a Redis restarted without persistence forgets
+      // the queue index while this producer lives on.
+      if (Date.now() - this.registeredAt >= 10_000) {
         await this.redis.sadd("spool:queues", this.name);
-        this.registered = true;
+        this.registeredAt = Date.now();
       }
       const ids: string[] = [];
       let start = 0;
@@ -726,26 +752,55 @@ export class Queue {
   }
 
   /** Dead jobs, newest first: the ids, then every hash in one pipelined round trip. */
+  /** Dead jobs, newest first. */
   async dead(limit = 100, offset = 0): Promise<Job[]> {
+    return this.jobs("dead", { limit, offset });
+  }
+
+  /**
+   * A page of the jobs in `state`, as the console and `spoolctl jobs` list
+   * them: `ready` in the order they will run (a paused queue's held jobs
+   * after the rest), every other state newest first. Walk a state with
+   * `offset += limit` until a page comes back short.
+   */
+  async jobs(state: JobState, opts: { limit?: number; offset?: number } = {}): Promise<Job[]> {
+    const limit = opts.limit ?? 50;
+    const offset = opts.offset ?? 0;
+    if (!["ready", "scheduled", "active", "completed", "dead", "cancelled"].includes(state))
+      throw new InvalidJob("state", `'${String(state)}': one of ready, scheduled, active, completed, dead, cancelled`);
+    if (!Number.isInteger(limit) || !Number.isInteger(offset) || offset < 0 || limit > 1000)
+      throw new InvalidJob("limit", "limit is an integer up to 1000 and offset one from 0");
     if (limit <= 0) return [];
+    const ids = await this.run(async () => {
+      const key = this.prefix + state;
+      const end = offset + limit - 1;
+      const got = state === "ready" ? await this.redis.zrange(key, offset, end) : await this.redis.zrevrange(key, offset, end);
+      if (state === "ready" && got.length < limit) {
+        const inReady = await this.redis.zcard(key);
+        const from = Math.max(0, offset + got.length - inReady);
+        got.push(...(await this.redis.zrange(this.prefix + "parked", from, from + limit - got.length - 1)));
+      }
+      return got;
+    });
+    return (await this.getMany(ids)).filter((j): j is Job => j !== null);
+  }
+
+  /** Several jobs in one round trip, in the order asked; `null` for an id with no job. */
+  async getMany(jobIds: string[]): Promise<(Job | null)[]> {
+    if (jobIds.length === 0) return [];
     return this.run(async () => {
-      const ids = await this.redis.zrevrange(this.prefix + "dead", offset, offset + limit - 1);
-      if (ids.length === 0) return [];
       const pipe = this.redis.pipeline();
-      for (const id of ids) pipe.hgetall(`${this.prefix}job:${id}`);
+      for (const id of jobIds) pipe.hgetall(`${this.prefix}job:${id}`);
       const hashes = (await pipe.exec()) ?? [];
-      const jobs: Job[] = [];
-      ids.forEach((id, i) => {
+      return jobIds.map((id, i) => {
         const [err, h] = hashes[i] ?? [null, {}];
         if (err) throw err;
         const hash = h as Record<string, string>;
-        if (Object.keys(hash).length > 0) jobs.push(decodeJob(`${this.prefix}job:${id}`, this.name, hash));
+        return Object.keys(hash).length > 0 ? decodeJob(`${this.prefix}job:${id}`, this.name, hash) : null;
       });
-      return jobs;
     });
   }
 
-  /** Moves dead jobs (these ids, or up to `limit` of the oldest) back to the backlog; returns how many. */
   async retryDead(ids?: string[], limit = 1000): Promise<number> {
     return Number(await this.run(() => this.redis.spoolDead(...this.keys, this.prefix, "retry", Math.max(1, limit), ...(ids ?? []))));
   }

@@ -246,3 +246,25 @@ test("the Lua scripts are the crate's own", () => {
     assert.equal(readFileSync(join(ours, f), "utf8"), readFileSync(join(ROOT, "crates/queue/src/scripts", f), "utf8"), `${f}: run scripts/sync-client-scripts.sh`);
   }
 });
+
+test("an existing ioredis client, pages of jobs and getMany", async () => {
+  const mine = new Redis(server.url);
+  const q = new Queue(mine, "paged");
+  const ids: string[] = [];
+  for (let i = 0; i < 7; i++) ids.push(await q.enqueue({ n: i }, { priority: i % 3 }));
+  const walked: string[] = [];
+  for (let offset = 0; ; offset += 3) {
+    const page = await q.jobs("ready", { limit: 3, offset });
+    walked.push(...page.map((j) => j.id));
+    if (page.length < 3) break;
+  }
+  const order = [...Array(7).keys()].sort((a, b) => (b % 3) - (a % 3) || a - b);
+  assert.deepEqual(walked, order.map((i) => ids[i]));
+  const got = await q.getMany([ids[0] ?? "", "nope", ids[6] ?? ""]);
+  assert.deepEqual(got.map((j) => j?.id ?? null), [ids[0], null, ids[6]]);
+  await assert.rejects(q.jobs("sleeping" as never), /state/);
+  // close() leaves the caller's client open.
+  await q.close();
+  assert.equal(await mine.ping(), "PONG");
+  mine.disconnect();
+});

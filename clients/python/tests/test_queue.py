@@ -278,3 +278,58 @@ def test_wait_rides_out_a_redis_restart_and_can_raise_on_failure() -> None:
         assert q.wait(job_id, timeout=5).state is JobState.DEAD
     finally:
         r.stop()
+
+
+def test_an_existing_client_pages_of_jobs_and_get_many(redis_url: str) -> None:
+    mine = redis.Redis.from_url(redis_url)
+    q = Queue(client=mine, name="paged")
+    ids = [q.enqueue({"n": i}, priority=i % 3) for i in range(7)]
+    # Ready jobs in run order (priority, then FIFO), walked page by page.
+    walked: list[str] = []
+    offset = 0
+    while True:
+        page = q.jobs("ready", limit=3, offset=offset)
+        walked += [j.id for j in page]
+        if len(page) < 3:
+            break
+        offset += 3
+    order = sorted(range(7), key=lambda i: (-(i % 3), i))
+    assert walked == [ids[i] for i in order], walked
+    got = q.get_many([ids[0], "nope", ids[6]])
+    assert [j.id if j else None for j in got] == [ids[0], None, ids[6]]
+    with pytest.raises(InvalidJob, match="state"):
+        q.jobs("sleeping")
+    # close() leaves the caller's client open.
+    q.close()
+    assert mine.ping()
+    with pytest.raises(InvalidJob, match="decode_responses"):
+        Queue(client=redis.Redis.from_url(redis_url, decode_responses=True), name="x")
+    with pytest.raises(InvalidJob, match="URL"):
+        Queue(name="x")
+
+
+def test_the_queue_is_listed_again_after_redis_forgets_it() -> None:
+    from conftest import RedisProcess
+
+    from spool_client import _core
+
+    r = RedisProcess()  # no persistence: a restart forgets everything
+    try:
+        q = Queue(r.url, "relisted", timeout=1.0, connect_timeout=0.5)
+        q.enqueue("a")
+        raw = redis.Redis.from_url(r.url)
+        assert raw.sismember("spool:queues", "relisted")
+        r.kill()
+        r.restart()
+        # The producer lives on; within REGISTER_EVERY_S its enqueues list
+        # the queue again (spoolctl stats, the console).
+        deadline = time.monotonic() + _core.REGISTER_EVERY_S + 5
+        while not raw.sismember("spool:queues", "relisted"):
+            assert time.monotonic() < deadline, "the queue was never listed again"
+            try:
+                q.enqueue("b")
+            except RedisUnavailable:
+                pass
+            time.sleep(0.5)
+    finally:
+        r.stop()

@@ -14,7 +14,7 @@ from redis.asyncio.sentinel import Sentinel
 from . import _core as c
 from ._base import QueueBase
 from ._sync import _block_ms
-from .errors import JobFailed, NotFound, RedisUnavailable, WaitTimeout
+from .errors import InvalidJob, JobFailed, NotFound, RedisUnavailable, WaitTimeout
 
 
 class AsyncQueue(QueueBase):
@@ -26,16 +26,21 @@ class AsyncQueue(QueueBase):
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         name: str = "encode",
         *,
         max_payload_bytes: int = c.DEFAULT_MAX_PAYLOAD,
         connect_timeout: float = 3.0,
         timeout: float = 10.0,
+        client: aredis.Redis | RedisCluster | None = None,
     ) -> None:
+        """`url`: `redis://`, `rediss://`, `redis+sentinel://` or a
+        cluster URL; or `client`: a redis-py client of your own (without
+        `decode_responses`), which `close` leaves open."""
         super().__init__(
             url,
             name,
+            client=client,
             max_payload_bytes=max_payload_bytes,
             connect_timeout=connect_timeout,
             timeout=timeout,
@@ -46,8 +51,9 @@ class AsyncQueue(QueueBase):
         )
 
     async def close(self) -> None:
-        """Closes the connections."""
-        await self._redis.aclose()
+        """Closes the connections (not those of a client passed in)."""
+        if self._owned:
+            await self._redis.aclose()
 
     async def __aenter__(self) -> AsyncQueue:
         return self
@@ -102,9 +108,11 @@ class AsyncQueue(QueueBase):
         batches = self._entries(payloads, options)
         ids: list[str] = []
         with self._errors():
-            if not self._registered:
+            # Again every 10 s: a Redis restarted without persistence
+            # forgets the queue index while this producer lives on.
+            if time.monotonic() - self._registered >= c.REGISTER_EVERY_S:
                 await self._redis.sadd(c.QUEUES_KEY, self.name)
-                self._registered = True
+                self._registered = time.monotonic()
             for batch in batches:
                 reply = await self._enqueue(
                     keys=self.keys.script_keys, args=c.enqueue_args(self.keys, batch)
@@ -288,16 +296,51 @@ class AsyncQueue(QueueBase):
 
     async def dead(self, limit: int = 100, offset: int = 0) -> list[c.Job]:
         """Dead jobs, newest first."""
+        return await self.jobs(c.JobState.DEAD, limit=limit, offset=offset)
+
+    async def jobs(self, state: c.JobState | str, limit: int = 50, offset: int = 0) -> list[c.Job]:
+        """A page of the jobs in `state`, as the console and `spoolctl jobs`
+        list them: `ready` in the order they will run (a paused queue's held
+        jobs after the rest), every other state newest first. Walk a state
+        with `offset` += `limit` until a page comes back short."""
+        try:
+            st = c.JobState(state)
+        except ValueError:
+            raise InvalidJob(
+                "state", f"{state!r}: one of {', '.join(s.value for s in c.JobState)}"
+            ) from None
         if limit <= 0:
             return []
+        if limit > 1000:
+            raise InvalidJob("limit", f"{limit}: pages are at most 1000 jobs")
+        key, reverse = c.state_index(self.keys, st)
+        end = offset + limit - 1
         with self._errors():
-            ids = await self._redis.zrevrange(self.keys.dead, offset, offset + limit - 1)
+            if reverse:
+                ids = await self._redis.zrevrange(key, offset, end)
+            else:
+                ids = await self._redis.zrange(key, offset, end)
+            if st is c.JobState.READY and len(ids) < limit:
+                in_ready = await self._redis.zcard(key)
+                start = max(0, offset + len(ids) - in_ready)
+                ids += await self._redis.zrange(
+                    self.keys.parked, start, start + limit - len(ids) - 1
+                )
+        return [j for j in await self.get_many([i.decode() for i in ids]) if j is not None]
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[c.Job | None]:
+        """Several jobs in one round trip, in the order asked; `None` for an
+        id with no job."""
+        if not job_ids:
+            return []
+        with self._errors():
             p = self._redis.pipeline(transaction=False)
-            for i in ids:
-                p.hgetall(self.keys.job(i.decode()))
+            for i in job_ids:
+                p.hgetall(self.keys.job(i))
             hashes = await p.execute()
         return [
-            c.decode_job(self.keys.job(i.decode()), self.name, h) for i, h in zip(ids, hashes) if h
+            c.decode_job(self.keys.job(i), self.name, h) if h else None
+            for i, h in zip(job_ids, hashes)
         ]
 
     async def retry_dead(self, ids: list[str] | None = None, limit: int = 1000) -> int:

@@ -20,7 +20,7 @@ class QueueBase:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         name: str,
         *,
         max_payload_bytes: int,
@@ -30,17 +30,38 @@ class QueueBase:
         cluster: Any,
         node: Any,
         sentinel: Any = None,
+        client: Any = None,
     ) -> None:
         self.keys = c.Keys(name)
         self.name = name
-        self.addr = c.display_addr(url)
-        self._password = _password_of(url)
+        # A client passed in stays the caller's: `close` leaves it open.
+        self._owned = client is None
+        if client is not None:
+            kw = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None) or {}
+            if kw.get("decode_responses"):
+                raise InvalidJob(
+                    "client",
+                    "a client with decode_responses=True returns text where spool "
+                    "reads bytes: pass one without it",
+                )
+            self.addr = f"{kw.get('host', 'redis')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+            self._password = kw.get("password")
+            url = None
+        elif url is None:
+            raise InvalidJob("url", "give a Redis URL, or an existing client as client=")
+        else:
+            self.addr = c.display_addr(url)
+            self._password = _password_of(url)
         self.max_payload_bytes = max_payload_bytes
         # A blocking read waits at most half the socket timeout (and 2 s),
         # so it always answers before the socket gives up on it.
         self._block_cap_ms = max(1, min(2000, int(timeout * 500)))
         self._redis: Any
-        if c.is_sentinel(url):
+        if client is not None:
+            self._redis = client
+        elif url is None:
+            raise InvalidJob("url", "give a Redis URL, or an existing client as client=")
+        elif c.is_sentinel(url):
             # The master the sentinels name, asked again on every reconnect
             # (redis-py's SentinelConnectionPool).
             su = c.sentinel_url(url)
@@ -79,7 +100,8 @@ class QueueBase:
         self._dead = self._redis.register_script(c.script("dead.lua"))
         self._pause = self._redis.register_script(c.script("pause.lua"))
         self._watch = self._redis.register_script(c.script("watch.lua"))
-        self._registered = False
+        # When the queue was last added to the queue index (never yet).
+        self._registered = -float("inf")
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

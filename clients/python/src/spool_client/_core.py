@@ -550,6 +550,19 @@ class Keys:
         raise AttributeError(k)
 
 
+def state_index(keys: Keys, state: JobState) -> tuple[str, bool]:
+    """The index a state's jobs are listed from, and whether newest first."""
+    name = {
+        JobState.READY: "ready",
+        JobState.SCHEDULED: "scheduled",
+        JobState.ACTIVE: "active",
+        JobState.DEAD: "dead",
+        JobState.COMPLETED: "completed",
+        JobState.CANCELLED: "cancelled",
+    }[state]
+    return keys.prefix + name, state is not JobState.READY
+
+
 def chunks(entries: list[tuple[bytes, list[Any]]]) -> list[list[tuple[bytes, list[Any]]]]:
     """Batches of at most 1,000 jobs and 4 MiB, as crates/queue sends them."""
     out: list[list[tuple[bytes, list[Any]]]] = []
@@ -584,6 +597,10 @@ def dead_args(keys: Keys, action: str, ids: list[str] | None, limit: int) -> lis
     if limit < 1:
         raise InvalidJob("limit", "must be at least 1")
     return [keys.prefix, action, min(limit, 10_000), *(ids or [])]
+
+
+#: How often a producer adds its queue to the index `spool:queues` again.
+REGISTER_EVERY_S = 10.0
 
 
 # Job events (docs/protocol.md, "Events"): the queue's capped stream, which

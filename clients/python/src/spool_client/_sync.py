@@ -12,7 +12,7 @@ from redis.sentinel import Sentinel
 
 from . import _core as c
 from ._base import QueueBase
-from .errors import JobFailed, NotFound, RedisUnavailable, WaitTimeout
+from .errors import InvalidJob, JobFailed, NotFound, RedisUnavailable, WaitTimeout
 
 
 def _block_ms(deadline: float | None, cap_ms: int) -> int:
@@ -32,16 +32,21 @@ class Queue(QueueBase):
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         name: str = "encode",
         *,
         max_payload_bytes: int = c.DEFAULT_MAX_PAYLOAD,
         connect_timeout: float = 3.0,
         timeout: float = 10.0,
+        client: redis.Redis | RedisCluster | None = None,
     ) -> None:
+        """`url`: `redis://`, `rediss://`, `redis+sentinel://` or a
+        cluster URL; or `client`: a redis-py client of your own (without
+        `decode_responses`), which `close` leaves open."""
         super().__init__(
             url,
             name,
+            client=client,
             max_payload_bytes=max_payload_bytes,
             connect_timeout=connect_timeout,
             timeout=timeout,
@@ -52,8 +57,9 @@ class Queue(QueueBase):
         )
 
     def close(self) -> None:
-        """Closes the connections."""
-        self._redis.close()
+        """Closes the connections (not those of a client passed in)."""
+        if self._owned:
+            self._redis.close()
 
     def __enter__(self) -> Queue:
         return self
@@ -108,9 +114,11 @@ class Queue(QueueBase):
         batches = self._entries(payloads, options)
         ids: list[str] = []
         with self._errors():
-            if not self._registered:
+            # Again every 10 s: a Redis restarted without persistence
+            # forgets the queue index while this producer lives on.
+            if time.monotonic() - self._registered >= c.REGISTER_EVERY_S:
                 self._redis.sadd(c.QUEUES_KEY, self.name)
-                self._registered = True
+                self._registered = time.monotonic()
             for batch in batches:
                 reply = self._enqueue(
                     keys=self.keys.script_keys, args=c.enqueue_args(self.keys, batch)
@@ -306,16 +314,49 @@ class Queue(QueueBase):
 
     def dead(self, limit: int = 100, offset: int = 0) -> list[c.Job]:
         """Dead jobs, newest first."""
+        return self.jobs(c.JobState.DEAD, limit=limit, offset=offset)
+
+    def jobs(self, state: c.JobState | str, limit: int = 50, offset: int = 0) -> list[c.Job]:
+        """A page of the jobs in `state`, as the console and `spoolctl jobs`
+        list them: `ready` in the order they will run (a paused queue's held
+        jobs after the rest), every other state newest first. Walk a state
+        with `offset` += `limit` until a page comes back short."""
+        try:
+            st = c.JobState(state)
+        except ValueError:
+            raise InvalidJob(
+                "state", f"{state!r}: one of {', '.join(s.value for s in c.JobState)}"
+            ) from None
         if limit <= 0:
             return []
+        if limit > 1000:
+            raise InvalidJob("limit", f"{limit}: pages are at most 1000 jobs")
+        key, reverse = c.state_index(self.keys, st)
+        end = offset + limit - 1
         with self._errors():
-            ids = self._redis.zrevrange(self.keys.dead, offset, offset + limit - 1)
+            if reverse:
+                ids = self._redis.zrevrange(key, offset, end)
+            else:
+                ids = self._redis.zrange(key, offset, end)
+            if st is c.JobState.READY and len(ids) < limit:
+                in_ready = self._redis.zcard(key)
+                start = max(0, offset + len(ids) - in_ready)
+                ids += self._redis.zrange(self.keys.parked, start, start + limit - len(ids) - 1)
+        return [j for j in self.get_many([i.decode() for i in ids]) if j is not None]
+
+    def get_many(self, job_ids: Sequence[str]) -> list[c.Job | None]:
+        """Several jobs in one round trip, in the order asked; `None` for an
+        id with no job."""
+        if not job_ids:
+            return []
+        with self._errors():
             p = self._redis.pipeline(transaction=False)
-            for i in ids:
-                p.hgetall(self.keys.job(i.decode()))
+            for i in job_ids:
+                p.hgetall(self.keys.job(i))
             hashes = p.execute()
         return [
-            c.decode_job(self.keys.job(i.decode()), self.name, h) for i, h in zip(ids, hashes) if h
+            c.decode_job(self.keys.job(i), self.name, h) if h else None
+            for i, h in zip(job_ids, hashes)
         ]
 
     def retry_dead(self, ids: list[str] | None = None, limit: int = 1000) -> int:

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::{FromRedisValue, Value};
@@ -264,7 +263,7 @@ impl Client {
             client: self.clone(),
             name: name.into(),
             keys: Arc::new(Keys::new(name)?),
-            registered: Arc::new(AtomicBool::new(false)),
+            registered: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -372,8 +371,8 @@ pub struct Queue {
     client: Client,
     name: Arc<str>,
     keys: Arc<Keys>,
-    /// Whether this handle has added the name to the queue index yet.
-    registered: Arc<AtomicBool>,
+    /// When this handle last added the name to the queue index.
+    registered: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// What one [`Queue::try_reserve`] call got.
@@ -428,6 +427,9 @@ pub enum CancelOutcome {
     /// It had already ended in this state.
     AlreadyFinished(JobState),
 }
+
+/// How often a producer adds its queue to `spool:queues` again.
+const REGISTER_EVERY: Duration = Duration::from_secs(10);
 
 /// Minutes of history a queue keeps ([`Queue::history`]).
 pub const HISTORY_MINUTES: u64 = 1440;

@@ -42,12 +42,20 @@ impl Queue {
         for job in &jobs {
             self.check_job(job)?;
         }
-        if !self.registered.load(Ordering::Relaxed) {
+        // The queue's name goes into the index `spoolctl stats` and the
+        // console list, again every REGISTER_EVERY: a Redis restarted
+        // without persistence forgets it while the producer lives on.
+        let due = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| at.elapsed() >= REGISTER_EVERY);
+        if due {
             let _: i64 = self
                 .client
                 .query(redis::cmd("SADD").arg(QUEUES_KEY).arg(&*self.name))
                 .await?;
-            self.registered.store(true, Ordering::Relaxed);
+            *self.registered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         }
         let mut ids = Vec::with_capacity(jobs.len());
         let mut start = 0;
