@@ -12,3 +12,5 @@ else
 fi
 # The Python and Node producer libraries, against real Redis and the Rust workers.
 scripts/test-clients.sh
+# The packages as built, installed outside the repository, against a real worker.
+scripts/test-packages.sh

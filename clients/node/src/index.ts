@@ -8,10 +8,10 @@
  */
 
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { Cluster, Redis } from "ioredis";
 
 import { EncodeJob } from "./encode.js";
+import { LUA } from "./lua.js";
 import { CorruptJob, InvalidJob, JobFailed, NotFound, PayloadTooLarge, RedisUnavailable, SpoolError, WaitTimeout } from "./errors.js";
 
 export * from "./encode.js";
@@ -140,8 +140,7 @@ export interface QueueOptions {
 }
 
 function script(name: string): string {
-  const read = (f: string) => readFileSync(new URL(`../../scripts/${f}`, import.meta.url), "utf8");
-  return read("lib.lua") + read(name);
+  return (LUA["lib.lua"] ?? "") + (LUA[name] ?? "");
 }
 
 function range(field: string, v: number | undefined, lo: number, hi: number, dflt: number): number {

@@ -5,6 +5,7 @@ import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
 
 import { BulkJob, InvalidJob, JobFailed, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
+import { LUA } from "../src/lua.js";
 import { ROOT, RedisProcess, freePort, startCluster, startSentinel } from "./helpers.js";
 
 let server: RedisProcess;
@@ -267,4 +268,10 @@ test("an existing ioredis client, pages of jobs and getMany", async () => {
   await q.close();
   assert.equal(await mine.ping(), "PONG");
   mine.disconnect();
+});
+
+test("the embedded scripts are the ones in scripts/", () => {
+  for (const name of readdirSync(join(ROOT, "clients", "node", "scripts"))) {
+    assert.equal(LUA[name], readFileSync(join(ROOT, "clients", "node", "scripts", name), "utf8"), `${name}: run scripts/sync-client-scripts.sh`);
+  }
 });
