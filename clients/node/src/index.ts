@@ -27,17 +27,24 @@ const QUEUE_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 export type JobState = "ready" | "scheduled" | "active" | "completed" | "dead" | "cancelled";
 const FINISHED: ReadonlySet<JobState> = new Set(["completed", "dead", "cancelled"]);
 
-/** A job as `spoolctl inspect --json` shows it (times in ms since the epoch). */
-export interface Job {
+/**
+ * A job as `spoolctl inspect --json` shows it (times in ms since the epoch).
+ * `P` and `R` are the payload and result types a `Queue<P, R>` declares.
+ */
+export interface Job<P = unknown, R = unknown> {
   id: string;
   queue: string;
   state: JobState;
   attempts: number;
   maxAttempts: number;
   priority: number;
+  /** The payload as stored (text). */
   payload: string;
+  /** The payload decoded: the JSON value it holds, else its text. */
+  data: P;
   progress: unknown;
-  result: unknown;
+  /** The result (decoded JSON), null until the job completes. */
+  result: R | null;
   lastError: string | null;
   enqueuedAtMs: number | null;
   runAtMs: number | null;
@@ -312,7 +319,7 @@ export class BulkJob {
 }
 
 /** One spool queue, for producers. */
-export class Queue {
+export class Queue<P extends Payload = Payload, R = unknown> {
   readonly addr: string;
   readonly prefix: string;
   private readonly keys: string[];
@@ -437,13 +444,13 @@ export class Queue {
    * Enqueues one job and returns its id (the live job's id for a `dedupKey`
    * already held, or for a `jobId` that exists: retrying is safe).
    */
-  async enqueue(payload: Payload, options: JobOptions = {}): Promise<string> {
+  async enqueue(payload: P, options: JobOptions = {}): Promise<string> {
     const ids = await this.enqueueMany([payload], options);
     return ids[0] as string;
   }
 
   /** Enqueues many jobs with the same options, a thousand per script call; ids in input order. */
-  async enqueueMany(payloads: (Payload | BulkJob)[], options: JobOptions = {}): Promise<string[]> {
+  async enqueueMany(payloads: (P | BulkJob)[], options: JobOptions = {}): Promise<string[]> {
     const sharing = payloads.filter((p) => !(p instanceof BulkJob)).length;
     if (options.jobId !== undefined && sharing > 1) throw new InvalidJob("jobId", "one id cannot name several jobs");
     if (options.dedupKey !== undefined && sharing > 1)
@@ -488,11 +495,11 @@ export class Queue {
   }
 
   /** The job's state, attempts, progress, result and times. */
-  async get(jobId: string): Promise<Job> {
+  async get(jobId: string): Promise<Job<P, R>> {
     const key = `${this.prefix}job:${jobId}`;
     const h = await this.run(() => this.redis.hgetall(key));
     if (Object.keys(h).length === 0) throw new NotFound(this.name, jobId);
-    return decodeJob(key, this.name, h);
+    return decodeJob(key, this.name, h) as Job<P, R>;
   }
 
   /** The job's log, oldest line first: what its handler logged and, for an encode, FFmpeg's warnings about its input (the latest 200). */
@@ -527,7 +534,7 @@ export class Queue {
   async wait(
     jobId: string,
     opts: { timeoutMs?: number; onProgress?: (p: unknown) => void; pollMs?: number; raiseOnFailure?: boolean } = {},
-  ): Promise<Job> {
+  ): Promise<Job<P, R>> {
     const timeoutMs = opts.timeoutMs ?? 600_000;
     const deadline = Date.now() + timeoutMs;
     const pause = () => new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
@@ -598,13 +605,13 @@ export class Queue {
   }
 
   /** The finished job: read whole, or from its end event once deleted. */
-  private async ended(jobId: string, ev: JobEvent | null, raise?: boolean): Promise<Job> {
-    let job: Job;
+  private async ended(jobId: string, ev: JobEvent | null, raise?: boolean): Promise<Job<P, R>> {
+    let job: Job<P, R>;
     try {
       job = await this.get(jobId);
     } catch (e) {
       if (!(e instanceof NotFound) || !ev) throw e;
-      job = jobFromEvent(this.name, ev);
+      job = jobFromEvent(this.name, ev) as Job<P, R>;
     }
     if (raise && job.state === "dead") throw new JobFailed(job.id, job.lastError);
     return job;
@@ -752,7 +759,7 @@ export class Queue {
 
   /** Dead jobs, newest first: the ids, then every hash in one pipelined round trip. */
   /** Dead jobs, newest first. */
-  async dead(limit = 100, offset = 0): Promise<Job[]> {
+  async dead(limit = 100, offset = 0): Promise<Job<P, R>[]> {
     return this.jobs("dead", { limit, offset });
   }
 
@@ -762,7 +769,7 @@ export class Queue {
    * after the rest), every other state newest first. Walk a state with
    * `offset += limit` until a page comes back short.
    */
-  async jobs(state: JobState, opts: { limit?: number; offset?: number } = {}): Promise<Job[]> {
+  async jobs(state: JobState, opts: { limit?: number; offset?: number } = {}): Promise<Job<P, R>[]> {
     const limit = opts.limit ?? 50;
     const offset = opts.offset ?? 0;
     if (!["ready", "scheduled", "active", "completed", "dead", "cancelled"].includes(state))
@@ -781,11 +788,11 @@ export class Queue {
       }
       return got;
     });
-    return (await this.getMany(ids)).filter((j): j is Job => j !== null);
+    return (await this.getMany(ids)).filter((j): j is Job<P, R> => j !== null);
   }
 
   /** Several jobs in one round trip, in the order asked; `null` for an id with no job. */
-  async getMany(jobIds: string[]): Promise<(Job | null)[]> {
+  async getMany(jobIds: string[]): Promise<(Job<P, R> | null)[]> {
     if (jobIds.length === 0) return [];
     return this.run(async () => {
       const pipe = this.redis.pipeline();
@@ -795,7 +802,7 @@ export class Queue {
         const [err, h] = hashes[i] ?? [null, {}];
         if (err) throw err;
         const hash = h as Record<string, string>;
-        return Object.keys(hash).length > 0 ? decodeJob(`${this.prefix}job:${id}`, this.name, hash) : null;
+        return Object.keys(hash).length > 0 ? (decodeJob(`${this.prefix}job:${id}`, this.name, hash) as Job<P, R>) : null;
       });
     });
   }
@@ -829,6 +836,7 @@ function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
     maxAttempts: num("max_attempts") ?? 1,
     priority: num("priority") ?? 0,
     payload: h.payload ?? "",
+    data: h.payload ? jsonOrText(h.payload) : null,
     progress: jsonOrText(h.progress),
     result: jsonOrText(h.result),
     lastError: h.last_error || null,
@@ -902,6 +910,7 @@ function jobFromEvent(queue: string, ev: JobEvent): Job {
     maxAttempts: ev.attempt,
     priority: 0,
     payload: "",
+    data: null,
     progress: null,
     result: ev.event === "completed" ? ev.data : null,
     lastError: ev.event === "dead" ? String(ev.data ?? "") : null,

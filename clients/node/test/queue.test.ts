@@ -263,6 +263,7 @@ test("an existing ioredis client, pages of jobs and getMany", async () => {
   assert.deepEqual(walked, order.map((i) => ids[i]));
   const got = await q.getMany([ids[0] ?? "", "nope", ids[6] ?? ""]);
   assert.deepEqual(got.map((j) => j?.id ?? null), [ids[0], null, ids[6]]);
+  assert.deepEqual(got[0]?.data, { n: 0 });
   await assert.rejects(q.jobs("sleeping" as never), /state/);
   // close() leaves the caller's client open.
   await q.close();

@@ -297,6 +297,7 @@ def test_an_existing_client_pages_of_jobs_and_get_many(redis_url: str) -> None:
     assert walked == [ids[i] for i in order], walked
     got = q.get_many([ids[0], "nope", ids[6]])
     assert [j.id if j else None for j in got] == [ids[0], None, ids[6]]
+    assert got[0] is not None and got[0].data == {"n": 0}
     with pytest.raises(InvalidJob, match="state"):
         q.jobs("sleeping")
     # close() leaves the caller's client open.

@@ -377,6 +377,12 @@ class Job:
     #: Every failed attempt, oldest first (the last 20).
     failures: list[Failure] = dataclasses.field(default_factory=list)
 
+    @property
+    def data(self) -> Any:
+        """The payload decoded: the JSON value it holds, else its text
+        (`payload` is the text as stored)."""
+        return json_or_text(self.payload) if self.payload else None
+
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["state"] = self.state.value
