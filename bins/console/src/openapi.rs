@@ -97,7 +97,7 @@ fn schemas() -> Value {
         "DeadResult": obj(&[("retried", "i"), ("purged", "i"), ("remaining_dead!", "i")]),
         "Worker": obj(&[("id!", "s"), ("pod!", "?s"), ("host!", "s"), ("version!", "s"), ("queue!", "s"),
             ("concurrency!", "i"), ("active!", "s[]"), ("draining!", "b"), ("started_at_ms!", "i"),
-            ("last_seen_ms!", "i"), ("extra!", "any"), ("progress!", "obj")]),
+            ("last_seen_ms!", "i"), ("protocol!", "i"), ("extra!", "any"), ("progress!", "obj")]),
         "Minute": obj(&[("at_ms!", "i"), ("completed!", "i"), ("failed!", "i"), ("dead!", "i"),
             ("started!", "i"), ("wait_ms!", "i")]),
         "History": obj(&[("window_minutes!", "i"), ("minutes!", "#Minute[]")]),

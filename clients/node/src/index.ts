@@ -18,6 +18,8 @@ export * from "./encode.js";
 export * from "./errors.js";
 
 export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** The queue protocol this library speaks (crates/queue's `PROTOCOL`). */
+export const PROTOCOL = 2;
 const MAX_BATCH = 1000;
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 const SCRIPT_KEYS = ["ready", "scheduled", "active", "outstanding", "dead", "completed", "cancelled", "seq", "wake"];
@@ -329,6 +331,8 @@ export class Queue<P extends Payload = Payload, R = unknown> {
   /** When the queue was last added to the queue index. */
   private registeredAt = -Infinity;
   private closed = false;
+  /** Worker protocols already warned about. */
+  private readonly protocolsSeen = new Set<number>();
   /** Whether the connection is this queue's own (else the caller's). */
   private owned = true;
   /** The blocking connection that reads the events stream for every `wait`. */
@@ -469,6 +473,7 @@ export class Queue<P extends Payload = Payload, R = unknown> {
       if (Date.now() - this.registeredAt >= 10_000) {
         await this.redis.sadd("spool:queues", this.name);
         this.registeredAt = Date.now();
+        await this.checkProtocol();
       }
       const ids: string[] = [];
       let start = 0;
@@ -615,6 +620,33 @@ export class Queue<P extends Payload = Payload, R = unknown> {
     }
     if (raise && job.state === "dead") throw new JobFailed(job.id, job.lastError);
     return job;
+  }
+
+  /**
+   * Warns (`process.emitWarning`, type `ProtocolMismatch`) once per version
+   * when a live worker speaks another queue protocol than this library:
+   * jobs still run, but the newer side's features may be missing.
+   */
+  private async checkProtocol(): Promise<void> {
+    const ids = await this.redis.zrevrange(`${this.prefix}workers`, 0, 49);
+    if (ids.length === 0) return;
+    const records = await this.redis.mget(ids.map((id) => `${this.prefix}worker:${id}`));
+    for (const raw of records) {
+      if (!raw) continue;
+      let theirs: number;
+      try {
+        theirs = Number((JSON.parse(raw) as { protocol?: number }).protocol ?? 1);
+      } catch {
+        continue;
+      }
+      if (theirs === PROTOCOL || this.protocolsSeen.has(theirs)) continue;
+      this.protocolsSeen.add(theirs);
+      const older = theirs < PROTOCOL ? "the workers" : "this library (spool-client)";
+      process.emitWarning(
+        `queue '${this.name}': a live worker speaks queue protocol ${theirs}, spool-client speaks ${PROTOCOL}; jobs still run, but upgrade ${older}`,
+        "ProtocolMismatch",
+      );
+    }
   }
 
   /** Reads the events stream for the waiters until none is left. */

@@ -276,3 +276,26 @@ test("the embedded scripts are the ones in scripts/", () => {
     assert.equal(LUA[name], readFileSync(join(ROOT, "clients", "node", "scripts", name), "utf8"), `${name}: run scripts/sync-client-scripts.sh`);
   }
 });
+
+test("a worker that speaks another protocol is reported once", async () => {
+  const raw = new Redis(server.url);
+  const q = new Queue(server.url, "proto");
+  const warnings: string[] = [];
+  const listen = (w: Error) => {
+    if (w.name === "ProtocolMismatch") warnings.push(w.message);
+  };
+  process.on("warning", listen);
+  try {
+    await raw.zadd("spool:{proto}:workers", Date.now(), "old-1");
+    await raw.set("spool:{proto}:worker:old-1", JSON.stringify({ id: "old-1", queue: "proto" }));
+    await q.enqueue({ n: 1 });
+    await q.enqueue({ n: 2 });
+    await new Promise((r) => setImmediate(r));
+    assert.equal(warnings.length, 1, String(warnings));
+    assert.match(warnings[0] ?? "", /protocol 1, spool-client speaks 2; .*upgrade the workers/);
+  } finally {
+    process.off("warning", listen);
+    raw.disconnect();
+    await q.close();
+  }
+});

@@ -334,3 +334,32 @@ def test_the_queue_is_listed_again_after_redis_forgets_it() -> None:
             time.sleep(0.5)
     finally:
         r.stop()
+
+
+def test_a_worker_that_speaks_another_protocol_is_reported_once(redis_url: str) -> None:
+    import warnings
+
+    from spool_client import PROTOCOL, ProtocolMismatch
+
+    raw = redis.Redis.from_url(redis_url)
+    raw.zadd("spool:{proto}:workers", {"old-1": time.time() * 1000})
+    raw.set("spool:{proto}:worker:old-1", json.dumps({"id": "old-1", "queue": "proto"}))
+    q = Queue(redis_url, "proto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q.enqueue("a")
+        q._registered = -float("inf")  # the next check, as 10 s later
+        q.enqueue("b")
+    said = [str(w.message) for w in caught if issubclass(w.category, ProtocolMismatch)]
+    assert len(said) == 1, said
+    assert (
+        f"protocol 1, spool-client speaks {PROTOCOL}" in said[0]
+        and "upgrade the workers" in said[0]
+    )
+    # A worker of this protocol says nothing.
+    raw.set("spool:{proto}:worker:old-1", json.dumps({"id": "old-1", "protocol": PROTOCOL}))
+    q2 = Queue(redis_url, "proto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q2.enqueue("c")
+    assert not [w for w in caught if issubclass(w.category, ProtocolMismatch)]

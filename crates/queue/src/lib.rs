@@ -58,6 +58,13 @@ mod keys;
 mod queue;
 mod scripts;
 
+/// The version of the queue protocol (docs/protocol.md: keys, fields,
+/// scripts) this crate speaks. Workers publish it in their registry record;
+/// the Python and Node producers carry their own and warn when a live
+/// worker's differs. 2: job events (`watch`, `spool:{q}:events`), failure
+/// records and the minute history.
+pub const PROTOCOL: u32 = 2;
+
 pub use backoff::{backoff_cap, backoff_delay};
 pub use connection::mask_password;
 /// The deadpool-redis this crate builds against, for

@@ -7,7 +7,18 @@ worker built on `spool-worker`, and read back by `spoolctl`.
 """
 
 from ._async import AsyncQueue
-from ._core import BulkJob, Event, Failure, Job, JobOptions, JobState, LogLine, PauseState, Stats
+from ._core import (
+    PROTOCOL,
+    BulkJob,
+    Event,
+    Failure,
+    Job,
+    JobOptions,
+    JobState,
+    LogLine,
+    PauseState,
+    Stats,
+)
 from ._sync import Queue
 from .encode import Audio, EncodeJob, Hls, Mp4, Rendition
 from .errors import (
@@ -17,12 +28,14 @@ from .errors import (
     LeaseLost,
     NotFound,
     PayloadTooLarge,
+    ProtocolMismatch,
     RedisUnavailable,
     SpoolError,
     WaitTimeout,
 )
 
 __all__ = [
+    "PROTOCOL",
     "AsyncQueue",
     "Audio",
     "BulkJob",
@@ -42,6 +55,7 @@ __all__ = [
     "NotFound",
     "PauseState",
     "PayloadTooLarge",
+    "ProtocolMismatch",
     "Queue",
     "RedisUnavailable",
     "Rendition",

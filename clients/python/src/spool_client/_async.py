@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Callable
 
@@ -14,7 +15,14 @@ from redis.asyncio.sentinel import Sentinel
 from . import _core as c
 from ._base import QueueBase
 from ._sync import _block_ms
-from .errors import InvalidJob, JobFailed, NotFound, RedisUnavailable, WaitTimeout
+from .errors import (
+    InvalidJob,
+    JobFailed,
+    NotFound,
+    ProtocolMismatch,
+    RedisUnavailable,
+    WaitTimeout,
+)
 
 
 class AsyncQueue(QueueBase):
@@ -113,6 +121,15 @@ class AsyncQueue(QueueBase):
             if time.monotonic() - self._registered >= c.REGISTER_EVERY_S:
                 await self._redis.sadd(c.QUEUES_KEY, self.name)
                 self._registered = time.monotonic()
+                # Live workers that speak another protocol: said once each.
+                ids = await self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
+                if ids:
+                    records = await self._redis.mget(
+                        [self.keys.prefix + "worker:" + (c._text(w) or "") for w in ids]
+                    )
+                    msg = c.protocol_mismatch(self.name, records, self._protocols_seen)
+                    if msg:
+                        warnings.warn(msg, ProtocolMismatch, stacklevel=2)
             for batch in batches:
                 reply = await self._enqueue(
                     keys=self.keys.script_keys, args=c.enqueue_args(self.keys, batch)

@@ -102,6 +102,8 @@ class QueueBase:
         self._watch = self._redis.register_script(c.script("watch.lua"))
         # When the queue was last added to the queue index (never yet).
         self._registered = -float("inf")
+        # Worker protocols already warned about.
+        self._protocols_seen: set[int] = set()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -605,6 +605,9 @@ def dead_args(keys: Keys, action: str, ids: list[str] | None, limit: int) -> lis
     return [keys.prefix, action, min(limit, 10_000), *(ids or [])]
 
 
+#: The queue protocol this library speaks (crates/queue's `PROTOCOL`).
+PROTOCOL = 2
+
 #: How often a producer adds its queue to the index `spool:queues` again.
 REGISTER_EVERY_S = 10.0
 
@@ -699,3 +702,23 @@ def watch_reply(reply: Any) -> tuple[str, str]:
     """watch.lua's answer: the job's state ('' when there is none) and the
     stream's last id."""
     return _text(reply[0]) or "", _text(reply[1]) or "0-0"
+
+
+def protocol_mismatch(queue: str, records: list[Any], seen: set[int]) -> str | None:
+    """A warning for the first live worker whose protocol differs from
+    ours and was not reported yet (`seen` remembers), else None."""
+    for raw in records:
+        if not raw:
+            continue
+        try:
+            theirs = int(json.loads(raw).get("protocol", 1))
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if theirs != PROTOCOL and theirs not in seen:
+            seen.add(theirs)
+            older = "the workers" if theirs < PROTOCOL else "this library (spool-client)"
+            return (
+                f"queue {queue!r}: a live worker speaks queue protocol {theirs}, "
+                f"spool-client speaks {PROTOCOL}; jobs still run, but upgrade {older}"
+            )
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
@@ -12,7 +13,14 @@ from redis.sentinel import Sentinel
 
 from . import _core as c
 from ._base import QueueBase
-from .errors import InvalidJob, JobFailed, NotFound, RedisUnavailable, WaitTimeout
+from .errors import (
+    InvalidJob,
+    JobFailed,
+    NotFound,
+    ProtocolMismatch,
+    RedisUnavailable,
+    WaitTimeout,
+)
 
 
 def _block_ms(deadline: float | None, cap_ms: int) -> int:
@@ -119,6 +127,15 @@ class Queue(QueueBase):
             if time.monotonic() - self._registered >= c.REGISTER_EVERY_S:
                 self._redis.sadd(c.QUEUES_KEY, self.name)
                 self._registered = time.monotonic()
+                # Live workers that speak another protocol: said once each.
+                ids = self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
+                if ids:
+                    records = self._redis.mget(
+                        [self.keys.prefix + "worker:" + (c._text(w) or "") for w in ids]
+                    )
+                    msg = c.protocol_mismatch(self.name, records, self._protocols_seen)
+                    if msg:
+                        warnings.warn(msg, ProtocolMismatch, stacklevel=2)
             for batch in batches:
                 reply = self._enqueue(
                     keys=self.keys.script_keys, args=c.enqueue_args(self.keys, batch)

@@ -75,3 +75,12 @@ class JobFailed(SpoolError):
         super().__init__(f"job {job_id!r} failed: {error or 'no error recorded'}")
         self.job_id = job_id
         self.error = error
+
+
+class ProtocolMismatch(UserWarning):
+    """A live worker of the queue speaks another version of the queue
+    protocol than this library (`spool_client.PROTOCOL`): jobs still run
+    (the protocol changes compatibly), but features of the newer side may
+    be missing, e.g. job events from workers older than protocol 2 (`wait`
+    then notices a job's end by reading it every 2 s). Upgrade the older
+    side."""

@@ -37,9 +37,17 @@ pub struct WorkerRecord {
     pub started_at_ms: u64,
     /// When it last refreshed this record, ms since the epoch.
     pub last_seen_ms: u64,
+    /// The queue protocol it speaks ([`crate::PROTOCOL`]; records written
+    /// before the field read as 1). Producers warn when theirs differs.
+    #[serde(default = "protocol_one")]
+    pub protocol: u32,
     /// What the embedding program adds (the encoder worker: its GPUs).
     #[serde(default)]
     pub extra: serde_json::Value,
+}
+
+fn protocol_one() -> u32 {
+    1
 }
 
 impl WorkerRecord {
@@ -66,6 +74,7 @@ impl WorkerRecord {
             draining: false,
             started_at_ms: now,
             last_seen_ms: now,
+            protocol: crate::PROTOCOL,
             extra: serde_json::Value::Null,
         }
     }
