@@ -486,7 +486,7 @@ pub(crate) async fn events(
     let caller = st.auth.caller(&headers, role);
     let id = job_id(&id)?.to_owned();
     let first = read(|| queue.info(&id)).await?;
-    let (rx, ticket) = st.events.subscribe(&caller, queue, id, first)?;
+    let (rx, ticket) = st.events.subscribe(&caller, queue, id, first).await?;
     Ok(Sse::new(crate::events::stream(rx, ticket)).keep_alive(KeepAlive::default()))
 }
 

@@ -1,9 +1,13 @@
-//! Job event streams with one Redis reader per job, however many browsers
-//! follow it: the first subscriber starts a poller that reads the job's
-//! state and progress (two fields, never the payload) every 250 ms into a
-//! `watch` channel, and the whole job once when it ends; every subscriber's
-//! stream turns changes of that channel into `progress` and `done` events;
-//! the poller stops when the job ends or its last subscriber leaves.
+//! Job event streams fed by the queue's events stream (docs/protocol.md,
+//! "Events"), not by polling: a followed job is marked watched
+//! ([`Queue::watch`]), and one reader per queue (`XREAD BLOCK` on a
+//! connection of its own) hands each event to the job's `watch` channel,
+//! which every browser following that job shares. When the stream is quiet
+//! for 2 s the reader glances at each followed job (`state` and `progress`,
+//! never the payload), in case an event was lost (a Redis restart without
+//! persistence) or the workers predate events (protocol 1). A job's
+//! follower goes when the job ends or its last subscriber leaves; a reader
+//! when its queue has no followers.
 //!
 //! Bounded: at most [`MAX_STREAMS_PER_CALLER`] open streams per caller (a
 //! session, a token, or the local user) and [`MAX_JOBS_FOLLOWED`] jobs
@@ -20,27 +24,38 @@ use tokio::sync::watch;
 
 use crate::api::ApiError;
 
-/// How often a poller reads its job.
-const EVERY: Duration = Duration::from_millis(250);
+/// How long one read of the events stream waits before the reader glances
+/// at its jobs.
+const QUIET: Duration = Duration::from_secs(2);
 /// Open event streams one caller may hold.
 pub(crate) const MAX_STREAMS_PER_CALLER: usize = 32;
-/// Jobs followed at once, over every caller (each one poller).
+/// Jobs followed at once, over every caller.
 pub(crate) const MAX_JOBS_FOLLOWED: usize = 1000;
 
-/// What the poller last saw.
+/// What the follower last saw.
 #[derive(Debug, Clone)]
 pub(crate) enum Seen {
-    /// Still running: its state and last progress.
+    /// Still running: its last progress.
     Running(Option<serde_json::Value>),
     /// Ended: the whole job.
     Done(Box<JobInfo>),
     Gone,
 }
 
-/// The pollers, by queue and job id, and the open streams by caller.
+/// One queue's followed jobs, by id (the sender every subscriber's receiver
+/// hangs off), and whether its reader runs.
+#[derive(Debug, Default)]
+struct Follow {
+    jobs: HashMap<String, watch::Sender<Seen>>,
+    reading: bool,
+}
+
+type Shared = Arc<Mutex<Follow>>;
+
+/// The followed jobs by queue, and the open streams by caller.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
-    pollers: Mutex<HashMap<(String, String), watch::Receiver<Seen>>>,
+    queues: Mutex<HashMap<String, Shared>>,
     streams: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -52,7 +67,7 @@ pub(crate) struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut s = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&self.streams);
         if let Some(n) = s.get_mut(&self.caller) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -60,6 +75,10 @@ impl Drop for Ticket {
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ended(state: JobState) -> bool {
@@ -70,9 +89,9 @@ fn ended(state: JobState) -> bool {
 }
 
 impl Hub {
-    /// A receiver for `id`'s snapshots, starting its poller when none runs,
-    /// and the caller's ticket; 429 past a cap.
-    pub(crate) fn subscribe(
+    /// A receiver for `id`'s snapshots, following the job when nobody does
+    /// yet, and the caller's ticket; 429 past a cap.
+    pub(crate) async fn subscribe(
         &self,
         caller: &str,
         queue: Queue,
@@ -80,7 +99,7 @@ impl Hub {
         first: JobInfo,
     ) -> Result<(watch::Receiver<Seen>, Ticket), ApiError> {
         let ticket = {
-            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            let mut streams = lock(&self.streams);
             let n = streams.entry(caller.to_owned()).or_default();
             if *n >= MAX_STREAMS_PER_CALLER {
                 return Err(ApiError::new(
@@ -97,78 +116,145 @@ impl Hub {
                 streams: self.streams.clone(),
             }
         };
-        let key = (queue.name().to_owned(), id.clone());
-        let mut pollers = self.pollers.lock().unwrap_or_else(|p| p.into_inner());
-        pollers.retain(|_, rx| rx.has_changed().is_ok());
-        if let Some(rx) = pollers.get(&key) {
-            return Ok((rx.clone(), ticket));
-        }
-        if pollers.len() >= MAX_JOBS_FOLLOWED {
-            return Err(ApiError::new(
-                429,
-                "too_many_streams",
-                format!("the console follows {MAX_JOBS_FOLLOWED} jobs already: try again later"),
-            ));
-        }
-        let start = if ended(first.state) {
-            Seen::Done(Box::new(first))
-        } else {
-            Seen::Running(first.progress)
-        };
-        let done = matches!(start, Seen::Done(_));
-        let (tx, rx) = watch::channel(start);
-        if done {
-            // Nothing to poll: the one value is the end.
+        if ended(first.state) {
+            // Nothing to follow: the one value is the end.
+            let (_tx, rx) = watch::channel(Seen::Done(Box::new(first)));
             return Ok((rx, ticket));
         }
-        pollers.insert(key, rx.clone());
-        tokio::spawn(poll(queue, id, tx));
+        let (shared, rx, start) = {
+            let mut queues = lock(&self.queues);
+            let total: usize = queues.values().map(|f| lock(f).jobs.len()).sum();
+            let shared = queues.entry(queue.name().to_owned()).or_default().clone();
+            let mut f = lock(&shared);
+            f.jobs.retain(|_, tx| tx.receiver_count() > 0);
+            if let Some(tx) = f.jobs.get(&id) {
+                return Ok((tx.subscribe(), ticket));
+            }
+            if total >= MAX_JOBS_FOLLOWED {
+                return Err(ApiError::new(
+                    429,
+                    "too_many_streams",
+                    format!(
+                        "the console follows {MAX_JOBS_FOLLOWED} jobs already: try again later"
+                    ),
+                ));
+            }
+            let (tx, rx) = watch::channel(Seen::Running(first.progress));
+            f.jobs.insert(id.clone(), tx);
+            let start = !f.reading;
+            f.reading = true;
+            drop(f);
+            (shared, rx, start)
+        };
+        // Registered before the watch: every event after it reaches the
+        // follower; a job that ended in between shows in the watch's answer.
+        let mut pos = "0-0".to_owned();
+        match queue.watch(&id).await {
+            Ok((state, last)) => {
+                pos = last;
+                if ended(state) {
+                    finish(&queue, &shared, &id).await;
+                }
+            }
+            Err(Error::NotFound { .. }) => {
+                if let Some(tx) = lock(&shared).jobs.remove(&id) {
+                    tx.send_replace(Seen::Gone);
+                }
+            }
+            // The reader's glances catch the job's end.
+            Err(e) => tracing::debug!(error = %e, "events: cannot mark the job watched"),
+        }
+        if start {
+            tokio::spawn(read(queue, shared, pos));
+        }
         Ok((rx, ticket))
     }
 }
 
-/// Reads the job's state and progress until it ends or nobody listens.
-async fn poll(queue: Queue, id: String, tx: watch::Sender<Seen>) {
-    loop {
-        tokio::time::sleep(EVERY).await;
-        if tx.receiver_count() <= 1 {
-            // Only the hub's own copy is left: nobody listens.
-            break;
+/// Reads the job whole and ends its followers with it.
+async fn finish(queue: &Queue, shared: &Shared, id: &str) {
+    let seen = match queue.info(id).await {
+        Ok(info) => Seen::Done(Box::new(info)),
+        Err(Error::NotFound { .. }) => Seen::Gone,
+        Err(e) => {
+            tracing::debug!(error = %e, "events: cannot read the ended job; later");
+            return;
         }
-        let seen = match queue.glance(&id).await {
-            Ok((state, _)) if ended(state) => match queue.info(&id).await {
-                Ok(info) => Seen::Done(Box::new(info)),
-                Err(Error::NotFound { .. }) => Seen::Gone,
-                Err(e) => {
-                    tracing::debug!(error = %e, "events: cannot read the job; retrying");
-                    continue;
-                }
-            },
-            Ok((_, progress)) => Seen::Running(progress),
-            Err(Error::NotFound { .. }) => Seen::Gone,
-            Err(e) => {
-                tracing::debug!(error = %e, "events: cannot read the job; retrying");
-                continue;
-            }
-        };
-        let end = !matches!(seen, Seen::Running(_));
-        // Only a change wakes the streams.
+    };
+    if let Some(tx) = lock(shared).jobs.remove(id) {
+        tx.send_replace(seen);
+    }
+}
+
+/// A running job's progress, sent only when it changed.
+fn progressed(shared: &Shared, id: &str, progress: Option<serde_json::Value>) {
+    if let Some(tx) = lock(shared).jobs.get(id) {
         tx.send_if_modified(|old| {
-            let changed = match (&*old, &seen) {
-                (Seen::Running(a), Seen::Running(b)) => a != b,
-                _ => true,
-            };
+            let changed = !matches!(old, Seen::Running(p) if *p == progress);
             if changed {
-                *old = seen;
+                *old = Seen::Running(progress);
             }
             changed
         });
-        if end {
-            break;
+    }
+}
+
+/// One queue's reader: hands the stream's events to the followed jobs until
+/// none is left.
+async fn read(queue: Queue, shared: Shared, mut pos: String) {
+    loop {
+        {
+            let mut f = lock(&shared);
+            f.jobs.retain(|_, tx| tx.receiver_count() > 0);
+            if f.jobs.is_empty() {
+                // Under the lock a subscribe checks `reading` under: the
+                // next follower starts a new reader.
+                f.reading = false;
+                return;
+            }
+        }
+        let asked = tokio::time::Instant::now();
+        let events = match queue.read_events(&pos, QUIET, 500).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(error = %e, "events: cannot read the stream; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for ev in &events {
+            pos.clone_from(&ev.id);
+            if !lock(&shared).jobs.contains_key(&ev.job) {
+                continue;
+            }
+            if ev.is_end() {
+                finish(&queue, &shared, &ev.job).await;
+            } else if ev.event == "progress" {
+                progressed(&shared, &ev.job, ev.data.clone());
+            }
+        }
+        if events.is_empty() {
+            if asked.elapsed() < QUIET / 4 {
+                // No blocking connection was free, so the read did not
+                // wait: pace the glances as the old poller did.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            // Quiet: glance at each followed job (two fields).
+            let ids: Vec<String> = lock(&shared).jobs.keys().cloned().collect();
+            for id in ids {
+                match queue.glance(&id).await {
+                    Ok((state, _)) if ended(state) => finish(&queue, &shared, &id).await,
+                    Ok((_, progress)) => progressed(&shared, &id, progress),
+                    Err(Error::NotFound { .. }) => {
+                        if let Some(tx) = lock(&shared).jobs.remove(&id) {
+                            tx.send_replace(Seen::Gone);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
         }
     }
-    // Dropping `tx` closes every subscriber's stream after its last value,
-    // and marks this poller stale for the next subscribe.
 }
 
 /// One subscriber's events: `progress` when the progress value changes,
@@ -197,8 +283,8 @@ pub(crate) fn stream(
                 return None;
             }
             if !s.first && s.rx.changed().await.is_err() {
-                // The poller stopped (nobody else listened, or the console
-                // is shutting down): end the stream; the page reconnects.
+                // The follower is gone without an end (the console is
+                // shutting down): end the stream; the page reconnects.
                 return None;
             }
             s.first = false;

@@ -928,3 +928,54 @@ async fn event_streams_are_capped_per_caller_and_reads_survive_a_redis_restart()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn followed_jobs_are_read_on_events_not_polled() -> Result<()> {
+    use reqwest::Method as M;
+    let redis = RedisServer::start()?;
+    let con = console(&redis.url(), &[])?;
+    let c = http()?;
+    let u = |p: &str| format!("{}{p}", con.base);
+    let mut raw = redis.connection()?;
+    use spool_queue::deadpool_redis::redis;
+    let hmgets = |conn: &mut redis::Connection| -> Result<u64> {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(conn)?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hmget:calls="))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    };
+    // 30 jobs nobody runs, each followed by a browser.
+    let mut held = Vec::new();
+    for i in 0..30 {
+        let (_, one) = call(
+            &c,
+            M::POST,
+            &u("/api/queues/idle/jobs"),
+            Some(ADMIN),
+            Some(json!({ "n": i })),
+        )
+        .await?;
+        let id = one["id"].as_str().context("id")?;
+        let r = reqwest::Client::new()
+            .get(u(&format!("/api/queues/idle/jobs/{id}/events")))
+            .bearer_auth(READ)
+            .send()
+            .await?;
+        ensure!(r.status() == StatusCode::OK);
+        held.push(r);
+    }
+    let before = hmgets(&mut raw)?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reads = hmgets(&mut raw)? - before;
+    // A poller every 250 ms would read each job 16 times in 4 s (480 in
+    // all); the events reader reads each once per quiet 2 s.
+    ensure!(
+        reads <= 120,
+        "{reads} job reads in 4 s for 30 followed jobs"
+    );
+    drop(held);
+    Ok(())
+}

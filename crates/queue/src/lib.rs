@@ -83,8 +83,8 @@ pub use keys::Keys;
 pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, HISTORY_MINUTES, Heartbeat, JobPage,
-    LogLevel, LogLine, MAX_BATCH, MAX_LOG_LINES, MAX_LOG_MESSAGE, MAX_MIN_REPLICAS, Minute,
-    PauseState, Queue, QueueStats, Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle,
+    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, HISTORY_MINUTES, Heartbeat, JobEvent,
+    JobPage, LogLevel, LogLine, MAX_BATCH, MAX_LOG_LINES, MAX_LOG_MESSAGE, MAX_MIN_REPLICAS,
+    Minute, PauseState, Queue, QueueStats, Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle,
     SweepReport, Unreadable, WorkerRecord,
 };

@@ -1402,5 +1402,25 @@ async fn events_are_written_only_while_someone_listens() -> Result<()> {
         ],
         "{tail:?}"
     );
+    // read_events gives the same, decoded, and waits no longer than asked.
+    let all = queue.read_events("0-0", Duration::ZERO, 100).await?;
+    ensure!(
+        all.len() == got.len()
+            && all
+                .iter()
+                .zip(&got)
+                .all(|(a, g)| a.job == g.0 && a.event == g.1),
+        "{all:?}"
+    );
+    ensure!(
+        all[2].is_end() && all[2].data == Some(serde_json::json!({"out": "b.mp4"})),
+        "{:?}",
+        all[2]
+    );
+    let last = all.last().map(|e| e.id.clone()).unwrap_or_default();
+    let quiet = queue
+        .read_events(&last, Duration::from_millis(200), 10)
+        .await?;
+    ensure!(quiet.is_empty(), "{quiet:?}");
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::scripts;
 mod admin;
 pub use log::{LogLevel, LogLine, MAX_LOG_LINES, MAX_LOG_MESSAGE};
 mod consume;
+mod events;
 mod log;
 mod produce;
 mod registry;
@@ -25,6 +26,7 @@ mod server;
 
 pub use admin::CheckReport;
 pub(crate) use consume::decode_reserved_row;
+pub use events::JobEvent;
 pub use registry::WorkerRecord;
 pub use server::{SAFE_EVICTION_POLICY, ServerMemory};
 
