@@ -1,20 +1,28 @@
 //! spool's `Worker` against BullMQ's `Worker`, like for like: one process
-//! each, a no-op handler, the same concurrency, the same fresh
-//! `redis-server`, in both persistence modes (no AOF; AOF `everysec`).
+//! each, a no-op handler, the same concurrency, a fresh `redis-server` per
+//! run, in both persistence modes (no AOF; AOF `everysec`).
 //!
-//! `cargo bench -p spool-benches --bench runtime`. For each mode and each
-//! system, N jobs are enqueued first (batches of 1,000), then the worker
-//! process is started and the clock runs from its start until Redis counts
-//! N completed (polled every 10 ms), at concurrency 50 and 200; each system
-//! keeps its best. Redis CPU time per job (`INFO cpu` before and after) and
-//! the commands per job (`INFO commandstats`) explain the difference.
+//! `cargo bench -p spool-benches --bench runtime`. Each run enqueues N jobs
+//! first (batches of 1,000), then starts the worker process; the clock runs
+//! from its start until Redis counts N completed (polled every 10 ms). The
+//! two systems alternate in interleaved rounds (spool first in even rounds,
+//! BullMQ first in odd ones), so the machine's drift hits both; each mode
+//! reports the median and spread of throughput over the rounds.
+//!
+//! The headline is **Redis CPU per job** (`INFO cpu` of the Redis process,
+//! user + sys, before and after the run), which does not depend on how busy
+//! the rest of the machine is the way throughput does; beside it the
+//! commands per job (`INFO commandstats`) and, with AOF, the bytes appended
+//! to the AOF per job (`aof_current_size`).
 //!
 //! spool's side is the `sleep_worker` example (the reference embedding) with
 //! `sleep_ms: 0`. BullMQ is installed with npm into `target/bench-bullmq`
 //! on first use (Node and npm must be on PATH; the bench says so when not).
-//! Settings: `SPOOL_BENCH_JOBS` (N, default 50,000).
-//! The last line: `runtime aof_ratio=X noaof_ratio=Y` (spool's rate over
-//! BullMQ's; target ≥ 1.5).
+//! Settings: `SPOOL_BENCH_JOBS` (N, default 50,000), `SPOOL_BENCH_ROUNDS`
+//! (default 5), `SPOOL_BENCH_CONCURRENCY` (both systems, default 200).
+//! The last line: `runtime aof_ratio=X noaof_ratio=Y aof_us_per_job=A
+//! noaof_us_per_job=B bullmq_aof_us_per_job=C bullmq_noaof_us_per_job=D`
+//! (median rates' ratio; spool's and BullMQ's median Redis µs per job).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +33,6 @@ use anyhow::{Context, Result, bail, ensure};
 use spool_benches::setting;
 use spool_queue::{Client, NewJob};
 use spool_testkit::{RedisServer, ServerOptions, WorkerProcess, example_binary_release};
-
-const CONCURRENCIES: [usize; 2] = [50, 200];
 
 fn bullmq_dir() -> Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -91,6 +97,19 @@ struct Run {
     rate: f64,
     cpu_per_job_us: f64,
     calls_per_job: BTreeMap<String, f64>,
+    /// Bytes appended to the AOF per job (0 without AOF).
+    aof_bytes_per_job: f64,
+}
+
+/// The AOF's size in bytes (0 without AOF).
+fn aof_size(server: &RedisServer) -> Result<u64> {
+    let mut c = server.connection()?;
+    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c)?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("aof_current_size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
 }
 
 fn fresh(aof: bool) -> Result<RedisServer> {
@@ -115,6 +134,7 @@ fn measure(
     start: impl FnOnce() -> Result<Box<dyn FnOnce()>>,
 ) -> Result<Run> {
     let (cpu0, calls0) = redis_cpu(server)?;
+    let aof0 = aof_size(server)?;
     let t = Instant::now();
     let stop = start()?;
     loop {
@@ -130,6 +150,7 @@ fn measure(
     let secs = t.elapsed().as_secs_f64();
     stop();
     let (cpu1, calls1) = redis_cpu(server)?;
+    let aof1 = aof_size(server)?;
     let calls_per_job = calls1
         .iter()
         .map(|(k, v)| {
@@ -144,6 +165,7 @@ fn measure(
         rate: n as f64 / secs,
         cpu_per_job_us: (cpu1 - cpu0) * 1e6 / n as f64,
         calls_per_job,
+        aof_bytes_per_job: aof1.saturating_sub(aof0) as f64 / n as f64,
     })
 }
 
@@ -207,47 +229,79 @@ fn bullmq_run(n: usize, aof: bool, concurrency: usize, dir: &Path) -> Result<Run
     })
 }
 
-fn best(runs: Vec<(usize, Run)>) -> (usize, Run) {
-    runs.into_iter()
-        .max_by(|a, b| a.1.rate.total_cmp(&b.1.rate))
-        .unwrap_or_else(|| unreachable!("two concurrencies ran"))
+/// The median and the range of `f` over the runs.
+fn spread(runs: &[Run], f: impl Fn(&Run) -> f64) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    };
+    (median, v[0], v[v.len() - 1])
+}
+
+/// The run whose rate is the median's (for its calls per job).
+fn median_run(runs: &[Run]) -> &Run {
+    let (m, _, _) = spread(runs, |r| r.rate);
+    runs.iter()
+        .min_by(|a, b| (a.rate - m).abs().total_cmp(&(b.rate - m).abs()))
+        .unwrap_or_else(|| unreachable!("at least one round ran"))
 }
 
 fn main() -> Result<()> {
     let n: usize = setting("SPOOL_BENCH_JOBS", 50_000);
+    let rounds: usize = setting("SPOOL_BENCH_ROUNDS", 5).max(1);
+    let c: usize = setting("SPOOL_BENCH_CONCURRENCY", 200);
     let dir = bullmq_dir()?;
     let bin = example_binary_release("spool-worker", "sleep_worker")?;
-    let mut ratios = Vec::new();
+    let mut last = Vec::new();
     for aof in [false, true] {
         let mode = if aof { "aof everysec" } else { "no aof" };
         let mut spool = Vec::new();
         let mut bull = Vec::new();
-        // Interleaved, so drift in the machine's load hits both.
-        for c in CONCURRENCIES {
-            spool.push((c, spool_run(n, aof, c, &bin)?));
-            bull.push((c, bullmq_run(n, aof, c, &dir)?));
+        for round in 0..rounds {
+            // Interleaved, and each system first every other round, so
+            // drift in the machine's load hits both alike.
+            if round % 2 == 0 {
+                spool.push(spool_run(n, aof, c, &bin)?);
+                bull.push(bullmq_run(n, aof, c, &dir)?);
+            } else {
+                bull.push(bullmq_run(n, aof, c, &dir)?);
+                spool.push(spool_run(n, aof, c, &bin)?);
+            }
+            println!(
+                "{mode}: round {}: spool {:.0} jobs/s {:.1} µs/job, bullmq {:.0} jobs/s {:.1} µs/job",
+                round + 1,
+                spool[round].rate,
+                spool[round].cpu_per_job_us,
+                bull[round].rate,
+                bull[round].cpu_per_job_us
+            );
         }
-        for (c, r) in spool.iter() {
-            println!("{mode}: spool concurrency {c}: {:.0} jobs/s", r.rate);
+        for (name, runs) in [("spool", &spool), ("bullmq", &bull)] {
+            let (rate, lo, hi) = spread(runs, |r| r.rate);
+            let (us, us_lo, us_hi) = spread(runs, |r| r.cpu_per_job_us);
+            let (bytes, _, _) = spread(runs, |r| r.aof_bytes_per_job);
+            println!(
+                "{mode}: {name}: Redis CPU {us:.1} µs/job (range {us_lo:.1}–{us_hi:.1}), \
+                 {rate:.0} jobs/s (range {lo:.0}–{hi:.0}), {bytes:.0} AOF bytes/job, \
+                 calls/job {:?}",
+                median_run(runs).calls_per_job
+            );
         }
-        for (c, r) in bull.iter() {
-            println!("{mode}: bullmq concurrency {c}: {:.0} jobs/s", r.rate);
-        }
-        let (sc, s) = best(spool);
-        let (bc, b) = best(bull);
-        println!(
-            "{mode}: spool {:.0} jobs/s (c={sc}), {:.1} µs Redis CPU/job, calls/job {:?}",
-            s.rate, s.cpu_per_job_us, s.calls_per_job
-        );
-        println!(
-            "{mode}: bullmq {:.0} jobs/s (c={bc}), {:.1} µs Redis CPU/job, calls/job {:?}",
-            b.rate, b.cpu_per_job_us, b.calls_per_job
-        );
-        ratios.push(s.rate / b.rate);
+        let ratio = spread(&spool, |r| r.rate).0 / spread(&bull, |r| r.rate).0;
+        last.push((
+            ratio,
+            spread(&spool, |r| r.cpu_per_job_us).0,
+            spread(&bull, |r| r.cpu_per_job_us).0,
+        ));
     }
     println!(
-        "runtime aof_ratio={:.2} noaof_ratio={:.2}",
-        ratios[1], ratios[0]
+        "runtime aof_ratio={:.2} noaof_ratio={:.2} aof_us_per_job={:.1} noaof_us_per_job={:.1} \
+         bullmq_aof_us_per_job={:.1} bullmq_noaof_us_per_job={:.1}",
+        last[1].0, last[0].0, last[1].1, last[0].1, last[1].2, last[0].2
     );
     Ok(())
 }
