@@ -1172,11 +1172,38 @@ async fn a_jobs_log_ends_with_the_job() -> Result<()> {
         .await?;
     queue.append_log(&cancelled, &[line("c")]).await?;
     ensure!(queue.cancel(&cancelled).await? == CancelOutcome::Cancelled);
-    let ttl = pttl(&mut conn, &cancelled)?;
+    // Retained: no TTL of its own; the cancelled index holds its expiry.
+    ensure!(pttl(&mut conn, &cancelled)? == -1);
+    let expiry: f64 = redis::cmd("ZSCORE")
+        .arg(&queue.keys().cancelled)
+        .arg(cancelled.as_str())
+        .query(&mut conn)?;
+    let left = expiry - now_ms() as f64;
     ensure!(
-        ttl > 0 && ttl <= 60_000,
-        "the cancelled job's retention: {ttl}"
+        left > 0.0 && left <= 60_000.0,
+        "the cancelled job's retention: {left} ms left"
     );
+    // A sweep after the retention deletes the job and its log together.
+    let brief = queue
+        .enqueue(
+            b"{}".to_vec(),
+            JobOptions::default().retention(Duration::from_secs(1)),
+        )
+        .await?;
+    queue.append_log(&brief, &[line("b")]).await?;
+    ensure!(queue.cancel(&brief).await? == CancelOutcome::Cancelled);
+    ensure!(
+        queue.sweep(100).await?.pruned == 0,
+        "pruned before its time"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ensure!(queue.sweep(100).await?.pruned == 1);
+    ensure!(matches!(
+        queue.info(&brief).await,
+        Err(Error::NotFound { .. })
+    ));
+    ensure!(pttl(&mut conn, &brief)? == -2, "its log went with it");
+    ensure!(queue.info(&cancelled).await.is_ok(), "the other one stays");
 
     let gone = queue
         .enqueue(

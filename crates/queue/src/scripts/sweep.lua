@@ -4,7 +4,8 @@
 -- ARGV: [1] prefix, [2] limit per step
 -- Returns: { promoted, recovered, pruned, lateness_ms, next_due_in_ms }:
 --       scheduled jobs made ready, expired leases handed back (or killed),
---       retention index entries dropped, how late the oldest due job left in
+--       retained jobs deleted with their index entries (up to 5 x limit per
+--       index), how late the oldest due job left in
 --       `scheduled` is (0: none; more were due than `limit`), and when the
 --       next scheduled job is due from now (-1: nothing scheduled).
 --
@@ -20,8 +21,29 @@ local now = now_ms()
 local promoted = promote_due(now, limit)
 local recovered = recover_expired(now, limit)
 follow_pause(limit)
-local pruned = redis.call('ZREMRANGEBYSCORE', K_DONE, '-inf', now)
-  + redis.call('ZREMRANGEBYSCORE', K_CANC, '-inf', now)
+-- Deletes the jobs (and their logs) whose retention has passed, up to
+-- `limit` per index: a job still in the state its index says (an id reused
+-- after a deletion by hand is left alone), then drops the entries. Keys are
+-- deleted in batches, so expiry costs a command per batch, not per job.
+local function prune(index_key, state, max)
+  local ids = redis.call('ZRANGEBYSCORE', index_key, '-inf', now, 'LIMIT', 0, max)
+  if #ids == 0 then return 0 end
+  local dels = {}
+  for _, id in ipairs(ids) do
+    local jk = job_key(id)
+    local f = read_job(jk, 'state')
+    if f and f[1] == state then
+      dels[#dels + 1] = jk
+      dels[#dels + 1] = PREFIX .. 'log:' .. id
+    end
+  end
+  for i = 1, #dels, 1000 do
+    redis.call('DEL', unpack(dels, i, math.min(i + 999, #dels)))
+  end
+  batched('ZREM', index_key, ids)
+  return #ids
+end
+local pruned = prune(K_DONE, 'completed', limit * 5) + prune(K_CANC, 'cancelled', limit * 5)
 local lateness, next_due = 0, -1
 local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
 if first[2] then

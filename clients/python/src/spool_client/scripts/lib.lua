@@ -283,8 +283,9 @@ local function retain(jk, id, index_key, now, retention, zadds, logged)
   if r <= 0 then
     if lk then redis.call('DEL', jk, lk) else redis.call('DEL', jk) end
   else
-    redis.call('EXPIRE', jk, r)
-    if lk then redis.call('EXPIRE', lk, r) end
+    -- No EXPIRE: the retention index, scored by expiry, is what deletes the
+    -- job and its log (sweep.lua's `prune`, batched), so a job costs one
+    -- command less now (and Redis no expiry DEL of its own later).
     if zadds then
       zadds[#zadds + 1] = now + r * 1000
       zadds[#zadds + 1] = id
