@@ -122,10 +122,10 @@ class AsyncQueue(QueueBase):
                 await self._redis.sadd(c.QUEUES_KEY, self.name)
                 self._registered = time.monotonic()
                 # Live workers that speak another protocol: said once each.
-                ids = await self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
-                if ids:
+                workers = await self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
+                if workers:
                     records = await self._redis.mget(
-                        [self.keys.prefix + "worker:" + (c._text(w) or "") for w in ids]
+                        [self.keys.prefix + "worker:" + (c._text(w) or "") for w in workers]
                     )
                     msg = c.protocol_mismatch(self.name, records, self._protocols_seen)
                     if msg:

@@ -128,10 +128,10 @@ class Queue(QueueBase):
                 self._redis.sadd(c.QUEUES_KEY, self.name)
                 self._registered = time.monotonic()
                 # Live workers that speak another protocol: said once each.
-                ids = self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
-                if ids:
+                workers = self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
+                if workers:
                     records = self._redis.mget(
-                        [self.keys.prefix + "worker:" + (c._text(w) or "") for w in ids]
+                        [self.keys.prefix + "worker:" + (c._text(w) or "") for w in workers]
                     )
                     msg = c.protocol_mismatch(self.name, records, self._protocols_seen)
                     if msg:
