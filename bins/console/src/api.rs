@@ -107,10 +107,15 @@ async fn open(
     name: &str,
 ) -> ApiResult<Queue> {
     st.auth.check(headers, method, need)?;
+    known(st, name).await
+}
+
+/// A queue that exists, for a caller already checked.
+async fn known(st: &AppState, name: &str) -> ApiResult<Queue> {
     let client = st.client()?;
     let queue = client.queue(name)?;
-    let known = read(|| client.queues()).await?;
-    if !known.iter().any(|q| q == name) {
+    let names = read(|| client.queues()).await?;
+    if !names.iter().any(|q| q == name) {
         return Err(ApiError::new(
             404,
             "unknown_queue",
@@ -481,8 +486,8 @@ pub(crate) async fn events(
     method: Method,
     Path((queue, id)): Path<(String, String)>,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>> {
-    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
     let role = st.auth.check(&headers, &method, Role::Read)?;
+    let queue = known(&st, &queue).await?;
     let caller = st.auth.caller(&headers, role);
     let id = job_id(&id)?.to_owned();
     let first = read(|| queue.info(&id)).await?;

@@ -2,17 +2,16 @@
 //! sleep_worker processes: every endpoint, the three auth levels, CSRF,
 //! pagination, SSE to completion, the worker registry, and bad input.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use spool_testkit::{RedisServer, WorkerProcess, example_binary};
+use spool_testkit::RedisServer;
 
 mod common;
-use common::{ADMIN, Console, READ};
+use common::{ADMIN, Console, READ, sleep_worker};
 
 fn console(redis_url: &str, env: &[(&str, &str)]) -> Result<Console> {
     common::console(redis_url, Some(ADMIN), Some(READ), env)
@@ -53,21 +52,6 @@ async fn call(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     ))
-}
-
-fn sleep_worker(redis: &RedisServer, queue: &str) -> Result<WorkerProcess> {
-    let bin = example_binary("spool-worker", "sleep_worker")?;
-    let mut w = WorkerProcess::spawn(
-        Path::new(&bin),
-        &redis.url(),
-        &[
-            ("SPOOL_QUEUE", queue),
-            ("SPOOL_LEASE", "2s"),
-            ("SPOOL_SWEEP_INTERVAL", "200ms"),
-        ],
-    )?;
-    w.wait_ready(Duration::from_secs(60))?;
-    Ok(w)
 }
 
 #[tokio::test]

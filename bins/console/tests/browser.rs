@@ -9,16 +9,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use spool_queue::{Client, JobOptions, NewJob, Settle};
-use spool_testkit::{RedisServer, WorkerProcess, example_binary, free_port};
+use spool_testkit::{RedisServer, free_port};
 
-use common::{ADMIN, READ};
+use common::{ADMIN, READ, sleep_worker};
 
 /// chromedriver on a free port, killed when dropped.
 struct Driver {
@@ -141,6 +141,23 @@ impl Browser {
         .await
     }
 
+    /// The text `expr` evaluates to in the page ('' when it is not a string).
+    async fn text(&self, expr: &str) -> Result<String> {
+        let v = self.js(&format!("return {expr};")).await?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The document's width and the window's, in CSS pixels.
+    async fn widths(&self) -> Result<(f64, f64)> {
+        let w = self
+            .js("return [document.documentElement.scrollWidth, window.innerWidth];")
+            .await?;
+        Ok((
+            w[0].as_f64().context("scrollWidth")?,
+            w[1].as_f64().context("innerWidth")?,
+        ))
+    }
+
     /// Waits until `expr` is truthy in the page.
     async fn until(&self, what: &str, expr: &str) -> Result<()> {
         let start = Instant::now();
@@ -239,21 +256,6 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn sleep_worker(redis: &RedisServer, queue: &str) -> Result<WorkerProcess> {
-    let bin = example_binary("spool-worker", "sleep_worker")?;
-    let mut w = WorkerProcess::spawn(
-        Path::new(&bin),
-        &redis.url(),
-        &[
-            ("SPOOL_QUEUE", queue),
-            ("SPOOL_LEASE", "2s"),
-            ("SPOOL_SWEEP_INTERVAL", "200ms"),
-        ],
-    )?;
-    w.wait_ready(Duration::from_secs(60))?;
-    Ok(w)
-}
-
 /// Dead jobs on `queue`, one per error.
 async fn dead_jobs(client: &Client, queue: &str, errors: &[String]) -> Result<()> {
     let q = client.queue(queue)?;
@@ -341,10 +343,7 @@ async fn the_dashboard_in_a_real_browser() -> Result<()> {
         "document.querySelectorAll('main table tbody tr').length === 2",
     )
     .await?;
-    let text = b
-        .js("return document.querySelector('main').innerText;")
-        .await?;
-    let text = text.as_str().unwrap_or_default();
+    let text = b.text("document.querySelector('main').innerText").await?;
     for want in [
         "failing attempt 1 of the first 1 on purpose",
         "Enqueued",
@@ -377,17 +376,15 @@ async fn the_dashboard_in_a_real_browser() -> Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ensure!(
-        b.js("return document.getElementById('log')?.textContent ?? '';")
+        b.text("document.getElementById('log')?.textContent ?? ''")
             .await?
-            .as_str()
-            .is_some_and(|l| l.contains("started on the GPU pool")),
+            .contains("started on the GPU pool"),
         "the log vanished after the job ended"
     );
     ensure!(
-        b.js("return document.getElementById('said').textContent;")
+        b.text("document.getElementById('said').textContent")
             .await?
-            .as_str()
-            .is_some_and(|s| s.contains("completed")),
+            .contains("completed"),
         "the end was not announced"
     );
 
@@ -404,12 +401,10 @@ async fn the_dashboard_in_a_real_browser() -> Result<()> {
         "document.querySelectorAll('figure.chart').length === 2",
     )
     .await?;
-    let wide = b
-        .js("return [document.documentElement.scrollWidth, window.innerWidth];")
-        .await?;
+    let (page, window) = b.widths().await?;
     ensure!(
-        wide[0].as_f64() <= wide[1].as_f64().map(|w| w + 2.0),
-        "the page is wider than the window: {wide}"
+        page <= window + 2.0,
+        "the page is wider than the window: {page} > {window}"
     );
     ensure!(
         b.js("return document.querySelectorAll('details.long').length;")
@@ -435,10 +430,9 @@ async fn the_dashboard_in_a_real_browser() -> Result<()> {
     )
     .await?;
     ensure!(
-        b.js("return document.getElementById('said').textContent;")
+        b.text("document.getElementById('said').textContent")
             .await?
-            .as_str()
-            .is_some_and(|s| s.contains("6 dead jobs retried; 0 dead now")),
+            .contains("6 dead jobs retried; 0 dead now"),
         "the bulk count was not announced"
     );
     ensure!(
@@ -453,9 +447,8 @@ async fn the_dashboard_in_a_real_browser() -> Result<()> {
     b.until("a worker row", "document.querySelector('tr[data-worker]')")
         .await?;
     let row = b
-        .js("return document.querySelector('tr[data-worker]').innerText;")
+        .text("document.querySelector('tr[data-worker]').innerText")
         .await?;
-    let row = row.as_str().unwrap_or_default();
     ensure!(
         row.contains(env!("CARGO_PKG_VERSION"))
             && row.contains("renders")
@@ -482,12 +475,9 @@ async fn the_dashboard_in_a_real_browser() -> Result<()> {
         "errors pile up"
     );
     let said = b
-        .js("return document.getElementById('banner').textContent;")
+        .text("document.getElementById('banner').textContent")
         .await?;
-    ensure!(
-        said.as_str().is_some_and(|s| s.contains("may be stale")),
-        "{said}"
-    );
+    ensure!(said.contains("may be stale"), "{said}");
     redis.restart()?;
     b.until(
         "the banner to go",
@@ -503,12 +493,10 @@ async fn the_dashboard_in_a_real_browser() -> Result<()> {
         "document.querySelectorAll('table.jobs tbody tr a').length >= 2",
     )
     .await?;
-    let wide = b
-        .js("return [document.documentElement.scrollWidth, window.innerWidth];")
-        .await?;
+    let (page, screen) = b.widths().await?;
     ensure!(
-        wide[0].as_f64() <= wide[1].as_f64().map(|w| w + 2.0),
-        "on a phone the page is wider than the screen: {wide}"
+        page <= screen + 2.0,
+        "on a phone the page is wider than the screen: {page} > {screen}"
     );
     b.screenshot("phone").await?;
     b.size(1280, 900).await?;

@@ -563,12 +563,10 @@ export class Queue<P extends Payload = Payload, R = unknown> {
       let state = "";
       for (;;) {
         try {
-          const reply = (await this.run(() => this.redis.spoolWatch(...this.keys, this.prefix, jobId))) as [string, string];
+          // The job's state, the stream's last id and the job's progress.
+          const reply = (await this.run(() => this.redis.spoolWatch(...this.keys, this.prefix, jobId))) as [string, string, string];
           state = String(reply[0] ?? "");
-          if (state && opts.onProgress) {
-            const p = await this.run(() => this.redis.hget(`${this.prefix}job:${jobId}`, "progress"));
-            if (p !== null && p !== undefined) opts.onProgress(jsonOrText(p));
-          }
+          if (state && reply[2]) opts.onProgress?.(jsonOrText(reply[2]));
           if (!this.reading) this.readPos = String(reply[1] ?? "0-0");
           break;
         } catch (e) {

@@ -80,21 +80,7 @@ def test_the_sse_endpoint_streams_progress_until_completion(redis_url: str) -> N
         root = Path(d)
         media_roots(root, 640, 360, 4)
         port = free_port()
-        env = dict(os.environ, SPOOL_REDIS_URL=redis_url, SPOOL_QUEUE="renders")
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app:app",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT / "examples" / "fastapi",
-            env=env,
-        )
+        api = _api(port, redis_url)
         worker = Worker(
             "spool-encoder-worker",
             redis_url,
@@ -105,14 +91,6 @@ def test_the_sse_endpoint_streams_progress_until_completion(redis_url: str) -> N
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(base + "/docs", timeout=1).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "the API never started"
-                    time.sleep(0.1)
             req = urllib.request.Request(
                 base + "/renders",
                 data=json.dumps(

@@ -7,7 +7,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use spool_testkit::free_port;
+use spool_testkit::{RedisServer, WorkerProcess, example_binary, free_port};
 
 /// The admin token the tests give a console with tokens.
 pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -75,4 +75,21 @@ pub(crate) fn console(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(c)
+}
+
+/// A real `sleep_worker` on `queue` (2 s leases, sweeping every 200 ms),
+/// ready to take jobs.
+pub(crate) fn sleep_worker(redis: &RedisServer, queue: &str) -> Result<WorkerProcess> {
+    let bin = example_binary("spool-worker", "sleep_worker")?;
+    let mut w = WorkerProcess::spawn(
+        std::path::Path::new(&bin),
+        &redis.url(),
+        &[
+            ("SPOOL_QUEUE", queue),
+            ("SPOOL_LEASE", "2s"),
+            ("SPOOL_SWEEP_INTERVAL", "200ms"),
+        ],
+    )?;
+    w.wait_ready(Duration::from_secs(60))?;
+    Ok(w)
 }

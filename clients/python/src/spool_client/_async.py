@@ -14,7 +14,6 @@ from redis.asyncio.sentinel import Sentinel
 
 from . import _core as c
 from ._base import QueueBase
-from ._sync import _block_ms
 from .errors import (
     InvalidJob,
     JobFailed,
@@ -170,20 +169,18 @@ class AsyncQueue(QueueBase):
             try:
                 if last_id is None:
                     with self._errors():
-                        state, last_id = c.watch_reply(
+                        state, last_id, progress = c.watch_reply(
                             await self._watch(
                                 keys=self.keys.script_keys, args=[self.keys.prefix, job_id]
                             )
                         )
-                        if state and on_progress is not None:
-                            progress = await self._redis.hget(self.keys.job(job_id), "progress")
-                            if progress is not None:
-                                on_progress(c.json_or_text(progress))
+                    if state and progress is not None and on_progress is not None:
+                        on_progress(progress)
                     if not state:
                         raise NotFound(self.name, job_id)
                     if c.JobState(state).finished:
                         return await self._ended(job_id, None, raise_on_failure)
-                block = _block_ms(deadline, self._block_cap_ms)
+                block = c.block_ms(deadline, self._block_cap_ms)
                 with self._errors():
                     reply = await self._redis.xread(
                         {self.keys.events: last_id}, count=100, block=block

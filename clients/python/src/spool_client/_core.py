@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import json
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -698,10 +699,20 @@ def job_from_event(queue: str, ev: Event) -> Job:
     )
 
 
-def watch_reply(reply: Any) -> tuple[str, str]:
-    """watch.lua's answer: the job's state ('' when there is none) and the
-    stream's last id."""
-    return _text(reply[0]) or "", _text(reply[1]) or "0-0"
+def block_ms(deadline: float | None, cap_ms: int) -> int:
+    """How long one XREAD may block: at most `cap_ms` (a quiet stream is
+    followed by a look at the job), never past the deadline (a monotonic
+    time)."""
+    if deadline is None:
+        return cap_ms
+    return max(1, min(cap_ms, int((deadline - time.monotonic()) * 1000)))
+
+
+def watch_reply(reply: Any) -> tuple[str, str, Any]:
+    """watch.lua's answer: the job's state ('' when there is none), the
+    stream's last id, and the job's progress (None when it has none)."""
+    progress = reply[2] if len(reply) > 2 and reply[2] else None
+    return _text(reply[0]) or "", _text(reply[1]) or "0-0", json_or_text(progress)
 
 
 def protocol_mismatch(queue: str, records: list[Any], seen: set[int]) -> str | None:

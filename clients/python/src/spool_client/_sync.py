@@ -23,14 +23,6 @@ from .errors import (
 )
 
 
-def _block_ms(deadline: float | None, cap_ms: int) -> int:
-    """How long one XREAD may block: at most `cap_ms` (a quiet stream is
-    followed by a look at the job), never past the deadline."""
-    if deadline is None:
-        return cap_ms
-    return max(1, min(cap_ms, int((deadline - time.monotonic()) * 1000)))
-
-
 class Queue(QueueBase):
     """One spool queue, for producers: enqueue, follow, cancel, inspect.
 
@@ -186,18 +178,16 @@ class Queue(QueueBase):
             try:
                 if last_id is None:
                     with self._errors():
-                        state, last_id = c.watch_reply(
+                        state, last_id, progress = c.watch_reply(
                             self._watch(keys=self.keys.script_keys, args=[self.keys.prefix, job_id])
                         )
-                        if state and on_progress is not None:
-                            progress = self._redis.hget(self.keys.job(job_id), "progress")
-                            if progress is not None:
-                                on_progress(c.json_or_text(progress))
+                    if state and progress is not None and on_progress is not None:
+                        on_progress(progress)
                     if not state:
                         raise NotFound(self.name, job_id)
                     if c.JobState(state).finished:
                         return self._ended(job_id, None, raise_on_failure)
-                block = _block_ms(deadline, self._block_cap_ms)
+                block = c.block_ms(deadline, self._block_cap_ms)
                 with self._errors():
                     reply = self._redis.xread({self.keys.events: last_id}, count=100, block=block)
                 events = c.decode_events(reply)

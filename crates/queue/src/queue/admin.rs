@@ -79,7 +79,7 @@ impl Queue {
     pub async fn watch(&self, id: &str) -> Result<(JobState, String)> {
         let mut inv = self.invocation(&scripts::WATCH);
         inv.arg(id);
-        let (state, last): (String, String) = self.invoke(&inv).await?;
+        let (state, last, _progress): (String, String, Vec<u8>) = self.invoke(&inv).await?;
         if state.is_empty() {
             return Err(self.not_found(id));
         }
