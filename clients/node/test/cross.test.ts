@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { Redis } from "ioredis";
 
 import { EncodeJob, Queue, mp4, type Job } from "../src/index.js";
 import { RedisProcess, Worker, spoolctl } from "./helpers.js";
@@ -113,11 +114,19 @@ test("waits follow events: many at once, a deleted job's result, and a queue-wid
   const following = (async () => {
     for await (const ev of q.events({ signal: abort.signal })) feed.push(ev);
   })();
+  // Ten waits share one reader; each gets its own job's end. The jobs are
+  // deleted as they complete (retention 0), so the waits start before any
+  // worker runs: a wait begun after such a job ended has nothing to read.
+  const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => q.enqueue({ sleep_ms: 20 * i }, { retentionMs: 0 })));
+  const waits = Promise.all(ids.map((id) => q.wait(id, { timeoutMs: 60_000 })));
+  const raw = new Redis(server.url);
+  for (const id of ids) {
+    while ((await raw.hget(`spool:{evn}:job:${id}`, "notify")) !== "1") await new Promise((r) => setTimeout(r, 10));
+  }
+  raw.disconnect();
   const worker = new Worker("sleep_worker", server.url, "evn");
   try {
-    // Ten waits share one reader; each gets its own job's end.
-    const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => q.enqueue({ sleep_ms: 20 * i }, { retentionMs: 0 })));
-    const jobs = await Promise.all(ids.map((id) => q.wait(id, { timeoutMs: 60_000 })));
+    const jobs = await waits;
     jobs.forEach((j, i) => {
       assert.equal(j.id, ids[i]);
       assert.equal(j.state, "completed");
