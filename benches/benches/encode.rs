@@ -104,7 +104,7 @@ fn main() -> Result<()> {
     gpu_cfg.gpu_decode = GpuDecode::On;
     let gpu_decode = Encoder::new(gpu_cfg)?;
     let nvenc = cpu_decode.gpus().reason.is_none();
-    let cuda = spool_encoder::hw::check_cuda_device(0);
+    let cuda = spool_encoder::gpu::check_cuda_device(0);
     let cq = ["-rc", "vbr", "-cq", "23", "-b:v", "0"];
     let hwaccel = ["-hwaccel", "cuda", "-hwaccel_output_format", "cuda"];
     let mut cases: Vec<Case<'_>> = vec![Case {
@@ -196,7 +196,7 @@ fn run_case(case: &Case<'_>, src: &Path, output: &Path, n: f64, rounds: u64) -> 
         let t = Instant::now();
         let res = case
             .encoder
-            .encode(&spec, &mut |_| {}, &CancellationToken::new())?;
+            .encode_blocking(&spec, &mut |_| {}, &CancellationToken::new())?;
         ours_best = ours_best.min(t.elapsed().as_secs_f64());
         ours_cpu = ours_cpu.min(cpu_seconds()?.0 - c0);
         stages = serde_json::to_string(&res.stages)?;

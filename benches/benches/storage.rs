@@ -21,8 +21,7 @@ use anyhow::{Context, Result, ensure};
 use spool_benches::setting;
 use spool_encoder::storage::parse_buckets;
 use spool_encoder::{
-    CancellationToken, EncodeSpec, Encoder, EncoderConfig, Limits, ObjectStorage, S3Uri,
-    StorageClient,
+    CancellationToken, EncodeSpec, Encoder, EncoderConfig, Limits, ObjectStorage, S3Uri, Storage,
 };
 use spool_testkit::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 
@@ -65,10 +64,10 @@ fn best_pair(
     let owner = spool_encoder::OutputOwner::named("bench");
     for _ in 0..rounds {
         let t = Instant::now();
-        encoder.encode_as(Some(&owner), local, &mut |_| {}, cancel)?;
+        encoder.encode_as_blocking(Some(&owner), local, &mut |_| {}, cancel)?;
         local_best = local_best.min(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        encoder.encode_as(Some(&owner), remote, &mut |_| {}, cancel)?;
+        encoder.encode_as_blocking(Some(&owner), remote, &mut |_| {}, cancel)?;
         s3_best = s3_best.min(t.elapsed().as_secs_f64());
     }
     Ok((local_best, s3_best))
@@ -183,23 +182,27 @@ fn main() -> Result<()> {
     std::fs::write(up_dir.join("blob.bin"), &bytes)?;
     std::fs::write(&blob, &bytes)?;
     drop(bytes);
-    let client = StorageClient::new(&storage)?;
+    let client = Storage::new(&storage)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let base = S3Uri::parse("s3://media/blob/blob.bin").map_err(anyhow::Error::msg)?;
     let url = format!("{}/media/blob/curl.bin", s3.endpoint());
     let up_spool = best(rounds, || {
-        client.upload(
+        rt.block_on(client.upload_dir(
             &up_dir,
             &base,
             Some(&spool_encoder::OutputOwner::named("bench")),
+            &mut |_, _| {},
             &cancel,
-        )?;
+        ))?;
         Ok(())
     })?;
     let up_curl = best(rounds, || {
         curl(&s3, &["-T", blob.to_str().context("path")?, &url])
     })?;
     let down_spool = best(rounds, || {
-        let f = client.download(&base, &scratch, u64::MAX, &cancel)?;
+        let f = rt.block_on(client.download(&base, &scratch, u64::MAX, &mut |_, _| {}, &cancel))?;
         ensure!(std::fs::metadata(f.path())?.len() == (object_mb as u64) << 20);
         Ok(())
     })?;

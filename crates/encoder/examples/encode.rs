@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let spec = EncodeSpec::from_json(&std::fs::read(spec_path)?, &Limits::default())?;
     let encoder = Encoder::new(EncoderConfig::new(input_root, output_root))?;
-    let result = encoder.encode(
+    let result = encoder.encode_blocking(
         &spec,
         &mut |p| eprintln!("{:5.1}% {} frames {:.1} fps", p.percent, p.frames, p.fps),
         &CancellationToken::new(),

@@ -48,6 +48,9 @@ thread_local! {
 pub struct Scope {
     id: u64,
     previous: u64,
+    /// Not `Send`: dropping it restores this thread's scope, so it must
+    /// drop on the thread that made it.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -63,7 +66,11 @@ pub fn scope(sink: Sink) -> Scope {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     sinks(|m| m.insert(id, sink));
     let previous = CURRENT.with(|c| c.replace(id));
-    Scope { id, previous }
+    Scope {
+        id,
+        previous,
+        _thread: std::marker::PhantomData,
+    }
 }
 
 impl Drop for Scope {

@@ -1,7 +1,7 @@
 //! Encoder choice and option mapping: which FFmpeg encoder runs a rendition,
 //! and the options that express the spec's preset and rate control for it.
 
-use crate::spec::{Codec, Preset, Rendition};
+use crate::{Codec, Preset, Rendition};
 
 /// CPU or NVENC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -17,7 +17,7 @@ pub enum Backend {
 }
 
 /// The FFmpeg encoder name for a codec on a backend.
-pub fn encoder_name(codec: Codec, backend: Backend) -> &'static str {
+pub(crate) fn encoder_name(codec: Codec, backend: Backend) -> &'static str {
     match (codec, backend) {
         (Codec::H264, Backend::Cpu) => "libx264",
         (Codec::Hevc, Backend::Cpu) => "libx265",
@@ -36,7 +36,7 @@ const DEFAULT_AV1_QUALITY: u32 = 35;
 
 /// Encoder options (`key=value`, as `ffmpeg -c:v X -key value`) for a rendition.
 /// Bitrate targets also set `b` on the codec context (see the pipeline).
-pub fn encoder_options(r: &Rendition, backend: Backend) -> Vec<(String, String)> {
+pub(crate) fn encoder_options(r: &Rendition, backend: Backend) -> Vec<(String, String)> {
     let mut o: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: String| o.push((k.to_owned(), v));
     let quality = r.quality.unwrap_or(if r.codec == Codec::Av1 {
@@ -97,7 +97,7 @@ pub fn encoder_options(r: &Rendition, backend: Backend) -> Vec<(String, String)>
 /// Every option a rendition's encoder is opened with: [`encoder_options`],
 /// plus, for an HLS libx264 encode, no scene-cut keyframes (segments must
 /// start on keyframes at regular times).
-pub fn rendition_options(r: &Rendition, backend: Backend, hls: bool) -> Vec<(String, String)> {
+pub(crate) fn rendition_options(r: &Rendition, backend: Backend, hls: bool) -> Vec<(String, String)> {
     let mut o = encoder_options(r, backend);
     if hls && r.codec == Codec::H264 && backend == Backend::Cpu {
         o.push(("sc_threshold".into(), "0".into()));
@@ -110,7 +110,7 @@ pub fn rendition_options(r: &Rendition, backend: Backend, hls: bool) -> Vec<(Str
 /// that encoder. `Ok(false)` when this FFmpeg build has no such encoder;
 /// an error names the first option it does not have or whose value it
 /// refuses.
-pub fn check_options(name: &str, options: &[(String, String)]) -> Result<bool, String> {
+pub(crate) fn check_options(name: &str, options: &[(String, String)]) -> Result<bool, String> {
     ffmpeg_next::init().map_err(|e| format!("FFmpeg did not initialise: {e}"))?;
     let Some(codec) = ffmpeg_next::encoder::find_by_name(name) else {
         return Ok(false);
@@ -124,7 +124,7 @@ pub fn check_options(name: &str, options: &[(String, String)]) -> Result<bool, S
 }
 
 /// NVENC presets p1 (fastest) to p7 (best).
-pub fn nvenc_preset(p: Preset) -> &'static str {
+pub(crate) fn nvenc_preset(p: Preset) -> &'static str {
     match p {
         Preset::Fastest => "p1",
         Preset::Fast => "p3",
@@ -209,3 +209,7 @@ mod tests {
         assert_eq!(encoder_name(Codec::Av1, Backend::Cpu), "libsvtav1");
     }
 }
+
+#[cfg(test)]
+#[path = "backend_tests.rs"]
+mod option_tests;

@@ -94,3 +94,26 @@ impl EncodeError {
         }
     }
 }
+
+impl From<spool_storage::StorageError> for EncodeError {
+    fn from(e: spool_storage::StorageError) -> Self {
+        use spool_storage::StorageError as S;
+        match e {
+            S::Refused { uri, reason } => EncodeError::StorageRefused { uri, reason },
+            S::Unavailable { uri, reason } => EncodeError::StorageUnavailable { uri, reason },
+            S::OutputExists { path, reason } => EncodeError::OutputExists { path, reason },
+            S::TooLarge { path, reason } => EncodeError::LimitExceeded { path, reason },
+            S::Cancelled => EncodeError::Cancelled,
+            other => EncodeError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<spool_encode_spec::SpecError> for EncodeError {
+    fn from(e: spool_encode_spec::SpecError) -> Self {
+        EncodeError::InvalidSpec {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}

@@ -18,10 +18,10 @@
 //! - the body is bounded by the encoder's input limit
 //!   ([`crate::EncoderConfig::max_input_bytes`], the same for object storage).
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 use tokio_util::sync::CancellationToken;
 
@@ -222,19 +222,20 @@ fn refused(url: &str, reason: impl Into<String>) -> EncodeError {
 }
 
 /// Downloads `url` into a new temporary file in `dir`, refusing a body over
-/// `max_bytes`. Blocking; runs its own
-/// small async runtime on a scoped thread so it works from any caller.
-/// `progress` hears (bytes so far, bytes in all when the server said).
-pub(crate) fn download(
+/// `max_bytes`. `progress` hears (bytes so far, bytes in all when the
+/// server said), at most four times a second.
+pub(crate) async fn download(
     url: &str,
     policy: &HttpPolicy,
     max_bytes: u64,
     dir: &Path,
-    progress: &mut dyn FnMut(u64, Option<u64>),
+    progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
     cancel: &CancellationToken,
 ) -> Result<tempfile::NamedTempFile, EncodeError> {
-    let mut file = tempfile::Builder::new()
-        .prefix(&crate::scratch::prefix(crate::scratch::INPUT))
+    let file = tempfile::Builder::new()
+        .prefix(&spool_storage::scratch::prefix(
+            spool_storage::scratch::INPUT,
+        ))
         .tempfile_in(dir)
         .map_err(|e| {
             EncodeError::Failed(format!(
@@ -242,41 +243,27 @@ pub(crate) fn download(
                 dir.display()
             ))
         })?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        let out = file.as_file_mut();
-        let worker = s.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| EncodeError::Failed(format!("cannot start the downloader: {e}")))?;
-            rt.block_on(async {
-                tokio::select! {
-                    _ = cancel.cancelled() => Err(EncodeError::Cancelled),
-                    r = fetch(url, policy, max_bytes, out, &tx) => r,
-                }
-            })
-        });
-        // The channel closes when the downloader ends.
-        for (done, total) in rx {
-            progress(done, total);
-        }
-        worker
-            .join()
-            .unwrap_or_else(|_| Err(EncodeError::Failed("the downloader panicked".into())))
-    })?;
+    let out = file
+        .as_file()
+        .try_clone()
+        .map_err(|e| EncodeError::Failed(format!("cannot reopen the download file: {e}")))?;
+    let mut out = tokio::fs::File::from_std(out);
+    tokio::select! {
+        _ = cancel.cancelled() => Err(EncodeError::Cancelled),
+        r = fetch(url, policy, max_bytes, &mut out, progress) => r,
+    }?;
     Ok(file)
 }
 
-/// Progress reports from the downloader's thread.
-type Reports = std::sync::mpsc::Sender<(u64, Option<u64>)>;
+/// Where progress reports go.
+type Reports<'a> = &'a mut (dyn FnMut(u64, Option<u64>) + Send);
 
 async fn fetch(
     url: &str,
     policy: &HttpPolicy,
     max_bytes: u64,
-    out: &mut std::fs::File,
-    reports: &Reports,
+    out: &mut tokio::fs::File,
+    reports: Reports<'_>,
 ) -> Result<(), EncodeError> {
     let mut current =
         reqwest::Url::parse(url).map_err(|e| refused(url, format!("not a URL: {e}")))?;
@@ -322,14 +309,14 @@ async fn body(
     mut resp: reqwest::Response,
     policy: &HttpPolicy,
     max_bytes: u64,
-    out: &mut std::fs::File,
-    reports: &Reports,
+    out: &mut tokio::fs::File,
+    reports: Reports<'_>,
 ) -> Result<(), EncodeError> {
     let mut total: u64 = 0;
     let expected = resp.content_length();
     let started = tokio::time::Instant::now();
     let mut last_report = started;
-    let _ = reports.send((0, expected));
+    reports(0, expected);
     loop {
         // A read may wait `io_timeout`; the download as a whole must keep
         // `min_bytes_per_s` on average after its first `io_timeout`.
@@ -355,16 +342,16 @@ async fn body(
         }
         if last_report.elapsed() >= Duration::from_millis(250) {
             last_report = tokio::time::Instant::now();
-            let _ = reports.send((total, expected));
+            reports(total, expected);
         }
-        out.write_all(&chunk).map_err(|e| {
+        out.write_all(&chunk).await.map_err(|e| {
             EncodeError::Failed(format!("writing the download of {}: {e}", shown_url(url)))
         })?;
     }
-    out.flush().map_err(|e| {
+    out.flush().await.map_err(|e| {
         EncodeError::Failed(format!("writing the download of {}: {e}", shown_url(url)))
     })?;
-    let _ = reports.send((total, expected));
+    reports(total, expected);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! container toolkit). Where it is absent (CPU nodes, CI) discovery answers "no
 //! GPU" with the reason once, and telemetry exports nothing: no error spam.
 
+pub use crate::hw::{check_cuda_device, nvdec_codecs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -278,6 +279,55 @@ impl Drop for SessionSlot {
         metrics::gauge!(metric::NVENC_SESSIONS_IN_USE, "gpu" => self.gpu.to_string())
             .decrement(1.0);
     }
+}
+
+/// What `spool-encoder-worker --gpu-report` prints, the first check on a new
+/// GPU node: discovery, a live sample, the NVENC session probe per GPU (up
+/// to `nvenc_cap`), whether a CUDA device context opens on each, and which
+/// NVENC, CPU and NVDEC codecs this FFmpeg has.
+pub fn report(nvenc_cap: usize) -> serde_json::Value {
+    let probe = probe();
+    let sessions: Vec<serde_json::Value> = probe
+        .nvenc_gpus()
+        .map(|g| {
+            let (n, why) = probe_sessions(g.index, nvenc_cap);
+            serde_json::json!({"gpu": g.index, "sessions_opened": n, "cap": nvenc_cap, "stopped_by": why})
+        })
+        .collect();
+    // A CUDA device context on each GPU found (GPU 0 when none was): what
+    // the NVDEC decode stage needs.
+    let indexes: Vec<u32> = if probe.gpus.is_empty() {
+        vec![0]
+    } else {
+        probe.gpus.iter().map(|g| g.index).collect()
+    };
+    let cuda: Vec<serde_json::Value> = indexes
+        .into_iter()
+        .map(|gpu| match crate::hw::check_cuda_device(gpu) {
+            Ok(()) => serde_json::json!({"gpu": gpu, "opens": true}),
+            Err(why) => serde_json::json!({"gpu": gpu, "opens": false, "why": why}),
+        })
+        .collect();
+    let encoders: Vec<&str> = [
+        "h264_nvenc",
+        "hevc_nvenc",
+        "av1_nvenc",
+        "libx264",
+        "libx265",
+        "libsvtav1",
+    ]
+    .into_iter()
+    .filter(|e| crate::backend::check_options(e, &[]).unwrap_or(false))
+    .collect();
+    serde_json::json!({
+        "gpus": probe.gpus,
+        "samples": sample(),
+        "no_nvenc_reason": probe.reason,
+        "nvenc_sessions": sessions,
+        "encoders_in_ffmpeg": encoders,
+        "nvdec_decoders_in_ffmpeg": crate::hw::nvdec_codecs(),
+        "cuda_devices": cuda,
+    })
 }
 
 #[cfg(test)]

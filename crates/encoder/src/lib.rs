@@ -15,30 +15,32 @@
 //! whitelist without playlists, and checked against [`Limits`].
 
 pub mod avlog;
-pub mod backend;
+mod backend;
 mod error;
 pub mod fetch;
 mod ffi;
 pub mod gpu;
-pub mod hw;
+mod hw;
 pub mod metrics;
-mod owner;
 pub mod paths;
 mod pipeline;
-mod scratch;
-pub mod spec;
-pub mod storage;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use backend::Backend;
 pub use error::EncodeError;
 pub use fetch::HttpPolicy;
-pub use owner::OutputOwner;
 pub use pipeline::{EncodeResult, OutputInfo, Phase, Progress};
-pub use spec::{Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition};
+pub use spool_encode_spec::{
+    Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition, SpecError,
+};
 pub use spool_encode_spec::S3Uri;
-pub use storage::{BucketScope, ObjectStorage, StorageClient, StoredObject};
+/// Object storage, re-exported: the encoder's `s3://` inputs and outputs
+/// go through it.
+pub use spool_storage as storage;
+pub use spool_storage::{BucketScope, ObjectStorage, OutputOwner, Storage, StoredObject};
+use spool_storage::{SegmentUploads, scratch};
 pub use tokio_util::sync::CancellationToken;
 
 /// NVENC sessions per GPU when the operator sets none: what current consumer
@@ -122,14 +124,54 @@ impl EncoderConfig {
     }
 }
 
-/// Runs encodes. Cheap to share: probe once, encode many.
-#[derive(Debug)]
+/// What an encode takes beyond its spec.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct EncodeOptions {
+    /// Whose outputs these are (see [`Encoder::encode_as`]); `None` never
+    /// replaces an existing output.
+    pub owner: Option<OutputOwner>,
+    /// Where FFmpeg's warnings and errors about this encode go (see
+    /// [`avlog`]); `None` sends them through `tracing`.
+    pub ffmpeg_log: Option<avlog::Sink>,
+}
+
+impl EncodeOptions {
+    /// This value with `owner` set.
+    pub fn with_owner(mut self, owner: OutputOwner) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// This value with `ffmpeg_log` set.
+    pub fn with_ffmpeg_log(mut self, sink: avlog::Sink) -> Self {
+        self.ffmpeg_log = Some(sink);
+        self
+    }
+}
+
+impl std::fmt::Debug for EncodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeOptions")
+            .field("owner", &self.owner)
+            .field("ffmpeg_log", &self.ffmpeg_log.is_some())
+            .finish()
+    }
+}
+
+/// Runs encodes. Cheap to clone and share: probe once, encode many.
+#[derive(Debug, Clone)]
 pub struct Encoder {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     config: EncoderConfig,
     gpus: gpu::GpuProbe,
     sessions: gpu::SessionCap,
     /// Clients for the allowed buckets, when object storage is on.
-    stores: Option<storage::Stores>,
+    stores: Option<Storage>,
 }
 
 impl Encoder {
@@ -176,26 +218,28 @@ impl Encoder {
         // What a killed worker left in the scratch directory.
         scratch::sweep(&config.scratch_dir);
         let stores = if config.storage.enabled() {
-            Some(storage::Stores::new(&config.storage)?)
+            Some(Storage::new(&config.storage)?)
         } else {
             None
         };
         Ok(Encoder {
-            config,
-            gpus,
-            sessions,
-            stores,
+            inner: Arc::new(Inner {
+                config,
+                gpus,
+                sessions,
+                stores,
+            }),
         })
     }
 
     /// What GPU discovery found.
     pub fn gpus(&self) -> &gpu::GpuProbe {
-        &self.gpus
+        &self.inner.gpus
     }
 
     /// The settings.
     pub fn config(&self) -> &EncoderConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// How many encodes this process should run at once: the NVENC sessions
@@ -203,94 +247,114 @@ impl Encoder {
     /// `nvenc_sessions_per_gpu`) when there are GPUs, else one (a CPU encode
     /// uses every core).
     pub fn default_concurrency(&self) -> usize {
-        if self.gpus.reason.is_none() {
-            self.sessions.total().max(1)
+        if self.inner.gpus.reason.is_none() {
+            self.inner.sessions.total().max(1)
         } else {
             1
         }
     }
 
     /// Encodes `spec` for no particular job: it never replaces an existing
-    /// output. Blocking: run it on a blocking thread.
-    pub fn encode(
+    /// output. Runs on the caller's tokio runtime: downloads and uploads
+    /// are async, the FFmpeg work runs on its blocking threads
+    /// (`spawn_blocking`). `progress` is called on the caller's task.
+    pub async fn encode(
         &self,
         spec: &EncodeSpec,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
-        self.encode_as(None, spec, progress, cancel)
+        self.encode_as(None, spec, progress, cancel).await
     }
 
     /// Encodes `spec` for the attempt `owner` of a job: outputs that an
     /// earlier attempt of the same job published are replaced; anything else
     /// already at an output name fails the job with
     /// [`EncodeError::OutputExists`] before any work, and is never replaced
-    /// or removed later either (see [`OutputOwner`]). Blocking.
-    pub fn encode_as(
+    /// or removed later either (see [`OutputOwner`]). See
+    /// [`Encoder::encode`] for where it runs.
+    pub async fn encode_as(
         &self,
         owner: Option<&OutputOwner>,
         spec: &EncodeSpec,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
-        spec.validate(&self.config.limits)?;
+        let opts = EncodeOptions {
+            owner: owner.cloned(),
+            ffmpeg_log: None,
+        };
+        self.encode_with(spec, &opts, progress, cancel).await
+    }
+
+    /// [`Encoder::encode_as`] with every per-encode option: the owner and
+    /// where FFmpeg's messages about this encode go.
+    pub async fn encode_with(
+        &self,
+        spec: &EncodeSpec,
+        opts: &EncodeOptions,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<EncodeResult, EncodeError> {
+        let owner = opts.owner.as_ref();
+        let config = &self.inner.config;
+        spec.validate(&config.limits)?;
         if !S3Uri::is_s3(&spec.output) {
-            let target = paths::open_output(&self.config.output_root, &spec.output)?;
+            let target = paths::open_output(&config.output_root, &spec.output)?;
             self.check_names(spec, &target, None, |name, dir| {
                 target.existing(name, dir, owner).map(drop)
             })?;
-            return self.encode_into(owner, spec, &target, progress, cancel);
+            return self.encode_into(opts, spec, target, progress, cancel).await;
         }
         // Object storage: encode into a scratch directory, then upload.
         let uri = S3Uri::parse(&spec.output).map_err(|r| EncodeError::spec("output", r))?;
         let stores = self.stores_for(&uri)?;
         let scratch = tempfile::Builder::new()
             .prefix(&scratch::prefix(scratch::OUTPUT))
-            .tempdir_in(&self.config.scratch_dir)
+            .tempdir_in(&config.scratch_dir)
             .map_err(|e| {
                 EncodeError::Failed(format!(
-                    "cannot create an output directory in {} (SPOOL_SCRATCH_DIR): {e}",
-                    self.config.scratch_dir.display()
+                    "cannot create an output directory in the scratch directory {}: {e}",
+                    config.scratch_dir.display()
                 ))
             })?;
         let target = paths::open_output(scratch.path(), uri.file_name())?;
         let names = self.check_names(spec, &target, Some(&uri), |_, _| Ok(()))?;
-        let known = storage::check_owner(stores, &uri, &names, owner, cancel)?;
+        let known = stores.check_owner(&uri, &names, owner, cancel).await?;
         let hls_dirs: Vec<String> = names
             .iter()
             .filter(|(_, dir)| *dir)
             .map(|(n, _)| n.clone())
             .collect();
-        let session = storage::Session::new(stores, &uri, owner, &names, known)?;
+        let session = stores.session(&uri, owner, &names, known)?;
         // HLS segments go up as FFmpeg finishes them; a failed upload stops
         // the encode through its own cancel.
         let encode_cancel = cancel.child_token();
         let (encoded, session) = match hls_dirs.first() {
             Some(dir) => {
-                let early = storage::SegmentUploads::start(
-                    stores,
+                let early = SegmentUploads::start(
                     session,
                     scratch.path(),
                     dir,
                     encode_cancel.clone(),
                     cancel,
-                )?;
-                let encoded = self.encode_into(owner, spec, &target, progress, &encode_cancel);
-                let (session, uploaded) = early.finish()?;
-                (uploaded.and(encoded), session)
+                );
+                let encoded = self
+                    .encode_into(opts, spec, target, progress, &encode_cancel)
+                    .await;
+                let (session, uploaded) = early.finish().await?;
+                (uploaded.map_err(EncodeError::from).and(encoded), session)
             }
             None => (
-                self.encode_into(owner, spec, &target, progress, &encode_cancel),
+                self.encode_into(opts, spec, target, progress, &encode_cancel)
+                    .await,
                 session,
             ),
         };
         let mut result = match encoded {
             Ok(r) => r,
             Err(e) => {
-                let _ = stores.run(&CancellationToken::new(), async move {
-                    session.remove_written().await;
-                    Ok(())
-                });
+                session.remove_written().await;
                 return Err(e);
             }
         };
@@ -304,7 +368,7 @@ impl Encoder {
                 out_time_s: 0.0,
             })
         };
-        let up = storage::upload(stores, session, scratch.path(), &mut report, cancel)?;
+        let up = session.upload(scratch.path(), &mut report, cancel).await?;
         // Report where the outputs are now, not where they were encoded.
         let remote = |p: &std::path::Path| -> std::path::PathBuf {
             match p.strip_prefix(scratch.path()) {
@@ -326,6 +390,34 @@ impl Encoder {
         Ok(result)
     }
 
+    /// [`Encoder::encode`] for a program without a tokio runtime (tools,
+    /// tests): runs the encode on a runtime of its own and waits for it.
+    /// Panics when called from async code; await [`Encoder::encode`] there.
+    pub fn encode_blocking(
+        &self,
+        spec: &EncodeSpec,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<EncodeResult, EncodeError> {
+        self.encode_as_blocking(None, spec, progress, cancel)
+    }
+
+    /// [`Encoder::encode_as`] for a program without a tokio runtime; see
+    /// [`Encoder::encode_blocking`].
+    pub fn encode_as_blocking(
+        &self,
+        owner: Option<&OutputOwner>,
+        spec: &EncodeSpec,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<EncodeResult, EncodeError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EncodeError::Failed(format!("cannot start a runtime: {e}")))?;
+        rt.block_on(self.encode_as(owner, spec, progress, cancel))
+    }
+
     /// The output files (or HLS directories) `spec` will write at `target`,
     /// each passed to `existing`. Every name the encode derives from them
     /// is checked first (the MP4's ownership marker, the HLS playlists and
@@ -341,7 +433,7 @@ impl Encoder {
         let names = pipeline::output_names(spec, target);
         let last_segment = format!(
             "seg_{:05}.ts",
-            self.config.limits.max_hls_segments.max(1) - 1
+            self.inner.config.limits.max_hls_segments.max(1) - 1
         );
         for (name, dir) in &names {
             let mut derived: Vec<(String, usize)> = Vec::new();
@@ -385,39 +477,89 @@ impl Encoder {
     }
 
     /// The storage clients, when `uri`'s bucket is allowed.
-    fn stores_for(&self, uri: &S3Uri) -> Result<&storage::Stores, EncodeError> {
+    fn stores_for(&self, uri: &S3Uri) -> Result<&Storage, EncodeError> {
         let stores = self
+            .inner
             .stores
             .as_ref()
             .ok_or_else(|| EncodeError::StorageRefused {
                 uri: uri.to_string(),
                 reason: "object storage is off on this worker (SPOOL_S3_BUCKETS is empty)".into(),
             })?;
-        stores.store(uri)?;
+        stores.check_allowed(uri)?;
         Ok(stores)
     }
 
-    /// Opens the input and runs the encode into `target`, choosing the
-    /// backend by the spec's hardware policy.
-    fn encode_into(
+    /// Fetches the input when it is remote, then runs the encode into
+    /// `target` on a blocking thread, passing its progress to `progress`
+    /// here.
+    async fn encode_into(
+        &self,
+        opts: &EncodeOptions,
+        spec: &EncodeSpec,
+        target: paths::OutputTarget,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<EncodeResult, EncodeError> {
+        let downloaded = self.fetch_source(&spec.input, progress, cancel).await?;
+        let (this, spec, opts, cancel) = (self.clone(), spec.clone(), opts.clone(), cancel.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut work = tokio::task::spawn_blocking(move || {
+            let _ffmpeg_log = opts.ffmpeg_log.clone().map(avlog::scope);
+            let owner = opts.owner;
+            let input = match &downloaded {
+                Some(file) => paths::open_input(
+                    file.path()
+                        .parent()
+                        .unwrap_or(&this.inner.config.scratch_dir),
+                    &file.path().to_string_lossy(),
+                )?,
+                None => paths::open_input(&this.inner.config.input_root, &spec.input)?,
+            };
+            let mut send = |p: Progress| {
+                let _ = tx.send(p);
+            };
+            // The downloaded file is removed once the encode is over.
+            let r = this.run_backends(owner.as_ref(), &spec, &input, &target, &mut send, &cancel);
+            drop(downloaded);
+            r
+        });
+        loop {
+            tokio::select! {
+                Some(p) = rx.recv() => progress(p),
+                r = &mut work => {
+                    while let Ok(p) = rx.try_recv() {
+                        progress(p);
+                    }
+                    return r.unwrap_or_else(|e| {
+                        Err(EncodeError::Failed(format!("the encode thread ended abnormally: {e}")))
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs the encode of `input` into `target`, choosing the backend by
+    /// the spec's hardware policy. Blocking.
+    fn run_backends(
         &self,
         owner: Option<&OutputOwner>,
         spec: &EncodeSpec,
+        input: &paths::InputFile,
         target: &paths::OutputTarget,
         progress: &mut dyn FnMut(Progress),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
-        let (input, _download) = self.open_source(&spec.input, progress, cancel)?;
-        let limits = &self.config.limits;
+        let inner = &*self.inner;
         let job = pipeline::Job {
             spec,
-            input: &input,
+            input,
             display: &spec.input,
             target,
             owner,
-            limits,
-            gpu_decode: self.config.gpu_decode,
-            gpu_found: self.gpus.gpus.first().map(|g| g.index),
+            limits: &inner.config.limits,
+            gpu_decode: inner.config.gpu_decode,
+            gpu_found: inner.gpus.gpus.first().map(|g| g.index),
         };
         let run = |backend: Backend, reason: String, progress: &mut dyn FnMut(Progress)| {
             pipeline::run(&job, backend, reason, progress, cancel)
@@ -425,12 +567,12 @@ impl Encoder {
         match spec.hardware {
             Hardware::Cpu => run(Backend::Cpu, "hardware=cpu was requested".into(), progress),
             Hardware::Nvenc => {
-                if let Some(reason) = &self.gpus.reason {
+                if let Some(reason) = &inner.gpus.reason {
                     return Err(EncodeError::NvencUnavailable(format!(
                         "hardware=nvenc was requested but {reason}; use hardware=auto to fall back to the CPU"
                     )));
                 }
-                let (gpu, _slot) = self.sessions.acquire().ok_or_else(|| {
+                let (gpu, _slot) = inner.sessions.acquire().ok_or_else(|| {
                     EncodeError::NvencUnavailable(
                         "every NVENC session slot on this node is busy".into(),
                     )
@@ -442,7 +584,7 @@ impl Encoder {
                 )
             }
             Hardware::Auto => {
-                let why_not = match (&self.gpus.reason, self.sessions.acquire()) {
+                let why_not = match (&inner.gpus.reason, inner.sessions.acquire()) {
                     (Some(r), _) => r.clone(),
                     (None, None) => "every NVENC session slot on this node is busy".into(),
                     (None, Some((gpu, _slot))) => {
@@ -463,77 +605,67 @@ impl Encoder {
         }
     }
 
-    /// Opens the input: a confined local file, or an `s3://` object or an
-    /// http(s) URL downloaded to the scratch directory first (the file is
-    /// removed when the returned guard drops).
-    fn open_source(
+    /// Downloads the input to the scratch directory when it is an `s3://`
+    /// object or an http(s) URL (the file is removed when the returned
+    /// value drops); `None` for a local path, refusing any other scheme.
+    async fn fetch_source(
         &self,
         input: &str,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &CancellationToken,
-    ) -> Result<(paths::InputFile, Option<tempfile::NamedTempFile>), EncodeError> {
-        let scratch = &self.config.scratch_dir;
+    ) -> Result<Option<tempfile::NamedTempFile>, EncodeError> {
+        let config = &self.inner.config;
+        let scratch = &config.scratch_dir;
         let lower = input.to_ascii_lowercase();
-        let downloaded = if S3Uri::is_s3(input) {
+        let mut report = |done: u64, total: Option<u64>| {
+            progress(Progress {
+                phase: Phase::Download,
+                bytes: done,
+                frames: 0,
+                percent: total.map_or(0.0, |t| percent(done, t)),
+                fps: 0.0,
+                out_time_s: 0.0,
+            })
+        };
+        if S3Uri::is_s3(input) {
             let uri = S3Uri::parse(input).map_err(|r| EncodeError::spec("input", r))?;
             let stores = self.stores_for(&uri)?;
-            let mut report = |done: u64, total: u64| {
-                progress(Progress {
-                    phase: Phase::Download,
-                    bytes: done,
-                    frames: 0,
-                    percent: percent(done, total),
-                    fps: 0.0,
-                    out_time_s: 0.0,
-                })
-            };
-            storage::download(
-                stores,
-                &uri,
-                scratch,
-                self.config.max_input_bytes,
-                &mut report,
-                cancel,
-            )?
+            let file = stores
+                .download(
+                    &uri,
+                    scratch,
+                    config.max_input_bytes,
+                    &mut |done, total| report(done, Some(total)),
+                    cancel,
+                )
+                .await?;
+            Ok(Some(file))
         } else if lower.starts_with("http://") || lower.starts_with("https://") {
-            if !self.config.allow_http {
+            if !config.allow_http {
                 return Err(EncodeError::PathRefused {
                     path: input.to_owned(),
                     reason: "http(s) inputs are disabled on this worker".into(),
                 });
             }
-            let mut report = |done: u64, total: Option<u64>| {
-                progress(Progress {
-                    phase: Phase::Download,
-                    bytes: done,
-                    frames: 0,
-                    percent: total.map_or(0.0, |t| percent(done, t)),
-                    fps: 0.0,
-                    out_time_s: 0.0,
-                })
-            };
-            fetch::download(
+            let file = fetch::download(
                 input,
-                &self.config.http,
-                self.config.max_input_bytes,
+                &config.http,
+                config.max_input_bytes,
                 scratch,
                 &mut report,
                 cancel,
-            )?
+            )
+            .await?;
+            Ok(Some(file))
         } else if input.contains("://") || lower.starts_with("file:") {
-            return Err(EncodeError::PathRefused {
+            Err(EncodeError::PathRefused {
                 path: input.to_owned(),
                 reason: "only paths under the input root, s3:// objects in an allowed bucket and (when enabled) http(s) URLs are accepted"
                     .into(),
-            });
+            })
         } else {
-            return Ok((paths::open_input(&self.config.input_root, input)?, None));
-        };
-        let opened = paths::open_input(
-            downloaded.path().parent().unwrap_or(scratch),
-            &downloaded.path().to_string_lossy(),
-        )?;
-        Ok((opened, Some(downloaded)))
+            Ok(None)
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Every metric the encoder and its worker export, named in one place
-//! (`docs/operations.md` lists them with the runtime's `spool_*` metrics).
+//! (`docs/operations.md` lists them with the runtime's `spool_*` metrics;
+//! a test keeps that table complete).
 
 /// Encodes that wanted NVENC and ran on the CPU (no labels).
 pub const NVENC_FALLBACKS: &str = "spool_encode_nvenc_fallbacks_total";
@@ -26,15 +27,40 @@ pub const NVENC_SESSIONS_MAX: &str = "spool_gpu_nvenc_sessions_max";
 /// NVENC sessions this process holds on the GPU now (`gpu`).
 pub const NVENC_SESSIONS_IN_USE: &str = "spool_gpu_nvenc_sessions_in_use";
 
-/// Object storage requests (`op`: `get`, `head`, `list`, `put`,
-/// `put_part`, `create_multipart`, `complete_multipart`, `abort_multipart`,
-/// `delete`; `outcome`: `ok`, `error`, `timeout`). Retries inside one
-/// request are not counted apart.
-pub const STORAGE_REQUESTS: &str = "spool_storage_requests_total";
-/// Object storage request latency, seconds (`op`).
-pub const STORAGE_SECONDS: &str = "spool_storage_request_seconds";
-/// Bytes moved to and from object storage (`op`: `get`, `put`).
-pub const STORAGE_BYTES: &str = "spool_storage_bytes_total";
-/// Tries of a storage request or download repeated while object storage
-/// was unavailable, within one attempt's outage budget.
-pub const STORAGE_OUTAGE_RETRIES: &str = "spool_storage_outage_retries_total";
+pub use spool_storage::metrics::{
+    STORAGE_BYTES, STORAGE_OUTAGE_RETRIES, STORAGE_REQUESTS, STORAGE_SECONDS,
+};
+
+/// Every name above, for the docs check.
+pub const ALL: [&str; 15] = [
+    NVENC_FALLBACKS,
+    ENCODE_FRAMES,
+    ENCODES,
+    ENCODE_FPS,
+    UTILIZATION,
+    ENCODER_UTILIZATION,
+    MEMORY_USED,
+    MEMORY_TOTAL,
+    ENCODER_SESSIONS,
+    NVENC_SESSIONS_MAX,
+    NVENC_SESSIONS_IN_USE,
+    STORAGE_REQUESTS,
+    STORAGE_SECONDS,
+    STORAGE_BYTES,
+    STORAGE_OUTAGE_RETRIES,
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_is_in_the_operations_guide() -> Result<(), String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/operations.md");
+        let doc = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        for name in super::ALL {
+            if !doc.contains(&format!("| `{name}` |")) {
+                return Err(format!("{name} has no row in docs/operations.md"));
+            }
+        }
+        Ok(())
+    }
+}

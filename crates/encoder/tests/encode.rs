@@ -57,7 +57,7 @@ fn a_1080p_clip_encodes_to_the_requested_mp4() -> Result<()> {
         "renditions":[{"codec":"h264","height":720,"quality":28,"preset":"fastest"}]}"#,
     )?;
     let mut reports = 0;
-    let res = enc.encode(&s, &mut |_| reports += 1, &CancellationToken::new())?;
+    let res = enc.encode_blocking(&s, &mut |_| reports += 1, &CancellationToken::new())?;
     ensure!(res.backend == Backend::Cpu);
     ensure!(reports >= 1);
     let out = &res.outputs[0];
@@ -102,7 +102,7 @@ fn an_hls_ladder_has_a_master_and_three_playable_renditions() -> Result<()> {
                       {"codec":"h264","height":240,"bitrate_kbps":400,"preset":"fastest"},
                       {"codec":"h264","height":144,"bitrate_kbps":200,"preset":"fastest"}]}"#,
     )?;
-    let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+    let res = enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?;
     let master = res.master_playlist.context("no master playlist")?;
     let text = std::fs::read_to_string(&master)?;
     for l in ["360p/index.m3u8", "240p/index.m3u8", "144p/index.m3u8"] {
@@ -200,7 +200,7 @@ fn psnr_matches_the_ffmpeg_cli_with_the_same_settings() -> Result<()> {
         "renditions":[{"codec":"h264","width":640,"height":360,"quality":30,"preset":"fast","keyframe_interval_s":2}]}"#,
     )?;
     let ours = enc
-        .encode(&s, &mut |_| {}, &CancellationToken::new())?
+        .encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?
         .outputs[0]
         .path
         .clone();
@@ -245,7 +245,7 @@ fn without_a_gpu_auto_falls_back_and_nvenc_fails_clearly() -> Result<()> {
     let s = spec(
         r#"{"input":"src.mp4","output":"a.mp4","renditions":[{"codec":"h264","preset":"fastest"}]}"#,
     )?;
-    let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+    let res = enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?;
     eprintln!("backend {:?}: {}", res.backend, res.backend_reason);
     ensure!(res.backend == Backend::Cpu);
     ensure!(
@@ -257,7 +257,7 @@ fn without_a_gpu_auto_falls_back_and_nvenc_fails_clearly() -> Result<()> {
     let s = spec(
         r#"{"input":"src.mp4","output":"b.mp4","hardware":"nvenc","renditions":[{"codec":"h264"}]}"#,
     )?;
-    match enc.encode(&s, &mut |_| {}, &CancellationToken::new()) {
+    match enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new()) {
         Err(e @ EncodeError::NvencUnavailable(_)) => {
             let msg = e.to_string();
             ensure!(msg.contains("hardware=auto"), "{msg}");
@@ -277,7 +277,7 @@ fn without_a_gpu_auto_falls_back_and_nvenc_fails_clearly() -> Result<()> {
 /// on NVDEC, every frame.
 #[test]
 fn gpu_decode_falls_back_to_the_cpu_saying_why_at_each_step() -> Result<()> {
-    let nvdec = spool_encoder::hw::nvdec_codecs();
+    let nvdec = spool_encoder::gpu::nvdec_codecs();
     eprintln!("NVDEC decoders in the linked FFmpeg: {nvdec:?}");
     ensure!(
         ["h264", "hevc"]
@@ -316,7 +316,7 @@ fn gpu_decode_falls_back_to_the_cpu_saying_why_at_each_step() -> Result<()> {
         let s = spec(&format!(
             r#"{{"input":"{input}","output":"gpu{n}.mp4","renditions":[{{"codec":"h264","preset":"fastest"}}]}}"#
         ))?;
-        let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+        let res = enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?;
         let st = &res.stages;
         eprintln!("{mode:?} {input}: {st:?}");
         ensure!(
@@ -348,7 +348,7 @@ fn gpu_decode_on_a_gpu(r: &common::Roots) -> Result<()> {
             {"codec":"h264","height":240,"preset":"fastest"},
             {"codec":"h264","height":120,"preset":"fastest"}]}"#,
     )?;
-    let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+    let res = enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?;
     eprintln!("GPU machine (NVENC: {nvenc}): {:?}", res.stages);
     let st = &res.stages;
     ensure!(st.decode.on == "gpu", "{st:?}");
@@ -386,7 +386,7 @@ fn gpu_decode_on_a_gpu(r: &common::Roots) -> Result<()> {
     let s = spec(
         r#"{"input":"rotated.mp4","output":"rotated-gpu.mp4","renditions":[{"codec":"h264","preset":"fastest"}]}"#,
     )?;
-    let res = enc.encode(&s, &mut |_| {}, &CancellationToken::new())?;
+    let res = enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?;
     eprintln!("GPU machine, rotated input: {:?}", res.stages);
     ensure!(res.stages.decode.on == "gpu", "{:?}", res.stages);
     ensure!(
@@ -413,7 +413,7 @@ fn cancel_stops_promptly_and_leaves_nothing() -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         let mut sent = false;
-        let res = enc.encode(
+        let res = enc.encode_blocking(
             &s,
             &mut |p| {
                 if p.frames > 10 && !sent {
@@ -486,7 +486,7 @@ fn hostile_inputs_are_refused_each_with_its_own_error() -> Result<()> {
         let s = spec(&format!(
             r#"{{"input":{input:?},"output":"x.mp4","hardware":"cpu","renditions":[{{"codec":"h264","preset":"fastest"}}]}}"#
         ))?;
-        anyhow::Ok(enc.encode(&s, &mut |_| {}, &CancellationToken::new()))
+        anyhow::Ok(enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new()))
     };
     type IsKind = fn(&EncodeError) -> bool;
     let cases: [(&str, IsKind, &str); 8] = [
@@ -587,7 +587,7 @@ fn rotated_and_variable_frame_rate_inputs_come_out_right() -> Result<()> {
         "renditions":[{"codec":"h264","quality":18,"preset":"fast"}]}"#,
     )?;
     let ours = enc
-        .encode(&s, &mut |_| {}, &CancellationToken::new())?
+        .encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?
         .outputs
         .remove(0);
     // The CLI turns the pixels by default (autorotate); so must we.
@@ -648,7 +648,7 @@ fn rotated_and_variable_frame_rate_inputs_come_out_right() -> Result<()> {
         "renditions":[{"codec":"h264","preset":"fastest"}]}"#,
     )?;
     let out = enc
-        .encode(&s, &mut |_| {}, &CancellationToken::new())?
+        .encode_blocking(&s, &mut |_| {}, &CancellationToken::new())?
         .outputs
         .remove(0);
     let times = |p: &Path| -> Result<Vec<f64>> {
@@ -713,7 +713,7 @@ fn each_limit_gives_its_own_clear_error() -> Result<()> {
     ];
     for (limits, json, setting) in cases {
         let enc = encoder(&r, limits)?;
-        match enc.encode(&spec(json)?, &mut |_| {}, &CancellationToken::new()) {
+        match enc.encode_blocking(&spec(json)?, &mut |_| {}, &CancellationToken::new()) {
             Err(e) => {
                 ensure!(e.to_string().contains(setting), "{setting}: {e}");
                 ensure!(
@@ -749,7 +749,7 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() -> Result<()> {
         r#"{"input":"src.mp4","output":"big.mp4","hardware":"cpu",
         "renditions":[{"codec":"h264","quality":5,"preset":"fastest"}]}"#,
     )?;
-    match enc.encode(&s, &mut |_| {}, &CancellationToken::new()) {
+    match enc.encode_blocking(&s, &mut |_| {}, &CancellationToken::new()) {
         Err(e @ EncodeError::Failed(_)) => {
             let msg = e.to_string();
             ensure!(

@@ -53,7 +53,7 @@ fn run(
     s: &EncodeSpec,
 ) -> Result<spool_encoder::EncodeResult, EncodeError> {
     let owner = owner.map(spool_encoder::OutputOwner::named);
-    enc.encode_as(owner.as_ref(), s, &mut |_| {}, &CancellationToken::new())
+    enc.encode_as_blocking(owner.as_ref(), s, &mut |_| {}, &CancellationToken::new())
 }
 
 /// Every entry under `dir`, relative, sorted: what a test compares before

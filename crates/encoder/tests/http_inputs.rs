@@ -166,7 +166,7 @@ fn http_inputs_reach_only_public_or_allowed_addresses_on_every_hop() -> Result<(
         "http://169.254.169.254/latest/meta-data/".to_owned(),
         "http://10.0.0.1/clip.mp4".to_owned(),
     ] {
-        let r = strict.encode(&spec(&url)?, &mut |_| {}, &CancellationToken::new());
+        let r = strict.encode_blocking(&spec(&url)?, &mut |_| {}, &CancellationToken::new());
         match r {
             Err(e @ EncodeError::PathRefused { .. }) => {
                 ensure!(
@@ -187,7 +187,7 @@ fn http_inputs_reach_only_public_or_allowed_addresses_on_every_hop() -> Result<(
     let allowed = encoder(&s, loopback_allowed()?)?;
     let url = format!("http://127.0.0.1:{port}/clip.mp4");
     let res = allowed
-        .encode(&spec(&url)?, &mut |_| {}, &CancellationToken::new())
+        .encode_blocking(&spec(&url)?, &mut |_| {}, &CancellationToken::new())
         .with_context(|| format!("{url} with 127.0.0.1/32 allowed"))?;
     ensure!(res.decoded_frames == 25, "{res:?}");
 
@@ -200,7 +200,7 @@ fn http_inputs_reach_only_public_or_allowed_addresses_on_every_hop() -> Result<(
     ] {
         let hop = server("127.0.0.1", Behaviour::Redirect(to.clone()))?;
         let url = format!("http://127.0.0.1:{}/start", hop.addr.port());
-        let r = allowed.encode(&spec(&url)?, &mut |_| {}, &CancellationToken::new());
+        let r = allowed.encode_blocking(&spec(&url)?, &mut |_| {}, &CancellationToken::new());
         ensure!(
             matches!(r, Err(EncodeError::PathRefused { .. })),
             "redirect to {to}: {r:?}"
@@ -227,7 +227,7 @@ fn a_server_that_never_answers_is_dropped_on_cancel_and_on_timeout() -> Result<(
     let job = {
         let (enc, cancel, sp) = (enc.clone(), cancel.clone(), spec(&url)?);
         std::thread::spawn(move || {
-            let r = enc.encode(&sp, &mut |_| {}, &cancel);
+            let r = enc.encode_blocking(&sp, &mut |_| {}, &cancel);
             (r, Instant::now())
         })
     };
@@ -261,7 +261,7 @@ fn a_server_that_never_answers_is_dropped_on_cancel_and_on_timeout() -> Result<(
         loopback_allowed()?.with_io_timeout(Duration::from_secs(1)),
     )?;
     let started = Instant::now();
-    let r = quick.encode(&spec(&url)?, &mut |_| {}, &CancellationToken::new());
+    let r = quick.encode_blocking(&spec(&url)?, &mut |_| {}, &CancellationToken::new());
     let took = started.elapsed();
     match r {
         Err(e @ EncodeError::Failed(_)) => {
@@ -298,7 +298,7 @@ fn a_dripping_body_is_bounded_as_a_whole_and_reports_progress() -> Result<()> {
     )?;
     let started = Instant::now();
     let mut downloaded = Vec::new();
-    let r = enc.encode(
+    let r = enc.encode_blocking(
         &spec(&url)?,
         &mut |p| {
             if p.phase == spool_encoder::Phase::Download {

@@ -55,7 +55,7 @@ fn of_two_jobs_racing_for_a_name_the_marker_always_names_the_winner() -> Result<
                     let (enc, s, barrier) = (&enc, &s, &barrier);
                     scope.spawn(move || {
                         let mut waited = false;
-                        enc.encode_as(
+                        enc.encode_as_blocking(
                             Some(o),
                             s,
                             &mut |p| {
@@ -97,7 +97,7 @@ fn of_two_jobs_racing_for_a_name_the_marker_always_names_the_winner() -> Result<
         // The loser retried from the dead letters: refused, nothing replaced.
         let again = OutputOwner::named(&format!("{}{round}", ["a", "b"][loser]));
         let e = enc
-            .encode_as(Some(&again), &s, &mut |_| {}, &CancellationToken::new())
+            .encode_as_blocking(Some(&again), &s, &mut |_| {}, &CancellationToken::new())
             .err()
             .context("the loser's retry must not publish")?;
         ensure!(matches!(e, EncodeError::OutputExists { .. }), "{e}");
@@ -122,7 +122,7 @@ fn a_ladder_publishes_all_of_its_renditions_or_none() -> Result<()> {
     let owner = OutputOwner::named("ladder");
     let mut taken = false;
     let e = enc
-        .encode_as(
+        .encode_as_blocking(
             Some(&owner),
             &s,
             &mut |p| {
@@ -146,7 +146,7 @@ fn a_ladder_publishes_all_of_its_renditions_or_none() -> Result<()> {
     // The job's own earlier ladder, then a retry that fails at the second
     // name: the first file is the earlier attempt's again.
     std::fs::remove_file(r.output.join("film_96p.mp4"))?;
-    enc.encode_as(Some(&owner), &s, &mut |_| {}, &CancellationToken::new())?;
+    enc.encode_as_blocking(Some(&owner), &s, &mut |_| {}, &CancellationToken::new())?;
     let first = std::fs::read(r.output.join("film_120p.mp4"))?;
     let retry = owner.clone().with_stamp(owner.stamp() + 1000);
     // A different first rendition, so a replaced file shows.
@@ -155,7 +155,7 @@ fn a_ladder_publishes_all_of_its_renditions_or_none() -> Result<()> {
     let other = OutputOwner::named("other");
     let mut swapped = false;
     let e = enc
-        .encode_as(
+        .encode_as_blocking(
             Some(&retry),
             &retry_spec,
             &mut |p| {
@@ -205,7 +205,7 @@ fn a_volume_full_for_a_moment_fails_the_job_instead_of_publishing_holes() -> Res
     let filler = r.output.join("filler");
     let mut filled = None;
     let started = std::time::Instant::now();
-    let res = enc.encode_as(
+    let res = enc.encode_as_blocking(
         Some(&OutputOwner::named("full")),
         &s,
         &mut |p| {
@@ -276,7 +276,7 @@ fn a_read_only_output_volume_is_retryable() -> Result<()> {
     let enc = encoder(&r, Limits::default())?;
     let s = mp4_spec("ro", &[48])?;
     let e = enc
-        .encode_as(
+        .encode_as_blocking(
             Some(&OutputOwner::named("j")),
             &s,
             &mut |_| {},
@@ -289,7 +289,7 @@ fn a_read_only_output_volume_is_retryable() -> Result<()> {
         "{e}"
     );
     remount("rw")?;
-    enc.encode_as(
+    enc.encode_as_blocking(
         Some(&OutputOwner::named("j")),
         &s,
         &mut |_| {},

@@ -82,7 +82,7 @@ fn a_header_declaring_a_huge_image_is_refused_before_probing_allocates() -> Resu
                 "renditions":[{{"codec":"h264","height":120,"preset":"fastest"}}]}}"#
         ))?;
         let e = enc
-            .encode_as(
+            .encode_as_blocking(
                 Some(&OutputOwner::named("j")),
                 &s,
                 &mut |_| {},
@@ -133,7 +133,7 @@ fn an_image_codec_track_is_refused_by_name() -> Result<()> {
             "renditions":[{"codec":"h264","height":64,"preset":"fastest"}]}"#,
     )?;
     let e = enc
-        .encode_as(None, &s, &mut |_| {}, &CancellationToken::new())
+        .encode_as_blocking(None, &s, &mut |_| {}, &CancellationToken::new())
         .err()
         .context("a PNG track must be refused")?;
     ensure!(

@@ -60,7 +60,7 @@ fn encode(
     enc: &Encoder,
     owner: &str,
     json: &str,
-    on_progress: &mut dyn FnMut(spool_encoder::Progress),
+    on_progress: &mut (dyn FnMut(spool_encoder::Progress) + Send),
     cancel: &CancellationToken,
 ) -> Result<EncodeResult, EncodeError> {
     let s = spool_encoder::EncodeSpec::from_json(json.as_bytes(), &Default::default()).map_err(
@@ -69,7 +69,7 @@ fn encode(
             reason: e.reason,
         },
     )?;
-    enc.encode_as(Some(&OutputOwner::named(owner)), &s, on_progress, cancel)
+    enc.encode_as_blocking(Some(&OutputOwner::named(owner)), &s, on_progress, cancel)
 }
 
 /// ffprobe's view of a local file: (frames, duration s, codec).
@@ -710,7 +710,10 @@ fn a_cancel_during_a_multipart_upload_aborts_it() -> Result<()> {
         .with_region(Some("us-east-1".into()))
         .with_credentials(S3_ACCESS_KEY, S3_SECRET_KEY)
         .with_part_size(Some(spool_encoder::storage::MIN_PART_SIZE));
-    let client = spool_encoder::StorageClient::new(&storage)?;
+    let client = spool_encoder::Storage::new(&storage)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let dir = r.dir.path().join("up");
     std::fs::create_dir_all(&dir)?;
     // Incompressible, 4 parts.
@@ -728,7 +731,13 @@ fn a_cancel_during_a_multipart_upload_aborts_it() -> Result<()> {
     // Completed, for contrast: one object, and the pending list is empty,
     // so an empty list below means "aborted", not "never listed".
     let cancel = CancellationToken::new();
-    let done = client.upload(&dir, &base, Some(&OutputOwner::named("j")), &cancel)?;
+    let done = rt.block_on(client.upload_dir(
+        &dir,
+        &base,
+        Some(&OutputOwner::named("j")),
+        &mut |_, _| {},
+        &cancel,
+    ))?;
     ensure!(done.len() == 1 && done[0].size_bytes == bytes.len() as u64);
     ensure!(s3.pending_multipart_uploads(MEDIA)?.is_empty());
     s3.delete(MEDIA, "mp/big.mp4")?;
@@ -737,8 +746,8 @@ fn a_cancel_during_a_multipart_upload_aborts_it() -> Result<()> {
     let c2 = cancel.clone();
     let mut mid_upload = false;
     let mut pending_mid = Vec::new();
-    let e = client
-        .upload_with_progress(
+    let e = rt
+        .block_on(client.upload_dir(
             &dir,
             &base,
             Some(&OutputOwner::named("j")),
@@ -750,10 +759,13 @@ fn a_cancel_during_a_multipart_upload_aborts_it() -> Result<()> {
                 }
             },
             &cancel,
-        )
+        ))
         .err()
         .context("a cancelled upload must fail")?;
-    ensure!(matches!(e, EncodeError::Cancelled), "{e}");
+    ensure!(
+        matches!(e, spool_encoder::storage::StorageError::Cancelled),
+        "{e}"
+    );
     ensure!(mid_upload, "the cancel never fired mid upload");
     ensure!(
         !pending_mid.is_empty(),

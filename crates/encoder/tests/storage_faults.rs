@@ -81,11 +81,11 @@ fn run(
     enc: &Encoder,
     owner: &OutputOwner,
     json: &str,
-    progress: &mut dyn FnMut(spool_encoder::Progress),
+    progress: &mut (dyn FnMut(spool_encoder::Progress) + Send),
     cancel: &CancellationToken,
 ) -> Result<EncodeResult, EncodeError> {
     let s = spec(json).map_err(|e| EncodeError::Failed(e.to_string()))?;
-    enc.encode_as(Some(owner), &s, progress, cancel)
+    enc.encode_as_blocking(Some(owner), &s, progress, cancel)
 }
 
 /// The keys of the output `out` (an MP4's key, or an HLS directory's
@@ -163,10 +163,18 @@ fn a_job_that_loses_the_race_after_its_check_never_touches_the_winner() -> Resul
             &json,
             &mut |p| {
                 // B is encoding, past its check: A runs to the end now.
+                // (On a thread of its own: progress is reported on B's
+                // runtime, where a blocking encode cannot start.)
                 if p.phase == Phase::Encode && published.is_none() {
                     published = Some(
-                        run(&enc_a, &a, &json, &mut |_| {}, &CancellationToken::new())
-                            .expect("job A publishes"),
+                        std::thread::scope(|t| {
+                            t.spawn(|| {
+                                run(&enc_a, &a, &json, &mut |_| {}, &CancellationToken::new())
+                            })
+                            .join()
+                        })
+                        .expect("job A's thread")
+                        .expect("job A publishes"),
                     );
                 }
             },
@@ -371,7 +379,10 @@ fn a_failed_last_part_aborts_the_multipart_upload() -> Result<()> {
         .with_part_size(Some(5 << 20))
         .with_outage_budget(Some(Duration::ZERO))
         .with_credentials(spool_testkit::S3_ACCESS_KEY, spool_testkit::S3_SECRET_KEY);
-    let client = spool_encoder::StorageClient::new(&storage)?;
+    let client = spool_encoder::Storage::new(&storage)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let dir = r.dir.path().join("up");
     std::fs::create_dir_all(&dir)?;
     // 12 MiB: parts of 5, 5 and 2 MiB; the third fails.
@@ -383,13 +394,14 @@ fn a_failed_last_part_aborts_the_multipart_upload() -> Result<()> {
         Fault::Fail(500, "InternalError"),
     ));
     let base = spool_encoder::S3Uri::parse("s3://media/big/x").map_err(anyhow::Error::msg)?;
-    let e = client
-        .upload(
+    let e = rt
+        .block_on(client.upload_dir(
             &dir,
             &base,
             Some(&OutputOwner::named("j")),
+            &mut |_, _| {},
             &CancellationToken::new(),
-        )
+        ))
         .err()
         .context("a part that always fails must fail the upload")?;
     ensure!(e.is_retryable(), "{e}");

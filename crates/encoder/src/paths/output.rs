@@ -3,7 +3,7 @@
 //! did not write (ownership markers, `renameat2`).
 
 use super::*;
-use crate::owner::{OutputOwner, Writer};
+use spool_storage::{OutputOwner, Writer};
 
 /// A file [`Staging::publish_files`] published, to take back if a later
 /// one fails.

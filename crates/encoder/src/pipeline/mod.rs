@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, encoder_name, rendition_options};
 use crate::error::EncodeError;
 use crate::paths::{InputFile, OutputTarget, Staging};
-use crate::spec::{Audio, Container, EncodeSpec, Limits};
+use crate::{Audio, Container, EncodeSpec, Limits};
 
 /// At most this many progress reports a second.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -143,7 +143,7 @@ pub struct EncodeResult {
     /// with its size and ETag (`outputs[].path` and `master_playlist` then
     /// hold `s3://` URIs). Empty for local outputs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub objects: Vec<crate::storage::StoredObject>,
+    pub objects: Vec<spool_storage::StoredObject>,
 }
 
 /// One encode's inputs: the spec, the opened input, the output's directory.

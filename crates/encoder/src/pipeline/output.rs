@@ -17,7 +17,7 @@ pub(super) fn mp4_name(base: &str, label: Option<&str>) -> String {
 
 pub(super) fn master_playlist(
     outs: &[RenditionOut],
-    specs: &[crate::spec::Rendition],
+    specs: &[crate::Rendition],
     w: u32,
     h: u32,
 ) -> String {

@@ -303,7 +303,7 @@ pub(super) struct RenditionCtx<'a> {
 /// filter graph and muxer, checked against the resolution limit.
 pub(super) fn open_rendition(
     i: usize,
-    r: &crate::spec::Rendition,
+    r: &crate::Rendition,
     c: &RenditionCtx<'_>,
     staging: &mut Staging<'_>,
 ) -> Result<RenditionOut, EncodeError> {

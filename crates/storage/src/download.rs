@@ -8,49 +8,49 @@ use std::path::Path;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Stores, classify, object_path, stalled};
-use crate::error::EncodeError;
+use super::{Storage, classify, object_path, stalled};
+use crate::error::StorageError;
 
 /// Free space kept on the scratch filesystem beyond the input itself: the
 /// encode's own outputs go there too when they are bound for storage.
 const SCRATCH_MARGIN: u64 = 64 << 20;
 
-/// Downloads `uri` into a new temporary file in `dir`, refusing an object
-/// over `max_bytes` (from the GET's headers, before the first byte of the
-/// body, and again while reading) and one that would not fit in `dir`. `progress`
-/// gets (bytes so far, object size). The file is removed when the returned
-/// value drops, and at once on any error.
-pub(crate) fn download(
-    stores: &Stores,
-    uri: &S3Uri,
-    dir: &Path,
-    max_bytes: u64,
-    progress: &mut dyn FnMut(u64, u64),
-    cancel: &CancellationToken,
-) -> Result<tempfile::NamedTempFile, EncodeError> {
-    let store = stores.store(uri)?;
-    let path = object_path(uri)?;
-    let file = tempfile::Builder::new()
-        .prefix(&crate::scratch::prefix(crate::scratch::INPUT))
-        .tempfile_in(dir)
-        .map_err(|e| {
-            EncodeError::Failed(format!(
-                "cannot create a download file in {} (SPOOL_SCRATCH_DIR): {e}",
-                dir.display()
-            ))
-        })?;
-    let out = file
-        .as_file()
-        .try_clone()
-        .map_err(|e| EncodeError::Failed(format!("cannot reopen the download file: {e}")))?;
-    let io = stores.io_timeout();
-    let budget = stores.outage_budget();
-    let secrets = stores.secrets.clone();
-    let uri = uri.clone();
-    let dir = dir.to_path_buf();
-    let cancel = cancel.clone();
-    stores
-        .drive(progress, move |mut report| async move {
+impl Storage {
+    /// Downloads `uri` into a new temporary file in `dir`, refusing an object
+    /// over `max_bytes` (from the GET's headers, before the first byte of the
+    /// body, and again while reading) and one that would not fit in `dir`.
+    /// `progress` gets (bytes so far, object size), at most four times a
+    /// second. The file is removed when the returned value drops, and at once
+    /// on any error. A storage outage is waited out within the outage budget.
+    pub async fn download(
+        &self,
+        uri: &S3Uri,
+        dir: &Path,
+        max_bytes: u64,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<tempfile::NamedTempFile, StorageError> {
+        let stores = self;
+        let store = stores.store(uri)?;
+        let path = object_path(uri)?;
+        let file = tempfile::Builder::new()
+            .prefix(&crate::scratch::prefix(crate::scratch::INPUT))
+            .tempfile_in(dir)
+            .map_err(|e| {
+                StorageError::Local(format!(
+                    "cannot create a download file in {} (SPOOL_SCRATCH_DIR): {e}",
+                    dir.display()
+                ))
+            })?;
+        let out = file
+            .as_file()
+            .try_clone()
+            .map_err(|e| StorageError::Local(format!("cannot reopen the download file: {e}")))?;
+        let io = stores.io_timeout();
+        let budget = stores.outage_budget();
+        let secrets = &stores.secrets;
+        let mut report = super::Reporter::new(progress);
+        let r: Result<(), StorageError> = async {
             let mut out = tokio::fs::File::from_std(out);
             // A storage outage is waited out within its budget: the
             // download starts over (the file emptied) after each.
@@ -58,24 +58,24 @@ pub(crate) fn download(
             let fetch = async { loop {
                 let once = async {
                 out.set_len(0).await.map_err(|e| {
-                    EncodeError::Failed(format!("emptying the download file: {e}"))
+                    StorageError::Local(format!("emptying the download file: {e}"))
                 })?;
                 out.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| {
-                    EncodeError::Failed(format!("rewinding the download file: {e}"))
+                    StorageError::Local(format!("rewinding the download file: {e}"))
                 })?;
                 // One GET: its headers carry the size, checked before a
                 // byte of the body is read (dropping the stream closes it).
-                let got = super::timed("get", io, &uri, store.get(&path))
+                let got = super::timed("get", io, uri, store.get(&path))
                     .await?
-                    .map_err(|e| classify(&uri, &e, &secrets))?;
+                    .map_err(|e| classify(uri, &e, secrets))?;
                 let total = got.meta.size;
                 if total > max_bytes {
-                    return Err(too_big(&uri, max_bytes));
+                    return Err(too_big(uri, max_bytes));
                 }
-                if let Some(free) = free_bytes(&dir)
+                if let Some(free) = free_bytes(dir)
                     && total + SCRATCH_MARGIN > free
                 {
-                    return Err(EncodeError::Failed(format!(
+                    return Err(StorageError::Local(format!(
                         "{uri} is {total} bytes but the scratch directory {} (SPOOL_SCRATCH_DIR) has {free} free",
                         dir.display()
                     )));
@@ -96,7 +96,7 @@ pub(crate) fn download(
                     let chunk = match next {
                         Ok(c) => c,
                         Err(_) if tokio::time::Instant::now() >= deadline => {
-                            return Err(EncodeError::StorageUnavailable {
+                            return Err(StorageError::Unavailable {
                                 uri: uri.to_string(),
                                 reason: format!(
                                     "the download took longer than {budget:?} ({done} of {total} bytes): slower than {} KiB/s",
@@ -104,17 +104,17 @@ pub(crate) fn download(
                                 ),
                             });
                         }
-                        Err(_) => return Err(stalled(&uri, io)),
+                        Err(_) => return Err(stalled(uri, io)),
                     };
                     let Some(chunk) = chunk else { break };
-                    let chunk = chunk.map_err(|e| classify(&uri, &e, &secrets))?;
+                    let chunk = chunk.map_err(|e| classify(uri, &e, secrets))?;
                     done += chunk.len() as u64;
                     super::count_bytes("get", chunk.len() as u64);
                     if done > max_bytes {
-                        return Err(too_big(&uri, max_bytes));
+                        return Err(too_big(uri, max_bytes));
                     }
                     out.write_all(&chunk).await.map_err(|e| {
-                        EncodeError::Failed(format!(
+                        StorageError::Local(format!(
                             "writing the download of {uri} to {} (SPOOL_SCRATCH_DIR): {e}",
                             dir.display()
                         ))
@@ -122,10 +122,10 @@ pub(crate) fn download(
                     report.report(done, total, false);
                 }
                 out.flush().await.map_err(|e| {
-                    EncodeError::Failed(format!("writing the download of {uri}: {e}"))
+                    StorageError::Local(format!("writing the download of {uri}: {e}"))
                 })?;
                 if done != total {
-                    return Err(EncodeError::StorageUnavailable {
+                    return Err(StorageError::Unavailable {
                         uri: uri.to_string(),
                         reason: format!("the download ended after {done} of {total} bytes"),
                     });
@@ -135,26 +135,29 @@ pub(crate) fn download(
                 };
                 match once.await {
                     Ok(()) => break Ok(()),
-                    Err(e) => outage.pause(e, &cancel, &uri).await?,
+                    Err(e) => outage.pause(e, cancel, uri).await?,
                 }
             } };
             tokio::select! {
-                _ = cancel.cancelled() => Err(EncodeError::Cancelled),
+                _ = cancel.cancelled() => Err(StorageError::Cancelled),
                 r = fetch => r,
             }
-        })
-        .map(|()| file)
+        }
+        .await;
+        r.map(|()| file)
+    }
 }
 
-fn too_big(uri: &S3Uri, max: u64) -> EncodeError {
-    EncodeError::LimitExceeded {
+fn too_big(uri: &S3Uri, max: u64) -> StorageError {
+    StorageError::TooLarge {
         path: uri.to_string(),
         reason: format!("larger than {max} bytes (SPOOL_MAX_INPUT_BYTES)"),
     }
 }
 
-/// Bytes an unprivileged writer may still use on `dir`'s filesystem.
-pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+/// Bytes an unprivileged writer may still use on `dir`'s filesystem
+/// (`None` when it cannot be read).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     let s = rustix::fs::statvfs(dir).ok()?;
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }

@@ -4,9 +4,9 @@
 //! context of that encoder (`h264_nvenc` and `hevc_nvenc` included: setting
 //! options needs no GPU). An unknown option or a refused value fails.
 
+use crate::backend::{Backend, check_options, encoder_name, rendition_options};
+use crate::{Codec, Preset, Rendition};
 use anyhow::{Result, bail, ensure};
-use spool_encoder::backend::{Backend, check_options, encoder_name, rendition_options};
-use spool_encoder::{Codec, Preset, Rendition};
 
 const PRESETS: [Preset; 5] = [
     Preset::Fastest,

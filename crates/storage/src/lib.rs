@@ -20,7 +20,7 @@
 //!   never sees a playlist naming a missing object. Files over the part
 //!   size ([`MULTIPART_THRESHOLD`] by default) go up in parts.
 //! - Each object carries its owner (`x-amz-meta-spool-owner`, a hash of the
-//!   queue, job id and enqueue time: [`crate::OutputOwner`]) and its
+//!   queue, job id and enqueue time: [`OutputOwner`]) and its
 //!   attempt's stamp. Every write is conditional (`If-None-Match: *` for a
 //!   new key, `If-Match` on the ETag last seen for one of this job's), so
 //!   two jobs never interleave in one output, and a retried job replaces
@@ -35,6 +35,10 @@
 //! policy, lifecycle rules.
 
 mod download;
+pub mod error;
+pub mod metrics;
+mod owner;
+pub mod scratch;
 mod upload;
 
 use std::collections::HashMap;
@@ -45,14 +49,13 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, RetryConfig};
-use spool_encode_spec::S3Uri;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use download::download;
-pub use upload::StoredObject;
-pub(crate) use upload::{SegmentUploads, Session, check_owner, upload};
-
-use crate::error::EncodeError;
+pub use download::free_bytes;
+pub use error::StorageError;
+pub use owner::{OutputOwner, Writer};
+pub use spool_encode_spec::S3Uri;
+pub use upload::{Known, SegmentUploads, Session, StoredObject, Uploaded};
 
 /// Files larger than this are uploaded in parts of this size, unless
 /// [`ObjectStorage::part_size`] says otherwise.
@@ -64,7 +67,7 @@ pub const MAX_PART_SIZE: usize = 5 << 30;
 /// Parts of one multipart upload in flight at once.
 const PART_CONCURRENCY: usize = 4;
 /// Object metadata key naming the owner that wrote an object
-/// (`x-amz-meta-spool-owner`): [`crate::OutputOwner::key`], a hash.
+/// (`x-amz-meta-spool-owner`): [`OutputOwner::key`], a hash.
 pub const OWNER_METADATA: &str = "spool-owner";
 /// Object metadata key holding the writing attempt's stamp
 /// (`x-amz-meta-spool-attempt`, ms since the epoch).
@@ -223,65 +226,12 @@ pub fn parse_buckets(s: &str) -> Result<Vec<BucketScope>, String> {
     Ok(out)
 }
 
-/// Object transfers exactly as encode jobs make them (allowlist, size and
-/// space checks, multipart, ownership, cleanup), for tools and benchmarks
-/// that move media without encoding it.
-#[derive(Debug)]
-pub struct StorageClient {
-    stores: Stores,
-}
-
-impl StorageClient {
-    /// Clients for `cfg`'s buckets; makes no request.
-    pub fn new(cfg: &ObjectStorage) -> Result<Self, EncodeError> {
-        Ok(StorageClient {
-            stores: Stores::new(cfg)?,
-        })
-    }
-
-    /// Downloads `uri` into a new temporary file in `dir` (removed when the
-    /// returned value drops), refusing more than `max_bytes`.
-    pub fn download(
-        &self,
-        uri: &S3Uri,
-        dir: &std::path::Path,
-        max_bytes: u64,
-        cancel: &CancellationToken,
-    ) -> Result<tempfile::NamedTempFile, EncodeError> {
-        download(&self.stores, uri, dir, max_bytes, &mut |_, _| {}, cancel)
-    }
-
-    /// Uploads every file under `dir` beside `base`'s last segment (so
-    /// `dir/a.mp4` goes to `<base's parent prefix>a.mp4`), tagged with
-    /// `owner`, in the order encode jobs use.
-    pub fn upload(
-        &self,
-        dir: &std::path::Path,
-        base: &S3Uri,
-        owner: Option<&crate::OutputOwner>,
-        cancel: &CancellationToken,
-    ) -> Result<Vec<StoredObject>, EncodeError> {
-        self.upload_with_progress(dir, base, owner, &mut |_, _| {}, cancel)
-    }
-
-    /// [`StorageClient::upload`], telling `progress` the bytes sent and the
-    /// bytes in all as it goes.
-    pub fn upload_with_progress(
-        &self,
-        dir: &std::path::Path,
-        base: &S3Uri,
-        owner: Option<&crate::OutputOwner>,
-        progress: &mut dyn FnMut(u64, u64),
-        cancel: &CancellationToken,
-    ) -> Result<Vec<StoredObject>, EncodeError> {
-        let session = Session::new(&self.stores, base, owner, &[], HashMap::new())?;
-        upload(&self.stores, session, dir, progress, cancel).map(|u| u.objects)
-    }
-}
-
-/// Clients for the allowed buckets, with a small runtime of their own so
-/// they work from the encoder's blocking threads.
-pub(crate) struct Stores {
+/// Clients for the allowed buckets: every transfer an encode job makes
+/// (allowlist, size and space checks, multipart, ownership, cleanup), for
+/// the encoder and for tools that move media without encoding it. Cheap to
+/// clone; its methods run on the caller's tokio runtime.
+#[derive(Clone)]
+pub struct Storage {
     scopes: Vec<BucketScope>,
     by_bucket: HashMap<String, Arc<AmazonS3>>,
     io_timeout: Duration,
@@ -289,30 +239,20 @@ pub(crate) struct Stores {
     secrets: Vec<String>,
     part_size: usize,
     outage_budget: Duration,
-    rt: Option<tokio::runtime::Runtime>,
 }
 
-impl std::fmt::Debug for Stores {
+impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stores")
+        f.debug_struct("Storage")
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for Stores {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another one's context panics.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl Stores {
+impl Storage {
     /// Builds a client per allowed bucket. Makes no request: credentials
     /// are fetched (and refreshed) on first use.
-    pub(crate) fn new(cfg: &ObjectStorage) -> Result<Stores, EncodeError> {
+    pub fn new(cfg: &ObjectStorage) -> Result<Storage, StorageError> {
         let io = cfg.io_timeout();
         let mut by_bucket = HashMap::new();
         for scope in &cfg.buckets {
@@ -353,16 +293,10 @@ impl Stores {
                     .with_virtual_hosted_style_request(false);
             }
             let store = b.build().map_err(|e| {
-                EncodeError::Failed(format!("cannot set up bucket {}: {e}", scope.bucket))
+                StorageError::Local(format!("cannot set up bucket {}: {e}", scope.bucket))
             })?;
             by_bucket.insert(scope.bucket.clone(), Arc::new(store));
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("spool-storage")
-            .enable_all()
-            .build()
-            .map_err(|e| EncodeError::Failed(format!("cannot start the storage runtime: {e}")))?;
         let mut secrets: Vec<String> = [
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
@@ -375,7 +309,7 @@ impl Stores {
             secrets.extend([c.access_key_id.clone(), c.secret_access_key.clone()]);
         }
         secrets.retain(|v| v.len() >= 4);
-        Ok(Stores {
+        Ok(Storage {
             scopes: cfg.buckets.clone(),
             by_bucket,
             io_timeout: io,
@@ -385,16 +319,39 @@ impl Stores {
                 .unwrap_or(MULTIPART_THRESHOLD)
                 .clamp(MIN_PART_SIZE, MAX_PART_SIZE),
             outage_budget: cfg.outage_budget.unwrap_or(OUTAGE_BUDGET),
-            rt: Some(rt),
         })
     }
 
+    /// `Ok` when `uri`'s bucket and prefix are allowed here.
+    pub fn check_allowed(&self, uri: &S3Uri) -> Result<(), StorageError> {
+        self.store(uri).map(drop)
+    }
+
+    /// Uploads every file under `dir` beside `base`'s last segment (so
+    /// `dir/a.mp4` goes to `<base's parent prefix>a.mp4`), tagged with
+    /// `owner`, in the order encode jobs use, telling `progress` the bytes
+    /// sent and the bytes in all as it goes.
+    pub async fn upload_dir(
+        &self,
+        dir: &std::path::Path,
+        base: &S3Uri,
+        owner: Option<&OutputOwner>,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<Vec<StoredObject>, StorageError> {
+        let session = self.session(base, owner, &[], HashMap::new())?;
+        session
+            .upload(dir, progress, cancel)
+            .await
+            .map(|u| u.objects)
+    }
+
     /// The client for `uri`, when its bucket and prefix are allowed.
-    pub(crate) fn store(&self, uri: &S3Uri) -> Result<Arc<AmazonS3>, EncodeError> {
+    pub(crate) fn store(&self, uri: &S3Uri) -> Result<Arc<AmazonS3>, StorageError> {
         let allowed = self.scopes.iter().any(|s| s.admits(uri));
         match self.by_bucket.get(&uri.bucket) {
             Some(store) if allowed => Ok(store.clone()),
-            _ => Err(EncodeError::StorageRefused {
+            _ => Err(StorageError::Refused {
                 uri: uri.to_string(),
                 reason: "the bucket (or key prefix) is not in this worker's SPOOL_S3_BUCKETS"
                     .into(),
@@ -413,84 +370,20 @@ impl Stores {
     pub(crate) fn outage_budget(&self) -> Duration {
         self.outage_budget
     }
-
-    /// Runs `fut` on the storage runtime without waiting for it.
-    pub(crate) fn spawn(
-        &self,
-        fut: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), EncodeError> {
-        let Some(rt) = &self.rt else {
-            return Err(EncodeError::Failed("the storage runtime is gone".into()));
-        };
-        rt.spawn(fut);
-        Ok(())
-    }
-
-    /// Runs `fut` on the storage runtime and waits for it, from any thread;
-    /// a cancel drops the future.
-    pub(crate) fn run<T, F>(&self, cancel: &CancellationToken, fut: F) -> Result<T, EncodeError>
-    where
-        F: Future<Output = Result<T, EncodeError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let cancel = cancel.clone();
-        self.drive(&mut |_, _| {}, move |_report| async move {
-            tokio::select! {
-                _ = cancel.cancelled() => Err(EncodeError::Cancelled),
-                r = fut => r,
-            }
-        })
-    }
-
-    /// Runs the future `make` builds on the storage runtime, passing its
-    /// progress reports (bytes done, bytes in all) to `progress` on this
-    /// thread, and waits for it from any thread (the encoder's blocking
-    /// threads sit inside the worker's runtime, where `block_on` is not
-    /// allowed). The future handles cancellation itself (it may have cleanup
-    /// to do).
-    pub(crate) fn drive<T, F>(
-        &self,
-        progress: &mut dyn FnMut(u64, u64),
-        make: impl FnOnce(Reporter) -> F,
-    ) -> Result<T, EncodeError>
-    where
-        F: Future<Output = Result<T, EncodeError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let Some(rt) = &self.rt else {
-            return Err(EncodeError::Failed("the storage runtime is gone".into()));
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let keep_open = tx.clone();
-        let fut = make(Reporter { tx, last: None });
-        let slot = Arc::new(std::sync::Mutex::new(None));
-        let out = slot.clone();
-        rt.spawn(async move {
-            let r = fut.await;
-            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            drop(keep_open);
-        });
-        // The channel closes once the result is stored (or the task died).
-        for (done, total) in rx {
-            progress(done, total);
-        }
-        let r = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        r.unwrap_or_else(|| {
-            Err(EncodeError::Failed(
-                "a storage task ended without a result".into(),
-            ))
-        })
-    }
 }
 
-/// Sends progress from a storage task to the encoding thread, at most four
-/// times a second.
-pub(crate) struct Reporter {
-    tx: std::sync::mpsc::Sender<(u64, u64)>,
+/// Passes a transfer's progress (bytes done, bytes in all) to the caller's
+/// callback, at most four times a second.
+pub(crate) struct Reporter<'a> {
+    to: &'a mut (dyn FnMut(u64, u64) + Send),
     last: Option<std::time::Instant>,
 }
 
-impl Reporter {
+impl<'a> Reporter<'a> {
+    pub(crate) fn new(to: &'a mut (dyn FnMut(u64, u64) + Send)) -> Self {
+        Reporter { to, last: None }
+    }
+
     /// Reports `done` of `total` bytes (always when `force`).
     pub(crate) fn report(&mut self, done: u64, total: u64, force: bool) {
         let due = self
@@ -498,7 +391,7 @@ impl Reporter {
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
         if due || force {
             self.last = Some(std::time::Instant::now());
-            let _ = self.tx.send((done, total));
+            (self.to)(done, total);
         }
     }
 }
@@ -588,7 +481,7 @@ pub const OUTAGE_BUDGET: Duration = Duration::from_secs(60);
 const OUTAGE_MAX_PAUSE: Duration = Duration::from_secs(8);
 
 /// An outage being waited out: after each try that failed with
-/// [`EncodeError::StorageUnavailable`], [`Outage::pause`] waits 1, 2, 4, 8,
+/// [`StorageError::Unavailable`], [`Outage::pause`] waits 1, 2, 4, 8,
 /// 8, ... s and says to try again, until the outage has lasted
 /// its budget ([`OUTAGE_BUDGET`] by default) or the job is cancelled.
 pub(crate) struct Outage {
@@ -611,21 +504,21 @@ impl Outage {
     /// error to report when not.
     pub(crate) async fn pause(
         &mut self,
-        e: EncodeError,
+        e: StorageError,
         cancel: &CancellationToken,
         uri: &S3Uri,
-    ) -> Result<(), EncodeError> {
-        let EncodeError::StorageUnavailable { reason, .. } = &e else {
+    ) -> Result<(), StorageError> {
+        let StorageError::Unavailable { reason, .. } = &e else {
             return Err(e);
         };
         let started = *self.started.get_or_insert_with(std::time::Instant::now);
         if started.elapsed() + self.pause >= self.budget || cancel.is_cancelled() {
             return Err(e);
         }
-        metrics::counter!(crate::metrics::STORAGE_OUTAGE_RETRIES).increment(1);
+        ::metrics::counter!(crate::metrics::STORAGE_OUTAGE_RETRIES).increment(1);
         tracing::warn!(object = %uri, %reason, pause_s = self.pause.as_secs(), "object storage unavailable; trying again");
         tokio::select! {
-            _ = cancel.cancelled() => return Err(EncodeError::Cancelled),
+            _ = cancel.cancelled() => return Err(StorageError::Cancelled),
             _ = tokio::time::sleep(self.pause) => {}
         }
         self.pause = (self.pause * 2).min(OUTAGE_MAX_PAUSE);
@@ -634,8 +527,8 @@ impl Outage {
 }
 
 /// A request that made no progress for `io`.
-pub(crate) fn stalled(uri: &S3Uri, io: Duration) -> EncodeError {
-    EncodeError::StorageUnavailable {
+pub(crate) fn stalled(uri: &S3Uri, io: Duration) -> StorageError {
+    StorageError::Unavailable {
         uri: uri.to_string(),
         reason: format!("no answer within {io:?}"),
     }
@@ -649,7 +542,7 @@ pub(crate) async fn timed<T: Outcome>(
     limit: Duration,
     uri: &S3Uri,
     fut: impl Future<Output = T>,
-) -> Result<T, EncodeError> {
+) -> Result<T, StorageError> {
     let started = std::time::Instant::now();
     let r = tokio::time::timeout(limit, fut).await;
     let outcome = match &r {
@@ -657,9 +550,9 @@ pub(crate) async fn timed<T: Outcome>(
         Ok(v) if v.failed() => "error",
         Ok(_) => "ok",
     };
-    metrics::counter!(crate::metrics::STORAGE_REQUESTS, "op" => op, "outcome" => outcome)
+    ::metrics::counter!(crate::metrics::STORAGE_REQUESTS, "op" => op, "outcome" => outcome)
         .increment(1);
-    metrics::histogram!(crate::metrics::STORAGE_SECONDS, "op" => op)
+    ::metrics::histogram!(crate::metrics::STORAGE_SECONDS, "op" => op)
         .record(started.elapsed().as_secs_f64());
     r.map_err(|_| stalled(uri, limit))
 }
@@ -693,12 +586,12 @@ impl<T> Outcome for Option<object_store::Result<T>> {
 
 /// Counts bytes moved (`op`: `get` or `put`).
 pub(crate) fn count_bytes(op: &'static str, n: u64) {
-    metrics::counter!(crate::metrics::STORAGE_BYTES, "op" => op).increment(n);
+    ::metrics::counter!(crate::metrics::STORAGE_BYTES, "op" => op).increment(n);
 }
 
 /// The key as an `object_store` path (the spec crate has checked its shape).
-pub(crate) fn object_path(uri: &S3Uri) -> Result<ObjectPath, EncodeError> {
-    ObjectPath::parse(&uri.key).map_err(|e| EncodeError::StorageRefused {
+pub(crate) fn object_path(uri: &S3Uri) -> Result<ObjectPath, StorageError> {
+    ObjectPath::parse(&uri.key).map_err(|e| StorageError::Refused {
         uri: uri.to_string(),
         reason: format!("the key is not usable: {e}"),
     })
@@ -706,10 +599,10 @@ pub(crate) fn object_path(uri: &S3Uri) -> Result<ObjectPath, EncodeError> {
 
 /// Sorts an `object_store` error into permanent (the object is missing, the
 /// credentials or policy refuse it) or retryable (timeouts, 5xx, resets).
-pub(crate) fn classify(uri: &S3Uri, e: &object_store::Error, secrets: &[String]) -> EncodeError {
+pub(crate) fn classify(uri: &S3Uri, e: &object_store::Error, secrets: &[String]) -> StorageError {
     use object_store::Error as E;
     let text = redact(&e.to_string(), secrets);
-    let refused = |reason: String| EncodeError::StorageRefused {
+    let refused = |reason: String| StorageError::Refused {
         uri: uri.to_string(),
         reason,
     };
@@ -747,7 +640,7 @@ pub(crate) fn classify(uri: &S3Uri, e: &object_store::Error, secrets: &[String])
                 "the store refused the request as malformed: {text}"
             ))
         }
-        _ => EncodeError::StorageUnavailable {
+        _ => StorageError::Unavailable {
             uri: uri.to_string(),
             reason: text,
         },

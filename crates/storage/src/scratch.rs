@@ -14,9 +14,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The prefixes of scratch entries.
-pub(crate) const INPUT: &str = "spool-input-";
-pub(crate) const OUTPUT: &str = "spool-out-";
+/// The prefix of a download's scratch file.
+pub const INPUT: &str = "spool-input-";
+/// The prefix of an encode's scratch output directory.
+pub const OUTPUT: &str = "spool-out-";
 /// Untagged entries older than this are removed at start.
 const LEGACY_AGE: Duration = Duration::from_secs(3600);
 
@@ -30,7 +31,7 @@ fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// This process's tag: `<pid>.<start time>`.
-pub(crate) fn tag() -> &'static str {
+pub fn tag() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {
         let pid = std::process::id();
@@ -39,7 +40,7 @@ pub(crate) fn tag() -> &'static str {
 }
 
 /// `prefix` with this process's tag, for `tempfile::Builder::prefix`.
-pub(crate) fn prefix(kind: &str) -> String {
+pub fn prefix(kind: &str) -> String {
     format!("{kind}{}-", tag())
 }
 
@@ -52,7 +53,7 @@ fn alive(t: &str) -> Option<bool> {
 
 /// Removes the entries of `dir` that processes now gone left behind;
 /// returns how many. Never fails: a sweep that cannot read is skipped.
-pub(crate) fn sweep(dir: &Path) -> usize {
+pub fn sweep(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -98,14 +98,14 @@ impl OutputOwner {
     }
 
     /// The marker text: `<key> <stamp>`.
-    pub(crate) fn marker(&self) -> String {
+    pub fn marker(&self) -> String {
         format!("{} {}", self.key, self.stamp)
     }
 }
 
 /// What a stored marker or object metadata says about its writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Writer {
+pub enum Writer {
     /// Nothing says who wrote it.
     Unknown,
     /// Another job (its key).
@@ -116,7 +116,7 @@ pub(crate) enum Writer {
 
 impl Writer {
     /// Sorts a stored `key` (and `stamp`) relative to `me`.
-    pub(crate) fn of(key: Option<&str>, stamp: Option<&str>, me: Option<&OutputOwner>) -> Writer {
+    pub fn of(key: Option<&str>, stamp: Option<&str>, me: Option<&OutputOwner>) -> Writer {
         match (key, me) {
             (None, _) => Writer::Unknown,
             (Some(k), Some(me)) if k == me.key => {
@@ -127,19 +127,19 @@ impl Writer {
     }
 
     /// Parses a marker (`<key> <stamp>`; a bare key has stamp 0).
-    pub(crate) fn of_marker(text: &str, me: Option<&OutputOwner>) -> Writer {
+    pub fn of_marker(text: &str, me: Option<&OutputOwner>) -> Writer {
         let mut it = text.split_whitespace();
         Writer::of(it.next(), it.next(), me)
     }
 
     /// Whether `me` may replace or remove it: an earlier (or the same)
     /// attempt of its own job.
-    pub(crate) fn replaceable_by(&self, me: &OutputOwner) -> bool {
+    pub fn replaceable_by(&self, me: &OutputOwner) -> bool {
         matches!(self, Writer::Same(s) if *s <= me.stamp)
     }
 
     /// Why `me` may not replace it, for an `OutputExists` error.
-    pub(crate) fn refusal(&self) -> String {
+    pub fn refusal(&self) -> String {
         match self {
             Writer::Unknown => "it was not written by a spool job".into(),
             Writer::Other(k) => format!(

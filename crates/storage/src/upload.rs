@@ -19,10 +19,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    LEGACY_OWNER_METADATA, OWNER_METADATA, PART_CONCURRENCY, STAMP_METADATA, Stores, classify,
+    LEGACY_OWNER_METADATA, OWNER_METADATA, PART_CONCURRENCY, STAMP_METADATA, Storage, classify,
     object_path,
 };
-use crate::error::EncodeError;
+use crate::error::StorageError;
 use crate::owner::{OutputOwner, Writer};
 
 /// One object an encode wrote.
@@ -40,9 +40,15 @@ pub struct StoredObject {
 
 /// What an upload wrote, in upload order.
 #[derive(Debug, Clone)]
-pub(crate) struct Uploaded {
+#[non_exhaustive]
+pub struct Uploaded {
+    /// Every object of the outputs, in the order they went up.
     pub objects: Vec<StoredObject>,
 }
+
+/// Objects under an encode's outputs that earlier attempts of the same job
+/// wrote (key → the ETag last seen), which this attempt may replace.
+pub type Known = HashMap<String, Option<String>>;
 
 /// The `Content-Type` for an output file.
 pub(crate) fn content_type(name: &str) -> &'static str {
@@ -124,7 +130,7 @@ async fn head_within(
     me: Option<&OutputOwner>,
     io: Duration,
     secrets: &[String],
-) -> Result<Option<Found>, EncodeError> {
+) -> Result<Option<Found>, StorageError> {
     let r = super::timed("head", io, uri, head(store, path, me)).await?;
     r.map_err(|e| classify(uri, &e, secrets))
 }
@@ -135,7 +141,7 @@ async fn list_within(
     dir: &S3Uri,
     io: Duration,
     secrets: &[String],
-) -> Result<Vec<ObjectPath>, EncodeError> {
+) -> Result<Vec<ObjectPath>, StorageError> {
     let path = object_path(dir)?;
     let mut list = store.list(Some(&path));
     let mut found = Vec::new();
@@ -150,72 +156,110 @@ async fn list_within(
 /// `base`'s last segment. Runs before any work. Returns the objects under
 /// them that earlier attempts of the same job wrote (key → ETag), which
 /// this attempt may replace.
-pub(crate) fn check_owner(
-    stores: &Stores,
-    base: &S3Uri,
-    names: &[(String, bool)],
-    owner: Option<&OutputOwner>,
-    cancel: &CancellationToken,
-) -> Result<HashMap<String, Option<String>>, EncodeError> {
-    let store = stores.store(base)?;
-    let secrets = stores.secrets.clone();
-    let io = stores.io_timeout();
-    let targets: Vec<(S3Uri, bool)> = names
-        .iter()
-        .map(|(name, dir)| {
-            (
-                S3Uri {
-                    bucket: base.bucket.clone(),
-                    key: format!("{}{name}", base.parent_prefix()),
-                },
-                *dir,
-            )
-        })
-        .collect();
-    let owner = owner.cloned();
-    stores.run(cancel, async move {
-        let mut own = HashMap::new();
-        for (uri, dir) in targets {
-            let existing: Vec<ObjectPath> = if dir {
-                let prefix = S3Uri {
-                    bucket: uri.bucket.clone(),
-                    key: format!("{}/", uri.key),
+impl Storage {
+    /// Refuses an encode whose outputs would replace objects that are not
+    /// its own: `names` are the output files (or, `true`, HLS directories)
+    /// beside `base`'s last segment. Runs before any work. Returns the
+    /// objects under them that earlier attempts of the same job wrote,
+    /// which this attempt may replace.
+    pub async fn check_owner(
+        &self,
+        base: &S3Uri,
+        names: &[(String, bool)],
+        owner: Option<&OutputOwner>,
+        cancel: &CancellationToken,
+    ) -> Result<Known, StorageError> {
+        let stores = self;
+        let store = stores.store(base)?;
+        let secrets = &stores.secrets;
+        let io = stores.io_timeout();
+        let targets: Vec<(S3Uri, bool)> = names
+            .iter()
+            .map(|(name, dir)| {
+                (
+                    S3Uri {
+                        bucket: base.bucket.clone(),
+                        key: format!("{}{name}", base.parent_prefix()),
+                    },
+                    *dir,
+                )
+            })
+            .collect();
+        let check = async {
+            let mut own = HashMap::new();
+            for (uri, dir) in targets {
+                let existing: Vec<ObjectPath> = if dir {
+                    let prefix = S3Uri {
+                        bucket: uri.bucket.clone(),
+                        key: format!("{}/", uri.key),
+                    };
+                    list_within(&store, &prefix, io, secrets).await?
+                } else {
+                    vec![object_path(&uri)?]
                 };
-                list_within(&store, &prefix, io, &secrets).await?
-            } else {
-                vec![object_path(&uri)?]
-            };
-            for p in existing {
-                let at = S3Uri {
-                    bucket: uri.bucket.clone(),
-                    key: p.to_string(),
-                };
-                let Some(found) =
-                    head_within(&store, &at, &p, owner.as_ref(), io, &secrets).await?
-                else {
-                    continue;
-                };
-                match &owner {
-                    Some(me) if found.writer.replaceable_by(me) => {
-                        own.insert(p.to_string(), found.etag);
-                    }
-                    _ => {
-                        return Err(EncodeError::OutputExists {
-                            path: at.to_string(),
-                            reason: found.writer.refusal(),
-                        });
+                for p in existing {
+                    let at = S3Uri {
+                        bucket: uri.bucket.clone(),
+                        key: p.to_string(),
+                    };
+                    let Some(found) = head_within(&store, &at, &p, owner, io, secrets).await?
+                    else {
+                        continue;
+                    };
+                    match owner {
+                        Some(me) if found.writer.replaceable_by(me) => {
+                            own.insert(p.to_string(), found.etag);
+                        }
+                        _ => {
+                            return Err(StorageError::OutputExists {
+                                path: at.to_string(),
+                                reason: found.writer.refusal(),
+                            });
+                        }
                     }
                 }
             }
+            Ok(own)
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => Err(StorageError::Cancelled),
+            r = check => r,
         }
-        Ok(own)
-    })
+    }
+
+    /// A session writing the outputs `outputs` (HLS directories `true`),
+    /// named relative to `base`'s parent prefix, for `owner`; `known` is
+    /// what [`Storage::check_owner`] found of this job's.
+    pub fn session(
+        &self,
+        base: &S3Uri,
+        owner: Option<&OutputOwner>,
+        outputs: &[(String, bool)],
+        known: Known,
+    ) -> Result<Session, StorageError> {
+        Ok(Session {
+            store: self.store(base)?,
+            bucket: base.bucket.clone(),
+            prefix: base.parent_prefix().to_owned(),
+            owner: owner.cloned(),
+            secrets: self.secrets.clone(),
+            io: self.io_timeout(),
+            part_size: self.part_size(),
+            outage: self.outage_budget(),
+            known,
+            written: Vec::new(),
+            outputs: outputs.to_vec(),
+            early: HashMap::new(),
+            early_from: None,
+        })
+    }
 }
 
 /// What one attempt has written so far, shared by the uploads made while the
 /// encode runs (finished HLS segments) and the final upload, so a failure
-/// removes all of it and the final upload skips what is already up.
-pub(crate) struct Session {
+/// removes all of it and the final upload skips what is already up. Made
+/// by [`Storage::session`].
+pub struct Session {
     store: Arc<AmazonS3>,
     bucket: String,
     /// The key prefix the output names are relative to.
@@ -249,33 +293,17 @@ enum Put {
     Conflict,
 }
 
-impl Session {
-    /// A session for the outputs `outputs`, named relative to `base`'s
-    /// parent prefix; `known` is what [`check_owner`] found of this job's.
-    pub(crate) fn new(
-        stores: &Stores,
-        base: &S3Uri,
-        owner: Option<&OutputOwner>,
-        outputs: &[(String, bool)],
-        known: HashMap<String, Option<String>>,
-    ) -> Result<Session, EncodeError> {
-        Ok(Session {
-            store: stores.store(base)?,
-            bucket: base.bucket.clone(),
-            prefix: base.parent_prefix().to_owned(),
-            owner: owner.cloned(),
-            secrets: stores.secrets.clone(),
-            io: stores.io_timeout(),
-            part_size: stores.part_size(),
-            outage: stores.outage_budget(),
-            known,
-            written: Vec::new(),
-            outputs: outputs.to_vec(),
-            early: HashMap::new(),
-            early_from: None,
-        })
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("written", &self.written.len())
+            .finish_non_exhaustive()
     }
+}
 
+impl Session {
     fn uri(&self, rel: &str) -> S3Uri {
         S3Uri {
             bucket: self.bucket.clone(),
@@ -293,7 +321,7 @@ impl Session {
         size: u64,
         sent: &mut (dyn FnMut(u64) + Send),
         cancel: &CancellationToken,
-    ) -> Result<StoredObject, EncodeError> {
+    ) -> Result<StoredObject, StorageError> {
         let uri = self.uri(rel);
         let path = object_path(&uri)?;
         let ct = content_type(rel);
@@ -352,7 +380,7 @@ impl Session {
                             self.known.insert(uri.key.clone(), f.etag);
                         }
                         (Some(f), _) => {
-                            return Err(EncodeError::OutputExists {
+                            return Err(StorageError::OutputExists {
                                 path: uri.to_string(),
                                 reason: format!(
                                     "it was written while this job ran: {}",
@@ -364,7 +392,7 @@ impl Session {
                 }
             }
         }
-        Err(EncodeError::StorageUnavailable {
+        Err(StorageError::Unavailable {
             uri: uri.to_string(),
             reason: "the object kept changing while it was written".into(),
         })
@@ -379,7 +407,7 @@ impl Session {
     /// nothing leaves an earlier attempt's complete output alone. Bounded
     /// by [`cleanup_budget`] whatever the storage does (what is left then
     /// is the retry's to replace).
-    pub(crate) async fn remove_written(&self) {
+    pub async fn remove_written(&self) {
         if self.written.is_empty() {
             return;
         }
@@ -513,7 +541,7 @@ impl Session {
         scratch: &Path,
         hls_dir: &str,
         cancel: &CancellationToken,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), StorageError> {
         let Some((staging, segments)) = finished_segments(scratch, hls_dir) else {
             return Ok(());
         };
@@ -529,7 +557,7 @@ impl Session {
                 continue;
             }
             if cancel.is_cancelled() {
-                return Err(EncodeError::Cancelled);
+                return Err(StorageError::Cancelled);
             }
             // Opened before the upload: a staging directory renamed or
             // removed meanwhile leaves the file to the final upload.
@@ -595,11 +623,13 @@ fn finished_segments(scratch: &Path, hls_dir: &str) -> Option<(String, Vec<(Stri
     Some((name, out))
 }
 
-/// Uploads of finished HLS segments while the encode runs, on the storage
-/// runtime.
-pub(crate) struct SegmentUploads {
+/// Uploads of finished HLS segments while the encode runs: a task on the
+/// caller's runtime that looks at the staging directory every
+/// [`SEGMENT_POLL`].
+#[derive(Debug)]
+pub struct SegmentUploads {
     stop: CancellationToken,
-    done: std::sync::mpsc::Receiver<(Session, Result<(), EncodeError>)>,
+    task: tokio::task::JoinHandle<(Session, Result<(), StorageError>)>,
 }
 
 /// How often the staging directory is looked at for finished segments.
@@ -609,19 +639,18 @@ impl SegmentUploads {
     /// Starts watching `scratch` for finished segments of the HLS output
     /// directory `hls_dir`. An upload failure cancels `encode` (so the
     /// encode stops early) and is returned by [`SegmentUploads::finish`].
-    pub(crate) fn start(
-        stores: &Stores,
+    /// Must be called within a tokio runtime.
+    pub fn start(
         mut session: Session,
         scratch: &Path,
         hls_dir: &str,
         encode: CancellationToken,
         cancel: &CancellationToken,
-    ) -> Result<SegmentUploads, EncodeError> {
+    ) -> SegmentUploads {
         let stop = CancellationToken::new();
-        let (tx, done) = std::sync::mpsc::channel();
         let (scratch, hls_dir) = (scratch.to_path_buf(), hls_dir.to_owned());
         let (stopped, cancel) = (stop.clone(), cancel.clone());
-        stores.spawn(async move {
+        let task = tokio::spawn(async move {
             let r = loop {
                 tokio::select! {
                     _ = stopped.cancelled() => break Ok(()),
@@ -632,109 +661,114 @@ impl SegmentUploads {
                     break Err(e);
                 }
             };
-            let _ = tx.send((session, r));
-        })?;
-        Ok(SegmentUploads { stop, done })
+            (session, r)
+        });
+        SegmentUploads { stop, task }
     }
 
     /// Stops watching (an upload in flight completes) and returns the
     /// session with the first upload error, if any.
-    pub(crate) fn finish(self) -> Result<(Session, Result<(), EncodeError>), EncodeError> {
+    pub async fn finish(self) -> Result<(Session, Result<(), StorageError>), StorageError> {
         self.stop.cancel();
-        self.done
-            .recv()
-            .map_err(|_| EncodeError::Failed("the segment upload task died".into()))
+        self.task
+            .await
+            .map_err(|e| StorageError::Local(format!("the segment upload task died: {e}")))
     }
 }
 
-/// Uploads every file under `local` (the encode's published outputs, named
-/// as their keys are beside `base`'s last segment) that `session` has not
-/// already uploaded. Once everything is up, objects of this job under the
-/// outputs that are not among them (an earlier attempt's) are removed. On
-/// failure or cancel, this job's objects are removed again (see
-/// [`Session::remove_written`]). A cancel takes effect between objects (and
-/// between the parts of a large one): a single PUT dropped midway could
-/// still land after the cleanup's DELETE.
-pub(crate) fn upload(
-    stores: &Stores,
-    mut session: Session,
-    local: &Path,
-    progress: &mut dyn FnMut(u64, u64),
-    cancel: &CancellationToken,
-) -> Result<Uploaded, EncodeError> {
-    let mut files = Vec::new();
-    walk(local, local, &mut files)
-        .map_err(|e| EncodeError::Failed(format!("listing the outputs to upload: {e}")))?;
-    files.sort_by(|a, b| (rank(&a.0), &a.0).cmp(&(rank(&b.0), &b.0)));
-    let early = std::mem::take(&mut session.early);
-    let total: u64 = files
-        .iter()
-        .filter(|f| early.get(&f.0).is_none_or(|o| o.size_bytes != f.2))
-        .map(|f| f.2)
-        .sum();
-    let cancel = cancel.clone();
-    stores.drive(progress, move |mut report| async move {
-        let mut objects = Vec::new();
-        let mut done = 0u64;
-        let run = async {
-            for (rel, file, size) in &files {
-                if let Some(o) = early.get(rel).filter(|o| o.size_bytes == *size) {
-                    objects.push(o.clone());
-                    continue;
+impl Session {
+    /// Uploads every file under `local` (the encode's published outputs, named
+    /// as their keys are beside `base`'s last segment) that `session` has not
+    /// already uploaded. Once everything is up, objects of this job under the
+    /// outputs that are not among them (an earlier attempt's) are removed. On
+    /// failure or cancel, this job's objects are removed again (see
+    /// [`Session::remove_written`]). A cancel takes effect between objects (and
+    /// between the parts of a large one): a single PUT dropped midway could
+    /// still land after the cleanup's DELETE.
+    pub async fn upload(
+        mut self,
+        local: &Path,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<Uploaded, StorageError> {
+        let session = &mut self;
+        let mut files = Vec::new();
+        walk(local, local, &mut files)
+            .map_err(|e| StorageError::Local(format!("listing the outputs to upload: {e}")))?;
+        files.sort_by(|a, b| (rank(&a.0), &a.0).cmp(&(rank(&b.0), &b.0)));
+        let early = std::mem::take(&mut session.early);
+        let total: u64 = files
+            .iter()
+            .filter(|f| early.get(&f.0).is_none_or(|o| o.size_bytes != f.2))
+            .map(|f| f.2)
+            .sum();
+        let mut report = super::Reporter::new(progress);
+        {
+            let mut objects = Vec::new();
+            let mut done = 0u64;
+            let run = async {
+                for (rel, file, size) in &files {
+                    if let Some(o) = early.get(rel).filter(|o| o.size_bytes == *size) {
+                        objects.push(o.clone());
+                        continue;
+                    }
+                    if cancel.is_cancelled() {
+                        return Err(StorageError::Cancelled);
+                    }
+                    let f = tokio::fs::File::open(file).await.map_err(|e| {
+                        StorageError::Local(format!(
+                            "reading output {} to upload: {e}",
+                            file.display()
+                        ))
+                    })?;
+                    let before = done;
+                    let obj = session
+                        .put(
+                            rel,
+                            f,
+                            *size,
+                            &mut |n| report.report(before + n, total, false),
+                            cancel,
+                        )
+                        .await?;
+                    done += size;
+                    report.report(done, total, false);
+                    objects.push(obj);
                 }
                 if cancel.is_cancelled() {
-                    return Err(EncodeError::Cancelled);
+                    return Err(StorageError::Cancelled);
                 }
-                let f = tokio::fs::File::open(file).await.map_err(|e| {
-                    EncodeError::Failed(format!("reading output {} to upload: {e}", file.display()))
-                })?;
-                let before = done;
-                let obj = session
-                    .put(
-                        rel,
-                        f,
-                        *size,
-                        &mut |n| report.report(before + n, total, false),
-                        &cancel,
-                    )
-                    .await?;
-                done += size;
-                report.report(done, total, false);
-                objects.push(obj);
-            }
-            if cancel.is_cancelled() {
-                return Err(EncodeError::Cancelled);
-            }
-            // Objects of this job under the outputs that are not outputs
-            // now: an earlier attempt's, or an early upload whose encode
-            // attempt was replaced by a fallback.
-            let ours: HashSet<String> = objects.iter().map(|o| o.uri.clone()).collect();
-            let budget = cleanup_budget(session.io);
-            let tidy = tokio::time::timeout(budget, session.remove_owned(&ours, false));
-            if !tidy.await.unwrap_or(false) {
-                return Err(EncodeError::StorageUnavailable {
-                    uri: session.uri("").to_string(),
-                    reason: "could not remove an earlier attempt's objects beside the outputs"
-                        .into(),
-                });
-            }
-            report.report(done, total, true);
-            Ok(())
-        };
-        match run.await {
-            Ok(()) => Ok(Uploaded { objects }),
-            Err(e) => {
-                session.remove_written().await;
-                // A request that failed because it was cut short by the
-                // cancel reports the cancel.
-                Err(if cancel.is_cancelled() {
-                    EncodeError::Cancelled
-                } else {
-                    e
-                })
+                // Objects of this job under the outputs that are not outputs
+                // now: an earlier attempt's, or an early upload whose encode
+                // attempt was replaced by a fallback.
+                let ours: HashSet<String> = objects.iter().map(|o| o.uri.clone()).collect();
+                let budget = cleanup_budget(session.io);
+                let tidy = tokio::time::timeout(budget, session.remove_owned(&ours, false));
+                if !tidy.await.unwrap_or(false) {
+                    return Err(StorageError::Unavailable {
+                        uri: session.uri("").to_string(),
+                        reason: "could not remove an earlier attempt's objects beside the outputs"
+                            .into(),
+                    });
+                }
+                report.report(done, total, true);
+                Ok(())
+            };
+            match run.await {
+                Ok(()) => Ok(Uploaded { objects }),
+                Err(e) => {
+                    session.remove_written().await;
+                    // A request that failed because it was cut short by the
+                    // cancel reports the cancel.
+                    Err(if cancel.is_cancelled() {
+                        StorageError::Cancelled
+                    } else {
+                        e
+                    })
+                }
             }
         }
-    })
+    }
 }
 
 /// How long the cleanup after a failed attempt may take in all: the
@@ -783,10 +817,10 @@ async fn put_file(
     expect: Option<Option<String>>,
     sent: &mut (dyn FnMut(u64) + Send),
     cancel: &CancellationToken,
-) -> Result<Put, EncodeError> {
+) -> Result<Put, StorageError> {
     let (io, secrets, part) = (s.io, &s.secrets[..], s.part_size);
     let read_err =
-        |e: std::io::Error| EncodeError::Failed(format!("reading output {uri} to upload: {e}"));
+        |e: std::io::Error| StorageError::Local(format!("reading output {uri} to upload: {e}"));
     file.seek(std::io::SeekFrom::Start(0))
         .await
         .map_err(read_err)?;
@@ -886,7 +920,7 @@ async fn put_file(
             Ok(Put::Done(done.e_tag))
         };
         tokio::select! {
-            _ = cancel.cancelled() => Err(EncodeError::Cancelled),
+            _ = cancel.cancelled() => Err(StorageError::Cancelled),
             r = sending => r,
         }
     };
@@ -905,7 +939,7 @@ async fn part_done(
     budget: Duration,
     uri: &S3Uri,
     secrets: &[String],
-) -> Result<(), EncodeError> {
+) -> Result<(), StorageError> {
     match super::timed("put_part", budget, uri, inflight.next()).await? {
         Some(r) => r.map_err(|e| classify(uri, &e, secrets)),
         None => Ok(()),
