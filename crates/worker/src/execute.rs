@@ -523,3 +523,138 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(s: &Option<Settle>) -> &'static str {
+        match s {
+            None => "none",
+            Some(Settle::Complete(_)) => "complete",
+            Some(Settle::Retry(_)) => "retry",
+            Some(Settle::Dead(_)) => "dead",
+            Some(Settle::Release) => "release",
+            Some(Settle::Cancelled) => "cancelled",
+            Some(_) => "other",
+        }
+    }
+
+    fn ok() -> Ended {
+        Ended::Returned(Ok(Some(serde_json::json!({"out": 1}))))
+    }
+
+    const LIMIT: StopReason = StopReason::TimedOut(TimeLimit {
+        limit: Duration::from_secs(5),
+        source: "SPOOL_JOB_TIMEOUT",
+    });
+
+    /// Every way a handling can end, against every reason the runtime had
+    /// to stop it: what is counted and how the job is settled.
+    #[test]
+    fn decide_covers_every_ending_and_stop_reason() {
+        let retryable = || Ended::Returned(Err(JobError::retryable("busy")));
+        let permanent = || Ended::Returned(Err(JobError::permanent("corrupt")));
+        let cases: Vec<(Ended, Option<StopReason>, bool, Outcome, &str)> = vec![
+            (ok(), None, false, Outcome::Completed, "complete"),
+            (retryable(), None, false, Outcome::Retried, "retry"),
+            (permanent(), None, false, Outcome::Dead, "dead"),
+            (
+                Ended::Panicked("boom".into()),
+                None,
+                false,
+                Outcome::Retried,
+                "retry",
+            ),
+            (Ended::Stopped, None, false, Outcome::Released, "release"),
+            // A lost lease touches nothing, even a finished result.
+            (
+                ok(),
+                Some(StopReason::LeaseLost),
+                false,
+                Outcome::LeaseLost,
+                "none",
+            ),
+            (
+                permanent(),
+                Some(StopReason::LeaseLost),
+                false,
+                Outcome::LeaseLost,
+                "none",
+            ),
+            // Finished work is kept whatever else stopped it meanwhile.
+            (
+                ok(),
+                Some(StopReason::Drain),
+                false,
+                Outcome::Completed,
+                "complete",
+            ),
+            (
+                ok(),
+                Some(StopReason::CancelRequested),
+                false,
+                Outcome::Completed,
+                "complete",
+            ),
+            (ok(), Some(LIMIT), false, Outcome::Completed, "complete"),
+            (
+                retryable(),
+                Some(StopReason::Drain),
+                false,
+                Outcome::Released,
+                "release",
+            ),
+            (
+                Ended::Stopped,
+                Some(StopReason::Drain),
+                false,
+                Outcome::Released,
+                "release",
+            ),
+            (
+                Ended::Stopped,
+                Some(StopReason::CancelRequested),
+                false,
+                Outcome::Cancelled,
+                "cancelled",
+            ),
+            (
+                Ended::Stopped,
+                Some(LIMIT),
+                false,
+                Outcome::TimedOut,
+                "dead",
+            ),
+            (
+                Ended::Stopped,
+                Some(LIMIT),
+                true,
+                Outcome::TimedOut,
+                "retry",
+            ),
+        ];
+        for (i, (ended, reason, timeout_retry, outcome, settle)) in cases.into_iter().enumerate() {
+            let (o, s) = decide(ended, reason, timeout_retry);
+            assert_eq!((o, kind(&s)), (outcome, settle), "case {i}");
+        }
+    }
+
+    #[test]
+    fn decide_keeps_the_result_and_names_the_time_limit() {
+        let (_, s) = decide(ok(), None, false);
+        assert!(matches!(s, Some(Settle::Complete(b)) if b == br#"{"out":1}"#));
+        let (_, s) = decide(Ended::Returned(Ok(None)), None, false);
+        assert!(matches!(s, Some(Settle::Complete(b)) if b.is_empty()));
+        let (_, s) = decide(Ended::Stopped, Some(LIMIT), false);
+        assert!(
+            matches!(&s, Some(Settle::Dead(e)) if e.contains("5s") && e.contains("SPOOL_JOB_TIMEOUT") && e.contains("not retried")),
+            "{s:?}"
+        );
+        let (_, s) = decide(Ended::Panicked("boom".into()), None, false);
+        assert!(
+            matches!(&s, Some(Settle::Retry(e)) if e.contains("panicked: boom")),
+            "{s:?}"
+        );
+    }
+}

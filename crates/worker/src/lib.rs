@@ -96,6 +96,7 @@ mod registry;
 mod runtime;
 mod settler;
 mod shutdown;
+pub mod testing;
 
 #[cfg(feature = "clap")]
 pub use args::WorkerArgs;

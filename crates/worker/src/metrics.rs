@@ -160,3 +160,32 @@ fn describe() {
         "Handlers that ignored cancellation and outlived their job."
     );
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_in_the_operations_guide() -> Result<(), String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/operations.md");
+        let doc = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        for name in [
+            QUEUE_DEPTH,
+            QUEUE_PAUSED,
+            ACTIVE_JOBS,
+            CAPACITY,
+            DRAINING,
+            JOBS_TOTAL,
+            JOB_DURATION,
+            JOB_WAIT,
+            QUEUE_LATENESS,
+            LEFTOVER_HANDLERS,
+            LEFTOVER_HANDLERS_TOTAL,
+        ] {
+            if !doc.contains(&format!("| `{name}` |")) {
+                return Err(format!("{name} has no row in docs/operations.md"));
+            }
+        }
+        Ok(())
+    }
+}
