@@ -80,6 +80,7 @@ pub use job::{
 };
 pub use keys::Keys;
 #[doc(hidden)]
+#[cfg(feature = "testing")]
 pub use queue::fuzzing;
 pub use queue::{
     CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,

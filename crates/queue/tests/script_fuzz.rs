@@ -41,6 +41,7 @@ struct Scripts {
     check: redis::Script,
     pause: redis::Script,
     log: redis::Script,
+    watch: redis::Script,
 }
 
 impl Scripts {
@@ -56,10 +57,11 @@ impl Scripts {
             check: script(include_str!("../src/scripts/check.lua")),
             pause: script(include_str!("../src/scripts/pause.lua")),
             log: script(include_str!("../src/scripts/log.lua")),
+            watch: script(include_str!("../src/scripts/watch.lua")),
         }
     }
 
-    fn all(&self) -> [&redis::Script; 10] {
+    fn all(&self) -> [&redis::Script; 11] {
         [
             &self.enqueue,
             &self.reserve,
@@ -71,6 +73,7 @@ impl Scripts {
             &self.check,
             &self.pause,
             &self.log,
+            &self.watch,
         ]
     }
 }
@@ -257,7 +260,7 @@ impl Fuzz {
 
     /// Any script, with an argument vector of random length and content.
     fn random_call(&mut self) {
-        let which = self.rng.below(10);
+        let which = self.rng.below(self.s.all().len());
         let len = self.rng.below(14);
         let mut args = Vec::with_capacity(len);
         for _ in 0..len {

@@ -610,7 +610,9 @@ impl Queue {
 }
 
 /// Entry points for the fuzz targets (`fuzz/`) and their regression tests:
-/// the decoders that read what Redis hands back.
+/// the decoders that read what Redis hands back. Only with the `testing`
+/// feature: not part of the API.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing {
     use super::*;
