@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,74 +15,18 @@ use spool_queue::{CancelOutcome, Error, JobId, JobOptions, JobState, NewJob, Que
 
 use crate::AppState;
 use crate::auth::Role;
+pub(crate) use crate::error::ApiError;
+use crate::extract::{Admin, AdminQueue, ReadQueue, Reader};
 
 /// Most jobs one page lists.
 const MAX_PAGE: usize = 500;
 
-/// An error answer.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            Json(json!({ "error": self.message, "code": self.code })),
-        )
-            .into_response()
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match &e {
-            Error::NotFound { .. } => ApiError::new(404, "not_found", e.to_string()),
-            Error::InvalidOption { .. }
-            | Error::PayloadTooLarge { .. }
-            | Error::InvalidQueueName { .. } => ApiError::new(400, "invalid", e.to_string()),
-            // Redis' own errors name its host and port: logged here, not
-            // shown to whoever sent the request.
-            _ if e.is_transient() => {
-                tracing::warn!(error = %e, "Redis unavailable");
-                ApiError::new(
-                    503,
-                    "redis_unavailable",
-                    "Redis is not answering; try again (the console's log has the details)",
-                )
-            }
-            _ => {
-                tracing::error!(error = %e, "internal error");
-                ApiError::new(
-                    500,
-                    "internal",
-                    "internal error (the console's log has the details)",
-                )
-            }
-        }
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs a read, and once more when the first try met a broken connection:
 /// the first command after Redis comes back may still be sent on the dead
 /// one, and a read is safe to repeat. Writes are never repeated here.
-async fn read<T, F, Fut>(f: F) -> Result<T, Error>
+pub(crate) async fn read<T, F, Fut>(f: F) -> Result<T, Error>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, Error>>,
@@ -97,21 +41,9 @@ where
     }
 }
 
-/// Checks the caller, then opens a queue that exists (one that was ever
-/// enqueued to): an unknown name is a 404, not an empty queue.
-async fn open(
-    st: &AppState,
-    headers: &HeaderMap,
-    method: &Method,
-    need: Role,
-    name: &str,
-) -> ApiResult<Queue> {
-    st.auth.check(headers, method, need)?;
-    known(st, name).await
-}
-
-/// A queue that exists, for a caller already checked.
-async fn known(st: &AppState, name: &str) -> ApiResult<Queue> {
+/// A queue that exists (one that was ever enqueued to): an unknown name is
+/// a 404, not an empty queue. For a caller already checked.
+pub(crate) async fn known(st: &AppState, name: &str) -> ApiResult<Queue> {
     let client = st.client()?;
     let queue = client.queue(name)?;
     let names = read(|| client.queues()).await?;
@@ -149,12 +81,7 @@ pub(crate) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-pub(crate) async fn queues(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-) -> ApiResult<Json<Value>> {
-    st.auth.check(&headers, &method, Role::Read)?;
+pub(crate) async fn queues(_: Reader, State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
     let client = st.client()?;
     for name in read(|| client.queues()).await? {
@@ -178,13 +105,9 @@ pub(crate) struct ListQuery {
 }
 
 pub(crate) async fn list_jobs(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(queue): Path<String>,
+    ReadQueue(queue, _): ReadQueue,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
     let state: JobState = q
         .state
         .as_deref()
@@ -217,12 +140,9 @@ pub(crate) async fn list_jobs(
 }
 
 pub(crate) async fn get_job(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path((queue, id)): Path<(String, String)>,
+    ReadQueue(queue, _): ReadQueue,
+    Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
     let id = job_id(&id)?;
     let info = read(|| queue.info(id)).await?;
     let log = read(|| queue.job_log(id)).await?;
@@ -239,14 +159,12 @@ pub(crate) struct EnqueueQuery {
 }
 
 pub(crate) async fn enqueue(
+    _: Admin,
     State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
     Path(queue): Path<String>,
     Query(q): Query<EnqueueQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    st.auth.check(&headers, &method, Role::Admin)?;
     // Enqueueing may create a queue: no existence check here.
     let queue = st.client()?.queue(&queue)?;
     let value: Value = serde_json::from_slice(&body)
@@ -282,12 +200,9 @@ pub(crate) async fn enqueue(
 }
 
 pub(crate) async fn cancel(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path((queue, id)): Path<(String, String)>,
+    AdminQueue(queue): AdminQueue,
+    Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Admin, &queue).await?;
     let outcome = match queue.cancel(job_id(&id)?).await? {
         CancelOutcome::Cancelled => "cancelled".to_owned(),
         CancelOutcome::Requested => "requested".to_owned(),
@@ -334,33 +249,16 @@ fn dead_ids(body: &axum::body::Bytes) -> ApiResult<(Vec<JobId>, bool)> {
     }
 }
 
-pub(crate) async fn pause(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(queue): Path<String>,
-) -> ApiResult<Json<Value>> {
-    pause_action(&st, &headers, &method, &queue, true).await
+pub(crate) async fn pause(AdminQueue(queue): AdminQueue) -> ApiResult<Json<Value>> {
+    pause_action(&queue, true).await
 }
 
-pub(crate) async fn resume(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(queue): Path<String>,
-) -> ApiResult<Json<Value>> {
-    pause_action(&st, &headers, &method, &queue, false).await
+pub(crate) async fn resume(AdminQueue(queue): AdminQueue) -> ApiResult<Json<Value>> {
+    pause_action(&queue, false).await
 }
 
 /// Pauses or resumes a queue; answers with where that left it.
-async fn pause_action(
-    st: &AppState,
-    headers: &HeaderMap,
-    method: &Method,
-    queue: &str,
-    pause: bool,
-) -> ApiResult<Json<Value>> {
-    let queue = open(st, headers, method, Role::Admin, queue).await?;
+async fn pause_action(queue: &Queue, pause: bool) -> ApiResult<Json<Value>> {
     let state = if pause {
         queue.pause().await?
     } else {
@@ -373,35 +271,25 @@ async fn pause_action(
 const DEAD_ALL: usize = 10_000;
 
 pub(crate) async fn retry_dead(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(queue): Path<String>,
+    AdminQueue(queue): AdminQueue,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    dead_action(&st, &headers, &method, &queue, &body, "retried").await
+    dead_action(queue, &body, "retried").await
 }
 
 pub(crate) async fn purge_dead(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(queue): Path<String>,
+    AdminQueue(queue): AdminQueue,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    dead_action(&st, &headers, &method, &queue, &body, "purged").await
+    dead_action(queue, &body, "purged").await
 }
 
 /// Retries or purges the dead jobs the body names (or all of them).
 async fn dead_action(
-    st: &AppState,
-    headers: &HeaderMap,
-    method: &Method,
-    queue: &str,
+    queue: Queue,
     body: &axum::body::Bytes,
     done: &'static str,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(st, headers, method, Role::Admin, queue).await?;
     let (ids, all) = dead_ids(body)?;
     let act = |ids: Vec<JobId>| {
         let queue = queue.clone();
@@ -438,12 +326,7 @@ async fn dead_action(
 /// left (the request timeout is 60 s).
 const ALL_BUDGET: std::time::Duration = std::time::Duration::from_secs(40);
 
-pub(crate) async fn workers(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-) -> ApiResult<Json<Value>> {
-    st.auth.check(&headers, &method, Role::Read)?;
+pub(crate) async fn workers(_: Reader, State(st): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
     let client = st.client()?;
     let mut glanced = 0;
@@ -481,13 +364,11 @@ pub(crate) async fn workers(
 /// then `done` with the final job (completed, dead or cancelled), or `gone`.
 /// Subscribers of one job share one poller (see [`crate::events`]).
 pub(crate) async fn events(
+    ReadQueue(queue, role): ReadQueue,
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    method: Method,
-    Path((queue, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>> {
-    let role = st.auth.check(&headers, &method, Role::Read)?;
-    let queue = known(&st, &queue).await?;
     let caller = st.auth.caller(&headers, role);
     let id = job_id(&id)?.to_owned();
     let first = read(|| queue.info(&id)).await?;
@@ -503,23 +384,15 @@ pub(crate) async fn not_found() -> ApiError {
 /// `GET /api/whoami`: the caller's role, for the page to show only the
 /// buttons it may use.
 pub(crate) async fn whoami(
+    Reader(role): Reader,
     State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
 ) -> ApiResult<Json<Value>> {
-    let role = st.auth.check(&headers, &method, Role::Read)?;
     let role = if role == Role::Admin { "admin" } else { "read" };
     Ok(Json(json!({ "role": role, "auth": st.auth.enabled() })))
 }
 
 /// `GET /api/queues/{queue}/history`: the last day, minute by minute.
-pub(crate) async fn history(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(queue): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
+pub(crate) async fn history(ReadQueue(queue, _): ReadQueue) -> ApiResult<Json<Value>> {
     let minutes = read(|| queue.history()).await?;
     Ok(Json(json!({
         "window_minutes": spool_queue::HISTORY_MINUTES,
@@ -540,13 +413,9 @@ const SEARCH_SCAN: usize = 2000;
 /// text (case-insensitive), newest first; the answer says how many jobs it
 /// read and whether it stopped at its limit.
 pub(crate) async fn search(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    method: Method,
-    Path(queue): Path<String>,
+    ReadQueue(queue, _): ReadQueue,
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Json<Value>> {
-    let queue = open(&st, &headers, &method, Role::Read, &queue).await?;
     let text = q.q.unwrap_or_default();
     let text = text.trim();
     if text.is_empty() || text.len() > 256 {

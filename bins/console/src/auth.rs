@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, Method};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "spool_session";

@@ -8,7 +8,9 @@
 
 mod api;
 mod auth;
+mod error;
 mod events;
+mod extract;
 mod gate;
 mod openapi;
 mod serve;
@@ -92,7 +94,7 @@ fn fail(msg: String) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    spool_worker::init_logging(spool_worker::LogFormat::Text);
+    init_logging();
     let addr: SocketAddr = match args.addr.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -179,4 +181,17 @@ async fn main() -> ExitCode {
     };
     serve::serve(listener, app, stop).await;
     ExitCode::SUCCESS
+}
+
+/// `tracing` to stderr, filtered by `RUST_LOG` (default `info`), coloured
+/// only on a terminal.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }

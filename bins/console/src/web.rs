@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
-use crate::api::{self, ApiError};
+use crate::api;
 use crate::auth::{CSRF_COOKIE, Role, SESSION_COOKIE};
+use crate::error::ApiError;
 use crate::{AppState, MAX_BODY};
 
 const INDEX: &str = include_str!("../assets/index.html");
