@@ -72,7 +72,7 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if args.worker.concurrency.is_none() {
+    if args.worker.get("SPOOL_CONCURRENCY").is_none() {
         worker_cfg.concurrency = encoder.default_concurrency();
     }
     tracing::info!(

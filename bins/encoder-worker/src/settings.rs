@@ -446,4 +446,30 @@ mod tests {
             }
         }
     }
+
+    /// Every setting the binary takes has a row in the README's encoder
+    /// table or in docs/operations.md (the runtime's), with its flag.
+    #[test]
+    fn every_setting_is_documented() -> Result<(), String> {
+        use clap::CommandFactory;
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");
+        let mut docs = String::new();
+        for f in ["README.md", "docs/operations.md"] {
+            docs +=
+                &std::fs::read_to_string(format!("{root}{f}")).map_err(|e| format!("{f}: {e}"))?;
+        }
+        let cmd = Args::command();
+        for arg in cmd.get_arguments() {
+            let Some(var) = arg.get_env().and_then(|v| v.to_str()) else {
+                continue;
+            };
+            if !docs.contains(&format!("| `{var}` |")) {
+                return Err(format!(
+                    "{var} (--{}) has no row in README.md or docs/operations.md",
+                    arg.get_long().unwrap_or("?")
+                ));
+            }
+        }
+        Ok(())
+    }
 }

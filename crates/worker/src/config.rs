@@ -465,24 +465,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any string, in any setting: a value or an error naming that
-        /// setting, never a panic.
-        #[test]
-        fn every_setting_parser_survives_any_string(
-            which in 0usize..10,
-            v in proptest::prelude::any::<String>(),
-        ) {
-            const SETTINGS: [&str; 10] = [
-                "SPOOL_REDIS_URL", "SPOOL_QUEUE", "SPOOL_CONCURRENCY", "SPOOL_LEASE",
-                "SPOOL_HEARTBEAT", "SPOOL_DRAIN_TIMEOUT", "SPOOL_METRICS_ADDR",
-                "SPOOL_SWEEP_INTERVAL", "SPOOL_LOG_FORMAT", "SPOOL_REDIS_CA_FILE",
-            ];
-            let k = SETTINGS[which];
-            if let Err(e) = cfg(&[(k, &v)]) {
-                proptest::prop_assert_eq!(e.setting, k);
-            }
-        }
-
         /// Numbers-with-units of any size: parsed within bounds or refused.
         #[test]
         fn durations_of_any_size_never_panic(n in proptest::prelude::any::<u64>(), unit in "(ms|s|m|h|)") {
