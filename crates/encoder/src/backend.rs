@@ -97,7 +97,11 @@ pub(crate) fn encoder_options(r: &Rendition, backend: Backend) -> Vec<(String, S
 /// Every option a rendition's encoder is opened with: [`encoder_options`],
 /// plus, for an HLS libx264 encode, no scene-cut keyframes (segments must
 /// start on keyframes at regular times).
-pub(crate) fn rendition_options(r: &Rendition, backend: Backend, hls: bool) -> Vec<(String, String)> {
+pub(crate) fn rendition_options(
+    r: &Rendition,
+    backend: Backend,
+    hls: bool,
+) -> Vec<(String, String)> {
     let mut o = encoder_options(r, backend);
     if hls && r.codec == Codec::H264 && backend == Backend::Cpu {
         o.push(("sc_threshold".into(), "0".into()));

@@ -69,6 +69,16 @@ pub enum EncodeError {
     /// The encode or the write failed midway (disk full, encoder error).
     #[error("encode failed: {0}")]
     Failed(String),
+    /// FFmpeg failed midway at `context` (an encoder, a filter, a write):
+    /// its error is the source.
+    #[error("encode failed: {context}: {source}")]
+    Ffmpeg {
+        /// What the encode was doing.
+        context: String,
+        /// FFmpeg's error.
+        #[source]
+        source: ffmpeg_next::Error,
+    },
     /// The encode was cancelled; partial outputs were removed.
     #[error("encode cancelled")]
     Cancelled,
@@ -82,6 +92,7 @@ impl EncodeError {
             self,
             EncodeError::NvencUnavailable(_)
                 | EncodeError::Failed(_)
+                | EncodeError::Ffmpeg { .. }
                 | EncodeError::Cancelled
                 | EncodeError::StorageUnavailable { .. }
         )

@@ -22,11 +22,21 @@ use std::ptr;
 use ff::ffi;
 use ffmpeg_next as ff;
 
+/// Which processor a stage ran on (`"cpu"` or `"gpu"` in a result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// The GPU (NVDEC, `scale_cuda`, NVENC).
+    Gpu,
+}
+
 /// Where one stage of an encode ran, and why there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stage {
-    /// `gpu` or `cpu`.
-    pub on: &'static str,
+    /// Where it ran.
+    pub on: Device,
     /// Why: what was found, or what was missing.
     pub why: String,
 }
@@ -35,7 +45,7 @@ impl Stage {
     /// On the CPU, because `why`.
     pub fn cpu(why: impl Into<String>) -> Self {
         Stage {
-            on: "cpu",
+            on: Device::Cpu,
             why: why.into(),
         }
     }
@@ -43,7 +53,7 @@ impl Stage {
     /// On the GPU, because `why`.
     pub fn gpu(why: impl Into<String>) -> Self {
         Stage {
-            on: "gpu",
+            on: Device::Gpu,
             why: why.into(),
         }
     }

@@ -31,11 +31,12 @@ use std::sync::Arc;
 pub use backend::Backend;
 pub use error::EncodeError;
 pub use fetch::HttpPolicy;
+pub use hw::{Device, Stage, Stages};
 pub use pipeline::{EncodeResult, OutputInfo, Phase, Progress};
+pub use spool_encode_spec::S3Uri;
 pub use spool_encode_spec::{
     Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition, SpecError,
 };
-pub use spool_encode_spec::S3Uri;
 /// Object storage, re-exported: the encoder's `s3://` inputs and outputs
 /// go through it.
 pub use spool_storage as storage;
@@ -370,16 +371,15 @@ impl Encoder {
         };
         let up = session.upload(scratch.path(), &mut report, cancel).await?;
         // Report where the outputs are now, not where they were encoded.
-        let remote = |p: &std::path::Path| -> std::path::PathBuf {
-            match p.strip_prefix(scratch.path()) {
+        let remote = |p: &str| -> String {
+            match std::path::Path::new(p).strip_prefix(scratch.path()) {
                 Ok(rel) => format!(
                     "s3://{}/{}{}",
                     uri.bucket,
                     uri.parent_prefix(),
                     rel.to_string_lossy()
-                )
-                .into(),
-                Err(_) => p.to_path_buf(),
+                ),
+                Err(_) => p.to_owned(),
             }
         };
         for o in &mut result.outputs {
@@ -411,11 +411,18 @@ impl Encoder {
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Two threads, as a worker has at least: signing and hashing the
+        // parts of an upload is CPU work that one thread would serialise.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| EncodeError::Failed(format!("cannot start a runtime: {e}")))?;
-        rt.block_on(self.encode_as(owner, spec, progress, cancel))
+        let r = rt.block_on(self.encode_as(owner, spec, progress, cancel));
+        // An abandoned blocking task (FFmpeg between two cancel checks) is
+        // not waited for.
+        rt.shutdown_background();
+        r
     }
 
     /// The output files (or HLS directories) `spec` will write at `target`,

@@ -148,7 +148,7 @@ fn s3_to_s3_mp4_and_hls_ladder_read_back_and_play_over_http() -> Result<()> {
         phases == [Phase::Download, Phase::Encode, Phase::Upload],
         "progress phases: {phases:?}"
     );
-    ensure!(res.outputs[0].path.to_string_lossy() == "s3://media/out/clip.mp4");
+    ensure!(res.outputs[0].path == "s3://media/out/clip.mp4");
     ensure!(res.objects.len() == 1, "{:?}", res.objects);
     let obj = &res.objects[0];
     ensure!(

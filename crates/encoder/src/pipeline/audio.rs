@@ -1,8 +1,9 @@
 //! The audio side: AAC encoded once and muxed into every rendition, or the
 //! input's stream copied.
 
-use super::*;
-
+use super::{AudioOut, EncodeError, RenditionOut, failed};
+use ff::{Packet, Rational, codec, encoder, filter, format, frame};
+use ffmpeg_next as ff;
 /// The sample rates FFmpeg's AAC encoder takes.
 const AAC_RATES: [u32; 12] = [
     96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000,

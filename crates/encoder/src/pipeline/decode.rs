@@ -1,8 +1,14 @@
 //! What the decode loop has seen, checked against the limits on every frame
 //! (headers can lie or be absent), and how a truncated input is recognised.
 
-use super::*;
-
+use super::audio::audio_packet;
+use super::video::feed_all;
+use super::{
+    AudioOut, CancellationToken, Container, EAGAIN_PAUSE, EncodeError, EncodeSpec, GraphInput,
+    Instant, Job, Limits, MAX_EAGAIN, PROGRESS_EVERY, Progress, RenditionOut, corrupt, report,
+};
+use ff::{Packet, Rational, codec, format, frame};
+use ffmpeg_next as ff;
 /// The frame rate assumed for a stream that declares none (FFmpeg's own
 /// default for raw streams).
 pub(super) const DEFAULT_FPS: f64 = 25.0;
@@ -253,6 +259,24 @@ impl<'a> Decoded<'a> {
     }
 }
 
+/// Where decoded video and audio go: each rendition's filter graph and
+/// encoder, and the audio path.
+pub(super) struct Sinks<'a> {
+    pub(super) graphs: &'a mut GraphInput,
+    pub(super) outs: &'a mut [RenditionOut],
+    pub(super) audio: &'a mut AudioOut,
+}
+
+/// What reading the input reports to and stops by.
+pub(super) struct Reading<'a, 'j> {
+    pub(super) job: &'a Job<'j>,
+    /// The input's duration, for the progress percentage.
+    pub(super) duration_s: f64,
+    pub(super) started: Instant,
+    pub(super) progress: &'a mut dyn FnMut(Progress),
+    pub(super) cancel: &'a CancellationToken,
+}
+
 /// The read loop: every packet read with `Packet::read` and decided per error
 /// (the packet iterator would retry a failing read forever), video decoded and
 /// fed to every rendition, audio passed on, progress reported; then the
@@ -263,15 +287,21 @@ pub(super) fn read_all(
     v_index: usize,
     decoder: &mut codec::decoder::Video,
     seen: &mut Decoded<'_>,
-    graphs: &mut GraphInput,
-    outs: &mut [RenditionOut],
-    audio: &mut AudioOut,
-    job: &Job<'_>,
-    duration_s: f64,
-    started: Instant,
-    progress: &mut dyn FnMut(Progress),
-    cancel: &CancellationToken,
+    sinks: Sinks<'_>,
+    run: Reading<'_, '_>,
 ) -> Result<Option<ff::Error>, EncodeError> {
+    let Sinks {
+        graphs,
+        outs,
+        audio,
+    } = sinks;
+    let Reading {
+        job,
+        duration_s,
+        started,
+        progress,
+        cancel,
+    } = run;
     let display = job.display;
     let mut last_report = Instant::now() - PROGRESS_EVERY;
     let mut decoded = frame::Video::empty();

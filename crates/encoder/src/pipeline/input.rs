@@ -1,8 +1,12 @@
 //! Opening an input: the protocol and demuxer whitelists, the probe limit,
 //! the interrupt callback tied to cancellation, and the limits its header shows.
 
-use super::*;
-
+use super::{
+    CancellationToken, Container, EncodeError, EncodeSpec, InputFile, Limits, OpenedInput,
+    Rotation, failed,
+};
+use ff::{Dictionary, Rational, codec, format, media};
+use ffmpeg_next as ff;
 /// Demuxers an input may use. Playlists and concat lists are left out: they
 /// open other files and URLs, which would escape the input root.
 pub(super) const INPUT_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mxf,wav,mp3,aac,ogg,ivf,h264,hevc,yuv4mpegpipe";

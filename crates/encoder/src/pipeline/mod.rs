@@ -30,18 +30,18 @@ mod rotation;
 mod verify;
 mod video;
 
-use audio::*;
-use decode::*;
+use audio::{aac_setup, audio_flush, clear_codec_tag};
+use decode::{Decoded, Reading, Sinks, read_all};
 pub(crate) use input::open_input;
 use input::{VideoSource, probe_video};
-use output::*;
-use rotation::*;
-use video::*;
+use output::{describe, master_playlist, mp4_name};
+use rotation::Rotation;
+use video::{RenditionCtx, open_rendition, push_video};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ff::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame, media};
+use ff::{Dictionary, Rational, codec, encoder, filter, format, media};
 use ffmpeg_next as ff;
 use tokio_util::sync::CancellationToken;
 
@@ -95,8 +95,9 @@ pub struct Progress {
 pub struct OutputInfo {
     /// The rendition's name.
     pub rendition: String,
-    /// The MP4 file, or the HLS rendition playlist.
-    pub path: PathBuf,
+    /// Where the MP4 file, or the HLS rendition playlist, is: a local
+    /// path, or `s3://bucket/key` for an output in object storage.
+    pub path: String,
     /// Bytes on disk (all segments for HLS).
     pub size_bytes: u64,
     /// Duration read back from the output, seconds.
@@ -121,7 +122,7 @@ pub struct EncodeResult {
     /// One per rendition.
     pub outputs: Vec<OutputInfo>,
     /// The HLS master playlist, for HLS.
-    pub master_playlist: Option<PathBuf>,
+    pub master_playlist: Option<String>,
     /// Where it ran.
     pub backend: Backend,
     /// Why it ran there (e.g. why not on NVENC).
@@ -167,8 +168,12 @@ pub(crate) struct Job<'a> {
     pub gpu_found: Option<u32>,
 }
 
-fn failed(what: impl std::fmt::Display, e: impl std::fmt::Display) -> EncodeError {
-    EncodeError::Failed(format!("{what}: {e}"))
+/// FFmpeg's error `e` while doing `what`, kept as the error's source.
+fn failed(what: impl std::fmt::Display, e: ff::Error) -> EncodeError {
+    EncodeError::Ffmpeg {
+        context: what.to_string(),
+        source: e,
+    }
 }
 
 /// An opened input and the cancellation token its interrupt callback reads;
@@ -441,14 +446,18 @@ pub(crate) fn run(
         src.index,
         &mut src.decoder,
         &mut seen,
-        &mut graphs,
-        &mut outs,
-        &mut audio,
-        job,
-        src.duration_s,
-        started,
-        progress,
-        cancel,
+        Sinks {
+            graphs: &mut graphs,
+            outs: &mut outs,
+            audio: &mut audio,
+        },
+        Reading {
+            job,
+            duration_s: src.duration_s,
+            started,
+            progress,
+            cancel,
+        },
     )?;
     if seen.frames == 0 {
         return Err(EncodeError::BadInput {
@@ -489,7 +498,7 @@ pub(crate) fn run(
             master_playlist(&outs, &spec.renditions, src.src_w, src.src_h).as_bytes(),
         )?;
         let dir = staging.publish_dir(job.owner)?;
-        Some(dir.join("master.m3u8"))
+        Some(dir.join("master.m3u8").to_string_lossy().into_owned())
     } else {
         let files: Vec<(&str, &str)> = outs
             .iter()
@@ -512,10 +521,10 @@ pub(crate) fn run(
         master_playlist: master,
         stages: crate::hw::Stages {
             decode: match (src.decode.on, seen.gpu_frames) {
-                ("gpu", 0) => crate::hw::Stage::cpu(
+                (crate::hw::Device::Gpu, 0) => crate::hw::Stage::cpu(
                     "NVDEC did not take this stream (its profile or pixel format); decoded on the CPU",
                 ),
-                ("gpu", n) if n < seen.frames => crate::hw::Stage::gpu(format!(
+                (crate::hw::Device::Gpu, n) if n < seen.frames => crate::hw::Stage::gpu(format!(
                     "{}, {n} of {} frames",
                     src.decode.why, seen.frames
                 )),
@@ -524,7 +533,7 @@ pub(crate) fn run(
             scale: outs
                 .iter()
                 .map(|o| &o.scale)
-                .find(|s| s.on == "cpu")
+                .find(|s| s.on == crate::hw::Device::Cpu)
                 .or(outs.first().map(|o| &o.scale))
                 .cloned()
                 .unwrap_or_else(|| crate::hw::Stage::cpu("no rendition")),

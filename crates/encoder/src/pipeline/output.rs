@@ -1,8 +1,7 @@
 //! What a finished encode reports: file names, the HLS master playlist, and
 //! each output read back as a player would see it.
 
-use super::*;
-
+use super::{EncodeError, OutputInfo, RenditionOut};
 /// `<base>.mp4`, or `<base>_<label>.mp4` in a ladder.
 pub(super) fn mp4_name(base: &str, label: Option<&str>) -> String {
     let stem = std::path::Path::new(base)
@@ -47,7 +46,7 @@ pub(super) fn describe(
     let duration_s = facts.duration_s;
     Ok(OutputInfo {
         rendition: o.label.clone(),
-        path: o.final_path.clone(),
+        path: o.final_path.to_string_lossy().into_owned(),
         size_bytes: facts.size_bytes,
         duration_s,
         codec: o.encoder.id().name().to_owned(),

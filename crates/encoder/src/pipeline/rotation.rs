@@ -1,8 +1,8 @@
 //! The display matrix: how to turn a phone's portrait video upright, as
 //! FFmpeg's CLI does (`-autorotate`).
 
-use super::*;
-
+use ff::{codec, format};
+use ffmpeg_next as ff;
 /// How the input's display matrix says to turn its frames, as FFmpeg's CLI
 /// reads it (`-autorotate`, on by default there and here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

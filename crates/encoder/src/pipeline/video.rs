@@ -1,8 +1,13 @@
 //! The video ladder: one decoded frame through each rendition's filter graph
 //! (rebuilt when the stream changes shape) and encoder into its muxer.
 
-use super::*;
+use super::{
+    Backend, DEFAULT_KEYFRAME_S, EncodeError, FrameShape, GraphInput, Job, RenditionOut, Rotation,
+    Staging, VideoSource, encoder_name, failed, rendition_options,
+};
 use crate::hw::Stage;
+use ff::{Dictionary, Packet, Rational, codec, encoder, filter, format, frame};
+use ffmpeg_next as ff;
 
 impl FrameShape {
     pub(super) fn of_decoder(d: &codec::decoder::Video) -> Self {
@@ -115,7 +120,7 @@ pub(super) fn video_filter(
     };
     match build(&desc) {
         Ok(g) => Ok((g, stage)),
-        Err(e) if stage.on == "gpu" => {
+        Err(e) if stage.on == crate::hw::Device::Gpu => {
             let why = format!("scale_cuda failed ({e})");
             let (desc, stage) = chain(cuda, to_gpu, gi.rotation, w, h, Err(&why));
             Ok((build(&desc)?, stage))
@@ -529,7 +534,7 @@ mod tests {
                             g.validate().unwrap_or_else(|e| panic!("{desc}: {e}"));
                         }
                         assert_eq!(
-                            stage.on == "gpu",
+                            stage.on == crate::hw::Device::Gpu,
                             desc.starts_with("scale_cuda"),
                             "{desc}: {stage:?}"
                         );
@@ -558,7 +563,7 @@ mod tests {
             desc,
             "hwdownload,format=nv12,transpose=clock,scale=720:1280,format=nv12,hwupload"
         );
-        assert_eq!(stage.on, "cpu");
+        assert_eq!(stage.on, crate::hw::Device::Cpu);
         assert!(
             stage.why.contains("rotated (transpose=clock)"),
             "{}",
@@ -621,7 +626,7 @@ mod tests {
         // Up: 1920x1080 system frames to 1280x720 device frames.
         let src = shape(ff::format::Pixel::YUV420P);
         let (mut up, stage) = video_filter(src, None, &gi, 1280, 720, true).expect("upload graph");
-        assert_eq!(stage.on, "cpu");
+        assert_eq!(stage.on, crate::hw::Device::Cpu);
         let mut downs: Vec<(filter::Graph, u8)> = Vec::new();
         let pull = |g: &mut filter::Graph, name: &str| {
             let mut out = frame::Video::empty();
@@ -661,7 +666,7 @@ mod tests {
                     let (down, stage) =
                         video_filter(dshape, Some(&on_device), &gi, 640, 360, false)
                             .expect("download graph");
-                    assert_eq!(stage.on, "cpu", "{stage:?}");
+                    assert_eq!(stage.on, crate::hw::Device::Cpu, "{stage:?}");
                     assert!(stage.why.contains(why), "{stage:?}");
                     downs.push((down, 0));
                 }
