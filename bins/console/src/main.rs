@@ -119,11 +119,11 @@ async fn main() -> ExitCode {
     }
     let mut options = ClientOptions::default().with_min_replicas(args.redis_min_replicas);
     if let Some(path) = &args.redis_ca_file {
-        match std::fs::read(path) {
-            Ok(pem) => options = options.with_tls_ca_pem(Some(pem)),
-            Err(e) => {
+        match options.clone().with_tls_ca_file(path) {
+            Ok(o) => options = o,
+            Err(why) => {
                 return fail(format!(
-                    "invalid SPOOL_REDIS_CA_FILE={}: {e}",
+                    "invalid SPOOL_REDIS_CA_FILE={}: {why}",
                     path.display()
                 ));
             }

@@ -200,10 +200,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let mut options =
         spool_queue::ClientOptions::default().with_min_replicas(cli.redis_min_replicas);
     if let Some(ca) = &cli.redis_ca_file {
-        options.tls_ca_pem =
-            Some(std::fs::read(ca).map_err(|e| {
-                usage(format!("cannot read --redis-ca-file {}: {e}", ca.display()))
-            })?);
+        options = options.with_tls_ca_file(ca).map_err(|why| {
+            usage(format!(
+                "invalid --redis-ca-file (SPOOL_REDIS_CA_FILE) {}: {why}",
+                ca.display()
+            ))
+        })?;
     }
     let client = Client::connect_with(&cli.redis_url, options).await?;
     let memory = client.server_memory().await.ok();

@@ -322,31 +322,22 @@ impl WorkerConfig {
                 ),
             });
         }
-        if let Some(ca) = &self.redis_ca_file
-            && let Err(e) = std::fs::read(ca)
-        {
-            return Err(ConfigError {
-                setting: "SPOOL_REDIS_CA_FILE",
-                value: ca.display().to_string(),
-                reason: format!("cannot read it: {e}"),
-            });
-        }
+        self.client_options()?;
         Ok(())
     }
 
     /// The queue client's options: the CA bundle when one is set.
     pub fn client_options(&self) -> Result<spool_queue::ClientOptions, ConfigError> {
-        let tls_ca_pem = match &self.redis_ca_file {
-            None => None,
-            Some(p) => Some(std::fs::read(p).map_err(|e| ConfigError {
+        let options =
+            spool_queue::ClientOptions::default().with_min_replicas(self.redis_min_replicas);
+        match &self.redis_ca_file {
+            None => Ok(options),
+            Some(p) => options.with_tls_ca_file(p).map_err(|reason| ConfigError {
                 setting: "SPOOL_REDIS_CA_FILE",
                 value: p.display().to_string(),
-                reason: format!("cannot read it: {e}"),
-            })?),
-        };
-        Ok(spool_queue::ClientOptions::default()
-            .with_tls_ca_pem(tls_ca_pem)
-            .with_min_replicas(self.redis_min_replicas))
+                reason,
+            }),
+        }
     }
 
     /// The heartbeat period for a job whose lease is `job_lease`: the
@@ -439,6 +430,31 @@ mod tests {
         assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
         assert_eq!(c.drain_timeout, Duration::from_secs(25));
         assert_eq!(c.metrics_addr, "0.0.0.0:9464".parse().ok());
+        Ok(())
+    }
+
+    /// The CA file is read once, by the queue's client options, and a file
+    /// that cannot be a CA bundle is refused at start naming the setting.
+    #[test]
+    fn a_ca_file_must_be_readable_pem() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (pem, junk) = (dir.path().join("ca.pem"), dir.path().join("ca.txt"));
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )?;
+        std::fs::write(&junk, "not a certificate")?;
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let c = cfg(&[("SPOOL_REDIS_CA_FILE", &path(&pem))])?;
+        assert!(c.client_options()?.tls_ca_pem.is_some());
+        for (bad, why) in [
+            (path(&junk), "no PEM block"),
+            (path(&dir.path().join("absent.pem")), "cannot read it"),
+        ] {
+            let e = cfg(&[("SPOOL_REDIS_CA_FILE", &bad)]).err().ok_or("accepted")?;
+            assert_eq!(e.setting, "SPOOL_REDIS_CA_FILE");
+            assert!(e.reason.contains(why), "{e}");
+        }
         Ok(())
     }
 

@@ -99,6 +99,18 @@ impl ClientOptions {
         self
     }
 
+    /// This value trusting the PEM CA bundle in the file `path` (every
+    /// binary's `SPOOL_REDIS_CA_FILE`). The error says why the file cannot
+    /// be used, for the caller to put beside its setting's name.
+    pub fn with_tls_ca_file(mut self, path: &std::path::Path) -> std::result::Result<Self, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+        if !pem.windows(b"-----BEGIN".len()).any(|w| w == b"-----BEGIN") {
+            return Err("it holds no PEM block (-----BEGIN CERTIFICATE-----)".into());
+        }
+        self.tls_ca_pem = Some(pem);
+        Ok(self)
+    }
+
     /// This value with `min_replicas` set to `v`.
     pub fn with_min_replicas(mut self, v: u32) -> Self {
         self.min_replicas = v;
