@@ -22,6 +22,7 @@ mod ffi;
 pub mod gpu;
 mod hw;
 pub mod metrics;
+mod naming;
 pub mod paths;
 mod pipeline;
 
@@ -32,6 +33,7 @@ pub use backend::Backend;
 pub use error::EncodeError;
 pub use fetch::HttpPolicy;
 pub use hw::{Device, Stage, Stages};
+pub use naming::SettingNames;
 pub use pipeline::{EncodeResult, OutputInfo, Phase, Progress};
 pub use spool_encode_spec::S3Uri;
 pub use spool_encode_spec::{
@@ -77,6 +79,10 @@ pub struct EncoderConfig {
     /// Whether frames are kept on the GPU: decoded on NVDEC, scaled with
     /// `scale_cuda`, encoded by NVENC from GPU memory (`SPOOL_GPU_DECODE`).
     pub gpu_decode: GpuDecode,
+    /// What errors and results call the settings they point at: the
+    /// worker's `SPOOL_*` variables by default, or the Rust fields for a
+    /// program that sets these itself ([`SettingNames`]).
+    pub setting_names: SettingNames,
 }
 
 /// `SPOOL_GPU_DECODE`: whether the video is decoded on the GPU (NVDEC), and
@@ -121,6 +127,7 @@ impl EncoderConfig {
             limits: Limits::default(),
             nvenc_sessions_per_gpu: DEFAULT_NVENC_SESSIONS,
             gpu_decode: GpuDecode::Off,
+            setting_names: SettingNames::Env,
         }
     }
 }
@@ -291,6 +298,20 @@ impl Encoder {
     /// [`Encoder::encode_as`] with every per-encode option: the owner and
     /// where FFmpeg's messages about this encode go.
     pub async fn encode_with(
+        &self,
+        spec: &EncodeSpec,
+        opts: &EncodeOptions,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<EncodeResult, EncodeError> {
+        let names = self.inner.config.setting_names;
+        self.encode_named(spec, opts, progress, cancel)
+            .await
+            .map(|r| names.result(r))
+            .map_err(|e| names.error(e))
+    }
+
+    async fn encode_named(
         &self,
         spec: &EncodeSpec,
         opts: &EncodeOptions,

@@ -777,3 +777,41 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// An embedding program that sets Rust fields, not the worker's variables,
+/// reads errors that name those fields.
+#[test]
+fn errors_name_the_rust_fields_for_an_embedder() -> Result<()> {
+    let r = roots()?;
+    clip(&r.input.join("src.mp4"), 320, 240, 1)?;
+    let mut cfg = EncoderConfig::new(&r.input, &r.output);
+    cfg.limits.max_renditions = 1;
+    cfg.setting_names = spool_encoder::SettingNames::Rust;
+    let enc = Encoder::new(cfg)?;
+    let two = serde_json::from_str(
+        r#"{"input":"src.mp4","output":"two.mp4","hardware":"cpu",
+        "renditions":[{"codec":"h264","height":120},{"codec":"h264","height":96}]}"#,
+    )?;
+    let e = enc
+        .encode_blocking(&two, &mut |_| {}, &CancellationToken::new())
+        .err()
+        .context("two renditions over a limit of one")?;
+    let m = e.to_string();
+    ensure!(
+        m.contains("Limits::max_renditions") && !m.contains("SPOOL_"),
+        "{m}"
+    );
+    let s3 = spec(
+        r#"{"input":"s3://media/a.mp4","output":"x.mp4","renditions":[{"codec":"h264","height":120}]}"#,
+    )?;
+    let m = enc
+        .encode_blocking(&s3, &mut |_| {}, &CancellationToken::new())
+        .err()
+        .context("object storage is off")?
+        .to_string();
+    ensure!(
+        m.contains("ObjectStorage::buckets") && !m.contains("SPOOL_"),
+        "{m}"
+    );
+    Ok(())
+}

@@ -451,7 +451,9 @@ mod tests {
             (path(&junk), "no PEM block"),
             (path(&dir.path().join("absent.pem")), "cannot read it"),
         ] {
-            let e = cfg(&[("SPOOL_REDIS_CA_FILE", &bad)]).err().ok_or("accepted")?;
+            let e = cfg(&[("SPOOL_REDIS_CA_FILE", &bad)])
+                .err()
+                .ok_or("accepted")?;
             assert_eq!(e.setting, "SPOOL_REDIS_CA_FILE");
             assert!(e.reason.contains(why), "{e}");
         }
