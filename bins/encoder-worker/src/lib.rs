@@ -54,7 +54,8 @@ pub async fn run(args: Args) -> ExitCode {
     }
     let (mut worker_cfg, enc_cfg, policy) = match settings(&args) {
         Ok(s) => s,
-        Err(BadSetting(msg)) => {
+        Err(e) => {
+            let msg = e.to_string();
             eprintln!("spool-encoder-worker: {msg}");
             return ExitCode::from(2);
         }

@@ -113,7 +113,7 @@ pub const DEFAULT_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// The encoder's limits: defaults, overridden by the settings given.
 fn limits(a: &Args) -> Result<Limits, BadSetting> {
     let mut l = Limits::default();
-    let positive = |setting: &str, v: u64| {
+    let positive = |setting: &'static str, v: u64| {
         if v == 0 {
             Err(bad(setting, "0", "must be at least 1"))
         } else {
@@ -139,9 +139,7 @@ fn limits(a: &Args) -> Result<Limits, BadSetting> {
         l.max_height = h;
     }
     if let Some(d) = &a.max_duration {
-        l.max_duration_s = spool_worker::parse_duration("SPOOL_MAX_DURATION", d)
-            .map_err(|e| BadSetting(e.to_string()))?
-            .as_secs_f64();
+        l.max_duration_s = spool_worker::parse_duration("SPOOL_MAX_DURATION", d)?.as_secs_f64();
     }
     if let Some(n) = a.max_streams {
         l.max_streams = positive("SPOOL_MAX_STREAMS", n as u64)? as usize;
@@ -187,15 +185,19 @@ fn limits(a: &Args) -> Result<Limits, BadSetting> {
     Ok(l)
 }
 
-/// A start-up setting that cannot be used: the message names it.
-#[derive(Debug)]
-pub struct BadSetting(pub String);
+/// A start-up setting that cannot be used: the runtime's error type, which
+/// names the setting, the value and what is accepted.
+pub type BadSetting = spool_worker::ConfigError;
 
-fn bad(setting: &str, value: &str, reason: &str) -> BadSetting {
-    BadSetting(format!("invalid {setting}={value:?}: {reason}"))
+fn bad(setting: &'static str, value: &str, reason: &str) -> BadSetting {
+    spool_worker::ConfigError {
+        setting,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
-fn check_root(setting: &str, p: &std::path::Path, write: bool) -> Result<(), BadSetting> {
+fn check_root(setting: &'static str, p: &std::path::Path, write: bool) -> Result<(), BadSetting> {
     let shown = p.display().to_string();
     let meta =
         std::fs::metadata(p).map_err(|e| bad(setting, &shown, &format!("cannot use it: {e}")))?;
@@ -216,7 +218,7 @@ fn check_root(setting: &str, p: &std::path::Path, write: bool) -> Result<(), Bad
 /// policy is `SPOOL_HW` when it overrides the jobs' own choice.
 pub fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardware>), BadSetting> {
     // WorkerConfig::validate checks the Redis URL too, naming the setting.
-    let mut worker = a.worker.config().map_err(|e| BadSetting(e.to_string()))?;
+    let mut worker = a.worker.config()?;
     // An encode always has a time limit: the operator's, the job's own
     // (`timeout_s`, or the producer's `timeout` option), or this one.
     if worker.job_timeout.is_none() {
@@ -255,8 +257,7 @@ pub fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardwar
             .map_err(|e| bad("SPOOL_HTTP_ALLOW_NETS", nets, &e))?;
     }
     if let Some(t) = &a.http_timeout {
-        let d = spool_worker::parse_duration("SPOOL_HTTP_TIMEOUT", t)
-            .map_err(|e| BadSetting(e.to_string()))?;
+        let d = spool_worker::parse_duration("SPOOL_HTTP_TIMEOUT", t)?;
         if d.is_zero() || d > MAX_HTTP_TIMEOUT {
             return Err(bad(
                 "SPOOL_HTTP_TIMEOUT",
@@ -298,7 +299,7 @@ pub fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardwar
 /// An S3 endpoint: `http(s)://host[:port][/path]`, without credentials, a
 /// query or a fragment, returned in its normal form (lower-case scheme and
 /// host). The value is never echoed in full: it may hold a password.
-fn check_endpoint(var: &str, e: &str) -> Result<String, BadSetting> {
+fn check_endpoint(var: &'static str, e: &str) -> Result<String, BadSetting> {
     let shown = spool_encoder::fetch::shown_url(e);
     let url =
         url::Url::parse(e).map_err(|err| bad(var, &shown, &format!("is not a URL: {err}")))?;
@@ -440,9 +441,9 @@ mod tests {
                 FLAGS[which], &v,
             ];
             if let Ok(args) = Args::try_parse_from(argv)
-                && let Err(BadSetting(msg)) = settings(&args)
+                && let Err(e) = settings(&args)
             {
-                proptest::prop_assert!(msg.contains("SPOOL_"), "{}", msg);
+                proptest::prop_assert!(e.setting.starts_with("SPOOL_"), "{}", e);
             }
         }
     }

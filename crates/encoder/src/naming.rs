@@ -148,7 +148,9 @@ mod tests {
                     while let Some(i) = rest.find("SPOOL_") {
                         let name: String = rest[i..]
                             .chars()
-                            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                            .take_while(|c| {
+                                c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_'
+                            })
                             .collect();
                         rest = &rest[i + name.len()..];
                         if name == "SPOOL_UPDATE_SCHEMA" {

@@ -25,6 +25,7 @@ mod registry;
 mod server;
 
 pub use admin::CheckReport;
+#[cfg(feature = "testing")]
 pub(crate) use consume::decode_reserved_row;
 pub use events::JobEvent;
 pub use registry::WorkerRecord;
