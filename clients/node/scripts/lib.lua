@@ -138,13 +138,14 @@ local function damaged_key(key, what)
   error({ err = 'WRONGTYPE spool: ' .. printable(key) .. ' ' .. what
     .. '; nothing was changed: delete or repair that key (docs/operations.md, Troubleshooting), then retry' })
 end
-local function guard_keys()
-  for _, e in ipairs(QUEUE_KEY_TYPES) do
-    local t = redis.call('TYPE', e[1]).ok
-    if t ~= 'none' and t ~= e[2] then
-      damaged_key(e[1], 'holds a ' .. t .. ', not a ' .. e[2])
-    end
+local function guard_key(key, want)
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'none' and t ~= want then
+    damaged_key(key, 'holds a ' .. t .. ', not a ' .. want)
   end
+end
+local function guard_keys()
+  for _, e in ipairs(QUEUE_KEY_TYPES) do guard_key(e[1], e[2]) end
   local seq = redis.call('GET', K_SEQ)
   if seq and not string.match(seq, '^%-?%d+$') then
     damaged_key(K_SEQ, 'holds "' .. printable(seq) .. '", not a counter')
