@@ -131,3 +131,47 @@ async fn a_cancelled_job_stops_and_leaves_no_output() -> Result<()> {
     ensure!(!r.output.join("out/d.mp4").exists());
     Ok(())
 }
+
+/// An encode whose future is dropped (an aborted task) stops its FFmpeg
+/// work: the staged output is removed and nothing is published, although
+/// nobody cancelled the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_encode_stops_its_ffmpeg_work() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    spool_testkit::lavfi_clip(&input.join("long.mp4"), 640, 360, 25, 30)?;
+    let enc = Encoder::new(EncoderConfig::new(&input, &output))?;
+    let spec: spool_encoder::EncodeSpec = serde_json::from_value(serde_json::json!({
+        "input": "long.mp4", "output": "long-out.mp4", "hardware": "cpu",
+        "renditions": [{"codec": "h264", "height": 360, "preset": "slowest"}]
+    }))?;
+    let cancel = spool_encoder::CancellationToken::new();
+    let mut report = |_| {};
+    let run = enc.encode(&spec, &mut report, &cancel);
+    ensure!(
+        tokio::time::timeout(std::time::Duration::from_millis(1500), run)
+            .await
+            .is_err(),
+        "the encode finished before it could be dropped"
+    );
+    ensure!(!cancel.is_cancelled());
+    let staged = || -> Result<bool> {
+        Ok(std::fs::read_dir(&output)?.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".spool-partial-")
+        }))
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while staged()? && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ensure!(
+        !staged()?,
+        "the FFmpeg work kept running after its future was dropped"
+    );
+    ensure!(!output.join("long-out.mp4").exists());
+    Ok(())
+}

@@ -232,21 +232,12 @@ pub(crate) async fn download(
     progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
     cancel: &CancellationToken,
 ) -> Result<tempfile::NamedTempFile, EncodeError> {
-    let file = tempfile::Builder::new()
-        .prefix(&spool_storage::scratch::prefix(
-            spool_storage::scratch::INPUT,
+    let (file, out) = spool_storage::scratch::download_file(dir).map_err(|e| {
+        EncodeError::Failed(format!(
+            "cannot create a download file in {} (SPOOL_SCRATCH_DIR): {e}",
+            dir.display()
         ))
-        .tempfile_in(dir)
-        .map_err(|e| {
-            EncodeError::Failed(format!(
-                "cannot create a download file in {}: {e}",
-                dir.display()
-            ))
-        })?;
-    let out = file
-        .as_file()
-        .try_clone()
-        .map_err(|e| EncodeError::Failed(format!("cannot reopen the download file: {e}")))?;
+    })?;
     let mut out = tokio::fs::File::from_std(out);
     tokio::select! {
         _ = cancel.cancelled() => Err(EncodeError::Cancelled),

@@ -530,7 +530,11 @@ impl Encoder {
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
         let downloaded = self.fetch_source(&spec.input, progress, cancel).await?;
-        let (this, spec, opts, cancel) = (self.clone(), spec.clone(), opts.clone(), cancel.clone());
+        // The FFmpeg work stops at its next packet when this future is
+        // dropped unfinished (an aborted task), not only on `cancel`.
+        let work_cancel = cancel.child_token();
+        let dropped = work_cancel.clone().drop_guard();
+        let (this, spec, opts, cancel) = (self.clone(), spec.clone(), opts.clone(), work_cancel);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut work = tokio::task::spawn_blocking(move || {
             let _ffmpeg_log = opts.ffmpeg_log.clone().map(avlog::scope);
@@ -556,6 +560,7 @@ impl Encoder {
             tokio::select! {
                 Some(p) = rx.recv() => progress(p),
                 r = &mut work => {
+                    dropped.disarm();
                     while let Ok(p) = rx.try_recv() {
                         progress(p);
                     }

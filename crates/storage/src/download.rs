@@ -33,19 +33,12 @@ impl Storage {
         let stores = self;
         let store = stores.store(uri)?;
         let path = object_path(uri)?;
-        let file = tempfile::Builder::new()
-            .prefix(&crate::scratch::prefix(crate::scratch::INPUT))
-            .tempfile_in(dir)
-            .map_err(|e| {
-                StorageError::Local(format!(
-                    "cannot create a download file in {} (SPOOL_SCRATCH_DIR): {e}",
-                    dir.display()
-                ))
-            })?;
-        let out = file
-            .as_file()
-            .try_clone()
-            .map_err(|e| StorageError::Local(format!("cannot reopen the download file: {e}")))?;
+        let (file, out) = crate::scratch::download_file(dir).map_err(|e| {
+            StorageError::Local(format!(
+                "cannot create a download file in {} (SPOOL_SCRATCH_DIR): {e}",
+                dir.display()
+            ))
+        })?;
         let io = stores.io_timeout();
         let budget = stores.outage_budget();
         let secrets = &stores.secrets;

@@ -44,6 +44,17 @@ pub fn prefix(kind: &str) -> String {
     format!("{kind}{}-", tag())
 }
 
+/// A new download file in `dir`, named with this process's tag (so a killed
+/// worker's is swept at the next start), with a second handle to write
+/// through; the file is removed when the first drops.
+pub fn download_file(dir: &Path) -> std::io::Result<(tempfile::NamedTempFile, std::fs::File)> {
+    let file = tempfile::Builder::new()
+        .prefix(&prefix(INPUT))
+        .tempfile_in(dir)?;
+    let out = file.as_file().try_clone()?;
+    Ok((file, out))
+}
+
 /// Whether the process tagged `t` still runs.
 fn alive(t: &str) -> Option<bool> {
     let (pid, start) = t.split_once('.')?;

@@ -629,7 +629,15 @@ fn finished_segments(scratch: &Path, hls_dir: &str) -> Option<(String, Vec<(Stri
 #[derive(Debug)]
 pub struct SegmentUploads {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<(Session, Result<(), StorageError>)>,
+    task: Option<tokio::task::JoinHandle<(Session, Result<(), StorageError>)>>,
+}
+
+impl Drop for SegmentUploads {
+    /// Dropped without [`SegmentUploads::finish`] (the encode's future was
+    /// dropped): the task stops after the upload in flight.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// How often the staging directory is looked at for finished segments.
@@ -663,15 +671,21 @@ impl SegmentUploads {
             };
             (session, r)
         });
-        SegmentUploads { stop, task }
+        SegmentUploads {
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Stops watching (an upload in flight completes) and returns the
     /// session with the first upload error, if any.
-    pub async fn finish(self) -> Result<(Session, Result<(), StorageError>), StorageError> {
+    pub async fn finish(mut self) -> Result<(Session, Result<(), StorageError>), StorageError> {
         self.stop.cancel();
-        self.task
-            .await
+        let task = self
+            .task
+            .take()
+            .ok_or_else(|| StorageError::Local("the segment uploads were finished twice".into()))?;
+        task.await
             .map_err(|e| StorageError::Local(format!("the segment upload task died: {e}")))
     }
 }
