@@ -79,10 +79,15 @@ for i = 0, n - 1 do
       'id', id, 'queue', queue, 'payload', payload, 'priority', priority,
       'attempts', 0, 'max_attempts', ARGV[b + 4], 'backoff_ms', ARGV[b + 5],
       'backoff_max_ms', ARGV[b + 6], 'lease_ms', ARGV[b + 7],
-      'retention_s', ARGV[b + 8], 'dedup', dedup,
+      'retention_s', ARGV[b + 8],
       'enqueued_at', now, 'run_at', run_at }
-    -- The time-limit options are stored only when set, so a job hash
-    -- carries no field it does not use.
+    -- The dedup key and the time-limit options are stored only when set,
+    -- so a job hash carries no field it does not use (every byte written
+    -- here is also written to the AOF and to each replica).
+    if dedup ~= '' then
+      fields[#fields + 1] = 'dedup'
+      fields[#fields + 1] = dedup
+    end
     local timeout_ms, timeout_retry = limits(b)
     if tonumber(timeout_ms) > 0 then
       fields[#fields + 1] = 'timeout_ms'
