@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use spool_benches::setting;
 use spool_queue::{Client, JobOptions, NewJob, Settle};
-use spool_testkit::{RedisServer, ServerOptions};
+use spool_testkit::RedisServer;
 
 /// The Redis process's CPU seconds, calls per command, AOF bytes, and the
 /// microseconds Redis counted inside script calls (`EVALSHA`'s `usec`).
@@ -60,12 +60,7 @@ fn sample(server: &RedisServer) -> Result<Sample> {
             calls.insert(name.to_owned(), n);
         }
     }
-    let persistence: String = redis::cmd("INFO").arg("persistence").query(&mut c)?;
-    let aof = persistence
-        .lines()
-        .find_map(|l| l.strip_prefix("aof_current_size:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let aof = spool_benches::info_field(server, "persistence", "aof_current_size").unwrap_or(0);
     Ok((secs, calls, aof, script_us))
 }
 
@@ -126,25 +121,7 @@ fn budgets() -> Result<BTreeMap<String, (f64, f64)>> {
 }
 
 async fn run(aof: bool, n: usize) -> Result<Vec<(&'static str, Cost)>> {
-    let args: Vec<String> = if aof {
-        vec![
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--auto-aof-rewrite-percentage",
-            "0",
-        ]
-    } else {
-        vec!["--appendonly", "no"]
-    }
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    let server = RedisServer::start_with(ServerOptions {
-        extra_args: args,
-        ..ServerOptions::default()
-    })?;
+    let server = spool_benches::fresh_redis(aof)?;
     let client = Client::connect(&server.url()).await?;
     let queue = client.queue("budget")?;
     let mut out = Vec::new();

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use spool_benches::setting;
 use spool_queue::{Client, NewJob};
-use spool_testkit::{RedisServer, ServerOptions, WorkerProcess, example_binary_release};
+use spool_testkit::{RedisServer, WorkerProcess, example_binary_release};
 
 fn bullmq_dir() -> Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -103,37 +103,11 @@ struct Run {
 
 /// The AOF's size in bytes (0 without AOF).
 fn aof_size(server: &RedisServer) -> Result<u64> {
-    let mut c = server.connection()?;
-    let info: String = redis::cmd("INFO").arg("persistence").query(&mut c)?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("aof_current_size:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(spool_benches::info_field(server, "persistence", "aof_current_size").unwrap_or(0))
 }
 
 fn fresh(aof: bool) -> Result<RedisServer> {
-    let args: Vec<String> = if aof {
-        // No automatic rewrite: it would reset aof_current_size (the AOF
-        // bytes per job) mid-run and spend CPU in a child for one run only.
-        vec![
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--auto-aof-rewrite-percentage",
-            "0",
-        ]
-    } else {
-        vec!["--appendonly", "no"]
-    }
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    Ok(RedisServer::start_with(ServerOptions {
-        extra_args: args,
-        ..ServerOptions::default()
-    })?)
+    Ok(spool_benches::fresh_redis(aof)?)
 }
 
 fn measure(
