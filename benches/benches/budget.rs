@@ -33,35 +33,10 @@ use spool_testkit::RedisServer;
 type Sample = (f64, BTreeMap<String, u64>, u64, u64);
 
 fn sample(server: &RedisServer) -> Result<Sample> {
-    let mut c = server.connection()?;
-    let cpu: String = redis::cmd("INFO").arg("cpu").query(&mut c)?;
-    let secs: f64 = cpu
-        .lines()
-        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-        .sum();
-    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut c)?;
-    let mut calls = BTreeMap::new();
-    let mut script_us = 0;
-    for l in stats.lines() {
-        if let Some(fields) = l.strip_prefix("cmdstat_evalsha:") {
-            script_us = fields
-                .split(',')
-                .find_map(|f| f.strip_prefix("usec="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-        }
-        if let Some((name, fields)) = l.strip_prefix("cmdstat_").and_then(|r| r.split_once(':'))
-            && let Some(n) = fields
-                .split(',')
-                .find_map(|f| f.strip_prefix("calls="))
-                .and_then(|v| v.parse().ok())
-        {
-            calls.insert(name.to_owned(), n);
-        }
-    }
+    let u = spool_benches::redis_usage(server)?;
     let aof = spool_benches::info_field(server, "persistence", "aof_current_size").unwrap_or(0);
-    Ok((secs, calls, aof, script_us))
+    let script_us = u.usec.get("evalsha").copied().unwrap_or(0);
+    Ok((u.cpu_s, u.calls, aof, script_us))
 }
 
 /// What one operation cost per job.

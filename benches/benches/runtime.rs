@@ -65,27 +65,8 @@ fn bullmq_dir() -> Result<PathBuf> {
 
 /// Redis CPU seconds (user + sys) and calls per command.
 fn redis_cpu(server: &RedisServer) -> Result<(f64, BTreeMap<String, u64>)> {
-    let mut c = server.connection()?;
-    let cpu: String = redis::cmd("INFO").arg("cpu").query(&mut c)?;
-    let secs: f64 = cpu
-        .lines()
-        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-        .sum();
-    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut c)?;
-    let mut calls = BTreeMap::new();
-    for l in stats.lines() {
-        if let Some(rest) = l.strip_prefix("cmdstat_")
-            && let Some((name, fields)) = rest.split_once(':')
-            && let Some(n) = fields
-                .split(',')
-                .find_map(|f| f.strip_prefix("calls="))
-                .and_then(|v| v.parse().ok())
-        {
-            calls.insert(name.to_owned(), n);
-        }
-    }
-    Ok((secs, calls))
+    let u = spool_benches::redis_usage(server)?;
+    Ok((u.cpu_s, u.calls))
 }
 
 fn zcard(server: &RedisServer, key: &str) -> Result<u64> {

@@ -42,3 +42,53 @@ pub fn info_field<T: std::str::FromStr>(
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// What the Redis process has spent so far: CPU seconds (user + sys, every
+/// thread), and per command the calls and microseconds `INFO commandstats`
+/// counts.
+#[derive(Debug, Clone, Default)]
+pub struct RedisUsage {
+    /// `used_cpu_user` + `used_cpu_sys`.
+    pub cpu_s: f64,
+    /// Calls per command (`evalsha`, `hset`, …).
+    pub calls: std::collections::BTreeMap<String, u64>,
+    /// Microseconds per command.
+    pub usec: std::collections::BTreeMap<String, u64>,
+}
+
+/// Reads [`RedisUsage`] from `server` (`INFO cpu`, `INFO commandstats`).
+pub fn redis_usage(server: &spool_testkit::RedisServer) -> spool_testkit::Result<RedisUsage> {
+    let mut c = server.connection()?;
+    let info = |section: &str, c: &mut redis::Connection| -> Option<String> {
+        redis::cmd("INFO").arg(section).query(c).ok()
+    };
+    let cpu_s = info("cpu", &mut c)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum();
+    let mut u = RedisUsage {
+        cpu_s,
+        ..RedisUsage::default()
+    };
+    for l in info("commandstats", &mut c).unwrap_or_default().lines() {
+        let Some((name, fields)) = l.strip_prefix("cmdstat_").and_then(|r| r.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(key))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let Some(n) = field("calls=") {
+            u.calls.insert(name.to_owned(), n);
+        }
+        if let Some(n) = field("usec=") {
+            u.usec.insert(name.to_owned(), n);
+        }
+    }
+    Ok(u)
+}

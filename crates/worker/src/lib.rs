@@ -112,6 +112,6 @@ pub use handler::{Handler, JobContext, JobError};
 pub use health::Health;
 pub use logging::{init_logging, init_logging_to};
 pub use runtime::{FORCE_WAIT, RELEASE_WAIT, RESERVE_GRACE, SHUTDOWN_MARGIN, Worker, WorkerError};
-pub use settings::{SETTINGS, Setting, setting};
+pub use settings::{SETTINGS, Setting};
 pub use shutdown::Shutdown;
 pub use spool_queue::LogLevel;

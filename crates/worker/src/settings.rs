@@ -130,11 +130,6 @@ pub const SETTINGS: [Setting; 17] = [
     ),
 ];
 
-/// The setting named `var`.
-pub fn setting(var: &str) -> Option<&'static Setting> {
-    SETTINGS.iter().find(|s| s.var == var)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
