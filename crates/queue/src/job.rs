@@ -247,6 +247,9 @@ pub enum JobState {
     Dead,
     /// Cancelled before or while running.
     Cancelled,
+    /// A flow's parent waiting for its children to end (not reservable,
+    /// not outstanding work).
+    Waiting,
 }
 
 impl JobState {
@@ -259,6 +262,7 @@ impl JobState {
             JobState::Completed => "completed",
             JobState::Dead => "dead",
             JobState::Cancelled => "cancelled",
+            JobState::Waiting => "waiting",
         }
     }
 
@@ -287,6 +291,7 @@ impl FromStr for JobState {
             "completed" => JobState::Completed,
             "dead" => JobState::Dead,
             "cancelled" => JobState::Cancelled,
+            "waiting" => JobState::Waiting,
             other => return Err(format!("unknown job state {other:?}")),
         })
     }
@@ -389,6 +394,15 @@ pub struct JobInfo {
     /// 2,000 bytes). The latest attempt, when it did not fail, is
     /// `started_at_ms`..`finished_at_ms`.
     pub failures: Vec<Failure>,
+    /// The flow parent this job is a child of ([`crate::Flow`]).
+    pub parent: Option<JobId>,
+    /// How many children this job has, when it is a flow's parent
+    /// ([`crate::Queue::children`] lists them).
+    pub children: Option<u32>,
+    /// A parent's policy for a child that dies or is cancelled.
+    pub on_child_failure: Option<crate::ChildFailure>,
+    /// The child whose failure ended this parent (policy `fail`).
+    pub failed_by: Option<JobId>,
 }
 
 /// One failed attempt of a job, as [`JobInfo::failures`] lists them.
@@ -459,6 +473,14 @@ impl JobInfo {
                 Some("0") => Some(false),
                 _ => None,
             },
+            parent: text("parent").filter(|s| !s.is_empty()).map(JobId::from),
+            children: num("kids")?.map(|n| n.clamp(0, u32::MAX as i64) as u32),
+            on_child_failure: match text("on_child_failure").as_deref() {
+                Some("continue") => Some(crate::ChildFailure::Continue),
+                Some("fail") => Some(crate::ChildFailure::Fail),
+                _ => None,
+            },
+            failed_by: text("failed_by").filter(|s| !s.is_empty()).map(JobId::from),
             // Advisory history: a damaged field reads as none, never fails
             // the job's page.
             failures: h

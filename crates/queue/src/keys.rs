@@ -40,6 +40,8 @@ pub struct Keys {
     pub paused: String,
     /// ZSET of the backlog held while paused, scored as in `ready`.
     pub parked: String,
+    /// ZSET of flow parents waiting for their children, by enqueue time.
+    pub waiting: String,
 }
 
 impl Keys {
@@ -60,6 +62,7 @@ impl Keys {
             wake: k("wake"),
             paused: k("paused"),
             parked: k("parked"),
+            waiting: k("waiting"),
             prefix,
         })
     }
@@ -67,6 +70,22 @@ impl Keys {
     /// The hash of job `id`.
     pub fn job(&self, id: &str) -> String {
         format!("{}job:{id}", self.prefix)
+    }
+
+    /// The LIST of parent `id`'s children, in document order.
+    pub fn children(&self, id: &str) -> String {
+        format!("{}children:{id}", self.prefix)
+    }
+
+    /// The HASH child id -> result of parent `id`'s completed children.
+    pub fn results(&self, id: &str) -> String {
+        format!("{}results:{id}", self.prefix)
+    }
+
+    /// The HASH child id -> error of parent `id`'s children that died or
+    /// were cancelled.
+    pub fn failures(&self, id: &str) -> String {
+        format!("{}failures:{id}", self.prefix)
     }
 
     /// The nine keys every script takes, in the order `lib.lua` expects (for

@@ -63,7 +63,8 @@ mod scripts;
 /// the Python and Node producers carry their own and warn when a live
 /// worker's differs. 2: job events (`watch`, `spool:{q}:events`), failure
 /// records and the minute history.
-pub const PROTOCOL: u32 = 2;
+/// 3: flows (state `waiting`, `spool:{q}:waiting`, the flow keys).
+pub const PROTOCOL: u32 = 3;
 
 pub use backoff::{backoff_cap, backoff_delay};
 pub use connection::mask_password;
@@ -83,9 +84,9 @@ pub use keys::Keys;
 #[cfg(feature = "testing")]
 pub use queue::fuzzing;
 pub use queue::{
-    CancelOutcome, CheckReport, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, HISTORY_MINUTES, Heartbeat, JobEvent,
-    JobPage, LogLevel, LogLine, MAX_BATCH, MAX_LOG_LINES, MAX_LOG_MESSAGE, MAX_MIN_REPLICAS,
-    Minute, PauseState, Queue, QueueStats, Reservation, SAFE_EVICTION_POLICY, ServerMemory, Settle,
-    SweepReport, Unreadable, WorkerRecord,
+    CancelOutcome, CheckReport, ChildFailure, Client, ClientOptions, DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_RESERVE_BYTES, DEFAULT_REPLICA_TIMEOUT, Flow, FlowChild, HISTORY_MINUTES,
+    Heartbeat, JobEvent, JobPage, LogLevel, LogLine, MAX_BATCH, MAX_FLOW_DEPTH, MAX_LOG_LINES,
+    MAX_LOG_MESSAGE, MAX_MIN_REPLICAS, Minute, PauseState, Queue, QueueStats, Reservation,
+    SAFE_EVICTION_POLICY, ServerMemory, Settle, SweepReport, Unreadable, WorkerRecord,
 };

@@ -29,3 +29,4 @@ script!(CHECK, "scripts/check.lua");
 script!(PAUSE, "scripts/pause.lua");
 script!(LOG, "scripts/log.lua");
 script!(WATCH, "scripts/watch.lua");
+script!(FLOW, "scripts/flow.lua");

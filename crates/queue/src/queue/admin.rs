@@ -122,7 +122,7 @@ impl Queue {
             pipe.cmd("ZCARD").arg(key);
         }
         pipe.cmd("SCARD").arg(&k.outstanding);
-        for key in [&k.dead, &k.completed, &k.cancelled, &k.parked] {
+        for key in [&k.dead, &k.completed, &k.cancelled, &k.parked, &k.waiting] {
             pipe.cmd("ZCARD").arg(key);
         }
         pipe.cmd("EXISTS").arg(&k.paused);
@@ -157,6 +157,7 @@ impl Queue {
             completed,
             cancelled,
             parked,
+            waiting,
             paused,
         ] = v[..]
         else {
@@ -173,6 +174,7 @@ impl Queue {
             cancelled,
             paused: paused == 1,
             parked,
+            waiting,
             lateness_ms,
         })
     }
@@ -261,7 +263,7 @@ impl Queue {
         let mut ids: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
         // Every index in one round trip (all keys share the queue's slot).
         let mut pipe = redis::pipe();
-        for key in [&k.ready, &k.active, &k.scheduled, &k.parked] {
+        for key in [&k.ready, &k.active, &k.scheduled, &k.parked, &k.waiting] {
             pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1);
         }
         pipe.cmd("SMEMBERS").arg(&k.outstanding);
@@ -411,6 +413,7 @@ impl Queue {
             JobState::Dead => (&k.dead, "ZREVRANGE"),
             JobState::Completed => (&k.completed, "ZREVRANGE"),
             JobState::Cancelled => (&k.cancelled, "ZREVRANGE"),
+            JobState::Waiting => (&k.waiting, "ZREVRANGE"),
         };
         let end = offset.saturating_add(limit - 1);
         let mut ids: Vec<String> = self

@@ -19,6 +19,7 @@ mod admin;
 pub use log::{LogLevel, LogLine, MAX_LOG_LINES, MAX_LOG_MESSAGE};
 mod consume;
 mod events;
+mod flow;
 mod log;
 mod produce;
 mod registry;
@@ -28,6 +29,7 @@ pub use admin::CheckReport;
 #[cfg(feature = "testing")]
 pub(crate) use consume::decode_reserved_row;
 pub use events::JobEvent;
+pub use flow::{ChildFailure, Flow, FlowChild, MAX_FLOW_DEPTH};
 pub use registry::WorkerRecord;
 pub use server::{SAFE_EVICTION_POLICY, ServerMemory};
 
@@ -513,6 +515,8 @@ pub struct QueueStats {
     pub paused: bool,
     /// The backlog held while paused (ready jobs outside `ready`).
     pub parked: u64,
+    /// Flow parents waiting for their children (not outstanding work).
+    pub waiting: u64,
     /// How late the oldest due job still in `scheduled` is, in ms (0 when
     /// none is due). Due jobs leave `scheduled` at the next reserve, sweep or
     /// promotion pass; a value above a few seconds means nothing promotes

@@ -42,21 +42,7 @@ impl Queue {
         for job in &jobs {
             self.check_job(job)?;
         }
-        // The queue's name goes into the index `spoolctl stats` and the
-        // console list, again every REGISTER_EVERY: a Redis restarted
-        // without persistence forgets it while the producer lives on.
-        let due = self
-            .registered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|at| at.elapsed() >= REGISTER_EVERY);
-        if due {
-            let _: i64 = self
-                .client
-                .query(redis::cmd("SADD").arg(QUEUES_KEY).arg(&*self.name))
-                .await?;
-            *self.registered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        }
+        self.register_if_due().await?;
         let mut ids = Vec::with_capacity(jobs.len());
         let mut start = 0;
         while start < jobs.len() {
@@ -80,27 +66,51 @@ impl Queue {
         let mut inv = self.invocation(&scripts::ENQUEUE);
         inv.arg(&*self.name).arg(jobs.len());
         for job in jobs {
-            let o = &job.options;
-            let id =
-                o.id.clone()
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-            inv.arg(id)
-                .arg(&job.payload[..])
-                .arg(o.priority)
-                .arg(o.delay.map_or(0, |d| d.as_millis() as u64))
-                .arg(o.max_attempts)
-                .arg(o.backoff.as_millis() as u64)
-                .arg(o.backoff_max.as_millis() as u64)
-                .arg(o.lease.as_millis() as u64)
-                .arg(o.retention.as_secs())
-                .arg(o.dedup_key.as_deref().unwrap_or(""))
-                .arg(o.timeout.map_or(0, |d| d.as_millis().max(1) as u64))
-                .arg(match o.timeout_retry {
-                    None => "",
-                    Some(false) => "0",
-                    Some(true) => "1",
-                });
+            push_job_args(&mut inv, job);
         }
         self.invoke(&inv).await
     }
+
+    /// Adds the queue's name to the index `spoolctl stats` and the console
+    /// list, again every REGISTER_EVERY: a Redis restarted without
+    /// persistence forgets it while the producer lives on.
+    pub(super) async fn register_if_due(&self) -> Result<()> {
+        let due = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| at.elapsed() >= REGISTER_EVERY);
+        if due {
+            let _: i64 = self
+                .client
+                .query(redis::cmd("SADD").arg(QUEUES_KEY).arg(&*self.name))
+                .await?;
+            *self.registered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+/// A job's 12 arguments to enqueue.lua and flow.lua, in their order.
+pub(super) fn push_job_args(inv: &mut redis::ScriptInvocation<'_>, job: &NewJob) {
+    let o = &job.options;
+    let id =
+        o.id.clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    inv.arg(id)
+        .arg(&job.payload[..])
+        .arg(o.priority)
+        .arg(o.delay.map_or(0, |d| d.as_millis() as u64))
+        .arg(o.max_attempts)
+        .arg(o.backoff.as_millis() as u64)
+        .arg(o.backoff_max.as_millis() as u64)
+        .arg(o.lease.as_millis() as u64)
+        .arg(o.retention.as_secs())
+        .arg(o.dedup_key.as_deref().unwrap_or(""))
+        .arg(o.timeout.map_or(0, |d| d.as_millis().max(1) as u64))
+        .arg(match o.timeout_retry {
+            None => "",
+            Some(false) => "0",
+            Some(true) => "1",
+        });
 }

@@ -6,9 +6,10 @@
 -- Returns: one line per finding, "<id>: <what was wrong>" (repaired when the
 --       mode is 'repair'); nothing when every job sits where its state says.
 -- Invariant kept (after a repair): `outstanding` = `ready` ∪ `active`, and a
---       job with state ready, active or scheduled is in that index (and only
+--       job with state ready, active, scheduled or waiting is in that index (and only
 --       there; a ready job may be in `parked` instead of `ready`); a finished
---       or missing job is in none of the live indexes.
+--       or missing job is in none of the live indexes; a waiting parent has
+--       a child that has not ended, and knows of each one that has.
 
 local mode = ARGV[2]
 if mode ~= 'check' and mode ~= 'repair' then bad_arg('mode', mode, 'must be check or repair') end
@@ -26,6 +27,45 @@ local function score(key, id)
   return redis.call('ZSCORE', key, id)
 end
 
+-- A waiting parent: each child that has ended is recorded in the parent's
+-- results or failures (so the parent learns of every end), and once every
+-- child has, the parent is ready.
+local function check_flow(id)
+  local ck, rk, fk = flow_keys(id)
+  local kids = num_field(redis.call('HGET', job_key(id), 'kids'), 0, MAX_BATCH) or 0
+  local list = redis.call('LRANGE', ck, 0, -1)
+  if #list ~= kids then
+    note(id, 'lists ' .. #list .. ' children but counts ' .. kids .. '; count set to the list')
+    if fix then redis.call('HSET', job_key(id), 'kids', #list) end
+  end
+  for _, c in ipairs(list) do
+    if redis.call('HEXISTS', rk, c) == 0 and redis.call('HEXISTS', fk, c) == 0 then
+      local cf = read_job(job_key(c), 'state', 'result', 'last_error')
+      local s = cf and cf[1]
+      if not cf or s == 'completed' or s == 'dead' or s == 'cancelled' or not s then
+        note(id, 'child ' .. c .. ' ended (' .. (s or 'gone') .. ') but its parent did not learn it; told now')
+        if fix and redis.call('HGET', job_key(id), 'state') == 'waiting' then
+          if s == 'completed' then
+            child_ended(c, id, 'completed', cf[2] or '', now)
+          elseif s == 'cancelled' then
+            child_ended(c, id, 'cancelled', '', now)
+          else
+            child_ended(c, id, 'dead', (cf and cf[3]) or 'its hash is gone', now)
+          end
+        end
+      end
+    end
+  end
+  if redis.call('HGET', job_key(id), 'state') == 'waiting'
+    and redis.call('HLEN', rk) + redis.call('HLEN', fk) >= #list then
+    note(id, 'waiting but every child has ended; made ready')
+    if fix then
+      local p = redis.call('HMGET', job_key(id), 'priority', 'run_at')
+      parent_ready(job_key(id), id, p[1], p[2], now)
+    end
+  end
+end
+
 for i = 3, #ARGV do
   local id = ARGV[i]
   local jk = job_key(id)
@@ -34,6 +74,7 @@ for i = 3, #ARGV do
   local in_parked = score(K_PARKED, id)
   local in_active = score(K_ACTIVE, id)
   local in_sched = score(K_SCHED, id)
+  local in_wait = score(K_WAITING, id)
   local in_out = redis.call('SISMEMBER', K_OUT, id) == 1
   if not f then
     note(id, 'its key holds a ' .. kind .. ', not a hash; moved aside and recorded dead')
@@ -47,7 +88,7 @@ for i = 3, #ARGV do
       corrupt(jk, id, now, 'state', '')
     end
   elseif not f[1] then
-    if in_ready or in_parked or in_active or in_sched or in_out then
+    if in_ready or in_parked or in_active or in_sched or in_wait or in_out then
       note(id, 'indexed but its hash is gone; removed from the indexes')
       if fix then
         unindex(id)
@@ -60,7 +101,7 @@ for i = 3, #ARGV do
       -- paused queue, or one being resumed).
       local placed = (in_ready and in_out and not in_parked)
         or (in_parked and not in_ready and not in_out)
-      if not placed or in_active or in_sched then
+      if not placed or in_active or in_sched or in_wait then
         note(id, 'ready but not (only) in the backlog; put back at the front')
         if fix then
           unindex(id)
@@ -69,7 +110,7 @@ for i = 3, #ARGV do
         end
       end
     elseif state == 'active' then
-      if not in_active or in_ready or in_parked or in_sched or not in_out then
+      if not in_active or in_ready or in_parked or in_sched or in_wait or not in_out then
         note(id, 'active but not (only) in the active set; its lease restored')
         if fix then
           unindex(id)
@@ -78,14 +119,23 @@ for i = 3, #ARGV do
         end
       end
     elseif state == 'scheduled' then
-      if not in_sched or in_ready or in_parked or in_active or in_out then
+      if not in_sched or in_ready or in_parked or in_active or in_wait or in_out then
         note(id, 'scheduled but not (only) in the schedule; rescheduled')
         if fix then
           unindex(id)
           redis.call('ZADD', K_SCHED, num_field(f[4], 0, 1e15) or now, id)
         end
       end
-    elseif in_ready or in_parked or in_active or in_sched or in_out then
+    elseif state == 'waiting' then
+      if not in_wait or in_ready or in_parked or in_active or in_sched or in_out then
+        note(id, 'waiting for its children but not (only) in the waiting set; put back')
+        if fix then
+          unindex(id)
+          redis.call('ZADD', K_WAITING, now, id)
+        end
+      end
+      check_flow(id)
+    elseif in_ready or in_parked or in_active or in_sched or in_wait or in_out then
       note(id, state .. ' but still in a live index; removed from it')
       if fix then
         unindex(id)

@@ -41,7 +41,7 @@ for i = 0, n - 1 do
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'settled_by', 'dedup', 'retention_s', 'logged', 'notify')
+    'priority', 'settled_by', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids')
   local state, lease
   if f then state, lease = f[1], f[2] end
   local attempts = f and num_field(f[3] or 0, 0, 1e15)
@@ -76,7 +76,8 @@ for i = 0, n - 1 do
     done_active[#done_active + 1] = id
     done_out[#done_out + 1] = id
     release_dedup(jk, id, f[7] or '')
-    retain(jk, id, K_DONE, now, f[8] or 0, done_index, f[9])
+    if f[11] then child_ended(id, f[11], 'completed', data, now) end
+    retain(jk, id, K_DONE, now, f[8] or 0, done_index, f[9], f[12])
     out[#out + 1] = 'completed'
   else
     redis.call('ZREM', K_ACTIVE, id)
@@ -87,8 +88,7 @@ for i = 0, n - 1 do
       out[#out + 1] = 'ready'
     elseif mode == 'cancelled' then
       redis.call('HSET', jk, 'settled_by', token)
-      to_cancelled(jk, id, now)
-      out[#out + 1] = 'cancelled'
+      out[#out + 1] = to_cancelled(jk, id, now)
     elseif mode == 'retry' and attempts < max_attempts then
       local run_at = now + delay
       record_failure(jk, attempts, now, data)

@@ -31,10 +31,9 @@ local function prune(index_key, state, max)
   local dels = {}
   for _, id in ipairs(ids) do
     local jk = job_key(id)
-    local f = read_job(jk, 'state')
+    local f = read_job(jk, 'state', 'kids')
     if f and f[1] == state then
-      dels[#dels + 1] = jk
-      dels[#dels + 1] = PREFIX .. 'log:' .. id
+      for _, k in ipairs(job_keys(jk, id, '1', f[2])) do dels[#dels + 1] = k end
     end
   end
   for i = 1, #dels, 1000 do

@@ -1,0 +1,223 @@
+//! Flows: a parent job that runs once each of its children has ended
+//! (docs/protocol.md, "Flows").
+
+use serde::{Deserialize, Serialize};
+
+use super::produce::push_job_args;
+use super::*;
+use crate::JobId;
+
+/// What a child that dies, or is cancelled, does to its waiting parent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChildFailure {
+    /// The parent is dead at once, naming the child and its error; its
+    /// other live children are cancelled. Retrying the child (or the parent)
+    /// from the dead letters revives the flow.
+    #[default]
+    Fail,
+    /// The parent runs when every child has ended, and reads which failed
+    /// ([`FlowChild::error`]).
+    Continue,
+}
+
+impl ChildFailure {
+    /// The name used in Redis and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildFailure::Fail => "fail",
+            ChildFailure::Continue => "continue",
+        }
+    }
+}
+
+/// A flow to enqueue with [`Queue::enqueue_flow`]: a job, and the children
+/// it waits for, each of which may be a flow itself. Children are ordinary
+/// jobs in the parent's queue: their own priority, delay, retries, time
+/// limits, dedup key and log.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// The job that runs once its children have ended.
+    pub job: NewJob,
+    /// What a child that fails does to this job (when it has children).
+    pub on_child_failure: ChildFailure,
+    /// The children, in document order.
+    pub children: Vec<Flow>,
+}
+
+/// Deepest nesting a flow may have (the scripts refuse deeper ones).
+pub const MAX_FLOW_DEPTH: usize = 32;
+
+impl Flow {
+    /// A flow of one job, without children yet.
+    pub fn new(job: NewJob) -> Self {
+        Flow {
+            job,
+            on_child_failure: ChildFailure::default(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Adds a child.
+    pub fn child(mut self, child: impl Into<Flow>) -> Self {
+        self.children.push(child.into());
+        self
+    }
+
+    /// Sets the policy for children that fail.
+    pub fn on_child_failure(mut self, policy: ChildFailure) -> Self {
+        self.on_child_failure = policy;
+        self
+    }
+
+    /// The jobs in the flow, this one included.
+    pub fn len(&self) -> usize {
+        1 + self.children.iter().map(Flow::len).sum::<usize>()
+    }
+
+    /// Always false: a flow holds at least its own job.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Every node with its parent's index (0 for the root; otherwise the
+    /// parent's position from 1), in document order (depth first).
+    fn flatten<'a>(
+        &'a self,
+        parent: usize,
+        depth: usize,
+        out: &mut Vec<(&'a Flow, usize)>,
+    ) -> Result<()> {
+        if depth > MAX_FLOW_DEPTH {
+            return Err(Error::InvalidOption {
+                field: "flow",
+                reason: format!("flows nest at most {MAX_FLOW_DEPTH} levels"),
+            });
+        }
+        out.push((self, parent));
+        let me = out.len();
+        for c in &self.children {
+            c.flatten(me, depth + 1, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<NewJob> for Flow {
+    fn from(job: NewJob) -> Self {
+        Flow::new(job)
+    }
+}
+
+/// One child of a flow's parent, as [`Queue::children`] reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowChild {
+    /// The child's id.
+    pub id: JobId,
+    /// Its state now; `None` once its hash is gone (its own retention
+    /// ended): a completed child's result stays in `result` until the
+    /// parent's hash goes.
+    pub state: Option<JobState>,
+    /// Its result, once it completed (JSON when the worker sent JSON).
+    pub result: Option<serde_json::Value>,
+    /// Why it failed, once it died or was cancelled ("cancelled").
+    pub error: Option<String>,
+}
+
+impl FlowChild {
+    /// Whether the child completed.
+    pub fn completed(&self) -> bool {
+        self.result.is_some()
+    }
+}
+
+impl Queue {
+    /// Enqueues a flow in one script call, all of it or nothing: the parent
+    /// waits (state `waiting`, not reservable and not outstanding work)
+    /// until each child has ended, then runs like any job. Returns the ids
+    /// in document order, the parent's first. Idempotent when the root has
+    /// an id (or a dedup key): a flow whose root exists is not enqueued
+    /// again, and its ids come back. Children must be new jobs: a child whose
+    /// id exists, or whose dedup key a live job holds, refuses the call.
+    pub async fn enqueue_flow(&self, flow: &Flow) -> Result<Vec<JobId>> {
+        let mut nodes = Vec::with_capacity(flow.len());
+        flow.flatten(0, 0, &mut nodes)?;
+        if nodes.len() > MAX_BATCH {
+            return Err(Error::InvalidOption {
+                field: "flow",
+                reason: format!("{} jobs; one flow holds at most {MAX_BATCH}", nodes.len()),
+            });
+        }
+        for (node, _) in &nodes {
+            self.check_job(&node.job)?;
+        }
+        self.register_if_due().await?;
+        let mut inv = self.invocation(&scripts::FLOW);
+        inv.arg(&*self.name).arg(nodes.len());
+        for (node, parent) in &nodes {
+            push_job_args(&mut inv, &node.job);
+            inv.arg(*parent).arg(node.on_child_failure.as_str());
+        }
+        let ids: Vec<JobId> = self.invoke(&inv).await?;
+        if ids.len() != nodes.len() {
+            return Err(Error::InvalidOption {
+                field: "flow",
+                reason: format!(
+                    "a flow with root {} exists already with {} jobs, not {}: give a new flow a new root id",
+                    ids.first().map_or("?", |id| id.as_str()),
+                    ids.len(),
+                    nodes.len()
+                ),
+            });
+        }
+        self.client.replicated().await?;
+        Ok(ids)
+    }
+
+    /// The children of parent `id`, in document order, with what each
+    /// left: the results and errors are kept until the parent's own hash
+    /// goes, whatever the children's retention. Empty for a job without
+    /// children. Two round trips.
+    pub async fn children(&self, id: &str) -> Result<Vec<FlowChild>> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.cmd("LRANGE").arg(k.children(id)).arg(0).arg(-1);
+        pipe.cmd("HGETALL").arg(k.results(id));
+        pipe.cmd("HGETALL").arg(k.failures(id));
+        let (list, mut results, mut failures): (
+            Vec<String>,
+            HashMap<String, Vec<u8>>,
+            HashMap<String, String>,
+        ) = self.client.query_pipe(&pipe).await?;
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for c in &list {
+            pipe.cmd("HGET").arg(k.job(c)).arg("state");
+        }
+        let states: Vec<Value> = self.client.query_pipe(pipe.ignore_errors()).await?;
+        Ok(list
+            .into_iter()
+            .zip(states)
+            .map(|(c, state)| {
+                let state = redis::from_redis_value::<Option<String>>(state)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.parse::<JobState>().ok());
+                let result = results.remove(&c).map(|v| {
+                    serde_json::from_slice(&v).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(&v).into_owned())
+                    })
+                });
+                let error = failures.remove(&c);
+                FlowChild {
+                    id: JobId::from(c),
+                    state,
+                    result,
+                    error,
+                }
+            })
+            .collect())
+    }
+}
