@@ -26,21 +26,8 @@ local function limits(b)
 end
 for i = 0, n - 1 do
   local b = 4 + i * STRIDE
-  local at = ' (entry ' .. (i + 1) .. ')'
-  str_arg(ARGV[b], 'id' .. at, 1, MAX_ID)
-  int_arg(ARGV[b + 2], 'priority' .. at, -PRIORITY_MAX, PRIORITY_MAX)
-  int_arg(ARGV[b + 3], 'delay_ms' .. at, 0, MAX_DELAY_MS)
-  int_arg(ARGV[b + 4], 'max_attempts' .. at, 1, MAX_ATTEMPTS)
-  local backoff = int_arg(ARGV[b + 5], 'backoff_ms' .. at, 0, MAX_BACKOFF_MS)
-  int_arg(ARGV[b + 6], 'backoff_max_ms' .. at, backoff, MAX_BACKOFF_MS)
-  int_arg(ARGV[b + 7], 'lease_ms' .. at, MIN_LEASE_MS, MAX_LEASE_MS)
-  int_arg(ARGV[b + 8], 'retention_s' .. at, 0, MAX_RETENTION_S)
-  str_arg(ARGV[b + 9], 'dedup_key' .. at, 0, MAX_ID)
   local timeout_ms, timeout_retry = limits(b)
-  int_arg(timeout_ms, 'timeout_ms' .. at, 0, MAX_TIMEOUT_MS)
-  if not TIMEOUT_RETRY[timeout_retry] then
-    bad_arg('timeout_retry' .. at, timeout_retry, "must be '', '0' or '1'")
-  end
+  check_job_args(b, ' (entry ' .. (i + 1) .. ')', timeout_ms, timeout_retry)
 end
 
 guard_keys()
@@ -50,7 +37,7 @@ local woken = 0
 
 for i = 0, n - 1 do
   local b = 4 + i * STRIDE
-  local id, payload = ARGV[b], ARGV[b + 1]
+  local id = ARGV[b]
   local priority, delay = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local dedup = ARGV[b + 9]
   local jk = job_key(id)
@@ -75,28 +62,8 @@ for i = 0, n - 1 do
     out[#out + 1] = existing
   else
     local run_at = now + delay
-    local fields = {
-      'id', id, 'queue', queue, 'payload', payload, 'priority', priority,
-      'attempts', 0, 'max_attempts', ARGV[b + 4], 'backoff_ms', ARGV[b + 5],
-      'backoff_max_ms', ARGV[b + 6], 'lease_ms', ARGV[b + 7],
-      'retention_s', ARGV[b + 8],
-      'enqueued_at', now, 'run_at', run_at }
-    -- The dedup key and the time-limit options are stored only when set,
-    -- so a job hash carries no field it does not use (every byte written
-    -- here is also written to the AOF and to each replica).
-    if dedup ~= '' then
-      fields[#fields + 1] = 'dedup'
-      fields[#fields + 1] = dedup
-    end
     local timeout_ms, timeout_retry = limits(b)
-    if tonumber(timeout_ms) > 0 then
-      fields[#fields + 1] = 'timeout_ms'
-      fields[#fields + 1] = timeout_ms
-    end
-    if timeout_retry ~= '' then
-      fields[#fields + 1] = 'timeout_retry'
-      fields[#fields + 1] = timeout_retry
-    end
+    local fields = job_fields(queue, b, now, run_at, timeout_ms, timeout_retry)
     if delay > 0 then
       redis.call('HSET', jk, 'state', 'scheduled', unpack(fields))
       redis.call('ZADD', K_SCHED, run_at, id)

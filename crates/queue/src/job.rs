@@ -329,6 +329,9 @@ pub struct ReservedJob {
     pub timeout: Option<Duration>,
     /// The job's own choice on retrying a timeout ([`JobOptions::timeout_retry`]).
     pub timeout_retry: Option<bool>,
+    /// How many children it has, when it is a flow's parent (0 otherwise):
+    /// [`crate::Queue::children`] reads what they left.
+    pub children: u32,
     /// When the reserve's reply was read (this process's monotonic clock):
     /// with `lease`, a deadline no server or local wall clock can skew.
     pub(crate) reserved_at: std::time::Instant,

@@ -19,6 +19,8 @@ pub struct Event {
     pub pid: u32,
     /// Unix milliseconds.
     pub ms: u64,
+    /// On a flow parent's `done`: how many children results it read.
+    pub children_read: Option<u32>,
 }
 
 /// The handlers' record, parsed.
@@ -39,6 +41,7 @@ impl Record {
                         attempt: f.get(2)?.parse().ok()?,
                         pid: f.get(3)?.parse().ok()?,
                         ms: f.get(4)?.parse().ok()?,
+                        children_read: f.get(5).and_then(|n| n.parse().ok()),
                     })
                 })
                 .collect(),

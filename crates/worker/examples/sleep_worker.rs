@@ -10,7 +10,9 @@
 //! lines to the job's log first, and `"log_flood": n` n more (`line <i>`). When `SPOOL_SLEEP_RECORD`
 //! names a file, each handler start, finish, stop (cancelled: drained or
 //! lease lost) and unblocking is appended to it as a line `start|done|stop <job id> <attempt>
-//! <pid> <unix ms>`, the record the tests check exactly-once against.
+//! <pid> <unix ms>`, the record the tests check exactly-once against. A flow's
+//! parent reads its children's results first, and its `done` line ends with
+//! how many it read (`done <id> <attempt> <pid> <ms> <results>`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,12 +59,16 @@ struct Sleeper {
 
 impl Sleeper {
     fn note(&self, what: &str, ctx: &JobContext) {
+        self.note_with(what, ctx, "");
+    }
+
+    fn note_with(&self, what: &str, ctx: &JobContext, extra: &str) {
         let Some(path) = &self.record else { return };
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let line = format!(
-            "{what} {} {} {} {ms}\n",
+            "{what} {} {} {} {ms}{extra}\n",
             ctx.id,
             ctx.attempt,
             std::process::id()
@@ -88,6 +94,12 @@ impl Handler for Sleeper {
         ctx: JobContext,
     ) -> Result<Option<serde_json::Value>, JobError> {
         self.note("start", &ctx);
+        let results = if ctx.child_count() > 0 {
+            let children = ctx.children().await?;
+            Some(children.iter().filter(|c| c.completed()).count())
+        } else {
+            None
+        };
         for line in &job.log {
             ctx.log(LogLevel::Info, line);
         }
@@ -133,8 +145,18 @@ impl Handler for Sleeper {
                 ctx.attempt, job.fail_times
             )));
         }
-        self.note("done", &ctx);
-        Ok(Some(serde_json::json!({ "slept_ms": job.sleep_ms })))
+        match results {
+            Some(n) => {
+                self.note_with("done", &ctx, &format!(" {n}"));
+                Ok(Some(
+                    serde_json::json!({ "slept_ms": job.sleep_ms, "children_results": n }),
+                ))
+            }
+            None => {
+                self.note("done", &ctx);
+                Ok(Some(serde_json::json!({ "slept_ms": job.sleep_ms })))
+            }
+        }
     }
 }
 

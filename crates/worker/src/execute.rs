@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
-use crate::handler::{Handler, JobContext, JobError, JobLog};
+use crate::handler::{Children, Handler, JobContext, JobError, JobLog};
 use crate::health::Health;
 use crate::metrics::{self as m, Outcome};
 
@@ -305,6 +305,10 @@ async fn supervise<H: Handler>(
         progress: Arc::new(progress_tx),
         time_limit: Arc::new(limit_tx),
         log: log.clone(),
+        children: match job.children {
+            0 => Children::None,
+            n => Children::Queue(env.queue.clone(), n),
+        },
     };
     let handler = env.handler.clone();
     // In the job's span, so what the handler logs is attributed to it.

@@ -92,6 +92,18 @@ pub struct JobContext {
     pub(crate) progress: Arc<watch::Sender<Option<String>>>,
     pub(crate) time_limit: Arc<watch::Sender<Option<Duration>>>,
     pub(crate) log: Arc<JobLog>,
+    pub(crate) children: Children,
+}
+
+/// Where [`JobContext::children`] reads from.
+#[derive(Debug, Clone)]
+pub(crate) enum Children {
+    /// Not a flow's parent: nothing to read.
+    None,
+    /// A parent of this many children in this queue.
+    Queue(spool_queue::Queue, u32),
+    /// Given by a test ([`crate::testing::TestJob::with_children`]).
+    Fixed(Arc<Vec<spool_queue::FlowChild>>),
 }
 
 /// Log lines a handling has not yet sent to Redis. The runtime sends them
@@ -168,6 +180,33 @@ impl JobContext {
     /// (for lines the caller has logged already, like FFmpeg's).
     pub fn log_quietly(&self, level: LogLevel, message: &str) {
         self.log.push(LogLine::now(level, message));
+    }
+
+    /// How many children the job has, when it is a flow's parent
+    /// ([`spool_queue::Flow`]); 0 otherwise.
+    pub fn child_count(&self) -> usize {
+        match &self.children {
+            Children::None => 0,
+            Children::Queue(_, n) => *n as usize,
+            Children::Fixed(v) => v.len(),
+        }
+    }
+
+    /// The children of a flow's parent, in document order, with their
+    /// results (completed) and errors (died or cancelled; only under
+    /// [`spool_queue::ChildFailure::Continue`] does a parent run with any).
+    /// They are kept until this job ends, whatever the children's own
+    /// retention. Empty, without a call to Redis, for a job without
+    /// children. A Redis error is retryable.
+    pub async fn children(&self) -> Result<Vec<spool_queue::FlowChild>, JobError> {
+        match &self.children {
+            Children::None => Ok(Vec::new()),
+            Children::Queue(queue, _) => queue
+                .children(&self.id)
+                .await
+                .map_err(|e| JobError::retryable(format!("cannot read the job's children: {e}"))),
+            Children::Fixed(v) => Ok(v.to_vec()),
+        }
     }
 
     /// Fires when the job must stop: a cancel was requested, the lease was

@@ -38,7 +38,7 @@ use spool_queue::LogLine;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::JobLog;
+use crate::handler::{Children, JobLog};
 use crate::{Handler, JobContext, JobError};
 
 /// A job as a handler sees it, without a queue: its id, queue name and
@@ -50,6 +50,7 @@ pub struct TestJob {
     attempt: u32,
     max_attempts: u32,
     cancel: CancellationToken,
+    children: Option<Arc<Vec<spool_queue::FlowChild>>>,
 }
 
 impl Default for TestJob {
@@ -82,7 +83,15 @@ impl TestJob {
             attempt: 1,
             max_attempts: 3,
             cancel: CancellationToken::new(),
+            children: None,
         }
+    }
+
+    /// This job as a flow's parent whose children left `children`
+    /// ([`JobContext::children`] returns them).
+    pub fn with_children(mut self, children: Vec<spool_queue::FlowChild>) -> Self {
+        self.children = Some(Arc::new(children));
+        self
     }
 
     /// This job with the id `id`.
@@ -127,6 +136,10 @@ impl TestJob {
             progress: Arc::new(progress_tx),
             time_limit: Arc::new(limit_tx),
             log: log.clone(),
+            children: match &self.children {
+                Some(c) => Children::Fixed(c.clone()),
+                None => Children::None,
+            },
         };
         let result = match serde_json::from_value::<H::Payload>(payload) {
             Err(e) => Err(JobError::permanent(format!(

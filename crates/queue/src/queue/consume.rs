@@ -258,5 +258,7 @@ pub(crate) fn decode_reserved_row(row: &Value) -> Option<ReservedJob> {
             Some(1) => Some(true),
             _ => None,
         },
+        // Absent from replies of scripts older than flows.
+        children: int(14).map_or(0, |n| n.clamp(0, u32::MAX as i64) as u32),
     })
 }

@@ -8,7 +8,8 @@
 -- Returns: { jobs, wait_hint_ms } where each job is
 --       { id, payload, attempts, max_attempts, lease_ms, enqueued_at, run_at,
 --         priority, backoff_ms, backoff_max_ms, token, deadline,
---         timeout_ms (0: none of its own), timeout_retry (-1: unset, 0, 1) }
+--         timeout_ms (0: none of its own), timeout_retry (-1: unset, 0, 1),
+--         children (how many, when it is a flow's parent; else 0) }
 --       and wait_hint_ms, when no job was leased, is the time until the next
 --       scheduled job or lease deadline (-1: none), so a consumer blocks no longer.
 -- Invariant: attempts grow here, before any work, so a job that crashes its
@@ -54,7 +55,7 @@ for _, id in ipairs(cand) do
   local jk = job_key(id)
   local f, kind = read_job(jk, 'payload', 'attempts', 'max_attempts', 'lease_ms',
     'enqueued_at', 'run_at', 'priority', 'backoff_ms', 'backoff_max_ms', 'state',
-    'timeout_ms', 'timeout_retry')
+    'timeout_ms', 'timeout_retry', 'kids')
   local size = (f and f[1] and #f[1]) or 0
   if budget > 0 and #jobs > 0 and bytes + size > budget then break end
   taken[#taken + 1] = id
@@ -96,7 +97,8 @@ for _, id in ipairs(cand) do
     local retry = -1
     if f[12] == '0' then retry = 0 elseif f[12] == '1' then retry = 1 end
     jobs[#jobs + 1] = { id, f[1], attempts, v[3], lease_ms, v[5], v[6], v[7], v[8], v[9],
-      token, deadline, num_field(f[11] or 0, 0, MAX_TIMEOUT_MS) or 0, retry }
+      token, deadline, num_field(f[11] or 0, 0, MAX_TIMEOUT_MS) or 0, retry,
+      num_field(f[13] or 0, 0, MAX_BATCH) or 0 }
   end
 end
 

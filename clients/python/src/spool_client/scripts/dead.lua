@@ -5,6 +5,8 @@
 --       oldest `limit` dead jobs)
 -- Returns: the number of jobs retried or purged.
 -- Invariant: a retried job starts over with attempts 0 and is outstanding again.
+--       Retrying a flow's child, or a parent a child failed, revives the flow
+--       (lib.lua's `revive`).
 
 local action = ARGV[2]
 if action ~= 'retry' and action ~= 'purge' then bad_arg('action', action, 'must be retry or purge') end
@@ -18,34 +20,40 @@ else
   ids = redis.call('ZRANGE', K_DEAD, 0, limit - 1)
 end
 local done = 0
+local now = now_ms()
 for _, id in ipairs(ids) do
   if redis.call('ZREM', K_DEAD, id) == 1 then
     local jk = job_key(id)
     if action == 'purge' then
-      redis.call('DEL', jk, PREFIX .. 'log:' .. id)
+      redis.call('DEL', unpack(job_keys(jk, id, '1', '1')))
       done = done + 1
     else
-      local f = read_job(jk, 'state', 'priority', 'dedup')
+      local f = read_job(jk, 'state', 'priority', 'dedup', 'kids', 'failed_by', 'parent')
       if f and f[1] then
-        -- Its dedup key may have been taken by a newer job meanwhile: then
-        -- this one comes back without it, so one key never names two live jobs.
-        local fields = { 'attempts', 0, 'finished_at', '', 'settled_by', '', 'cancel', '' }
-        local d = f[3]
-        if d and d ~= '' then
-          local dk = PREFIX .. 'dedup:' .. d
-          local held = redis.pcall('GET', dk)
-          if type(held) == 'string' and held ~= id and redis.call('EXISTS', job_key(held)) == 1 then
-            fields[#fields + 1] = 'dedup'
-            fields[#fields + 1] = ''
-          else
-            redis.call('SET', dk, id)
-          end
+        -- A parent that a child failed comes back waiting for its children
+        -- (lib.lua's `revive`); any other job runs again.
+        if not (f[4] and f[5] and f[5] ~= '' and revive(id, now)) then
+          rerun(id, f[2], f[3])
         end
-        make_ready(id, num_field(f[2] or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, false, fields)
+        -- Its parent learns it: a waiting one counts it pending again; a
+        -- dead one that a child failed is revived with all its children,
+        -- and so on up a nested flow.
+        local child, parent = id, f[6]
+        while parent do
+          local p = read_job(job_key(parent), 'state', 'failed_by', 'parent')
+          if p and p[1] == 'waiting' then
+            local _, _, fk = flow_keys(parent)
+            redis.call('HDEL', fk, child)
+            break
+          elseif not (p and p[1] == 'dead' and p[2] and p[2] ~= '' and revive(parent, now)) then
+            break
+          end
+          child, parent = parent, p[3]
+        end
         done = done + 1
       else
         -- Not a hash (or gone): keep it listed as dead.
-        redis.call('ZADD', K_DEAD, now_ms(), id)
+        redis.call('ZADD', K_DEAD, now, id)
       end
     end
   end

@@ -24,6 +24,9 @@ local PREFIX = ARGV[1]
 -- A paused queue: the flag (STRING, the pause time in ms) and the backlog held
 -- while it is set (ZSET, scored as in `ready`). See `follow_pause`.
 local K_PAUSED, K_PARKED = PREFIX .. 'paused', PREFIX .. 'parked'
+-- Parents of flows waiting for their children (ZSET id -> since ms); see
+-- "Flows" below.
+local K_WAITING = PREFIX .. 'waiting'
 
 -- Priorities run from -1000 to 1000 (higher first). Each priority owns a band of
 -- 2^41 scores; inside it the middle (2^40) separates jobs put at the front
@@ -132,7 +135,7 @@ end
 local QUEUE_KEY_TYPES = {
   { K_READY, 'zset' }, { K_SCHED, 'zset' }, { K_ACTIVE, 'zset' }, { K_OUT, 'set' },
   { K_DEAD, 'zset' }, { K_DONE, 'zset' }, { K_CANC, 'zset' }, { K_SEQ, 'string' },
-  { K_WAKE, 'list' }, { K_PARKED, 'zset' }, { K_PAUSED, 'string' },
+  { K_WAKE, 'list' }, { K_PARKED, 'zset' }, { K_PAUSED, 'string' }, { K_WAITING, 'zset' },
 }
 local function damaged_key(key, what)
   error({ err = 'WRONGTYPE spool: ' .. printable(key) .. ' ' .. what
@@ -267,22 +270,56 @@ local function follow_pause(limit)
   return #ids
 end
 
+-- Flows (docs/protocol.md, "Flows"): a parent job waits, in state 'waiting'
+-- and in K_WAITING, until each of its children has ended; then it becomes
+-- ready like any job and its handler reads what they left. Its hash holds
+-- `kids` (how many children), `on_child_failure` ('fail' or 'continue') and,
+-- once a child has failed it, `failed_by`; each child's hash holds `parent`.
+-- Per parent: "<prefix>children:<id>" LIST its children in document order,
+-- "<prefix>results:<id>" HASH child -> result of each completed child, and
+-- "<prefix>failures:<id>" HASH child -> error of each child that died or was
+-- cancelled. A child has ended, for its parent, once it is in one of the two
+-- hashes (never both), so the children still pending are
+-- kids - HLEN(results) - HLEN(failures): a count that cannot drift. The three
+-- keys go when the parent's hash goes. Children live in their parent's queue.
+local function flow_keys(id)
+  return PREFIX .. 'children:' .. id, PREFIX .. 'results:' .. id, PREFIX .. 'failures:' .. id
+end
+
+-- The keys that go with job `id` when it is deleted: its hash, its log
+-- (`logged` = '1') and, for a parent (`kids` set), its flow keys.
+local function job_keys(jk, id, logged, kids)
+  local keys = { jk }
+  if logged == '1' then keys[#keys + 1] = PREFIX .. 'log:' .. id end
+  if kids then
+    local ck, rk, fk = flow_keys(id)
+    keys[#keys + 1] = ck
+    keys[#keys + 1] = rk
+    keys[#keys + 1] = fk
+  end
+  return keys
+end
+
+-- A job's end reaches its parent (`child_ended`), whose end may reach its
+-- own parent, and a flow's failure or cancel reaches its children
+-- (`cancel_job`): the three call each other, so they are declared first.
+local child_ended, cancel_job, cancel_children
+
 -- Completed and cancelled jobs are kept `retention_s` seconds (0: deleted now).
 -- `retention` is the job's retention_s field when the caller has read it,
 -- and `logged` its `logged` field (log.lua sets it): the job's log goes with
 -- it, and a job without one costs no command for it.
 -- With `zadds`, the index entry is appended there (score, id) for the caller
 -- to send batched, instead of added now.
-local function retain(jk, id, index_key, now, retention, zadds, logged)
+local function retain(jk, id, index_key, now, retention, zadds, logged, kids)
   local r = retention
   if r == nil then
-    local f = redis.call('HMGET', jk, 'retention_s', 'logged')
-    r, logged = f[1], f[2]
+    local f = redis.call('HMGET', jk, 'retention_s', 'logged', 'kids')
+    r, logged, kids = f[1], f[2], f[3]
   end
   r = num_field(r, 0, MAX_RETENTION_S) or 0
-  local lk = logged == '1' and PREFIX .. 'log:' .. id
   if r <= 0 then
-    if lk then redis.call('DEL', jk, lk) else redis.call('DEL', jk) end
+    redis.call('DEL', unpack(job_keys(jk, id, logged, kids)))
   else
     -- No EXPIRE: the retention index, scored by expiry, is what deletes the
     -- job and its log (sweep.lua's `prune`, batched), so a job costs one
@@ -387,7 +424,9 @@ local function to_dead(jk, id, now, reason)
   redis.call('HSET', jk, 'state', 'dead', 'last_error', reason, 'finished_at', now)
   redis.call('ZADD', K_DEAD, now, id)
   redis.call('SREM', K_OUT, id)
-  release_dedup(jk, id)
+  local f = redis.call('HMGET', jk, 'dedup', 'parent')
+  release_dedup(jk, id, f[1] or '')
+  if f[2] then child_ended(id, f[2], 'dead', reason, now) end
 end
 
 -- Takes a job out of every live index (backlog, schedule, active set,
@@ -397,6 +436,7 @@ local function unindex(id)
   redis.call('ZREM', K_PARKED, id)
   redis.call('ZREM', K_SCHED, id)
   redis.call('ZREM', K_ACTIVE, id)
+  redis.call('ZREM', K_WAITING, id)
   redis.call('SREM', K_OUT, id)
 end
 
@@ -420,13 +460,28 @@ local function corrupt(jk, id, now, field, value)
   to_dead(jk, id, now, 'corrupt job: field ' .. field .. ' is "' .. printable(value) .. '"')
 end
 
+-- Ends a job as cancelled (the caller has taken it out of its live index)
+-- and returns its new state: 'cancelled', or 'ready' for a child its flow
+-- cancelled whose parent has been revived since (a retry from the dead
+-- letters), which runs again instead.
 local function to_cancelled(jk, id, now)
-  local w = redis.call('HMGET', jk, 'notify', 'attempts')
+  local w = redis.call('HMGET', jk, 'notify', 'attempts', 'parent', 'flow_cancelled', 'priority')
+  if w[3] and w[4] == '1' then
+    local p = read_job(job_key(w[3]), 'state')
+    if p and p[1] == 'waiting' then
+      make_ready(id, num_field(w[5] or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, true,
+        { 'attempts', 0, 'cancel', '', 'flow_cancelled', '' })
+      wake(1)
+      return 'ready'
+    end
+  end
   emit(id, w[1], 'cancelled', tonumber(w[2]) or 0, '')
   redis.call('HSET', jk, 'state', 'cancelled', 'finished_at', now)
   redis.call('SREM', K_OUT, id)
   release_dedup(jk, id)
+  if w[3] then child_ended(id, w[3], 'cancelled', '', now) end
   retain(jk, id, K_CANC, now)
+  return 'cancelled'
 end
 
 -- Moves scheduled jobs whose time has come into the backlog.
@@ -504,6 +559,207 @@ local function recover_expired(now, limit)
     count_minute(now, { failed = expired_failed, dead = expired_dead })
   end
   return #ids
+end
+
+-- A parent whose children have all ended: into the backlog, or the
+-- schedule while its own delay runs (`p` holds its priority and run_at).
+local function parent_ready(pk, parent, prio, run_at, now)
+  redis.call('ZREM', K_WAITING, parent)
+  local at = num_field(run_at, 0, 1e15) or 0
+  if at > now then
+    redis.call('HSET', pk, 'state', 'scheduled')
+    redis.call('ZADD', K_SCHED, at, parent)
+  else
+    make_ready(parent, num_field(prio or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, false)
+    wake(1)
+  end
+end
+
+-- Child `id` of `parent` has ended: `outcome` is completed (data: its
+-- result), dead (data: the error) or cancelled. Recorded for a waiting parent
+-- (and a dead one, which a retry may revive); a waiting parent then becomes
+-- ready when that was its last child, or, when a child failed under the
+-- 'fail' policy, dead naming the child, its other children cancelled.
+child_ended = function(id, parent, outcome, data, now)
+  local pk = job_key(parent)
+  local p = read_job(pk, 'state', 'on_child_failure', 'kids', 'priority', 'run_at', 'notify',
+    'attempts')
+  if not p or (p[1] ~= 'waiting' and p[1] ~= 'dead') then return end
+  local _, rk, fk = flow_keys(parent)
+  if outcome == 'completed' then
+    redis.call('HDEL', fk, id)
+    redis.call('HSET', rk, id, data)
+  else
+    if outcome == 'cancelled' then data = 'cancelled' end
+    redis.call('HSET', fk, id, data)
+  end
+  if p[1] ~= 'waiting' then return end
+  if outcome ~= 'completed' and p[2] ~= 'continue' then
+    local reason = 'child ' .. id .. ' was cancelled'
+    if outcome == 'dead' then reason = 'child ' .. id .. ' died: ' .. data end
+    redis.call('ZREM', K_WAITING, parent)
+    redis.call('HSET', pk, 'failed_by', id)
+    emit(parent, p[6], 'dead', tonumber(p[7]) or 0, reason)
+    to_dead(pk, parent, now, reason)
+    cancel_children(parent, now)
+    return
+  end
+  local kids = num_field(p[3], 0, MAX_BATCH) or 0
+  if redis.call('HLEN', rk) + redis.call('HLEN', fk) >= kids then
+    parent_ready(pk, parent, p[4], p[5], now)
+  end
+end
+
+-- Cancels job `id`: a waiting one (ready, scheduled, or a parent waiting for
+-- its children, which are cancelled with it) at once, a running one by
+-- request (its worker sees the flag at its next heartbeat). `by_flow` marks
+-- a child its flow cancels (`flow_cancelled`). Returns cancel.lua's reply.
+cancel_job = function(id, now, by_flow)
+  local jk = job_key(id)
+  local f, kind = read_job(jk, 'state')
+  if not f then
+    quarantine(id, now, kind)
+    return 'finished:dead'
+  end
+  local state = f[1]
+  if not state then return 'not_found' end
+  if state == 'ready' or state == 'scheduled' or state == 'waiting' then
+    -- Its children are listed first: a retention of 0 deletes the list
+    -- with the parent.
+    local kids = state == 'waiting' and redis.call('LRANGE', (flow_keys(id)), 0, -1)
+    unindex(id)
+    if by_flow then redis.call('HSET', jk, 'flow_cancelled', '1') end
+    to_cancelled(jk, id, now)
+    if kids then cancel_children(id, now, kids) end
+    return 'cancelled'
+  elseif state == 'active' then
+    if by_flow then
+      redis.call('HSET', jk, 'cancel', '1', 'flow_cancelled', '1')
+    else
+      redis.call('HSET', jk, 'cancel', '1')
+    end
+    return 'requested'
+  end
+  return 'finished:' .. state
+end
+
+-- Cancels every child of `parent` that is still live (`list`: its children,
+-- when the caller has read them).
+cancel_children = function(parent, now, list)
+  list = list or redis.call('LRANGE', (flow_keys(parent)), 0, -1)
+  for _, c in ipairs(list) do cancel_job(c, now, true) end
+end
+
+-- A job coming back from the dead letters (or a flow's cancel) takes its
+-- dedup key back when no newer live job holds it; otherwise it comes back
+-- without one, so one key never names two live jobs. Appends to `fields`.
+local function reclaim_dedup(id, d, fields)
+  if not d or d == '' then return end
+  local dk = PREFIX .. 'dedup:' .. d
+  local held = redis.pcall('GET', dk)
+  if type(held) == 'string' and held ~= id and redis.call('EXISTS', job_key(held)) == 1 then
+    fields[#fields + 1] = 'dedup'
+    fields[#fields + 1] = ''
+  else
+    redis.call('SET', dk, id)
+  end
+end
+
+-- Runs an ended job again from its first attempt (the caller has taken it
+-- out of the dead or cancelled index, and wakes a consumer).
+local function rerun(id, prio, dedup)
+  local fields = { 'attempts', 0, 'finished_at', '', 'settled_by', '', 'cancel', '',
+    'flow_cancelled', '' }
+  reclaim_dedup(id, dedup, fields)
+  make_ready(id, num_field(prio or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, false, fields)
+end
+
+-- Brings a parent that ended before running (dead because a child failed
+-- it, or cancelled with its flow) back to waiting: every child that did not
+-- complete runs again (dead and cancelled ones from their first attempt; a
+-- running one keeps running, its cancel request withdrawn), and the parent
+-- runs once they have. Returns false, changing nothing, when a child that
+-- must run again is gone (deleted by its retention or by hand).
+local revive
+revive = function(pid, now)
+  local pk = job_key(pid)
+  local ck, rk, fk = flow_keys(pid)
+  local again = {}
+  for _, c in ipairs(redis.call('LRANGE', ck, 0, -1)) do
+    if redis.call('HEXISTS', rk, c) == 0 then
+      local f = read_job(job_key(c), 'state', 'priority', 'dedup', 'kids')
+      if not f or not f[1] then return false end
+      again[#again + 1] = { c, f }
+    end
+  end
+  local p = redis.call('HMGET', pk, 'dedup', 'priority', 'run_at')
+  local fields = { 'state', 'waiting', 'failed_by', '', 'finished_at', '', 'attempts', 0,
+    'cancel', '', 'flow_cancelled', '' }
+  reclaim_dedup(pid, p[1], fields)
+  redis.call('ZREM', K_DEAD, pid)
+  redis.call('ZREM', K_CANC, pid)
+  redis.call('DEL', fk)
+  redis.call('HSET', pk, unpack(fields))
+  redis.call('ZADD', K_WAITING, now, pid)
+  for _, e in ipairs(again) do
+    local c, f = e[1], e[2]
+    if f[1] == 'dead' or f[1] == 'cancelled' then
+      redis.call('ZREM', K_DEAD, c)
+      redis.call('ZREM', K_CANC, c)
+      if not (f[4] and revive(c, now)) then
+        rerun(c, f[2], f[3])
+        wake(1)
+      end
+    elseif f[1] == 'active' then
+      redis.call('HSET', job_key(c), 'cancel', '')
+    end
+  end
+  if #again == 0 then parent_ready(pk, pid, p[2], p[3], now) end
+  return true
+end
+
+-- The job options every enqueue takes, as a group of 12 arguments from
+-- ARGV[b] (enqueue.lua documents them), checked; `at` names the entry.
+local function check_job_args(b, at, timeout_ms, timeout_retry)
+  str_arg(ARGV[b], 'id' .. at, 1, MAX_ID)
+  int_arg(ARGV[b + 2], 'priority' .. at, -PRIORITY_MAX, PRIORITY_MAX)
+  int_arg(ARGV[b + 3], 'delay_ms' .. at, 0, MAX_DELAY_MS)
+  int_arg(ARGV[b + 4], 'max_attempts' .. at, 1, MAX_ATTEMPTS)
+  local backoff = int_arg(ARGV[b + 5], 'backoff_ms' .. at, 0, MAX_BACKOFF_MS)
+  int_arg(ARGV[b + 6], 'backoff_max_ms' .. at, backoff, MAX_BACKOFF_MS)
+  int_arg(ARGV[b + 7], 'lease_ms' .. at, MIN_LEASE_MS, MAX_LEASE_MS)
+  int_arg(ARGV[b + 8], 'retention_s' .. at, 0, MAX_RETENTION_S)
+  str_arg(ARGV[b + 9], 'dedup_key' .. at, 0, MAX_ID)
+  int_arg(timeout_ms, 'timeout_ms' .. at, 0, MAX_TIMEOUT_MS)
+  if not TIMEOUT_RETRY[timeout_retry] then
+    bad_arg('timeout_retry' .. at, timeout_retry, "must be '', '0' or '1'")
+  end
+end
+
+-- A new job's hash fields from its group of arguments at ARGV[b]. The
+-- dedup key and the time-limit options are stored only when set, so a job
+-- hash carries no field it does not use (every byte written here is also
+-- written to the AOF and to each replica).
+local function job_fields(queue, b, now, run_at, timeout_ms, timeout_retry)
+  local fields = {
+    'id', ARGV[b], 'queue', queue, 'payload', ARGV[b + 1], 'priority', tonumber(ARGV[b + 2]),
+    'attempts', 0, 'max_attempts', ARGV[b + 4], 'backoff_ms', ARGV[b + 5],
+    'backoff_max_ms', ARGV[b + 6], 'lease_ms', ARGV[b + 7],
+    'retention_s', ARGV[b + 8],
+    'enqueued_at', now, 'run_at', run_at }
+  if ARGV[b + 9] ~= '' then
+    fields[#fields + 1] = 'dedup'
+    fields[#fields + 1] = ARGV[b + 9]
+  end
+  if tonumber(timeout_ms) > 0 then
+    fields[#fields + 1] = 'timeout_ms'
+    fields[#fields + 1] = timeout_ms
+  end
+  if timeout_retry ~= '' then
+    fields[#fields + 1] = 'timeout_retry'
+    fields[#fields + 1] = timeout_retry
+  end
+  return fields
 end
 
 str_arg(PREFIX, 'prefix', 1, 2 * MAX_ID)
