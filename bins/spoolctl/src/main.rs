@@ -9,7 +9,7 @@ mod cmd;
 
 use cmd::*;
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -626,3 +626,97 @@ fn enqueue_honours_min_replicas() -> Result<()> {
     ensure!(bad.status.code() == Some(2), "{:?}", bad.status);
     Ok(())
 }
+
+#[test]
+fn enqueue_flow_prints_the_tree_in_document_order_and_inspect_shows_it() -> Result<()> {
+    let server = RedisServer::start()?;
+    let doc = r#"{
+      "queue": "joins",
+      "payload": {"join": true},
+      "options": {"id": "movie", "max_attempts": 2},
+      "on_child_failure": "continue",
+      "children": [
+        {"payload": {"part": 1}, "options": {"priority": 5, "timeout": "90s"}},
+        {"payload": {"part": 2},
+         "children": [{"payload": {"frame": 1}, "options": {"id": "frame-1", "delay": "1h"}}]}
+      ]
+    }"#;
+    let o = spoolctl(&server, &["enqueue", "--flow", "-"], Some(doc))?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let ids: Vec<String> = out(&o).lines().map(str::to_owned).collect();
+    ensure!(
+        ids.len() == 4 && ids[0] == "movie" && ids[3] == "frame-1",
+        "{ids:?}"
+    );
+
+    // The parent waits for both children; the second waits for its own.
+    let o = spoolctl(&server, &["-q", "joins", "inspect", "movie"], None)?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    ensure!(text.contains("state        waiting"), "{text}");
+    ensure!(
+        text.contains("children     2 (on child failure: continue)"),
+        "{text}"
+    );
+    ensure!(text.contains(&ids[1]) && text.contains(&ids[2]), "{text}");
+    let o = spoolctl(
+        &server,
+        &["-q", "joins", "inspect", &ids[2], "--json"],
+        None,
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out(&o))?;
+    ensure!(v["parent"] == "movie" && v["state"] == "waiting", "{v}");
+    ensure!(v["children"][0]["id"] == "frame-1", "{v}");
+    let o = spoolctl(
+        &server,
+        &["-q", "joins", "inspect", "frame-1", "--json"],
+        None,
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out(&o))?;
+    ensure!(
+        v["state"] == "scheduled" && v["parent"] == ids[2].as_str(),
+        "{v}"
+    );
+
+    // Sent again: the same ids, nothing new.
+    let again = spoolctl(&server, &["enqueue", "--flow", "-"], Some(doc))?;
+    ensure!(again.status.success(), "{}", err(&again));
+    ensure!(
+        out(&again).lines().collect::<Vec<_>>()
+            == ids.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+
+    // Bad documents: a clear message, exit 2, nothing enqueued.
+    for (bad, says) in [
+        (
+            r#"{"payload": 1, "children": [{"payload": 2, "queue": "other"}]}"#,
+            "a flow's jobs live in one queue",
+        ),
+        (
+            r#"{"payload": 1, "on_child_failure": "maybe"}"#,
+            "unknown variant",
+        ),
+        (
+            r#"{"payload": 1, "children": [{"payload": 2, "options": {"delay": "soon"}}]}"#,
+            "flow.children[0]: invalid options.delay",
+        ),
+        (
+            r#"{"payload": 1, "children": [{"payload": 2, "options": {"priorty": 1}}]}"#,
+            "unknown field",
+        ),
+        (r#"{"children": []}"#, "missing field `payload`"),
+    ] {
+        let o = spoolctl(&server, &["-q", "bad", "enqueue", "--flow", "-"], Some(bad))?;
+        ensure!(
+            o.status.code() == Some(2),
+            "{bad}: {:?} {}",
+            o.status,
+            err(&o)
+        );
+        ensure!(err(&o).contains(says), "{bad}: {}", err(&o));
+    }
+    let o = spoolctl(&server, &["-q", "bad", "stats", "--json"], None)?;
+    let v: serde_json::Value = serde_json::from_str(&out(&o))?;
+    ensure!(v["ready"] == 0 && v["waiting"] == 0, "{v}");
+    Ok(())
+}

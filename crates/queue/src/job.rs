@@ -401,7 +401,7 @@ pub struct JobInfo {
     pub parent: Option<JobId>,
     /// How many children this job has, when it is a flow's parent
     /// ([`crate::Queue::children`] lists them).
-    pub children: Option<u32>,
+    pub child_count: Option<u32>,
     /// A parent's policy for a child that dies or is cancelled.
     pub on_child_failure: Option<crate::ChildFailure>,
     /// The child whose failure ended this parent (policy `fail`).
@@ -477,7 +477,7 @@ impl JobInfo {
                 _ => None,
             },
             parent: text("parent").filter(|s| !s.is_empty()).map(JobId::from),
-            children: num("kids")?.map(|n| n.clamp(0, u32::MAX as i64) as u32),
+            child_count: num("kids")?.map(|n| n.clamp(0, u32::MAX as i64) as u32),
             on_child_failure: match text("on_child_failure").as_deref() {
                 Some("continue") => Some(crate::ChildFailure::Continue),
                 Some("fail") => Some(crate::ChildFailure::Fail),

@@ -102,7 +102,7 @@ async fn the_parent_runs_after_its_children_and_reads_their_results() -> Result<
             .all(|c| c.state.is_none() && c.error.is_none())
     );
     let info = q.info("join").await?;
-    ensure!(info.children == Some(3) && info.on_child_failure == Some(ChildFailure::Fail));
+    ensure!(info.child_count == Some(3) && info.on_child_failure == Some(ChildFailure::Fail));
     ensure!(q.info("join").await?.parent.is_none());
 
     // Completing a parent kept for 0 s deletes its flow keys with it.

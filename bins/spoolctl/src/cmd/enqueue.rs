@@ -1,13 +1,20 @@
-//! `spoolctl enqueue`: one payload, a file, or NDJSON on stdin (checked whole
-//! before anything is sent).
+//! `spoolctl enqueue`: one payload, a file, NDJSON on stdin, or a flow
+//! document (each checked whole before anything is sent).
 
 use crate::*;
 
 #[derive(clap::Args)]
 pub(crate) struct EnqueueArgs {
     /// One JSON payload.
-    #[arg(long, conflicts_with_all = ["file", "source"])]
+    #[arg(long, conflicts_with_all = ["file", "source", "flow"])]
     pub(crate) payload: Option<String>,
+    /// A flow: a JSON document (a file, or `-` for stdin) of a parent and
+    /// its children, `{"queue", "payload", "options", "on_child_failure",
+    /// "children": [...]}`, enqueued whole or not at all; prints the
+    /// parent's id, then every child's in document order
+    /// (docs/operations.md, "Flows").
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "source", "priority", "delay", "max_attempts", "dedup_key", "timeout", "timeout_retry", "id_prefix"])]
+    pub(crate) flow: Option<String>,
     /// A file holding one JSON payload.
     #[arg(long, conflicts_with = "source")]
     pub(crate) file: Option<std::path::PathBuf>,
@@ -91,7 +98,126 @@ pub(crate) fn check_json(text: &str, what: &str) -> Result<Vec<u8>, Failure> {
     Ok(text.trim().as_bytes().to_vec())
 }
 
+/// One node of a `--flow` document.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowDoc {
+    #[serde(default)]
+    queue: Option<String>,
+    payload: serde_json::Value,
+    #[serde(default)]
+    options: FlowOptions,
+    #[serde(default)]
+    on_child_failure: spool_queue::ChildFailure,
+    #[serde(default)]
+    children: Vec<FlowDoc>,
+}
+
+/// A flow node's job options; durations as `30s`, `5m` or seconds.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FlowOptions {
+    id: Option<String>,
+    priority: Option<i32>,
+    delay: Option<String>,
+    max_attempts: Option<u32>,
+    lease: Option<String>,
+    retention: Option<String>,
+    dedup_key: Option<String>,
+    timeout: Option<String>,
+    timeout_retry: Option<bool>,
+}
+
+/// A flow document's node as a [`spool_queue::Flow`], checked; `at` says
+/// where it is for the messages (`children[2].children[0]`).
+fn flow_of(doc: FlowDoc, queue: &str, at: &str) -> Result<spool_queue::Flow, Failure> {
+    if let Some(q) = &doc.queue
+        && q != queue
+    {
+        return Err(usage(format!(
+            "{at}: queue {q:?} differs from its parent's {queue:?}: a flow's jobs live in one queue (docs/operations.md, \"Flows\")"
+        )));
+    }
+    let dur = |v: &Option<String>, name: &str| -> Result<Option<Duration>, Failure> {
+        v.as_deref()
+            .map(|t| {
+                spool_queue::parse_duration(t).ok_or_else(|| {
+                    usage(format!(
+                        "{at}: invalid options.{name} {t:?}: use 30s, 5m, 2h or seconds"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let o = &doc.options;
+    let mut opts = JobOptions::default();
+    if let Some(id) = &o.id {
+        opts = opts.id(id.clone());
+    }
+    if let Some(p) = o.priority {
+        opts = opts.priority(p);
+    }
+    if let Some(d) = dur(&o.delay, "delay")? {
+        opts = opts.delay(d);
+    }
+    if let Some(n) = o.max_attempts {
+        opts = opts.max_attempts(n);
+    }
+    if let Some(d) = dur(&o.lease, "lease")? {
+        opts = opts.lease(d);
+    }
+    if let Some(d) = dur(&o.retention, "retention")? {
+        opts = opts.retention(d);
+    }
+    if let Some(k) = &o.dedup_key {
+        opts = opts.dedup_key(k.clone());
+    }
+    if let Some(d) = dur(&o.timeout, "timeout")? {
+        opts = opts.timeout(d);
+    }
+    opts.timeout_retry = o.timeout_retry;
+    opts.validate().map_err(|e| usage(format!("{at}: {e}")))?;
+    let payload = doc.payload.to_string().into_bytes();
+    let mut flow = spool_queue::Flow::new(NewJob::with_options(payload, opts))
+        .on_child_failure(doc.on_child_failure);
+    for (i, c) in doc.children.into_iter().enumerate() {
+        flow = flow.child(flow_of(c, queue, &format!("{at}.children[{i}]"))?);
+    }
+    Ok(flow)
+}
+
+/// `spoolctl enqueue --flow FILE|-`.
+async fn enqueue_flow(queue: &Queue, source: &str) -> Result<(), Failure> {
+    let text = if source == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| usage(format!("cannot read the flow from stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(source)
+            .map_err(|e| usage(format!("cannot read --flow {source}: {e}")))?
+    };
+    let doc: FlowDoc = serde_json::from_str(&text).map_err(|e| {
+        usage(format!(
+            "the flow document is not valid: {e}; nothing was enqueued"
+        ))
+    })?;
+    let target = match &doc.queue {
+        Some(q) if q != queue.name() => queue.client().queue(q)?,
+        _ => queue.clone(),
+    };
+    let flow = flow_of(doc, target.name(), "flow")?;
+    for id in target.enqueue_flow(&flow).await? {
+        println!("{id}");
+    }
+    Ok(())
+}
+
 pub(crate) async fn enqueue(queue: &Queue, args: EnqueueArgs) -> Result<(), Failure> {
+    if let Some(source) = &args.flow {
+        return enqueue_flow(queue, source).await;
+    }
     let opts = options(&args)?;
     let single = match (&args.payload, &args.file, args.source.as_deref()) {
         (Some(p), _, _) => Some(check_json(p, "--payload")?),

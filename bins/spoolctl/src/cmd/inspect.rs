@@ -14,10 +14,23 @@ pub(crate) async fn inspect(
     } else {
         None
     };
+    // A flow's parent: its children, with what each left.
+    let children = match info.child_count {
+        Some(_) => queue.children(id).await?,
+        None => Vec::new(),
+    };
     if json {
         let mut v = serde_json::to_value(&info).unwrap_or_default();
-        if let (Some(log), Some(obj)) = (&log, v.as_object_mut()) {
-            obj.insert("log".into(), serde_json::to_value(log).unwrap_or_default());
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(log) = &log {
+                obj.insert("log".into(), serde_json::to_value(log).unwrap_or_default());
+            }
+            if info.child_count.is_some() {
+                obj.insert(
+                    "children".into(),
+                    serde_json::to_value(&children).unwrap_or_default(),
+                );
+            }
         }
         println!("{v}");
         return Ok(());
@@ -41,6 +54,28 @@ pub(crate) async fn inspect(
         safe(info.last_error.as_deref().unwrap_or("-"))
     );
     println!("payload      {}", safe(&info.payload));
+    if let Some(parent) = &info.parent {
+        println!("parent       {}", safe(parent));
+    }
+    if info.child_count.is_some() {
+        let policy = info.on_child_failure.unwrap_or_default().as_str();
+        println!(
+            "children     {} (on child failure: {policy})",
+            children.len()
+        );
+        if let Some(by) = &info.failed_by {
+            println!("failed by    {}", safe(by));
+        }
+        for c in &children {
+            let state = c.state.map_or("gone", |s| s.as_str());
+            let left = match (&c.result, &c.error) {
+                (Some(r), _) => format!("result {r}"),
+                (None, Some(e)) => format!("error {e}"),
+                (None, None) => "-".into(),
+            };
+            println!("  {:<24} {state:<10} {}", safe(&c.id), safe(&left));
+        }
+    }
     if let Some(log) = log {
         println!("log          {} lines", log.len());
         for l in log {

@@ -57,7 +57,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
     };
     if !json {
         println!(
-            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8}  STATE",
+            "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8} {:>8}  STATE",
             "QUEUE",
             "READY",
             "SCHEDULED",
@@ -66,6 +66,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
             "DEAD",
             "COMPLETED",
             "CANCELLED",
+            "WAITING",
             "LATE_S"
         );
     }
@@ -97,7 +98,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
             println!("{}", serde_json::to_string(&s).unwrap_or_default());
         } else {
             println!(
-                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8.1}  {}",
+                "{:<24} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9} {:>8} {:>8.1}  {}",
                 s.queue,
                 s.ready,
                 s.scheduled,
@@ -106,6 +107,7 @@ pub(crate) async fn stats(client: &Client, only: Option<&str>, json: bool) -> Re
                 s.dead,
                 s.completed,
                 s.cancelled,
+                s.waiting,
                 s.lateness_ms as f64 / 1000.0,
                 if s.paused {
                     format!("PAUSED, {} held", s.parked)
