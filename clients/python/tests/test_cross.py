@@ -12,7 +12,7 @@ from typing import Any
 
 from conftest import Worker, binary, media_roots
 
-from spool_client import EncodeJob, JobState, Mp4, Queue, Rendition
+from spool_client import EncodeJob, Flow, InvalidJob, JobOptions, JobState, Mp4, Queue, Rendition
 
 
 def spoolctl(url: str, *args: str) -> str:
@@ -213,3 +213,64 @@ def test_events_follow_every_job_and_resume_after_the_last_seen(redis_url: str) 
     for ev in q.events(last_id=got[0].id, timeout=1):
         rest.append(ev)
     assert [e.id for e in rest] == [e.id for e in got[1:]], (rest, got)
+
+
+def test_a_flow_enqueued_here_runs_children_first_on_the_rust_worker(redis_url: str) -> None:
+    q = Queue(redis_url, "xq")
+    flow = Flow(
+        {"sleep_ms": 10},
+        JobOptions(job_id="join"),
+        on_child_failure="continue",
+        children=[
+            Flow({"sleep_ms": 20}),
+            Flow({"sleep_ms": 10, "fail_times": 1}, JobOptions(max_attempts=1)),
+            Flow({"sleep_ms": 10}, children=[Flow({"sleep_ms": 5})]),
+        ],
+    )
+    ids = q.enqueue_flow(flow)
+    assert len(ids) == 5 and ids[0] == "join"
+    assert q.get("join").state is JobState.WAITING
+    assert q.stats().waiting == 2
+    # Retrying with the same root id returns the same ids, enqueues nothing.
+    assert q.enqueue_flow(flow) == ids
+    worker = Worker("sleep_worker", redis_url, "xq", SPOOL_CONCURRENCY="4")
+    try:
+        job = q.wait("join", timeout=30)
+    finally:
+        worker.stop()
+    assert job.state is JobState.COMPLETED, worker.output()
+    # The parent read the results of the two children that completed.
+    assert job.result == {"slept_ms": 10, "children_results": 2}
+    kids = q.children("join")
+    assert [k.id for k in kids] == [ids[1], ids[2], ids[3]]
+    assert [k.completed for k in kids] == [True, False, True]
+    assert "on purpose" in (kids[1].error or "")
+    assert q.get(ids[4]).parent == ids[3] and q.get(ids[3]).child_count == 1
+    # spoolctl reads the same tree.
+    shown = json.loads(spoolctl(redis_url, "inspect", "join", "--json"))
+    assert [c["id"] for c in shown["children"]] == [k.id for k in kids]
+
+
+def test_bad_flows_are_refused_before_anything_is_sent(redis_url: str) -> None:
+    q = Queue(redis_url, "xq")
+    for bad, field in [
+        (Flow({}, on_child_failure="maybe"), "on_child_failure"),
+        (Flow({}, children=[{"not": "a flow"}]), "flow"),  # type: ignore[list-item]
+        (Flow({}, children=[Flow({}, JobOptions(priority=5000))]), "priority"),
+    ]:
+        try:
+            q.enqueue_flow(bad)
+        except InvalidJob as e:
+            assert field in str(e), e
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    q.enqueue_flow(Flow({}, JobOptions(job_id="taken")))
+    try:
+        q.enqueue_flow(
+            Flow({}, JobOptions(job_id="root2"), children=[Flow({}, JobOptions(job_id="taken"))])
+        )
+    except InvalidJob as e:
+        assert "must be new jobs" in str(e)
+    else:
+        raise AssertionError("a child with an existing id was accepted")
+    assert q.stats().ready == 1 and q.stats().waiting == 0

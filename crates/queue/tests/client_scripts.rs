@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The scripts the producer libraries run.
-const CLIENT_SCRIPTS: [&str; 6] = [
+const CLIENT_SCRIPTS: [&str; 7] = [
     "lib.lua",
     "enqueue.lua",
     "cancel.lua",
     "dead.lua",
     "pause.lua",
     "watch.lua",
+    "flow.lua",
 ];
 
 fn root() -> PathBuf {

@@ -8,8 +8,14 @@
 //!   a job nothing will run), and `ready`, `active`, `scheduled` are disjoint;
 //! - every job the test did not damage whose state is ready, active or
 //!   scheduled is in that index (no job is ever stranded outside them);
+//! - a flow's waiting parent is in `waiting` and no other index, and each of
+//!   its children has either ended and been recorded in the parent's results
+//!   or failures, or is live (ready, active, scheduled or waiting itself): so
+//!   the children still pending are exactly its live children, and no child
+//!   ends without its parent learning it (through cancels, lease expiry,
+//!   sweeps and retries from the dead letters);
 //! - at the end, working the queue empties it: every job reaches a terminal
-//!   state;
+//!   state, parents included;
 //! - a script that meets a damaged queue key (any of them replaced by
 //!   another type, `seq` by a non-number) either succeeds or changes
 //!   nothing at all: never a partial write.
@@ -42,6 +48,7 @@ struct Scripts {
     pause: redis::Script,
     log: redis::Script,
     watch: redis::Script,
+    flow: redis::Script,
 }
 
 impl Scripts {
@@ -58,10 +65,11 @@ impl Scripts {
             pause: script(include_str!("../src/scripts/pause.lua")),
             log: script(include_str!("../src/scripts/log.lua")),
             watch: script(include_str!("../src/scripts/watch.lua")),
+            flow: script(include_str!("../src/scripts/flow.lua")),
         }
     }
 
-    fn all(&self) -> [&redis::Script; 11] {
+    fn all(&self) -> [&redis::Script; 12] {
         [
             &self.enqueue,
             &self.reserve,
@@ -74,6 +82,7 @@ impl Scripts {
             &self.pause,
             &self.log,
             &self.watch,
+            &self.flow,
         ]
     }
 }
@@ -210,6 +219,65 @@ impl Fuzz {
         Ok(())
     }
 
+    /// A flow of 1 to 7 jobs, nested at random, under either policy; some
+    /// children have one attempt, so they die and reach their parent.
+    fn valid_flow(&mut self) -> Result<()> {
+        let n = 1 + self.rng.below(7);
+        let mut args: Vec<Vec<u8>> = vec![b"q".to_vec(), n.to_string().into_bytes()];
+        // Pre-order: each entry's parent is the previous entry or one of
+        // its ancestors.
+        let mut parent_of = vec![0usize; n + 1];
+        for i in 1..=n {
+            self.next_id += 1;
+            let id = format!("f{}", self.next_id);
+            self.ids.push(id.clone());
+            let parent = if i == 1 {
+                0
+            } else {
+                let mut a = i - 1;
+                while a > 1 && self.rng.chance(40) {
+                    a = parent_of[a];
+                }
+                a
+            };
+            parent_of[i] = parent;
+            let delay = if self.rng.chance(10) {
+                self.rng.below(40)
+            } else {
+                0
+            };
+            for v in [
+                id,
+                "{}".into(),
+                (self.rng.below(3) as i64 - 1).to_string(),
+                delay.to_string(),
+                (1 + self.rng.below(2)).to_string(),
+                self.rng.below(20).to_string(),
+                "40".into(),
+                (100 + self.rng.below(400)).to_string(),
+                self.rng.below(3).to_string(),
+                String::new(),
+                "0".into(),
+                String::new(),
+                parent.to_string(),
+                ["fail", "continue"][self.rng.below(2)].to_owned(),
+            ] {
+                args.push(v.into_bytes());
+            }
+        }
+        self.invoke(11, &args)
+            .context("a valid flow enqueue failed")?;
+        Ok(())
+    }
+
+    /// Retries a few dead jobs (reviving the flows they failed).
+    fn valid_dead_retry(&mut self) -> Result<()> {
+        let limit = (1 + self.rng.below(3)).to_string();
+        self.invoke(6, &[b"retry".to_vec(), limit.into_bytes()])
+            .context("a valid dead-letter retry failed")?;
+        Ok(())
+    }
+
     fn valid_reserve(&mut self) -> Result<()> {
         let n = 1 + self.rng.below(6);
         let budget = if self.rng.chance(30) { 1 } else { 0 };
@@ -329,6 +397,7 @@ impl Fuzz {
         let mut v: Vec<String> = k.script_keys().iter().map(|s| s.to_string()).collect();
         v.push(k.parked.clone());
         v.push(k.paused.clone());
+        v.push(k.waiting.clone());
         v
     }
 
@@ -434,6 +503,30 @@ impl Fuzz {
             (5, vec![b"1000".to_vec()]),
             (4, vec![id.clone().into_bytes()]),
             (6, vec![b"retry".to_vec(), b"10".to_vec()]),
+            (11, {
+                let mut a: Vec<Vec<u8>> = vec![b"q".to_vec(), b"2".to_vec()];
+                for i in 0..2 {
+                    for v in [
+                        format!("dmgf-{step}-{i}"),
+                        "{}".into(),
+                        "0".into(),
+                        "0".into(),
+                        "3".into(),
+                        "0".into(),
+                        "0".into(),
+                        "1000".into(),
+                        "0".into(),
+                        String::new(),
+                        "0".into(),
+                        String::new(),
+                        i.to_string(),
+                        "fail".into(),
+                    ] {
+                        a.push(v.into_bytes());
+                    }
+                }
+                a
+            }),
             (8, vec![b"pause".to_vec(), b"10".to_vec()]),
             (8, vec![b"resume".to_vec(), b"10".to_vec()]),
             (
@@ -519,6 +612,7 @@ impl Fuzz {
         let active = self.zset(&k.active)?;
         let sched = self.zset(&k.scheduled)?;
         let parked = self.zset(&k.parked)?;
+        let waiting = self.zset(&k.waiting)?;
         let out: HashSet<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(&k.outstanding)
             .query::<Vec<Vec<u8>>>(&mut self.conn)?
@@ -547,6 +641,15 @@ impl Fuzz {
             ("scheduled", &sched),
         ] {
             ensure!(parked.is_disjoint(other), "step {step}: parked ∩ {name}");
+        }
+        for (name, other) in [
+            ("ready", &ready),
+            ("active", &active),
+            ("scheduled", &sched),
+            ("parked", &parked),
+            ("outstanding", &out),
+        ] {
+            ensure!(waiting.is_disjoint(other), "step {step}: waiting ∩ {name}");
         }
         // Every job the test did not damage: its state's index holds it.
         let live: Vec<String> = self
@@ -578,12 +681,87 @@ impl Fuzz {
                 b"ready" => ready.contains(id.as_bytes()) || parked.contains(id.as_bytes()),
                 b"active" => active.contains(id.as_bytes()),
                 b"scheduled" => sched.contains(id.as_bytes()),
+                b"waiting" => waiting.contains(id.as_bytes()),
                 _ => continue,
             };
             ensure!(
                 placed,
                 "step {step}: job {id} is {} but not in that index (stranded)",
                 String::from_utf8_lossy(&state)
+            );
+        }
+        self.check_flows(step, &waiting)
+    }
+
+    /// Each waiting parent that the test did not damage, nor any of its
+    /// children: every child either recorded as ended or live, and at
+    /// least one live (else the parent would be ready).
+    fn check_flows(&mut self, step: usize, waiting: &HashSet<Vec<u8>>) -> Result<()> {
+        let k = self.keys.clone();
+        let parents: Vec<String> = waiting
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !self.damaged.contains(p))
+            .collect();
+        if parents.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for p in &parents {
+            pipe.cmd("LRANGE").arg(k.children(p)).arg(0).arg(-1);
+        }
+        let lists: Vec<Vec<String>> = pipe.query(&mut self.conn)?;
+        // Per child: in results, in failures, its state (one round trip).
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (p, children) in parents.iter().zip(&lists) {
+            if children.iter().any(|c| self.damaged.contains(c)) {
+                continue;
+            }
+            asked.push((p, children));
+            for c in children {
+                pipe.cmd("HEXISTS").arg(k.results(p)).arg(c);
+                pipe.cmd("HEXISTS").arg(k.failures(p)).arg(c);
+                pipe.cmd("HGET").arg(k.job(c)).arg("state");
+            }
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let replies: Vec<Value> = pipe.query(&mut self.conn)?;
+        let mut r = replies.chunks(3);
+        for (parent, children) in asked {
+            let mut live = 0;
+            for c in children {
+                let Some([done, failed, state]) = r.next() else {
+                    bail!("short pipeline reply");
+                };
+                let done = *done == Value::Int(1);
+                let failed = *failed == Value::Int(1);
+                let state = match state {
+                    Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                };
+                let is_live = matches!(
+                    state.as_deref(),
+                    Some("ready" | "active" | "scheduled" | "waiting")
+                );
+                ensure!(
+                    !(done && failed),
+                    "step {step}: child {c} of {parent} is in both results and failures"
+                );
+                ensure!(
+                    done || failed || is_live,
+                    "step {step}: child {c} of waiting {parent} ended ({state:?}) without its parent learning it"
+                );
+                if !(done || failed) {
+                    live += 1;
+                }
+            }
+            ensure!(
+                live > 0,
+                "step {step}: {parent} waits, but none of its {} children is live",
+                children.len()
             );
         }
         Ok(())
@@ -608,12 +786,25 @@ impl Fuzz {
             let sched: u64 = redis::cmd("ZCARD")
                 .arg(&k.scheduled)
                 .query(&mut self.conn)?;
-            if out == 0 && sched == 0 {
+            // A parent whose child the test damaged (deleted, or replaced by
+            // a non-hash) never hears from it: check's repair tells it.
+            let waiting: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                .arg(&k.waiting)
+                .arg(0)
+                .arg(-1)
+                .query(&mut self.conn)?;
+            if out == 0 && sched == 0 && waiting.is_empty() {
                 return Ok(());
+            }
+            if !waiting.is_empty() && started.elapsed() > std::time::Duration::from_secs(1) {
+                let mut args = vec![b"repair".to_vec()];
+                args.extend(waiting.iter().cloned());
+                self.invoke(7, &args).context("repairing waiting parents")?;
             }
             ensure!(
                 started.elapsed() < std::time::Duration::from_secs(30),
-                "the queue never emptied: {out} outstanding, {sched} scheduled"
+                "the queue never emptied: {out} outstanding, {sched} scheduled, {} waiting",
+                waiting.len()
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -644,6 +835,7 @@ fn scripts_keep_the_invariants_under_random_arguments_and_damaged_jobs() -> Resu
     let mut refused = 0u64;
     for step in 0..steps {
         match f.rng.below(10) {
+            0 if f.rng.chance(40) => f.valid_flow()?,
             0 | 1 => f.valid_enqueue()?,
             2 | 3 => f.valid_reserve()?,
             4 | 5 => f.valid_settle()?,
@@ -653,6 +845,7 @@ fn scripts_keep_the_invariants_under_random_arguments_and_damaged_jobs() -> Resu
             }
             8 if f.rng.chance(15) => f.damage_queue_key(step)?,
             8 if f.rng.chance(70) => f.damage()?,
+            8 if f.rng.chance(50) => f.valid_dead_retry()?,
             8 => f.valid_pause()?,
             _ => {
                 let id = f.some_id();

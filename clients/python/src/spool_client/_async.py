@@ -115,26 +115,69 @@ class AsyncQueue(QueueBase):
         batches = self._entries(payloads, options)
         ids: list[str] = []
         with self._errors():
-            # Again every 10 s: a Redis restarted without persistence
-            # forgets the queue index while this producer lives on.
-            if time.monotonic() - self._registered >= c.REGISTER_EVERY_S:
-                await self._redis.sadd(c.QUEUES_KEY, self.name)
-                self._registered = time.monotonic()
-                # Live workers that speak another protocol: said once each.
-                workers = await self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
-                if workers:
-                    records = await self._redis.mget(
-                        [self.keys.prefix + "worker:" + (c._text(w) or "") for w in workers]
-                    )
-                    msg = c.protocol_mismatch(self.name, records, self._protocols_seen)
-                    if msg:
-                        warnings.warn(msg, ProtocolMismatch, stacklevel=2)
+            await self._register()
             for batch in batches:
                 reply = await self._enqueue(
                     keys=self.keys.script_keys, args=c.enqueue_args(self.keys, batch)
                 )
                 ids.extend(x.decode() if isinstance(x, bytes) else str(x) for x in reply)
         return ids
+
+    async def enqueue_flow(self, flow: c.Flow) -> list[str]:
+        """Enqueues a flow in one script call, all of it or nothing, and
+        returns its ids in document order, the parent's first. The parent
+        waits (state `waiting`) until every child has ended, then runs and
+        reads their results. A flow whose root exists already (its `job_id`,
+        or a live `dedup_key`) is not enqueued again: its ids come back.
+        Children must be new jobs."""
+        args = c.flow_args(self.keys, flow, self.max_payload_bytes)
+        with self._errors():
+            await self._register()
+            reply = await self._flow(keys=self.keys.script_keys, args=args)
+        ids = [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
+        if len(ids) != args[2]:
+            raise InvalidJob(
+                "flow",
+                f"a flow with root {ids[0] if ids else '?'} exists already with "
+                f"{len(ids)} jobs, not {args[2]}: give a new flow a new root id",
+            )
+        return ids
+
+    async def children(self, job_id: str) -> list[c.Child]:
+        """The children of flow parent `job_id`, in document order, with
+        their results and errors (kept until the parent's own hash goes).
+        Empty for a job without children."""
+        k = self.keys
+        with self._errors():
+            p = self._redis.pipeline(transaction=False)
+            p.lrange(k.prefix + "children:" + job_id, 0, -1)
+            p.hgetall(k.prefix + "results:" + job_id)
+            p.hgetall(k.prefix + "failures:" + job_id)
+            ids, results, failures = await p.execute()
+            if not ids:
+                return []
+            p = self._redis.pipeline(transaction=False)
+            for cid in ids:
+                p.hget(k.job(c._text(cid) or ""), "state")
+            states = await p.execute(raise_on_error=False)
+        return c.decode_children(ids, results, failures, states)
+
+    async def _register(self) -> None:
+        """Adds the queue to the queue index, again every 10 s: a Redis
+        restarted without persistence forgets it while this producer lives
+        on; and warns once per protocol when live workers speak another."""
+        if time.monotonic() - self._registered >= c.REGISTER_EVERY_S:
+            await self._redis.sadd(c.QUEUES_KEY, self.name)
+            self._registered = time.monotonic()
+            # Live workers that speak another protocol: said once each.
+            workers = await self._redis.zrevrange(self.keys.prefix + "workers", 0, 49)
+            if workers:
+                records = await self._redis.mget(
+                    [self.keys.prefix + "worker:" + (c._text(w) or "") for w in workers]
+                )
+                msg = c.protocol_mismatch(self.name, records, self._protocols_seen)
+                if msg:
+                    warnings.warn(msg, ProtocolMismatch, stacklevel=3)
 
     async def get(self, job_id: str) -> c.Job:
         """The job's state, attempts, progress, result and times."""
@@ -274,7 +317,7 @@ class AsyncQueue(QueueBase):
             for key in (k.ready, k.scheduled, k.active):
                 p.zcard(key)
             p.scard(k.outstanding)
-            for key in (k.dead, k.completed, k.cancelled, k.parked):
+            for key in (k.dead, k.completed, k.cancelled, k.parked, k.waiting):
                 p.zcard(key)
             p.exists(k.paused)
             v = await p.execute()

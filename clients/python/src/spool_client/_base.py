@@ -100,6 +100,7 @@ class QueueBase:
         self._dead = self._redis.register_script(c.script("dead.lua"))
         self._pause = self._redis.register_script(c.script("pause.lua"))
         self._watch = self._redis.register_script(c.script("watch.lua"))
+        self._flow = self._redis.register_script(c.script("flow.lua"))
         # When the queue was last added to the queue index (never yet).
         self._registered = -float("inf")
         # Worker protocols already warned about.
@@ -113,7 +114,7 @@ class QueueBase:
             raise RedisUnavailable(self.addr, _scrub(str(e), self._password)) from None
         except redis.exceptions.ResponseError as e:
             msg = _scrub(str(e), self._password)
-            if "spool: invalid" in msg or "spool: expected" in msg:
+            if "spool: invalid" in msg or "spool: expected" in msg or "must be new jobs" in msg:
                 raise InvalidJob("job", msg.split("spool: ", 1)[-1]) from None
             raise SpoolError(f"Redis refused a command: {msg}") from None
         except redis.exceptions.RedisError as e:

@@ -42,6 +42,8 @@ QUEUES_KEY = "spool:queues"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 MAX_BATCH = 1000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+#: Jobs one flow holds at most (one script call).
+MAX_FLOW_JOBS = 10_000
 PRIORITY_MAX = 1000
 MAX_ATTEMPTS = 10_000
 MAX_ID = 256
@@ -325,6 +327,8 @@ class JobState(str, enum.Enum):
     COMPLETED = "completed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    #: A flow's parent waiting for its children (not reservable).
+    WAITING = "waiting"
 
     @property
     def finished(self) -> bool:
@@ -377,6 +381,10 @@ class Job:
     timeout_retry: bool | None = None
     #: Every failed attempt, oldest first (the last 20).
     failures: list[Failure] = dataclasses.field(default_factory=list)
+    #: The flow parent this job is a child of.
+    parent: str | None = None
+    #: How many children it has, when it is a flow's parent.
+    child_count: int | None = None
 
     @property
     def data(self) -> Any:
@@ -405,13 +413,15 @@ class Stats:
     cancelled: int
     paused: bool = False
     parked: int = 0
+    #: Flow parents waiting for their children (not outstanding work).
+    waiting: int = 0
 
 
 def stats_from(name: str, counts: list[Any]) -> Stats:
     """A Stats from the replies of the pipeline the queues send: ZCARD of
     ready, scheduled, active; SCARD outstanding; ZCARD of dead, completed,
-    cancelled, parked; EXISTS paused."""
-    ready, scheduled, active, outstanding, dead, completed, cancelled, parked, paused = (
+    cancelled, parked, waiting; EXISTS paused."""
+    ready, scheduled, active, outstanding, dead, completed, cancelled, parked, waiting, paused = (
         int(x) for x in counts
     )
     return Stats(
@@ -425,6 +435,7 @@ def stats_from(name: str, counts: list[Any]) -> Stats:
         cancelled,
         paused=paused == 1,
         parked=parked,
+        waiting=waiting,
     )
 
 
@@ -536,6 +547,8 @@ def decode_job(key: str, queue: str, h: dict[Any, Any]) -> Job:
         timeout_ms=int(num("timeout_ms") or 0) or None,
         timeout_retry={"1": True, "0": False}.get(_text(f.get("timeout_retry")) or ""),
         failures=decode_failures(f.get("failures")),
+        parent=_text(f.get("parent")) or None,
+        child_count=None if num("kids") is None else int(num("kids") or 0),
     )
 
 
@@ -552,7 +565,7 @@ class Keys:
         return f"{self.prefix}job:{job_id}"
 
     def __getattr__(self, k: str) -> str:
-        if k in SCRIPT_KEYS or k in ("paused", "parked", "events", "listening"):
+        if k in SCRIPT_KEYS or k in ("paused", "parked", "events", "listening", "waiting"):
             return self.prefix + k
         raise AttributeError(k)
 
@@ -566,6 +579,7 @@ def state_index(keys: Keys, state: JobState) -> tuple[str, bool]:
         JobState.DEAD: "dead",
         JobState.COMPLETED: "completed",
         JobState.CANCELLED: "cancelled",
+        JobState.WAITING: "waiting",
     }[state]
     return keys.prefix + name, state is not JobState.READY
 
@@ -595,6 +609,100 @@ def enqueue_args(keys: Keys, batch: list[tuple[bytes, list[Any]]]) -> list[Any]:
     return args
 
 
+#: What a child that dies or is cancelled does to its waiting parent.
+CHILD_FAILURE_POLICIES = ("fail", "continue")
+#: Deepest nesting a flow may have (crates/queue's MAX_FLOW_DEPTH).
+MAX_FLOW_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow for `enqueue_flow`: a job and the children it waits for,
+    each a `Flow` itself (BullMQ's FlowProducer tree, Celery's chord). The
+    parent waits (state `waiting`) until every child has ended, then runs
+    and reads their results. `on_child_failure`: "fail" (a child that dies
+    or is cancelled kills the parent and cancels its other children) or
+    "continue" (the parent runs anyway and sees the failures). Every job of
+    a flow lives in the queue it is enqueued on."""
+
+    payload: Payload
+    options: JobOptions | None = None
+    children: Sequence[Flow] = ()
+    on_child_failure: str = "fail"
+
+
+def flow_args(keys: Keys, flow: Flow, limit: int) -> list[Any]:
+    """flow.lua's arguments: every node checked, in document order (depth
+    first) with its parent's position (0 for the root)."""
+    nodes: list[tuple[Flow, int]] = []
+
+    def walk(node: Flow, parent: int, depth: int) -> None:
+        if not isinstance(node, Flow):
+            raise InvalidJob("flow", f"children must be Flows, not {type(node).__name__}")
+        if depth > MAX_FLOW_DEPTH:
+            raise InvalidJob("flow", f"flows nest at most {MAX_FLOW_DEPTH} levels")
+        if node.on_child_failure not in CHILD_FAILURE_POLICIES:
+            raise InvalidJob(
+                "on_child_failure", f"{node.on_child_failure!r} must be 'fail' or 'continue'"
+            )
+        nodes.append((node, parent))
+        me = len(nodes)
+        for child in node.children:
+            walk(child, me, depth + 1)
+
+    walk(flow, 0, 0)
+    if len(nodes) > MAX_FLOW_JOBS:
+        raise InvalidJob("flow", f"{len(nodes)} jobs; one flow holds at most {MAX_FLOW_JOBS}")
+    args: list[Any] = [keys.prefix, keys.name, len(nodes)]
+    for node, parent in nodes:
+        a = (node.options or JobOptions()).args()
+        a[1] = encode_payload(node.payload, limit)
+        args.extend(a)
+        args.extend([parent, node.on_child_failure])
+    return args
+
+
+def decode_children(
+    ids: list[Any], results: dict[Any, Any], failures: dict[Any, Any], states: list[Any]
+) -> list[Child]:
+    """`children`'s answer from the parent's flow keys and each child's state."""
+    r = {_text(k): v for k, v in results.items()}
+    f = {_text(k): _text(v) for k, v in failures.items()}
+    out = []
+    for raw, st in zip(ids, states):
+        cid = _text(raw) or ""
+        state = None
+        try:
+            state = (
+                JobState(_text(st)) if st is not None and not isinstance(st, Exception) else None
+            )
+        except ValueError:
+            state = None
+        out.append(
+            Child(
+                id=cid,
+                state=state,
+                result=json_or_text(r[cid]) if cid in r else None,
+                error=f.get(cid),
+                completed=cid in r,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Child:
+    """One child of a flow's parent (`children`): its state now (None once
+    its own retention deleted it), its result once completed, its error once
+    it died or was cancelled."""
+
+    id: str
+    state: JobState | None
+    result: Any = None
+    error: str | None = None
+    completed: bool = False
+
+
 def cancel_outcome(reply: Any) -> str:
     """`cancelled`, `requested`, or `finished:<state>`; `not_found` raises."""
     return _text(reply) or ""
@@ -607,7 +715,7 @@ def dead_args(keys: Keys, action: str, ids: list[str] | None, limit: int) -> lis
 
 
 #: The queue protocol this library speaks (crates/queue's `PROTOCOL`).
-PROTOCOL = 2
+PROTOCOL = 3
 
 #: How often a producer adds its queue to the index `spool:queues` again.
 REGISTER_EVERY_S = 10.0
