@@ -426,15 +426,27 @@ impl Fuzz {
         }
         keys.sort();
         keys.dedup();
+        // PTTL and DUMP of every key in one round trip.
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("PTTL").arg(key).cmd("DUMP").arg(key);
+        }
+        let replies: Vec<Value> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query(&mut self.conn)?
+        };
         let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
+        for (key, pair) in keys.into_iter().zip(replies.chunks(2)) {
             // Retained jobs expire by themselves (retention of a second or
             // two here): only keys without a TTL can be compared.
-            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut self.conn)?;
-            if ttl != -1 {
+            if pair.first() != Some(&Value::Int(-1)) {
                 continue;
             }
-            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query(&mut self.conn)?;
+            let dump = match pair.get(1) {
+                Some(Value::BulkString(b)) => Some(b.clone()),
+                _ => None,
+            };
             out.push((key, dump));
         }
         Ok(out)
@@ -658,23 +670,26 @@ impl Fuzz {
             .filter(|id| !self.damaged.contains(*id))
             .cloned()
             .collect();
-        let mut pipe = redis::pipe();
-        for id in &live {
-            let jk = format!("{}job:{id}", k.prefix);
-            pipe.cmd("TYPE").arg(&jk);
-            pipe.cmd("EVAL")
-                .arg("if redis.call('TYPE', KEYS[1]).ok == 'hash' then return redis.call('HGET', KEYS[1], 'state') end return false")
-                .arg(1)
-                .arg(&jk);
-        }
-        let replies: Vec<Value> = if live.is_empty() {
+        // Every live job's state in one call (false for a key that is not
+        // a hash).
+        let states: Vec<Value> = if live.is_empty() {
             Vec::new()
         } else {
-            pipe.query(&mut self.conn)?
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(
+                "local out = {} for i, jk in ipairs(ARGV) do \
+                 if redis.call('TYPE', jk).ok == 'hash' then out[i] = redis.call('HGET', jk, 'state') \
+                 else out[i] = false end end return out",
+            )
+            .arg(0);
+            for id in &live {
+                cmd.arg(format!("{}job:{id}", k.prefix));
+            }
+            cmd.query(&mut self.conn)?
         };
-        for (id, pair) in live.iter().zip(replies.chunks(2)) {
-            let state = match pair.get(1) {
-                Some(Value::BulkString(b)) => b.clone(),
+        for (id, state) in live.iter().zip(states) {
+            let state = match state {
+                Value::BulkString(b) => b,
                 _ => continue,
             };
             let placed = match state.as_slice() {
