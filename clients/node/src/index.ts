@@ -19,14 +19,14 @@ export * from "./errors.js";
 
 export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /** The queue protocol this library speaks (crates/queue's `PROTOCOL`). */
-export const PROTOCOL = 2;
+export const PROTOCOL = 3;
 const MAX_BATCH = 1000;
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 const SCRIPT_KEYS = ["ready", "scheduled", "active", "outstanding", "dead", "completed", "cancelled", "seq", "wake"];
 const QUEUE_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
 
 /** Where a job is in its life. */
-export type JobState = "ready" | "scheduled" | "active" | "completed" | "dead" | "cancelled";
+export type JobState = "ready" | "scheduled" | "active" | "completed" | "dead" | "cancelled" | "waiting";
 const FINISHED: ReadonlySet<JobState> = new Set(["completed", "dead", "cancelled"]);
 
 /**
@@ -58,7 +58,44 @@ export interface Job<P = unknown, R = unknown> {
   timeoutRetry: boolean | null;
   /** Every failed attempt, oldest first (the last 20). */
   failures: Failure[];
+  /** The flow parent this job is a child of. */
+  parent: string | null;
+  /** How many children it has, when it is a flow's parent. */
+  childCount: number | null;
 }
+
+/**
+ * A flow for `enqueueFlow`: a job and the children it waits for, each a
+ * `Flow` itself (BullMQ's FlowProducer tree). The parent waits (state
+ * `waiting`) until every child has ended, then runs and reads their results.
+ * `onChildFailure`: "fail" (default: a child that dies or is cancelled kills
+ * the parent and cancels its other children) or "continue" (the parent runs
+ * and sees the failures). Every job of a flow lives in the queue it is
+ * enqueued on.
+ */
+export interface Flow {
+  payload: Payload;
+  options?: JobOptions;
+  onChildFailure?: "fail" | "continue";
+  children?: Flow[];
+}
+
+/** One child of a flow's parent (`children`). */
+export interface Child {
+  id: string;
+  /** Its state now; null once its own retention deleted it. */
+  state: JobState | null;
+  /** Whether it completed (its result is kept until the parent's hash goes). */
+  completed: boolean;
+  result: unknown;
+  /** Why it failed, once it died or was cancelled. */
+  error: string | null;
+}
+
+/** Deepest nesting a flow may have (crates/queue's MAX_FLOW_DEPTH). */
+const MAX_FLOW_DEPTH = 32;
+/** Jobs one flow holds at most (one script call). */
+const MAX_FLOW_JOBS = 10_000;
 
 /** One failed attempt of a job (times in ms since the epoch). */
 export interface Failure {
@@ -97,6 +134,8 @@ export interface Stats {
   paused: boolean;
   /** The backlog a paused queue holds. */
   parked: number;
+  /** Flow parents waiting for their children (not outstanding work). */
+  waiting: number;
 }
 
 /** One line of a job's log: its handler's, or FFmpeg's about its input. */
@@ -310,6 +349,7 @@ type Client = (Redis | Cluster) & {
   spoolCancel(...args: (string | number)[]): Promise<unknown>;
   spoolDead(...args: (string | number)[]): Promise<unknown>;
   spoolPause(...args: (string | number)[]): Promise<unknown>;
+  spoolFlow(...args: (string | number | Buffer)[]): Promise<unknown>;
 };
 
 /** One job of `enqueueMany` with options of its own (BullMQ's `addBulk` entries). */
@@ -418,6 +458,7 @@ export class Queue<P extends Payload = Payload, R = unknown> {
     this.redis.defineCommand("spoolDead", { numberOfKeys: 9, lua: script("dead.lua") });
     this.redis.defineCommand("spoolPause", { numberOfKeys: 9, lua: script("pause.lua") });
     this.redis.defineCommand("spoolWatch", { numberOfKeys: 9, lua: script("watch.lua") });
+    this.redis.defineCommand("spoolFlow", { numberOfKeys: 9, lua: script("flow.lua") });
   }
 
   /**
@@ -437,7 +478,7 @@ export class Queue<P extends Payload = Payload, R = unknown> {
       if (e instanceof SpoolError) throw e;
       const raw = e instanceof Error ? e.message : String(e);
       const msg = this.password ? raw.split(this.password).join("***") : raw;
-      if (/spool: (invalid|expected)/.test(msg)) throw new InvalidJob("job", msg.replace(/^.*spool: /, ""));
+      if (/spool: (invalid|expected)|must be new jobs/.test(msg)) throw new InvalidJob("job", msg.replace(/^.*spool: /, ""));
       if (e instanceof Error && (e.name === "ReplyError" || /NOSCRIPT|WRONGTYPE/.test(msg)) && !/NOAUTH|WRONGPASS/.test(msg))
         throw new SpoolError(`Redis refused a command: ${msg}`);
       throw new RedisUnavailable(this.addr, msg);
@@ -468,13 +509,7 @@ export class Queue<P extends Payload = Payload, R = unknown> {
     );
     const entries = jobs.map((j) => j.data);
     return this.run(async () => {
-      // Again every 10 s: a Redis restarted without persistence forgets
-      // the queue index while this producer lives on.
-      if (Date.now() - this.registeredAt >= 10_000) {
-        await this.redis.sadd("spool:queues", this.name);
-        this.registeredAt = Date.now();
-        await this.checkProtocol();
-      }
+      await this.register();
       const ids: string[] = [];
       let start = 0;
       while (start < entries.length) {
@@ -497,6 +532,78 @@ export class Queue<P extends Payload = Payload, R = unknown> {
       }
       return ids;
     });
+  }
+
+  /**
+   * Enqueues a flow in one script call, all of it or nothing; returns its ids
+   * in document order (depth first), the parent's first. A flow whose root
+   * exists already (its `jobId`, or a live `dedupKey`) is not enqueued again:
+   * its ids come back. Children must be new jobs.
+   */
+  async enqueueFlow(flow: Flow): Promise<string[]> {
+    const args: (string | number | Buffer)[] = [...this.keys, this.prefix, this.name, 0];
+    let n = 0;
+    // Every node checked and encoded before anything is sent.
+    const walk = (node: Flow, parent: number, depth: number): void => {
+      if (depth > MAX_FLOW_DEPTH) throw new InvalidJob("flow", `flows nest at most ${MAX_FLOW_DEPTH} levels`);
+      const policy = node.onChildFailure ?? "fail";
+      if (policy !== "fail" && policy !== "continue")
+        throw new InvalidJob("onChildFailure", `'${String(policy)}' must be 'fail' or 'continue'`);
+      const o = node.options ?? {};
+      args.push(o.jobId ?? randomUUID().replaceAll("-", ""), encodePayload(node.payload, this.maxPayloadBytes), ...optionArgs(o), parent, policy);
+      const me = ++n;
+      for (const c of node.children ?? []) walk(c, me, depth + 1);
+    };
+    walk(flow, 0, 0);
+    if (n > MAX_FLOW_JOBS) throw new InvalidJob("flow", `${n} jobs; one flow holds at most ${MAX_FLOW_JOBS}`);
+    args[this.keys.length + 2] = n;
+    const ids = await this.run(async () => {
+      await this.register();
+      return ((await this.redis.spoolFlow(...args)) as unknown[]).map((x) => String(x));
+    });
+    if (ids.length !== n)
+      throw new InvalidJob("flow", `a flow with root ${ids[0] ?? "?"} exists already with ${ids.length} jobs, not ${n}: give a new flow a new root id`);
+    return ids;
+  }
+
+  /**
+   * The children of flow parent `jobId`, in document order, with their
+   * results and errors (kept until the parent's own hash goes). Empty for a
+   * job without children.
+   */
+  async children(jobId: string): Promise<Child[]> {
+    return this.run(async () => {
+      const [ids, results, failures] = await Promise.all([
+        this.redis.lrange(`${this.prefix}children:${jobId}`, 0, -1),
+        this.redis.hgetall(`${this.prefix}results:${jobId}`),
+        this.redis.hgetall(`${this.prefix}failures:${jobId}`),
+      ]);
+      const states = await Promise.all(ids.map((c) => this.redis.hget(`${this.prefix}job:${c}`, "state").catch(() => null)));
+      return ids.map((id, i) => {
+        const raw = results[id];
+        let result: unknown = null;
+        if (raw !== undefined) {
+          try {
+            result = JSON.parse(raw);
+          } catch {
+            result = raw;
+          }
+        }
+        return { id, state: (states[i] as JobState | null) ?? null, completed: raw !== undefined, result, error: failures[id] ?? null };
+      });
+    });
+  }
+
+  /**
+   * Adds the queue to the queue index, again every 10 s: a Redis restarted
+   * without persistence forgets it while this producer lives on.
+   */
+  private async register(): Promise<void> {
+    if (Date.now() - this.registeredAt >= 10_000) {
+      await this.redis.sadd("spool:queues", this.name);
+      this.registeredAt = Date.now();
+      await this.checkProtocol();
+    }
   }
 
   /** The job's state, attempts, progress, result and times. */
@@ -734,7 +841,7 @@ export class Queue<P extends Payload = Payload, R = unknown> {
 
   /** Jobs by state. */
   async stats(): Promise<Stats> {
-    const [ready, scheduled, active, outstanding, dead, completed, cancelled, parked, paused] = await this.run(async () => {
+    const [ready, scheduled, active, outstanding, dead, completed, cancelled, parked, waiting, paused] = await this.run(async () => {
       const k = (s: string) => this.prefix + s;
       const res = await this.redis
         .multi()
@@ -746,6 +853,7 @@ export class Queue<P extends Payload = Payload, R = unknown> {
         .zcard(k("completed"))
         .zcard(k("cancelled"))
         .zcard(k("parked"))
+        .zcard(k("waiting"))
         .exists(k("paused"))
         .exec();
       return (res ?? []).map(([err, v]) => {
@@ -753,7 +861,7 @@ export class Queue<P extends Payload = Payload, R = unknown> {
         return Number(v);
       });
     });
-    return { queue: this.name, ready: ready ?? 0, scheduled: scheduled ?? 0, active: active ?? 0, outstanding: outstanding ?? 0, dead: dead ?? 0, completed: completed ?? 0, cancelled: cancelled ?? 0, paused: paused === 1, parked: parked ?? 0 };
+    return { queue: this.name, ready: ready ?? 0, scheduled: scheduled ?? 0, active: active ?? 0, outstanding: outstanding ?? 0, dead: dead ?? 0, completed: completed ?? 0, cancelled: cancelled ?? 0, paused: paused === 1, parked: parked ?? 0, waiting: waiting ?? 0 };
   }
 
   /**
@@ -802,8 +910,8 @@ export class Queue<P extends Payload = Payload, R = unknown> {
   async jobs(state: JobState, opts: { limit?: number; offset?: number } = {}): Promise<Job<P, R>[]> {
     const limit = opts.limit ?? 50;
     const offset = opts.offset ?? 0;
-    if (!["ready", "scheduled", "active", "completed", "dead", "cancelled"].includes(state))
-      throw new InvalidJob("state", `'${String(state)}': one of ready, scheduled, active, completed, dead, cancelled`);
+    if (!["ready", "scheduled", "active", "completed", "dead", "cancelled", "waiting"].includes(state))
+      throw new InvalidJob("state", `'${String(state)}': one of ready, scheduled, active, completed, dead, cancelled, waiting`);
     if (!Number.isInteger(limit) || !Number.isInteger(offset) || offset < 0 || limit > 1000)
       throw new InvalidJob("limit", "limit is an integer up to 1000 and offset one from 0");
     if (limit <= 0) return [];
@@ -856,7 +964,7 @@ function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
     return Math.trunc(n);
   };
   const state = h.state as JobState | undefined;
-  if (state === undefined || !["ready", "scheduled", "active", "completed", "dead", "cancelled"].includes(state))
+  if (state === undefined || !["ready", "scheduled", "active", "completed", "dead", "cancelled", "waiting"].includes(state))
     throw new CorruptJob(`${key}: state '${String(state)}' is not a job state`);
   return {
     id: h.id || key.split(":").pop() || "",
@@ -879,6 +987,8 @@ function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
     timeoutMs: num("timeout_ms") || null,
     timeoutRetry: h.timeout_retry === "1" ? true : h.timeout_retry === "0" ? false : null,
     failures: decodeFailures(h.failures),
+    parent: h.parent || null,
+    childCount: h.kids === undefined ? null : Number(h.kids),
   };
 }
 
@@ -953,5 +1063,7 @@ function jobFromEvent(queue: string, ev: JobEvent): Job {
     timeoutMs: null,
     timeoutRetry: null,
     failures: [],
+    parent: null,
+    childCount: null,
   };
 }

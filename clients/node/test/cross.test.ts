@@ -151,3 +151,49 @@ test("waits follow events: many at once, a deleted job's result, and a queue-wid
     await q.close();
   }
 });
+
+test("a flow enqueued from Node runs its children first on the Rust worker", async () => {
+  const q = new Queue(server.url, "xflow");
+  const flow = {
+    payload: { sleep_ms: 10 },
+    options: { jobId: "join" },
+    onChildFailure: "continue" as const,
+    children: [
+      { payload: { sleep_ms: 20 } },
+      { payload: { sleep_ms: 10, fail_times: 1 }, options: { maxAttempts: 1 } },
+      { payload: { sleep_ms: 10 }, children: [{ payload: { sleep_ms: 5 } }] },
+    ],
+  };
+  const ids = await q.enqueueFlow(flow);
+  assert.equal(ids.length, 5);
+  assert.equal(ids[0], "join");
+  assert.equal((await q.get("join")).state, "waiting");
+  assert.equal((await q.stats()).waiting, 2);
+  // The same root id again: the same ids, nothing new.
+  assert.deepEqual(await q.enqueueFlow(flow), ids);
+  const worker = new Worker("sleep_worker", server.url, "xflow");
+  try {
+    const job = await q.wait("join", { timeoutMs: 30_000 });
+    assert.equal(job.state, "completed", worker.output());
+    assert.deepEqual(job.result, { slept_ms: 10, children_results: 2 });
+  } finally {
+    await worker.stop();
+  }
+  const kids = await q.children("join");
+  assert.deepEqual(
+    kids.map((k) => [k.id, k.completed]),
+    [
+      [ids[1], true],
+      [ids[2], false],
+      [ids[3], true],
+    ],
+  );
+  assert.match(kids[1]?.error ?? "", /on purpose/);
+  assert.equal((await q.get(ids[4] as string)).parent, ids[3]);
+  await assert.rejects(q.enqueueFlow({ payload: {}, onChildFailure: "maybe" as "fail" }), /onChildFailure/);
+  await assert.rejects(
+    q.enqueueFlow({ payload: {}, options: { jobId: "r2" }, children: [{ payload: {}, options: { jobId: ids[1] as string } }] }),
+    /must be new jobs/,
+  );
+  await q.close();
+});
