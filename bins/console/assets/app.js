@@ -157,7 +157,7 @@ async function queuePage(name, state, cursor) {
     api(`/api/queues/${q}/history`),
   ]);
   const stats = all.find((s) => s.queue === name) || {};
-  const tabs = ["ready", "scheduled", "active", "dead", "completed", "cancelled"].map((s) => `<a href="#/q/${q}/${s}" class="${s === state ? "on" : ""}" ${s === state ? `aria-current="page"` : ""}>${s} <span class="count">${num(stats[s] ?? 0)}</span></a>`).join("");
+  const tabs = ["ready", "scheduled", "active", "waiting", "dead", "completed", "cancelled"].map((s) => `<a href="#/q/${q}/${s}" class="${s === state ? "on" : ""}" ${s === state ? `aria-current="page"` : ""}>${s} <span class="count">${num(stats[s] ?? 0)}</span></a>`).join("");
   // The day in 144 bars of ten minutes each.
   const day = slotsOf(hist, 144, 10);
   const started = day.get((m) => m.started), waited = day.get((m) => m.wait_ms);
@@ -226,6 +226,13 @@ function attempts(j) {
   return out;
 }
 
+// A flow's children as a nested list: each node's id (a link to its page),
+// its state, and what it left (its result, or its error).
+function flowTree(q, nodes) {
+  if (!nodes?.length) return "";
+  return `<ul class="flow">${nodes.map((n) => `<li><a href="#/q/${q}/job/${encodeURIComponent(n.id)}"><code>${esc(n.id)}</code></a> <span class="state state-${esc(n.state || "gone")}">${esc(n.state || "gone")}</span>${n.error != null ? ` <span class="error-cell">${esc(String(n.error).slice(0, 160))}</span>` : ""}${flowTree(q, n.children)}</li>`).join("")}</ul>`;
+}
+
 async function jobPage(name, id) {
   const q = encodeURIComponent(name), i = encodeURIComponent(id);
   const draw = (j) => {
@@ -236,7 +243,9 @@ async function jobPage(name, id) {
     main.innerHTML = `<h1>Job <code>${esc(j.id)}</code></h1>
       <p>Queue <a href="#/q/${q}">${esc(name)}</a> · state <strong id="state">${esc(j.state)}</strong> · attempt ${j.attempts} of ${j.max_attempts} · priority ${j.priority}${j.dedup_key ? ` · dedup key <code>${esc(j.dedup_key)}</code>` : ""}</p>
       <label>Progress <progress id="bar" max="100" value="${pct}">${pct}%</progress> <span id="pct">${pct.toFixed(1)}%</span></label>
-      ${admin() && ["ready", "scheduled", "active"].includes(j.state) ? `<p><button id="cancel">Cancel this job</button></p>` : ""}
+      ${admin() && ["ready", "scheduled", "active", "waiting"].includes(j.state) ? `<p><button id="cancel">Cancel this job${j.child_count ? " and its flow" : ""}</button></p>` : ""}
+      ${j.parent ? `<p>Child of <a href="#/q/${q}/job/${encodeURIComponent(j.parent)}"><code>${esc(j.parent)}</code></a></p>` : ""}
+      ${j.child_count != null ? `<h2>Flow</h2><p>${j.child_count} children · on a child's failure: ${esc(j.on_child_failure || "fail")}${j.failed_by ? ` · failed by <a href="#/q/${q}/job/${encodeURIComponent(j.failed_by)}"><code>${esc(j.failed_by)}</code></a>` : ""}</p>${flowTree(q, j.children)}` : ""}
       ${admin() && j.state === "dead" ? `<p><button data-retry="${esc(j.id)}">Retry this job</button></p>` : ""}
       <h2>Times</h2>
       <dl class="times">

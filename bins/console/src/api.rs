@@ -20,6 +20,8 @@ use crate::extract::{Admin, AdminQueue, ReadQueue, Reader};
 
 /// Most jobs one page lists.
 const MAX_PAGE: usize = 500;
+/// Nodes of a flow's tree one job page shows at most.
+const MAX_FLOW_NODES: usize = 1000;
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
@@ -146,11 +148,50 @@ pub(crate) async fn get_job(
     let id = job_id(&id)?;
     let info = read(|| queue.info(id)).await?;
     let log = read(|| queue.job_log(id)).await?;
+    let flow = match info.child_count {
+        Some(_) => {
+            let mut budget = MAX_FLOW_NODES;
+            Some(flow_tree(&queue, id, &mut budget).await?)
+        }
+        None => None,
+    };
     let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("log".into(), serde_json::to_value(log).unwrap_or_default());
+        if let Some(flow) = flow {
+            obj.insert("children".into(), flow);
+        }
     }
     Ok(Json(v))
+}
+
+/// A flow parent's children as a tree: each child with its state, what it
+/// left, and its own children below it; at most `budget` nodes in all (a
+/// child past it is listed without its children).
+fn flow_tree<'a>(
+    queue: &'a Queue,
+    id: &'a str,
+    budget: &'a mut usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<Value>> + Send + 'a>> {
+    Box::pin(async move {
+        let children = read(|| queue.children(id)).await?;
+        *budget = budget.saturating_sub(children.len());
+        let mut out = Vec::with_capacity(children.len());
+        for c in children {
+            let below = if c.child_count > 0 && *budget > 0 {
+                flow_tree(queue, &c.id, budget).await?
+            } else {
+                json!([])
+            };
+            let mut node = serde_json::to_value(&c).unwrap_or(Value::Null);
+            if let Some(obj) = node.as_object_mut() {
+                obj.insert("completed".into(), json!(c.completed()));
+                obj.insert("children".into(), below);
+            }
+            out.push(node);
+        }
+        Ok(Value::Array(out))
+    })
 }
 
 #[derive(Deserialize)]

@@ -75,14 +75,21 @@ fn schemas() -> Value {
         ("timeout_ms!", "?i"),
         ("timeout_retry!", "?b"),
         ("failures!", "#Failure[]"),
+        ("parent!", "?s"),
+        ("child_count!", "?i"),
+        ("on_child_failure!", "?s"),
+        ("failed_by!", "?s"),
     ];
     let mut job_with_log = job.to_vec();
     job_with_log.push(("log!", "#LogLine[]"));
+    job_with_log.push(("children", "#FlowNode[]"));
     json!({
         "Error": obj(&[("error!", "s"), ("code!", "s")]),
         "QueueStats": obj(&[("queue!", "s"), ("ready!", "i"), ("scheduled!", "i"), ("active!", "i"),
             ("outstanding!", "i"), ("dead!", "i"), ("completed!", "i"), ("cancelled!", "i"),
-            ("paused!", "b"), ("parked!", "i"), ("lateness_ms!", "i")]),
+            ("paused!", "b"), ("parked!", "i"), ("waiting!", "i"), ("lateness_ms!", "i")]),
+        "FlowNode": obj(&[("id!", "s"), ("state!", "?s"), ("completed!", "b"), ("result!", "any"),
+            ("error!", "?s"), ("child_count!", "i"), ("children!", "#FlowNode[]")]),
         "QueueError": obj(&[("queue!", "s"), ("error!", "s")]),
         "Failure": obj(&[("attempt!", "i"), ("started_at_ms!", "i"), ("at_ms!", "i"), ("error!", "s")]),
         "LogLine": obj(&[("at_ms!", "i"), ("level!", "s"), ("message!", "s")]),

@@ -963,3 +963,75 @@ async fn followed_jobs_are_read_on_events_not_polled() -> Result<()> {
     drop(held);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_flow_parent_shows_its_tree_with_each_nodes_state() -> Result<()> {
+    use reqwest::Method as M;
+    use spool_queue::{Flow, JobOptions, NewJob};
+    let redis = RedisServer::start()?;
+    let client = spool_queue::Client::connect(&redis.url()).await?;
+    let q = client.queue("tree")?;
+    let id = |s: &str| NewJob::with_options("{}", JobOptions::default().id(s));
+    q.enqueue_flow(
+        &Flow::new(id("top"))
+            .child(Flow::new(id("mid")).child(id("leaf")))
+            .child(id("side")),
+    )
+    .await?;
+    // One child done, so the tree shows states and a result.
+    let got = q.reserve(10, Duration::from_secs(1)).await?;
+    let side = got
+        .iter()
+        .find(|j| j.id == "side")
+        .context("side is ready")?;
+    q.complete(side, br#"{"frames": 12}"#).await?;
+
+    let con = console(&redis.url(), &[])?;
+    let c = http()?;
+    let u = |p: &str| format!("{}{p}", con.base);
+    let (_, doc) = call(&c, M::GET, &u("/api/openapi.json"), None, None).await?;
+    let (s, top) = call(
+        &c,
+        M::GET,
+        &u("/api/queues/tree/jobs/top"),
+        Some(READ),
+        None,
+    )
+    .await?;
+    ensure!(s == StatusCode::OK, "{s} {top}");
+    let schema = answer_schema(&doc, "get", "/api/queues/{queue}/jobs/{id}", 200);
+    conforms(&doc, &schema, &top, "the parent's page")?;
+    ensure!(
+        top["state"] == "waiting" && top["child_count"] == 2,
+        "{top}"
+    );
+    let kids = top["children"].as_array().context("children")?;
+    ensure!(kids.len() == 2, "{top}");
+    ensure!(
+        kids[0]["id"] == "mid" && kids[0]["state"] == "waiting",
+        "{top}"
+    );
+    ensure!(kids[0]["children"][0]["id"] == "leaf", "{top}");
+    ensure!(kids[0]["children"][0]["state"] == "active", "{top}");
+    ensure!(
+        kids[1]["state"] == "completed" && kids[1]["completed"] == true,
+        "{top}"
+    );
+    ensure!(kids[1]["result"]["frames"] == 12, "{top}");
+    let (_, leaf) = call(
+        &c,
+        M::GET,
+        &u("/api/queues/tree/jobs/leaf"),
+        Some(READ),
+        None,
+    )
+    .await?;
+    ensure!(
+        leaf["parent"] == "mid" && leaf.get("children").is_none(),
+        "{leaf}"
+    );
+    // The queue list counts the waiting parents.
+    let (_, queues) = call(&c, M::GET, &u("/api/queues"), Some(READ), None).await?;
+    ensure!(queues[0]["waiting"] == 2, "{queues}");
+    Ok(())
+}

@@ -122,6 +122,8 @@ pub struct FlowChild {
     pub result: Option<serde_json::Value>,
     /// Why it failed, once it died or was cancelled ("cancelled").
     pub error: Option<String>,
+    /// How many children it has itself (a nested flow's parent); 0 otherwise.
+    pub child_count: u32,
 }
 
 impl FlowChild {
@@ -194,17 +196,18 @@ impl Queue {
         }
         let mut pipe = redis::pipe();
         for c in &list {
-            pipe.cmd("HGET").arg(k.job(c)).arg("state");
+            pipe.cmd("HMGET").arg(k.job(c)).arg("state").arg("kids");
         }
         let states: Vec<Value> = self.client.query_pipe(pipe.ignore_errors()).await?;
         Ok(list
             .into_iter()
             .zip(states)
-            .map(|(c, state)| {
-                let state = redis::from_redis_value::<Option<String>>(state)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.parse::<JobState>().ok());
+            .map(|(c, fields)| {
+                let (state, kids) =
+                    redis::from_redis_value::<(Option<String>, Option<String>)>(fields)
+                        .unwrap_or_default();
+                let state = state.and_then(|s| s.parse::<JobState>().ok());
+                let child_count = kids.and_then(|k| k.parse().ok()).unwrap_or(0);
                 let result = results.remove(&c).map(|v| {
                     serde_json::from_slice(&v).unwrap_or_else(|_| {
                         serde_json::Value::String(String::from_utf8_lossy(&v).into_owned())
@@ -216,6 +219,7 @@ impl Queue {
                     state,
                     result,
                     error,
+                    child_count,
                 }
             })
             .collect())
