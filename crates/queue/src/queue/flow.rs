@@ -35,6 +35,20 @@ impl ChildFailure {
 /// it waits for, each of which may be a flow itself. Children are ordinary
 /// jobs in the parent's queue: their own priority, delay, retries, time
 /// limits, dedup key and log.
+///
+/// ```no_run
+/// # async fn demo(queue: spool_queue::Queue) -> spool_queue::Result<()> {
+/// use spool_queue::{ChildFailure, Flow, JobOptions, NewJob};
+///
+/// let join = NewJob::with_options(r#"{"join":"out/movie.mp4"}"#, JobOptions::default().id("movie-42"));
+/// let flow = Flow::new(join)
+///     .on_child_failure(ChildFailure::Fail)
+///     .child(NewJob::new(r#"{"part":1}"#))
+///     .child(NewJob::new(r#"{"part":2}"#));
+/// let ids = queue.enqueue_flow(&flow).await?; // "movie-42", then the parts
+/// assert_eq!(ids.len(), 3);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Flow {
     /// The job that runs once its children have ended.
@@ -133,6 +147,13 @@ impl FlowChild {
     }
 }
 
+/// A parent's children list, results and failures, as read.
+type FlowKeys = (
+    Vec<String>,
+    HashMap<String, Vec<u8>>,
+    HashMap<String, String>,
+);
+
 impl Queue {
     /// Enqueues a flow in one script call, all of it or nothing: the parent
     /// waits (state `waiting`, not reservable and not outstanding work)
@@ -186,11 +207,7 @@ impl Queue {
         pipe.cmd("LRANGE").arg(k.children(id)).arg(0).arg(-1);
         pipe.cmd("HGETALL").arg(k.results(id));
         pipe.cmd("HGETALL").arg(k.failures(id));
-        let (list, mut results, mut failures): (
-            Vec<String>,
-            HashMap<String, Vec<u8>>,
-            HashMap<String, String>,
-        ) = self.client.query_pipe(&pipe).await?;
+        let (list, mut results, mut failures): FlowKeys = self.client.query_pipe(&pipe).await?;
         if list.is_empty() {
             return Ok(Vec::new());
         }
