@@ -7,7 +7,11 @@
 //! at a time, as the runtime calls them: enqueue (batches of 100), reserve
 //! (batches of 50), one heartbeat with progress per job, settle complete
 //! (batches of 50, the runtime's group commit), and the sweep that prunes
-//! them when their retention (1 s here) has run out. Around each phase it
+//! them when their retention (1 s here) has run out; then flows (in a queue
+//! of their own): enqueue in flows of one parent and 99 children
+//! (`flow_enqueue`, per job), and settling the children, each of which
+//! records its result with its parent and the last makes the parent ready
+//! (`flow_settle`, per child). Around each phase it
 //! reads the Redis process's CPU (`INFO cpu`, user + sys, every thread:
 //! AOF writes and the network included), cross-checked with the time Redis
 //! counted inside the script calls (`INFO commandstats`, `EVALSHA`'s
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use spool_benches::setting;
-use spool_queue::{Client, JobOptions, NewJob, Settle};
+use spool_queue::{Client, Flow, JobOptions, NewJob, Settle};
 use spool_testkit::RedisServer;
 
 /// The Redis process's CPU seconds, calls per command, AOF bytes, and the
@@ -153,6 +157,49 @@ async fn run(aof: bool, n: usize) -> Result<Vec<(&'static str, Cost)>> {
     }
     out.push(("sweep", cost(&before, &sample(&server)?, n)));
     ensure!(pruned >= n as u64, "the sweep pruned {pruned} of {n}");
+
+    // Flows: a parent and 99 children per call.
+    let flows = client.queue("budget-flow")?;
+    let per = 100;
+    let n_flows = n.div_ceil(per);
+    let before = sample(&server)?;
+    for _ in 0..n_flows {
+        let mut f = Flow::new(NewJob::with_options(b"{}".to_vec(), opts.clone()));
+        for _ in 1..per {
+            f = f.child(NewJob::with_options(b"{}".to_vec(), opts.clone()));
+        }
+        flows.enqueue_flow(&f).await?;
+    }
+    out.push((
+        "flow_enqueue",
+        cost(&before, &sample(&server)?, n_flows * per),
+    ));
+    let children = n_flows * (per - 1);
+    let mut leased = Vec::with_capacity(children);
+    while leased.len() < children {
+        let got = flows.reserve(50, Duration::from_millis(10)).await?;
+        ensure!(
+            !got.is_empty(),
+            "reserved {} of {children} children",
+            leased.len()
+        );
+        leased.extend(got);
+    }
+    let before = sample(&server)?;
+    for chunk in leased.chunks(50) {
+        let items = chunk
+            .iter()
+            .map(|j| (j, Settle::Complete(Vec::new())))
+            .collect();
+        for r in flows.settle_many(items).await? {
+            r?;
+        }
+    }
+    out.push(("flow_settle", cost(&before, &sample(&server)?, children)));
+    ensure!(
+        flows.stats().await?.ready == n_flows as u64,
+        "every parent is ready once its children are settled"
+    );
     Ok(out)
 }
 
@@ -167,7 +214,10 @@ async fn main() -> Result<()> {
         let mode = if aof { "aof" } else { "noaof" };
         let mut total = 0.0;
         for (op, c) in run(aof, n).await? {
-            total += c.us;
+            // The total is a plain job's path; flows are extra.
+            if !op.starts_with("flow_") {
+                total += c.us;
+            }
             let limit = budget.get(op).map(|b| if aof { b.0 } else { b.1 });
             let verdict = match limit {
                 Some(l) if c.us > l => {

@@ -382,3 +382,24 @@ async fn check_finds_and_repairs_a_parent_that_missed_its_child() -> Result<()> 
     ensure!(q.check(false).await?.findings.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_flow_runs_on_redis_cluster_in_its_queues_slot() -> Result<()> {
+    let cluster = spool_testkit::RedisCluster::start(3)?;
+    let client = Client::connect(&cluster.url()).await?;
+    let q = client.queue("clustered")?;
+    let ids = q
+        .enqueue_flow(
+            &Flow::new(with_id("p"))
+                .child(with_id("a"))
+                .child(with_id("b")),
+        )
+        .await?;
+    ensure!(ids == ["p", "a", "b"]);
+    for j in reserve_all(&q).await? {
+        q.complete(&j, b"1").await?;
+    }
+    ensure!(state(&q, "p").await? == JobState::Ready);
+    ensure!(q.children("p").await?.iter().all(|c| c.completed()));
+    Ok(())
+}
