@@ -187,8 +187,18 @@ export interface QueueOptions {
   connectTimeoutMs?: number;
 }
 
+/** What each script is made of after lib.lua, as crates/queue composes them (its `SCRIPT_PARTS`; a test holds the two equal). */
+const SCRIPT_PARTS: Record<string, string[]> = {
+  "enqueue.lua": ["lib_enqueue.lua"],
+  "cancel.lua": ["lib_flows.lua"],
+  "dead.lua": ["lib_flows.lua"],
+  "pause.lua": [],
+  "watch.lua": [],
+  "flow.lua": ["lib_enqueue.lua"],
+};
+
 function script(name: string): string {
-  return (LUA["lib.lua"] ?? "") + (LUA[name] ?? "");
+  return ["lib.lua", ...(SCRIPT_PARTS[name] ?? []), name].map((p) => LUA[p] ?? "").join("");
 }
 
 function range(field: string, v: number | undefined, lo: number, hi: number, dflt: number): number {

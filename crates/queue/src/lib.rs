@@ -90,3 +90,4 @@ pub use queue::{
     MAX_LOG_MESSAGE, MAX_MIN_REPLICAS, Minute, PauseState, Queue, QueueStats, Reservation,
     SAFE_EVICTION_POLICY, ServerMemory, Settle, SweepReport, Unreadable, WorkerRecord,
 };
+pub use scripts::SCRIPT_PARTS;

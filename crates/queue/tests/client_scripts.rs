@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The scripts the producer libraries run.
-const CLIENT_SCRIPTS: [&str; 7] = [
+const CLIENT_SCRIPTS: [&str; 9] = [
     "lib.lua",
+    "lib_flows.lua",
+    "lib_enqueue.lua",
     "enqueue.lua",
     "cancel.lua",
     "dead.lua",
@@ -24,6 +26,29 @@ fn root() -> PathBuf {
 
 fn read(rel: &str) -> Result<String, String> {
     std::fs::read_to_string(root().join(rel)).map_err(|e| format!("{rel}: {e}"))
+}
+
+#[test]
+fn client_libraries_compose_each_script_as_the_crate_does() -> Result<(), String> {
+    let python = read("clients/python/src/spool_client/_core.py")?;
+    let node = read("clients/node/src/index.ts")?;
+    for name in CLIENT_SCRIPTS.iter().filter(|n| !n.starts_with("lib")) {
+        let parts = spool_queue::SCRIPT_PARTS
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| format!("spool_queue::SCRIPT_PARTS has no {name}"))?;
+        let quoted: Vec<String> = parts.iter().map(|p| format!("\"{p}\"")).collect();
+        let entry = format!("\"{name}\": [{}]", quoted.join(", "));
+        for (lang, text) in [("python", &python), ("node", &node)] {
+            if !text.contains(&entry) {
+                return Err(format!(
+                    "the {lang} library's SCRIPT_PARTS lacks `{entry}` (spool_queue::SCRIPT_PARTS)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[test]

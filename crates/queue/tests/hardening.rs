@@ -44,7 +44,10 @@ fn numbers_in_other_forms_are_refused_and_nothing_is_written() -> Result<()> {
     let server = RedisServer::start()?;
     let mut c = server.connection()?;
     let keys = Keys::new("nums")?;
-    let enqueue = include_str!("../src/scripts/enqueue.lua");
+    let enqueue = concat!(
+        include_str!("../src/scripts/lib_enqueue.lua"),
+        include_str!("../src/scripts/enqueue.lua")
+    );
     for bad in ["0x2", "1e3", " 5", "5.0", "+5"] {
         let args = [
             "nums", "1", "j1", "{}", bad, "0", "3", "0", "0", "30000", "0", "", "0", "",

@@ -764,6 +764,7 @@ async fn bad_script_arguments_change_nothing_and_damaged_jobs_strand_nothing() -
     let mut conn = raw(&server)?;
     let enqueue = redis::Script::new(concat!(
         include_str!("../src/scripts/lib.lua"),
+        include_str!("../src/scripts/lib_enqueue.lua"),
         include_str!("../src/scripts/enqueue.lua")
     ));
     let keys = k.script_keys();

@@ -30,10 +30,41 @@ use redis::Value;
 use spool_queue::Keys;
 use spool_testkit::RedisServer;
 
-const LIB: &str = include_str!("../src/scripts/lib.lua");
+/// A script's source, by file name.
+fn file(name: &str) -> &'static str {
+    match name {
+        "lib.lua" => include_str!("../src/scripts/lib.lua"),
+        "lib_flows.lua" => include_str!("../src/scripts/lib_flows.lua"),
+        "lib_enqueue.lua" => include_str!("../src/scripts/lib_enqueue.lua"),
+        "enqueue.lua" => include_str!("../src/scripts/enqueue.lua"),
+        "reserve.lua" => include_str!("../src/scripts/reserve.lua"),
+        "settle.lua" => include_str!("../src/scripts/settle.lua"),
+        "heartbeat.lua" => include_str!("../src/scripts/heartbeat.lua"),
+        "cancel.lua" => include_str!("../src/scripts/cancel.lua"),
+        "sweep.lua" => include_str!("../src/scripts/sweep.lua"),
+        "dead.lua" => include_str!("../src/scripts/dead.lua"),
+        "check.lua" => include_str!("../src/scripts/check.lua"),
+        "pause.lua" => include_str!("../src/scripts/pause.lua"),
+        "log.lua" => include_str!("../src/scripts/log.lua"),
+        "watch.lua" => include_str!("../src/scripts/watch.lua"),
+        "flow.lua" => include_str!("../src/scripts/flow.lua"),
+        other => panic!("no script {other}"),
+    }
+}
 
-fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{LIB}{body}"))
+/// A script as spool-queue composes it: lib.lua, its parts, its body.
+fn script(name: &str) -> redis::Script {
+    let parts = spool_queue::SCRIPT_PARTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .unwrap_or_default();
+    let mut s = file("lib.lua").to_owned();
+    for p in parts {
+        s.push_str(file(p));
+    }
+    s.push_str(file(name));
+    redis::Script::new(&s)
 }
 
 struct Scripts {
@@ -54,18 +85,18 @@ struct Scripts {
 impl Scripts {
     fn load() -> Self {
         Scripts {
-            enqueue: script(include_str!("../src/scripts/enqueue.lua")),
-            reserve: script(include_str!("../src/scripts/reserve.lua")),
-            settle: script(include_str!("../src/scripts/settle.lua")),
-            heartbeat: script(include_str!("../src/scripts/heartbeat.lua")),
-            cancel: script(include_str!("../src/scripts/cancel.lua")),
-            sweep: script(include_str!("../src/scripts/sweep.lua")),
-            dead: script(include_str!("../src/scripts/dead.lua")),
-            check: script(include_str!("../src/scripts/check.lua")),
-            pause: script(include_str!("../src/scripts/pause.lua")),
-            log: script(include_str!("../src/scripts/log.lua")),
-            watch: script(include_str!("../src/scripts/watch.lua")),
-            flow: script(include_str!("../src/scripts/flow.lua")),
+            enqueue: script("enqueue.lua"),
+            reserve: script("reserve.lua"),
+            settle: script("settle.lua"),
+            heartbeat: script("heartbeat.lua"),
+            cancel: script("cancel.lua"),
+            sweep: script("sweep.lua"),
+            dead: script("dead.lua"),
+            check: script("check.lua"),
+            pause: script("pause.lua"),
+            log: script("log.lua"),
+            watch: script("watch.lua"),
+            flow: script("flow.lua"),
         }
     }
 

@@ -72,10 +72,23 @@ SCRIPT_KEYS = (
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
+#: What each script is made of after lib.lua, as crates/queue composes them
+#: (its `SCRIPT_PARTS`; a test holds the two equal).
+SCRIPT_PARTS: dict[str, list[str]] = {
+    "enqueue.lua": ["lib_enqueue.lua"],
+    "cancel.lua": ["lib_flows.lua"],
+    "dead.lua": ["lib_flows.lua"],
+    "pause.lua": [],
+    "watch.lua": [],
+    "flow.lua": ["lib_enqueue.lua"],
+}
+
+
 def script(name: str) -> str:
-    """lib.lua followed by `name`, as crates/queue loads them."""
+    """lib.lua, the script's parts, then `name`, as crates/queue loads them."""
     files = resources.files("spool_client") / "scripts"
-    return (files / "lib.lua").read_text() + (files / name).read_text()
+    parts = ["lib.lua", *SCRIPT_PARTS[name], name]
+    return "".join((files / p).read_text() for p in parts)
 
 
 def mask_password(url: str) -> str:

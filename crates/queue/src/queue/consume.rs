@@ -36,7 +36,7 @@ impl Queue {
     /// none, how long until something becomes due.
     pub async fn try_reserve(&self, max: usize) -> Result<Reservation> {
         // 64 random bits fence a lease as well as 128, and the token is
-        // written twice per job (its lease, then `settled_by`).
+        // written with every job leased (its `lease` field).
         let token = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         let mut inv = self.invocation(&scripts::RESERVE);
         inv.arg(max.clamp(1, MAX_BATCH))

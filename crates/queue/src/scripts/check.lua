@@ -69,7 +69,7 @@ end
 for i = 3, #ARGV do
   local id = ARGV[i]
   local jk = job_key(id)
-  local f, kind = read_job(jk, 'state', 'priority', 'deadline', 'run_at')
+  local f, kind = read_job(jk, 'state', 'priority', 'lease_ms', 'run_at')
   local in_ready = score(K_READY, id)
   local in_parked = score(K_PARKED, id)
   local in_active = score(K_ACTIVE, id)
@@ -114,7 +114,9 @@ for i = 3, #ARGV do
         note(id, 'active but not (only) in the active set; its lease restored')
         if fix then
           unindex(id)
-          redis.call('ZADD', K_ACTIVE, num_field(f[3], 0, 1e15) or now, id)
+          -- A fresh lease: its holder's next beat moves the deadline on;
+          -- without a holder, the sweep takes the job back after it.
+          redis.call('ZADD', K_ACTIVE, now + (num_field(f[3], MIN_LEASE_MS, MAX_LEASE_MS) or 30000), id)
           redis.call('SADD', K_OUT, id)
         end
       end

@@ -24,11 +24,11 @@ if ext <= 0 then ext = num_field(f[3], MIN_LEASE_MS, MAX_LEASE_MS) or 30000 end
 guard_key(K_ACTIVE, 'zset')
 local deadline = now_ms() + ext
 keep_working_when_full()
+-- The deadline is `active`'s score, and nothing else: a beat without
+-- progress writes that one score.
 if ARGV[5] ~= '' then
-  redis.call('HSET', jk, 'deadline', deadline, 'progress', ARGV[5])
+  redis.call('HSET', jk, 'progress', ARGV[5])
   emit(id, f[5], 'progress', tonumber(f[6]) or 0, ARGV[5])
-else
-  redis.call('HSET', jk, 'deadline', deadline)
 end
 redis.call('ZADD', K_ACTIVE, deadline, id)
 local cancel = 0

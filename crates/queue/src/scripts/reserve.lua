@@ -86,8 +86,9 @@ for _, id in ipairs(cand) do
     local lease_ms = v[4]
     local deadline = now + lease_ms
     local token = token_base .. ':' .. (#jobs + 1)
+    -- The deadline lives in `active` (its score) only.
     redis.call('HSET', jk, 'state', 'active', 'attempts', attempts, 'lease', token,
-      'deadline', deadline, 'started_at', now)
+      'started_at', now)
     leased[#leased + 1] = deadline
     leased[#leased + 1] = id
     -- Waited from due (enqueue, delay or retry time) to this start.

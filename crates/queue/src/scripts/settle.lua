@@ -9,7 +9,8 @@
 --       cancelled), or 'lease_lost:<state>' when the token is not the job's
 --       current lease, or 'not_found'.
 -- Invariant (fencing): only the holder of the current lease changes the job.
---       Repeating a settle whose reply was lost returns the state it set.
+--       Repeating a settle whose reply was lost returns the state it set
+--       (the job's `lease` field keeps the token until the next reserve).
 
 local STRIDE = 5
 local MODES = { complete = true, retry = true, dead = true, release = true, cancelled = true }
@@ -41,7 +42,7 @@ for i = 0, n - 1 do
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'settled_by', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids')
+    'priority', 'state', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids')
   local state, lease
   if f then state, lease = f[1], f[2] end
   local attempts = f and num_field(f[3] or 0, 0, 1e15)
@@ -54,7 +55,10 @@ for i = 0, n - 1 do
   elseif not state then
     out[#out + 1] = 'not_found'
   elseif state ~= 'active' or lease ~= token then
-    if f[6] == token then
+    -- The lease field keeps the token that settled the job until the next
+    -- reserve replaces it: a repeated settle (its reply lost) gets the
+    -- state it set, anyone else lease_lost.
+    if lease == token then
       out[#out + 1] = state
     else
       out[#out + 1] = 'lease_lost:' .. state
@@ -65,14 +69,12 @@ for i = 0, n - 1 do
     local field, value = 'attempts', f[3]
     if max_attempts == nil then field, value = 'max_attempts', f[4]
     elseif prio == nil then field, value = 'priority', f[5] end
-    redis.call('HSET', jk, 'settled_by', token)
     corrupt(jk, id, now, field, value)
     out[#out + 1] = 'dead'
   elseif mode == 'complete' then
     -- The common path, with its index updates batched.
     emit(id, f[10], 'completed', attempts, data)
-    redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now,
-      'settled_by', token)
+    redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now)
     done_active[#done_active + 1] = id
     done_out[#done_out + 1] = id
     release_dedup(jk, id, f[7] or '')
@@ -83,19 +85,17 @@ for i = 0, n - 1 do
     redis.call('ZREM', K_ACTIVE, id)
     if mode == 'release' then
       make_ready(id, prio, true,
-        { 'attempts', math.max(0, attempts - 1), 'settled_by', token })
+        { 'attempts', math.max(0, attempts - 1) })
       woken = woken + 1
       out[#out + 1] = 'ready'
     elseif mode == 'cancelled' then
-      redis.call('HSET', jk, 'settled_by', token)
       out[#out + 1] = to_cancelled(jk, id, now)
     elseif mode == 'retry' and attempts < max_attempts then
       local run_at = now + delay
       record_failure(jk, attempts, now, data)
       n_failed = n_failed + 1
       emit(id, f[10], 'failed', attempts, data)
-      redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at,
-        'settled_by', token)
+      redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at)
       redis.call('ZADD', K_SCHED, run_at, id)
       redis.call('SREM', K_OUT, id)
       out[#out + 1] = 'scheduled'
@@ -107,7 +107,6 @@ for i = 0, n - 1 do
       record_failure(jk, attempts, now, data)
       n_failed, n_dead = n_failed + 1, n_dead + 1
       emit(id, f[10], 'dead', attempts, reason)
-      redis.call('HSET', jk, 'settled_by', token)
       to_dead(jk, id, now, reason)
       out[#out + 1] = 'dead'
     end

@@ -33,7 +33,15 @@ local function prune(index_key, state, max)
     local jk = job_key(id)
     local f = read_job(jk, 'state', 'kids')
     if f and f[1] == state then
-      for _, k in ipairs(job_keys(jk, id, '1', f[2])) do dels[#dels + 1] = k end
+      dels[#dels + 1] = jk
+      dels[#dels + 1] = PREFIX .. 'log:' .. id
+      if f[2] then
+        -- A flow's parent: its children list, results and failures too.
+        local ck, rk, fk = flow_keys(id)
+        dels[#dels + 1] = ck
+        dels[#dels + 1] = rk
+        dels[#dels + 1] = fk
+      end
     end
   end
   for i = 1, #dels, 1000 do
