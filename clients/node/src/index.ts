@@ -62,6 +62,10 @@ export interface Job<P = unknown, R = unknown> {
   parent: string | null;
   /** How many children it has, when it is a flow's parent. */
   childCount: number | null;
+  /** A parent's policy for a child that dies or is cancelled. */
+  onChildFailure: "fail" | "continue" | null;
+  /** The child whose failure ended this parent (policy "fail"). */
+  failedBy: string | null;
 }
 
 /**
@@ -999,6 +1003,8 @@ function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
     failures: decodeFailures(h.failures),
     parent: h.parent || null,
     childCount: h.kids === undefined ? null : Number(h.kids),
+    onChildFailure: h.on_child_failure === "fail" || h.on_child_failure === "continue" ? h.on_child_failure : null,
+    failedBy: h.failed_by || null,
   };
 }
 
@@ -1075,5 +1081,7 @@ function jobFromEvent(queue: string, ev: JobEvent): Job {
     failures: [],
     parent: null,
     childCount: null,
+    onChildFailure: null,
+    failedBy: null,
   };
 }

@@ -69,6 +69,10 @@ const asInspect = (j: Job) => ({
   timeout_ms: j.timeoutMs,
   timeout_retry: j.timeoutRetry,
   failures: j.failures.map((f) => ({ attempt: f.attempt, started_at_ms: f.startedAtMs, at_ms: f.atMs, error: f.error })),
+  parent: j.parent,
+  child_count: j.childCount,
+  on_child_failure: j.onChildFailure,
+  failed_by: j.failedBy,
 });
 
 test("Rust and Node read the same job the same way", async () => {

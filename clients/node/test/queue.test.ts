@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Redis } from "ioredis";
 
-import { BulkJob, InvalidJob, JobFailed, NotFound, PayloadTooLarge, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
+import { BulkJob, InvalidJob, JobFailed, NotFound, PayloadTooLarge, PROTOCOL, Queue, RedisUnavailable, SpoolError } from "../src/index.js";
 import { LUA } from "../src/lua.js";
 import { ROOT, RedisProcess, freePort, startCluster, startSentinel } from "./helpers.js";
 
@@ -292,7 +292,7 @@ test("a worker that speaks another protocol is reported once", async () => {
     await q.enqueue({ n: 2 });
     await new Promise((r) => setImmediate(r));
     assert.equal(warnings.length, 1, String(warnings));
-    assert.match(warnings[0] ?? "", /protocol 1, spool-client speaks 2; .*upgrade the workers/);
+    assert.match(warnings[0] ?? "", new RegExp(`protocol 1, spool-client speaks ${PROTOCOL}; .*upgrade the workers`));
   } finally {
     process.off("warning", listen);
     raw.disconnect();

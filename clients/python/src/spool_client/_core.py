@@ -398,6 +398,10 @@ class Job:
     parent: str | None = None
     #: How many children it has, when it is a flow's parent.
     child_count: int | None = None
+    #: A parent's policy for a child that dies or is cancelled.
+    on_child_failure: str | None = None
+    #: The child whose failure ended this parent (policy "fail").
+    failed_by: str | None = None
 
     @property
     def data(self) -> Any:
@@ -562,6 +566,10 @@ def decode_job(key: str, queue: str, h: dict[Any, Any]) -> Job:
         failures=decode_failures(f.get("failures")),
         parent=_text(f.get("parent")) or None,
         child_count=None if num("kids") is None else int(num("kids") or 0),
+        on_child_failure={"fail": "fail", "continue": "continue"}.get(
+            _text(f.get("on_child_failure")) or ""
+        ),
+        failed_by=_text(f.get("failed_by")) or None,
     )
 
 
