@@ -239,6 +239,41 @@ async fn a_dead_child_fails_its_parent_and_a_retry_revives_the_flow() -> Result<
 }
 
 #[tokio::test]
+async fn a_revived_flow_reruns_what_it_cancelled_but_honours_a_cancel_by_hand() -> Result<()> {
+    let (_server, q) = setup().await?;
+    let once = JobOptions::default().max_attempts(1);
+    let flow = Flow::new(with_id("p"))
+        .child(NewJob::with_options("{}", once.id("bad")))
+        .child(with_id("slow"))
+        .child(with_id("busy"));
+    q.enqueue_flow(&flow).await?;
+    let got = reserve_all(&q).await?;
+    let [bad, busy, slow] = &got[..] else {
+        bail!("three children reserved: {got:?}")
+    };
+    q.fail(bad, "boom").await?;
+    // The flow cancelled both running siblings; it is revived while they run.
+    ensure!(q.heartbeat(slow, None).await?.cancel_requested);
+    ensure!(q.dead_retry(&[JobId::from("bad")], 10).await? == 1);
+    ensure!(state(&q, "p").await? == JobState::Waiting);
+    // The revival withdrew the flow's cancel requests.
+    ensure!(!q.heartbeat(busy, None).await?.cancel_requested);
+    // `slow` saw its request before the revival and stops: it runs again.
+    ensure!(q.settle(slow, spool_queue::Settle::Cancelled).await? == JobState::Ready);
+    // `busy` is cancelled by hand now: that cancel stands, and fails the flow.
+    ensure!(q.cancel("busy").await? == CancelOutcome::Requested);
+    ensure!(q.heartbeat(busy, None).await?.cancel_requested);
+    ensure!(q.settle(busy, spool_queue::Settle::Cancelled).await? == JobState::Cancelled);
+    let p = q.info("p").await?;
+    ensure!(
+        p.state == JobState::Dead && p.failed_by.as_deref() == Some("busy"),
+        "{p:?}"
+    );
+    ensure!(q.check(false).await?.findings.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn continue_lets_the_parent_run_and_see_the_failures() -> Result<()> {
     let (_server, q) = setup().await?;
     let once = JobOptions::default().max_attempts(1);

@@ -77,11 +77,9 @@ cancel_job = function(id, now, by_flow)
     if kids then cancel_children(id, now, kids) end
     return 'cancelled'
   elseif state == 'active' then
-    if by_flow then
-      redis.call('HSET', jk, 'cancel', '1', 'flow_cancelled', '1')
-    else
-      redis.call('HSET', jk, 'cancel', '1')
-    end
+    -- A cancel by hand clears the flow's mark: the job then ends cancelled,
+    -- even when its parent has been revived meanwhile.
+    redis.call('HSET', jk, 'cancel', '1', 'flow_cancelled', by_flow and '1' or '')
     return 'requested'
   end
   return 'finished:' .. state
