@@ -230,7 +230,7 @@ function attempts(j) {
 // its state, and what it left (its result, or its error).
 function flowTree(q, nodes) {
   if (!nodes?.length) return "";
-  return `<ul class="flow">${nodes.map((n) => `<li><a href="#/q/${q}/job/${encodeURIComponent(n.id)}"><code>${esc(n.id)}</code></a> <span class="state state-${esc(n.state || "gone")}">${esc(n.state || "gone")}</span>${n.error != null ? ` <span class="error-cell">${esc(String(n.error).slice(0, 160))}</span>` : ""}${flowTree(q, n.children)}</li>`).join("")}</ul>`;
+  return `<ul class="flow">${nodes.map((n) => `<li><a href="#/q/${n.queue ? encodeURIComponent(n.queue) : q}/job/${encodeURIComponent(n.id)}"><code>${esc(n.queue ? `${n.queue} ${n.id}` : n.id)}</code></a> <span class="state state-${esc(n.state || "gone")}">${esc(n.state || "gone")}</span>${n.error != null ? ` <span class="error-cell">${esc(String(n.error).slice(0, 160))}</span>` : ""}${flowTree(n.queue ? encodeURIComponent(n.queue) : q, n.children)}</li>`).join("")}</ul>`;
 }
 
 async function jobPage(name, id) {
@@ -244,7 +244,7 @@ async function jobPage(name, id) {
       <p>Queue <a href="#/q/${q}">${esc(name)}</a> · state <strong id="state">${esc(j.state)}</strong> · attempt ${j.attempts} of ${j.max_attempts} · priority ${j.priority}${j.dedup_key ? ` · dedup key <code>${esc(j.dedup_key)}</code>` : ""}</p>
       <label>Progress <progress id="bar" max="100" value="${pct}">${pct}%</progress> <span id="pct">${pct.toFixed(1)}%</span></label>
       ${admin() && ["ready", "scheduled", "active", "waiting"].includes(j.state) ? `<p><button id="cancel">Cancel this job${j.child_count ? " and its flow" : ""}</button></p>` : ""}
-      ${j.parent ? `<p>Child of <a href="#/q/${q}/job/${encodeURIComponent(j.parent)}"><code>${esc(j.parent)}</code></a></p>` : ""}
+      ${j.parent ? `<p>Child of <a href="#/q/${j.parent_queue ? encodeURIComponent(j.parent_queue) : q}/job/${encodeURIComponent(j.parent)}"><code>${esc(j.parent_queue ? `${j.parent_queue} ${j.parent}` : j.parent)}</code></a></p>` : ""}
       ${j.child_count != null ? `<h2>Flow</h2><p>${j.child_count} children · on a child's failure: ${esc(j.on_child_failure || "fail")}${j.failed_by ? ` · failed by <a href="#/q/${q}/job/${encodeURIComponent(j.failed_by)}"><code>${esc(j.failed_by)}</code></a>` : ""}</p>${flowTree(q, j.children)}` : ""}
       ${admin() && j.state === "dead" ? `<p><button data-retry="${esc(j.id)}">Retry this job</button></p>` : ""}
       <h2>Times</h2>

@@ -179,7 +179,14 @@ fn flow_tree<'a>(
         let mut out = Vec::with_capacity(children.len());
         for c in children {
             let below = if c.child_count > 0 && *budget > 0 {
-                flow_tree(queue, &c.id, budget).await?
+                // A child of another queue has its own children there.
+                match &c.queue {
+                    Some(name) => {
+                        let other = queue.client().queue(name)?;
+                        flow_tree(&other, &c.id, budget).await?
+                    }
+                    None => flow_tree(queue, &c.id, budget).await?,
+                }
             } else {
                 json!([])
             };

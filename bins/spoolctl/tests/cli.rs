@@ -678,6 +678,21 @@ fn enqueue_flow_prints_the_tree_in_document_order_and_inspect_shows_it() -> Resu
         "{v}"
     );
 
+    // A child in another queue (a single server allows it): it lands there.
+    let o = spoolctl(
+        &server,
+        &["enqueue", "--flow", "-"],
+        Some(
+            r#"{"queue": "joins", "payload": 0, "options": {"id": "cross"},
+                 "children": [{"queue": "gpu", "payload": 1, "options": {"id": "on-gpu"}}]}"#,
+        ),
+    )?;
+    ensure!(o.status.success(), "{}", err(&o));
+    let o = spoolctl(&server, &["-q", "gpu", "inspect", "on-gpu", "--json"], None)?;
+    let v: serde_json::Value = serde_json::from_str(&out(&o))?;
+    ensure!(v["state"] == "ready" && v["parent"] == "cross", "{v}");
+    ensure!(v["parent_queue"] == "joins", "{v}");
+
     // Sent again: the same ids, nothing new.
     let again = spoolctl(&server, &["enqueue", "--flow", "-"], Some(doc))?;
     ensure!(again.status.success(), "{}", err(&again));
@@ -689,8 +704,8 @@ fn enqueue_flow_prints_the_tree_in_document_order_and_inspect_shows_it() -> Resu
     // Bad documents: a clear message, exit 2, nothing enqueued.
     for (bad, says) in [
         (
-            r#"{"payload": 1, "children": [{"payload": 2, "queue": "other"}]}"#,
-            "a flow's jobs live in one queue",
+            r#"{"payload": 1, "children": [{"payload": 2, "queue": "has space"}]}"#,
+            "flow.children[0]: invalid queue name",
         ),
         (
             r#"{"payload": 1, "on_child_failure": "maybe"}"#,

@@ -132,11 +132,6 @@ end
 -- that met a damaged key half way would leave a job in no index, or
 -- enqueued while the producer was told it failed. Checked once per call
 -- (one TYPE per key, well under a microsecond each), whatever the batch.
-local QUEUE_KEY_TYPES = {
-  { K_READY, 'zset' }, { K_SCHED, 'zset' }, { K_ACTIVE, 'zset' }, { K_OUT, 'set' },
-  { K_DEAD, 'zset' }, { K_DONE, 'zset' }, { K_CANC, 'zset' }, { K_SEQ, 'string' },
-  { K_WAKE, 'list' }, { K_PARKED, 'zset' }, { K_PAUSED, 'string' }, { K_WAITING, 'zset' },
-}
 local function damaged_key(key, what)
   error({ err = 'WRONGTYPE spool: ' .. printable(key) .. ' ' .. what
     .. '; nothing was changed: delete or repair that key (docs/operations.md, Troubleshooting), then retry' })
@@ -148,7 +143,14 @@ local function guard_key(key, want)
   end
 end
 local function guard_keys()
-  for _, e in ipairs(QUEUE_KEY_TYPES) do guard_key(e[1], e[2]) end
+  -- Built here, not once: a flow that spans queues guards each one
+  -- (lib_flows.lua's `in_queue` switches these variables).
+  local types = {
+    { K_READY, 'zset' }, { K_SCHED, 'zset' }, { K_ACTIVE, 'zset' }, { K_OUT, 'set' },
+    { K_DEAD, 'zset' }, { K_DONE, 'zset' }, { K_CANC, 'zset' }, { K_SEQ, 'string' },
+    { K_WAKE, 'list' }, { K_PARKED, 'zset' }, { K_PAUSED, 'string' }, { K_WAITING, 'zset' },
+  }
+  for _, e in ipairs(types) do guard_key(e[1], e[2]) end
   local seq = redis.call('GET', K_SEQ)
   if seq and not string.match(seq, '^%-?%d+$') then
     damaged_key(K_SEQ, 'holds "' .. printable(seq) .. '", not a counter')
@@ -281,7 +283,8 @@ end
 -- cancelled. A child has ended, for its parent, once it is in one of the two
 -- hashes (never both), so the children still pending are
 -- kids - HLEN(results) - HLEN(failures): a count that cannot drift. The three
--- keys go when the parent's hash goes. Children live in their parent's queue.
+-- keys go when the parent's hash goes. A child may live in another queue
+-- (lib_flows.lua's `in_queue`: a single server only).
 local function flow_keys(id)
   return PREFIX .. 'children:' .. id, PREFIX .. 'results:' .. id, PREFIX .. 'failures:' .. id
 end
@@ -309,6 +312,7 @@ end
 -- helpers cost about 2.4 µs a call together), and a heartbeat or an
 -- enqueue never needs them.
 local parent_ready, child_ended, cancel_job, cancel_children, reclaim_dedup, rerun, revive
+local in_queue
 
 -- Completed and cancelled jobs are kept `retention_s` seconds (0: deleted now).
 -- `retention` is the job's retention_s field when the caller has read it,
@@ -429,9 +433,9 @@ local function to_dead(jk, id, now, reason)
   redis.call('HSET', jk, 'state', 'dead', 'last_error', reason, 'finished_at', now)
   redis.call('ZADD', K_DEAD, now, id)
   redis.call('SREM', K_OUT, id)
-  local f = redis.call('HMGET', jk, 'dedup', 'parent')
+  local f = redis.call('HMGET', jk, 'dedup', 'parent', 'parent_queue')
   release_dedup(jk, id, f[1] or '')
-  if f[2] then child_ended(id, f[2], 'dead', reason, now) end
+  if f[2] then child_ended(id, f[2], f[3], 'dead', reason, now) end
 end
 
 -- Takes a job out of every live index (backlog, schedule, active set,
@@ -470,9 +474,10 @@ end
 -- cancelled whose parent has been revived since (a retry from the dead
 -- letters), which runs again instead.
 local function to_cancelled(jk, id, now)
-  local w = redis.call('HMGET', jk, 'notify', 'attempts', 'parent', 'flow_cancelled', 'priority')
+  local w = redis.call('HMGET', jk, 'notify', 'attempts', 'parent', 'flow_cancelled', 'priority',
+    'parent_queue')
   if w[3] and w[4] == '1' then
-    local p = read_job(job_key(w[3]), 'state')
+    local p = in_queue(w[6], function() return read_job(job_key(w[3]), 'state') end)
     if p and p[1] == 'waiting' then
       make_ready(id, num_field(w[5] or 0, -PRIORITY_MAX, PRIORITY_MAX) or 0, true,
         { 'attempts', 0, 'cancel', '', 'flow_cancelled', '' })
@@ -484,7 +489,7 @@ local function to_cancelled(jk, id, now)
   redis.call('HSET', jk, 'state', 'cancelled', 'finished_at', now)
   redis.call('SREM', K_OUT, id)
   release_dedup(jk, id)
-  if w[3] then child_ended(id, w[3], 'cancelled', '', now) end
+  if w[3] then child_ended(id, w[3], w[6], 'cancelled', '', now) end
   retain(jk, id, K_CANC, now)
   return 'cancelled'
 end

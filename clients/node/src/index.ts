@@ -60,6 +60,8 @@ export interface Job<P = unknown, R = unknown> {
   failures: Failure[];
   /** The flow parent this job is a child of. */
   parent: string | null;
+  /** The parent's queue, when it is not this job's. */
+  parentQueue: string | null;
   /** How many children it has, when it is a flow's parent. */
   childCount: number | null;
   /** A parent's policy for a child that dies or is cancelled. */
@@ -198,7 +200,7 @@ const SCRIPT_PARTS: Record<string, string[]> = {
   "dead.lua": ["lib_flows.lua"],
   "pause.lua": [],
   "watch.lua": [],
-  "flow.lua": ["lib_enqueue.lua"],
+  "flow.lua": ["lib_flows.lua", "lib_enqueue.lua"],
 };
 
 function script(name: string): string {
@@ -1002,6 +1004,7 @@ function decodeJob(key: string, queue: string, h: Record<string, string>): Job {
     timeoutRetry: h.timeout_retry === "1" ? true : h.timeout_retry === "0" ? false : null,
     failures: decodeFailures(h.failures),
     parent: h.parent || null,
+    parentQueue: h.parent_queue || null,
     childCount: h.kids === undefined ? null : Number(h.kids),
     onChildFailure: h.on_child_failure === "fail" || h.on_child_failure === "continue" ? h.on_child_failure : null,
     failedBy: h.failed_by || null,
@@ -1080,6 +1083,7 @@ function jobFromEvent(queue: string, ev: JobEvent): Job {
     timeoutRetry: null,
     failures: [],
     parent: null,
+    parentQueue: null,
     childCount: null,
     onChildFailure: null,
     failedBy: null,

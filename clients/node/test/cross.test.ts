@@ -70,6 +70,7 @@ const asInspect = (j: Job) => ({
   timeout_retry: j.timeoutRetry,
   failures: j.failures.map((f) => ({ attempt: f.attempt, started_at_ms: f.startedAtMs, at_ms: f.atMs, error: f.error })),
   parent: j.parent,
+  parent_queue: j.parentQueue,
   child_count: j.childCount,
   on_child_failure: j.onChildFailure,
   failed_by: j.failedBy,

@@ -399,6 +399,8 @@ pub struct JobInfo {
     pub failures: Vec<Failure>,
     /// The flow parent this job is a child of ([`crate::Flow`]).
     pub parent: Option<JobId>,
+    /// The parent's queue, when it is not this job's.
+    pub parent_queue: Option<String>,
     /// How many children this job has, when it is a flow's parent
     /// ([`crate::Queue::children`] lists them).
     pub child_count: Option<u32>,
@@ -477,6 +479,7 @@ impl JobInfo {
                 _ => None,
             },
             parent: text("parent").filter(|s| !s.is_empty()).map(JobId::from),
+            parent_queue: text("parent_queue").filter(|s| !s.is_empty()),
             child_count: num("kids")?.map(|n| n.clamp(0, u32::MAX as i64) as u32),
             on_child_failure: match text("on_child_failure").as_deref() {
                 Some("continue") => Some(crate::ChildFailure::Continue),

@@ -34,7 +34,12 @@ script!(CHECK, "scripts/lib_flows.lua", "scripts/check.lua");
 script!(PAUSE, "scripts/pause.lua");
 script!(LOG, "scripts/log.lua");
 script!(WATCH, "scripts/watch.lua");
-script!(FLOW, "scripts/lib_enqueue.lua", "scripts/flow.lua");
+script!(
+    FLOW,
+    "scripts/lib_flows.lua",
+    "scripts/lib_enqueue.lua",
+    "scripts/flow.lua"
+);
 
 /// The parts each script is made of, after `lib.lua`, for the producer
 /// libraries and tests that compose them as this crate does.
@@ -50,7 +55,7 @@ pub const SCRIPT_PARTS: [(&str, &[&str]); 12] = [
     ("pause.lua", &[]),
     ("log.lua", &[]),
     ("watch.lua", &[]),
-    ("flow.lua", &["lib_enqueue.lua"]),
+    ("flow.lua", &["lib_flows.lua", "lib_enqueue.lua"]),
 ];
 
 #[cfg(test)]

@@ -436,5 +436,82 @@ async fn a_flow_runs_on_redis_cluster_in_its_queues_slot() -> Result<()> {
     }
     ensure!(state(&q, "p").await? == JobState::Ready);
     ensure!(q.children("p").await?.iter().all(|c| c.completed()));
+    // A flow spanning queues cannot be atomic there: refused, nothing sent.
+    let spanning = Flow::new(with_id("p2")).child(Flow::new(with_id("c2")).in_queue("elsewhere"));
+    match q.enqueue_flow(&spanning).await {
+        Err(e) => ensure!(e.to_string().contains("span queues"), "{e}"),
+        Ok(ids) => bail!("a flow spanning queues was enqueued on a cluster: {ids:?}"),
+    }
+    ensure!(matches!(q.info("p2").await, Err(Error::NotFound { .. })));
+    Ok(())
+}
+
+#[tokio::test]
+async fn children_in_another_queue_report_to_their_parent() -> Result<()> {
+    let (server, cpu) = setup().await?;
+    let gpu = Client::connect(&server.url()).await?.queue("gpu")?;
+    let once = JobOptions::default().max_attempts(1);
+    let flow = Flow::new(with_id("join"))
+        .child(Flow::new(with_id("part1")).in_queue("gpu"))
+        .child(Flow::new(NewJob::with_options("{}", once.id("part2"))).in_queue("gpu"))
+        .child(with_id("audio"));
+    let ids = cpu.enqueue_flow(&flow).await?;
+    ensure!(ids == ["join", "part1", "part2", "audio"], "{ids:?}");
+    let (c, g) = (cpu.stats().await?, gpu.stats().await?);
+    ensure!(
+        c.ready == 1 && c.waiting == 1 && g.ready == 2,
+        "{c:?} {g:?}"
+    );
+    ensure!(gpu.info("part1").await?.parent.as_deref() == Some("join"));
+
+    // A GPU child dies: the CPU parent fails, naming it, and its CPU
+    // sibling is cancelled.
+    let parts = reserve_all(&gpu).await?;
+    ensure!(parts.len() == 2, "{parts:?}");
+    gpu.complete(&parts[0], b"\"p1\"").await?;
+    ensure!(gpu.fail(&parts[1], "no GPU left").await? == JobState::Dead);
+    let join = cpu.info("join").await?;
+    ensure!(join.state == JobState::Dead, "{join:?}");
+    ensure!(join.failed_by.as_deref() == Some("gpu part2"), "{join:?}");
+    ensure!(state(&cpu, "audio").await? == JobState::Cancelled);
+
+    // Retried on its own queue, the child revives the flow across queues.
+    ensure!(gpu.dead_retry(&[JobId::from("part2")], 10).await? == 1);
+    ensure!(state(&cpu, "join").await? == JobState::Waiting);
+    for j in reserve_all(&gpu).await? {
+        gpu.complete(&j, b"\"p2\"").await?;
+    }
+    ensure!(state(&cpu, "join").await? == JobState::Waiting);
+    for j in reserve_all(&cpu).await? {
+        cpu.complete(&j, b"\"a\"").await?;
+    }
+    ensure!(state(&cpu, "join").await? == JobState::Ready);
+    let kids = cpu.children("join").await?;
+    let seen: Vec<(String, Option<String>, bool)> = kids
+        .iter()
+        .map(|c| (c.id.to_string(), c.queue.clone(), c.completed()))
+        .collect();
+    ensure!(
+        seen == [
+            ("part1".to_owned(), Some("gpu".to_owned()), true),
+            ("part2".to_owned(), Some("gpu".to_owned()), true),
+            ("audio".to_owned(), None, true),
+        ],
+        "{seen:?}"
+    );
+    ensure!(kids[1].state == Some(JobState::Completed));
+
+    // Cancelling a parent cancels its children in the other queue too.
+    cpu.enqueue_flow(&Flow::new(with_id("j2")).child(Flow::new(with_id("x")).in_queue("gpu")))
+        .await?;
+    ensure!(cpu.cancel("j2").await? == CancelOutcome::Cancelled);
+    ensure!(state(&gpu, "x").await? == JobState::Cancelled);
+    ensure!(gpu.stats().await?.outstanding == 0);
+    for q in [&cpu, &gpu] {
+        let found = q.check(false).await?.findings;
+        ensure!(found.is_empty(), "{}: {found:?}", q.name());
+    }
+    // A retried flow with the same root returns its ids across queues.
+    ensure!(cpu.enqueue_flow(&flow).await? == ids);
     Ok(())
 }

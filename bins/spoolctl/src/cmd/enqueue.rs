@@ -131,12 +131,11 @@ struct FlowOptions {
 /// A flow document's node as a [`spool_queue::Flow`], checked; `at` says
 /// where it is for the messages (`children[2].children[0]`).
 fn flow_of(doc: FlowDoc, queue: &str, at: &str) -> Result<spool_queue::Flow, Failure> {
-    if let Some(q) = &doc.queue
-        && q != queue
-    {
-        return Err(usage(format!(
-            "{at}: queue {q:?} differs from its parent's {queue:?}: a flow's jobs live in one queue (docs/operations.md, \"Flows\")"
-        )));
+    // A node in another queue than its parent's (its children follow it
+    // unless they say otherwise).
+    let own_queue = doc.queue.clone().filter(|q| q != queue);
+    if let Some(q) = &own_queue {
+        spool_queue::Keys::new(q).map_err(|e| usage(format!("{at}: {e}")))?;
     }
     let dur = |v: &Option<String>, name: &str| -> Result<Option<Duration>, Failure> {
         v.as_deref()
@@ -180,8 +179,12 @@ fn flow_of(doc: FlowDoc, queue: &str, at: &str) -> Result<spool_queue::Flow, Fai
     let payload = doc.payload.to_string().into_bytes();
     let mut flow = spool_queue::Flow::new(NewJob::with_options(payload, opts))
         .on_child_failure(doc.on_child_failure);
+    let here = own_queue.as_deref().unwrap_or(queue);
     for (i, c) in doc.children.into_iter().enumerate() {
-        flow = flow.child(flow_of(c, queue, &format!("{at}.children[{i}]"))?);
+        flow = flow.child(flow_of(c, here, &format!("{at}.children[{i}]"))?);
+    }
+    if let Some(q) = own_queue {
+        flow = flow.in_queue(q);
     }
     Ok(flow)
 }

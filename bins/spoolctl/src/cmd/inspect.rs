@@ -55,7 +55,10 @@ pub(crate) async fn inspect(
     );
     println!("payload      {}", safe(&info.payload));
     if let Some(parent) = &info.parent {
-        println!("parent       {}", safe(parent));
+        match &info.parent_queue {
+            Some(q) => println!("parent       {} (queue {})", safe(parent), safe(q)),
+            None => println!("parent       {}", safe(parent)),
+        }
     }
     if info.child_count.is_some() {
         let policy = info.on_child_failure.unwrap_or_default().as_str();
@@ -73,7 +76,11 @@ pub(crate) async fn inspect(
                 (None, Some(e)) => format!("error {e}"),
                 (None, None) => "-".into(),
             };
-            println!("  {:<24} {state:<10} {}", safe(&c.id), safe(&left));
+            let name = match &c.queue {
+                Some(q) => format!("{q} {}", c.id),
+                None => c.id.to_string(),
+            };
+            println!("  {:<24} {state:<10} {}", safe(&name), safe(&left));
         }
     }
     if let Some(log) = log {

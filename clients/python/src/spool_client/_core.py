@@ -80,7 +80,7 @@ SCRIPT_PARTS: dict[str, list[str]] = {
     "dead.lua": ["lib_flows.lua"],
     "pause.lua": [],
     "watch.lua": [],
-    "flow.lua": ["lib_enqueue.lua"],
+    "flow.lua": ["lib_flows.lua", "lib_enqueue.lua"],
 }
 
 
@@ -396,6 +396,8 @@ class Job:
     failures: list[Failure] = dataclasses.field(default_factory=list)
     #: The flow parent this job is a child of.
     parent: str | None = None
+    #: The parent's queue, when it is not this job's.
+    parent_queue: str | None = None
     #: How many children it has, when it is a flow's parent.
     child_count: int | None = None
     #: A parent's policy for a child that dies or is cancelled.
@@ -565,6 +567,7 @@ def decode_job(key: str, queue: str, h: dict[Any, Any]) -> Job:
         timeout_retry={"1": True, "0": False}.get(_text(f.get("timeout_retry")) or ""),
         failures=decode_failures(f.get("failures")),
         parent=_text(f.get("parent")) or None,
+        parent_queue=_text(f.get("parent_queue")) or None,
         child_count=None if num("kids") is None else int(num("kids") or 0),
         on_child_failure={"fail": "fail", "continue": "continue"}.get(
             _text(f.get("on_child_failure")) or ""

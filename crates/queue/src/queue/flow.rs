@@ -33,8 +33,10 @@ impl ChildFailure {
 
 /// A flow to enqueue with [`Queue::enqueue_flow`]: a job, and the children
 /// it waits for, each of which may be a flow itself. Children are ordinary
-/// jobs in the parent's queue: their own priority, delay, retries, time
-/// limits, dedup key and log.
+/// jobs: their own priority, delay, retries, time limits, dedup key and log,
+/// in their parent's queue unless [`Flow::in_queue`] names another (encode
+/// on the GPU queue, join on a CPU queue; a single Redis server or Sentinel
+/// only, see there).
 ///
 /// ```no_run
 /// # async fn demo(queue: spool_queue::Queue) -> spool_queue::Result<()> {
@@ -57,6 +59,9 @@ pub struct Flow {
     pub on_child_failure: ChildFailure,
     /// The children, in document order.
     pub children: Vec<Flow>,
+    /// The queue this job goes to; `None`: its parent's (the root: the
+    /// queue [`Queue::enqueue_flow`] is called on).
+    pub queue: Option<String>,
 }
 
 /// Deepest nesting a flow may have (the scripts refuse deeper ones).
@@ -69,7 +74,18 @@ impl Flow {
             job,
             on_child_failure: ChildFailure::default(),
             children: Vec::new(),
+            queue: None,
         }
+    }
+
+    /// Puts this job (and, unless they say otherwise, its children) in
+    /// queue `name` instead of its parent's. A flow spanning queues needs a
+    /// single Redis server or Sentinel: on Redis Cluster each queue lives in
+    /// its own hash slot, no script can change two atomically, and
+    /// [`Queue::enqueue_flow`] refuses it before sending anything.
+    pub fn in_queue(mut self, name: impl Into<String>) -> Self {
+        self.queue = Some(name.into());
+        self
     }
 
     /// Adds a child.
@@ -95,12 +111,14 @@ impl Flow {
     }
 
     /// Every node with its parent's index (0 for the root; otherwise the
-    /// parent's position from 1), in document order (depth first).
+    /// parent's position from 1) and its queue, in document order (depth
+    /// first).
     fn flatten<'a>(
         &'a self,
         parent: usize,
+        queue: &'a str,
         depth: usize,
-        out: &mut Vec<(&'a Flow, usize)>,
+        out: &mut Vec<(&'a Flow, usize, &'a str)>,
     ) -> Result<()> {
         if depth > MAX_FLOW_DEPTH {
             return Err(Error::InvalidOption {
@@ -108,10 +126,11 @@ impl Flow {
                 reason: format!("flows nest at most {MAX_FLOW_DEPTH} levels"),
             });
         }
-        out.push((self, parent));
+        let queue = self.queue.as_deref().unwrap_or(queue);
+        out.push((self, parent, queue));
         let me = out.len();
         for c in &self.children {
-            c.flatten(me, depth + 1, out)?;
+            c.flatten(me, queue, depth + 1, out)?;
         }
         Ok(())
     }
@@ -136,6 +155,8 @@ pub struct FlowChild {
     pub result: Option<serde_json::Value>,
     /// Why it failed, once it died or was cancelled ("cancelled").
     pub error: Option<String>,
+    /// Its queue, when it is not its parent's.
+    pub queue: Option<String>,
     /// How many children it has itself (a nested flow's parent); 0 otherwise.
     pub child_count: u32,
 }
@@ -164,22 +185,45 @@ impl Queue {
     /// id exists, or whose dedup key a live job holds, refuses the call.
     pub async fn enqueue_flow(&self, flow: &Flow) -> Result<Vec<JobId>> {
         let mut nodes = Vec::with_capacity(flow.len());
-        flow.flatten(0, 0, &mut nodes)?;
+        if flow.queue.as_deref().is_some_and(|q| q != &*self.name) {
+            return Err(Error::InvalidOption {
+                field: "flow",
+                reason: format!(
+                    "the root is in queue {:?}: enqueue the flow on that queue",
+                    flow.queue.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        flow.flatten(0, &self.name, 0, &mut nodes)?;
+        let spans = nodes.iter().any(|(_, _, q)| *q != &*self.name);
+        for (_, _, q) in &nodes {
+            crate::Keys::new(q)?;
+        }
+        if spans && self.client.inner.endpoint.is_cluster() {
+            return Err(Error::InvalidOption {
+                field: "flow",
+                reason: "its jobs span queues, which Redis Cluster cannot change in one script \
+                         (each queue is its own hash slot): put the flow in one queue, or use a \
+                         single server or Sentinel"
+                    .into(),
+            });
+        }
         if nodes.len() > MAX_BATCH {
             return Err(Error::InvalidOption {
                 field: "flow",
                 reason: format!("{} jobs; one flow holds at most {MAX_BATCH}", nodes.len()),
             });
         }
-        for (node, _) in &nodes {
+        for (node, _, _) in &nodes {
             self.check_job(&node.job)?;
         }
         self.register_if_due().await?;
         let mut inv = self.invocation(&scripts::FLOW);
         inv.arg(&*self.name).arg(nodes.len());
-        for (node, parent) in &nodes {
+        for (node, parent, queue) in &nodes {
             push_job_args(&mut inv, &node.job);
             inv.arg(*parent).arg(node.on_child_failure.as_str());
+            inv.arg(if *queue == &*self.name { "" } else { *queue });
         }
         let ids: Vec<JobId> = self.invoke(&inv).await?;
         if ids.len() != nodes.len() {
@@ -211,31 +255,45 @@ impl Queue {
         if list.is_empty() {
             return Ok(Vec::new());
         }
+        // An entry "<queue> <id>" is a child of another queue.
+        let entries: Vec<(Option<String>, String)> = list
+            .iter()
+            .map(|e| match e.split_once(' ') {
+                Some((q, id)) => (Some(q.to_owned()), id.to_owned()),
+                None => (None, e.clone()),
+            })
+            .collect();
         let mut pipe = redis::pipe();
-        for c in &list {
-            pipe.cmd("HMGET").arg(k.job(c)).arg("state").arg("kids");
+        for (q, c) in &entries {
+            let key = match q {
+                Some(q) => format!("spool:{{{q}}}:job:{c}"),
+                None => k.job(c),
+            };
+            pipe.cmd("HMGET").arg(key).arg("state").arg("kids");
         }
         let states: Vec<Value> = self.client.query_pipe(pipe.ignore_errors()).await?;
         Ok(list
             .into_iter()
+            .zip(entries)
             .zip(states)
-            .map(|(c, fields)| {
+            .map(|((entry, (queue, c)), fields)| {
                 let (state, kids) =
                     redis::from_redis_value::<(Option<String>, Option<String>)>(fields)
                         .unwrap_or_default();
                 let state = state.and_then(|s| s.parse::<JobState>().ok());
                 let child_count = kids.and_then(|k| k.parse().ok()).unwrap_or(0);
-                let result = results.remove(&c).map(|v| {
+                let result = results.remove(&entry).map(|v| {
                     serde_json::from_slice(&v).unwrap_or_else(|_| {
                         serde_json::Value::String(String::from_utf8_lossy(&v).into_owned())
                     })
                 });
-                let error = failures.remove(&c);
+                let error = failures.remove(&entry);
                 FlowChild {
                     id: JobId::from(c),
                     state,
                     result,
                     error,
+                    queue,
                     child_count,
                 }
             })

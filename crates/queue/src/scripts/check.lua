@@ -40,17 +40,20 @@ local function check_flow(id)
   end
   for _, c in ipairs(list) do
     if redis.call('HEXISTS', rk, c) == 0 and redis.call('HEXISTS', fk, c) == 0 then
-      local cf = read_job(job_key(c), 'state', 'result', 'last_error')
+      -- A child of another queue is read, and ends, in its own queue.
+      local q, cid = split_entry(c)
+      local cf = in_queue(q, function() return read_job(job_key(cid), 'state', 'result', 'last_error') end)
       local s = cf and cf[1]
       if not cf or s == 'completed' or s == 'dead' or s == 'cancelled' or not s then
         note(id, 'child ' .. c .. ' ended (' .. (s or 'gone') .. ') but its parent did not learn it; told now')
         if fix and redis.call('HGET', job_key(id), 'state') == 'waiting' then
+          local pq = q and QUEUE_NAME or nil
           if s == 'completed' then
-            child_ended(c, id, 'completed', cf[2] or '', now)
+            in_queue(q, child_ended, cid, id, pq, 'completed', cf[2] or '', now)
           elseif s == 'cancelled' then
-            child_ended(c, id, 'cancelled', '', now)
+            in_queue(q, child_ended, cid, id, pq, 'cancelled', '', now)
           else
-            child_ended(c, id, 'dead', (cf and cf[3]) or 'its hash is gone', now)
+            in_queue(q, child_ended, cid, id, pq, 'dead', (cf and cf[3]) or 'its hash is gone', now)
           end
         end
       end

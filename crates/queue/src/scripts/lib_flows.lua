@@ -1,9 +1,46 @@
 -- lib_flows.lua: the flow helpers (docs/protocol.md, "Flows"), after lib.lua
--- in the scripts that can end a job or revive a flow: reserve, settle,
--- sweep, cancel, dead and check (scripts.rs). They fill in the functions
+-- in the scripts that can end a job or revive a flow (reserve, settle,
+-- sweep, cancel, dead and check) and in flow.lua (scripts.rs). They fill in the functions
 -- lib.lua declares (`child_ended` and the rest), which lib.lua's `to_dead`
 -- and `to_cancelled` call; the other scripts never end a job, so they
 -- neither pay for these closures nor reach them (a test holds them to it).
+
+-- Flows whose jobs span queues (a single server or Sentinel: on Redis
+-- Cluster each queue is its own hash slot, and spool-queue refuses such a
+-- flow before sending it). A parent lists a child of another queue as
+-- "<queue> <id>" (ids hold no whitespace), in its children list and its
+-- results and failures; the child's hash names the parent's queue in
+-- `parent_queue`. `in_queue(q, fn, ...)` runs `fn` with every queue
+-- variable of lib.lua (prefix, keys, the pause and listener caches)
+-- switched to queue `q`, then switches them back; nil or the current
+-- queue runs `fn` as it is.
+local QUEUE_NAME = string.sub(PREFIX, 8, -3)
+in_queue = function(q, fn, ...)
+  if not q or q == '' or q == QUEUE_NAME then return fn(...) end
+  local saved = { PREFIX, QUEUE_NAME, K_READY, K_SCHED, K_ACTIVE, K_OUT, K_DEAD, K_DONE, K_CANC,
+    K_SEQ, K_WAKE, K_PAUSED, K_PARKED, K_WAITING, K_EVENTS, K_LISTENING, K_MINUTES }
+  local was_paused, was_listened = paused_now, listened
+  local p = 'spool:{' .. q .. '}:'
+  PREFIX, QUEUE_NAME = p, q
+  K_READY, K_SCHED, K_ACTIVE, K_OUT = p .. 'ready', p .. 'scheduled', p .. 'active', p .. 'outstanding'
+  K_DEAD, K_DONE, K_CANC = p .. 'dead', p .. 'completed', p .. 'cancelled'
+  K_SEQ, K_WAKE, K_PAUSED, K_PARKED = p .. 'seq', p .. 'wake', p .. 'paused', p .. 'parked'
+  K_WAITING, K_EVENTS, K_LISTENING, K_MINUTES = p .. 'waiting', p .. 'events', p .. 'listening',
+    p .. 'minutes'
+  paused_now, listened = nil, nil
+  local r1, r2 = fn(...)
+  PREFIX, QUEUE_NAME, K_READY, K_SCHED, K_ACTIVE, K_OUT, K_DEAD, K_DONE, K_CANC, K_SEQ, K_WAKE,
+    K_PAUSED, K_PARKED, K_WAITING, K_EVENTS, K_LISTENING, K_MINUTES = unpack(saved, 1, 17)
+  paused_now, listened = was_paused, was_listened
+  return r1, r2
+end
+
+-- A children list's entry: the child's queue (nil: the parent's) and id.
+local function split_entry(e)
+  local q, id = string.match(e, '^(%S+) (%S+)$')
+  if q then return q, id end
+  return nil, e
+end
 
 -- A parent whose children have all ended: into the backlog, or the
 -- schedule while its own delay runs (`p` holds its priority and run_at).
@@ -24,7 +61,11 @@ end
 -- (and a dead one, which a retry may revive); a waiting parent then becomes
 -- ready when that was its last child, or, when a child failed under the
 -- 'fail' policy, dead naming the child, its other children cancelled.
-child_ended = function(id, parent, outcome, data, now)
+child_ended = function(id, parent, parent_q, outcome, data, now)
+  if parent_q and parent_q ~= '' and parent_q ~= QUEUE_NAME then
+    -- The parent lists this child by queue and id; its end is recorded there.
+    return in_queue(parent_q, child_ended, QUEUE_NAME .. ' ' .. id, parent, nil, outcome, data, now)
+  end
   local pk = job_key(parent)
   local p = read_job(pk, 'state', 'on_child_failure', 'kids', 'priority', 'run_at', 'notify',
     'attempts')
@@ -89,7 +130,10 @@ end
 -- when the caller has read them).
 cancel_children = function(parent, now, list)
   list = list or redis.call('LRANGE', (flow_keys(parent)), 0, -1)
-  for _, c in ipairs(list) do cancel_job(c, now, true) end
+  for _, c in ipairs(list) do
+    local q, id = split_entry(c)
+    in_queue(q, cancel_job, id, now, true)
+  end
 end
 
 -- A job coming back from the dead letters (or a flow's cancel) takes its
@@ -127,9 +171,10 @@ revive = function(pid, now)
   local again = {}
   for _, c in ipairs(redis.call('LRANGE', ck, 0, -1)) do
     if redis.call('HEXISTS', rk, c) == 0 then
-      local f = read_job(job_key(c), 'state', 'priority', 'dedup', 'kids')
+      local q, id = split_entry(c)
+      local f = in_queue(q, function() return read_job(job_key(id), 'state', 'priority', 'dedup', 'kids') end)
       if not f or not f[1] then return false end
-      again[#again + 1] = { c, f }
+      again[#again + 1] = { q, id, f }
     end
   end
   local p = redis.call('HMGET', pk, 'dedup', 'priority', 'run_at')
@@ -142,17 +187,19 @@ revive = function(pid, now)
   redis.call('HSET', pk, unpack(fields))
   redis.call('ZADD', K_WAITING, now, pid)
   for _, e in ipairs(again) do
-    local c, f = e[1], e[2]
-    if f[1] == 'dead' or f[1] == 'cancelled' then
-      redis.call('ZREM', K_DEAD, c)
-      redis.call('ZREM', K_CANC, c)
-      if not (f[4] and revive(c, now)) then
-        rerun(c, f[2], f[3])
-        wake(1)
+    local c, f = e[2], e[3]
+    in_queue(e[1], function()
+      if f[1] == 'dead' or f[1] == 'cancelled' then
+        redis.call('ZREM', K_DEAD, c)
+        redis.call('ZREM', K_CANC, c)
+        if not (f[4] and revive(c, now)) then
+          rerun(c, f[2], f[3])
+          wake(1)
+        end
+      elseif f[1] == 'active' then
+        redis.call('HSET', job_key(c), 'cancel', '')
       end
-    elseif f[1] == 'active' then
-      redis.call('HSET', job_key(c), 'cancel', '')
-    end
+    end)
   end
   if #again == 0 then parent_ready(pk, pid, p[2], p[3], now) end
   return true

@@ -42,7 +42,8 @@ for i = 0, n - 1 do
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'state', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids')
+    'priority', 'state', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids',
+    'parent_queue')
   local state, lease
   if f then state, lease = f[1], f[2] end
   local attempts = f and num_field(f[3] or 0, 0, 1e15)
@@ -78,7 +79,7 @@ for i = 0, n - 1 do
     done_active[#done_active + 1] = id
     done_out[#done_out + 1] = id
     release_dedup(jk, id, f[7] or '')
-    if f[11] then child_ended(id, f[11], 'completed', data, now) end
+    if f[11] then child_ended(id, f[11], f[13], 'completed', data, now) end
     retain(jk, id, K_DONE, now, f[8] or 0, done_index, f[9], f[12])
     out[#out + 1] = 'completed'
   else

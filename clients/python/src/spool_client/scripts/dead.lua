@@ -28,7 +28,8 @@ for _, id in ipairs(ids) do
       redis.call('DEL', unpack(job_keys(jk, id, '1', '1')))
       done = done + 1
     else
-      local f = read_job(jk, 'state', 'priority', 'dedup', 'kids', 'failed_by', 'parent')
+      local f = read_job(jk, 'state', 'priority', 'dedup', 'kids', 'failed_by', 'parent',
+        'parent_queue')
       if f and f[1] then
         -- A parent that a child failed comes back waiting for its children
         -- (lib.lua's `revive`); any other job runs again.
@@ -38,17 +39,26 @@ for _, id in ipairs(ids) do
         -- Its parent learns it: a waiting one counts it pending again; a
         -- dead one that a child failed is revived with all its children,
         -- and so on up a nested flow.
-        local child, parent = id, f[6]
+        -- `cq` is the child's queue; a parent's `parent_queue` is set only
+        -- when it differs from its child's.
+        local child, cq, parent, pq = id, QUEUE_NAME, f[6], f[7]
         while parent do
-          local p = read_job(job_key(parent), 'state', 'failed_by', 'parent')
-          if p and p[1] == 'waiting' then
-            local _, _, fk = flow_keys(parent)
-            redis.call('HDEL', fk, child)
-            break
-          elseif not (p and p[1] == 'dead' and p[2] and p[2] ~= '' and revive(parent, now)) then
-            break
-          end
-          child, parent = parent, p[3]
+          local q = (pq and pq ~= '') and pq or cq
+          local entry = child
+          if q ~= cq then entry = cq .. ' ' .. child end
+          local p = in_queue(q, function()
+            local r = read_job(job_key(parent), 'state', 'failed_by', 'parent', 'parent_queue')
+            if r and r[1] == 'waiting' then
+              local _, _, fk = flow_keys(parent)
+              redis.call('HDEL', fk, entry)
+              return nil
+            elseif r and r[1] == 'dead' and r[2] and r[2] ~= '' and revive(parent, now) then
+              return r
+            end
+            return nil
+          end)
+          if not p then break end
+          child, cq, parent, pq = parent, q, p[3], p[4]
         end
         done = done + 1
       else
