@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use spool_benches::setting;
-use spool_queue::{Client, Flow, JobOptions, NewJob, Settle};
+use spool_queue::{Client, Flow, JobOptions, NewJob, Queue, ReservedJob, Settle};
 use spool_testkit::RedisServer;
 
 /// The Redis process's CPU seconds, calls per command, AOF bytes, and the
@@ -99,6 +99,31 @@ fn budgets() -> Result<BTreeMap<String, (f64, f64)>> {
     Ok(out)
 }
 
+/// Leases `n` jobs, 50 per call (the runtime's batch).
+async fn reserve_all(queue: &Queue, n: usize) -> Result<Vec<ReservedJob>> {
+    let mut leased = Vec::with_capacity(n);
+    while leased.len() < n {
+        let got = queue.reserve(50, Duration::from_millis(10)).await?;
+        ensure!(!got.is_empty(), "reserved {} of {n}", leased.len());
+        leased.extend(got);
+    }
+    Ok(leased)
+}
+
+/// Completes `leased`, 50 per call (the runtime's group commit).
+async fn settle_all(queue: &Queue, leased: &[ReservedJob]) -> Result<()> {
+    for chunk in leased.chunks(50) {
+        let items = chunk
+            .iter()
+            .map(|j| (j, Settle::Complete(Vec::new())))
+            .collect();
+        for r in queue.settle_many(items).await? {
+            r?;
+        }
+    }
+    Ok(())
+}
+
 async fn run(aof: bool, n: usize) -> Result<Vec<(&'static str, Cost)>> {
     let server = spool_benches::fresh_redis(aof)?;
     let client = Client::connect(&server.url()).await?;
@@ -117,12 +142,7 @@ async fn run(aof: bool, n: usize) -> Result<Vec<(&'static str, Cost)>> {
     out.push(("enqueue", cost(&before, &sample(&server)?, n)));
 
     let before = sample(&server)?;
-    let mut leased = Vec::with_capacity(n);
-    while leased.len() < n {
-        let got = queue.reserve(50, Duration::from_millis(10)).await?;
-        ensure!(!got.is_empty(), "reserved {} of {n}", leased.len());
-        leased.extend(got);
-    }
+    let leased = reserve_all(&queue, n).await?;
     out.push(("reserve", cost(&before, &sample(&server)?, n)));
 
     let before = sample(&server)?;
@@ -132,15 +152,7 @@ async fn run(aof: bool, n: usize) -> Result<Vec<(&'static str, Cost)>> {
     out.push(("heartbeat", cost(&before, &sample(&server)?, n)));
 
     let before = sample(&server)?;
-    for chunk in leased.chunks(50) {
-        let items = chunk
-            .iter()
-            .map(|j| (j, Settle::Complete(Vec::new())))
-            .collect();
-        for r in queue.settle_many(items).await? {
-            r?;
-        }
-    }
+    settle_all(&queue, &leased).await?;
     out.push(("settle", cost(&before, &sample(&server)?, n)));
 
     // Retention runs out; the sweep deletes what it kept.
@@ -175,26 +187,9 @@ async fn run(aof: bool, n: usize) -> Result<Vec<(&'static str, Cost)>> {
         cost(&before, &sample(&server)?, n_flows * per),
     ));
     let children = n_flows * (per - 1);
-    let mut leased = Vec::with_capacity(children);
-    while leased.len() < children {
-        let got = flows.reserve(50, Duration::from_millis(10)).await?;
-        ensure!(
-            !got.is_empty(),
-            "reserved {} of {children} children",
-            leased.len()
-        );
-        leased.extend(got);
-    }
+    let leased = reserve_all(&flows, children).await?;
     let before = sample(&server)?;
-    for chunk in leased.chunks(50) {
-        let items = chunk
-            .iter()
-            .map(|j| (j, Settle::Complete(Vec::new())))
-            .collect();
-        for r in flows.settle_many(items).await? {
-            r?;
-        }
-    }
+    settle_all(&flows, &leased).await?;
     out.push(("flow_settle", cost(&before, &sample(&server)?, children)));
     ensure!(
         flows.stats().await?.ready == n_flows as u64,
