@@ -515,3 +515,30 @@ async fn children_in_another_queue_report_to_their_parent() -> Result<()> {
     ensure!(cpu.enqueue_flow(&flow).await? == ids);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_sibling_cancelled_during_a_reserve_is_not_leased() -> Result<()> {
+    let (server, q) = setup().await?;
+    q.enqueue_flow(
+        &Flow::new(with_id("p"))
+            .child(with_id("broken"))
+            .child(with_id("fine")),
+    )
+    .await?;
+    // The first child's payload is gone: the reserve that meets it records
+    // it dead, which fails the flow and cancels its sibling, next in line.
+    let mut conn = server.connection()?;
+    let _: () = redis::cmd("HDEL")
+        .arg("spool:{flows}:job:broken")
+        .arg("payload")
+        .query(&mut conn)?;
+    let got = q.reserve(10, Duration::from_secs(1)).await?;
+    ensure!(got.is_empty(), "leased {got:?}");
+    ensure!(state(&q, "broken").await? == JobState::Dead);
+    ensure!(state(&q, "fine").await? == JobState::Cancelled);
+    ensure!(state(&q, "p").await? == JobState::Dead);
+    let s = q.stats().await?;
+    ensure!(s.active == 0 && s.outstanding == 0 && s.ready == 0, "{s:?}");
+    ensure!(q.check(false).await?.findings.is_empty());
+    Ok(())
+}

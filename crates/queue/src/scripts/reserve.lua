@@ -77,6 +77,10 @@ for _, id in ipairs(cand) do
   elseif not f[10] then
     -- The hash is gone (deleted by hand, or expired): nothing to run.
     redis.call('SREM', K_OUT, id)
+  elseif f[10] == 'cancelled' or f[10] == 'dead' or f[10] == 'completed' then
+    -- Ended since this call read the backlog (a corrupt job just before
+    -- it, dead, failed their flow and cancelled it): nothing to run.
+    redis.call('SREM', K_OUT, id)
   elseif not f[1] then
     to_dead(jk, id, now, 'corrupt job: its hash has no payload field')
   elseif bad then
