@@ -78,14 +78,6 @@ end
 guard_keys()
 for q in pairs(others) do in_queue(q, guard_keys) end
 
--- A live job holding dedup key `d`, or nil.
-local function dedup_holder(d)
-  if d == '' then return nil end
-  local held = redis.pcall('GET', PREFIX .. 'dedup:' .. d)
-  if type(held) == 'string' and redis.call('EXISTS', job_key(held)) == 1 then return held end
-  return nil
-end
-
 -- The ids of a stored flow, in document order.
 local function flow_ids(id, out)
   out[#out + 1] = id

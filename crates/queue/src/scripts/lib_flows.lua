@@ -141,13 +141,12 @@ end
 -- without one, so one key never names two live jobs. Appends to `fields`.
 reclaim_dedup = function(id, d, fields)
   if not d or d == '' then return end
-  local dk = PREFIX .. 'dedup:' .. d
-  local held = redis.pcall('GET', dk)
-  if type(held) == 'string' and held ~= id and redis.call('EXISTS', job_key(held)) == 1 then
+  local holder = dedup_holder(d)
+  if holder and holder ~= id then
     fields[#fields + 1] = 'dedup'
     fields[#fields + 1] = ''
   else
-    redis.call('SET', dk, id)
+    redis.call('SET', PREFIX .. 'dedup:' .. d, id)
   end
 end
 

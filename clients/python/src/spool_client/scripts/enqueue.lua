@@ -45,18 +45,9 @@ for i = 0, n - 1 do
   if redis.call('EXISTS', jk) == 1 then
     existing = id
   elseif dedup ~= '' then
-    local dk = PREFIX .. 'dedup:' .. dedup
-    local held = redis.pcall('GET', dk)
-    if type(held) == 'table' then
-      -- Not a string: not a dedup key spool wrote; take it over.
-      redis.call('DEL', dk)
-      held = false
-    end
-    if held and redis.call('EXISTS', job_key(held)) == 1 then
-      existing = held
-    else
-      redis.call('SET', dk, id)
-    end
+    existing = dedup_holder(dedup)
+    -- SET takes the key over, whatever it held (a stale claim, damage).
+    if not existing then redis.call('SET', PREFIX .. 'dedup:' .. dedup, id) end
   end
   if existing then
     out[#out + 1] = existing

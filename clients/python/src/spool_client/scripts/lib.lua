@@ -218,6 +218,16 @@ local function make_ready(id, priority, front, fields)
   end
 end
 
+-- The live job holding dedup key `d`, or nil: the key names a job whose
+-- hash exists. A key of another type is not one spool wrote (a SET takes
+-- it over), and a key naming a deleted job is stale.
+local function dedup_holder(d)
+  if not d or d == '' then return nil end
+  local held = redis.pcall('GET', PREFIX .. 'dedup:' .. d)
+  if type(held) == 'string' and redis.call('EXISTS', job_key(held)) == 1 then return held end
+  return nil
+end
+
 -- A live dedup key points at a job until it ends; only its own job frees it.
 -- `dedup` is the job's dedup field when the caller has read it already.
 local function release_dedup(jk, id, dedup)
