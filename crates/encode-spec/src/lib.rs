@@ -90,6 +90,67 @@ pub struct EncodeSpec {
     /// wins over it, and the worker's `SPOOL_MAX_JOB_TIMEOUT` caps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u32>,
+    /// Split the encode into chunks at the source's keyframes, each encoded
+    /// by its own job (any worker of the queue), then joined without
+    /// re-encoding (docs/encode-jobs.md, "Chunked encodes"). Only for
+    /// inputs a worker can seek in: a local path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<Chunking>,
+    /// Set by spool's planner on the jobs it makes of a chunked encode, never
+    /// by a producer: this job encodes one chunk, or joins them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<Part>,
+}
+
+/// How a chunked encode is split.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Chunking {
+    /// The length of a chunk to aim for, in seconds: each boundary is the
+    /// source keyframe nearest a multiple of it (with HLS, of the segment
+    /// length too).
+    pub target_s: f64,
+}
+
+/// Shortest and longest [`Chunking::target_s`].
+pub const CHUNK_TARGET_RANGE: (f64, f64) = (2.0, 3600.0);
+/// Most chunks one encode is split into.
+pub const MAX_CHUNKS: u32 = 1000;
+
+/// One job of a chunked encode, as the planner writes it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "lowercase", tag = "kind")]
+pub enum Part {
+    /// Encode the video frames whose timestamps lie in `start..end` (in
+    /// `time_base`, counted from the input's start as outputs are) into
+    /// MP4 chunk files named by the spec's `output`, without audio.
+    Chunk {
+        /// The chunk's index, from 0.
+        index: u32,
+        /// How many chunks the encode has.
+        count: u32,
+        /// The first frame's timestamp (a keyframe of the source).
+        start: i64,
+        /// The first timestamp of the next chunk; none for the last.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<i64>,
+        /// The source video stream's time base, `[num, den]`.
+        time_base: [i32; 2],
+    },
+    /// Join the chunk files into the spec's outputs, stream-copying the
+    /// video, with the audio encoded once from the input.
+    Join {
+        /// How many chunks.
+        count: u32,
+        /// Where the chunks are: the output name (relative to the output
+        /// root) their files were written under, `<dir>/c00000.mp4` and so
+        /// on (`c00000_<rendition>.mp4` for a ladder).
+        dir: String,
+        /// The chunks' start timestamps, in `time_base`.
+        starts: Vec<i64>,
+        /// The source video stream's time base, `[num, den]`.
+        time_base: [i32; 2],
+    },
 }
 
 /// Longest `timeout_s` an encode spec may ask for: 31 days, as for a job's
@@ -532,8 +593,114 @@ impl EncodeSpec {
                 "must be within 1..=60",
             ));
         }
+        self.validate_chunking()
+    }
+
+    fn validate_chunking(&self) -> Result<(), SpecError> {
+        if let Some(c) = self.chunking {
+            let (lo, hi) = CHUNK_TARGET_RANGE;
+            if !(lo..=hi).contains(&c.target_s) {
+                return Err(SpecError::new(
+                    "chunking.target_s",
+                    format!("must be within {lo}..={hi} seconds"),
+                ));
+            }
+            let lower = self.input.to_ascii_lowercase();
+            if lower.starts_with("http://") || lower.starts_with("https://") {
+                return Err(SpecError::new(
+                    "chunking",
+                    "needs an input every chunk's worker can seek in (a path under the input root); an http(s) input is not",
+                ));
+            }
+            if S3Uri::is_s3(&self.input) || S3Uri::is_s3(&self.output) {
+                return Err(SpecError::new(
+                    "chunking",
+                    "does not take s3:// inputs or outputs yet (docs/encode-jobs.md, \"Chunked encodes\"): use a path under the worker's roots",
+                ));
+            }
+            if self.part.is_some() {
+                return Err(SpecError::new(
+                    "part",
+                    "is set by spool's planner on the jobs of a chunked encode; a spec with `chunking` has none",
+                ));
+            }
+        }
+        match &self.part {
+            None => {}
+            Some(Part::Chunk {
+                index,
+                count,
+                start,
+                end,
+                time_base,
+            }) => {
+                if *count == 0 || *count > MAX_CHUNKS || index >= count {
+                    return Err(SpecError::new(
+                        "part.index",
+                        format!(
+                            "{index} of {count}: must be below count, and count within 1..={MAX_CHUNKS}"
+                        ),
+                    ));
+                }
+                if *start < 0 || end.is_some_and(|e| e <= *start) {
+                    return Err(SpecError::new(
+                        "part.end",
+                        "must be after start, and start not negative",
+                    ));
+                }
+                check_time_base(time_base)?;
+                if self.container != Container::Mp4 || self.audio != Audio::None {
+                    return Err(SpecError::new(
+                        "part",
+                        "a chunk is encoded to MP4 without audio (the join adds it)",
+                    ));
+                }
+            }
+            Some(Part::Join {
+                count,
+                dir,
+                starts,
+                time_base,
+            }) => {
+                if *count == 0 || *count > MAX_CHUNKS || starts.len() != *count as usize {
+                    return Err(SpecError::new(
+                        "part.starts",
+                        format!(
+                            "must list count ({count}, within 1..={MAX_CHUNKS}) start timestamps"
+                        ),
+                    ));
+                }
+                if starts.windows(2).any(|w| w[1] <= w[0]) || starts.first().is_some_and(|s| *s < 0)
+                {
+                    return Err(SpecError::new(
+                        "part.starts",
+                        "must increase from 0 or later",
+                    ));
+                }
+                if dir.trim().is_empty() {
+                    return Err(SpecError::new("part.dir", "is empty"));
+                }
+                check_time_base(time_base)?;
+            }
+        }
         Ok(())
     }
+
+    /// Whether this spec asks to be split into chunks (and is not itself a
+    /// chunk or a join).
+    pub fn is_chunked(&self) -> bool {
+        self.chunking.is_some() && self.part.is_none()
+    }
+}
+
+fn check_time_base(tb: &[i32; 2]) -> Result<(), SpecError> {
+    if tb[0] <= 0 || tb[1] <= 0 {
+        return Err(SpecError::new(
+            "part.time_base",
+            "must be two positive integers",
+        ));
+    }
+    Ok(())
 }
 
 impl Rendition {

@@ -16,6 +16,7 @@
 
 pub mod avlog;
 mod backend;
+pub mod chunks;
 mod error;
 pub mod fetch;
 mod ffi;
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use backend::Backend;
+pub use chunks::ChunkPlan;
 pub use error::EncodeError;
 pub use fetch::HttpPolicy;
 pub use hw::{Device, Stage, Stages};
@@ -584,6 +586,20 @@ impl Encoder {
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
         let inner = &*self.inner;
+        if let Some(spool_encode_spec::Part::Join { count, dir, .. }) = &spec.part {
+            let chunks = self.chunk_files(spec, dir, *count)?;
+            let job = pipeline::Job {
+                spec,
+                input,
+                display: &spec.input,
+                target,
+                owner,
+                limits: &inner.config.limits,
+                gpu_decode: inner.config.gpu_decode,
+                gpu_found: None,
+            };
+            return pipeline::join(&job, &chunks, progress, cancel);
+        }
         let job = pipeline::Job {
             spec,
             input,
@@ -635,6 +651,127 @@ impl Encoder {
                 ::metrics::counter!(crate::metrics::NVENC_FALLBACKS).increment(1);
                 run(Backend::Cpu, format!("CPU fallback: {why_not}"), progress)
             }
+        }
+    }
+
+    /// The chunk files of a join: per chunk, one per rendition, opened
+    /// under the output root.
+    fn chunk_files(
+        &self,
+        spec: &EncodeSpec,
+        dir: &str,
+        count: u32,
+    ) -> Result<Vec<Vec<paths::InputFile>>, EncodeError> {
+        let root = &self.inner.config.output_root;
+        let ladder = spec.renditions.len() > 1;
+        (0..count)
+            .map(|c| {
+                let name = chunks::chunk_name(dir, c);
+                let stem = name.rsplit('/').next().unwrap_or(&name).to_owned();
+                spec.renditions
+                    .iter()
+                    .map(|r| {
+                        let file = if ladder {
+                            format!("{stem}_{}.mp4", r.label())
+                        } else {
+                            format!("{stem}.mp4")
+                        };
+                        let path = format!("{}/{file}", dir.trim_end_matches('/'));
+                        paths::open_input(root, &path).map_err(|e| {
+                            EncodeError::Failed(format!(
+                                "chunk {c} of the join is missing ({path}: {e}); its job must complete first"
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Reads the keyframe index of `spec`'s input (a path under the input
+    /// root) and plans its chunks ([`chunks::pick_starts`]). Reads every
+    /// packet's header, decodes nothing.
+    pub async fn plan_chunks(
+        &self,
+        spec: &EncodeSpec,
+        cancel: &CancellationToken,
+    ) -> Result<ChunkPlan, EncodeError> {
+        let config = &self.inner.config;
+        spec.validate(&config.limits)?;
+        let Some(chunking) = spec.chunking else {
+            return Err(EncodeError::spec("chunking", "is not set"));
+        };
+        let segment_s = match spec.container {
+            Container::Hls { segment_s } => Some(segment_s),
+            Container::Mp4 => None,
+        };
+        let (this, spec, cancel) = (self.clone(), spec.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || {
+            let config = &this.inner.config;
+            let input = paths::open_input(&config.input_root, &spec.input)?;
+            let index = pipeline::keyframes(&input, &spec.input, &config.limits, &cancel)?;
+            let tb = f64::from(index.time_base[0]) / f64::from(index.time_base[1]);
+            let starts = chunks::pick_starts(
+                &index.keyframes,
+                tb,
+                index.end,
+                chunking.target_s,
+                segment_s,
+            );
+            Ok(ChunkPlan {
+                time_base: index.time_base,
+                starts,
+                end: index.end,
+                keyframes: index.keyframes.len(),
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(EncodeError::Failed(format!(
+                "the planning thread ended abnormally: {e}"
+            )))
+        })
+    }
+
+    /// Removes a chunked encode's chunk directory `dir` (an output name
+    /// made by [`chunks::chunk_dir`]) and everything in it; nothing when it
+    /// is gone already. Refuses any other name, and a path through a
+    /// symbolic link.
+    pub fn remove_chunks(&self, dir: &str) -> Result<(), EncodeError> {
+        let parts = paths::check_output_name(dir)?;
+        if !parts.last().is_some_and(|p| p.starts_with("spool-chunks-")) {
+            return Err(EncodeError::PathRefused {
+                path: dir.to_owned(),
+                reason: "not a chunk directory (spool-chunks-…)".into(),
+            });
+        }
+        let mut path = self.inner.config.output_root.clone();
+        for p in parts {
+            path.push(p);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(EncodeError::PathRefused {
+                        path: dir.to_owned(),
+                        reason: "a component is a symbolic link".into(),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => {
+                    return Err(EncodeError::Failed(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EncodeError::Failed(format!(
+                "cannot remove the chunks at {}: {e}",
+                path.display()
+            ))),
         }
     }
 

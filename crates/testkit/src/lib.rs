@@ -25,7 +25,10 @@ mod tls;
 
 pub use cluster::RedisCluster;
 pub use faults::{Fault, FaultProxy, Gate, Rule};
-pub use media::{Tmpfs, ffmpeg, lavfi_clip, lavfi_video};
+pub use media::{
+    Tmpfs, chunk_source, decode_errors, decoded_frames, ffmpeg, lavfi_clip, lavfi_video,
+    packet_md5s, packets, psnr_per_frame, stream_times,
+};
 pub use s3::{PUBLIC_BUCKET, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, weed_binary};
 pub use sentinel::{RedisSentinel, SENTINEL_MASTER};
 pub use server::{RedisServer, ServerOptions};

@@ -58,6 +58,11 @@ pub(crate) struct EncodeArgs {
     /// by the worker's `SPOOL_MAX_JOB_TIMEOUT`.
     #[arg(long)]
     pub(crate) timeout: Option<String>,
+    /// Split the encode into chunks of about this length (`60s`, `2m`) at
+    /// the input's keyframes, encoded in parallel by the queue's workers and
+    /// joined (docs/encode-jobs.md, "Chunked encodes").
+    #[arg(long, value_name = "LENGTH")]
+    pub(crate) chunked: Option<String>,
 }
 
 /// Builds the typed encode spec from flags and validates it as the worker
@@ -113,6 +118,19 @@ pub(crate) fn encode_spec(a: &EncodeArgs) -> Result<serde_json::Value, Failure> 
                     })?,
             ),
         },
+        chunking: match &a.chunked {
+            None => None,
+            Some(t) => Some(spool_encode_spec::Chunking {
+                target_s: spool_queue::parse_duration(t)
+                    .map(|d| d.as_secs_f64())
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "invalid --chunked {t:?}: use a chunk length such as 60s or 2m"
+                        ))
+                    })?,
+            }),
+        },
+        part: None,
     };
     spec.validate(&Limits::default())
         .map_err(|e| usage(e.to_string()))?;

@@ -1,7 +1,7 @@
 //! The audio side: AAC encoded once and muxed into every rendition, or the
 //! input's stream copied.
 
-use super::{AudioOut, EncodeError, RenditionOut, failed};
+use super::{AudioOut, EncodeError, Muxed, failed};
 use ff::{Packet, Rational, codec, encoder, filter, format, frame};
 use ffmpeg_next as ff;
 /// The sample rates FFmpeg's AAC encoder takes.
@@ -27,8 +27,8 @@ pub(super) fn aac_rate(rate: u32) -> u32 {
     }
 }
 
-pub(super) fn aac_setup(
-    outs: &mut [RenditionOut],
+pub(super) fn aac_setup<O: Muxed>(
+    outs: &mut [O],
     ist: usize,
     ist_tb: Rational,
     par: codec::Parameters,
@@ -56,7 +56,7 @@ pub(super) fn aac_setup(
     let global = outs
         .first()
         .map(|o| {
-            o.octx
+            o.octx_ref()
                 .format()
                 .flags()
                 .contains(format::Flags::GLOBAL_HEADER)
@@ -85,7 +85,7 @@ pub(super) fn aac_setup(
     })?;
     for o in outs.iter_mut() {
         let mut ost = o
-            .octx
+            .octx()
             .add_stream(codec)
             .map_err(|e| failed("adding the audio stream", e))?;
         ost.set_parameters(&encoder);
@@ -140,6 +140,28 @@ pub(super) fn aac_setup(
     })
 }
 
+/// The input's audio stream `ist` copied into every output.
+pub(super) fn copy_setup<O: Muxed>(
+    outs: &mut [O],
+    ist: usize,
+    ist_tb: Rational,
+    par: codec::Parameters,
+) -> Result<AudioOut, EncodeError> {
+    for o in outs.iter_mut() {
+        let mut ost = o
+            .octx()
+            .add_stream(encoder::find(codec::Id::None))
+            .map_err(|e| failed("adding the audio stream", e))?;
+        ost.set_parameters(par.clone());
+        clear_codec_tag(&mut ost);
+    }
+    Ok(AudioOut::Copy {
+        ist,
+        ist_tb,
+        last_dts: None,
+    })
+}
+
 impl AudioOut {
     /// The input stream that goes to the outputs, if any.
     pub(super) fn input(&self) -> Option<usize> {
@@ -150,9 +172,9 @@ impl AudioOut {
     }
 }
 
-pub(super) fn audio_packet(
+pub(super) fn audio_packet<O: Muxed>(
     audio: &mut AudioOut,
-    outs: &mut [RenditionOut],
+    outs: &mut [O],
     si: usize,
     packet: &Packet,
 ) -> Result<(), EncodeError> {
@@ -172,13 +194,13 @@ pub(super) fn audio_packet(
                 *last_dts = Some(d);
             }
             for o in outs.iter_mut() {
-                let Some(tb) = o.audio_tb else { continue };
+                let Some(tb) = o.audio_tb() else { continue };
                 let mut p = packet.clone();
                 p.set_stream(1);
                 p.set_position(-1);
                 p.rescale_ts(*ist_tb, tb);
-                p.write_interleaved(&mut o.octx)
-                    .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
+                p.write_interleaved(o.octx())
+                    .map_err(|e| failed(format!("writing rendition {}", o.label()), e))?;
             }
             Ok(())
         }
@@ -203,9 +225,9 @@ pub(super) fn audio_packet(
     }
 }
 
-pub(super) fn audio_flush(
+pub(super) fn audio_flush<O: Muxed>(
     audio: &mut AudioOut,
-    outs: &mut [RenditionOut],
+    outs: &mut [O],
 ) -> Result<(), EncodeError> {
     if let AudioOut::Aac {
         decoder,
@@ -223,13 +245,13 @@ pub(super) fn audio_flush(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn aac_pump(
+pub(super) fn aac_pump<O: Muxed>(
     decoder: &mut codec::decoder::Audio,
     next_ts: &mut Option<i64>,
     graph: &mut filter::Graph,
     encoder: &mut encoder::Audio,
     enc_tb: Rational,
-    outs: &mut [RenditionOut],
+    outs: &mut [O],
     eof: bool,
 ) -> Result<(), EncodeError> {
     let mut decoded = frame::Audio::empty();
@@ -279,20 +301,20 @@ pub(super) fn aac_pump(
     Ok(())
 }
 
-pub(super) fn aac_write(
+pub(super) fn aac_write<O: Muxed>(
     encoder: &mut encoder::Audio,
     enc_tb: Rational,
-    outs: &mut [RenditionOut],
+    outs: &mut [O],
 ) -> Result<(), EncodeError> {
     let mut p = Packet::empty();
     while encoder.receive_packet(&mut p).is_ok() {
         for o in outs.iter_mut() {
-            let Some(tb) = o.audio_tb else { continue };
+            let Some(tb) = o.audio_tb() else { continue };
             let mut q = p.clone();
             q.set_stream(1);
             q.rescale_ts(enc_tb, tb);
-            q.write_interleaved(&mut o.octx)
-                .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
+            q.write_interleaved(o.octx())
+                .map_err(|e| failed(format!("writing rendition {}", o.label()), e))?;
         }
     }
     Ok(())

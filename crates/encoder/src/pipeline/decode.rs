@@ -275,6 +275,21 @@ pub(super) struct Reading<'a, 'j> {
     pub(super) started: Instant,
     pub(super) progress: &'a mut dyn FnMut(Progress),
     pub(super) cancel: &'a CancellationToken,
+    /// A chunk's frames: timestamps in `start..end` of the video stream
+    /// (counted from the input's start, as outputs are); `None` for all.
+    pub(super) range: Option<(i64, Option<i64>)>,
+}
+
+/// How a ranged read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RangeEnd {
+    /// Not ranged, or the range runs to the input's end.
+    Open,
+    /// A frame at or past the range's end was decoded: every frame of the
+    /// range was.
+    Reached,
+    /// The input ended before the range's end.
+    Short,
 }
 
 /// The read loop: every packet read with `Packet::read` and decided per error
@@ -289,7 +304,7 @@ pub(super) fn read_all(
     seen: &mut Decoded<'_>,
     sinks: Sinks<'_>,
     run: Reading<'_, '_>,
-) -> Result<Option<ff::Error>, EncodeError> {
+) -> Result<(Option<ff::Error>, RangeEnd), EncodeError> {
     let Sinks {
         graphs,
         outs,
@@ -301,6 +316,7 @@ pub(super) fn read_all(
         started,
         progress,
         cancel,
+        range,
     } = run;
     let display = job.display;
     let mut last_report = Instant::now() - PROGRESS_EVERY;
@@ -309,6 +325,29 @@ pub(super) fn read_all(
     let mut eagain = 0u32;
     let mut read_error: Option<ff::Error> = None;
     let origins = origins(ictx, v_index, audio.input());
+    let mut end = RangeEnd::Open;
+    if let Some((start, stop)) = range {
+        seek_to(
+            ictx,
+            v_index,
+            start,
+            origins.get(v_index).copied().unwrap_or(0),
+        )?;
+        if stop.is_some() {
+            end = RangeEnd::Short;
+        }
+    }
+    let wanted = |ts: Option<i64>, end: &mut RangeEnd| -> bool {
+        let Some((start, stop)) = range else {
+            return true;
+        };
+        let Some(t) = ts else { return true };
+        if stop.is_some_and(|e| t >= e) {
+            *end = RangeEnd::Reached;
+            return false;
+        }
+        t >= start
+    };
     loop {
         if cancel.is_cancelled() {
             return Err(EncodeError::Cancelled);
@@ -344,9 +383,14 @@ pub(super) fn read_all(
                 return Err(seen.decode_error(decoder, e));
             }
             while decoder.receive_frame(&mut decoded).is_ok() {
-                take(&mut decoded, seen, outs, graphs, display)?;
+                if wanted(decoded.timestamp(), &mut end) {
+                    take(&mut decoded, seen, outs, graphs, display)?;
+                }
             }
-        } else {
+            if end == RangeEnd::Reached {
+                break;
+            }
+        } else if range.is_none() {
             if audio.input() == Some(si)
                 && let Some(st) = ictx.stream(si)
             {
@@ -368,9 +412,42 @@ pub(super) fn read_all(
         return Err(seen.decode_error(decoder, e));
     }
     while decoder.receive_frame(&mut decoded).is_ok() {
-        take(&mut decoded, seen, outs, graphs, display)?;
+        if wanted(decoded.timestamp(), &mut end) {
+            take(&mut decoded, seen, outs, graphs, display)?;
+        }
     }
-    Ok(read_error)
+    Ok((read_error, end))
+}
+
+/// Seeks to the keyframe at or before `start` (video timestamps counted
+/// from the input's start; `origin` is the stream's start in its time
+/// base): a chunk decodes from there and drops the frames before `start`.
+fn seek_to(
+    ictx: &mut format::context::Input,
+    v_index: usize,
+    start: i64,
+    origin: i64,
+) -> Result<(), EncodeError> {
+    use ff::Rescale;
+    let Some(tb) = ictx.stream(v_index).map(|s| s.time_base()) else {
+        return Err(EncodeError::Failed("the video stream is gone".into()));
+    };
+    // Rounded down: landing a keyframe early costs a GOP of decoding,
+    // landing late would lose frames.
+    let raw = start.saturating_add(origin);
+    let us = raw.rescale(tb, ff::rescale::TIME_BASE).saturating_sub(1);
+    if raw <= 0 {
+        return Ok(());
+    }
+    ictx.seek(us, ..us).map_err(|e| {
+        super::failed(
+            format!(
+                "seeking to the chunk's start ({:.3} s)",
+                raw as f64 * f64::from(tb)
+            ),
+            e,
+        )
+    })
 }
 
 /// One decoded frame through every rendition. A CUDA frame stays on the

@@ -25,16 +25,20 @@
 mod audio;
 mod decode;
 mod input;
+mod join;
 mod output;
+mod plan;
 mod rotation;
 mod verify;
 mod video;
 
-use audio::{aac_setup, audio_flush, clear_codec_tag};
+use audio::{aac_setup, audio_flush, copy_setup};
 use decode::{Decoded, Reading, Sinks, read_all};
 pub(crate) use input::open_input;
 use input::{VideoSource, probe_video};
+pub(crate) use join::run as join;
 use output::{describe, master_playlist, mp4_name};
+pub(crate) use plan::keyframes;
 use rotation::Rotation;
 use video::{RenditionCtx, open_rendition, push_video};
 
@@ -229,6 +233,34 @@ struct RenditionOut {
     frame_dur: i64,
 }
 
+/// An output the audio side writes to: a rendition being encoded, or one
+/// being joined from chunks.
+pub(super) trait Muxed {
+    /// The muxer.
+    fn octx(&mut self) -> &mut format::context::Output;
+    /// The muxer, to read.
+    fn octx_ref(&self) -> &format::context::Output;
+    /// The audio stream's time base once the header is written.
+    fn audio_tb(&self) -> Option<Rational>;
+    /// The rendition's name, for messages.
+    fn label(&self) -> &str;
+}
+
+impl Muxed for RenditionOut {
+    fn octx(&mut self) -> &mut format::context::Output {
+        &mut self.octx
+    }
+    fn octx_ref(&self) -> &format::context::Output {
+        &self.octx
+    }
+    fn audio_tb(&self) -> Option<Rational> {
+        self.audio_tb
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+}
+
 /// The audio side: decode + AAC encode once, or copy.
 enum AudioOut {
     None,
@@ -386,39 +418,14 @@ pub(crate) fn run(
     let audio_codec = astream.as_ref().map(|(_, _, par)| par.id().name());
     let mut audio = match (&spec.audio, astream) {
         (_, None) | (Audio::None, _) => AudioOut::None,
-        (Audio::Copy, Some((ist, ist_tb, par))) => {
-            for o in &mut outs {
-                let mut ost = o
-                    .octx
-                    .add_stream(encoder::find(codec::Id::None))
-                    .map_err(|e| failed("adding the audio stream", e))?;
-                ost.set_parameters(par.clone());
-                clear_codec_tag(&mut ost);
-            }
-            AudioOut::Copy {
-                ist,
-                ist_tb,
-                last_dts: None,
-            }
-        }
+        (Audio::Copy, Some((ist, ist_tb, par))) => copy_setup(&mut outs, ist, ist_tb, par)?,
         (Audio::Aac { bitrate_kbps }, Some((ist, ist_tb, par))) => {
             aac_setup(&mut outs, ist, ist_tb, par, *bitrate_kbps)?
         }
     };
 
     for o in &mut outs {
-        let mut hopts = Dictionary::new();
-        if let Container::Hls { segment_s } = spec.container {
-            hopts.set("hls_time", &format!("{segment_s}"));
-            hopts.set("hls_playlist_type", "vod");
-            hopts.set("hls_list_size", "0");
-            // spool's own pattern in spool's own directory: the only name
-            // FFmpeg expands.
-            let dir = o.seg_dir.as_deref().unwrap_or_default();
-            hopts.set("hls_segment_filename", &format!("{dir}/seg_%05d.ts"));
-        } else {
-            hopts.set("movflags", "+faststart");
-        }
+        let hopts = hls_options(spec, o.seg_dir.as_deref());
         o.octx.write_header_with(hopts).map_err(|e| {
             if let (Audio::Copy, Some(codec)) = (&spec.audio, audio_codec) {
                 // The only stream the spec did not ask spool to encode.
@@ -441,7 +448,15 @@ pub(crate) fn run(
     // The main loop: read with `Packet::read` and decide per error (the
     // packet iterator would retry a failing read forever).
     let mut seen = Decoded::new(display, limits, src.tb, src.frame_rate, spec);
-    let read_error = read_all(
+    let range = chunk_range(spec, src.tb)?;
+    let duration_s = match range {
+        Some((start, end)) => {
+            let end = end.map_or(src.duration_s, |e| e as f64 * f64::from(src.tb));
+            (end - start as f64 * f64::from(src.tb)).max(0.0)
+        }
+        None => src.duration_s,
+    };
+    let (read_error, range_end) = read_all(
         ictx,
         src.index,
         &mut src.decoder,
@@ -453,10 +468,11 @@ pub(crate) fn run(
         },
         Reading {
             job,
-            duration_s: src.duration_s,
+            duration_s,
             started,
             progress,
             cancel,
+            range,
         },
     )?;
     if seen.frames == 0 {
@@ -468,7 +484,21 @@ pub(crate) fn run(
             },
         });
     }
-    let truncated = seen.truncation(read_error, src.declared_frames, src.video_duration_s);
+    let truncated = match (range, range_end) {
+        // A chunk: the whole input is not read, so only a read error or an
+        // input that ends before the chunk's end says it is cut short.
+        (Some(_), decode::RangeEnd::Short) => Some(format!(
+            "the input ended after {:.1} s of the chunk, before its end",
+            seen.time_s()
+        )),
+        (Some(_), _) => read_error.map(|e| {
+            format!(
+                "reading stopped after {} frames of the chunk: {e}",
+                seen.frames
+            )
+        }),
+        (None, _) => seen.truncation(read_error, src.declared_frames, src.video_duration_s),
+    };
     if let Some(why) = &truncated
         && !spec.allow_truncated
     {
@@ -510,7 +540,7 @@ pub(crate) fn run(
     };
 
     let wall = started.elapsed().as_secs_f64();
-    progress(report(seen.frames, src.duration_s, src.duration_s, started));
+    progress(report(seen.frames, duration_s, duration_s, started));
     let outputs = outs
         .iter()
         .zip(&facts)
@@ -556,6 +586,46 @@ pub(crate) fn run(
         truncated: truncated.is_some(),
         objects: Vec::new(),
     })
+}
+
+/// The muxer options of an output: HLS's segmenting, or MP4's index first.
+fn hls_options(spec: &EncodeSpec, seg_dir: Option<&str>) -> Dictionary<'static> {
+    let mut hopts = Dictionary::new();
+    if let Container::Hls { segment_s } = spec.container {
+        hopts.set("hls_time", &format!("{segment_s}"));
+        hopts.set("hls_playlist_type", "vod");
+        hopts.set("hls_list_size", "0");
+        // spool's own pattern in spool's own directory: the only name
+        // FFmpeg expands.
+        let dir = seg_dir.unwrap_or_default();
+        hopts.set("hls_segment_filename", &format!("{dir}/seg_%05d.ts"));
+    } else {
+        hopts.set("movflags", "+faststart");
+    }
+    hopts
+}
+
+/// A chunk's range of video timestamps in the decoder's time base `tb`,
+/// from the spec's `part`; `None` for a whole encode.
+fn chunk_range(spec: &EncodeSpec, tb: Rational) -> Result<Option<(i64, Option<i64>)>, EncodeError> {
+    let Some(spool_encode_spec::Part::Chunk {
+        start,
+        end,
+        time_base,
+        ..
+    }) = &spec.part
+    else {
+        return Ok(None);
+    };
+    use ff::Rescale;
+    let from = Rational::new(time_base[0], time_base[1]);
+    if from == tb {
+        return Ok(Some((*start, *end)));
+    }
+    Ok(Some((
+        start.rescale(from, tb),
+        end.map(|e| e.rescale(from, tb)),
+    )))
 }
 
 fn report(frames: u64, time: f64, duration: f64, started: Instant) -> Progress {

@@ -20,8 +20,20 @@ pub(super) fn master_playlist(
     w: u32,
     h: u32,
 ) -> String {
+    let labels: Vec<String> = outs.iter().map(|o| o.label.clone()).collect();
+    master_playlist_of(&labels, specs, w, h)
+}
+
+/// The master playlist of renditions named `labels` (their playlists at
+/// `<label>/index.m3u8`) for an input of `w`×`h`.
+pub(super) fn master_playlist_of(
+    labels: &[String],
+    specs: &[crate::Rendition],
+    w: u32,
+    h: u32,
+) -> String {
     let mut m = String::from("#EXTM3U\n#EXT-X-VERSION:3\n");
-    for (o, r) in outs.iter().zip(specs) {
+    for (label, r) in labels.iter().zip(specs) {
         let (rw, rh) = r.size_for(w, h);
         let bw = r.bitrate_kbps.map(|k| k as u64 * 1000).unwrap_or_else(|| {
             // Without a target, estimate from the pixels: about 0.1 bit a pixel
@@ -29,8 +41,7 @@ pub(super) fn master_playlist(
             rw as u64 * rh as u64 * 3
         });
         m.push_str(&format!(
-            "#EXT-X-STREAM-INF:BANDWIDTH={bw},RESOLUTION={rw}x{rh}\n{}/index.m3u8\n",
-            o.label
+            "#EXT-X-STREAM-INF:BANDWIDTH={bw},RESOLUTION={rw}x{rh}\n{label}/index.m3u8\n"
         ));
     }
     m

@@ -1,0 +1,464 @@
+//! The join of a chunked encode: each rendition's chunk files (MP4, video
+//! only, written by `run` with a `part: chunk` spec) stream-copied one after
+//! the other into the rendition's output, and the audio encoded once from
+//! the input (or copied) and muxed in, so nothing is re-encoded and no audio
+//! priming gap falls on a seam.
+//!
+//! Timestamps: chunk `i` starts at the plan's `starts[i]`, in the input's
+//! video time base counted from the video's start; each chunk file's packets
+//! keep their distances from its first packet (its opening keyframe, which
+//! is also its earliest frame: chunks are closed GOPs). The decode-order
+//! delay an encoder gives B-frames is the same in every chunk, so decode
+//! timestamps stay strictly increasing across seams. The MP4 muxer writes
+//! the edit list that lets the first frame show at 0, as for one encode.
+
+use super::audio::{aac_setup, audio_flush, audio_packet, copy_setup};
+use super::decode::origins;
+use super::output::master_playlist_of;
+use super::{
+    AudioOut, CancellationToken, EncodeError, EncodeResult, Instant, Job, Muxed, OutputInfo,
+    PROGRESS_EVERY, Phase, Progress, failed, hls_options, output_names,
+};
+use crate::backend::Backend;
+use crate::paths::{InputFile, Staging};
+use crate::{Audio, Container};
+use ff::{Packet, Rational, Rescale, codec, encoder, format, media};
+use ffmpeg_next as ff;
+
+/// One output being joined.
+pub(super) struct JoinOut {
+    label: String,
+    octx: format::context::Output,
+    video_tb: Rational,
+    audio_tb: Option<Rational>,
+    stage_name: String,
+    final_name: String,
+    final_path: std::path::PathBuf,
+    seg_dir: Option<String>,
+    frames: u64,
+    width: u32,
+    height: u32,
+    codec: String,
+    /// The last decode timestamp written, in `video_tb`.
+    last_dts: Option<i64>,
+}
+
+impl Muxed for JoinOut {
+    fn octx(&mut self) -> &mut format::context::Output {
+        &mut self.octx
+    }
+    fn octx_ref(&self) -> &format::context::Output {
+        &self.octx
+    }
+    fn audio_tb(&self) -> Option<Rational> {
+        self.audio_tb
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// The source's audio, read up to where the video has got.
+struct AudioReader {
+    ictx: super::OpenedInput,
+    audio: AudioOut,
+    origins: Vec<i64>,
+    /// A packet read past the current bound, kept for the next.
+    held: Option<Packet>,
+    done: bool,
+}
+
+impl AudioReader {
+    /// Writes the audio whose timestamps are before `until` seconds (all of
+    /// it with `None`).
+    fn pump(&mut self, until: Option<f64>, outs: &mut [JoinOut]) -> Result<(), EncodeError> {
+        let Some(ist) = self.audio.input() else {
+            return Ok(());
+        };
+        let tb = self
+            .ictx
+            .ctx
+            .stream(ist)
+            .map(|s| s.time_base())
+            .unwrap_or(Rational::new(1, 1));
+        loop {
+            let packet = match self.held.take() {
+                Some(p) => p,
+                None if self.done => return Ok(()),
+                None => {
+                    let mut p = Packet::empty();
+                    match p.read(&mut self.ictx.ctx) {
+                        Ok(()) => {}
+                        Err(ff::Error::Eof) => {
+                            self.done = true;
+                            return Ok(());
+                        }
+                        Err(e) => return Err(failed("reading the input's audio", e)),
+                    }
+                    if p.stream() != ist {
+                        continue;
+                    }
+                    if let Some(o) = self.origins.get(ist).copied().filter(|o| *o != 0) {
+                        p.set_pts(p.pts().map(|t| t.saturating_sub(o)));
+                        p.set_dts(p.dts().map(|t| t.saturating_sub(o)));
+                    }
+                    p
+                }
+            };
+            if let (Some(u), Some(t)) = (until, packet.pts().or(packet.dts()))
+                && t as f64 * f64::from(tb) >= u
+            {
+                self.held = Some(packet);
+                return Ok(());
+            }
+            audio_packet(&mut self.audio, outs, ist, &packet)?;
+        }
+    }
+}
+
+/// Joins `chunks` (per chunk, one file per rendition in the spec's order)
+/// into the spec's outputs, published as `run` publishes.
+pub(crate) fn run(
+    job: &Job<'_>,
+    chunks: &[Vec<InputFile>],
+    progress: &mut dyn FnMut(Progress),
+    cancel: &CancellationToken,
+) -> Result<EncodeResult, EncodeError> {
+    let spec = job.spec;
+    let Some(spool_encode_spec::Part::Join {
+        starts, time_base, ..
+    }) = &spec.part
+    else {
+        return Err(EncodeError::Failed("not a join".into()));
+    };
+    let started = Instant::now();
+    let plan_tb = Rational::new(time_base[0], time_base[1]);
+    let hls = matches!(spec.container, Container::Hls { .. });
+    let names = output_names(spec, job.target);
+    let mut staging = Staging::new(job.target)?;
+
+    // The source, for its audio and the origin outputs count from.
+    let src = super::open_input(job.input, job.display, job.limits, cancel)?;
+    let v_index = src
+        .ctx
+        .streams()
+        .best(media::Type::Video)
+        .map(|s| s.index())
+        .ok_or_else(|| EncodeError::BadInput {
+            path: job.display.to_owned(),
+            reason: "it has no video stream".into(),
+        })?;
+    let astream = match spec.audio {
+        Audio::None => None,
+        _ => src
+            .ctx
+            .streams()
+            .best(media::Type::Audio)
+            .map(|s| (s.index(), s.time_base(), s.parameters())),
+    };
+    let all = origins(&src.ctx, v_index, astream.as_ref().map(|a| a.0));
+    let video_only = origins(&src.ctx, v_index, None);
+    // The chunks count from the video's start; the outputs from the
+    // earliest of video and audio.
+    let shift =
+        video_only.get(v_index).copied().unwrap_or(0) - all.get(v_index).copied().unwrap_or(0);
+    let src_tb = src
+        .ctx
+        .stream(v_index)
+        .map(|s| s.time_base())
+        .unwrap_or(plan_tb);
+
+    // One output per rendition, its video stream copied from chunk 0's.
+    let first = chunks
+        .first()
+        .ok_or_else(|| EncodeError::Failed("no chunks".into()))?;
+    let mut outs = Vec::with_capacity(spec.renditions.len());
+    for (i, r) in spec.renditions.iter().enumerate() {
+        let label = r.label();
+        let file = first.get(i).ok_or_else(|| {
+            EncodeError::Failed(format!("chunk 0 has no file for rendition {label}"))
+        })?;
+        let chunk = super::open_input(
+            file,
+            &format!("chunk 0 of rendition {label}"),
+            job.limits,
+            cancel,
+        )?;
+        let st = chunk
+            .ctx
+            .streams()
+            .best(media::Type::Video)
+            .ok_or_else(|| {
+                EncodeError::Failed(format!("chunk 0 of rendition {label} has no video"))
+            })?;
+        let par = st.parameters();
+        let (stage, stage_name, final_name, final_path, seg_dir) = if hls {
+            let dir = staging.subdir(&label)?;
+            (
+                format!("{dir}/index.m3u8"),
+                String::new(),
+                String::new(),
+                job.target
+                    .display_of(job.target.name())
+                    .join(&label)
+                    .join("index.m3u8"),
+                Some(dir),
+            )
+        } else {
+            let final_name = names
+                .get(i)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("{label}.mp4"));
+            let stage_name = format!("{i}.mp4");
+            (
+                staging.path(&stage_name),
+                stage_name,
+                final_name.clone(),
+                job.target.display_of(&final_name),
+                None,
+            )
+        };
+        let mut octx = format::output_as(&stage, if hls { "hls" } else { "mp4" })
+            .map_err(|e| failed(format!("creating the output of rendition {label}"), e))?;
+        let (width, height, codec) = {
+            let ctx = codec::context::Context::from_parameters(par.clone())
+                .map_err(|e| failed("reading chunk 0's video parameters", e))?;
+            let v = ctx
+                .decoder()
+                .video()
+                .map_err(|e| failed("reading chunk 0's video parameters", e))?;
+            (v.width(), v.height(), v.id().name().to_owned())
+        };
+        {
+            let mut ost = octx
+                .add_stream(encoder::find(codec::Id::None))
+                .map_err(|e| failed("adding the video stream", e))?;
+            ost.set_parameters(par);
+            ost.set_time_base(st.time_base());
+            super::audio::clear_codec_tag(&mut ost);
+        }
+        outs.push(JoinOut {
+            label,
+            octx,
+            video_tb: st.time_base(),
+            audio_tb: None,
+            stage_name,
+            final_name,
+            final_path,
+            seg_dir,
+            frames: 0,
+            width,
+            height,
+            codec,
+            last_dts: None,
+        });
+    }
+
+    let audio = match (&spec.audio, astream) {
+        (_, None) | (Audio::None, _) => AudioOut::None,
+        (Audio::Copy, Some((ist, ist_tb, par))) => copy_setup(&mut outs, ist, ist_tb, par)?,
+        (Audio::Aac { bitrate_kbps }, Some((ist, ist_tb, par))) => {
+            aac_setup(&mut outs, ist, ist_tb, par, *bitrate_kbps)?
+        }
+    };
+    for o in &mut outs {
+        o.octx
+            .write_header_with(hls_options(spec, o.seg_dir.as_deref()))
+            .map_err(|e| failed(format!("writing the header of rendition {}", o.label), e))?;
+        o.video_tb = o
+            .octx
+            .stream(0)
+            .map(|s| s.time_base())
+            .unwrap_or(o.video_tb);
+        o.audio_tb = o.octx.stream(1).map(|s| s.time_base());
+    }
+    let mut reader = AudioReader {
+        ictx: src,
+        audio,
+        origins: all,
+        held: None,
+        done: false,
+    };
+
+    let total = chunks.len();
+    let mut last_report = Instant::now() - PROGRESS_EVERY;
+    for (c, files) in chunks.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(EncodeError::Cancelled);
+        }
+        let start = starts
+            .get(c)
+            .copied()
+            .ok_or_else(|| EncodeError::Failed(format!("no start for chunk {c}")))?
+            .rescale(plan_tb, src_tb)
+            + shift;
+        // Audio up to this chunk's end first: the interleaving queue then
+        // holds little audio, never a chunk's video.
+        let until = starts
+            .get(c + 1)
+            .map(|e| (e.rescale(plan_tb, src_tb) + shift) as f64 * f64::from(src_tb));
+        reader.pump(until, &mut outs)?;
+        for (o, file) in outs.iter_mut().zip(files) {
+            copy_chunk(o, file, c, start, src_tb, job, cancel)?;
+        }
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            progress(Progress {
+                phase: Phase::Encode,
+                bytes: 0,
+                frames: outs.first().map_or(0, |o| o.frames),
+                percent: 100.0 * (c + 1) as f64 / total as f64,
+                fps: 0.0,
+                out_time_s: until.unwrap_or(0.0),
+            });
+        }
+    }
+    reader.pump(None, &mut outs)?;
+    audio_flush(&mut reader.audio, &mut outs)?;
+    for o in &mut outs {
+        o.octx
+            .write_trailer()
+            .map_err(|e| failed(format!("finishing rendition {}", o.label), e))?;
+    }
+    let facts = outs
+        .iter()
+        .map(|o| match &o.seg_dir {
+            Some(dir) => super::verify::hls(&o.label, dir),
+            None => super::verify::mp4_file(&o.label, &staging.path(&o.stage_name)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let master = if hls {
+        let (w, h) = (
+            outs.first().map_or(0, |o| o.width),
+            outs.first().map_or(0, |o| o.height),
+        );
+        let labels: Vec<String> = outs.iter().map(|o| o.label.clone()).collect();
+        staging.write(
+            "master.m3u8",
+            master_playlist_of(&labels, &spec.renditions, w, h).as_bytes(),
+        )?;
+        let dir = staging.publish_dir(job.owner)?;
+        Some(dir.join("master.m3u8").to_string_lossy().into_owned())
+    } else {
+        let files: Vec<(&str, &str)> = outs
+            .iter()
+            .map(|o| (o.stage_name.as_str(), o.final_name.as_str()))
+            .collect();
+        staging.publish_files(&files, job.owner)?;
+        staging.finish();
+        None
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let frames = outs.first().map_or(0, |o| o.frames);
+    let outputs = outs
+        .iter()
+        .zip(&facts)
+        .map(|(o, f)| OutputInfo {
+            rendition: o.label.clone(),
+            path: o.final_path.to_string_lossy().into_owned(),
+            size_bytes: f.size_bytes,
+            duration_s: f.duration_s,
+            codec: o.codec.clone(),
+            width: o.width,
+            height: o.height,
+            bitrate_bps: if f.duration_s > 0.0 {
+                (f.size_bytes as f64 * 8.0 / f.duration_s) as u64
+            } else {
+                0
+            },
+            encoder: format!("joined from {total} chunks"),
+            frames: o.frames,
+        })
+        .collect();
+    Ok(EncodeResult {
+        outputs,
+        master_playlist: master,
+        backend: Backend::Cpu,
+        backend_reason: format!("a join: {total} chunks stream-copied, no video encoded"),
+        stages: crate::hw::Stages {
+            decode: crate::hw::Stage::cpu("the join decodes only the audio"),
+            scale: crate::hw::Stage::cpu("the chunks were scaled"),
+            encode: crate::hw::Stage::cpu("the chunks were encoded; the join copies them"),
+        },
+        wall_s: wall,
+        fps: frames as f64 / wall.max(1e-9),
+        decoded_frames: frames,
+        declared_frames: None,
+        truncated: false,
+        objects: Vec::new(),
+    })
+}
+
+/// Copies chunk `c`'s packets for one rendition, its first packet placed at
+/// `start` (in `src_tb`).
+fn copy_chunk(
+    o: &mut JoinOut,
+    file: &InputFile,
+    c: usize,
+    start: i64,
+    src_tb: Rational,
+    job: &Job<'_>,
+    cancel: &CancellationToken,
+) -> Result<(), EncodeError> {
+    let what = format!("chunk {c} of rendition {}", o.label);
+    let mut chunk = super::open_input(file, &what, job.limits, cancel)?;
+    let (si, tb, rate) = chunk
+        .ctx
+        .streams()
+        .best(media::Type::Video)
+        .map(|s| (s.index(), s.time_base(), s.avg_frame_rate()))
+        .ok_or_else(|| EncodeError::Failed(format!("{what} has no video")))?;
+    // A chunk file's last sample may read back without a duration; the
+    // MP4 muxer would then end the output's edit list a frame early.
+    let frame_dur = if rate.numerator() > 0 && rate.denominator() > 0 {
+        1i64.rescale(rate.invert(), tb).max(1)
+    } else {
+        0
+    };
+    let base = start.rescale(src_tb, tb);
+    let mut offset: Option<i64> = None;
+    let mut p = Packet::empty();
+    loop {
+        if cancel.is_cancelled() {
+            return Err(EncodeError::Cancelled);
+        }
+        match p.read(&mut chunk.ctx) {
+            Ok(()) => {}
+            Err(ff::Error::Eof) => break,
+            Err(e) => return Err(failed(format!("reading {what}"), e)),
+        }
+        if p.stream() != si {
+            continue;
+        }
+        let Some(pts) = p.pts() else {
+            return Err(EncodeError::Failed(format!(
+                "{what}: a packet without a timestamp"
+            )));
+        };
+        let off = *offset.get_or_insert(base - pts);
+        p.set_pts(Some(pts + off));
+        p.set_dts(p.dts().map(|d| d + off));
+        if p.duration() <= 0 {
+            p.set_duration(frame_dur);
+        }
+        p.set_stream(0);
+        p.set_position(-1);
+        p.rescale_ts(tb, o.video_tb);
+        if let Some(d) = p.dts() {
+            if o.last_dts.is_some_and(|l| d <= l) {
+                return Err(EncodeError::Failed(format!(
+                    "{what}: its timestamps overlap the chunk before (decode time {d} after {:?}); the chunks were encoded with different settings",
+                    o.last_dts
+                )));
+            }
+            o.last_dts = Some(d);
+        }
+        o.frames += 1;
+        p.write_interleaved(&mut o.octx)
+            .map_err(|e| failed(format!("writing rendition {}", o.label), e))?;
+    }
+    if offset.is_none() {
+        return Err(EncodeError::Failed(format!("{what} holds no video")));
+    }
+    Ok(())
+}
