@@ -2,7 +2,8 @@
 //! job, for `spool-encoder-worker` and for any service that embeds the
 //! worker runtime.
 
-use spool_encoder::{EncodeOptions, EncodeSpec, Encoder, Hardware, OutputOwner};
+use spool_encoder::{EncodeOptions, EncodeSpec, Encoder, Hardware, OutputOwner, Part};
+use spool_queue::{ChildFailure, Flow, JobOptions, JobState, NewJob};
 use spool_worker::{Handler, JobContext, JobError, LogLevel};
 
 /// The handler: one encode per job. The payload is an [`EncodeSpec`]; the
@@ -53,6 +54,155 @@ impl Handler for EncodeHandler {
         if let Some(t) = spec.timeout_s {
             ctx.set_time_limit(std::time::Duration::from_secs(t.into()));
         }
+        if spec.is_chunked() {
+            return self.plan(spec, &ctx).await;
+        }
+        let Some(Part::Join { dir, .. }) = &spec.part else {
+            return self.encode(spec, &ctx).await;
+        };
+        // The join: every chunk must have completed. The flow runs its
+        // join whatever happened to the chunks (`ChildFailure::Continue`),
+        // so that it removes them after a failure as after a success.
+        let dir = dir.clone();
+        let failed: Vec<String> = ctx
+            .children()
+            .await?
+            .into_iter()
+            .filter(|c| c.state != Some(JobState::Completed) && c.result.is_none())
+            .map(|c| {
+                format!(
+                    "{} ({})",
+                    c.id,
+                    c.error.unwrap_or_else(|| "not completed".into())
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            self.remove_chunks(&dir);
+            return Err(JobError::permanent(format!(
+                "{} chunk(s) of this encode failed, so nothing was joined: {}",
+                failed.len(),
+                failed.join("; ")
+            )));
+        }
+        let last = ctx.attempt >= ctx.max_attempts;
+        let r = self.encode(spec, &ctx).await;
+        // The chunks go once the outputs are published, or once no attempt
+        // of the join is left to use them.
+        if r.is_ok() || last || matches!(r, Err(JobError::Permanent(_))) {
+            self.remove_chunks(&dir);
+        }
+        r
+    }
+}
+
+impl EncodeHandler {
+    /// Removes a join's chunk files; a failure is logged, not the job's.
+    fn remove_chunks(&self, dir: &str) {
+        if let Err(e) = self.encoder.remove_chunks(dir) {
+            tracing::warn!(dir, error = %e, "cannot remove the chunks of a chunked encode");
+        }
+    }
+
+    /// The planning step of a chunked encode: reads the input's keyframe
+    /// index, enqueues a flow of one job per chunk under a join, and
+    /// completes with where that join is. An input with one chunk's worth
+    /// of keyframes is encoded here, in one pass.
+    async fn plan(
+        &self,
+        mut spec: EncodeSpec,
+        ctx: &JobContext,
+    ) -> Result<Option<serde_json::Value>, JobError> {
+        let started = std::time::Instant::now();
+        let plan = self
+            .encoder
+            .plan_chunks(&spec, &ctx.cancellation_token())
+            .await
+            .map_err(|e| {
+                if e.is_retryable() {
+                    JobError::retryable(e.to_string())
+                } else {
+                    JobError::permanent(e.to_string())
+                }
+            })?;
+        if plan.starts.len() < 2 {
+            ctx.log(
+                LogLevel::Info,
+                format!(
+                    "one chunk's worth ({:.1} s, {} keyframes): encoded in one pass",
+                    plan.duration_s(),
+                    plan.keyframes
+                ),
+            );
+            spec.chunking = None;
+            return self.encode(spec, ctx).await;
+        }
+        // The same names for every attempt of this enqueue of the job, so a
+        // retried plan finds the flow it enqueued (enqueue_flow is
+        // idempotent by the root's id).
+        let enqueued_ms = ctx
+            .enqueued_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let key = format!("{}@{enqueued_ms}", ctx.id);
+        let dir = spool_encoder::chunks::chunk_dir(&spec.output, &key);
+        let base = if ctx.id.len() > 200 {
+            dir.rsplit('/').next().unwrap_or(&dir).to_owned()
+        } else {
+            ctx.id.to_string()
+        };
+        let (chunks, join) = plan.jobs(&spec, &dir);
+        let json = |s: &EncodeSpec| {
+            serde_json::to_vec(s)
+                .map_err(|e| JobError::permanent(format!("cannot write a spec: {e}")))
+        };
+        let join_id = format!("{base}.join");
+        let mut flow = Flow::new(NewJob::with_options(
+            json(&join)?,
+            JobOptions::default().id(join_id.clone()),
+        ))
+        .on_child_failure(ChildFailure::Continue);
+        for (i, c) in chunks.iter().enumerate() {
+            flow = flow.child(Flow::new(NewJob::with_options(
+                json(c)?,
+                JobOptions::default().id(format!("{base}.c{i:05}")),
+            )));
+        }
+        ctx.enqueue_flow(&flow).await?;
+        let tb = f64::from(plan.time_base[0]) / f64::from(plan.time_base[1]);
+        let starts_s: Vec<f64> = plan
+            .starts
+            .iter()
+            .map(|s| (*s as f64 * tb * 1000.0).round() / 1000.0)
+            .collect();
+        let plan_s = started.elapsed().as_secs_f64();
+        ctx.log(
+            LogLevel::Info,
+            format!(
+                "planned {} chunks of {:.1} s from {} keyframes in {plan_s:.2} s; the outputs come from job {join_id}",
+                chunks.len(),
+                plan.duration_s(),
+                plan.keyframes
+            ),
+        );
+        Ok(Some(serde_json::json!({
+            "chunked": {
+                "join": join_id,
+                "chunks": chunks.len(),
+                "starts_s": starts_s,
+                "duration_s": plan.duration_s(),
+                "keyframes": plan.keyframes,
+                "plan_s": plan_s,
+            }
+        })))
+    }
+
+    /// One encode (a whole spec, a chunk or a join) for this job.
+    async fn encode(
+        &self,
+        spec: EncodeSpec,
+        ctx: &JobContext,
+    ) -> Result<Option<serde_json::Value>, JobError> {
         let cancel = ctx.cancellation_token();
         let progress_ctx = ctx.clone();
         // The owner of the outputs: this enqueue of this job, this attempt.

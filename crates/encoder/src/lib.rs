@@ -39,7 +39,8 @@ pub use naming::SettingNames;
 pub use pipeline::{EncodeResult, OutputInfo, Phase, Progress};
 pub use spool_encode_spec::S3Uri;
 pub use spool_encode_spec::{
-    Audio, Codec, Container, EncodeSpec, Hardware, Limits, Preset, Rendition, SpecError,
+    Audio, Chunking, Codec, Container, EncodeSpec, Hardware, Limits, Part, Preset, Rendition,
+    SpecError,
 };
 /// Object storage, re-exported: the encoder's `s3://` inputs and outputs
 /// go through it.

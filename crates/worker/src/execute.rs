@@ -309,6 +309,7 @@ async fn supervise<H: Handler>(
             0 => Children::None,
             n => Children::Queue(env.queue.clone(), n),
         },
+        source: Some(env.queue.clone()),
     };
     let handler = env.handler.clone();
     // In the job's span, so what the handler logs is attributed to it.

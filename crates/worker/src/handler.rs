@@ -93,6 +93,9 @@ pub struct JobContext {
     pub(crate) time_limit: Arc<watch::Sender<Option<Duration>>>,
     pub(crate) log: Arc<JobLog>,
     pub(crate) children: Children,
+    /// The queue the job came from, to enqueue follow-up work into
+    /// ([`JobContext::enqueue_flow`]); `None` in a [`crate::testing::TestJob`].
+    pub(crate) source: Option<spool_queue::Queue>,
 }
 
 /// Where [`JobContext::children`] reads from.
@@ -207,6 +210,30 @@ impl JobContext {
                 .map_err(|e| JobError::retryable(format!("cannot read the job's children: {e}"))),
             Children::Fixed(v) => Ok(v.to_vec()),
         }
+    }
+
+    /// Enqueues `flow` into the job's own queue (follow-up work the job
+    /// planned: a chunked encode's chunks and join), as
+    /// [`spool_queue::Queue::enqueue_flow`] does: all of it or nothing, and
+    /// idempotent by the root's id, so a retried attempt that enqueues the
+    /// same flow gets the same ids. A Redis error is retryable; a flow the
+    /// queue refuses is permanent.
+    pub async fn enqueue_flow(
+        &self,
+        flow: &spool_queue::Flow,
+    ) -> Result<Vec<spool_queue::JobId>, JobError> {
+        let Some(queue) = &self.source else {
+            return Err(JobError::permanent(
+                "this job has no queue to enqueue into (a TestJob)",
+            ));
+        };
+        queue.enqueue_flow(flow).await.map_err(|e| {
+            if e.is_transient() {
+                JobError::retryable(format!("cannot enqueue the flow: {e}"))
+            } else {
+                JobError::permanent(format!("the flow was refused: {e}"))
+            }
+        })
     }
 
     /// Fires when the job must stop: a cancel was requested, the lease was

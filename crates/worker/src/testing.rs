@@ -140,6 +140,7 @@ impl TestJob {
                 Some(c) => Children::Fixed(c.clone()),
                 None => Children::None,
             },
+            source: None,
         };
         let result = match serde_json::from_value::<H::Payload>(payload) {
             Err(e) => Err(JobError::permanent(format!(
