@@ -17,6 +17,15 @@
 //! own process, the CLI as a child, from `/proc/self/stat`). Target (issues
 //! 4 and 17): in-process fps / CLI fps at least 0.97, and no more CPU per
 //! frame than the CLI.
+//!
+//! - `chunked` (issue 36): `spool-encoder-worker` processes with
+//!   `SPOOL_ENCODER_THREADS=1` on a fresh Redis: `SPOOL_BENCH_WORKERS`
+//!   (default: the machine's cores) workers encoding a chunked job
+//!   (`SPOOL_BENCH_CHUNK_SECONDS` chunks, default 6) against one worker
+//!   encoding the same spec unchunked, alternating, from enqueue to the
+//!   outputs. It prints the speed-up, and the plan and join times apart.
+//!   Source: 640x360 at 30 fps, `SPOOL_BENCH_CHUNKED_SOURCE` seconds
+//!   (default 60), a keyframe a second. Target on a 2-core machine: 1.8x.
 
 use std::path::Path;
 use std::process::Command;
@@ -157,6 +166,160 @@ fn main() -> Result<()> {
     for case in &cases {
         run_case(case, &src, &output, n, rounds)?;
     }
+    chunked_case(rounds)
+}
+
+/// One encode through `workers` worker processes from enqueue to its
+/// outputs: (seconds, plan seconds, join seconds, chunks).
+fn through_workers(
+    bin: &Path,
+    input: &Path,
+    output: &Path,
+    spec: &serde_json::Value,
+    workers: usize,
+    id: &str,
+) -> Result<(f64, f64, f64, u64)> {
+    let server = spool_testkit::RedisServer::start()?;
+    let (ins, outs) = (input.display().to_string(), output.display().to_string());
+    let env = [
+        ("SPOOL_QUEUE", "encode"),
+        ("SPOOL_INPUT_ROOT", ins.as_str()),
+        ("SPOOL_OUTPUT_ROOT", outs.as_str()),
+        ("SPOOL_CONCURRENCY", "1"),
+        ("SPOOL_ENCODER_THREADS", "1"),
+        ("SPOOL_HW", "cpu"),
+    ];
+    let mut procs = Vec::new();
+    for _ in 0..workers {
+        let mut w = spool_testkit::WorkerProcess::spawn(bin, &server.url(), &env)?;
+        w.wait_ready(std::time::Duration::from_secs(60))?;
+        procs.push(w);
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let q = spool_queue::Client::connect(&server.url())
+            .await?
+            .queue("encode")?;
+        let wait = |id: String| {
+            let q = q.clone();
+            async move {
+                loop {
+                    let info = q.info(&id).await?;
+                    match info.state {
+                        spool_queue::JobState::Completed => return anyhow::Ok(info),
+                        spool_queue::JobState::Dead => {
+                            anyhow::bail!("{id} died: {:?}", info.last_error)
+                        }
+                        _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    }
+                }
+            }
+        };
+        let t = Instant::now();
+        q.enqueue(
+            serde_json::to_vec(spec)?,
+            spool_queue::JobOptions::default().id(id),
+        )
+        .await?;
+        let first = wait(id.to_owned()).await?;
+        let result = first.result.unwrap_or_default();
+        let Some(join) = result["chunked"]["join"].as_str() else {
+            return Ok((t.elapsed().as_secs_f64(), 0.0, 0.0, 1));
+        };
+        let plan_s = result["chunked"]["plan_s"].as_f64().unwrap_or(0.0);
+        let chunks = result["chunked"]["chunks"].as_u64().unwrap_or(0);
+        let joined = wait(join.to_owned()).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let join_s = joined.result.unwrap_or_default()["wall_s"]
+            .as_f64()
+            .unwrap_or(0.0);
+        Ok((secs, plan_s, join_s, chunks))
+    })
+}
+
+/// Issue 36's case: a chunked encode on every core against one process.
+fn chunked_case(rounds: u64) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = setting("SPOOL_BENCH_WORKERS", cores as u64).max(1) as usize;
+    let secs = setting("SPOOL_BENCH_CHUNKED_SOURCE", 60);
+    let chunk_s = setting("SPOOL_BENCH_CHUNK_SECONDS", 6);
+    let bin =
+        spool_testkit::workspace_binary_release("spool-encoder-worker", "spool-encoder-worker")?;
+    let dir = tempfile::tempdir()?;
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input)?;
+    std::fs::create_dir_all(&output)?;
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size=640x360:rate=30:duration={secs}"),
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("sine=frequency=440:sample_rate=48000:duration={secs}"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        input.join("src.mp4").to_str().context("path")?,
+    ])?;
+    let spec = |out: &str, chunked: bool| {
+        let mut v = serde_json::json!({
+            "input": "src.mp4", "output": out, "hardware": "cpu",
+            "renditions": [{"codec": "h264", "height": 360, "quality": 23, "preset": "fast"}],
+        });
+        if chunked {
+            v["chunking"] = serde_json::json!({ "target_s": chunk_s });
+        }
+        v
+    };
+    let (mut single, mut chunked) = (Vec::new(), Vec::new());
+    let (mut plans, mut joins) = (Vec::new(), Vec::new());
+    let mut chunks = 0;
+    for r in 0..rounds {
+        let one = |out: &str, c: bool, w: usize| {
+            through_workers(
+                &bin,
+                &input,
+                &output,
+                &spec(out, c),
+                w,
+                &format!("{out}-job"),
+            )
+        };
+        let s = one(&format!("single{r}"), false, 1)?;
+        let c = one(&format!("chunked{r}"), true, workers)?;
+        single.push(s.0);
+        chunked.push(c.0);
+        plans.push(c.1);
+        joins.push(c.2);
+        chunks = c.3;
+        println!(
+            "chunked: round {r}: one process {:.2} s, {workers} processes chunked {:.2} s (plan {:.2} s, join {:.2} s, {} chunks)",
+            s.0, c.0, c.1, c.2, c.3
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (s, c) = (median(&mut single), median(&mut chunked));
+    let (p, j) = (median(&mut plans), median(&mut joins));
+    println!(
+        "chunked: {secs} s of 640x360 at 30 fps, x264 fast, one thread per process; median of {rounds} rounds"
+    );
+    println!(
+        "spool encode_chunked single_s={s:.2} chunked_s={c:.2} speedup={:.2} workers={workers} chunks={chunks} plan_s={p:.2} join_s={j:.2}",
+        s / c
+    );
     Ok(())
 }
 

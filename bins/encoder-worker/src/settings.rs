@@ -74,6 +74,11 @@ pub struct Args {
     /// (always try); each stage falls back to the CPU on its own.
     #[arg(long, env = "SPOOL_GPU_DECODE")]
     pub gpu_decode: Option<String>,
+    /// Threads the video decoder and each CPU encoder of an encode use
+    /// (0: one per core, FFmpeg's choice; 1: single-threaded, for one
+    /// worker process per core).
+    #[arg(long, env = "SPOOL_ENCODER_THREADS", default_value_t = 0)]
+    pub encoder_threads: usize,
     /// NVENC sessions per GPU this process opens at most.
     #[arg(long, env = "SPOOL_NVENC_SESSIONS", default_value_t = spool_encoder::DEFAULT_NVENC_SESSIONS)]
     pub nvenc_sessions: usize,
@@ -288,6 +293,14 @@ pub fn settings(a: &Args) -> Result<(WorkerConfig, EncoderConfig, Option<Hardwar
     }
     enc.storage = storage(a)?;
     enc.nvenc_sessions_per_gpu = a.nvenc_sessions;
+    if a.encoder_threads > 256 {
+        return Err(bad(
+            "SPOOL_ENCODER_THREADS",
+            &a.encoder_threads.to_string(),
+            "must be within 0..=256 (0: one per core)",
+        ));
+    }
+    enc.threads = a.encoder_threads;
     if let Some(v) = &a.gpu_decode {
         enc.gpu_decode = spool_encoder::GpuDecode::parse(v)
             .ok_or_else(|| bad("SPOOL_GPU_DECODE", v, "must be off, auto or on"))?;

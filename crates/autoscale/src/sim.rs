@@ -71,6 +71,46 @@ pub struct FleetSpec {
     pub initial: u32,
     /// How arrivals become visible to the trigger ([`DueWork`]).
     pub due: DueWork,
+    /// Every job longer than a chunk runs as a chunked encode
+    /// ([`ChunkModel`]); `None`: every job runs whole.
+    pub chunking: Option<ChunkModel>,
+}
+
+/// A chunked encode (docs/encode-jobs.md, "Chunked encodes") as the
+/// simulation runs it: the job is a plan, which enqueues its chunks; the
+/// chunks run on any free slots; when the last ends, a join runs (at the
+/// front of the backlog, as a flow's parent does). A job no longer than
+/// one chunk runs whole.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChunkModel {
+    /// A chunk's run time, seconds: a job of `d` seconds becomes
+    /// `ceil(d / chunk_s)` chunks of equal length.
+    pub chunk_s: f64,
+    /// The plan's run time as a fraction of the job's.
+    pub plan_fraction: f64,
+    /// The join's run time as a fraction of the job's.
+    pub join_fraction: f64,
+}
+
+/// What a simulated job is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    /// A job of the load, run whole.
+    Whole,
+    /// The plan of chunked encode `g`.
+    Plan(usize),
+    /// A chunk of chunked encode `g`.
+    Chunk(usize),
+    /// The join of chunked encode `g`.
+    Join(usize),
+}
+
+/// A chunked encode in flight: its load job's arrival and duration, and
+/// how many chunks have not ended.
+struct Group {
+    arrival: f64,
+    duration: f64,
+    left: u32,
 }
 
 /// How the load's jobs reach the keys the trigger reads. A job enqueued
@@ -121,6 +161,9 @@ pub struct Report {
     pub completed: u64,
     /// Due jobs never promoted by the horizon: stranded in `scheduled`.
     pub stranded: u64,
+    /// From each finished load job's arrival to its end (a chunked one's
+    /// join), seconds.
+    pub latencies_s: Vec<f64>,
 }
 
 impl Report {
@@ -133,8 +176,9 @@ impl Report {
 struct Pod {
     ready_at: f64,
     draining_since: Option<f64>,
-    /// (arrival, remaining seconds, original duration) of each running job.
-    jobs: Vec<(f64, f64, f64)>,
+    /// (arrival, remaining seconds, original duration, part) of each
+    /// running job.
+    jobs: Vec<(f64, f64, f64, Part)>,
 }
 
 /// Runs the simulation for `horizon_s` seconds.
@@ -157,8 +201,9 @@ pub fn simulate(
             jobs: Vec::new(),
         })
         .collect();
-    // (arrival, duration) of each waiting job.
-    let mut backlog: VecDeque<(f64, f64)> = VecDeque::new();
+    // (arrival, duration, part) of each waiting job.
+    let mut backlog: VecDeque<(f64, f64, Part)> = VecDeque::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut report = Report {
         samples: Vec::new(),
         waits_s: Vec::new(),
@@ -167,14 +212,26 @@ pub fn simulate(
         released: 0,
         completed: 0,
         stranded: 0,
+        latencies_s: Vec::new(),
     };
-    // Due jobs not promoted yet: (due time, duration).
-    let mut scheduled: VecDeque<(f64, f64)> = VecDeque::new();
+    // Due jobs not promoted yet: (due time, duration, part).
+    let mut scheduled: VecDeque<(f64, f64, Part)> = VecDeque::new();
     let mut next_poll = 0.0;
     let mut t = 0.0;
     while t <= horizon_s {
         while next_arrival < load.len() && load[next_arrival].at_s <= t {
-            let job = (load[next_arrival].at_s, load[next_arrival].duration_s);
+            let (at, d) = (load[next_arrival].at_s, load[next_arrival].duration_s);
+            let job = match fleet.chunking {
+                Some(c) if c.chunk_s > 0.0 && d > c.chunk_s => {
+                    groups.push(Group {
+                        arrival: at,
+                        duration: d,
+                        left: (d / c.chunk_s).ceil() as u32,
+                    });
+                    (at, d * c.plan_fraction, Part::Plan(groups.len() - 1))
+                }
+                _ => (at, d, Part::Whole),
+            };
             match fleet.due {
                 DueWork::Ready => backlog.push_back(job),
                 DueWork::Promoter(_) | DueWork::WorkersOnly => scheduled.push_back(job),
@@ -198,21 +255,48 @@ pub fn simulate(
             backlog.extend(scheduled.drain(..));
         }
         // Work for one second.
+        let mut ended: Vec<(f64, Part)> = Vec::new();
         for pod in &mut pods {
             for job in &mut pod.jobs {
                 job.1 -= 1.0;
             }
-            let before = pod.jobs.len();
+            ended.extend(pod.jobs.iter().filter(|j| j.1 <= 0.0).map(|j| (j.0, j.3)));
             pod.jobs.retain(|j| j.1 > 0.0);
-            report.completed += (before - pod.jobs.len()) as u64;
+        }
+        for (arrival, part) in ended {
+            match (part, fleet.chunking) {
+                (Part::Whole, _) => {
+                    report.completed += 1;
+                    report.latencies_s.push(t + 1.0 - arrival);
+                }
+                (Part::Plan(g), Some(_)) => {
+                    let group = &groups[g];
+                    let k = group.left;
+                    for _ in 0..k {
+                        backlog.push_back((t, group.duration / f64::from(k), Part::Chunk(g)));
+                    }
+                }
+                (Part::Chunk(g), Some(c)) => {
+                    let group = &mut groups[g];
+                    group.left = group.left.saturating_sub(1);
+                    if group.left == 0 {
+                        backlog.push_front((t, group.duration * c.join_fraction, Part::Join(g)));
+                    }
+                }
+                (Part::Join(g), _) => {
+                    report.completed += 1;
+                    report.latencies_s.push(t + 1.0 - groups[g].arrival);
+                }
+                (Part::Plan(_) | Part::Chunk(_), None) => {}
+            }
         }
         // Draining pods past their timeout release what is left, and go.
         for pod in &mut pods {
             if let Some(since) = pod.draining_since
                 && t - since >= fleet.drain_s
             {
-                for (arrival, _, duration) in pod.jobs.drain(..).rev() {
-                    backlog.push_front((arrival, duration));
+                for (arrival, _, duration, part) in pod.jobs.drain(..).rev() {
+                    backlog.push_front((arrival, duration, part));
                     report.released += 1;
                 }
             }
@@ -224,11 +308,11 @@ pub fn simulate(
             .filter(|p| p.draining_since.is_none() && p.ready_at <= t)
         {
             while (pod.jobs.len() as u32) < fleet.slots {
-                let Some((arrival, duration)) = backlog.pop_front() else {
+                let Some((arrival, duration, part)) = backlog.pop_front() else {
                     break;
                 };
                 report.waits_s.push(t - arrival);
-                pod.jobs.push((arrival, duration, duration));
+                pod.jobs.push((arrival, duration, duration, part));
             }
         }
         let running: u64 = pods.iter().map(|p| p.jobs.len() as u64).sum();
@@ -402,6 +486,7 @@ mod tests {
             drain_s: 25.0,
             initial: 1,
             due: DueWork::Ready,
+            chunking: None,
         };
         let (load, horizon) = profile("burst").unwrap_or_default();
         let r = simulate(spec(), &fleet, Metric::Outstanding, &load, horizon);
@@ -419,6 +504,7 @@ mod tests {
             drain_s: 25.0,
             initial: 1,
             due: DueWork::Ready,
+            chunking: None,
         };
         let (load, horizon) = profile("burst").unwrap_or_default();
         let mut s = spec();
@@ -445,6 +531,7 @@ mod tests {
             })
             .collect();
         let fleet = |due| FleetSpec {
+            chunking: None,
             slots: 4,
             pod_start_s: 10.0,
             drain_s: 25.0,
@@ -472,5 +559,43 @@ mod tests {
             1800.0,
         );
         assert_eq!((without.completed, without.stranded), (0, 4));
+    }
+
+    /// An hour-long encode on a fixed fleet of ten one-slot pods: whole, it
+    /// takes the hour; chunked into minutes, about a tenth of it plus the
+    /// plan and the join, and the fleet is busy while it runs.
+    #[test]
+    fn chunked_encodes_finish_close_to_n_times_sooner() {
+        let s = ScalerSpec {
+            min: 10,
+            max: 10,
+            polling_s: 10.0,
+            target: 1.0,
+            ..ScalerSpec::default()
+        };
+        let mut fleet = FleetSpec {
+            slots: 1,
+            pod_start_s: 30.0,
+            drain_s: 25.0,
+            initial: 10,
+            due: DueWork::Ready,
+            chunking: None,
+        };
+        let load = [Arrival {
+            at_s: 0.0,
+            duration_s: 3600.0,
+        }];
+        let whole = simulate(s.clone(), &fleet, Metric::Outstanding, &load, 5000.0);
+        fleet.chunking = Some(ChunkModel {
+            chunk_s: 60.0,
+            plan_fraction: 0.001,
+            join_fraction: 0.02,
+        });
+        let chunked = simulate(s, &fleet, Metric::Outstanding, &load, 5000.0);
+        assert_eq!((whole.completed, chunked.completed), (1, 1));
+        let (w, c) = (whole.latencies_s[0], chunked.latencies_s[0]);
+        assert!((w - 3600.0).abs() <= 2.0, "whole: {w} s");
+        // 60 chunks on 10 slots: 6 rounds of 60 s, a 4 s plan, a 72 s join.
+        assert!((430.0..=445.0).contains(&c), "chunked: {c} s");
     }
 }

@@ -82,6 +82,11 @@ pub struct EncoderConfig {
     /// Whether frames are kept on the GPU: decoded on NVDEC, scaled with
     /// `scale_cuda`, encoded by NVENC from GPU memory (`SPOOL_GPU_DECODE`).
     pub gpu_decode: GpuDecode,
+    /// Threads the video decoder and each CPU encoder of an encode use
+    /// (`SPOOL_ENCODER_THREADS`); 0, the default, lets FFmpeg use one per
+    /// core. 1 makes an encode single-threaded: for running one worker
+    /// process per core, as the chunked-encode benchmark does.
+    pub threads: usize,
     /// What errors and results call the settings they point at: the
     /// worker's `SPOOL_*` variables by default, or the Rust fields for a
     /// program that sets these itself ([`SettingNames`]).
@@ -130,6 +135,7 @@ impl EncoderConfig {
             limits: Limits::default(),
             nvenc_sessions_per_gpu: DEFAULT_NVENC_SESSIONS,
             gpu_decode: GpuDecode::Off,
+            threads: 0,
             setting_names: SettingNames::Env,
         }
     }
@@ -598,6 +604,7 @@ impl Encoder {
                 limits: &inner.config.limits,
                 gpu_decode: inner.config.gpu_decode,
                 gpu_found: None,
+                threads: inner.config.threads,
             };
             return pipeline::join(&job, &chunks, progress, cancel);
         }
@@ -610,6 +617,7 @@ impl Encoder {
             limits: &inner.config.limits,
             gpu_decode: inner.config.gpu_decode,
             gpu_found: inner.gpus.gpus.first().map(|g| g.index),
+            threads: inner.config.threads,
         };
         let run = |backend: Backend, reason: String, progress: &mut dyn FnMut(Progress)| {
             pipeline::run(&job, backend, reason, progress, cancel)

@@ -35,7 +35,8 @@ pub use server::{RedisServer, ServerOptions};
 pub use tls::{TlsFiles, make_tls};
 
 pub use process::{
-    WorkerProcess, example_binary, example_binary_release, http_get, metric_value, workspace_binary,
+    WorkerProcess, example_binary, example_binary_release, http_get, metric_value,
+    workspace_binary, workspace_binary_release,
 };
 pub use record::{Event, Record};
 

@@ -35,6 +35,14 @@ pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
     build_once(&["-p", package, "--bin", bin], &format!("debug/{bin}"))
 }
 
+/// [`workspace_binary`] built with `--release`, for benchmarks.
+pub fn workspace_binary_release(package: &str, bin: &str) -> Result<PathBuf> {
+    build_once(
+        &["--release", "-p", package, "--bin", bin],
+        &format!("release/{bin}"),
+    )
+}
+
 fn build_once(args: &[&str], artefact: &str) -> Result<PathBuf> {
     static BUILT: OnceLock<
         std::sync::Mutex<HashMap<String, std::result::Result<PathBuf, String>>>,

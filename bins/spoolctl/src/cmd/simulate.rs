@@ -48,6 +48,17 @@ pub(crate) struct SimulateArgs {
     /// running worker promotes (a fleet at zero strands due work).
     #[arg(long, default_value_t = 1.0, requires = "delayed")]
     pub(crate) promoter_every: f64,
+    /// Model every job longer than this many seconds of run time as a
+    /// chunked encode: a plan, chunks of this length on any free slots, then
+    /// a join (docs/encode-jobs.md, "Chunked encodes").
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) chunked: Option<f64>,
+    /// With --chunked: the plan's run time as a fraction of the job's.
+    #[arg(long, default_value_t = 0.003, requires = "chunked")]
+    pub(crate) plan_fraction: f64,
+    /// With --chunked: the join's run time as a fraction of the job's.
+    #[arg(long, default_value_t = 0.02, requires = "chunked")]
+    pub(crate) join_fraction: f64,
 }
 
 /// The load the flags name.
@@ -178,7 +189,27 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         Some(m) => parse_metric(m)?,
     };
     let (load, horizon) = load(a)?;
+    let chunking = match a.chunked {
+        None => None,
+        Some(c) => {
+            let fraction = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+            if !(c.is_finite() && c >= 1.0) {
+                return Err(usage(format!("invalid --chunked {c}: at least 1 second")));
+            }
+            if !fraction(a.plan_fraction) || !fraction(a.join_fraction) {
+                return Err(usage(
+                    "--plan-fraction and --join-fraction are within 0..=1",
+                ));
+            }
+            Some(sim::ChunkModel {
+                chunk_s: c,
+                plan_fraction: a.plan_fraction,
+                join_fraction: a.join_fraction,
+            })
+        }
+    };
     let fleet = FleetSpec {
+        chunking,
         slots: a.slots.unwrap_or(scaling.spec.target.max(1.0) as u32),
         pod_start_s: a.pod_start,
         drain_s: a.drain_timeout.unwrap_or((scaling.grace_s - 5.0).max(0.0)),
@@ -222,6 +253,20 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         r.direction_changes
     );
     print_waits(&r.waits_s, r.replica_minutes);
+    let q = |p| sim::quantile(&r.latencies_s, p);
+    println!(
+        "latency (arrival to outputs) p50 {:.0} s, p95 {:.0} s, max {:.0} s{}",
+        q(0.5),
+        q(0.95),
+        q(1.0),
+        match fleet.chunking {
+            Some(c) => format!(
+                "; chunked: {} s chunks, plan {} and join {} of a job's run time",
+                c.chunk_s, c.plan_fraction, c.join_fraction
+            ),
+            None => String::new(),
+        }
+    );
     if let Some(path) = &a.plot {
         let title = format!(
             "{} — {:?} metric, listLength {}",

@@ -290,6 +290,7 @@ pub(super) fn probe_video(
     limits: &Limits,
     spec: &EncodeSpec,
     decode_gpu: Result<u32, String>,
+    threads: usize,
 ) -> Result<VideoSource, EncodeError> {
     let over = |reason: String| EncodeError::LimitExceeded {
         path: display.to_owned(),
@@ -340,7 +341,7 @@ pub(super) fn probe_video(
         .map_err(|e| failed("video decoder", e))?;
     vctx.set_threading(codec::threading::Config {
         kind: codec::threading::Type::Frame,
-        count: 0,
+        count: threads,
         ..Default::default()
     });
     crate::avlog::tag(&mut vctx);

@@ -170,6 +170,9 @@ pub(crate) struct Job<'a> {
     pub gpu_decode: crate::GpuDecode,
     /// The first NVIDIA GPU discovery found, if any.
     pub gpu_found: Option<u32>,
+    /// Threads for the video decoder and each CPU encoder (0: FFmpeg's
+    /// choice, one per core).
+    pub threads: usize,
 }
 
 /// FFmpeg's error `e` while doing `what`, kept as the error's source.
@@ -371,7 +374,7 @@ pub(crate) fn run(
         }
         (crate::GpuDecode::On, Backend::Cpu, gpu) => Ok(gpu.unwrap_or(0)),
     };
-    let mut src = probe_video(ictx, display, limits, spec, decode_gpu.clone())?;
+    let mut src = probe_video(ictx, display, limits, spec, decode_gpu.clone(), job.threads)?;
     let mut staging = Staging::new(job.target)?;
     let hls = matches!(spec.container, Container::Hls { .. });
     let names = output_names(spec, job.target);

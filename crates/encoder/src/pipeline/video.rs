@@ -372,7 +372,7 @@ pub(super) fn open_rendition(
     let mut ectx = codec::context::Context::new_with_codec(codec);
     ectx.set_threading(codec::threading::Config {
         kind: codec::threading::Type::Frame,
-        count: 0,
+        count: job.threads,
         ..Default::default()
     });
     crate::avlog::tag(&mut ectx);
