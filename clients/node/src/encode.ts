@@ -50,6 +50,12 @@ export interface EncodeJobInit {
   allowTruncated?: boolean;
   /** The encode's own time limit in seconds (the worker's SPOOL_MAX_JOB_TIMEOUT caps it). */
   timeoutS?: number;
+  /**
+   * Split into chunks of about this many seconds at the input's keyframes,
+   * encoded in parallel by the queue's workers and joined
+   * (docs/encode-jobs.md, "Chunked encodes"); a path input only.
+   */
+  chunkS?: number;
 }
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -85,6 +91,7 @@ export class EncodeJob {
       hardware: j.hardware ?? "auto",
       allow_truncated: j.allowTruncated ?? false,
       ...(j.timeoutS !== undefined ? { timeout_s: j.timeoutS } : {}),
+      ...(j.chunkS !== undefined ? { chunking: { target_s: j.chunkS } } : {}),
     };
   }
 
@@ -97,6 +104,13 @@ export class EncodeJob {
     const j = this.init;
     if (j.timeoutS !== undefined && !(Number.isInteger(j.timeoutS) && j.timeoutS >= 1 && j.timeoutS <= 31 * 86_400))
       throw new InvalidJob("timeoutS", `${String(j.timeoutS)} must be whole seconds within 1..=2678400`);
+    if (j.chunkS !== undefined) {
+      if (typeof j.chunkS !== "number" || !(j.chunkS >= 2 && j.chunkS <= 3600))
+        throw new InvalidJob("chunking.target_s", `${String(j.chunkS)} must be within 2..=3600 seconds`);
+      const remote = (v: unknown) => typeof v === "string" && /^(https?|s3):\/\//i.test(v);
+      if (remote(j.input) || remote(j.output?.path))
+        throw new InvalidJob("chunking", "needs an input and output under the worker's roots (not http(s) or s3:// yet)");
+    }
     for (const [name, v] of [
       ["input", j.input],
       ["output", j.output?.path],

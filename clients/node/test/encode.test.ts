@@ -28,12 +28,18 @@ test("built jobs use the schema's names", () => {
   for (const r of spec.renditions as Record<string, unknown>[]) for (const k of Object.keys(r)) assert.ok(k in rendition, k);
   assert.deepEqual(spec.container, { format: "hls", segment_s: 4 });
   assert.deepEqual(new EncodeJob({ input: "a", output: mp4("b") }).toSpec().audio, { mode: "aac", bitrate_kbps: 128 });
+  const chunked = new EncodeJob({ input: "film.mov", output: mp4("films/film"), chunkS: 60 }).toSpec();
+  assert.deepEqual(chunked.chunking, { target_s: 60 });
+  assert.ok("chunking" in schema.properties);
+  assert.equal(new EncodeJob({ input: "a", output: mp4("b") }).toSpec().chunking, undefined);
 });
 
 test("impossible jobs name their field", () => {
   const cases: [ConstructorParameters<typeof EncodeJob>[0], string][] = [
     [{ input: "", output: mp4("a") }, "input"],
     [{ input: "a", output: mp4("a"), timeoutS: 1.5 }, "timeoutS"],
+    [{ input: "a", output: mp4("a"), chunkS: 1 }, "chunking.target_s"],
+    [{ input: "s3://media/a", output: mp4("a"), chunkS: 60 }, "chunking"],
     [{ input: "a", output: mp4("a"), renditions: [] }, "renditions"],
     [{ input: "a", output: mp4("a"), renditions: [{ height: 721 }] }, "renditions[0].height"],
     [{ input: "a", output: mp4("a"), renditions: [{ height: 720 }, {}] }, "renditions[1].height"],

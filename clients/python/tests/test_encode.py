@@ -31,10 +31,13 @@ def test_built_jobs_match_the_schema() -> None:
             timeout_s=7200,
         ),
         EncodeJob(input="a.mov", output=Mp4("b"), audio=Audio("aac", 96)),
+        EncodeJob(input="film.mov", output=Mp4("films/film"), chunk_s=60),
     ]
     for job in jobs:
         jsonschema.validate(job.to_dict(), SCHEMA)
     assert json.loads(jobs[1].to_json())["container"] == {"format": "hls", "segment_s": 4}
+    assert jobs[3].to_dict()["chunking"] == {"target_s": 60}
+    assert "chunking" not in jobs[0].to_dict()
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,8 @@ def test_built_jobs_match_the_schema() -> None:
     [
         (EncodeJob(input="", output=Mp4("a")), "input"),
         (EncodeJob(input="a", output=Mp4("a"), timeout_s=0), "timeout_s"),
+        (EncodeJob(input="a", output=Mp4("a"), chunk_s=1), "chunking.target_s"),
+        (EncodeJob(input="s3://media/a", output=Mp4("a"), chunk_s=60), "chunking"),
         (EncodeJob(input="a", output=Mp4("a"), renditions=[]), "renditions"),
         (
             EncodeJob(input="a", output=Mp4("a"), renditions=[Rendition(height=721)]),

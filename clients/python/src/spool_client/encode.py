@@ -86,6 +86,10 @@ class EncodeJob:
     # The encode's own time limit in seconds (the worker's
     # SPOOL_MAX_JOB_TIMEOUT caps it); None: the worker's.
     timeout_s: int | None = None
+    # Split into chunks of about this many seconds at the input's
+    # keyframes, encoded in parallel by the queue's workers and joined
+    # (docs/encode-jobs.md, "Chunked encodes"); a path input only.
+    chunk_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-ready data, after checking it."""
@@ -117,6 +121,8 @@ class EncodeJob:
         }
         if self.timeout_s is not None:
             spec["timeout_s"] = self.timeout_s
+        if self.chunk_s is not None:
+            spec["chunking"] = {"target_s": self.chunk_s}
         return spec
 
     def to_json(self) -> str:
@@ -130,6 +136,16 @@ class EncodeJob:
             isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 31 * 86_400
         ):
             raise InvalidJob("timeout_s", f"{t!r} must be whole seconds within 1..=2678400")
+        c = self.chunk_s
+        if c is not None:
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 2 <= c <= 3600:
+                raise InvalidJob("chunking.target_s", f"{c!r} must be within 2..=3600 seconds")
+            lower = self.input.lower() if isinstance(self.input, str) else ""
+            if lower.startswith(("http://", "https://", "s3://")) or self.output.path[:5].lower() == "s3://":
+                raise InvalidJob(
+                    "chunking",
+                    "needs an input and output under the worker's roots (not http(s) or s3:// yet)",
+                )
         for name, v in (("input", self.input), ("output", self.output.path)):
             if not isinstance(v, str) or not v.strip():
                 raise InvalidJob(name, "is empty")
