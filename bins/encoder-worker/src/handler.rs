@@ -78,7 +78,7 @@ impl Handler for EncodeHandler {
             })
             .collect();
         if !failed.is_empty() {
-            self.remove_chunks(&dir);
+            self.remove_chunks(&dir).await;
             return Err(JobError::permanent(format!(
                 "{} chunk(s) of this encode failed, so nothing was joined: {}",
                 failed.len(),
@@ -90,7 +90,7 @@ impl Handler for EncodeHandler {
         // The chunks go once the outputs are published, or once no attempt
         // of the join is left to use them.
         if r.is_ok() || last || matches!(r, Err(JobError::Permanent(_))) {
-            self.remove_chunks(&dir);
+            self.remove_chunks(&dir).await;
         }
         r
     }
@@ -98,8 +98,8 @@ impl Handler for EncodeHandler {
 
 impl EncodeHandler {
     /// Removes a join's chunk files; a failure is logged, not the job's.
-    fn remove_chunks(&self, dir: &str) {
-        if let Err(e) = self.encoder.remove_chunks(dir) {
+    async fn remove_chunks(&self, dir: &str) {
+        if let Err(e) = self.encoder.remove_chunks(dir).await {
             tracing::warn!(dir, error = %e, "cannot remove the chunks of a chunked encode");
         }
     }

@@ -53,7 +53,7 @@ export interface EncodeJobInit {
   /**
    * Split into chunks of about this many seconds at the input's keyframes,
    * encoded in parallel by the queue's workers and joined
-   * (docs/encode-jobs.md, "Chunked encodes"); a path input only.
+   * (docs/encode-jobs.md, "Chunked encodes"); not for http(s) inputs.
    */
   chunkS?: number;
 }
@@ -107,9 +107,8 @@ export class EncodeJob {
     if (j.chunkS !== undefined) {
       if (typeof j.chunkS !== "number" || !(j.chunkS >= 2 && j.chunkS <= 3600))
         throw new InvalidJob("chunking.target_s", `${String(j.chunkS)} must be within 2..=3600 seconds`);
-      const remote = (v: unknown) => typeof v === "string" && /^(https?|s3):\/\//i.test(v);
-      if (remote(j.input) || remote(j.output?.path))
-        throw new InvalidJob("chunking", "needs an input and output under the worker's roots (not http(s) or s3:// yet)");
+      if (typeof j.input === "string" && /^https?:\/\//i.test(j.input))
+        throw new InvalidJob("chunking", "needs an input every worker can read (a path or s3://), not http(s)");
     }
     for (const [name, v] of [
       ["input", j.input],

@@ -39,7 +39,7 @@ test("impossible jobs name their field", () => {
     [{ input: "", output: mp4("a") }, "input"],
     [{ input: "a", output: mp4("a"), timeoutS: 1.5 }, "timeoutS"],
     [{ input: "a", output: mp4("a"), chunkS: 1 }, "chunking.target_s"],
-    [{ input: "s3://media/a", output: mp4("a"), chunkS: 60 }, "chunking"],
+    [{ input: "https://x/a", output: mp4("a"), chunkS: 60 }, "chunking"],
     [{ input: "a", output: mp4("a"), renditions: [] }, "renditions"],
     [{ input: "a", output: mp4("a"), renditions: [{ height: 721 }] }, "renditions[0].height"],
     [{ input: "a", output: mp4("a"), renditions: [{ height: 720 }, {}] }, "renditions[1].height"],

@@ -46,7 +46,7 @@ def test_built_jobs_match_the_schema() -> None:
         (EncodeJob(input="", output=Mp4("a")), "input"),
         (EncodeJob(input="a", output=Mp4("a"), timeout_s=0), "timeout_s"),
         (EncodeJob(input="a", output=Mp4("a"), chunk_s=1), "chunking.target_s"),
-        (EncodeJob(input="s3://media/a", output=Mp4("a"), chunk_s=60), "chunking"),
+        (EncodeJob(input="https://x/a", output=Mp4("a"), chunk_s=60), "chunking"),
         (EncodeJob(input="a", output=Mp4("a"), renditions=[]), "renditions"),
         (
             EncodeJob(input="a", output=Mp4("a"), renditions=[Rendition(height=721)]),

@@ -93,7 +93,8 @@ pub struct EncodeSpec {
     /// Split the encode into chunks at the source's keyframes, each encoded
     /// by its own job (any worker of the queue), then joined without
     /// re-encoding (docs/encode-jobs.md, "Chunked encodes"). Only for
-    /// inputs a worker can seek in: a local path.
+    /// inputs every worker can read: a path under the input root (a shared
+    /// volume) or an `s3://` object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunking: Option<Chunking>,
     /// Set by spool's planner on the jobs it makes of a chunked encode, never
@@ -609,13 +610,7 @@ impl EncodeSpec {
             if lower.starts_with("http://") || lower.starts_with("https://") {
                 return Err(SpecError::new(
                     "chunking",
-                    "needs an input every chunk's worker can seek in (a path under the input root); an http(s) input is not",
-                ));
-            }
-            if S3Uri::is_s3(&self.input) || S3Uri::is_s3(&self.output) {
-                return Err(SpecError::new(
-                    "chunking",
-                    "does not take s3:// inputs or outputs yet (docs/encode-jobs.md, \"Chunked encodes\"): use a path under the worker's roots",
+                    "needs an input every chunk's worker can seek in (a path under the input root, or an s3:// object); an http(s) input is not",
                 ));
             }
             if self.part.is_some() {

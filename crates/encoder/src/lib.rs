@@ -539,6 +539,7 @@ impl Encoder {
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
         let downloaded = self.fetch_source(&spec.input, progress, cancel).await?;
+        let chunks = self.fetch_chunks(spec, progress, cancel).await?;
         // The FFmpeg work stops at its next packet when this future is
         // dropped unfinished (an aborted task), not only on `cancel`.
         let work_cancel = cancel.child_token();
@@ -560,9 +561,22 @@ impl Encoder {
             let mut send = |p: Progress| {
                 let _ = tx.send(p);
             };
-            // The downloaded file is removed once the encode is over.
-            let r = this.run_backends(owner.as_ref(), &spec, &input, &target, &mut send, &cancel);
+            let chunk_inputs = match &chunks {
+                None => None,
+                Some(files) => Some(this.open_chunks(files)?),
+            };
+            // The downloaded files are removed once the encode is over.
+            let r = this.run_backends(
+                owner.as_ref(),
+                &spec,
+                &input,
+                chunk_inputs.as_deref(),
+                &target,
+                &mut send,
+                &cancel,
+            );
             drop(downloaded);
+            drop(chunks);
             r
         });
         loop {
@@ -583,18 +597,19 @@ impl Encoder {
 
     /// Runs the encode of `input` into `target`, choosing the backend by
     /// the spec's hardware policy. Blocking.
+    #[allow(clippy::too_many_arguments)]
     fn run_backends(
         &self,
         owner: Option<&OutputOwner>,
         spec: &EncodeSpec,
         input: &paths::InputFile,
+        chunks: Option<&[Vec<paths::InputFile>]>,
         target: &paths::OutputTarget,
         progress: &mut dyn FnMut(Progress),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
         let inner = &*self.inner;
-        if let Some(spool_encode_spec::Part::Join { count, dir, .. }) = &spec.part {
-            let chunks = self.chunk_files(spec, dir, *count)?;
+        if let Some(chunks) = chunks {
             let job = pipeline::Job {
                 spec,
                 input,
@@ -606,7 +621,7 @@ impl Encoder {
                 gpu_found: None,
                 threads: inner.config.threads,
             };
-            return pipeline::join(&job, &chunks, progress, cancel);
+            return pipeline::join(&job, chunks, progress, cancel);
         }
         let job = pipeline::Job {
             spec,
@@ -663,34 +678,100 @@ impl Encoder {
         }
     }
 
-    /// The chunk files of a join: per chunk, one per rendition, opened
-    /// under the output root.
-    fn chunk_files(
-        &self,
-        spec: &EncodeSpec,
-        dir: &str,
-        count: u32,
-    ) -> Result<Vec<Vec<paths::InputFile>>, EncodeError> {
-        let root = &self.inner.config.output_root;
+    /// The names of a join's chunk files under `dir`: per chunk, one per
+    /// rendition in the spec's order.
+    fn chunk_names(spec: &EncodeSpec, dir: &str, count: u32) -> Vec<Vec<String>> {
         let ladder = spec.renditions.len() > 1;
         (0..count)
             .map(|c| {
                 let name = chunks::chunk_name(dir, c);
-                let stem = name.rsplit('/').next().unwrap_or(&name).to_owned();
                 spec.renditions
                     .iter()
                     .map(|r| {
-                        let file = if ladder {
-                            format!("{stem}_{}.mp4", r.label())
+                        if ladder {
+                            format!("{name}_{}.mp4", r.label())
                         } else {
-                            format!("{stem}.mp4")
-                        };
-                        let path = format!("{}/{file}", dir.trim_end_matches('/'));
-                        paths::open_input(root, &path).map_err(|e| {
+                            format!("{name}.mp4")
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A join's chunk files, where the encode can open them: under the
+    /// output root, or downloaded to the scratch directory from object
+    /// storage. `None` for any other encode.
+    async fn fetch_chunks(
+        &self,
+        spec: &EncodeSpec,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<Vec<ChunkFile>>>, EncodeError> {
+        let Some(spool_encode_spec::Part::Join { count, dir, .. }) = &spec.part else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for names in Self::chunk_names(spec, dir, *count) {
+            let mut files = Vec::new();
+            for name in names {
+                if S3Uri::is_s3(&name) {
+                    let uri = S3Uri::parse(&name).map_err(|r| EncodeError::spec("part.dir", r))?;
+                    let stores = self.stores_for(&uri)?;
+                    let config = &self.inner.config;
+                    let file = stores
+                        .download(
+                            &uri,
+                            &config.scratch_dir,
+                            config.max_input_bytes,
+                            &mut |done, total| {
+                                progress(Progress {
+                                    phase: Phase::Download,
+                                    bytes: done,
+                                    frames: 0,
+                                    percent: percent(done, total),
+                                    fps: 0.0,
+                                    out_time_s: 0.0,
+                                })
+                            },
+                            cancel,
+                        )
+                        .await
+                        .map_err(|e| {
                             EncodeError::Failed(format!(
-                                "chunk {c} of the join is missing ({path}: {e}); its job must complete first"
+                                "chunk {name} of the join cannot be read ({e}); its job must complete first"
                             ))
-                        })
+                        })?;
+                    files.push(ChunkFile::Downloaded(file));
+                } else {
+                    files.push(ChunkFile::Local(name));
+                }
+            }
+            out.push(files);
+        }
+        Ok(Some(out))
+    }
+
+    /// Opens a join's chunk files (blocking).
+    fn open_chunks(
+        &self,
+        files: &[Vec<ChunkFile>],
+    ) -> Result<Vec<Vec<paths::InputFile>>, EncodeError> {
+        let root = &self.inner.config.output_root;
+        files
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|f| match f {
+                        ChunkFile::Local(name) => paths::open_input(root, name).map_err(|e| {
+                            EncodeError::Failed(format!(
+                                "a chunk of the join is missing ({name}: {e}); its job must complete first"
+                            ))
+                        }),
+                        ChunkFile::Downloaded(file) => paths::open_input(
+                            file.path().parent().unwrap_or(&self.inner.config.scratch_dir),
+                            &file.path().to_string_lossy(),
+                        ),
                     })
                     .collect()
             })
@@ -714,10 +795,17 @@ impl Encoder {
             Container::Hls { segment_s } => Some(segment_s),
             Container::Mp4 => None,
         };
+        let downloaded = self.fetch_source(&spec.input, &mut |_| {}, cancel).await?;
         let (this, spec, cancel) = (self.clone(), spec.clone(), cancel.clone());
         tokio::task::spawn_blocking(move || {
             let config = &this.inner.config;
-            let input = paths::open_input(&config.input_root, &spec.input)?;
+            let input = match &downloaded {
+                Some(file) => paths::open_input(
+                    file.path().parent().unwrap_or(&config.scratch_dir),
+                    &file.path().to_string_lossy(),
+                )?,
+                None => paths::open_input(&config.input_root, &spec.input)?,
+            };
             let index = pipeline::keyframes(&input, &spec.input, &config.limits, &cancel)?;
             let tb = f64::from(index.time_base[0]) / f64::from(index.time_base[1]);
             let starts = chunks::pick_starts(
@@ -746,7 +834,24 @@ impl Encoder {
     /// made by [`chunks::chunk_dir`]) and everything in it; nothing when it
     /// is gone already. Refuses any other name, and a path through a
     /// symbolic link.
-    pub fn remove_chunks(&self, dir: &str) -> Result<(), EncodeError> {
+    pub async fn remove_chunks(&self, dir: &str) -> Result<(), EncodeError> {
+        if S3Uri::is_s3(dir) {
+            let uri = S3Uri::parse(dir).map_err(|r| EncodeError::spec("part.dir", r))?;
+            if !uri
+                .key
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .is_some_and(|p| p.starts_with("spool-chunks-"))
+            {
+                return Err(EncodeError::PathRefused {
+                    path: dir.to_owned(),
+                    reason: "not a chunk prefix (spool-chunks-…)".into(),
+                });
+            }
+            self.stores_for(&uri)?.remove_prefix(&uri).await?;
+            return Ok(());
+        }
         let parts = paths::check_output_name(dir)?;
         if !parts.last().is_some_and(|p| p.starts_with("spool-chunks-")) {
             return Err(EncodeError::PathRefused {
@@ -846,6 +951,12 @@ impl Encoder {
             Ok(None)
         }
     }
+}
+
+/// A join's chunk file: a name under the output root, or downloaded.
+enum ChunkFile {
+    Local(String),
+    Downloaded(tempfile::NamedTempFile),
 }
 
 /// `done` of `total` as a percentage (0 when the total is unknown).

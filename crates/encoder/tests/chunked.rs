@@ -18,6 +18,10 @@ fn encode(enc: &Encoder, s: &EncodeSpec) -> Result<EncodeResult> {
     Ok(enc.encode_blocking(s, &mut |_| {}, &CancellationToken::new())?)
 }
 
+fn remove(enc: &Encoder, dir: &str) -> Result<()> {
+    Ok(tokio::runtime::Runtime::new()?.block_on(enc.remove_chunks(dir))?)
+}
+
 /// Plans, encodes each chunk, joins; returns the join's result and the plan.
 fn chunked(
     enc: &Encoder,
@@ -121,7 +125,7 @@ fn a_chunked_mp4_matches_the_single_pass_encode() -> Result<()> {
 
     // The chunks are the caller's to remove (the worker does after the join).
     ensure!(r.output.join(&dir).join("c00000.mp4").exists());
-    enc.remove_chunks(&dir)?;
+    remove(&enc, &dir)?;
     ensure!(!r.output.join(&dir).exists(), "{dir} was not removed");
     Ok(())
 }
@@ -187,7 +191,7 @@ fn a_chunked_hls_ladder_matches_the_single_pass_encode() -> Result<()> {
             segs(&so.path)?
         );
     }
-    enc.remove_chunks(&dir)?;
+    remove(&enc, &dir)?;
     Ok(())
 }
 
@@ -234,6 +238,58 @@ fn what_cannot_be_chunked_is_refused_clearly() -> Result<()> {
         Ok(p) => anyhow::bail!("planned an audio file: {p:?}"),
     }
     // Only chunk directories are ever removed.
-    ensure!(enc.remove_chunks("films").is_err());
+    ensure!(remove(&enc, "films").is_err());
+    Ok(())
+}
+
+/// Input, chunks and outputs in object storage: the chunks live under a
+/// `spool-chunks-` prefix beside the output, the join downloads them, and
+/// removing them leaves only the output.
+#[test]
+fn a_chunked_encode_runs_from_and_to_object_storage() -> Result<()> {
+    use spool_encoder::storage::parse_buckets;
+    use spool_encoder::{EncoderConfig, ObjectStorage};
+    let s3 = tk::S3Server::start()?;
+    let r = roots()?;
+    let local = r.dir.path().join("src.mp4");
+    tk::chunk_source(&local, 40)?;
+    s3.put("media", "src/film.mp4", std::fs::read(&local)?)?;
+    let scratch = r.dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let mut cfg = EncoderConfig::new(&r.input, &r.output);
+    cfg.scratch_dir = scratch;
+    cfg.storage = ObjectStorage::default()
+        .with_buckets(parse_buckets("media").map_err(anyhow::Error::msg)?)
+        .with_endpoint(Some(s3.endpoint()))
+        .with_region(Some("us-east-1".into()))
+        .with_credentials(tk::S3_ACCESS_KEY, tk::S3_SECRET_KEY);
+    let enc = Encoder::new(cfg)?;
+    let s = spec(
+        r#"{"input":"s3://media/src/film.mp4","output":"s3://media/vod/film","hardware":"cpu",
+            "renditions":[{"codec":"h264","height":240,"quality":23,"preset":"fastest"}],
+            "chunking":{"target_s":10}}"#,
+    )?;
+    let (joined, plan, dir) = chunked(&enc, &s, "job-3")?;
+    ensure!(plan.starts.len() == 4, "{plan:?}");
+    ensure!(dir.starts_with("s3://media/vod/spool-chunks-"), "{dir}");
+    let out = &joined.outputs[0];
+    ensure!(
+        out.path == "s3://media/vod/film.mp4" && out.frames == 40 * 25,
+        "{out:?}"
+    );
+    let chunk_prefix = dir.trim_start_matches("s3://media/");
+    ensure!(
+        s3.list("media", chunk_prefix)?.len() >= 4,
+        "no chunks under {chunk_prefix}"
+    );
+    remove(&enc, &dir)?;
+    ensure!(
+        s3.list("media", chunk_prefix)?.is_empty(),
+        "chunks left under {chunk_prefix}"
+    );
+    let back = r.dir.path().join("back.mp4");
+    std::fs::write(&back, s3.get("media", "vod/film.mp4")?)?;
+    ensure!(tk::decoded_frames(&back)? == 40 * 25);
+    ensure!(tk::decode_errors(&back)?.is_empty());
     Ok(())
 }

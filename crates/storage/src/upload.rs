@@ -151,6 +151,33 @@ async fn list_within(
     Ok(found)
 }
 
+impl Storage {
+    /// Deletes every object under `dir` (treated as a `/`-ended prefix),
+    /// each request bounded by the I/O timeout; returns how many went. For
+    /// spool's own working prefixes (a chunked encode's chunks), never for
+    /// outputs, which carry owners.
+    pub async fn remove_prefix(&self, dir: &S3Uri) -> Result<usize, StorageError> {
+        let store = self.store(dir)?;
+        let io = self.io_timeout();
+        let prefix = S3Uri {
+            bucket: dir.bucket.clone(),
+            key: format!("{}/", dir.key.trim_end_matches('/')),
+        };
+        let keys = list_within(&store, &prefix, io, &self.secrets).await?;
+        for k in &keys {
+            let uri = S3Uri {
+                bucket: dir.bucket.clone(),
+                key: k.to_string(),
+            };
+            match super::timed("delete", io, &uri, store.delete(k)).await? {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(classify(&uri, &e, &self.secrets)),
+            }
+        }
+        Ok(keys.len())
+    }
+}
+
 /// Refuses an encode whose outputs would replace objects that are not its
 /// own: `names` are the output files (or, `true`, HLS directories) beside
 /// `base`'s last segment. Runs before any work. Returns the objects under

@@ -88,7 +88,7 @@ class EncodeJob:
     timeout_s: int | None = None
     # Split into chunks of about this many seconds at the input's
     # keyframes, encoded in parallel by the queue's workers and joined
-    # (docs/encode-jobs.md, "Chunked encodes"); a path input only.
+    # (docs/encode-jobs.md, "Chunked encodes"); not for http(s) inputs.
     chunk_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,10 +141,10 @@ class EncodeJob:
             if isinstance(c, bool) or not isinstance(c, (int, float)) or not 2 <= c <= 3600:
                 raise InvalidJob("chunking.target_s", f"{c!r} must be within 2..=3600 seconds")
             lower = self.input.lower() if isinstance(self.input, str) else ""
-            if lower.startswith(("http://", "https://", "s3://")) or self.output.path[:5].lower() == "s3://":
+            if lower.startswith(("http://", "https://")):
                 raise InvalidJob(
                     "chunking",
-                    "needs an input and output under the worker's roots (not http(s) or s3:// yet)",
+                    "needs an input every worker can read (a path or s3://), not http(s)",
                 )
         for name, v in (("input", self.input), ("output", self.output.path)):
             if not isinstance(v, str) or not v.strip():
