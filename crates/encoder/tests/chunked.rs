@@ -293,3 +293,42 @@ fn a_chunked_encode_runs_from_and_to_object_storage() -> Result<()> {
     ensure!(tk::decode_errors(&back)?.is_empty());
     Ok(())
 }
+
+/// Chunks encoded with other codec parameters (as NVENC and x264 workers
+/// would give under `hardware: auto`) are refused by the join, naming the
+/// chunk and the fix, instead of an output that decodes wrongly.
+#[test]
+fn chunks_from_different_encoders_are_not_joined() -> Result<()> {
+    let r = roots()?;
+    tk::chunk_source(&r.input.join("src.mp4"), 20)?;
+    let enc = encoder(&r, Default::default())?;
+    let s = spec(
+        r#"{"input":"src.mp4","output":"mixed","hardware":"cpu",
+            "renditions":[{"codec":"h264","height":240,"preset":"medium"}],
+            "chunking":{"target_s":5}}"#,
+    )?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let plan = rt.block_on(enc.plan_chunks(&s, &CancellationToken::new()))?;
+    let dir = chunks::chunk_dir(&s.output, "job-4");
+    let (mut parts, join) = plan.jobs(&s, &dir);
+    ensure!(parts.len() == 4, "{plan:?}");
+    // Chunk 1 from "another encoder": x264 ultrafast writes other
+    // parameter sets (no CABAC, baseline-like) than medium.
+    parts[1].renditions[0].preset = spool_encoder::Preset::Fastest;
+    for p in &parts {
+        encode(&enc, p)?;
+    }
+    match enc.encode_blocking(&join, &mut |_| {}, &CancellationToken::new()) {
+        Err(e) => {
+            let m = e.to_string();
+            ensure!(m.contains("chunk 1") && m.contains("\"cpu\""), "{m}");
+            ensure!(!e.is_retryable(), "a mismatch is permanent: {m}");
+        }
+        Ok(r) => anyhow::bail!("joined mismatched chunks: {:?}", r.outputs),
+    }
+    ensure!(
+        !r.output.join("mixed.mp4").exists(),
+        "a partial output was published"
+    );
+    remove(&enc, &dir)
+}

@@ -41,6 +41,25 @@ pub(super) struct JoinOut {
     codec: String,
     /// The last decode timestamp written, in `video_tb`.
     last_dts: Option<i64>,
+    /// Chunk 0's codec parameters (SPS/PPS for H.264): every chunk must
+    /// have the same, since the output stores them once.
+    extradata: Vec<u8>,
+}
+
+/// A stream's codec extradata (H.264/HEVC parameter sets, AV1's config).
+#[allow(unsafe_code)]
+fn extradata(par: &codec::Parameters) -> Vec<u8> {
+    // SAFETY: `par` wraps a live AVCodecParameters; `extradata` points at
+    // `extradata_size` bytes owned by it, or is null.
+    unsafe {
+        let p = par.as_ptr();
+        let (data, size) = ((*p).extradata, (*p).extradata_size);
+        if data.is_null() || size <= 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(data, size as usize).to_vec()
+        }
+    }
 }
 
 impl Muxed for JoinOut {
@@ -192,6 +211,7 @@ pub(crate) fn run(
                 EncodeError::Failed(format!("chunk 0 of rendition {label} has no video"))
             })?;
         let par = st.parameters();
+        let extradata = extradata(&par);
         let (stage, stage_name, final_name, final_path, seg_dir) = if hls {
             let dir = staging.subdir(&label)?;
             (
@@ -251,6 +271,7 @@ pub(crate) fn run(
             height,
             codec,
             last_dts: None,
+            extradata,
         });
     }
 
@@ -402,12 +423,23 @@ fn copy_chunk(
 ) -> Result<(), EncodeError> {
     let what = format!("chunk {c} of rendition {}", o.label);
     let mut chunk = super::open_input(file, &what, job.limits, cancel)?;
-    let (si, tb, rate) = chunk
+    let (si, tb, rate, par) = chunk
         .ctx
         .streams()
         .best(media::Type::Video)
-        .map(|s| (s.index(), s.time_base(), s.avg_frame_rate()))
+        .map(|s| (s.index(), s.time_base(), s.avg_frame_rate(), s.parameters()))
         .ok_or_else(|| EncodeError::Failed(format!("{what} has no video")))?;
+    // Parameters stored once for the whole output: a chunk encoded with
+    // others (NVENC on one worker, x264 on another, under
+    // `hardware: auto`) would decode wrongly.
+    if extradata(&par) != o.extradata {
+        return Err(EncodeError::InvalidSpec {
+            field: "hardware".into(),
+            reason: format!(
+                "{what} was encoded with other codec parameters than chunk 0 (chunks from NVENC and CPU workers, or from different encoder builds, cannot be joined): use \"hardware\": \"cpu\" or \"nvenc\" for a chunked encode on a mixed fleet"
+            ),
+        });
+    }
     // A chunk file's last sample may read back without a duration; the
     // MP4 muxer would then end the output's edit list a frame early.
     let frame_dur = if rate.numerator() > 0 && rate.denominator() > 0 {
