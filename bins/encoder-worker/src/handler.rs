@@ -151,17 +151,26 @@ impl EncodeHandler {
         } else {
             ctx.id.to_string()
         };
-        let (chunks, join) = plan.jobs(&spec, &dir);
+        let jobs = plan.jobs(&spec, &dir);
+        let (chunks, join) = (&jobs.chunks, &jobs.join);
         let json = |s: &EncodeSpec| {
             serde_json::to_vec(s)
                 .map_err(|e| JobError::permanent(format!("cannot write a spec: {e}")))
         };
         let join_id = format!("{base}.join");
         let mut flow = Flow::new(NewJob::with_options(
-            json(&join)?,
+            json(join)?,
             JobOptions::default().id(join_id.clone()),
         ))
         .on_child_failure(ChildFailure::Continue);
+        // The audio first: it is the longest single part, so it starts
+        // while the chunks spread over the other workers.
+        if let Some(a) = &jobs.audio {
+            flow = flow.child(Flow::new(NewJob::with_options(
+                json(a)?,
+                JobOptions::default().id(format!("{base}.audio")),
+            )));
+        }
         for (i, c) in chunks.iter().enumerate() {
             flow = flow.child(Flow::new(NewJob::with_options(
                 json(c)?,
@@ -189,6 +198,7 @@ impl EncodeHandler {
             "chunked": {
                 "join": join_id,
                 "chunks": chunks.len(),
+                "audio": jobs.audio.as_ref().map(|_| format!("{base}.audio")),
                 "starts_s": starts_s,
                 "duration_s": plan.duration_s(),
                 "keyframes": plan.keyframes,

@@ -138,8 +138,13 @@ pub enum Part {
         /// The source video stream's time base, `[num, den]`.
         time_base: [i32; 2],
     },
+    /// Encode the input's audio once, as the spec's `audio` says, into an
+    /// MP4 file named by the spec's `output` (the join copies it), its
+    /// timestamps counted from the input's start as a whole encode's are.
+    Audio,
     /// Join the chunk files into the spec's outputs, stream-copying the
-    /// video, with the audio encoded once from the input.
+    /// video, and the audio: from the audio job's file when `audio` is set,
+    /// else from the input (`copy`) or none.
     Join {
         /// How many chunks.
         count: u32,
@@ -151,7 +156,18 @@ pub enum Part {
         starts: Vec<i64>,
         /// The source video stream's time base, `[num, den]`.
         time_base: [i32; 2],
+        /// Whether an audio job wrote `<dir>/audio.mp4`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        audio: bool,
+        /// How far the video starts after the outputs' origin (the earlier
+        /// of the input's video and audio starts), in `time_base`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        video_offset: i64,
     },
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Longest `timeout_s` an encode spec may ask for: 31 days, as for a job's
@@ -651,12 +667,26 @@ impl EncodeSpec {
                     ));
                 }
             }
+            Some(Part::Audio)
+                if self.container != Container::Mp4 || self.renditions.len() != 1 =>
+            {
+                return Err(SpecError::new(
+                    "part",
+                    "an audio part writes one MP4 file (one rendition, mp4)",
+                ));
+            }
+            Some(Part::Audio) => {}
             Some(Part::Join {
                 count,
                 dir,
                 starts,
                 time_base,
+                video_offset,
+                ..
             }) => {
+                if *video_offset < 0 {
+                    return Err(SpecError::new("part.video_offset", "must not be negative"));
+                }
                 if *count == 0 || *count > MAX_CHUNKS || starts.len() != *count as usize {
                     return Err(SpecError::new(
                         "part.starts",

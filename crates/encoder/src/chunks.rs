@@ -22,6 +22,23 @@ pub struct ChunkPlan {
     pub end: i64,
     /// Keyframes the input has.
     pub keyframes: usize,
+    /// How far the video starts after the outputs' origin (the earlier of
+    /// the input's video and audio starts), in `time_base`.
+    pub video_offset: i64,
+    /// Whether the input has an audio stream.
+    pub has_audio: bool,
+}
+
+/// The jobs of a chunked encode, as [`ChunkPlan::jobs`] writes them.
+#[derive(Debug, Clone)]
+pub struct ChunkJobs {
+    /// One per chunk, in order.
+    pub chunks: Vec<EncodeSpec>,
+    /// The audio, encoded once (AAC from an input with audio); it runs
+    /// beside the chunks, so the join only copies.
+    pub audio: Option<EncodeSpec>,
+    /// The join, the flow's parent.
+    pub join: EncodeSpec,
 }
 
 impl ChunkPlan {
@@ -30,10 +47,10 @@ impl ChunkPlan {
         self.end as f64 * f64::from(self.time_base[0]) / f64::from(self.time_base[1].max(1))
     }
 
-    /// The specs of the chunk jobs, in order, and of the join, for `spec`
-    /// (which asks for chunking) with the chunk files under the output name
-    /// `dir` (relative to the output root).
-    pub fn jobs(&self, spec: &EncodeSpec, dir: &str) -> (Vec<EncodeSpec>, EncodeSpec) {
+    /// The specs of the chunk jobs, in order, of the audio job, and of the
+    /// join, for `spec` (which asks for chunking) with the chunk files under
+    /// the output name `dir` (relative to the output root, or `s3://`).
+    pub fn jobs(&self, spec: &EncodeSpec, dir: &str) -> ChunkJobs {
         let count = self.starts.len() as u32;
         let chunks = self
             .starts
@@ -55,6 +72,15 @@ impl ChunkPlan {
                 c
             })
             .collect();
+        let audio = (self.has_audio && matches!(spec.audio, Audio::Aac { .. })).then(|| {
+            let mut a = spec.clone();
+            a.chunking = None;
+            a.output = format!("{}/audio", dir.trim_end_matches('/'));
+            a.container = Container::Mp4;
+            a.renditions.truncate(1);
+            a.part = Some(Part::Audio);
+            a
+        });
         let mut join = spec.clone();
         join.chunking = None;
         join.part = Some(Part::Join {
@@ -62,8 +88,14 @@ impl ChunkPlan {
             dir: dir.to_owned(),
             starts: self.starts.clone(),
             time_base: self.time_base,
+            audio: audio.is_some(),
+            video_offset: self.video_offset,
         });
-        (chunks, join)
+        ChunkJobs {
+            chunks,
+            audio,
+            join,
+        }
     }
 }
 

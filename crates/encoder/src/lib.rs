@@ -565,12 +565,15 @@ impl Encoder {
                 None => None,
                 Some(files) => Some(this.open_chunks(files)?),
             };
+            let chunk_inputs = chunk_inputs
+                .as_ref()
+                .map(|(c, a)| (c.as_slice(), a.as_ref()));
             // The downloaded files are removed once the encode is over.
             let r = this.run_backends(
                 owner.as_ref(),
                 &spec,
                 &input,
-                chunk_inputs.as_deref(),
+                chunk_inputs,
                 &target,
                 &mut send,
                 &cancel,
@@ -603,13 +606,13 @@ impl Encoder {
         owner: Option<&OutputOwner>,
         spec: &EncodeSpec,
         input: &paths::InputFile,
-        chunks: Option<&[Vec<paths::InputFile>]>,
+        chunks: Option<(&[Vec<paths::InputFile>], Option<&paths::InputFile>)>,
         target: &paths::OutputTarget,
         progress: &mut dyn FnMut(Progress),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
         let inner = &*self.inner;
-        if let Some(chunks) = chunks {
+        if chunks.is_some() || spec.part == Some(spool_encode_spec::Part::Audio) {
             let job = pipeline::Job {
                 spec,
                 input,
@@ -621,7 +624,10 @@ impl Encoder {
                 gpu_found: None,
                 threads: inner.config.threads,
             };
-            return pipeline::join(&job, chunks, progress, cancel);
+            return match chunks {
+                Some((chunks, audio)) => pipeline::join(&job, chunks, audio, progress, cancel),
+                None => pipeline::audio_only(&job, progress, cancel),
+            };
         }
         let job = pipeline::Job {
             spec,
@@ -699,83 +705,102 @@ impl Encoder {
             .collect()
     }
 
-    /// A join's chunk files, where the encode can open them: under the
-    /// output root, or downloaded to the scratch directory from object
-    /// storage. `None` for any other encode.
+    /// A join's chunk files (and the audio part's file, when there is
+    /// one), where the encode can open them: under the output root, or
+    /// downloaded to the scratch directory from object storage. `None` for
+    /// any other encode.
     async fn fetch_chunks(
         &self,
         spec: &EncodeSpec,
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &CancellationToken,
-    ) -> Result<Option<Vec<Vec<ChunkFile>>>, EncodeError> {
-        let Some(spool_encode_spec::Part::Join { count, dir, .. }) = &spec.part else {
+    ) -> Result<Option<JoinFiles>, EncodeError> {
+        let Some(spool_encode_spec::Part::Join {
+            count, dir, audio, ..
+        }) = &spec.part
+        else {
             return Ok(None);
         };
-        let mut out = Vec::new();
+        let mut chunks = Vec::new();
         for names in Self::chunk_names(spec, dir, *count) {
             let mut files = Vec::new();
             for name in names {
-                if S3Uri::is_s3(&name) {
-                    let uri = S3Uri::parse(&name).map_err(|r| EncodeError::spec("part.dir", r))?;
-                    let stores = self.stores_for(&uri)?;
-                    let config = &self.inner.config;
-                    let file = stores
-                        .download(
-                            &uri,
-                            &config.scratch_dir,
-                            config.max_input_bytes,
-                            &mut |done, total| {
-                                progress(Progress {
-                                    phase: Phase::Download,
-                                    bytes: done,
-                                    frames: 0,
-                                    percent: percent(done, total),
-                                    fps: 0.0,
-                                    out_time_s: 0.0,
-                                })
-                            },
-                            cancel,
-                        )
-                        .await
-                        .map_err(|e| {
-                            EncodeError::Failed(format!(
-                                "chunk {name} of the join cannot be read ({e}); its job must complete first"
-                            ))
-                        })?;
-                    files.push(ChunkFile::Downloaded(file));
-                } else {
-                    files.push(ChunkFile::Local(name));
-                }
+                files.push(self.fetch_chunk(name, progress, cancel).await?);
             }
-            out.push(files);
+            chunks.push(files);
         }
-        Ok(Some(out))
+        let audio = match audio {
+            true => {
+                let name = format!("{}/audio.mp4", dir.trim_end_matches('/'));
+                Some(self.fetch_chunk(name, progress, cancel).await?)
+            }
+            false => None,
+        };
+        Ok(Some(JoinFiles { chunks, audio }))
     }
 
-    /// Opens a join's chunk files (blocking).
-    fn open_chunks(
+    /// One file of a join: its name under the output root, or downloaded.
+    async fn fetch_chunk(
         &self,
-        files: &[Vec<ChunkFile>],
-    ) -> Result<Vec<Vec<paths::InputFile>>, EncodeError> {
-        let root = &self.inner.config.output_root;
-        files
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .map(|f| match f {
-                        ChunkFile::Local(name) => paths::open_input(root, name).map_err(|e| {
-                            EncodeError::Failed(format!(
-                                "a chunk of the join is missing ({name}: {e}); its job must complete first"
-                            ))
-                        }),
-                        ChunkFile::Downloaded(file) => paths::open_input(
-                            file.path().parent().unwrap_or(&self.inner.config.scratch_dir),
-                            &file.path().to_string_lossy(),
-                        ),
+        name: String,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) -> Result<ChunkFile, EncodeError> {
+        if !S3Uri::is_s3(&name) {
+            return Ok(ChunkFile::Local(name));
+        }
+        let uri = S3Uri::parse(&name).map_err(|r| EncodeError::spec("part.dir", r))?;
+        let stores = self.stores_for(&uri)?;
+        let config = &self.inner.config;
+        let file = stores
+            .download(
+                &uri,
+                &config.scratch_dir,
+                config.max_input_bytes,
+                &mut |done, total| {
+                    progress(Progress {
+                        phase: Phase::Download,
+                        bytes: done,
+                        frames: 0,
+                        percent: percent(done, total),
+                        fps: 0.0,
+                        out_time_s: 0.0,
                     })
-                    .collect()
-            })
-            .collect()
+                },
+                cancel,
+            )
+            .await
+            .map_err(|e| {
+                EncodeError::Failed(format!(
+                    "{name} of the join cannot be read ({e}); its job must complete first"
+                ))
+            })?;
+        Ok(ChunkFile::Downloaded(file))
+    }
+
+    /// Opens a join's files (blocking).
+    fn open_chunks(&self, files: &JoinFiles) -> Result<OpenedJoin, EncodeError> {
+        let open = |f: &ChunkFile| match f {
+            ChunkFile::Local(name) => paths::open_input(&self.inner.config.output_root, name)
+                .map_err(|e| {
+                    EncodeError::Failed(format!(
+                        "a file of the join is missing ({name}: {e}); its job must complete first"
+                    ))
+                }),
+            ChunkFile::Downloaded(file) => paths::open_input(
+                file.path()
+                    .parent()
+                    .unwrap_or(&self.inner.config.scratch_dir),
+                &file.path().to_string_lossy(),
+            ),
+        };
+        let chunks = files
+            .chunks
+            .iter()
+            .map(|row| row.iter().map(open).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let audio = files.audio.as_ref().map(open).transpose()?;
+        Ok((chunks, audio))
     }
 
     /// Reads the keyframe index of `spec`'s input (a path under the input
@@ -806,7 +831,13 @@ impl Encoder {
                 )?,
                 None => paths::open_input(&config.input_root, &spec.input)?,
             };
-            let index = pipeline::keyframes(&input, &spec.input, &config.limits, &cancel)?;
+            let index = pipeline::keyframes(
+                &input,
+                &spec.input,
+                &config.limits,
+                spec.audio != Audio::None,
+                &cancel,
+            )?;
             let tb = f64::from(index.time_base[0]) / f64::from(index.time_base[1]);
             let starts = chunks::pick_starts(
                 &index.keyframes,
@@ -820,6 +851,8 @@ impl Encoder {
                 starts,
                 end: index.end,
                 keyframes: index.keyframes.len(),
+                video_offset: index.video_offset,
+                has_audio: index.has_audio,
             })
         })
         .await
@@ -958,6 +991,15 @@ enum ChunkFile {
     Local(String),
     Downloaded(tempfile::NamedTempFile),
 }
+
+/// A join's files: per chunk, one per rendition; and the audio part's.
+struct JoinFiles {
+    chunks: Vec<Vec<ChunkFile>>,
+    audio: Option<ChunkFile>,
+}
+
+/// [`JoinFiles`] opened.
+type OpenedJoin = (Vec<Vec<paths::InputFile>>, Option<paths::InputFile>);
 
 /// `done` of `total` as a percentage (0 when the total is unknown).
 fn percent(done: u64, total: u64) -> f64 {

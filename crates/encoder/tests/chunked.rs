@@ -31,11 +31,11 @@ fn chunked(
     let rt = tokio::runtime::Runtime::new()?;
     let plan = rt.block_on(enc.plan_chunks(s, &CancellationToken::new()))?;
     let dir = chunks::chunk_dir(&s.output, key);
-    let (parts, join) = plan.jobs(s, &dir);
-    for p in &parts {
+    let jobs = plan.jobs(s, &dir);
+    for p in jobs.chunks.iter().chain(&jobs.audio) {
         encode(enc, p)?;
     }
-    let joined = encode(enc, &join)?;
+    let joined = encode(enc, &jobs.join)?;
     Ok((joined, plan, dir))
 }
 
@@ -310,12 +310,13 @@ fn chunks_from_different_encoders_are_not_joined() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let plan = rt.block_on(enc.plan_chunks(&s, &CancellationToken::new()))?;
     let dir = chunks::chunk_dir(&s.output, "job-4");
-    let (mut parts, join) = plan.jobs(&s, &dir);
-    ensure!(parts.len() == 4, "{plan:?}");
+    let jobs = plan.jobs(&s, &dir);
+    let (mut parts, join) = (jobs.chunks, jobs.join);
+    ensure!(parts.len() == 4 && jobs.audio.is_some(), "{plan:?}");
     // Chunk 1 from "another encoder": x264 ultrafast writes other
     // parameter sets (no CABAC, baseline-like) than medium.
     parts[1].renditions[0].preset = spool_encoder::Preset::Fastest;
-    for p in &parts {
+    for p in parts.iter().chain(&jobs.audio) {
         encode(&enc, p)?;
     }
     match enc.encode_blocking(&join, &mut |_| {}, &CancellationToken::new()) {

@@ -196,7 +196,7 @@ pub(super) fn audio_packet<O: Muxed>(
             for o in outs.iter_mut() {
                 let Some(tb) = o.audio_tb() else { continue };
                 let mut p = packet.clone();
-                p.set_stream(1);
+                p.set_stream(o.audio_index());
                 p.set_position(-1);
                 p.rescale_ts(*ist_tb, tb);
                 p.write_interleaved(o.octx())
@@ -311,7 +311,7 @@ pub(super) fn aac_write<O: Muxed>(
         for o in outs.iter_mut() {
             let Some(tb) = o.audio_tb() else { continue };
             let mut q = p.clone();
-            q.set_stream(1);
+            q.set_stream(o.audio_index());
             q.rescale_ts(enc_tb, tb);
             q.write_interleaved(o.octx())
                 .map_err(|e| failed(format!("writing rendition {}", o.label()), e))?;

@@ -179,6 +179,27 @@ pub(crate) fn open_input(
     limits: &Limits,
     cancel: &CancellationToken,
 ) -> Result<OpenedInput, EncodeError> {
+    open_checked(input, display, limits, cancel, true)
+}
+
+/// [`open_input`] for a file that may hold audio alone (a chunked encode's
+/// audio part).
+pub(super) fn open_audio_input(
+    input: &InputFile,
+    display: &str,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<OpenedInput, EncodeError> {
+    open_checked(input, display, limits, cancel, false)
+}
+
+fn open_checked(
+    input: &InputFile,
+    display: &str,
+    limits: &Limits,
+    cancel: &CancellationToken,
+    video_required: bool,
+) -> Result<OpenedInput, EncodeError> {
     let bad = |reason: String| EncodeError::BadInput {
         path: display.to_owned(),
         reason,
@@ -230,6 +251,9 @@ pub(crate) fn open_input(
             "{duration:.0} s long; at most {:.0} s (SPOOL_MAX_DURATION)",
             limits.max_duration_s
         )));
+    }
+    if !video_required && ictx.streams().best(media::Type::Video).is_none() {
+        return Ok(opened);
     }
     let video = ictx
         .streams()

@@ -77,9 +77,166 @@ impl Muxed for JoinOut {
     }
 }
 
+/// The output of an audio part: one MP4 with only the audio.
+struct AudioFile {
+    octx: format::context::Output,
+    audio_tb: Option<Rational>,
+}
+
+impl Muxed for AudioFile {
+    fn octx(&mut self) -> &mut format::context::Output {
+        &mut self.octx
+    }
+    fn octx_ref(&self) -> &format::context::Output {
+        &self.octx
+    }
+    fn audio_tb(&self) -> Option<Rational> {
+        self.audio_tb
+    }
+    fn label(&self) -> &str {
+        "audio"
+    }
+    fn audio_index(&self) -> usize {
+        0
+    }
+}
+
+/// A chunked encode's audio part: the input's audio encoded once to AAC, as
+/// a whole encode would (the same filter, encoder and origin), into one MP4
+/// the join copies.
+pub(crate) fn audio_only(
+    job: &Job<'_>,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &CancellationToken,
+) -> Result<EncodeResult, EncodeError> {
+    let spec = job.spec;
+    let Audio::Aac { bitrate_kbps } = spec.audio else {
+        return Err(EncodeError::spec("audio", "an audio part encodes AAC"));
+    };
+    let started = Instant::now();
+    let mut src = super::open_input(job.input, job.display, job.limits, cancel)?;
+    let (ist, ist_tb, par) = src
+        .ctx
+        .streams()
+        .best(media::Type::Audio)
+        .map(|s| (s.index(), s.time_base(), s.parameters()))
+        .ok_or_else(|| EncodeError::BadInput {
+            path: job.display.to_owned(),
+            reason: "it has no audio stream".into(),
+        })?;
+    let v = src
+        .ctx
+        .streams()
+        .best(media::Type::Video)
+        .map_or(ist, |s| s.index());
+    let starts = origins(&src.ctx, v, Some(ist));
+    let names = output_names(spec, job.target);
+    let final_name = names
+        .first()
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| "audio.mp4".into());
+    let staging = Staging::new(job.target)?;
+    let stage_name = "0.mp4";
+    let octx = format::output_as(&staging.path(stage_name), "mp4")
+        .map_err(|e| failed("creating the audio output", e))?;
+    let mut outs = [AudioFile {
+        octx,
+        audio_tb: None,
+    }];
+    let mut audio = aac_setup(&mut outs, ist, ist_tb, par, bitrate_kbps)?;
+    outs[0]
+        .octx
+        .write_header_with(hls_options(spec, None))
+        .map_err(|e| failed("writing the header of the audio output", e))?;
+    outs[0].audio_tb = outs[0].octx.stream(0).map(|s| s.time_base());
+    let total_s = src.ctx.duration() as f64 / f64::from(ff::ffi::AV_TIME_BASE);
+    let mut last_report = Instant::now() - PROGRESS_EVERY;
+    let mut p = Packet::empty();
+    loop {
+        if cancel.is_cancelled() {
+            return Err(EncodeError::Cancelled);
+        }
+        match p.read(&mut src.ctx) {
+            Ok(()) => {}
+            Err(ff::Error::Eof) => break,
+            Err(ff::Error::Exit) if cancel.is_cancelled() => return Err(EncodeError::Cancelled),
+            Err(e) => return Err(failed("reading the input's audio", e)),
+        }
+        if p.stream() != ist {
+            continue;
+        }
+        if let Some(o) = starts.get(ist).copied().filter(|o| *o != 0) {
+            p.set_pts(p.pts().map(|t| t.saturating_sub(o)));
+            p.set_dts(p.dts().map(|t| t.saturating_sub(o)));
+        }
+        audio_packet(&mut audio, &mut outs, ist, &p)?;
+        if last_report.elapsed() >= PROGRESS_EVERY {
+            last_report = Instant::now();
+            let at = p.pts().unwrap_or(0) as f64 * f64::from(ist_tb);
+            progress(Progress {
+                phase: Phase::Encode,
+                bytes: 0,
+                frames: 0,
+                percent: if total_s > 0.0 {
+                    (100.0 * at / total_s).clamp(0.0, 100.0)
+                } else {
+                    0.0
+                },
+                fps: 0.0,
+                out_time_s: at,
+            });
+        }
+    }
+    audio_flush(&mut audio, &mut outs)?;
+    outs[0]
+        .octx
+        .write_trailer()
+        .map_err(|e| failed("finishing the audio output", e))?;
+    let facts = super::verify::mp4_file("audio", &staging.path(stage_name))?;
+    staging.publish_files(&[(stage_name, final_name.as_str())], job.owner)?;
+    staging.finish();
+    let wall = started.elapsed().as_secs_f64();
+    Ok(EncodeResult {
+        outputs: vec![OutputInfo {
+            rendition: "audio".into(),
+            path: job
+                .target
+                .display_of(&final_name)
+                .to_string_lossy()
+                .into_owned(),
+            size_bytes: facts.size_bytes,
+            duration_s: facts.duration_s,
+            codec: "aac".into(),
+            width: 0,
+            height: 0,
+            bitrate_bps: if facts.duration_s > 0.0 {
+                (facts.size_bytes as f64 * 8.0 / facts.duration_s) as u64
+            } else {
+                0
+            },
+            encoder: "aac".into(),
+            frames: 0,
+        }],
+        master_playlist: None,
+        backend: Backend::Cpu,
+        backend_reason: "a chunked encode's audio, encoded once".into(),
+        stages: crate::hw::Stages {
+            decode: crate::hw::Stage::cpu("audio only"),
+            scale: crate::hw::Stage::cpu("audio only"),
+            encode: crate::hw::Stage::cpu("AAC"),
+        },
+        wall_s: wall,
+        fps: 0.0,
+        decoded_frames: 0,
+        declared_frames: None,
+        truncated: false,
+        objects: Vec::new(),
+    })
+}
+
 /// The source's audio, read up to where the video has got.
 struct AudioReader {
-    ictx: super::OpenedInput,
+    ictx: Option<super::OpenedInput>,
     audio: AudioOut,
     origins: Vec<i64>,
     /// A packet read past the current bound, kept for the next.
@@ -91,11 +248,10 @@ impl AudioReader {
     /// Writes the audio whose timestamps are before `until` seconds (all of
     /// it with `None`).
     fn pump(&mut self, until: Option<f64>, outs: &mut [JoinOut]) -> Result<(), EncodeError> {
-        let Some(ist) = self.audio.input() else {
+        let (Some(ist), Some(ictx)) = (self.audio.input(), self.ictx.as_mut()) else {
             return Ok(());
         };
-        let tb = self
-            .ictx
+        let tb = ictx
             .ctx
             .stream(ist)
             .map(|s| s.time_base())
@@ -106,7 +262,7 @@ impl AudioReader {
                 None if self.done => return Ok(()),
                 None => {
                     let mut p = Packet::empty();
-                    match p.read(&mut self.ictx.ctx) {
+                    match p.read(&mut ictx.ctx) {
                         Ok(()) => {}
                         Err(ff::Error::Eof) => {
                             self.done = true;
@@ -140,12 +296,16 @@ impl AudioReader {
 pub(crate) fn run(
     job: &Job<'_>,
     chunks: &[Vec<InputFile>],
+    audio_file: Option<&InputFile>,
     progress: &mut dyn FnMut(Progress),
     cancel: &CancellationToken,
 ) -> Result<EncodeResult, EncodeError> {
     let spec = job.spec;
     let Some(spool_encode_spec::Part::Join {
-        starts, time_base, ..
+        starts,
+        time_base,
+        video_offset,
+        ..
     }) = &spec.part
     else {
         return Err(EncodeError::Failed("not a join".into()));
@@ -156,36 +316,46 @@ pub(crate) fn run(
     let names = output_names(spec, job.target);
     let mut staging = Staging::new(job.target)?;
 
-    // The source, for its audio and the origin outputs count from.
-    let src = super::open_input(job.input, job.display, job.limits, cancel)?;
-    let v_index = src
-        .ctx
-        .streams()
-        .best(media::Type::Video)
-        .map(|s| s.index())
-        .ok_or_else(|| EncodeError::BadInput {
-            path: job.display.to_owned(),
-            reason: "it has no video stream".into(),
-        })?;
-    let astream = match spec.audio {
-        Audio::None => None,
-        _ => src
-            .ctx
-            .streams()
-            .best(media::Type::Audio)
-            .map(|s| (s.index(), s.time_base(), s.parameters())),
+    // The audio: the audio part's file (its timestamps final), the input
+    // (copied), or none.
+    let (src, astream, all) = match (audio_file, &spec.audio) {
+        (Some(file), _) => {
+            let src = super::input::open_audio_input(
+                file,
+                "the chunked encode's audio",
+                job.limits,
+                cancel,
+            )?;
+            let a = src
+                .ctx
+                .streams()
+                .best(media::Type::Audio)
+                .map(|s| (s.index(), s.time_base(), s.parameters()));
+            let zeros = vec![0; src.ctx.nb_streams() as usize];
+            (Some(src), a, zeros)
+        }
+        (None, Audio::Copy) => {
+            let src = super::open_input(job.input, job.display, job.limits, cancel)?;
+            let a = src
+                .ctx
+                .streams()
+                .best(media::Type::Audio)
+                .map(|s| (s.index(), s.time_base(), s.parameters()));
+            let v = src
+                .ctx
+                .streams()
+                .best(media::Type::Video)
+                .map(|s| s.index())
+                .unwrap_or(0);
+            let all = origins(&src.ctx, v, a.as_ref().map(|a| a.0));
+            (Some(src), a, all)
+        }
+        (None, _) => (None, None, Vec::new()),
     };
-    let all = origins(&src.ctx, v_index, astream.as_ref().map(|a| a.0));
-    let video_only = origins(&src.ctx, v_index, None);
     // The chunks count from the video's start; the outputs from the
     // earliest of video and audio.
-    let shift =
-        video_only.get(v_index).copied().unwrap_or(0) - all.get(v_index).copied().unwrap_or(0);
-    let src_tb = src
-        .ctx
-        .stream(v_index)
-        .map(|s| s.time_base())
-        .unwrap_or(plan_tb);
+    let shift = *video_offset;
+    let src_tb = plan_tb;
 
     // One output per rendition, its video stream copied from chunk 0's.
     let first = chunks
@@ -275,12 +445,10 @@ pub(crate) fn run(
         });
     }
 
-    let audio = match (&spec.audio, astream) {
-        (_, None) | (Audio::None, _) => AudioOut::None,
-        (Audio::Copy, Some((ist, ist_tb, par))) => copy_setup(&mut outs, ist, ist_tb, par)?,
-        (Audio::Aac { bitrate_kbps }, Some((ist, ist_tb, par))) => {
-            aac_setup(&mut outs, ist, ist_tb, par, *bitrate_kbps)?
-        }
+    // Copied either way: the audio part encoded it once already.
+    let audio = match astream {
+        None => AudioOut::None,
+        Some((ist, ist_tb, par)) => copy_setup(&mut outs, ist, ist_tb, par)?,
     };
     for o in &mut outs {
         o.octx

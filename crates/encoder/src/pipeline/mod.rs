@@ -36,7 +36,7 @@ use audio::{aac_setup, audio_flush, copy_setup};
 use decode::{Decoded, Reading, Sinks, read_all};
 pub(crate) use input::open_input;
 use input::{VideoSource, probe_video};
-pub(crate) use join::run as join;
+pub(crate) use join::{audio_only, run as join};
 use output::{describe, master_playlist, mp4_name};
 pub(crate) use plan::keyframes;
 use rotation::Rotation;
@@ -247,6 +247,10 @@ pub(super) trait Muxed {
     fn audio_tb(&self) -> Option<Rational>;
     /// The rendition's name, for messages.
     fn label(&self) -> &str;
+    /// The audio stream's index in the output (after the video).
+    fn audio_index(&self) -> usize {
+        1
+    }
 }
 
 impl Muxed for RenditionOut {

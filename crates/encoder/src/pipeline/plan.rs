@@ -17,6 +17,11 @@ pub(crate) struct KeyframeIndex {
     pub(crate) keyframes: Vec<i64>,
     /// Past the last frame (its timestamp plus its duration).
     pub(crate) end: i64,
+    /// How far the video starts after the outputs' origin, in the video's
+    /// time base (see `decode::origins`).
+    pub(crate) video_offset: i64,
+    /// Whether the input has an audio stream.
+    pub(crate) has_audio: bool,
 }
 
 /// Reads every video packet's flags and timestamps (no decode): the
@@ -25,6 +30,7 @@ pub(crate) fn keyframes(
     input: &InputFile,
     display: &str,
     limits: &Limits,
+    with_audio: bool,
     cancel: &CancellationToken,
 ) -> Result<KeyframeIndex, EncodeError> {
     let mut opened = open_input(input, display, limits, cancel)?;
@@ -44,6 +50,12 @@ pub(crate) fn keyframes(
         });
     }
     let origin = origins(ictx, v, None).get(v).copied().unwrap_or(0);
+    let audio = ictx.streams().best(media::Type::Audio).map(|s| s.index());
+    let combined = if with_audio {
+        origins(ictx, v, audio).get(v).copied().unwrap_or(0)
+    } else {
+        origin
+    };
     let mut keyframes = Vec::new();
     let mut end = 0i64;
     let mut packet = Packet::empty();
@@ -78,5 +90,7 @@ pub(crate) fn keyframes(
         time_base: [tb.numerator(), tb.denominator()],
         keyframes,
         end,
+        video_offset: (origin - combined).max(0),
+        has_audio: audio.is_some(),
     })
 }
