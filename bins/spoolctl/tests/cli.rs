@@ -256,6 +256,41 @@ fn simulate_replays_a_profile_against_the_shipped_scaledobject() -> Result<()> {
         std::fs::read_to_string(&svg)?.contains("<svg"),
         "no SVG written"
     );
+    // One hour-long encode: chunked into minutes on the fleet the
+    // ScaledObject grows, its outputs are out well within the hour it takes
+    // whole.
+    let hour = dir.join("hour.csv");
+    std::fs::write(&hour, "arrival_s,duration_s\n0,3600\n")?;
+    let hour = hour.to_str().context("path")?;
+    let p50 = |args: &[&str]| -> Result<f64> {
+        let mut all = vec!["simulate", "--manifest", manifest, "--load", hour];
+        all.extend_from_slice(args);
+        let o = spoolctl(&server, &all, None)?;
+        ensure!(o.status.success(), "{}", err(&o));
+        let text = out(&o);
+        let v = text
+            .split("latency (arrival to outputs) p50 ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .context(format!("no latency in {text}"))?;
+        Ok(v)
+    };
+    let (whole, chunked) = (p50(&[])?, p50(&["--chunked", "60"])?);
+    ensure!(
+        whole >= 3600.0 && chunked < whole / 4.0,
+        "whole {whole} s, chunked {chunked} s"
+    );
+    let o = spoolctl(
+        &server,
+        &["simulate", "--manifest", manifest, "--chunked", "0.5"],
+        None,
+    )?;
+    ensure!(
+        o.status.code() == Some(2) && err(&o).contains("--chunked"),
+        "{}",
+        err(&o)
+    );
     let o = spoolctl(
         &server,
         &["simulate", "--manifest", manifest, "--profile", "weekly"],

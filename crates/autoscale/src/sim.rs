@@ -88,6 +88,9 @@ pub struct ChunkModel {
     pub chunk_s: f64,
     /// The plan's run time as a fraction of the job's.
     pub plan_fraction: f64,
+    /// The audio part's run time as a fraction of the job's (it runs
+    /// beside the chunks, first; the chunks share the rest).
+    pub audio_fraction: f64,
     /// The join's run time as a fraction of the job's.
     pub join_fraction: f64,
 }
@@ -105,11 +108,12 @@ enum Part {
     Join(usize),
 }
 
-/// A chunked encode in flight: its load job's arrival and duration, and
-/// how many chunks have not ended.
+/// A chunked encode in flight: its load job's arrival and duration, its
+/// chunks, and how many of its parts (chunks and audio) have not ended.
 struct Group {
     arrival: f64,
     duration: f64,
+    chunks: u32,
     left: u32,
 }
 
@@ -223,10 +227,12 @@ pub fn simulate(
             let (at, d) = (load[next_arrival].at_s, load[next_arrival].duration_s);
             let job = match fleet.chunking {
                 Some(c) if c.chunk_s > 0.0 && d > c.chunk_s => {
+                    let chunks = (d / c.chunk_s).ceil() as u32;
                     groups.push(Group {
                         arrival: at,
                         duration: d,
-                        left: (d / c.chunk_s).ceil() as u32,
+                        chunks,
+                        left: chunks + u32::from(c.audio_fraction > 0.0),
                     });
                     (at, d * c.plan_fraction, Part::Plan(groups.len() - 1))
                 }
@@ -269,11 +275,15 @@ pub fn simulate(
                     report.completed += 1;
                     report.latencies_s.push(t + 1.0 - arrival);
                 }
-                (Part::Plan(g), Some(_)) => {
+                (Part::Plan(g), Some(c)) => {
                     let group = &groups[g];
-                    let k = group.left;
+                    if c.audio_fraction > 0.0 {
+                        backlog.push_back((t, group.duration * c.audio_fraction, Part::Chunk(g)));
+                    }
+                    let k = group.chunks.max(1);
+                    let each = group.duration * (1.0 - c.audio_fraction).max(0.0) / f64::from(k);
                     for _ in 0..k {
-                        backlog.push_back((t, group.duration / f64::from(k), Part::Chunk(g)));
+                        backlog.push_back((t, each, Part::Chunk(g)));
                     }
                 }
                 (Part::Chunk(g), Some(c)) => {
@@ -589,6 +599,7 @@ mod tests {
         fleet.chunking = Some(ChunkModel {
             chunk_s: 60.0,
             plan_fraction: 0.001,
+            audio_fraction: 0.0,
             join_fraction: 0.02,
         });
         let chunked = simulate(s, &fleet, Metric::Outstanding, &load, 5000.0);

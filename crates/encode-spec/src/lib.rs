@@ -667,9 +667,7 @@ impl EncodeSpec {
                     ));
                 }
             }
-            Some(Part::Audio)
-                if self.container != Container::Mp4 || self.renditions.len() != 1 =>
-            {
+            Some(Part::Audio) if self.container != Container::Mp4 || self.renditions.len() != 1 => {
                 return Err(SpecError::new(
                     "part",
                     "an audio part writes one MP4 file (one rendition, mp4)",

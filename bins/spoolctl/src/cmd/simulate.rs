@@ -54,10 +54,14 @@ pub(crate) struct SimulateArgs {
     #[arg(long, value_name = "SECONDS")]
     pub(crate) chunked: Option<f64>,
     /// With --chunked: the plan's run time as a fraction of the job's.
-    #[arg(long, default_value_t = 0.003, requires = "chunked")]
+    #[arg(long, default_value_t = 0.005, requires = "chunked")]
     pub(crate) plan_fraction: f64,
+    /// With --chunked: the audio part's run time as a fraction of the
+    /// job's (0: no audio part).
+    #[arg(long, default_value_t = 0.05, requires = "chunked")]
+    pub(crate) audio_fraction: f64,
     /// With --chunked: the join's run time as a fraction of the job's.
-    #[arg(long, default_value_t = 0.02, requires = "chunked")]
+    #[arg(long, default_value_t = 0.005, requires = "chunked")]
     pub(crate) join_fraction: f64,
 }
 
@@ -196,14 +200,18 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
             if !(c.is_finite() && c >= 1.0) {
                 return Err(usage(format!("invalid --chunked {c}: at least 1 second")));
             }
-            if !fraction(a.plan_fraction) || !fraction(a.join_fraction) {
+            if ![a.plan_fraction, a.audio_fraction, a.join_fraction]
+                .into_iter()
+                .all(fraction)
+            {
                 return Err(usage(
-                    "--plan-fraction and --join-fraction are within 0..=1",
+                    "--plan-fraction, --audio-fraction and --join-fraction are within 0..=1",
                 ));
             }
             Some(sim::ChunkModel {
                 chunk_s: c,
                 plan_fraction: a.plan_fraction,
+                audio_fraction: a.audio_fraction,
                 join_fraction: a.join_fraction,
             })
         }
@@ -261,8 +269,8 @@ pub(crate) fn simulate(a: &SimulateArgs) -> Result<(), Failure> {
         q(1.0),
         match fleet.chunking {
             Some(c) => format!(
-                "; chunked: {} s chunks, plan {} and join {} of a job's run time",
-                c.chunk_s, c.plan_fraction, c.join_fraction
+                "; chunked: {} s chunks, plan {}, audio {} and join {} of a job's run time",
+                c.chunk_s, c.plan_fraction, c.audio_fraction, c.join_fraction
             ),
             None => String::new(),
         }
