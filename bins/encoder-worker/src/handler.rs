@@ -80,7 +80,7 @@ impl Handler for EncodeHandler {
         if !failed.is_empty() {
             self.remove_chunks(&dir).await;
             return Err(JobError::permanent(format!(
-                "{} chunk(s) of this encode failed, so nothing was joined: {}",
+                "{} part(s) of this chunked encode failed, so nothing was joined: {}",
                 failed.len(),
                 failed.join("; ")
             )));
@@ -118,13 +118,7 @@ impl EncodeHandler {
             .encoder
             .plan_chunks(&spec, &ctx.cancellation_token())
             .await
-            .map_err(|e| {
-                if e.is_retryable() {
-                    JobError::retryable(e.to_string())
-                } else {
-                    JobError::permanent(e.to_string())
-                }
-            })?;
+            .map_err(job_error)?;
         if plan.starts.len() < 2 {
             ctx.log(
                 LogLevel::Info,
@@ -277,8 +271,17 @@ impl EncodeHandler {
                     .map(Some)
                     .map_err(|e| JobError::permanent(format!("cannot serialise the result: {e}")))
             }
-            Err(e) if e.is_retryable() => Err(JobError::retryable(e.to_string())),
-            Err(e) => Err(JobError::permanent(e.to_string())),
+            Err(e) => Err(job_error(e)),
         }
+    }
+}
+
+/// An encode's error as the job's: retryable or permanent as the encoder
+/// says.
+fn job_error(e: spool_encoder::EncodeError) -> JobError {
+    if e.is_retryable() {
+        JobError::retryable(e.to_string())
+    } else {
+        JobError::permanent(e.to_string())
     }
 }

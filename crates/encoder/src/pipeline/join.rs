@@ -353,9 +353,8 @@ pub(crate) fn run(
         (None, _) => (None, None, Vec::new()),
     };
     // The chunks count from the video's start; the outputs from the
-    // earliest of video and audio.
+    // earliest of video and audio, `video_offset` before it.
     let shift = *video_offset;
-    let src_tb = plan_tb;
 
     // One output per rendition, its video stream copied from chunk 0's.
     let first = chunks
@@ -479,16 +478,15 @@ pub(crate) fn run(
             .get(c)
             .copied()
             .ok_or_else(|| EncodeError::Failed(format!("no start for chunk {c}")))?
-            .rescale(plan_tb, src_tb)
             + shift;
         // Audio up to this chunk's end first: the interleaving queue then
         // holds little audio, never a chunk's video.
         let until = starts
             .get(c + 1)
-            .map(|e| (e.rescale(plan_tb, src_tb) + shift) as f64 * f64::from(src_tb));
+            .map(|e| (e + shift) as f64 * f64::from(plan_tb));
         reader.pump(until, &mut outs)?;
         for (o, file) in outs.iter_mut().zip(files) {
-            copy_chunk(o, file, c, start, src_tb, job, cancel)?;
+            copy_chunk(o, file, c, start, plan_tb, job, cancel)?;
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
@@ -579,13 +577,13 @@ pub(crate) fn run(
 }
 
 /// Copies chunk `c`'s packets for one rendition, its first packet placed at
-/// `start` (in `src_tb`).
+/// `start` (in the plan's time base `plan_tb`).
 fn copy_chunk(
     o: &mut JoinOut,
     file: &InputFile,
     c: usize,
     start: i64,
-    src_tb: Rational,
+    plan_tb: Rational,
     job: &Job<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), EncodeError> {
@@ -615,7 +613,7 @@ fn copy_chunk(
     } else {
         0
     };
-    let base = start.rescale(src_tb, tb);
+    let base = start.rescale(plan_tb, tb);
     let mut offset: Option<i64> = None;
     let mut p = Packet::empty();
     loop {
