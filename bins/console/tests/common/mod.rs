@@ -74,7 +74,46 @@ pub(crate) fn console(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Listening comes before the first connection to Redis: on a busy
+    // machine a request in between is answered 503 "has not reached Redis
+    // yet". When Redis is up, wait for the console to reach it (a test that
+    // starts the console before Redis checks that 503 itself).
+    let redis_addr = redis_url
+        .split("//")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .map(|hostport| hostport.rsplit('@').next().unwrap_or(hostport).to_owned());
+    if redis_addr.is_some_and(|a| std::net::TcpStream::connect(a.as_str()).is_ok()) {
+        loop {
+            let ok = healthz_ok(port);
+            if ok {
+                break;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(20),
+                "the console never reached Redis"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     Ok(c)
+}
+
+/// Whether the console on `port` answers `/healthz` with 200 (it reaches
+/// Redis).
+fn healthz_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// A real `sleep_worker` on `queue` (2 s leases, sweeping every 200 ms),
