@@ -79,15 +79,18 @@ local function bad_arg(name, v, why)
 end
 
 -- The integer a decimal string (or a Lua integer) holds: an optional '-'
--- and 1 to 16 digits, nothing else; nil otherwise.
+-- and 1 to 16 digits, nothing else; nil otherwise. `%d+` and a length
+-- check, not sixteen optional `%d?`: a quarter cheaper, and every job's
+-- stored numbers pass through here (about 11 per job; docs/performance.md).
 local function decimal(v)
   if type(v) == 'number' then
     if v ~= v or v ~= math.floor(v) then return nil end
     return v
   end
-  if type(v) ~= 'string' or not string.match(v, '^%-?%d%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?%d?$') then
-    return nil
-  end
+  if type(v) ~= 'string' then return nil end
+  local n = #v
+  if n == 0 or n > 17 or not string.find(v, '^%-?%d+$') then return nil end
+  if n == 17 and string.byte(v, 1) ~= 45 then return nil end
   return tonumber(v)
 end
 

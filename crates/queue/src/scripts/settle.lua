@@ -42,7 +42,7 @@ for i = 0, n - 1 do
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
   local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'state', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids',
+    'priority', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids',
     'parent_queue')
   local state, lease
   if f then state, lease = f[1], f[2] end
@@ -74,13 +74,13 @@ for i = 0, n - 1 do
     out[#out + 1] = 'dead'
   elseif mode == 'complete' then
     -- The common path, with its index updates batched.
-    emit(id, f[10], 'completed', attempts, data)
+    emit(id, f[9], 'completed', attempts, data)
     redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now)
     done_active[#done_active + 1] = id
     done_out[#done_out + 1] = id
-    release_dedup(jk, id, f[7] or '')
-    if f[11] then child_ended(id, f[11], f[13], 'completed', data, now) end
-    retain(jk, id, K_DONE, now, f[8] or 0, done_index, f[9], f[12])
+    release_dedup(jk, id, f[6] or '')
+    if f[10] then child_ended(id, f[10], f[12], 'completed', data, now) end
+    retain(jk, id, K_DONE, now, f[7] or 0, done_index, f[8], f[11])
     out[#out + 1] = 'completed'
   else
     redis.call('ZREM', K_ACTIVE, id)
@@ -95,7 +95,7 @@ for i = 0, n - 1 do
       local run_at = now + delay
       record_failure(jk, attempts, now, data)
       n_failed = n_failed + 1
-      emit(id, f[10], 'failed', attempts, data)
+      emit(id, f[9], 'failed', attempts, data)
       redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at)
       redis.call('ZADD', K_SCHED, run_at, id)
       redis.call('SREM', K_OUT, id)
@@ -107,7 +107,7 @@ for i = 0, n - 1 do
       end
       record_failure(jk, attempts, now, data)
       n_failed, n_dead = n_failed + 1, n_dead + 1
-      emit(id, f[10], 'dead', attempts, reason)
+      emit(id, f[9], 'dead', attempts, reason)
       to_dead(jk, id, now, reason)
       out[#out + 1] = 'dead'
     end
