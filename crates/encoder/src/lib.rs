@@ -612,23 +612,6 @@ impl Encoder {
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
         let inner = &*self.inner;
-        if chunks.is_some() || spec.part == Some(spool_encode_spec::Part::Audio) {
-            let job = pipeline::Job {
-                spec,
-                input,
-                display: &spec.input,
-                target,
-                owner,
-                limits: &inner.config.limits,
-                gpu_decode: inner.config.gpu_decode,
-                gpu_found: None,
-                threads: inner.config.threads,
-            };
-            return match chunks {
-                Some((chunks, audio)) => pipeline::join(&job, chunks, audio, progress, cancel),
-                None => pipeline::audio_only(&job, progress, cancel),
-            };
-        }
         let job = pipeline::Job {
             spec,
             input,
@@ -640,6 +623,16 @@ impl Encoder {
             gpu_found: inner.gpus.gpus.first().map(|g| g.index),
             threads: inner.config.threads,
         };
+        // A join copies and an audio part encodes AAC: no video encoder.
+        match (chunks, &spec.part) {
+            (Some((chunks, audio)), _) => {
+                return pipeline::join(&job, chunks, audio, progress, cancel);
+            }
+            (None, Some(spool_encode_spec::Part::Audio)) => {
+                return pipeline::audio_only(&job, progress, cancel);
+            }
+            _ => {}
+        }
         let run = |backend: Backend, reason: String, progress: &mut dyn FnMut(Progress)| {
             pipeline::run(&job, backend, reason, progress, cancel)
         };

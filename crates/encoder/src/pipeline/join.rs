@@ -381,32 +381,13 @@ pub(crate) fn run(
             })?;
         let par = st.parameters();
         let extradata = extradata(&par);
-        let (stage, stage_name, final_name, final_path, seg_dir) = if hls {
-            let dir = staging.subdir(&label)?;
-            (
-                format!("{dir}/index.m3u8"),
-                String::new(),
-                String::new(),
-                job.target
-                    .display_of(job.target.name())
-                    .join(&label)
-                    .join("index.m3u8"),
-                Some(dir),
-            )
-        } else {
-            let final_name = names
-                .get(i)
-                .map(|(n, _)| n.clone())
-                .unwrap_or_else(|| format!("{label}.mp4"));
-            let stage_name = format!("{i}.mp4");
-            (
-                staging.path(&stage_name),
-                stage_name,
-                final_name.clone(),
-                job.target.display_of(&final_name),
-                None,
-            )
-        };
+        let super::video::RenditionPaths {
+            staged: stage,
+            stage_name,
+            final_name,
+            final_path,
+            seg_dir,
+        } = super::video::rendition_paths(i, &label, hls, &names, job, &mut staging)?;
         let mut octx = format::output_as(&stage, if hls { "hls" } else { "mp4" })
             .map_err(|e| failed(format!("creating the output of rendition {label}"), e))?;
         let (width, height, codec) = {

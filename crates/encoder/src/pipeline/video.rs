@@ -304,6 +304,59 @@ pub(super) struct RenditionCtx<'a> {
     pub(super) graphs: &'a GraphInput,
 }
 
+/// Where one rendition's output is staged and where it is published.
+pub(super) struct RenditionPaths {
+    /// What FFmpeg writes: the staged MP4, or the HLS playlist in the
+    /// rendition's staged directory.
+    pub(super) staged: String,
+    /// MP4: the file's name in the staging directory.
+    pub(super) stage_name: String,
+    /// MP4: the file's final name in the output's directory.
+    pub(super) final_name: String,
+    /// Where the output will be, for results.
+    pub(super) final_path: std::path::PathBuf,
+    /// HLS: the rendition's staging directory.
+    pub(super) seg_dir: Option<String>,
+}
+
+/// The paths of rendition `i` (`label`), for MP4 (`names` are the output
+/// files) or HLS (a directory per rendition in the staging directory).
+pub(super) fn rendition_paths(
+    i: usize,
+    label: &str,
+    hls: bool,
+    names: &[(String, bool)],
+    job: &Job<'_>,
+    staging: &mut Staging<'_>,
+) -> Result<RenditionPaths, EncodeError> {
+    if hls {
+        let dir = staging.subdir(label)?;
+        return Ok(RenditionPaths {
+            staged: format!("{dir}/index.m3u8"),
+            stage_name: String::new(),
+            final_name: String::new(),
+            final_path: job
+                .target
+                .display_of(job.target.name())
+                .join(label)
+                .join("index.m3u8"),
+            seg_dir: Some(dir),
+        });
+    }
+    let final_name = names
+        .get(i)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| format!("{label}.mp4"));
+    let stage_name = format!("{i}.mp4");
+    Ok(RenditionPaths {
+        staged: staging.path(&stage_name),
+        stage_name,
+        final_path: job.target.display_of(&final_name),
+        final_name,
+        seg_dir: None,
+    })
+}
+
 /// One rendition's output: its staged file (or HLS directory), encoder,
 /// filter graph and muxer, checked against the resolution limit.
 pub(super) fn open_rendition(
@@ -328,32 +381,13 @@ pub(super) fn open_rendition(
             limits.max_width, limits.max_height
         )));
     }
-    let (staged, stage_name, final_name, final_path, seg_dir) = if hls {
-        let dir = staging.subdir(&label)?;
-        (
-            format!("{dir}/index.m3u8"),
-            String::new(),
-            String::new(),
-            job.target
-                .display_of(job.target.name())
-                .join(&label)
-                .join("index.m3u8"),
-            Some(dir),
-        )
-    } else {
-        let final_name = names
-            .get(i)
-            .map(|(n, _)| n.clone())
-            .unwrap_or_else(|| format!("{label}.mp4"));
-        let stage_name = format!("{i}.mp4");
-        (
-            staging.path(&stage_name),
-            stage_name,
-            final_name.clone(),
-            job.target.display_of(&final_name),
-            None,
-        )
-    };
+    let RenditionPaths {
+        staged,
+        stage_name,
+        final_name,
+        final_path,
+        seg_dir,
+    } = rendition_paths(i, &label, hls, names, job, staging)?;
     let mut octx = if hls {
         format::output_as(&staged, "hls")
     } else {
