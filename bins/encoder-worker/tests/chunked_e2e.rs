@@ -111,6 +111,16 @@ fn a_chunked_encode_survives_a_worker_killed_mid_chunk() -> Result<()> {
     let victim = format!("{id}.c00002");
     wait_for(&url, &victim, 120, |v| v["state"] == "active")?;
     a.kill();
+    // The join, waiting, shows how far the whole encode has got: the audio
+    // and the first two chunks have ended, of eleven parts.
+    let waiting = inspect(&url, &join)?;
+    ensure!(
+        waiting["state"] == "waiting"
+            && waiting["progress"]["phase"] == "children"
+            && waiting["progress"]["of"] == n + 1
+            && waiting["progress"]["ended"].as_u64() >= Some(3),
+        "{waiting}"
+    );
     let _b = worker(&url, &input, &output)?;
     let _c = worker(&url, &input, &output)?;
 

@@ -90,8 +90,17 @@ child_ended = function(id, parent, parent_q, outcome, data, now)
     return
   end
   local kids = num_field(p[3], 0, MAX_BATCH) or 0
-  if redis.call('HLEN', rk) + redis.call('HLEN', fk) >= kids then
+  local ended = redis.call('HLEN', rk) + redis.call('HLEN', fk)
+  if ended >= kids then
     parent_ready(pk, parent, p[4], p[5], now)
+  else
+    -- A waiting parent's progress is its children's (docs/protocol.md,
+    -- "Flows"), until it runs and reports its own: one HSET per child's
+    -- end, and an event only while someone listens.
+    local progress = string.format('{"phase":"children","ended":%d,"of":%d,"percent":%.1f}',
+      ended, kids, 100 * ended / kids)
+    redis.call('HSET', pk, 'progress', progress)
+    emit(parent, p[6], 'progress', tonumber(p[7]) or 0, progress)
   end
 end
 

@@ -71,6 +71,20 @@ async fn the_parent_runs_after_its_children_and_reads_their_results() -> Result<
             state(&q, "join").await? == JobState::Waiting,
             "before child {i}"
         );
+        // A waiting parent's progress is its children's.
+        let progress = q.info("join").await?.progress;
+        if i == 0 {
+            ensure!(progress.is_none(), "{progress:?}");
+        } else {
+            ensure!(
+                progress
+                    == Some(serde_json::json!({
+                        "phase": "children", "ended": i, "of": 3,
+                        "percent": (1000.0 * i as f64 / 3.0).round() / 10.0
+                    })),
+                "after child {i}: {progress:?}"
+            );
+        }
         q.complete(k, format!(r#"{{"part":{i}}}"#).as_bytes())
             .await?;
     }
