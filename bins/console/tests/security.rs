@@ -12,26 +12,10 @@ use anyhow::{Context, Result, ensure};
 use spool_testkit::RedisServer;
 
 mod common;
-use common::{ADMIN, Console};
+use common::{ADMIN, Console, raw};
 
 fn console(redis_url: &str, token: Option<&str>) -> Result<Console> {
     common::console(redis_url, token, None, &[])
-}
-
-/// One raw HTTP/1.1 request; the status and the whole answer.
-fn raw(port: u16, request: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.write_all(request.as_bytes())?;
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no status in {text:?}"))?;
-    Ok((status, text))
 }
 
 fn paused(port: u16, queue: &str) -> Result<bool> {

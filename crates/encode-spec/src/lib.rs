@@ -146,13 +146,11 @@ pub enum Part {
     /// video, and the audio: from the audio job's file when `audio` is set,
     /// else from the input (`copy`) or none.
     Join {
-        /// How many chunks.
-        count: u32,
         /// Where the chunks are: the output name (relative to the output
         /// root) their files were written under, `<dir>/c00000.mp4` and so
         /// on (`c00000_<rendition>.mp4` for a ladder).
         dir: String,
-        /// The chunks' start timestamps, in `time_base`.
+        /// The chunks' start timestamps, in `time_base`: one per chunk.
         starts: Vec<i64>,
         /// The source video stream's time base, `[num, den]`.
         time_base: [i32; 2],
@@ -675,7 +673,6 @@ impl EncodeSpec {
             }
             Some(Part::Audio) => {}
             Some(Part::Join {
-                count,
                 dir,
                 starts,
                 time_base,
@@ -685,12 +682,10 @@ impl EncodeSpec {
                 if *video_offset < 0 {
                     return Err(SpecError::new("part.video_offset", "must not be negative"));
                 }
-                if *count == 0 || *count > MAX_CHUNKS || starts.len() != *count as usize {
+                if starts.is_empty() || starts.len() > MAX_CHUNKS as usize {
                     return Err(SpecError::new(
                         "part.starts",
-                        format!(
-                            "must list count ({count}, within 1..={MAX_CHUNKS}) start timestamps"
-                        ),
+                        format!("must list 1 to {MAX_CHUNKS} chunk starts, one per chunk"),
                     ));
                 }
                 if starts.windows(2).any(|w| w[1] <= w[0]) || starts.first().is_some_and(|s| *s < 0)

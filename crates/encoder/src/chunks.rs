@@ -84,7 +84,6 @@ impl ChunkPlan {
         let mut join = spec.clone();
         join.chunking = None;
         join.part = Some(Part::Join {
-            count,
             dir: dir.to_owned(),
             starts: self.starts.clone(),
             time_base: self.time_base,

@@ -538,7 +538,14 @@ impl Encoder {
         progress: &mut (dyn FnMut(Progress) + Send),
         cancel: &CancellationToken,
     ) -> Result<EncodeResult, EncodeError> {
-        let downloaded = self.fetch_source(&spec.input, progress, cancel).await?;
+        // A join reads its input only to copy the audio from it: otherwise
+        // an s3:// source would be downloaded whole for nothing.
+        let reads_input = !matches!(spec.part, Some(spool_encode_spec::Part::Join { .. }))
+            || spec.audio == Audio::Copy;
+        let downloaded = match reads_input {
+            true => self.fetch_source(&spec.input, progress, cancel).await?,
+            false => None,
+        };
         let chunks = self.fetch_chunks(spec, progress, cancel).await?;
         // The FFmpeg work stops at its next packet when this future is
         // dropped unfinished (an aborted task), not only on `cancel`.
@@ -549,14 +556,17 @@ impl Encoder {
         let mut work = tokio::task::spawn_blocking(move || {
             let _ffmpeg_log = opts.ffmpeg_log.clone().map(avlog::scope);
             let owner = opts.owner;
-            let input = match &downloaded {
-                Some(file) => paths::open_input(
-                    file.path()
-                        .parent()
-                        .unwrap_or(&this.inner.config.scratch_dir),
-                    &file.path().to_string_lossy(),
-                )?,
-                None => paths::open_input(&this.inner.config.input_root, &spec.input)?,
+            let input = match (&downloaded, &chunks) {
+                (Some(file), _) => this.open_downloaded(file)?,
+                // A join that does not read its input: its first chunk file
+                // stands in (the join opens `input` only for `audio: copy`).
+                (None, Some(files)) if !reads_input => {
+                    match files.chunks.first().and_then(|r| r.first()) {
+                        Some(f) => this.open_chunk(f)?,
+                        None => return Err(EncodeError::Failed("a join without chunks".into())),
+                    }
+                }
+                (None, _) => paths::open_input(&this.inner.config.input_root, &spec.input)?,
             };
             let mut send = |p: Progress| {
                 let _ = tx.send(p);
@@ -709,13 +719,13 @@ impl Encoder {
         cancel: &CancellationToken,
     ) -> Result<Option<JoinFiles>, EncodeError> {
         let Some(spool_encode_spec::Part::Join {
-            count, dir, audio, ..
+            dir, starts, audio, ..
         }) = &spec.part
         else {
             return Ok(None);
         };
         let mut chunks = Vec::new();
-        for names in Self::chunk_names(spec, dir, *count) {
+        for names in Self::chunk_names(spec, dir, starts.len() as u32) {
             let mut files = Vec::new();
             for name in names {
                 files.push(self.fetch_chunk(name, progress, cancel).await?);
@@ -773,20 +783,7 @@ impl Encoder {
 
     /// Opens a join's files (blocking).
     fn open_chunks(&self, files: &JoinFiles) -> Result<OpenedJoin, EncodeError> {
-        let open = |f: &ChunkFile| match f {
-            ChunkFile::Local(name) => paths::open_input(&self.inner.config.output_root, name)
-                .map_err(|e| {
-                    EncodeError::Failed(format!(
-                        "a file of the join is missing ({name}: {e}); its job must complete first"
-                    ))
-                }),
-            ChunkFile::Downloaded(file) => paths::open_input(
-                file.path()
-                    .parent()
-                    .unwrap_or(&self.inner.config.scratch_dir),
-                &file.path().to_string_lossy(),
-            ),
-        };
+        let open = |f: &ChunkFile| self.open_chunk(f);
         let chunks = files
             .chunks
             .iter()
@@ -794,6 +791,32 @@ impl Encoder {
             .collect::<Result<Vec<_>, _>>()?;
         let audio = files.audio.as_ref().map(open).transpose()?;
         Ok((chunks, audio))
+    }
+
+    /// Opens one of a join's files (blocking).
+    fn open_chunk(&self, f: &ChunkFile) -> Result<paths::InputFile, EncodeError> {
+        match f {
+            ChunkFile::Local(name) => paths::open_input(&self.inner.config.output_root, name)
+                .map_err(|e| {
+                    EncodeError::Failed(format!(
+                        "a file of the join is missing ({name}: {e}); its job must complete first"
+                    ))
+                }),
+            ChunkFile::Downloaded(file) => self.open_downloaded(file),
+        }
+    }
+
+    /// Opens a file downloaded to the scratch directory as an input.
+    fn open_downloaded(
+        &self,
+        file: &tempfile::NamedTempFile,
+    ) -> Result<paths::InputFile, EncodeError> {
+        paths::open_input(
+            file.path()
+                .parent()
+                .unwrap_or(&self.inner.config.scratch_dir),
+            &file.path().to_string_lossy(),
+        )
     }
 
     /// Reads the keyframe index of `spec`'s input (a path under the input
@@ -818,10 +841,7 @@ impl Encoder {
         tokio::task::spawn_blocking(move || {
             let config = &this.inner.config;
             let input = match &downloaded {
-                Some(file) => paths::open_input(
-                    file.path().parent().unwrap_or(&config.scratch_dir),
-                    &file.path().to_string_lossy(),
-                )?,
+                Some(file) => this.open_downloaded(file)?,
                 None => paths::open_input(&config.input_root, &spec.input)?,
             };
             let index = pipeline::keyframes(
@@ -885,34 +905,16 @@ impl Encoder {
                 reason: "not a chunk directory (spool-chunks-…)".into(),
             });
         }
-        let mut path = self.inner.config.output_root.clone();
-        for p in parts {
-            path.push(p);
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(EncodeError::PathRefused {
-                        path: dir.to_owned(),
-                        reason: "a component is a symbolic link".into(),
-                    });
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => {
-                    return Err(EncodeError::Failed(format!(
-                        "cannot read {}: {e}",
-                        path.display()
-                    )));
-                }
-            }
-        }
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(EncodeError::Failed(format!(
+        // Opened as outputs are (no component may be a symlink), removed
+        // through its directory's descriptor, as a failed encode's staging
+        // directory is.
+        let target = paths::open_output(&self.inner.config.output_root, dir)?;
+        target.remove_tree().map_err(|e| {
+            EncodeError::Failed(format!(
                 "cannot remove the chunks at {}: {e}",
-                path.display()
-            ))),
-        }
+                target.display().display()
+            ))
+        })
     }
 
     /// Downloads the input to the scratch directory when it is an `s3://`

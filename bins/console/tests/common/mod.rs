@@ -6,7 +6,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use spool_testkit::{RedisServer, WorkerProcess, example_binary, free_port};
 
 /// The admin token the tests give a console with tokens.
@@ -99,21 +99,29 @@ pub(crate) fn console(
     Ok(c)
 }
 
+/// One raw HTTP/1.1 request; the status and the whole answer.
+pub(crate) fn raw(port: u16, request: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status in {text:?}"))?;
+    Ok((status, text))
+}
+
 /// Whether the console on `port` answers `/healthz` with 200 (it reaches
 /// Redis).
 fn healthz_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let request =
         format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if s.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+    matches!(raw(port, &request), Ok((200, _)))
 }
 
 /// A real `sleep_worker` on `queue` (2 s leases, sweeping every 200 ms),

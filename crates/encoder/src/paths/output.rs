@@ -101,6 +101,16 @@ pub fn open_output(root: &Path, given: &str) -> Result<OutputTarget, EncodeError
 }
 
 impl OutputTarget {
+    /// Removes what the output's name names, and everything under it,
+    /// through its directory's descriptor (`remove_dir_all` never follows a
+    /// symlink inside the tree); nothing when it is gone.
+    pub(crate) fn remove_tree(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(fd_path(&self.dir, &self.name)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
     /// The last component of the output name.
     pub fn name(&self) -> &str {
         &self.name
