@@ -37,28 +37,27 @@ local parent_of, depth, kids, ids_seen, dedups_seen = {}, {}, {}, {}, {}
 local eq, others = {}, {}
 for i = 1, n do
   local b = base(i)
-  local at = ' (entry ' .. i .. ')'
   local q = queue
   if STRIDE == 15 and ARGV[b + 14] ~= '' then
     q = ARGV[b + 14]
     if #q > 100 or not string.match(q, '^[%w%-_%.:]+$') then
-      bad_arg('queue' .. at, q, 'must be 1 to 100 ASCII letters, digits and - _ . :')
+      bad_arg('queue', q, 'must be 1 to 100 ASCII letters, digits and - _ . :', i)
     end
-    if i == 1 and q ~= queue then bad_arg('queue' .. at, q, "must be the call's queue") end
+    if i == 1 and q ~= queue then bad_arg('queue', q, "must be the call's queue", i) end
     if q ~= queue then others[q] = true end
   end
   eq[i] = q
-  check_job_args(b, at, ARGV[b + 10], ARGV[b + 11])
-  local p = int_arg(ARGV[b + 12], 'parent' .. at, i == 1 and 0 or 1, i - 1)
+  check_job_args(b, i, ARGV[b + 10], ARGV[b + 11])
+  local p = int_arg(ARGV[b + 12], 'parent', i == 1 and 0 or 1, i - 1, i)
   if not POLICIES[ARGV[b + 13]] then
-    bad_arg('on_child_failure' .. at, ARGV[b + 13], "must be 'fail' or 'continue'")
+    bad_arg('on_child_failure', ARGV[b + 13], "must be 'fail' or 'continue'", i)
   end
   local key = q .. ' ' .. ARGV[b]
-  if ids_seen[key] then bad_arg('id' .. at, ARGV[b], 'appears twice in the flow') end
+  if ids_seen[key] then bad_arg('id', ARGV[b], 'appears twice in the flow', i) end
   ids_seen[key] = true
   local d = ARGV[b + 9]
   if d ~= '' then
-    if dedups_seen[q .. ' ' .. d] then bad_arg('dedup_key' .. at, d, 'appears twice in the flow') end
+    if dedups_seen[q .. ' ' .. d] then bad_arg('dedup_key', d, 'appears twice in the flow', i) end
     dedups_seen[q .. ' ' .. d] = true
   end
   parent_of[i], kids[i], depth[i] = p, 0, 0
@@ -67,10 +66,10 @@ for i = 1, n do
     local a = i - 1
     while a > 0 and a ~= p do a = parent_of[a] end
     if a ~= p then
-      bad_arg('parent' .. at, p, 'entries must come in document order (each subtree whole)')
+      bad_arg('parent', p, 'entries must come in document order (each subtree whole)', i)
     end
     depth[i] = depth[p] + 1
-    if depth[i] > MAX_DEPTH then bad_arg('parent' .. at, p, 'flows nest at most 32 levels') end
+    if depth[i] > MAX_DEPTH then bad_arg('parent', p, 'flows nest at most 32 levels', i) end
     kids[p] = kids[p] + 1
   end
 end

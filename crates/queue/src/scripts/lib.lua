@@ -74,7 +74,11 @@ local function printable(v)
   return s
 end
 
-local function bad_arg(name, v, why)
+-- `entry`, when given, is the argument's entry in a batch: its name is only
+-- built here, on the way out, since concatenating names for every entry of
+-- every call cost about a microsecond per job (docs/performance.md).
+local function bad_arg(name, v, why, entry)
+  if entry then name = name .. ' (entry ' .. entry .. ')' end
   error({ err = 'ERR spool: invalid ' .. name .. ' "' .. printable(v) .. '": ' .. why })
 end
 
@@ -82,33 +86,58 @@ end
 -- and 1 to 16 digits, nothing else; nil otherwise. `%d+` and a length
 -- check, not sixteen optional `%d?`: a quarter cheaper, and every job's
 -- stored numbers pass through here (about 11 per job; docs/performance.md).
+-- Each string's answer is kept for the rest of the call (`false`: not a
+-- decimal): a batch's jobs share most of their stored numbers (options,
+-- and the enqueue time of jobs enqueued together), and a table lookup of an
+-- interned string costs a fraction of the pattern match.
+local decimals = {}
 local function decimal(v)
+  local known = decimals[v]
+  if known ~= nil then return known or nil end
   if type(v) == 'number' then
     if v ~= v or v ~= math.floor(v) then return nil end
     return v
   end
   if type(v) ~= 'string' then return nil end
   local n = #v
-  if n == 0 or n > 17 or not string.find(v, '^%-?%d+$') then return nil end
-  if n == 17 and string.byte(v, 1) ~= 45 then return nil end
-  return tonumber(v)
+  local x = false
+  if n > 0 and n <= 17 and string.find(v, '^%-?%d+$')
+    and (n < 17 or string.byte(v, 1) == 45) then
+    x = tonumber(v)
+  end
+  decimals[v] = x
+  return x or nil
+end
+
+-- The decimal text of integer `x`, kept for the rest of the call. Redis
+-- formats each number a script passes to a command with a printf (about a
+-- third of a microsecond), and the jobs of a call share most of theirs
+-- (the time, a deadline, attempt 1), so the hot paths pass this instead.
+local texts = {}
+local function text(x)
+  local s = texts[x]
+  if not s then
+    s = string.format('%d', x)
+    texts[x] = s
+  end
+  return s
 end
 
 -- An integer in lo..hi (no NaN, no infinity, no fraction).
-local function int_arg(v, name, lo, hi)
+local function int_arg(v, name, lo, hi, entry)
   -- Decimal digits only, as docs/protocol.md specifies: `tonumber` alone
   -- also takes "0x2", "1e3" and " 5", which the readers then refuse.
   local x = decimal(v)
   if x == nil or x < lo or x > hi then
-    bad_arg(name, v, 'must be a decimal integer in ' .. lo .. '..' .. hi)
+    bad_arg(name, v, 'must be a decimal integer in ' .. lo .. '..' .. hi, entry)
   end
   return x
 end
 
 -- A string of min..max bytes.
-local function str_arg(v, name, min, max)
+local function str_arg(v, name, min, max, entry)
   if type(v) ~= 'string' or #v < min or #v > max then
-    bad_arg(name, v, 'must be ' .. min .. ' to ' .. max .. ' bytes')
+    bad_arg(name, v, 'must be ' .. min .. ' to ' .. max .. ' bytes', entry)
   end
   return v
 end
@@ -205,6 +234,7 @@ local function make_ready(id, priority, front, fields)
   local seq = redis.call('INCR', K_SEQ)
   local score = (PRIORITY_MAX - priority) * BAND + MID
   if front then score = score - seq else score = score + seq end
+  score = text(score)
   if is_paused() then
     -- A job coming back from `active` (released, its lease expired) is
     -- still in `outstanding`: it leaves it here, for every caller.
@@ -347,7 +377,7 @@ local function retain(jk, id, index_key, now, retention, zadds, logged, kids)
     -- job and its log (sweep.lua's `prune`, batched), so a job costs one
     -- command less now (and Redis no expiry DEL of its own later).
     if zadds then
-      zadds[#zadds + 1] = now + r * 1000
+      zadds[#zadds + 1] = text(now + r * 1000)
       zadds[#zadds + 1] = id
     else
       redis.call('ZADD', index_key, now + r * 1000, id)

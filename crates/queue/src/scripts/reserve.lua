@@ -1,7 +1,8 @@
 -- reserve.lua: leases up to n ready jobs to one consumer.
 --
 -- KEYS: the common nine (lib.lua).
--- ARGV: [1] prefix, [2] n, [3] lease token base (random, per call),
+-- ARGV: [1] prefix, [2] n, [3] lease token (random, per call; every job this
+--       call leases gets it),
 --       [4] how many scheduled and expired jobs to sweep first,
 --       [5] byte budget: stop adding jobs once their payloads would pass it
 --           (0: no budget; the first job always goes)
@@ -18,12 +19,13 @@
 --       aside when it is not a hash); the others in the batch are unaffected.
 
 local n = int_arg(ARGV[2], 'n', 1, MAX_BATCH)
-local token_base = str_arg(ARGV[3], 'token', 1, MAX_ID)
+local token = str_arg(ARGV[3], 'token', 1, MAX_ID)
 local sweep_limit = int_arg(ARGV[4], 'sweep limit', 1, 100000)
 local budget = int_arg(ARGV[5], 'byte budget', 0, 1e15)
 argc(5)
 guard_keys()
 local now = now_ms()
+local now_text = text(now)
 keep_working_when_full()
 
 promote_due(now, sweep_limit)
@@ -40,16 +42,19 @@ if is_paused() then return { {}, -1 } end
 local cand = redis.call('ZRANGE', K_READY, 0, n - 1)
 local jobs = {}
 local bytes = 0
--- The stored numbers a lease needs: { field index, name, min, max, default }.
-local CHECKS = {
-  { 2, 'attempts', 0, 1e15, 0 }, { 3, 'max_attempts', 1, 1e15, 1 },
-  { 4, 'lease_ms', MIN_LEASE_MS, MAX_LEASE_MS, 30000 },
-  { 5, 'enqueued_at', 0, 1e15, now }, { 6, 'run_at', 0, 1e15, now },
-  { 7, 'priority', -PRIORITY_MAX, PRIORITY_MAX, 0 },
-  { 8, 'backoff_ms', 0, MAX_BACKOFF_MS, 1000 },
-  { 9, 'backoff_max_ms', 0, MAX_BACKOFF_MS, 60000 } }
+-- The stored numbers a lease needs, by their index in the HMGET below:
+-- name, min, max, default when the field is missing.
+local CHECK_NAME = { nil, 'attempts', 'max_attempts', 'lease_ms', 'enqueued_at', 'run_at',
+  'priority', 'backoff_ms', 'backoff_max_ms' }
+local CHECK_MIN = { nil, 0, 1, MIN_LEASE_MS, 0, 0, -PRIORITY_MAX, 0, 0 }
+local CHECK_MAX = { nil, 1e15, 1e15, MAX_LEASE_MS, 1e15, 1e15, PRIORITY_MAX, MAX_BACKOFF_MS,
+  MAX_BACKOFF_MS }
+local CHECK_DEFAULT = { nil, 0, 1, 30000, now, now, 0, 1000, 60000 }
 -- Ids taken off the backlog and (score, id) pairs leased, sent batched.
+-- One token fences every lease of this call: a lease is the pair of a job
+-- and the token, and each call's token is new (docs/protocol.md).
 local taken, leased = {}, {}
+local n_taken, n_leased = 0, 0
 local waited = 0
 for _, id in ipairs(cand) do
   local jk = job_key(id)
@@ -57,18 +62,20 @@ for _, id in ipairs(cand) do
     'enqueued_at', 'run_at', 'priority', 'backoff_ms', 'backoff_max_ms', 'state',
     'timeout_ms', 'timeout_retry', 'kids')
   local size = (f and f[1] and #f[1]) or 0
-  if budget > 0 and #jobs > 0 and bytes + size > budget then break end
-  taken[#taken + 1] = id
+  if budget > 0 and n_leased > 0 and bytes + size > budget then break end
+  n_taken = n_taken + 1
+  taken[n_taken] = id
   local bad = nil
   local v = {}
   if f and f[10] and f[1] then
-    for _, c in ipairs(CHECKS) do
-      local raw = f[c[1]]
-      if raw == false or raw == nil then
-        v[c[1]] = c[5]
+    for c = 2, 9 do
+      local raw = f[c]
+      if raw == false then
+        v[c] = CHECK_DEFAULT[c]
       else
-        v[c[1]] = num_field(raw, c[3], c[4])
-        if v[c[1]] == nil then bad = c; break end
+        local x = decimal(raw)
+        if x == nil or x < CHECK_MIN[c] or x > CHECK_MAX[c] then bad = c; break end
+        v[c] = x
       end
     end
   end
@@ -84,26 +91,30 @@ for _, id in ipairs(cand) do
   elseif not f[1] then
     to_dead(jk, id, now, 'corrupt job: its hash has no payload field')
   elseif bad then
-    corrupt(jk, id, now, bad[2], f[bad[1]])
+    corrupt(jk, id, now, CHECK_NAME[bad], f[bad])
   else
     local attempts = v[2] + 1
     local lease_ms = v[4]
     local deadline = now + lease_ms
-    local token = token_base .. ':' .. (#jobs + 1)
     -- The deadline lives in `active` (its score) only.
-    redis.call('HSET', jk, 'state', 'active', 'attempts', attempts, 'lease', token,
-      'started_at', now)
-    leased[#leased + 1] = deadline
-    leased[#leased + 1] = id
+    redis.call('HSET', jk, 'state', 'active', 'attempts', text(attempts), 'lease', token,
+      'started_at', now_text)
+    leased[n_leased * 2 + 1] = text(deadline)
+    leased[n_leased * 2 + 2] = id
+    n_leased = n_leased + 1
     -- Waited from due (enqueue, delay or retry time) to this start.
-    waited = waited + math.max(0, now - math.max(v[5], v[6]))
+    local due = v[5]
+    if v[6] > due then due = v[6] end
+    if now > due then waited = waited + (now - due) end
     bytes = bytes + size
     -- The time-limit options are advisory: a damaged value reads as unset.
     local retry = -1
     if f[12] == '0' then retry = 0 elseif f[12] == '1' then retry = 1 end
-    jobs[#jobs + 1] = { id, f[1], attempts, v[3], lease_ms, v[5], v[6], v[7], v[8], v[9],
-      token, deadline, num_field(f[11] or 0, 0, MAX_TIMEOUT_MS) or 0, retry,
-      num_field(f[13] or 0, 0, MAX_BATCH) or 0 }
+    local timeout, kids = 0, 0
+    if f[11] then timeout = num_field(f[11], 0, MAX_TIMEOUT_MS) or 0 end
+    if f[13] then kids = num_field(f[13], 0, MAX_BATCH) or 0 end
+    jobs[n_leased] = { id, f[1], attempts, v[3], lease_ms, v[5], v[6], v[7], v[8], v[9],
+      token, deadline, timeout, retry, kids }
   end
 end
 

@@ -18,14 +18,15 @@ local n = int_arg(ARGV[2], 'n', 0, MAX_BATCH)
 argc(2 + n * STRIDE)
 for i = 0, n - 1 do
   local b = 3 + i * STRIDE
-  local at = ' (entry ' .. (i + 1) .. ')'
-  str_arg(ARGV[b], 'id' .. at, 1, MAX_ID)
-  str_arg(ARGV[b + 1], 'token' .. at, 1, 2 * MAX_ID)
-  if not MODES[ARGV[b + 2]] then bad_arg('mode' .. at, ARGV[b + 2], 'must be complete, retry, dead, release or cancelled') end
-  int_arg(ARGV[b + 4], 'delay_ms' .. at, 0, MAX_DELAY_MS)
+  local e = i + 1
+  str_arg(ARGV[b], 'id', 1, MAX_ID, e)
+  str_arg(ARGV[b + 1], 'token', 1, 2 * MAX_ID, e)
+  if not MODES[ARGV[b + 2]] then bad_arg('mode', ARGV[b + 2], 'must be complete, retry, dead, release or cancelled', e) end
+  int_arg(ARGV[b + 4], 'delay_ms', 0, MAX_DELAY_MS, e)
 end
 guard_keys()
 local now = now_ms()
+local now_text = text(now)
 local out = {}
 local woken = 0
 keep_working_when_full()
@@ -41,14 +42,20 @@ for i = 0, n - 1 do
   local id, token, mode, data = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
-  local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'max_attempts',
-    'priority', 'dedup', 'retention_s', 'logged', 'notify', 'parent', 'kids',
-    'parent_queue')
+  -- What the common path (complete) needs; a failure reads more below.
+  local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'dedup', 'retention_s', 'logged',
+    'notify', 'parent', 'kids', 'parent_queue')
   local state, lease
   if f then state, lease = f[1], f[2] end
-  local attempts = f and num_field(f[3] or 0, 0, 1e15)
-  local max_attempts = f and num_field(f[4] or 1, 1, 1e15)
-  local prio = f and num_field(f[5] or 0, -PRIORITY_MAX, PRIORITY_MAX)
+  local attempts, max_attempts, prio, g
+  if f and state == 'active' and lease == token then
+    attempts = num_field(f[3] or 0, 0, 1e15)
+    if mode ~= 'complete' then
+      g = redis.call('HMGET', jk, 'max_attempts', 'priority')
+      max_attempts = num_field(g[1] or 1, 1, 1e15)
+      prio = num_field(g[2] or 0, -PRIORITY_MAX, PRIORITY_MAX)
+    end
+  end
   if not f then
     -- Not a hash: nobody's lease; moved aside and recorded dead.
     quarantine(id, now, kind)
@@ -68,19 +75,19 @@ for i = 0, n - 1 do
     -- The holder reports an outcome, but the job's counters are damaged:
     -- dead with the reason rather than a guess.
     local field, value = 'attempts', f[3]
-    if max_attempts == nil then field, value = 'max_attempts', f[4]
-    elseif prio == nil then field, value = 'priority', f[5] end
+    if max_attempts == nil then field, value = 'max_attempts', g[1]
+    elseif prio == nil then field, value = 'priority', g[2] end
     corrupt(jk, id, now, field, value)
     out[#out + 1] = 'dead'
   elseif mode == 'complete' then
     -- The common path, with its index updates batched.
-    emit(id, f[9], 'completed', attempts, data)
-    redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now)
+    emit(id, f[7], 'completed', attempts, data)
+    redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now_text)
     done_active[#done_active + 1] = id
     done_out[#done_out + 1] = id
-    release_dedup(jk, id, f[6] or '')
-    if f[10] then child_ended(id, f[10], f[12], 'completed', data, now) end
-    retain(jk, id, K_DONE, now, f[7] or 0, done_index, f[8], f[11])
+    release_dedup(jk, id, f[4] or '')
+    if f[8] then child_ended(id, f[8], f[10], 'completed', data, now) end
+    retain(jk, id, K_DONE, now, f[5] or 0, done_index, f[6], f[9])
     out[#out + 1] = 'completed'
   else
     redis.call('ZREM', K_ACTIVE, id)
@@ -95,7 +102,7 @@ for i = 0, n - 1 do
       local run_at = now + delay
       record_failure(jk, attempts, now, data)
       n_failed = n_failed + 1
-      emit(id, f[9], 'failed', attempts, data)
+      emit(id, f[7], 'failed', attempts, data)
       redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at)
       redis.call('ZADD', K_SCHED, run_at, id)
       redis.call('SREM', K_OUT, id)
@@ -107,7 +114,7 @@ for i = 0, n - 1 do
       end
       record_failure(jk, attempts, now, data)
       n_failed, n_dead = n_failed + 1, n_dead + 1
-      emit(id, f[9], 'dead', attempts, reason)
+      emit(id, f[7], 'dead', attempts, reason)
       to_dead(jk, id, now, reason)
       out[#out + 1] = 'dead'
     end
