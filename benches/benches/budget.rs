@@ -5,7 +5,9 @@
 //! For each persistence mode (AOF `everysec`, then none) it starts its own
 //! redis-server and runs N no-op jobs through the queue API one operation
 //! at a time, as the runtime calls them: enqueue (batches of 100), reserve
-//! (batches of 50), one heartbeat with progress per job, settle complete
+//! (batches of 50), one heartbeat with progress per job (`heartbeat`: a job
+//! beating alone), then again 50 jobs per call (`heartbeat_batch`: a
+//! worker's jobs due at once), settle complete
 //! (batches of 50, the runtime's group commit), and the sweep that prunes
 //! them when their retention (1 s here) has run out; then flows (in a queue
 //! of their own): enqueue in flows of one parent and 99 children
@@ -151,6 +153,19 @@ async fn run(aof: bool, n: usize) -> Result<Vec<(&'static str, Cost)>> {
     }
     out.push(("heartbeat", cost(&before, &sample(&server)?, n)));
 
+    // The same beats as a worker sends them when its jobs are due together.
+    let before = sample(&server)?;
+    for chunk in leased.chunks(50) {
+        let beats: Vec<_> = chunk
+            .iter()
+            .map(|j| (j, Some(r#"{"percent":60}"#)))
+            .collect();
+        for r in queue.heartbeat_many(&beats, None).await? {
+            r?;
+        }
+    }
+    out.push(("heartbeat_batch", cost(&before, &sample(&server)?, n)));
+
     let before = sample(&server)?;
     settle_all(&queue, &leased).await?;
     out.push(("settle", cost(&before, &sample(&server)?, n)));
@@ -209,8 +224,9 @@ async fn main() -> Result<()> {
         let mode = if aof { "aof" } else { "noaof" };
         let mut total = 0.0;
         for (op, c) in run(aof, n).await? {
-            // The total is a plain job's path; flows are extra.
-            if !op.starts_with("flow_") {
+            // The total is a plain job's path (one beat, alone); flows and
+            // the batched beat are extra.
+            if !op.starts_with("flow_") && op != "heartbeat_batch" {
                 total += c.us;
             }
             let limit = budget.get(op).map(|b| if aof { b.0 } else { b.1 });

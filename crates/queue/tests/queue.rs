@@ -122,6 +122,70 @@ async fn heartbeats_keep_a_job_past_its_lease() -> Result<()> {
     Ok(())
 }
 
+/// One call beats several jobs, each answered on its own: a beat with
+/// progress stores it, a cancel request is reported to its job only, and a
+/// lost lease or a deleted job fails that entry and no other.
+#[tokio::test]
+async fn heartbeat_many_answers_each_job_on_its_own() -> Result<()> {
+    let (server, queue) = setup().await?;
+    let opts = JobOptions::default().lease(Duration::from_secs(30));
+    let ids = queue
+        .enqueue_batch(
+            (0..4)
+                .map(|_| NewJob::with_options(b"{}".to_vec(), opts.clone()))
+                .collect(),
+        )
+        .await?;
+    let mut jobs = queue.reserve(4, Duration::from_secs(1)).await?;
+    jobs.sort_by_key(|j| ids.iter().position(|i| *i == j.id));
+    ensure!(jobs.len() == 4, "reserved {}", jobs.len());
+    ensure!(queue.cancel(&ids[1]).await? == CancelOutcome::Requested);
+    // Job 2 handed back and leased again: the first lease is stale.
+    queue.settle(&jobs[2], Settle::Release).await?;
+    let again = queue.reserve(1, Duration::from_secs(1)).await?;
+    ensure!(again.len() == 1 && again[0].id == ids[2]);
+    redis::cmd("DEL")
+        .arg(queue.keys().job(&ids[3]))
+        .exec(&mut raw(&server)?)?;
+
+    let before = jobs[0].deadline;
+    let beats = [
+        (&jobs[0], Some(r#"{"percent":40}"#)),
+        (&jobs[1], None),
+        (&jobs[2], Some(r#"{"percent":99}"#)),
+        (&jobs[3], None),
+    ];
+    let out = queue
+        .heartbeat_many(&beats, Some(Duration::from_secs(60)))
+        .await?;
+    ensure!(out.len() == 4, "{} answers for 4 beats", out.len());
+    let first = out[0].as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(!first.cancel_requested && first.deadline > before);
+    ensure!(
+        matches!(&out[1], Ok(hb) if hb.cancel_requested),
+        "{:?}",
+        out[1]
+    );
+    ensure!(
+        matches!(&out[2], Err(Error::LeaseLost { .. })),
+        "{:?}",
+        out[2]
+    );
+    ensure!(
+        matches!(&out[3], Err(Error::NotFound { .. })),
+        "{:?}",
+        out[3]
+    );
+    ensure!(queue.info(&ids[0]).await?.progress == Some(serde_json::json!({"percent": 40})));
+    ensure!(
+        queue.info(&ids[2]).await?.progress.is_none(),
+        "a stale lease's progress must not be stored"
+    );
+    // An empty batch is no call at all.
+    ensure!(queue.heartbeat_many(&[], None).await?.is_empty());
+    Ok(())
+}
+
 #[tokio::test]
 async fn poison_pill_ends_dead_after_max_attempts() -> Result<()> {
     let (_server, queue) = setup().await?;

@@ -357,6 +357,31 @@ impl Fuzz {
         Ok(())
     }
 
+    /// Beats a few held leases in one call (some perhaps lost since, or
+    /// their jobs damaged), with progress or without.
+    fn valid_heartbeat(&mut self) -> Result<()> {
+        if self.leases.is_empty() {
+            return Ok(());
+        }
+        let k = 1 + self.rng.below(self.leases.len().min(4));
+        let mut args = vec![
+            self.rng.below(2).saturating_mul(60_000).to_string(),
+            k.to_string(),
+        ];
+        for _ in 0..k {
+            let (id, token) = self.leases[self.rng.below(self.leases.len())].clone();
+            let progress = if self.rng.chance(50) {
+                r#"{"percent":5}"#
+            } else {
+                ""
+            };
+            args.extend([id, token, progress.to_owned()]);
+        }
+        let args: Vec<Vec<u8>> = args.into_iter().map(String::into_bytes).collect();
+        self.invoke(3, &args).context("a valid heartbeat failed")?;
+        Ok(())
+    }
+
     /// Any script, with an argument vector of random length and content.
     fn random_call(&mut self) {
         let which = self.rng.below(self.s.all().len());
@@ -884,6 +909,7 @@ fn scripts_keep_the_invariants_under_random_arguments_and_damaged_jobs() -> Resu
             0 if f.rng.chance(40) => f.valid_flow()?,
             0 | 1 => f.valid_enqueue()?,
             2 | 3 => f.valid_reserve()?,
+            4 | 5 if f.rng.chance(25) => f.valid_heartbeat()?,
             4 | 5 => f.valid_settle()?,
             6 | 7 => {
                 f.random_call();

@@ -13,8 +13,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use spool_queue::{Error as QueueError, JobState, Queue, ReservedJob, Settle};
+use spool_queue::{JobState, Queue, ReservedJob, Settle};
 
+use crate::beater::{BeatFailure, Beater, next_tick};
 use crate::settler::{SettleFailure, Settler};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -105,6 +106,8 @@ pub(crate) struct JobEnv<H> {
     pub(crate) running: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Batches settlements into shared script calls.
     pub(crate) settler: Settler,
+    /// Batches the beats of jobs due at once into shared script calls.
+    pub(crate) beater: Beater,
     /// Readiness: not ready while a leftover handler holds a slot.
     pub(crate) health: Arc<Health>,
     /// Ids of the jobs among `running` that are settled already and wait only
@@ -121,6 +124,7 @@ impl<H> Clone for JobEnv<H> {
             release_all: self.release_all.clone(),
             running: self.running.clone(),
             settler: self.settler.clone(),
+            beater: self.beater.clone(),
             health: self.health.clone(),
             leftovers: self.leftovers.clone(),
         }
@@ -221,12 +225,9 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             // Progress the handler reported after the last beat (a short job's
             // final 100 %) is stored before the job leaves `active`.
             if let (Some(p), None) = (unsent, reason)
-                && let Err(e) = env
-                    .queue
-                    .heartbeat_with(&job, Some(&p), env.config.lease)
-                    .await
+                && let Err(e) = env.beater.beat(&job, Some(&p)).await
             {
-                tracing::debug!(error = %e, "final progress not stored");
+                tracing::debug!(error = ?e, "final progress not stored");
             }
             decide(
                 ended,
@@ -324,12 +325,15 @@ async fn supervise<H: Handler>(
         cancel.cancel();
     };
     let period = env.config.heartbeat_for(job.lease);
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // On the process's shared grid (beater.rs), so the beats of a worker's
+    // jobs coincide and go to Redis in one call.
+    let mut beat = tokio::time::interval_at(next_tick(period), period);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The time limit, chosen again when the handler sets one.
     let started = tokio::time::Instant::now();
     let mut limit = TimeLimit::choose(&env.config, job, None);
-    let mut progress_tick = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut progress_tick =
+        tokio::time::interval_at(next_tick(PROGRESS_INTERVAL), PROGRESS_INTERVAL);
     progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // The progress last sent to Redis.
@@ -412,18 +416,16 @@ async fn heartbeat<H>(
     progress: Option<&str>,
     stop: &impl Fn(StopReason),
 ) {
-    match env
-        .queue
-        .heartbeat_with(job, progress, env.config.lease)
-        .await
-    {
+    match env.beater.beat(job, progress).await {
         Ok(hb) if hb.cancel_requested => stop(StopReason::CancelRequested),
         Ok(_) => {}
-        Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }) => {
+        Err(BeatFailure::LeaseLost) => {
             tracing::warn!("lease lost: another worker owns this job now");
             stop(StopReason::LeaseLost)
         }
-        Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat"),
+        Err(BeatFailure::Failed(e)) => {
+            tracing::warn!(error = %e, "heartbeat failed; retrying at the next beat")
+        }
     }
 }
 

@@ -84,6 +84,7 @@
 
 #[cfg(feature = "clap")]
 mod args;
+mod beater;
 mod builder;
 mod config;
 mod execute;

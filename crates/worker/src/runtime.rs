@@ -247,6 +247,7 @@ impl<H: Handler> Worker<H> {
             release_all: CancellationToken::new(),
             running: Arc::default(),
             settler: crate::settler::Settler::start(queue.clone()),
+            beater: crate::beater::Beater::start(queue.clone(), cfg.lease),
             health: health.clone(),
             leftovers: Arc::default(),
         };

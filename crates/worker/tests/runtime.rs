@@ -1116,3 +1116,73 @@ async fn an_unreplicated_settle_frees_the_slot_and_is_not_lease_lost() -> Result
     println!("3 unreplicated settles took {took:?} in all");
     Ok(())
 }
+
+/// `INFO commandstats`' count of `EVALSHA` calls: every script call.
+fn script_calls(server: &RedisServer) -> Result<u64> {
+    let mut c = server.connection()?;
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut c)?;
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .context("no EVALSHA counted yet")?;
+    let calls = line
+        .split([':', ','])
+        .find_map(|kv| kv.strip_prefix("calls="))
+        .context("no calls= in the EVALSHA line")?;
+    Ok(calls.parse()?)
+}
+
+/// A worker's jobs beat on one grid and their beats share script calls: eight
+/// running jobs, started apart, beating every 100 ms make far fewer calls
+/// than eight a beat,
+/// and every lease holds (each job completes on its first attempt, although
+/// its lease is shorter than the job).
+#[tokio::test]
+async fn the_beats_of_a_workers_jobs_share_script_calls() -> Result<()> {
+    let server = RedisServer::start()?;
+    let q = queue(&server).await?;
+    let _w = worker(
+        &server,
+        &[
+            ("SPOOL_CONCURRENCY", "8"),
+            ("SPOOL_HEARTBEAT", "100ms"),
+            // No sweeps in the window counted below.
+            ("SPOOL_SWEEP_INTERVAL", "60s"),
+        ],
+    )?;
+    // Started apart, so that only the shared grid lines their beats up.
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let opts = JobOptions::default().lease(Duration::from_secs(1));
+        ids.extend(enqueue(&q, r#"{"sleep_ms": 4000}"#, 1, opts).await?);
+        tokio::time::sleep(Duration::from_millis(37)).await;
+    }
+    spool_testkit::wait_for("8 active jobs", Duration::from_secs(10), async || {
+        Ok(q.stats().await?.active == 8)
+    })
+    .await?;
+    let before = script_calls(&server)?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = script_calls(&server)? - before;
+    let beats_alone = 8 * started.elapsed().as_millis() as u64 / 100;
+    eprintln!("{calls} script calls; {beats_alone} beats");
+    ensure!(
+        calls * 2 <= beats_alone,
+        "{calls} script calls in {:?}: beating each of 8 jobs alone would make about {beats_alone}",
+        started.elapsed()
+    );
+    spool_testkit::wait_for("all 8 to complete", Duration::from_secs(30), async || {
+        Ok(states(&q, &ids)
+            .await?
+            .iter()
+            .all(|(s, _)| *s == JobState::Completed))
+    })
+    .await?;
+    let attempts: Vec<u32> = states(&q, &ids).await?.iter().map(|(_, a)| *a).collect();
+    ensure!(
+        attempts.iter().all(|a| *a == 1),
+        "a lease ran out between beats: attempts {attempts:?}"
+    );
+    Ok(())
+}

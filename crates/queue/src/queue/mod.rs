@@ -40,7 +40,7 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 const ENQUEUE_CHUNK: usize = 1000;
 /// Payload bytes per enqueue script call, for the same reason.
 const ENQUEUE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Settlements per settle call.
+/// Settlements per settle call, and beats per heartbeat call.
 const SETTLE_CHUNK: usize = 1000;
 /// How long an idle consumer blocks per round: one BLPOP and one reserve script a
 /// second is the whole cost of an idle worker.
