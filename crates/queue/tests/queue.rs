@@ -767,6 +767,39 @@ async fn garbage_in_the_keys_gives_errors_not_panics() -> Result<()> {
         Err(e @ Error::Redis { .. }) => ensure!(e.to_string().contains("WRONGTYPE"), "{e}"),
         other => bail!("expected a Redis error, got {other:?}"),
     }
+
+    // A FIFO counter past what a score holds exactly: refused, nothing
+    // written, and the key named; a counter of sane size works on.
+    let seq = queue.client().queue("bigseq")?;
+    for (value, ok) in [
+        ("99999999999999999999", false),
+        ("1000000000000000", false),
+        ("41", true),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(&seq.keys().seq)
+            .arg(value)
+            .query(&mut conn)?;
+        let r = seq
+            .enqueue_batch(vec![NewJob::new("{}"), NewJob::new("{}")])
+            .await;
+        let stats = seq.stats().await?;
+        if ok {
+            ensure!(
+                r.is_ok() && stats.ready == 2,
+                "seq {value}: {r:?} {stats:?}"
+            );
+            let next: String = redis::cmd("GET").arg(&seq.keys().seq).query(&mut conn)?;
+            ensure!(next == "43", "seq {value} became {next}");
+        } else {
+            let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+            ensure!(
+                e.contains(&seq.keys().seq) && e.contains("not a counter"),
+                "seq {value}: {e}"
+            );
+            ensure!(stats.ready == 0, "seq {value}: {stats:?}");
+        }
+    }
     Ok(())
 }
 

@@ -509,7 +509,7 @@ impl Fuzz {
     }
 
     /// Replaces one queue key with a value of the wrong type (or `seq` with
-    /// a non-number), runs a valid call of every script, and requires each
+    /// a non-number or a huge one), runs a valid call of every script, and requires each
     /// to succeed or leave every key as it was; then puts the key back.
     fn damage_queue_key(&mut self, step: usize) -> Result<()> {
         let keys = self.queue_keys();
@@ -518,10 +518,13 @@ impl Fuzz {
         redis::cmd("DEL").arg(&key).exec(&mut self.conn)?;
         let seq_like = key == self.keys.seq || key == self.keys.paused;
         if key == self.keys.seq && self.rng.chance(50) {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg("abc")
-                .exec(&mut self.conn)?;
+            // Not a number, or one past what a score holds exactly.
+            let v = if self.rng.chance(50) {
+                "abc"
+            } else {
+                "99999999999999999999"
+            };
+            redis::cmd("SET").arg(&key).arg(v).exec(&mut self.conn)?;
         } else if seq_like {
             redis::cmd("HSET")
                 .arg(&key)

@@ -184,7 +184,9 @@ local function guard_keys()
   }
   for _, e in ipairs(types) do guard_key(e[1], e[2]) end
   local seq = redis.call('GET', K_SEQ)
-  if seq and not string.match(seq, '^%-?%d+$') then
+  -- A counter past 10^15 is damage too: scores must stay exact doubles
+  -- (below 2^53), and enqueue takes its block of numbers with GET and SET.
+  if seq and (not string.match(seq, '^%-?%d+$') or math.abs(tonumber(seq)) >= 1e15) then
     damaged_key(K_SEQ, 'holds "' .. printable(seq) .. '", not a counter')
   end
 end
