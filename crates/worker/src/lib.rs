@@ -2,7 +2,8 @@
 //!
 //! Implement [`Handler`] for your job type, build a [`Worker`], and `run()` it:
 //! the runtime reserves jobs while it has free slots (bounded concurrency),
-//! heartbeats their leases, reports progress, settles them from the handler's
+//! heartbeats their leases (the beats of jobs due together in one call),
+//! reports progress, settles them from the handler's
 //! answer, survives handler panics, sweeps expired leases and due jobs, serves
 //! `/metrics`, `/healthz` and `/readyz`, and drains on SIGTERM exactly as the
 //! autoscalers expect (docs/operations.md, "Draining"): readiness off at once, in-flight jobs
