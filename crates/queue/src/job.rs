@@ -352,6 +352,31 @@ impl ReservedJob {
     pub fn token(&self) -> &str {
         &self.token
     }
+
+    /// A copy of this lease without its payload: all that a heartbeat or a
+    /// settlement reads (the id, the token, the options), for code that
+    /// hands the lease to another task (a batcher) and need not copy a large
+    /// payload each time.
+    pub fn without_payload(&self) -> ReservedJob {
+        ReservedJob {
+            id: self.id.clone(),
+            payload: Vec::new(),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            lease: self.lease,
+            enqueued_at: self.enqueued_at,
+            run_at: self.run_at,
+            priority: self.priority,
+            backoff: self.backoff,
+            backoff_max: self.backoff_max,
+            token: self.token.clone(),
+            deadline: self.deadline,
+            timeout: self.timeout,
+            timeout_retry: self.timeout_retry,
+            children: self.children,
+            reserved_at: self.reserved_at,
+        }
+    }
 }
 
 /// Everything stored about a job, for operators and `spoolctl inspect`.

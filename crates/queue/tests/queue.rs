@@ -149,8 +149,11 @@ async fn heartbeat_many_answers_each_job_on_its_own() -> Result<()> {
         .exec(&mut raw(&server)?)?;
 
     let before = jobs[0].deadline;
+    // A copy without the payload beats as well as the lease it came from.
+    let light = jobs[0].without_payload();
+    ensure!(light.payload.is_empty() && light.id == jobs[0].id && light.token() == jobs[0].token());
     let beats = [
-        (&jobs[0], Some(r#"{"percent":40}"#)),
+        (&light, Some(r#"{"percent":40}"#)),
         (&jobs[1], None),
         (&jobs[2], Some(r#"{"percent":99}"#)),
         (&jobs[3], None),

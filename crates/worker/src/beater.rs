@@ -58,7 +58,7 @@ impl Beater {
         let stopped = || BeatFailure::Failed("the heartbeat batcher stopped".into());
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((job.clone(), progress.map(str::to_owned), reply))
+            .send((job.without_payload(), progress.map(str::to_owned), reply))
             .map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }

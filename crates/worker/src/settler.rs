@@ -51,7 +51,7 @@ impl Settler {
     ) -> Result<JobState, SettleFailure> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((job.clone(), how, reply))
+            .send((job.without_payload(), how, reply))
             .map_err(|_| SettleFailure::Transient("the settle batcher stopped".into()))?;
         answer.await.unwrap_or_else(|_| {
             Err(SettleFailure::Transient(

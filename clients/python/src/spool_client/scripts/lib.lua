@@ -236,7 +236,6 @@ local function make_ready(id, priority, front, fields)
   local seq = redis.call('INCR', K_SEQ)
   local score = (PRIORITY_MAX - priority) * BAND + MID
   if front then score = score - seq else score = score + seq end
-  score = text(score)
   if is_paused() then
     -- A job coming back from `active` (released, its lease expired) is
     -- still in `outstanding`: it leaves it here, for every caller.
