@@ -231,12 +231,30 @@ end
 -- `ready` can never disagree. On a paused queue the job goes to `parked`
 -- instead (state still 'ready'), outside both KEDA keys. `fields` (optional)
 -- are more hash fields to set in the same HSET, which saves a command per job
--- on the hot paths.
-local function make_ready(id, priority, front, fields)
-  local seq = redis.call('INCR', K_SEQ)
+-- on the hot paths. With `batch` (`ready_batch`), the index updates wait in
+-- it for `flush_ready`, which the caller runs before it returns.
+local function make_ready(id, priority, front, fields, batch)
+  local seq
+  if batch then
+    -- The batch's block of FIFO numbers, taken from `seq` at its first job
+    -- (GET and SET, which every role's ACL allows, where INCRBY would need
+    -- a new grant; guard_keys has checked that `seq` holds a counter).
+    if not batch.seq then
+      batch.seq = tonumber(redis.call('GET', K_SEQ) or '0')
+      redis.call('SET', K_SEQ, text(batch.seq + batch.size))
+    end
+    batch.seq = batch.seq + 1
+    seq = batch.seq
+  else
+    seq = redis.call('INCR', K_SEQ)
+  end
   local score = (PRIORITY_MAX - priority) * BAND + MID
   if front then score = score - seq else score = score + seq end
-  if is_paused() then
+  if batch then
+    batch.adds[#batch.adds + 1] = score
+    batch.adds[#batch.adds + 1] = id
+    batch.ids[#batch.ids + 1] = id
+  elseif is_paused() then
     -- A job coming back from `active` (released, its lease expired) is
     -- still in `outstanding`: it leaves it here, for every caller.
     redis.call('ZADD', K_PARKED, score, id)
@@ -250,6 +268,14 @@ local function make_ready(id, priority, front, fields)
   else
     redis.call('HSET', job_key(id), 'state', 'ready')
   end
+end
+
+-- A batch for `make_ready` of at most `size` jobs: their backlog entries
+-- go in one command per index (`flush_ready`), as reserve and settle send
+-- theirs, and their FIFO numbers are one block of `seq` (numbers of jobs
+-- that never come go unused, which is harmless: `seq` only orders).
+local function ready_batch(size)
+  return { size = size, adds = {}, ids = {} }
 end
 
 -- The live job holding dedup key `d`, or nil: the key names a job whose
@@ -283,6 +309,18 @@ local function batched(cmd, key, args)
   local CHUNK = 4000
   for i = 1, #args, CHUNK do
     redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+  end
+end
+
+-- Sends what `make_ready` kept in `batch`: the same index updates, one
+-- command per index.
+local function flush_ready(batch)
+  if is_paused() then
+    batched('ZADD', K_PARKED, batch.adds)
+    batched('SREM', K_OUT, batch.ids)
+  else
+    batched('ZADD', K_READY, batch.adds)
+    batched('SADD', K_OUT, batch.ids)
   end
 end
 

@@ -1,7 +1,7 @@
-//! Batched heartbeats: job tasks hand their beats to one batcher task, which
-//! sends every beat that is waiting in one heartbeat call. A beat's Redis
-//! cost is mostly the request itself (docs/performance.md), so a worker
-//! with many jobs pays it once per tick instead of once per job.
+//! Batched heartbeats (`batch.rs`): every beat that is waiting goes in one
+//! heartbeat call. A beat's Redis cost is mostly the request itself
+//! (docs/performance.md), so a worker with many jobs pays it once per tick
+//! instead of once per job.
 //!
 //! Beats coincide because every job of a worker beats on the same grid
 //! ([`next_tick`]): jobs with the same period tick at the same instants,
@@ -12,8 +12,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use spool_queue::{Error as QueueError, Heartbeat, Queue, ReservedJob};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+use crate::batch::Batcher;
 
 /// Most beats in one call; bounds how long one script holds Redis.
 const MAX_BATCH: usize = 256;
@@ -27,83 +28,58 @@ pub(crate) enum BeatFailure {
     Failed(String),
 }
 
-type Request = (
-    ReservedJob,
-    Option<String>,
-    oneshot::Sender<Result<Heartbeat, BeatFailure>>,
-);
+type Answer = Result<Heartbeat, BeatFailure>;
 
 /// The handle job tasks beat through.
 #[derive(Clone)]
-pub(crate) struct Beater {
-    tx: mpsc::UnboundedSender<Request>,
-}
+pub(crate) struct Beater(Batcher<(ReservedJob, Option<String>), Answer>);
 
 impl Beater {
     /// Starts the batcher task for `queue`, extending each lease by `extend`
     /// (or by the job's own lease); it ends when every handle is dropped.
     pub(crate) fn start(queue: Queue, extend: Option<Duration>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_loop(queue, extend, rx));
-        Beater { tx }
+        Beater(Batcher::start(MAX_BATCH, true, move |batch| {
+            let queue = queue.clone();
+            async move { beat_batch(&queue, extend, batch).await }
+        }))
     }
 
     /// Beats one job, with its progress when given, batched with the beats
     /// of the worker's other jobs that are due now.
-    pub(crate) async fn beat(
-        &self,
-        job: &ReservedJob,
-        progress: Option<&str>,
-    ) -> Result<Heartbeat, BeatFailure> {
-        let stopped = || BeatFailure::Failed("the heartbeat batcher stopped".into());
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((job.without_payload(), progress.map(str::to_owned), reply))
-            .map_err(|_| stopped())?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+    pub(crate) async fn beat(&self, job: &ReservedJob, progress: Option<&str>) -> Answer {
+        self.0
+            .call((job.without_payload(), progress.map(str::to_owned)))
+            .await
+            .unwrap_or_else(|| Err(BeatFailure::Failed("the heartbeat batcher stopped".into())))
     }
 }
 
-async fn batch_loop(
-    queue: Queue,
+async fn beat_batch(
+    queue: &Queue,
     extend: Option<Duration>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-) {
-    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        // The other jobs' timers fired at the same instant: let their tasks
-        // run and queue their beats before this call goes.
-        tokio::task::yield_now().await;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let items: Vec<(&ReservedJob, Option<&str>)> = batch
-            .iter()
-            .map(|(job, progress, _)| (job, progress.as_deref()))
-            .collect();
-        match queue.heartbeat_many(&items, extend).await {
-            Ok(results) => {
-                for ((_, _, reply), r) in batch.drain(..).zip(results) {
-                    let answer = match r {
-                        Ok(hb) => Ok(hb),
-                        Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }) => {
-                            Err(BeatFailure::LeaseLost)
-                        }
-                        Err(other) => Err(BeatFailure::Failed(other.to_string())),
-                    };
-                    let _ = reply.send(answer);
+    batch: Vec<(ReservedJob, Option<String>)>,
+) -> Vec<Answer> {
+    let items: Vec<(&ReservedJob, Option<&str>)> = batch
+        .iter()
+        .map(|(job, progress)| (job, progress.as_deref()))
+        .collect();
+    match queue.heartbeat_many(&items, extend).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| match r {
+                Ok(hb) => Ok(hb),
+                Err(QueueError::LeaseLost { .. } | QueueError::NotFound { .. }) => {
+                    Err(BeatFailure::LeaseLost)
                 }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for (_, _, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(BeatFailure::Failed(msg.clone())));
-                }
-            }
+                Err(other) => Err(BeatFailure::Failed(other.to_string())),
+            })
+            .collect(),
+        Err(e) => {
+            let msg = e.to_string();
+            batch
+                .iter()
+                .map(|_| Err(BeatFailure::Failed(msg.clone())))
+                .collect()
         }
     }
 }

@@ -85,6 +85,7 @@
 
 #[cfg(feature = "clap")]
 mod args;
+mod batch;
 mod beater;
 mod builder;
 mod config;

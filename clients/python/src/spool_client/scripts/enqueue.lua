@@ -34,15 +34,9 @@ guard_keys()
 local now = now_ms()
 local out = {}
 local woken = 0
--- The ready jobs' backlog entries, sent batched after the loop (lib.lua's
--- `batched`), as reserve and settle send theirs. Their FIFO numbers are a
--- block of the whole call's size, taken from `seq` at the first ready job
--- (GET and SET, which every role's ACL allows, where INCRBY would need a
--- new grant; guard_keys has checked that `seq` holds a counter): numbers
--- of duplicates and delayed jobs go unused, which is harmless, as `seq`
--- only orders.
-local seq0 = nil
-local adds, added = {}, {}
+-- The ready jobs' index updates, sent after the loop (lib.lua's
+-- `ready_batch`).
+local batch = ready_batch(n)
 
 for i = 0, n - 1 do
   local b = 4 + i * STRIDE
@@ -68,26 +62,13 @@ for i = 0, n - 1 do
       redis.call('HSET', jk, 'state', 'scheduled', unpack(fields))
       redis.call('ZADD', K_SCHED, run_at, id)
     else
-      -- make_ready's work, with the index updates batched below.
-      if not seq0 then
-        seq0 = tonumber(redis.call('GET', K_SEQ) or '0')
-        redis.call('SET', K_SEQ, text(seq0 + n))
-      end
-      redis.call('HSET', jk, 'state', 'ready', unpack(fields))
-      adds[#adds + 1] = (PRIORITY_MAX - priority) * BAND + MID + seq0 + i + 1
-      adds[#adds + 1] = id
-      added[#added + 1] = id
+      make_ready(id, priority, false, fields, batch)
       woken = woken + 1
     end
     out[#out + 1] = id
   end
 end
 
-if is_paused() then
-  batched('ZADD', K_PARKED, adds)
-else
-  batched('ZADD', K_READY, adds)
-  batched('SADD', K_OUT, added)
-end
+flush_ready(batch)
 if woken > 0 then wake(woken) end
 return out
