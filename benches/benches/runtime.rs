@@ -63,10 +63,28 @@ fn bullmq_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Redis CPU seconds (user + sys) and calls per command.
-fn redis_cpu(server: &RedisServer) -> Result<(f64, BTreeMap<String, u64>)> {
-    let u = spool_benches::redis_usage(server)?;
-    Ok((u.cpu_s, u.calls))
+/// Redis CPU seconds (user + sys), and calls and microseconds per command.
+fn redis_cpu(server: &RedisServer) -> Result<spool_benches::RedisUsage> {
+    Ok(spool_benches::redis_usage(server)?)
+}
+
+/// Per job, what each command's counter in `after` grew by since `before`
+/// (those at 0.01 or more).
+fn per_job(
+    after: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+    n: usize,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)) as f64 / n as f64,
+            )
+        })
+        .filter(|(_, v)| *v >= 0.01)
+        .collect()
 }
 
 fn zcard(server: &RedisServer, key: &str) -> Result<u64> {
@@ -78,6 +96,9 @@ struct Run {
     rate: f64,
     cpu_per_job_us: f64,
     calls_per_job: BTreeMap<String, f64>,
+    /// Microseconds per job of each command (`INFO commandstats`; a
+    /// script's own figure includes the commands it runs).
+    usec_per_job: BTreeMap<String, f64>,
     /// Bytes appended to the AOF per job (0 without AOF).
     aof_bytes_per_job: f64,
 }
@@ -97,7 +118,7 @@ fn measure(
     completed_key: &str,
     start: impl FnOnce() -> Result<Box<dyn FnOnce()>>,
 ) -> Result<Run> {
-    let (cpu0, calls0) = redis_cpu(server)?;
+    let before = redis_cpu(server)?;
     let aof0 = aof_size(server)?;
     let t = Instant::now();
     let stop = start()?;
@@ -113,22 +134,13 @@ fn measure(
     }
     let secs = t.elapsed().as_secs_f64();
     stop();
-    let (cpu1, calls1) = redis_cpu(server)?;
+    let after = redis_cpu(server)?;
     let aof1 = aof_size(server)?;
-    let calls_per_job = calls1
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                (v - calls0.get(k).copied().unwrap_or(0)) as f64 / n as f64,
-            )
-        })
-        .filter(|(_, v)| *v >= 0.01)
-        .collect();
     Ok(Run {
         rate: n as f64 / secs,
-        cpu_per_job_us: (cpu1 - cpu0) * 1e6 / n as f64,
-        calls_per_job,
+        cpu_per_job_us: (after.cpu_s - before.cpu_s) * 1e6 / n as f64,
+        calls_per_job: per_job(&after.calls, &before.calls, n),
+        usec_per_job: per_job(&after.usec, &before.usec, n),
         aof_bytes_per_job: aof1.saturating_sub(aof0) as f64 / n as f64,
     })
 }
@@ -251,8 +263,9 @@ fn main() -> Result<()> {
             println!(
                 "{mode}: {name}: Redis CPU {us:.1} µs/job (range {us_lo:.1}–{us_hi:.1}), \
                  {rate:.0} jobs/s (range {lo:.0}–{hi:.0}), {bytes:.0} AOF bytes/job, \
-                 calls/job {:?}",
-                median_run(runs).calls_per_job
+                 calls/job {:?}, µs/job by command {:?}",
+                median_run(runs).calls_per_job,
+                median_run(runs).usec_per_job
             );
         }
         let ratio = spread(&spool, |r| r.rate).0 / spread(&bull, |r| r.rate).0;

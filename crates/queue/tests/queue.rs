@@ -1547,6 +1547,10 @@ async fn events_are_written_only_while_someone_listens() -> Result<()> {
         "{:?}",
         all[2]
     );
+    // Each event names its attempt: b failed once and completed on its
+    // second, f completed on its first.
+    let attempts: Vec<u32> = all.iter().map(|e| e.attempt).collect();
+    ensure!(attempts == [1, 1, 2, 1, 0, 1], "{attempts:?}");
     let last = all.last().map(|e| e.id.clone()).unwrap_or_default();
     let quiet = queue
         .read_events(&last, Duration::from_millis(200), 10)

@@ -56,6 +56,9 @@ local CHECK_DEFAULT = { nil, 0, 1, 30000, now, now, 0, 1000, 60000 }
 local taken, leased = {}, {}
 local n_taken, n_leased = 0, 0
 local waited = 0
+-- One job's checked numbers, by the same indexes; reused for every job
+-- (a table per job, grown field by field, cost about 0.7 µs of each).
+local v = { false, 0, 0, 0, 0, 0, 0, 0, 0 }
 for _, id in ipairs(cand) do
   local jk = job_key(id)
   local f, kind = read_job(jk, 'payload', 'attempts', 'max_attempts', 'lease_ms',
@@ -66,15 +69,17 @@ for _, id in ipairs(cand) do
   n_taken = n_taken + 1
   taken[n_taken] = id
   local bad = nil
-  local v = {}
   if f and f[10] and f[1] then
     for c = 2, 9 do
       local raw = f[c]
       if raw == false then
         v[c] = CHECK_DEFAULT[c]
       else
-        local x = decimal(raw)
-        if x == nil or x < CHECK_MIN[c] or x > CHECK_MAX[c] then bad = c; break end
+        -- decimal()'s memo, looked up here first: most of a batch's
+        -- numbers are known after its first job.
+        local x = decimals[raw]
+        if x == nil then x = decimal(raw) end
+        if not x or x < CHECK_MIN[c] or x > CHECK_MAX[c] then bad = c; break end
         v[c] = x
       end
     end

@@ -19,10 +19,13 @@ argc(2 + n * STRIDE)
 for i = 0, n - 1 do
   local b = 3 + i * STRIDE
   local e = i + 1
-  str_arg(ARGV[b], 'id', 1, MAX_ID, e)
-  str_arg(ARGV[b + 1], 'token', 1, 2 * MAX_ID, e)
+  -- The common case checked inline (a call per argument costs per job);
+  -- the helpers only build the error.
+  local id, token, delay = ARGV[b], ARGV[b + 1], ARGV[b + 4]
+  if #id < 1 or #id > MAX_ID then str_arg(id, 'id', 1, MAX_ID, e) end
+  if #token < 1 or #token > 2 * MAX_ID then str_arg(token, 'token', 1, 2 * MAX_ID, e) end
   if not MODES[ARGV[b + 2]] then bad_arg('mode', ARGV[b + 2], 'must be complete, retry, dead, release or cancelled', e) end
-  int_arg(ARGV[b + 4], 'delay_ms', 0, MAX_DELAY_MS, e)
+  if delay ~= '0' then int_arg(delay, 'delay_ms', 0, MAX_DELAY_MS, e) end
 end
 guard_keys()
 local now = now_ms()
@@ -33,28 +36,30 @@ keep_working_when_full()
 -- Index updates of completed jobs, sent batched after the loop (lib.lua's
 -- `batched`). Only a job that was active under this call's token lands in
 -- them, and no later entry of this call reads them.
-local done_active, done_out, done_index = {}, {}, {}
+-- `done` is both `active`'s ZREM and `outstanding`'s SREM.
+local done, done_index = {}, {}
+local n_done = 0
 -- This call's counts for the per-minute history (lib.lua's `count_minute`).
 local n_failed, n_dead = 0, 0
 
 for i = 0, n - 1 do
   local b = 3 + i * STRIDE
   local id, token, mode, data = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local delay = tonumber(ARGV[b + 4])
   local jk = job_key(id)
-  -- What the common path (complete) needs; a failure reads more below.
-  local f, kind = read_job(jk, 'state', 'lease', 'attempts', 'dedup', 'retention_s', 'logged',
-    'notify', 'parent', 'kids', 'parent_queue')
+  -- What the common path (complete) needs, and only that: each field read
+  -- costs about 0.2 µs, present or not (docs/performance.md). A failure
+  -- reads the counters below; a completed job's attempt is read only for
+  -- an event, its parent's queue only when it has a parent, and its log
+  -- and flow keys only when it is deleted now (`retain`).
+  local f, kind = read_job(jk, 'state', 'lease', 'dedup', 'retention_s', 'notify', 'parent')
   local state, lease
   if f then state, lease = f[1], f[2] end
   local attempts, max_attempts, prio, g
-  if f and state == 'active' and lease == token then
-    attempts = num_field(f[3] or 0, 0, 1e15)
-    if mode ~= 'complete' then
-      g = redis.call('HMGET', jk, 'max_attempts', 'priority')
-      max_attempts = num_field(g[1] or 1, 1, 1e15)
-      prio = num_field(g[2] or 0, -PRIORITY_MAX, PRIORITY_MAX)
-    end
+  if f and state == 'active' and lease == token and mode ~= 'complete' then
+    g = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'priority')
+    attempts = num_field(g[1] or 0, 0, 1e15)
+    max_attempts = num_field(g[2] or 1, 1, 1e15)
+    prio = num_field(g[3] or 0, -PRIORITY_MAX, PRIORITY_MAX)
   end
   if not f then
     -- Not a hash: nobody's lease; moved aside and recorded dead.
@@ -74,20 +79,25 @@ for i = 0, n - 1 do
   elseif mode ~= 'complete' and (attempts == nil or max_attempts == nil or prio == nil) then
     -- The holder reports an outcome, but the job's counters are damaged:
     -- dead with the reason rather than a guess.
-    local field, value = 'attempts', f[3]
-    if max_attempts == nil then field, value = 'max_attempts', g[1]
-    elseif prio == nil then field, value = 'priority', g[2] end
+    local field, value = 'attempts', g[1]
+    if max_attempts == nil then field, value = 'max_attempts', g[2]
+    elseif prio == nil then field, value = 'priority', g[3] end
     corrupt(jk, id, now, field, value)
     out[#out + 1] = 'dead'
   elseif mode == 'complete' then
-    -- The common path, with its index updates batched.
-    emit(id, f[7], 'completed', attempts, data)
+    -- The common path, with its index updates batched, and each optional
+    -- step's helper called only when the job has what it is for.
+    if listening(f[5]) then
+      emit(id, f[5], 'completed', tonumber(redis.call('HGET', jk, 'attempts')) or 0, data)
+    end
     redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now_text)
-    done_active[#done_active + 1] = id
-    done_out[#done_out + 1] = id
-    release_dedup(jk, id, f[4] or '')
-    if f[8] then child_ended(id, f[8], f[10], 'completed', data, now) end
-    retain(jk, id, K_DONE, now, f[5] or 0, done_index, f[6], f[9])
+    n_done = n_done + 1
+    done[n_done] = id
+    if f[3] and f[3] ~= '' then release_dedup(jk, id, f[3]) end
+    if f[6] then
+      child_ended(id, f[6], redis.call('HGET', jk, 'parent_queue'), 'completed', data, now)
+    end
+    retain(jk, id, K_DONE, now, f[4] or 0, done_index)
     out[#out + 1] = 'completed'
   else
     redis.call('ZREM', K_ACTIVE, id)
@@ -99,10 +109,10 @@ for i = 0, n - 1 do
     elseif mode == 'cancelled' then
       out[#out + 1] = to_cancelled(jk, id, now)
     elseif mode == 'retry' and attempts < max_attempts then
-      local run_at = now + delay
+      local run_at = now + tonumber(ARGV[b + 4])
       record_failure(jk, attempts, now, data)
       n_failed = n_failed + 1
-      emit(id, f[7], 'failed', attempts, data)
+      emit(id, f[5], 'failed', attempts, data)
       redis.call('HSET', jk, 'state', 'scheduled', 'last_error', data, 'run_at', run_at)
       redis.call('ZADD', K_SCHED, run_at, id)
       redis.call('SREM', K_OUT, id)
@@ -114,18 +124,18 @@ for i = 0, n - 1 do
       end
       record_failure(jk, attempts, now, data)
       n_failed, n_dead = n_failed + 1, n_dead + 1
-      emit(id, f[7], 'dead', attempts, reason)
+      emit(id, f[5], 'dead', attempts, reason)
       to_dead(jk, id, now, reason)
       out[#out + 1] = 'dead'
     end
   end
 end
 
-batched('ZREM', K_ACTIVE, done_active)
-batched('SREM', K_OUT, done_out)
+batched('ZREM', K_ACTIVE, done)
+batched('SREM', K_OUT, done)
 batched('ZADD', K_DONE, done_index)
 if woken > 0 then wake(woken) end
-if #done_active > 0 or n_failed > 0 then
-  count_minute(now, { completed = #done_active, failed = n_failed, dead = n_dead })
+if n_done > 0 or n_failed > 0 then
+  count_minute(now, { completed = n_done, failed = n_failed, dead = n_dead })
 end
 return out

@@ -397,18 +397,25 @@ local parent_ready, child_ended, cancel_job, cancel_children, reclaim_dedup, rer
 local in_queue
 
 -- Completed and cancelled jobs are kept `retention_s` seconds (0: deleted now).
--- `retention` is the job's retention_s field when the caller has read it,
--- and `logged` its `logged` field (log.lua sets it): the job's log goes with
--- it, and a job without one costs no command for it.
+-- `retention` is the job's retention_s field when the caller has read it.
+-- A job deleted now goes with its log (when its `logged` field says it has
+-- one: log.lua sets it) and a parent's flow keys (`kids`); those two are
+-- read only then, since a kept job's log and keys go when the sweep
+-- prunes it.
 -- With `zadds`, the index entry is appended there (score, id) for the caller
 -- to send batched, instead of added now.
-local function retain(jk, id, index_key, now, retention, zadds, logged, kids)
-  local r = retention
-  if r == nil then
+local function retain(jk, id, index_key, now, retention, zadds)
+  local r, logged, kids
+  if retention == nil then
     local f = redis.call('HMGET', jk, 'retention_s', 'logged', 'kids')
-    r, logged, kids = f[1], f[2], f[3]
+    r, logged, kids = num_field(f[1], 0, MAX_RETENTION_S) or 0, f[2], f[3]
+  else
+    r = num_field(retention, 0, MAX_RETENTION_S) or 0
+    if r <= 0 then
+      local f = redis.call('HMGET', jk, 'logged', 'kids')
+      logged, kids = f[1], f[2]
+    end
   end
-  r = num_field(r, 0, MAX_RETENTION_S) or 0
   if r <= 0 then
     redis.call('DEL', unpack(job_keys(jk, id, logged, kids)))
   else
@@ -496,11 +503,14 @@ local K_EVENTS, K_LISTENING = PREFIX .. 'events', PREFIX .. 'listening'
 local MAX_EVENTS = 10000
 local MAX_EVENT_DATA = 65536
 local listened = nil
+-- Whether an event of a job whose notify field is `notify` has a listener.
+local function listening(notify)
+  if notify == '1' then return true end
+  if listened == nil then listened = redis.call('EXISTS', K_LISTENING) == 1 end
+  return listened
+end
 local function emit(id, notify, event, attempt, data)
-  if notify ~= '1' then
-    if listened == nil then listened = redis.call('EXISTS', K_LISTENING) == 1 end
-    if not listened then return end
-  end
+  if not listening(notify) then return end
   data = data or ''
   if #data > MAX_EVENT_DATA then
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAX_EVENTS, '*', 'job', id, 'event', event,
