@@ -79,7 +79,8 @@ impl<H: Handler> WorkerBuilder<H> {
     /// Whether the worker installs spool's process-wide Prometheus recorder
     /// when it starts (default `true`). Turn it off when the embedding program
     /// installs its own `metrics` recorder: spool's metrics then go to that
-    /// recorder, and `/metrics` answers 503.
+    /// recorder, and `/metrics` answers 503. Install it before the worker
+    /// runs: the worker takes its per-job metric handles when it starts.
     pub fn install_metrics_recorder(mut self, install: bool) -> Self {
         self.install_recorder = install;
         self

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::WorkerConfig;
 use crate::handler::{Children, Handler, JobContext, JobError, JobLog};
 use crate::health::Health;
-use crate::metrics::{self as m, Outcome};
+use crate::metrics::{self as m, JobMetrics, Outcome};
 
 /// How often progress reaches Redis at most: a few updates a second would be
 /// noise for a watcher and load for Redis.
@@ -103,7 +103,7 @@ pub(crate) struct JobEnv<H> {
     /// Ids of the jobs running or settling now: their number is the
     /// active-jobs gauge, and they are logged when a shutdown has to leave
     /// before their results reached Redis.
-    pub(crate) running: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub(crate) running: Arc<std::sync::Mutex<IdCounts>>,
     /// Batches settlements into shared script calls.
     pub(crate) settler: Settler,
     /// Batches the beats of jobs due at once into shared script calls.
@@ -112,7 +112,9 @@ pub(crate) struct JobEnv<H> {
     pub(crate) health: Arc<Health>,
     /// Ids of the jobs among `running` that are settled already and wait only
     /// for a handler that ignored its stop (nothing of theirs is unsettled).
-    pub(crate) leftovers: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub(crate) leftovers: Arc<std::sync::Mutex<IdCounts>>,
+    /// The per-job metric handles of this queue, looked up once.
+    pub(crate) metrics: JobMetrics,
 }
 
 impl<H> Clone for JobEnv<H> {
@@ -127,6 +129,7 @@ impl<H> Clone for JobEnv<H> {
             beater: self.beater.clone(),
             health: self.health.clone(),
             leftovers: self.leftovers.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -144,34 +147,43 @@ impl<H> JobEnv<H> {
         let leftovers = self.leftovers.lock().unwrap_or_else(|p| p.into_inner());
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running
+            .ids
             .iter()
-            .filter(|(id, n)| leftovers.get(*id).copied().unwrap_or(0) < **n)
+            .filter(|(id, n)| leftovers.ids.get(*id).copied().unwrap_or(0) < **n)
             .map(|(id, _)| id.clone())
             .collect()
     }
 
     /// How many jobs run now.
     pub(crate) fn running_count(&self) -> usize {
-        self.running.lock().map_or(0, |ids| ids.values().sum())
+        self.running.lock().map_or(0, |ids| ids.total)
     }
 }
 
+/// Job ids with how many times each is counted, and the sum of the counts
+/// (kept, not summed on each change: a worker runs hundreds of jobs).
+#[derive(Debug, Default)]
+pub(crate) struct IdCounts {
+    /// Each id's count (never 0: an id whose count falls to 0 is removed).
+    pub(crate) ids: std::collections::HashMap<String, usize>,
+    /// The sum of `ids`' counts.
+    pub(crate) total: usize,
+}
+
 /// Adds (`true`) or removes one count of `id`; returns the total count.
-fn count_id(
-    ids: &std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    id: &str,
-    add: bool,
-) -> usize {
-    let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
+fn count_id(ids: &std::sync::Mutex<IdCounts>, id: &str, add: bool) -> usize {
+    let mut c = ids.lock().unwrap_or_else(|p| p.into_inner());
     if add {
-        *ids.entry(id.to_owned()).or_default() += 1;
-    } else if let Some(n) = ids.get_mut(id) {
+        *c.ids.entry(id.to_owned()).or_default() += 1;
+        c.total += 1;
+    } else if let Some(n) = c.ids.get_mut(id) {
         *n -= 1;
         if *n == 0 {
-            ids.remove(id);
+            c.ids.remove(id);
         }
+        c.total -= 1;
     }
-    ids.values().sum()
+    c.total
 }
 
 /// Runs one job to its end and settles it.
@@ -186,11 +198,11 @@ pub(crate) async fn execute<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
 }
 
 async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
-    let queue_label = env.queue.name().to_owned();
+    let queue_label = env.queue.name();
     let wait = SystemTime::now()
         .duration_since(job.run_at)
         .unwrap_or_default();
-    metrics::histogram!(m::JOB_WAIT, "queue" => queue_label.clone()).record(wait.as_secs_f64());
+    env.metrics.wait.record(wait.as_secs_f64());
     if job.lease_expired_before_start() {
         // Reserved, then stalled (every runtime thread blocked, the process
         // stopped) past the lease: a sweep may have handed the job to another
@@ -200,12 +212,11 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             lease_ms = job.lease.as_millis() as u64,
             "not starting: the lease ran out between reserve and start (was this process stalled?)"
         );
-        metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label, "outcome" => Outcome::LeaseLost.as_str())
-            .increment(1);
+        env.metrics.jobs(Outcome::LeaseLost).increment(1);
         return;
     }
     let running = env.track(&job.id, true);
-    metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(running as f64);
+    env.metrics.active.set(running as f64);
     tracing::info!(wait_ms = wait.as_millis() as u64, "job started");
 
     let started = Instant::now();
@@ -244,9 +255,9 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
             .await
             .unwrap_or(Outcome::LeaseLost),
     };
-    metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
-        .increment(1);
-    metrics::histogram!(m::JOB_DURATION, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
+    env.metrics.jobs(outcome).increment(1);
+    env.metrics
+        .duration(outcome)
         .record(handler_time.as_secs_f64());
     tracing::info!(
         outcome = outcome.as_str(),
@@ -255,11 +266,11 @@ async fn run<H: Handler>(env: JobEnv<H>, job: ReservedJob) {
     );
     if let Some(task) = leftover {
         count_id(&env.leftovers, &job.id, true);
-        wait_for_leftover(&env, &queue_label, task).await;
+        wait_for_leftover(&env, queue_label, task).await;
         count_id(&env.leftovers, &job.id, false);
     }
     let left = env.track(&job.id, false);
-    metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label).set(left as f64);
+    env.metrics.active.set(left as f64);
 }
 
 /// Holds the job's slot until a handler that ignored its stop returns: the

@@ -1,7 +1,7 @@
 //! Every metric the runtime exports, named in one place (the table in docs/operations.md;
 //! `docs/operations.md` lists them), and the Prometheus recorder.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -82,6 +82,59 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Unreplicated => "unreplicated",
         }
+    }
+}
+
+/// The metric handles a worker records on every job of one queue, looked
+/// up once: `metrics::counter!` and its kin find a series by name and labels
+/// on each call (a hash, a key built and its labels copied), a measurable
+/// part of a no-op job's cost (docs/performance.md). The recorder must be
+/// installed before they are made, as the worker does when it starts.
+#[derive(Clone)]
+pub(crate) struct JobMetrics {
+    /// `spool_job_wait_seconds`.
+    pub(crate) wait: metrics::Histogram,
+    /// `spool_active_jobs`.
+    pub(crate) active: metrics::Gauge,
+    /// `spool_jobs_total` and `spool_job_duration_seconds`, by outcome (in
+    /// [`Outcome::ALL`]'s order).
+    by_outcome: Arc<[(metrics::Counter, metrics::Histogram)]>,
+}
+
+impl JobMetrics {
+    /// The handles of `queue`'s series.
+    pub(crate) fn new(queue: &str) -> JobMetrics {
+        let q = queue.to_owned();
+        JobMetrics {
+            wait: metrics::histogram!(JOB_WAIT, "queue" => q.clone()),
+            active: metrics::gauge!(ACTIVE_JOBS, "queue" => q.clone()),
+            by_outcome: Outcome::ALL
+                .iter()
+                .map(|o| {
+                    (
+                        metrics::counter!(JOBS_TOTAL, "queue" => q.clone(), "outcome" => o.as_str()),
+                        metrics::histogram!(JOB_DURATION, "queue" => q.clone(), "outcome" => o.as_str()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn index(outcome: Outcome) -> usize {
+        Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or_else(|| unreachable!("Outcome::ALL lists every outcome"))
+    }
+
+    /// `spool_jobs_total{outcome}`.
+    pub(crate) fn jobs(&self, outcome: Outcome) -> &metrics::Counter {
+        &self.by_outcome[Self::index(outcome)].0
+    }
+
+    /// `spool_job_duration_seconds{outcome}`.
+    pub(crate) fn duration(&self, outcome: Outcome) -> &metrics::Histogram {
+        &self.by_outcome[Self::index(outcome)].1
     }
 }
 

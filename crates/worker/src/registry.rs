@@ -4,7 +4,6 @@
 //! after two lease periods so a SIGKILLed worker disappears by itself, and
 //! removed when the worker exits.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ impl Registry {
     pub(crate) fn start(
         queue: Queue,
         cfg: &WorkerConfig,
-        running: Arc<Mutex<HashMap<String, usize>>>,
+        running: Arc<Mutex<crate::execute::IdCounts>>,
         draining: CancellationToken,
         info: Option<InfoFn>,
     ) -> Registry {
@@ -61,7 +60,7 @@ impl Registry {
                 }
                 record.active = {
                     let ids = running.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut v: Vec<String> = ids.keys().cloned().collect();
+                    let mut v: Vec<String> = ids.ids.keys().cloned().collect();
                     v.sort();
                     v
                 };

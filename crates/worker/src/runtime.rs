@@ -250,6 +250,7 @@ impl<H: Handler> Worker<H> {
             beater: crate::beater::Beater::start(queue.clone(), cfg.lease),
             health: health.clone(),
             leftovers: Arc::default(),
+            metrics: crate::metrics::JobMetrics::new(queue.name()),
         };
         let registry = crate::registry::Registry::start(
             queue.clone(),
