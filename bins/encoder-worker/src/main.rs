@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc for the worker's own (Rust) allocations: a job's life is many
+/// small allocations freed across threads, where glibc's allocator spent
+/// about a tenth of a no-op job's worker CPU (docs/performance.md). FFmpeg's
+/// allocations stay with the C library's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = spool_encoder_worker::Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
