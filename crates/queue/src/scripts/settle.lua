@@ -88,7 +88,7 @@ for i = 0, n - 1 do
     -- The common path, with its index updates batched, and each optional
     -- step's helper called only when the job has what it is for.
     if listening(f[5]) then
-      emit(id, f[5], 'completed', tonumber(redis.call('HGET', jk, 'attempts')) or 0, data)
+      emit(id, f[5], 'completed', num_field(redis.call('HGET', jk, 'attempts') or 0, 0, 1e15), data)
     end
     redis.call('HSET', jk, 'state', 'completed', 'result', data, 'finished_at', now_text)
     n_done = n_done + 1
