@@ -546,6 +546,24 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn id_counts_keep_their_total_as_ids_come_and_go() {
+        let ids = std::sync::Mutex::new(IdCounts::default());
+        assert_eq!(count_id(&ids, "a", true), 1);
+        // A job reclaimed and reserved again by the same worker: twice.
+        assert_eq!(count_id(&ids, "a", true), 2);
+        assert_eq!(count_id(&ids, "b", true), 3);
+        assert_eq!(count_id(&ids, "a", false), 2);
+        assert_eq!(
+            count_id(&ids, "nobody", false),
+            2,
+            "an unknown id changes nothing"
+        );
+        assert_eq!(count_id(&ids, "a", false), 1);
+        let c = ids.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!((c.total, c.ids.len(), c.ids.get("b")), (1, 1, Some(&1)));
+    }
+
     fn kind(s: &Option<Settle>) -> &'static str {
         match s {
             None => "none",
