@@ -12,7 +12,8 @@
 //! The headline is **Redis CPU per job** (`INFO cpu` of the Redis process,
 //! user + sys, before and after the run), which does not depend on how busy
 //! the rest of the machine is the way throughput does; beside it the
-//! commands per job (`INFO commandstats`) and, with AOF, the bytes appended
+//! commands and each command's µs per job (`INFO commandstats`; a script's
+//! µs include the commands it runs) and, with AOF, the bytes appended
 //! to the AOF per job (`aof_current_size`).
 //!
 //! spool's side is the `sleep_worker` example (the reference embedding) with

@@ -92,13 +92,16 @@ impl Outcome {
 /// installed before they are made, as the worker does when it starts.
 #[derive(Clone)]
 pub(crate) struct JobMetrics {
+    queue: Arc<str>,
     /// `spool_job_wait_seconds`.
     pub(crate) wait: metrics::Histogram,
     /// `spool_active_jobs`.
     pub(crate) active: metrics::Gauge,
     /// `spool_jobs_total` and `spool_job_duration_seconds`, by outcome (in
-    /// [`Outcome::ALL`]'s order).
-    by_outcome: Arc<[(metrics::Counter, metrics::Histogram)]>,
+    /// [`Outcome::ALL`]'s order). A duration series is made at its
+    /// outcome's first job, as before, so `/metrics` shows no empty
+    /// histogram for an outcome that never happened.
+    by_outcome: Arc<[(metrics::Counter, OnceLock<metrics::Histogram>)]>,
 }
 
 impl JobMetrics {
@@ -106,6 +109,7 @@ impl JobMetrics {
     pub(crate) fn new(queue: &str) -> JobMetrics {
         let q = queue.to_owned();
         JobMetrics {
+            queue: queue.into(),
             wait: metrics::histogram!(JOB_WAIT, "queue" => q.clone()),
             active: metrics::gauge!(ACTIVE_JOBS, "queue" => q.clone()),
             by_outcome: Outcome::ALL
@@ -113,7 +117,7 @@ impl JobMetrics {
                 .map(|o| {
                     (
                         metrics::counter!(JOBS_TOTAL, "queue" => q.clone(), "outcome" => o.as_str()),
-                        metrics::histogram!(JOB_DURATION, "queue" => q.clone(), "outcome" => o.as_str()),
+                        OnceLock::new(),
                     )
                 })
                 .collect(),
@@ -134,7 +138,9 @@ impl JobMetrics {
 
     /// `spool_job_duration_seconds{outcome}`.
     pub(crate) fn duration(&self, outcome: Outcome) -> &metrics::Histogram {
-        &self.by_outcome[Self::index(outcome)].1
+        self.by_outcome[Self::index(outcome)].1.get_or_init(|| {
+            metrics::histogram!(JOB_DURATION, "queue" => self.queue.to_string(), "outcome" => outcome.as_str())
+        })
     }
 }
 

@@ -432,6 +432,15 @@ async fn metrics_report_depth_capacity_and_outcomes() -> Result<()> {
             &[("queue", QUEUE), ("outcome", "completed")]
         ) == Some(5.0)
     );
+    // A duration series appears with its outcome's first job, not before.
+    ensure!(
+        m(
+            "spool_job_duration_seconds_count",
+            &[("queue", QUEUE), ("outcome", "dead")]
+        )
+        .is_none(),
+        "{text}"
+    );
     ensure!(m("spool_job_wait_seconds_count", &[("queue", QUEUE)]) == Some(5.0));
     ensure!(m("spool_worker_active_jobs", &[("queue", QUEUE)]) == Some(0.0));
 
