@@ -170,13 +170,13 @@ impl<H: Handler> Worker<H> {
         if self.install_recorder {
             let _ = m::prometheus();
         }
-        let queue_label = cfg.queue.clone();
-        metrics::gauge!(m::CAPACITY, "queue" => queue_label.clone()).set(cfg.concurrency as f64);
-        metrics::gauge!(m::ACTIVE_JOBS, "queue" => queue_label.clone()).set(0.0);
+        metrics::gauge!(m::CAPACITY, "queue" => cfg.queue.clone()).set(cfg.concurrency as f64);
         metrics::gauge!(m::DRAINING).set(0.0);
+        // Every job's series, taken once, and each made visible at 0 now.
+        let job_metrics = m::JobMetrics::new(&cfg.queue);
+        job_metrics.active.set(0.0);
         for outcome in m::Outcome::ALL {
-            metrics::counter!(m::JOBS_TOTAL, "queue" => queue_label.clone(), "outcome" => outcome.as_str())
-                .absolute(0);
+            job_metrics.jobs(outcome).absolute(0);
         }
 
         let server_stop = CancellationToken::new();
@@ -216,7 +216,8 @@ impl<H: Handler> Worker<H> {
         let result = match connect(&cfg, &health, &shutdown).await {
             Ok(Some(queue)) => {
                 let pinger = tokio::spawn(ping_loop(queue.clone(), health.clone()));
-                self.work(queue, &health, &shutdown, &drain_started).await;
+                self.work(queue, job_metrics, &health, &shutdown, &drain_started)
+                    .await;
                 pinger.abort();
                 Ok(())
             }
@@ -234,6 +235,7 @@ impl<H: Handler> Worker<H> {
     async fn work(
         &self,
         queue: Queue,
+        metrics: m::JobMetrics,
         health: &Arc<Health>,
         shutdown: &Shutdown,
         drain_started: &std::sync::OnceLock<tokio::time::Instant>,
@@ -250,7 +252,7 @@ impl<H: Handler> Worker<H> {
             beater: crate::beater::Beater::start(queue.clone(), cfg.lease),
             health: health.clone(),
             leftovers: Arc::default(),
-            metrics: crate::metrics::JobMetrics::new(queue.name()),
+            metrics,
         };
         let registry = crate::registry::Registry::start(
             queue.clone(),

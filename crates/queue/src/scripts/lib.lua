@@ -405,18 +405,17 @@ local in_queue
 -- With `zadds`, the index entry is appended there (score, id) for the caller
 -- to send batched, instead of added now.
 local function retain(jk, id, index_key, now, retention, zadds)
-  local r, logged, kids
-  if retention == nil then
+  local read, logged, kids = retention == nil, nil, nil
+  if read then
     local f = redis.call('HMGET', jk, 'retention_s', 'logged', 'kids')
-    r, logged, kids = num_field(f[1], 0, MAX_RETENTION_S) or 0, f[2], f[3]
-  else
-    r = num_field(retention, 0, MAX_RETENTION_S) or 0
-    if r <= 0 then
+    retention, logged, kids = f[1], f[2], f[3]
+  end
+  local r = num_field(retention, 0, MAX_RETENTION_S) or 0
+  if r <= 0 then
+    if not read then
       local f = redis.call('HMGET', jk, 'logged', 'kids')
       logged, kids = f[1], f[2]
     end
-  end
-  if r <= 0 then
     redis.call('DEL', unpack(job_keys(jk, id, logged, kids)))
   else
     -- No EXPIRE: the retention index, scored by expiry, is what deletes the
