@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Default)]
 pub struct Health {
     draining: AtomicBool,
+    /// Whether Redis has answered once: not ready before, so a pod that
+    /// cannot connect yet (or is about to refuse its Redis) takes no
+    /// traffic and never passes for started.
+    connected: AtomicBool,
     redis_down: AtomicBool,
     /// Handlers still running after their job was settled without them (they
     /// ignored cancellation): each holds a slot with no job, so the pod is
@@ -33,6 +37,9 @@ impl Health {
 
     /// Records whether the last Redis call succeeded.
     pub fn set_redis_ok(&self, ok: bool) {
+        if ok {
+            self.connected.store(true, Ordering::SeqCst);
+        }
         let was_down = self.redis_down.swap(!ok, Ordering::SeqCst);
         if was_down == ok {
             if ok {
@@ -64,9 +71,11 @@ impl Health {
         self.leftover.load(Ordering::SeqCst)
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200: Redis has answered and answers now,
+    /// no drain, no leftover handler.
     pub fn is_ready(&self) -> bool {
         !self.is_draining()
+            && self.connected.load(Ordering::SeqCst)
             && !self.redis_down.load(Ordering::SeqCst)
             && self.leftover_handlers() == 0
     }
@@ -95,6 +104,8 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "a handler that ignored cancellation still holds a slot\n",
         )
+    } else if !health.connected.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "connecting to redis\n")
     } else if !health.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n")
     } else {
@@ -125,4 +136,22 @@ pub(crate) async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_until_redis_has_answered() {
+        let h = Health::default();
+        assert!(!h.is_ready(), "ready before Redis answered");
+        h.set_redis_ok(true);
+        assert!(h.is_ready());
+        h.set_redis_ok(false);
+        assert!(!h.is_ready());
+        h.set_redis_ok(true);
+        h.set_draining();
+        assert!(!h.is_ready());
+    }
 }
